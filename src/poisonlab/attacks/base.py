@@ -1,0 +1,114 @@
+"""The attack contract: a poisoned training set that carries its own ground truth."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poisonlab.data.dataset import ImageDataset, save_npz
+from poisonlab.errors import DataError
+from poisonlab.registry import Registry
+
+
+@dataclass(frozen=True, eq=False)
+class PoisonedDataset:
+    """A training set after an attack, with everything needed to evaluate attacks and defenses.
+
+    Parameters
+    ----------
+    dataset : ImageDataset
+        What the victim trains on (clean rows bit-identical to the input, plus the poisons).
+    is_poison : Tensor of shape (N,), bool
+        True where a sample was modified or injected by the attack.
+    original_labels : Tensor of shape (N,), int64
+        Labels before the attack (equal to ``dataset.labels`` for clean-label attacks).
+    source_index : Tensor of shape (N,), int64
+        Row of the clean input set each sample came from (a poison's base image).
+    source_ids : ndarray of str, shape (N,)
+        Id of that clean source sample in the user's data (``dataset.ids`` of the input).
+    attack : str
+        Registry name of the attack.
+    params : dict
+        Resolved hyper-parameters (every default filled in), copied into reports.
+    test_set : ImageDataset or None
+        Inputs carrying the trigger, labelled with the attacker's desired labels: accuracy on it is
+        the attack success rate (backdoor attacks).
+    targets : ImageDataset or None
+        Target images with their true labels (feature collision); success = predicted as
+        ``target_labels`` (the base class).
+    target_labels : Tensor or None
+        The class each target should be misclassified as.
+    extras : dict
+        Per-poison measurements (e.g. perturbation norms), never required by metrics.
+    """
+
+    dataset: ImageDataset
+    is_poison: Tensor
+    original_labels: Tensor
+    source_index: Tensor
+    source_ids: np.ndarray
+    attack: str
+    params: dict[str, Any] = field(default_factory=dict)
+    test_set: ImageDataset | None = None
+    targets: ImageDataset | None = None
+    target_labels: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.dataset)
+        for name in ("is_poison", "original_labels", "source_index"):
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) or value.shape != (n,):
+                raise DataError(f"PoisonedDataset.{name} must have shape ({n},)")
+        if np.asarray(self.source_ids).shape != (n,):
+            raise DataError(f"PoisonedDataset.source_ids must have shape ({n},)")
+        if self.is_poison.dtype != torch.bool:
+            raise DataError("PoisonedDataset.is_poison must be a bool tensor")
+
+    @property
+    def n_poison(self) -> int:
+        """Number of poisoned samples."""
+        return int(self.is_poison.sum())
+
+    def save(self, path: str | Path) -> Path:
+        """Write poisoned.npz: x, y, ids, class_names, is_poison, original_label, source_id."""
+        return save_npz(
+            self.dataset,
+            path,
+            is_poison=self.is_poison.numpy(),
+            original_label=self.original_labels.numpy(),
+            source_index=self.source_index.numpy(),
+            source_id=np.asarray(self.source_ids, dtype=str),
+        )
+
+
+class Attack(ABC):
+    """Base class: hyper-parameters in ``__init__`` (validated there), data in :meth:`poison`."""
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = False
+
+    def params(self) -> dict[str, Any]:
+        """Resolved hyper-parameters, JSON-ready."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    @abstractmethod
+    def poison(
+        self,
+        train: ImageDataset,
+        *,
+        generator: torch.Generator,
+        model: Any | None = None,
+        test: ImageDataset | None = None,
+    ) -> PoisonedDataset:
+        """Poison ``train``; ``test`` supplies the images for the triggered test set or targets."""
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+register_attack = ATTACKS.register

@@ -1,0 +1,1 @@
+"""The ``poisonlab`` command-line interface (typer + rich)."""

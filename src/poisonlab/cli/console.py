@@ -1,0 +1,53 @@
+"""One console for results (stdout), one for messages (stderr), and the user-error exit path."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from poisonlab import progress
+from poisonlab.errors import PoisonlabError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one red line on stderr and return the Exit to raise (no traceback)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def configure(*, quiet: bool = False, verbose: bool = False) -> None:
+    """Map --quiet / --verbose to log levels and switch progress bars on unless quiet."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
+    progress.enable(not quiet)
+
+
+def user_errors(command: F) -> F:
+    """Decorator for commands: a PoisonlabError or a missing file becomes one red line, exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except PoisonlabError as exc:
+            raise fail(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise fail(f"file not found: {exc.filename or exc}") from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,61 @@
+"""Entry point: ``poisonlab --help`` lists the commands; each lives in its own module here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from poisonlab import __version__
+from poisonlab.errors import PoisonlabError
+
+app = typer.Typer(
+    name="poisonlab",
+    help=(
+        "Find poisoned training data before it poisons a model, and attack and defend image "
+        "classifiers reproducibly.\n\nTypical flow: `poisonlab data info DATA`, `poisonlab train`, "
+        "`poisonlab attack`, `poisonlab scan`. `poisonlab demo` runs the whole tour on digits."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"poisonlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Find poisoned training data; attack and defend image classifiers."""
+
+
+def _register_commands() -> None:
+    """Attach the command modules (each module adds its commands to ``app``)."""
+    from poisonlab.cli import data_cmd, demo_cmd, train_cmd  # noqa: F401
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Run the app; user errors become one red line and exit status 2, never a traceback."""
+    from poisonlab.cli.console import fail
+
+    try:
+        app(standalone_mode=True)
+    except PoisonlabError as exc:
+        raise SystemExit(fail(str(exc)).exit_code) from None
+    except KeyboardInterrupt:
+        from poisonlab.cli.console import err
+
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)

@@ -1,0 +1,54 @@
+"""From a data spec to train / held-out / test parts, the same way in every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.splits import Split, split_dataset, split_indices
+
+
+def prepare_splits(
+    spec: str | Path,
+    *,
+    holdout: float = 0.1,
+    test: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Split:
+    """Load ``spec`` and return deterministic train / held-out / test parts.
+
+    Sources with an official test part (IDX folders, CIFAR-10, GTSRB) keep it as the test part
+    and carve the held-out part (a ``holdout`` fraction, stratified) from their training part.
+    Single-part sources (digits, npz, image folders) are split ``1-holdout-test / holdout / test``.
+    ``limit`` keeps a stratified random subset of at most that many training images (and
+    proportionally fewer test images), for quick runs on large data.
+    """
+    from poisonlab.data.loaders import has_test_part, load_dataset
+
+    if has_test_part(spec):
+        train_all = load_dataset(spec, part="train")
+        test_part = load_dataset(spec, part="test")
+        train_idx, holdout_idx = split_indices(train_all.labels, (1.0 - holdout, holdout), seed)
+        split = Split(train_all.subset(train_idx), train_all.subset(holdout_idx), test_part)
+    else:
+        split = split_dataset(load_dataset(spec), holdout=holdout, test=test, seed=seed)
+    if limit is not None and len(split.train) > limit:
+        split = _limit(split, limit, seed)
+    return split
+
+
+def _stratified_head(data: ImageDataset, n: int, seed: int) -> ImageDataset:
+    if len(data) <= n:
+        return data
+    keep, _ = split_indices(data.labels, (n / len(data), 1 - n / len(data)), seed)
+    return data.subset(keep)
+
+
+def _limit(split: Split, limit: int, seed: int) -> Split:
+    ratio = limit / len(split.train)
+    return Split(
+        _stratified_head(split.train, limit, seed),
+        _stratified_head(split.holdout, max(1, round(len(split.holdout) * ratio)), seed + 1),
+        _stratified_head(split.test, max(1, round(len(split.test) * ratio)), seed + 2),
+    )

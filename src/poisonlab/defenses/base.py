@@ -1,0 +1,134 @@
+"""The detector contract: one float suspicion score per sample; flags from a separate threshold.
+
+Every defense subclasses :class:`Detector`, declares its hyper-parameters in ``__init__`` and
+implements :meth:`Detector._score`, which reads what it needs from an :class:`Evidence` and
+returns a :class:`ScoreSet` (scores, higher = more suspicious; the paper's own flags; optionally
+scores of clean held-out samples). :meth:`Detector.fit` times it, applies the threshold and keeps a
+frozen :class:`DetectionResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from poisonlab.defenses.evidence import Evidence
+from poisonlab.defenses.thresholds import PaperRule, ScoreSet, Threshold
+from poisonlab.errors import ConfigError
+from poisonlab.registry import Registry
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionResult:
+    """A detector's verdict on one data set.
+
+    scores : float64 (N,), higher = more suspicious, NaN where the sample was not analysed
+    flagged : bool (N,)
+    analysed : bool (N,), samples the detector looked at (e.g. only the chosen classes)
+    threshold : how flags were decided (rule name and cut values)
+    """
+
+    detector: str
+    params: dict[str, Any]
+    scores: Tensor
+    flagged: Tensor
+    analysed: Tensor
+    threshold: dict[str, Any]
+    seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def flagged_per_class(self, labels: Tensor, num_classes: int) -> list[int]:
+        """Number of flagged samples per claimed class."""
+        return torch.bincount(labels[self.flagged], minlength=num_classes).tolist()
+
+
+class Detector(ABC):
+    """Base class of every defense.
+
+    Class attributes declare what a detector needs, so callers (``poisonlab scan``) can skip it
+    with a clear reason instead of faking a result: ``needs_model``, ``needs_holdout``,
+    ``needs_lgm``. ``per_class`` detectors analyse each claimed class separately and honour
+    ``classes`` (None = every class).
+    """
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = True
+    needs_holdout: ClassVar[bool] = False
+    needs_lgm: ClassVar[bool] = False
+    per_class: ClassVar[bool] = False
+
+    def __init__(
+        self, *, threshold: Threshold | None = None, classes: Sequence[int] | None = None
+    ) -> None:
+        self.threshold = threshold or PaperRule()
+        if classes is not None and not self.per_class:
+            raise ConfigError(f"{self.name} scores all classes at once; it takes no classes=")
+        self.classes = None if classes is None else tuple(int(c) for c in classes)
+
+    def params(self) -> dict[str, Any]:
+        """Hyper-parameters, JSON-ready (the threshold as its short description)."""
+        values: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if key.startswith("_") or key.endswith("_"):
+                continue
+            values[key] = value.describe() if isinstance(value, Threshold) else value
+        return values
+
+    def analysed_classes(self, evidence: Evidence) -> list[int]:
+        """Classes to analyse: ``classes`` or every class present in the data."""
+        present = evidence.labels().unique().tolist()
+        if self.classes is None:
+            return present
+        bad = [c for c in self.classes if not 0 <= c < evidence.num_classes]
+        if bad:
+            raise ConfigError(f"class {bad[0]} does not exist (0..{evidence.num_classes - 1})")
+        return [c for c in self.classes if c in present]
+
+    @abstractmethod
+    def _score(self, evidence: Evidence) -> ScoreSet:
+        """Scores for every sample of ``evidence.data`` (NaN where not analysed)."""
+
+    def fit(self, evidence: Evidence) -> Detector:
+        """Score ``evidence.data``, apply the threshold, and store ``result_``; returns self."""
+        started = time.perf_counter()
+        scored = self._score(evidence)
+        seconds = time.perf_counter() - started
+        scores = scored.scores.double().cpu()
+        if scores.shape != (len(evidence.data),):
+            raise RuntimeError(f"{self.name} returned {tuple(scores.shape)} scores")
+        analysed = ~torch.isnan(scores)
+        flags, description = self.threshold.flag(scored, evidence.labels())
+        self.result_ = DetectionResult(
+            detector=self.name,
+            params=self.params(),
+            scores=scores,
+            flagged=flags.bool() & analysed,
+            analysed=analysed,
+            threshold=description,
+            seconds=seconds,
+            extras=dict(getattr(self, "extras_", {})),
+        )
+        return self
+
+    @property
+    def result(self) -> DetectionResult:
+        """The result of the last :meth:`fit` (an error before fitting)."""
+        try:
+            return self.result_
+        except AttributeError:
+            raise RuntimeError(f"{self.name}: call fit() first") from None
+
+
+DETECTORS: Registry[type[Detector]] = Registry("defense")
+register_detector = DETECTORS.register
+
+
+def per_class_scores(n: int) -> Tensor:
+    """A float64 (n,) tensor of NaN to fill class by class."""
+    return torch.full((n,), float("nan"), dtype=torch.float64)

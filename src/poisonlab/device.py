@@ -1,0 +1,22 @@
+"""Choose the compute device: CUDA when present, else CPU, unless the user names one."""
+
+from __future__ import annotations
+
+import torch
+
+from poisonlab.errors import ConfigError
+
+
+def pick_device(preference: str | torch.device | None = None) -> torch.device:
+    """Return ``preference`` as a device, or the best available one when it is None or "auto"."""
+    if isinstance(preference, torch.device):
+        return preference
+    if preference is None or preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {preference!r}: expected auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {preference!r} requested but no CUDA device is available")
+    return device

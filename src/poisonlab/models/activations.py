@@ -1,0 +1,81 @@
+"""Read any layer's output by name with forward hooks that are always removed afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from poisonlab.errors import ConfigError
+
+
+def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+    """Map layer names to modules; an unknown name raises ConfigError listing some valid ones."""
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if name not in modules]
+    if missing:
+        some = ", ".join(n for n in list(modules)[1:12] if n)
+        raise ConfigError(f"unknown layer {missing[0]!r}; layers look like: {some}, ...")
+    return {name: modules[name] for name in layers}
+
+
+@contextmanager
+def recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, list[Tensor]]]:
+    """Within the block, every forward pass appends each named layer's output (detached) to a list.
+
+    The hooks are removed when the block exits, even on error, so the model is left unchanged.
+    """
+    outputs: dict[str, list[Tensor]] = {name: [] for name in layers}
+    handles = []
+    try:
+        for name, module in resolve_layers(model, layers).items():
+
+            def hook(_module: nn.Module, _inputs: object, output: Tensor, name: str = name) -> None:
+                outputs[name].append(output.detach())
+
+            handles.append(module.register_forward_hook(hook))
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def pool_activation(activation: Tensor) -> Tensor:
+    """Global average pooling of conv maps (N, C, H, W) → (N, C); other shapes are flattened."""
+    if activation.ndim == 4:
+        return activation.mean(dim=(2, 3))
+    return activation.flatten(1)
+
+
+@torch.no_grad()
+def capture_activations(
+    model: nn.Module,
+    images: Tensor,
+    layers: Sequence[str],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    pool: bool = True,
+) -> dict[str, Tensor]:
+    """Outputs of the named layers for all ``images`` (in eval mode), as CPU tensors.
+
+    With ``pool`` conv maps are globally average-pooled to one value per channel; otherwise every
+    output is flattened to (N, D). The model's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[Tensor]] = {name: [] for name in layers}
+    try:
+        with recording(model, layers) as outputs:
+            for start in range(0, len(images), batch_size):
+                model(images[start : start + batch_size].to(device))
+                for name in layers:
+                    out = outputs[name].pop()
+                    outputs[name].clear()
+                    chunks[name].append((pool_activation(out) if pool else out.flatten(1)).cpu())
+    finally:
+        model.train(was_training)
+    return {name: torch.cat(parts) if parts else torch.empty(0) for name, parts in chunks.items()}

@@ -1,0 +1,66 @@
+"""Inference helpers: logits in batches, loss and accuracy on a dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.models.network import Network
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy of the inference logits and accuracy on one dataset."""
+
+    loss: float
+    accuracy: float
+    n: int
+
+
+@torch.no_grad()
+def predict_logits(
+    model: Network,
+    images: Tensor,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 512,
+) -> Tensor:
+    """Inference logits for ``images`` (eval mode), as a CPU float tensor (N, K)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [
+            model(images[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    if not parts:
+        return torch.empty(0, model.config.num_classes)
+    return torch.cat(parts)
+
+
+def predict(model: Network, images: Tensor, **kwargs: object) -> Tensor:
+    """Predicted class per image, int64 (N,)."""
+    return predict_logits(model, images, **kwargs).argmax(1)  # type: ignore[arg-type]
+
+
+def evaluate(
+    model: Network,
+    data: ImageDataset,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 512,
+) -> Evaluation:
+    """Loss (cross-entropy of the inference logits) and accuracy of ``model`` on ``data``."""
+    logits = predict_logits(model, data.images, device=device, batch_size=batch_size)
+    if len(data) == 0:
+        return Evaluation(float("nan"), float("nan"), 0)
+    loss = float(F.cross_entropy(logits, data.labels))
+    accuracy = float((logits.argmax(1) == data.labels).float().mean())
+    return Evaluation(loss, accuracy, len(data))

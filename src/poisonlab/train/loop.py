@@ -1,0 +1,177 @@
+"""One training loop for softmax and LGM heads: Adam or SGD, validation, early stopping."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from poisonlab import progress
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.splits import split_indices
+from poisonlab.device import pick_device
+from poisonlab.errors import ConfigError
+from poisonlab.models.network import Network
+from poisonlab.seeding import make_generator
+from poisonlab.train.config import TrainConfig
+from poisonlab.train.evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Losses and accuracies of one epoch (validation fields are None without a validation set)."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did: per-epoch history, the epoch whose weights were kept, timing."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall-clock seconds per epoch."""
+        return sum(r.seconds for r in self.history) / max(len(self.history), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "epochs_run": len(self.history),
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "seconds_per_epoch": round(self.seconds_per_epoch, 3),
+            "history": [r.__dict__ for r in self.history],
+        }
+
+
+def _optimizer(model: Network, config: TrainConfig, trainable: list[nn.Parameter]) -> Any:
+    """Adam or SGD with the head in its own parameter group when ``head_lr`` is set."""
+    wanted = {id(p) for p in trainable}
+    head_ids = {id(p) for p in model.head.parameters()}
+    body = [p for p in trainable if id(p) not in head_ids]
+    head = [p for p in model.head.parameters() if id(p) in wanted]
+    groups = [g for g in ({"params": body}, {"params": head}) if g["params"]]
+    if config.head_lr is not None and head:
+        groups[-1]["lr"] = config.head_lr
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _split_validation(data: ImageDataset, config: TrainConfig) -> tuple[Tensor, Tensor | None]:
+    if config.val_fraction == 0:
+        return torch.arange(len(data)), None
+    train_idx, val_idx = split_indices(
+        data.labels, (1.0 - config.val_fraction, config.val_fraction), config.seed
+    )
+    return train_idx, (val_idx if len(val_idx) else None)
+
+
+def train_model(
+    model: Network,
+    data: ImageDataset,
+    config: TrainConfig | None = None,
+    *,
+    val_data: ImageDataset | None = None,
+    device: torch.device | str | None = None,
+    trainable: list[nn.Parameter] | None = None,
+    description: str = "training",
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` and return its history.
+
+    A validation set is ``val_data`` when given, else a stratified ``config.val_fraction`` of
+    ``data``. With validation, the weights of the epoch with the lowest validation loss are kept,
+    and training stops after ``config.patience`` epochs without improvement. ``trainable``
+    restricts which parameters move (e.g. only the last layer for transfer learning); the others
+    stay frozen. Seeds the global torch RNG with ``config.seed`` (dropout), so CPU runs repeat.
+    """
+    config = config or TrainConfig()
+    device = pick_device(device)
+    torch.manual_seed(config.seed)
+    if data.shape != model.config.input_shape:
+        raise ConfigError(
+            f"data {data.name!r} has images {data.shape}, model expects {model.config.input_shape}"
+        )
+    model.to(device)
+    params = trainable if trainable is not None else list(model.parameters())
+    frozen = [p for p in model.parameters() if all(p is not q for q in params)]
+    saved_flags = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    optimizer = _optimizer(model, config, params)
+    if val_data is None:
+        train_idx, val_idx = _split_validation(data, config)
+        train_part = data.subset(train_idx)
+        val_part = data.subset(val_idx) if val_idx is not None else None
+    else:
+        train_part, val_part = data, val_data
+    images = train_part.images.to(device)
+    labels = train_part.labels.to(device)
+    generator = make_generator(config.seed)
+    history: list[EpochRecord] = []
+    best_loss, best_state, best_epoch, since_best = float("inf"), None, 0, 0
+    stopped = False
+    steps = config.epochs * ((len(images) + config.batch_size - 1) // config.batch_size)
+    try:
+        with progress.bar(description, total=steps) as bar:
+            for epoch in range(1, config.epochs + 1):
+                start = time.perf_counter()
+                model.train()
+                order = torch.randperm(len(images), generator=generator).to(device)
+                total_loss, correct = 0.0, 0
+                for first in range(0, len(order), config.batch_size):
+                    batch = order[first : first + config.batch_size]
+                    loss, logits = model.loss(images[batch], labels[batch])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total_loss += loss.item() * len(batch)
+                    correct += int((logits.argmax(1) == labels[batch]).sum())
+                    bar.advance(1, info=f"epoch {epoch} loss {float(loss):.3f}")
+                val = evaluate(model, val_part, device=device) if val_part is not None else None
+                record = EpochRecord(
+                    epoch,
+                    total_loss / len(images),
+                    correct / len(images),
+                    val.loss if val else None,
+                    val.accuracy if val else None,
+                    time.perf_counter() - start,
+                )
+                history.append(record)
+                log.debug("epoch %d: %s", epoch, record)
+                if val is None:
+                    best_epoch = epoch
+                    continue
+                if val.loss < best_loss - 1e-6:
+                    best_loss, best_epoch, since_best = val.loss, epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    since_best += 1
+                    if config.patience is not None and since_best >= config.patience:
+                        stopped = True
+                        break
+    finally:
+        for p, flag in zip(frozen, saved_flags, strict=True):
+            p.requires_grad_(flag)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(history, best_epoch, stopped)

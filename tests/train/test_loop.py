@@ -1,0 +1,74 @@
+"""The training loop learns, repeats under a seed, stops early, respects frozen layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poisonlab.errors import ConfigError
+from poisonlab.models import ModelConfig, build_model
+from poisonlab.train import TrainConfig, evaluate, train_model
+from tests.conftest import blobs_dataset
+
+
+def _model(head: str = "softmax", arch: str = "cnn-small"):
+    return build_model(ModelConfig(arch, 1, 8, 8, 3, head=head), seed=0)
+
+
+@pytest.mark.parametrize("head", ["softmax", "lgm"])
+def test_learns_an_easy_task(head: str) -> None:
+    data = blobs_dataset()
+    model = _model(head)
+    result = train_model(model, data, TrainConfig(epochs=15, batch_size=32, val_fraction=0.2))
+    assert evaluate(model, blobs_dataset(seed=1)).accuracy >= 0.95
+    assert result.history[0].val_loss is not None and not model.training
+
+
+def test_same_seed_same_weights() -> None:
+    data = blobs_dataset()
+    config = TrainConfig(epochs=2, batch_size=16, seed=5)
+    a, b = _model(), _model()
+    train_model(a, data, config)
+    train_model(b, data, config)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    data = blobs_dataset()
+    model = _model()
+    config = TrainConfig(epochs=40, batch_size=16, lr=0.05, patience=2)  # lr high: loss wanders
+    result = train_model(model, data, config)
+    assert result.stopped_early
+    assert len(result.history) == result.best_epoch + 2
+    best = min(r.val_loss for r in result.history)
+    assert result.history[result.best_epoch - 1].val_loss == best
+
+
+def test_frozen_parameters_do_not_move() -> None:
+    model = _model()
+    body_before = {k: v.clone() for k, v in model.body.state_dict().items()}
+    head_before = model.head.fc.weight.clone()
+    trainable = list(model.head.parameters())
+    train_model(model, blobs_dataset(), TrainConfig(epochs=2), trainable=trainable)
+    for k, v in model.body.state_dict().items():
+        assert torch.equal(v, body_before[k])
+    assert not torch.equal(model.head.fc.weight, head_before)
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_head_gets_its_own_learning_rate() -> None:
+    from poisonlab.train.loop import _optimizer
+
+    model = _model("lgm")
+    opt = _optimizer(model, TrainConfig(lr=1e-3, head_lr=1e-2), list(model.parameters()))
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-2]
+    assert opt.param_groups[1]["params"][0] is model.head.means
+
+
+def test_shape_mismatch_and_bad_config_are_clear() -> None:
+    model = build_model(ModelConfig("cnn-small", 3, 8, 8, 3))
+    with pytest.raises(ConfigError, match=r"model expects \(3, 8, 8\)"):
+        train_model(model, blobs_dataset(), TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
