@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +58,10 @@ class ImageDataset:
                 f"found {int(labels.min())}..{int(labels.max())}"
             )
         if len(images):
-            if not torch.isfinite(images).all():
+            lo_t, hi_t = torch.aminmax(images)  # one pass; NaN propagates into the extremes
+            lo, hi = float(lo_t), float(hi_t)
+            if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
                 raise DataError(f"{where}: images contain NaN or infinite pixels")
-            lo, hi = float(images.min()), float(images.max())
             if lo < 0.0 or hi > 1.0:
                 raise DataError(f"{where}: pixels must lie in [0, 1], found {lo:g}..{hi:g}")
         names = tuple(self.class_names) or tuple(str(k) for k in range(self.num_classes))

@@ -1,0 +1,43 @@
+"""Run the benchmarks: ``python -m bench`` runs every ``bench_*.py``; ``python -m bench NAME`` one.
+
+Each benchmark module exposes ``main(argv) -> None`` and writes a Markdown table to
+``bench/results/NAME.md``. Pass ``--quick`` for smaller sizes (a smoke run, not for the record).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+
+def available() -> list[str]:
+    """Names of the benchmark modules (without the ``bench_`` prefix)."""
+    folder = Path(__file__).parent
+    return sorted(
+        m.name.removeprefix("bench_")
+        for m in pkgutil.iter_modules([str(folder)])
+        if m.name.startswith("bench_")
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Run the named benchmarks (all when none is named), forwarding flags such as ``--quick``."""
+    names = [a for a in argv if not a.startswith("-")]
+    flags = [a for a in argv if a.startswith("-")]
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        print(f"unknown benchmark {unknown[0]!r}; choose from: {', '.join(available())}")
+        return 2
+    for name in names or available():
+        print(f"\n=== bench {name} ===", flush=True)
+        started = time.perf_counter()
+        importlib.import_module(f"bench.bench_{name}").main(flags)
+        print(f"=== {name}: {time.perf_counter() - started:.0f} s ===", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

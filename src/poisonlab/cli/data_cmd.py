@@ -1,0 +1,70 @@
+"""`poisonlab data info`: what a data source holds, before anything is trained on it."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from poisonlab.cli.console import out, user_errors
+from poisonlab.cli.main import app
+from poisonlab.data.loaders import load_dataset, source_help
+
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
+
+
+class Part(str, Enum):
+    """The part of a data source to load."""
+
+    train = "train"
+    test = "test"
+
+
+SOURCES_EPILOG = "Data sources:\n\n" + source_help().replace("\n", "\n\n")
+
+
+@data_app.command("info", epilog=SOURCES_EPILOG)
+@user_errors
+def info_command(
+    source: str = typer.Argument(
+        ...,
+        metavar="PATH_OR_NAME",
+        help="A name (digits, fashion-mnist), NAME:PATH, or a path whose format is detected.",
+    ),
+    part: Part = typer.Option(
+        Part.train, "--part", help="train, or test for sources with an official test part."
+    ),
+) -> None:
+    """Show the name, size, image shape and per-class counts of a data set.
+
+    Example: poisonlab data info digits; poisonlab data info /data/cifar-10-batches-py --part test
+    """
+    dataset = load_dataset(source, part=part.value)
+    c, h, w = dataset.shape
+    summary = Table(title=f"{escape(dataset.name)} ({part.value})", show_header=False)
+    summary.add_column("field", style="bold")
+    summary.add_column("value")
+    summary.add_row("name", Text(dataset.name))
+    summary.add_row("samples", str(len(dataset)))
+    summary.add_row("image shape (C×H×W)", f"{c}×{h}×{w}")
+    summary.add_row("classes", str(dataset.num_classes))
+    out.print(summary)
+    counts = Table(title="samples per class")
+    counts.add_column("class", justify="right")
+    counts.add_column("name")
+    counts.add_column("count", justify="right")
+    for label, (name, count) in enumerate(
+        zip(dataset.class_names, dataset.class_counts(), strict=True)
+    ):
+        counts.add_row(str(label), Text(name), str(count))
+    out.print(counts)
+
+
+app.add_typer(
+    data_app,
+    name="data",
+    help="Inspect a data set (size, image shape, class counts) before training on it.",
+)

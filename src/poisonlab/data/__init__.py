@@ -1,0 +1,34 @@
+"""Data: the ImageDataset type, validated loaders for every supported format, and splits.
+
+``load_dataset("digits")`` gives the embedded default; ``load_dataset(path)`` detects the format
+of an .npz, MNIST-style IDX files, CIFAR-10 batches, GTSRB or a folder of class subfolders.
+Importing this package stays light: scikit-learn and Pillow are imported only when used.
+"""
+
+from __future__ import annotations
+
+from poisonlab.data.dataset import ImageDataset, concatenate, save_npz
+from poisonlab.data.loaders import (
+    DATA_SOURCES,
+    DataSource,
+    detect_source,
+    has_test_part,
+    load_dataset,
+    source_help,
+)
+from poisonlab.data.splits import Split, split_dataset, split_indices
+
+__all__ = [
+    "DATA_SOURCES",
+    "DataSource",
+    "ImageDataset",
+    "Split",
+    "concatenate",
+    "detect_source",
+    "has_test_part",
+    "load_dataset",
+    "save_npz",
+    "source_help",
+    "split_dataset",
+    "split_indices",
+]

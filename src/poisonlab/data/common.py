@@ -1,0 +1,85 @@
+"""Small helpers shared by the loaders: path checks, part checks and uint8 → ImageDataset."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.errors import DataError
+
+PARTS = ("train", "test")
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def existing_path(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded; a DataError says so when nothing is there."""
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise DataError(f"{path}: no such file or directory")
+    return resolved
+
+
+def check_part(part: str, source: str, *, has_test: bool) -> None:
+    """Refuse an unknown part, and "test" for a source without an official test part."""
+    if part not in PARTS:
+        raise DataError(f"part must be 'train' or 'test', got {part!r}")
+    if part == "test" and not has_test:
+        raise DataError(
+            f"{source} has no separate test part; load part 'train' and split it "
+            "with poisonlab.data.split_dataset"
+        )
+
+
+def read_bytes(path: Path) -> bytes:
+    """The content of ``path``, gunzipped when it starts with the gzip magic bytes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def from_uint8(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    class_names: Sequence[str],
+    name: str,
+    ids: Sequence[str] | np.ndarray,
+) -> ImageDataset:
+    """Build an ImageDataset from uint8 N×C×H×W pixels (scaled by 1/255) and integer labels."""
+    images = np.ascontiguousarray(pixels).astype(np.float32)
+    images /= np.float32(255.0)  # the same arithmetic as save_npz, so round trips are exact
+    return ImageDataset(
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        num_classes=num_classes,
+        class_names=tuple(class_names),
+        name=name,
+        ids=np.asarray(ids, dtype=str),
+    )
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Labels must be integers in [0, num_classes); the message names ``where`` and the range."""
+    if labels.size == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, found {lo}..{hi}")
+
+
+def row_ids(source: str, count: int) -> np.ndarray:
+    """Ids ``source#0`` .. ``source#<count-1>`` for the rows of one file."""
+    return np.char.add(f"{source}#", np.arange(count).astype(str))

@@ -1,0 +1,82 @@
+"""An image folder: one subfolder per class, class names are the sorted subfolder names.
+
+Accepted files are .png, .jpg, .jpeg and .ppm (any letter case); hidden entries (``.DS_Store``,
+``.ipynb_checkpoints``) are skipped, and so are plain files next to the class folders (a README).
+Anything else inside a class folder is an error naming the file, and so is an empty class folder.
+
+Channels: when every image is 8-bit grayscale the data set has 1 channel; as soon as one image
+has colour (or a palette), every image is converted to RGB, so mixed folders lose nothing.
+Alpha is dropped. Size: every image is resized (bilinear) to ``size`` as (height, width), or by
+default to the size of the first image (first class folder, first file in sorted order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from poisonlab.data.common import check_part, from_uint8
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.images import IMAGE_SUFFIXES, is_gray, parse_size, probe, read_image
+from poisonlab.errors import DataError
+
+
+def _visible(folder: Path) -> list[Path]:
+    """Entries of ``folder`` not starting with a dot, sorted by name."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class subfolders of ``root``, sorted by name (hidden folders skipped)."""
+    return [p for p in _visible(root) if p.is_dir()]
+
+
+def is_image_folder(path: Path) -> bool:
+    """True for a directory with at least one visible subfolder (the class folders)."""
+    return path.is_dir() and bool(class_folders(path))
+
+
+def list_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files, their class index and the class names, validating every entry."""
+    folders = class_folders(root)
+    if not folders:
+        raise DataError(f"{root}: no class subfolders (expected one folder of images per class)")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, folder in enumerate(folders):
+        entries = _visible(folder)
+        if not entries:
+            raise DataError(f"{folder}: empty class folder")
+        for entry in entries:
+            if entry.is_dir():
+                raise DataError(f"{entry}: nested folder inside class folder {folder.name!r}")
+            if entry.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(
+                    f"{entry}: not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+            files.append(entry)
+            labels.append(label)
+    return files, labels, [f.name for f in folders]
+
+
+def load_image_folder(
+    path: Path, part: str = "train", *, size: int | tuple[int, int] | None = None
+) -> ImageDataset:
+    """Load every image under ``path``'s class folders, resized to one size and one mode."""
+    check_part(part, f"image folder {path}", has_test=False)
+    files, labels, names = list_images(path)
+    headers = [probe(f) for f in files]
+    channels = 1 if all(is_gray(mode) for mode, _ in headers) else 3
+    shape = parse_size(size) or headers[0][1]
+    pixels = np.empty((len(files), channels, *shape), dtype=np.uint8)
+    for k, file in enumerate(files):
+        pixels[k] = read_image(file, channels=channels, size=shape)
+    return from_uint8(
+        pixels,
+        np.asarray(labels, dtype=np.int64),
+        num_classes=len(names),
+        class_names=names,
+        name=path.resolve().name,
+        ids=[f.relative_to(path).as_posix() for f in files],
+    )

@@ -1,0 +1,195 @@
+"""One entry point for every data source: a registered name, ``name:PATH``, or a detected path.
+
+Specs: ``digits`` and ``fashion-mnist`` need no path; ``mnist:PATH``, ``fashion-mnist:PATH``,
+``cifar10:PATH``, ``gtsrb:PATH``, ``npz:PATH`` and ``folder:PATH`` force a format; any other
+path has its format detected from its contents (an .npz archive, an IDX file or folder, a CIFAR-10
+batch folder, a GTSRB root, else a folder of class subfolders). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from poisonlab.data import builtin, cifar, folder, gtsrb, idx, npz
+from poisonlab.data.common import existing_path
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.registry import Registry
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """How to load one format: ``load(path, part, **options)``, and whether it has a test part."""
+
+    name: str
+    summary: str
+    load: Callable[..., ImageDataset]
+    has_test: Callable[[Path | None], bool]
+    path: str = "required"  # "required", "optional" or "none"
+    options: tuple[str, ...] = ()
+
+
+DATA_SOURCES: Registry[DataSource] = Registry("data source")
+
+
+def _add(source: DataSource) -> DataSource:
+    """Register ``source`` under its name."""
+    return DATA_SOURCES.register(source.name)(source)
+
+
+def _never(path: Path | None) -> bool:
+    """Single-part sources: callers split them with poisonlab.data.split_dataset."""
+    return False
+
+
+def _idx_has_test(path: Path | None) -> bool:
+    """An IDX folder (not a single file) with the t10k files."""
+    folder_path = path if path is not None else builtin.fashion_mnist_dir()
+    return folder_path.is_dir() and idx.find_idx_pair(folder_path, "test") is not None
+
+
+def _cifar_has_test(path: Path | None) -> bool:
+    root = cifar.cifar_root(path) if path is not None else None
+    return root is not None and (root / "test_batch").is_file()
+
+
+def _gtsrb_has_test(path: Path | None) -> bool:
+    root = gtsrb.gtsrb_root(path) if path is not None else None
+    return root is not None and gtsrb.has_test_annotations(root)
+
+
+DIGITS = _add(
+    DataSource(
+        "digits",
+        "scikit-learn's 8×8 handwritten digits (1797 images, built in)",
+        lambda path, part: builtin.load_digits(part),
+        _never,
+        path="none",
+    )
+)
+FASHION_MNIST = _add(
+    DataSource(
+        "fashion-mnist",
+        "Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist, or a folder)",
+        lambda path, part: builtin.load_fashion_mnist(path, part),
+        _idx_has_test,
+        path="optional",
+    )
+)
+MNIST = _add(
+    DataSource(
+        "mnist",
+        "MNIST IDX files: a folder with train-/t10k- images and labels, or one file",
+        lambda path, part: idx.load_idx(path, part, kind="mnist"),
+        _idx_has_test,
+    )
+)
+CIFAR10 = _add(
+    DataSource(
+        "cifar10",
+        "CIFAR-10 python batches (cifar-10-batches-py/)",
+        cifar.load_cifar10,
+        _cifar_has_test,
+    )
+)
+GTSRB = _add(
+    DataSource(
+        "gtsrb",
+        "GTSRB published layout (Final_Training/Images, Final_Test/Images), 32×32",
+        gtsrb.load_gtsrb,
+        _gtsrb_has_test,
+        options=("size", "roi"),
+    )
+)
+NPZ = _add(DataSource("npz", ".npz with x and y (as written by save_npz)", npz.load_npz, _never))
+FOLDER = _add(
+    DataSource(
+        "folder",
+        "a folder with one subfolder of images (png, jpg, ppm) per class",
+        folder.load_image_folder,
+        _never,
+        options=("size",),
+    )
+)
+# A detected IDX path: the class names follow the path (Fashion-MNIST if it says "fashion").
+_IDX_DETECTED = DataSource(
+    "mnist", MNIST.summary, lambda path, part: idx.load_idx(path, part), _idx_has_test
+)
+_DETECTION: tuple[tuple[Callable[[Path], bool], DataSource], ...] = (
+    (npz.is_npz_file, NPZ),
+    (lambda p: idx.is_idx_folder(p) or idx.is_idx_file(p), _IDX_DETECTED),
+    (lambda p: cifar.cifar_root(p) is not None, CIFAR10),
+    (lambda p: gtsrb.gtsrb_root(p) is not None, GTSRB),
+    (folder.is_image_folder, FOLDER),
+)
+
+
+def detect_source(path: Path) -> DataSource:
+    """The format of ``path``, detected from its contents; a DataError when none fits."""
+    for matches, source in _DETECTION:
+        if matches(path):
+            return source
+    kind = "folder" if path.is_dir() else "file"
+    raise DataError(
+        f"{path}: unrecognised data {kind}; expected an .npz, MNIST-style IDX files, "
+        "a CIFAR-10 batch folder, a GTSRB folder or a folder of class subfolders"
+    )
+
+
+def resolve(spec: str | Path) -> tuple[DataSource, Path | None]:
+    """The data source and path named by ``spec`` (see the module docstring for the forms)."""
+    if isinstance(spec, str):
+        if spec in DATA_SOURCES:
+            source = DATA_SOURCES.get(spec)
+            if source.path != "required":
+                return source, None
+            if not Path(spec).exists():
+                raise DataError(
+                    f"{spec} needs a path: {spec}:PATH (poisonlab never downloads data)"
+                )
+        prefix, sep, rest = spec.partition(":")
+        if sep and prefix in DATA_SOURCES:
+            source = DATA_SOURCES.get(prefix)
+            if source.path == "none":
+                raise DataError(f"{prefix} is built in and takes no path, got {spec!r}")
+            return source, existing_path(rest)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        names = ", ".join(DATA_SOURCES.names())
+        raise DataError(f"{spec}: no such file or directory (data source names: {names})")
+    return detect_source(path), path
+
+
+def load_dataset(spec: str | Path, *, part: str = "train", **options: Any) -> ImageDataset:
+    """Load ``part`` ("train" or "test") of the data named by ``spec``, validated.
+
+    ``options`` go to the format's loader: ``size`` (int or (height, width)) for GTSRB and
+    image folders, ``roi`` (crop to the sign before resizing) for GTSRB. Single-part sources
+    (digits, .npz, image folders) raise a DataError for ``part="test"``: split them instead.
+    """
+    source, path = resolve(spec)
+    unknown = sorted(set(options) - set(source.options))
+    if unknown:
+        accepted = ", ".join(source.options) or "none"
+        raise ConfigError(
+            f"option(s) {', '.join(unknown)} do not apply to {source.name} data "
+            f"(accepted: {accepted})"
+        )
+    return source.load(path, part, **options)
+
+
+def has_test_part(spec: str | Path) -> bool:
+    """True when ``load_dataset(spec, part="test")`` has an official test part to return."""
+    source, path = resolve(spec)
+    try:
+        return source.has_test(path)
+    except DataError:
+        return False
+
+
+def source_help() -> str:
+    """One line per registered data source, for CLI help texts."""
+    return "\n".join(f"{name}: {DATA_SOURCES.get(name).summary}" for name in DATA_SOURCES)

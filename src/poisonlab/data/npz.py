@@ -1,0 +1,127 @@
+"""NumPy .npz data sets, as written by :func:`poisonlab.data.save_npz` (never unpickled).
+
+Arrays: ``x`` of shape (N, H, W) or (N, H, W, C) with C in {1, 3}, either uint8 (divided by
+255) or float already in [0, 1]; ``y`` of shape (N,) with integer labels >= 0; optional ``ids``
+(N strings) and ``class_names`` (one string per class; without it the classes are 0..max(y)).
+Other arrays (e.g. a poison mask written as an extra) are ignored here.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poisonlab.data.common import check_part, from_uint8, row_ids
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.errors import DataError
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def is_npz_file(path: Path) -> bool:
+    """True for a zip archive of ``.npy`` members (how .npz files are laid out), any suffix."""
+    try:
+        with path.open("rb") as handle:
+            if handle.read(4) != ZIP_MAGIC:
+                return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(".npy") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray | None:
+    """Array ``key`` of the archive or None when absent; object arrays are refused."""
+    if key not in archive.files:
+        return None
+    try:
+        return archive[key]
+    except ValueError as exc:  # raised for object arrays, since allow_pickle is False
+        raise DataError(f"{path}: array {key!r} cannot be read without pickle ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: array {key!r} is corrupt ({exc})") from None
+
+
+def _images(x: np.ndarray, path: Path) -> np.ndarray:
+    """``x`` as (N, C, H, W), its dtype and range checked (uint8, or float in [0, 1])."""
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise DataError(f"{path}: 'x' must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if x.shape[-1] not in (1, 3):
+        raise DataError(
+            f"{path}: 'x' has {x.shape[-1]} channels in its last axis; expected 1 or 3 "
+            f"(channels-last N×H×W×C), got shape {x.shape}"
+        )
+    if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{path}: 'x' must be uint8 or float in [0, 1], got {x.dtype}")
+    if x.dtype != np.uint8 and x.size:
+        if not np.isfinite(x).all():
+            raise DataError(f"{path}: 'x' contains NaN or infinite pixels")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{path}: float pixels must lie in [0, 1], found {lo:g}..{hi:g}")
+    return x.transpose(0, 3, 1, 2)
+
+
+def _strings(
+    values: np.ndarray | None, key: str, path: Path, length: int | None
+) -> np.ndarray | None:
+    """A 1-d string array (of ``length`` items when given), or None when absent."""
+    if values is None:
+        return None
+    if values.ndim != 1 or values.dtype.kind not in "US":
+        raise DataError(
+            f"{path}: {key!r} must be a 1-d array of strings, got {values.dtype}{values.shape}"
+        )
+    if length is not None and len(values) != length:
+        raise DataError(f"{path}: {len(values)} {key} for {length} samples")
+    return values.astype(str)
+
+
+def load_npz(path: Path, part: str = "train") -> ImageDataset:
+    """Load an .npz data set (a single-part source), validating every array it uses."""
+    check_part(part, f"{path} (an .npz file)", has_test=False)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not an .npz archive with 'x' and 'y'")
+    with archive:
+        x, y = _read(archive, "x", path), _read(archive, "y", path)
+        for key, value in (("x", x), ("y", y)):
+            if value is None:
+                raise DataError(
+                    f"{path}: missing array {key!r} (found: {', '.join(archive.files)})"
+                )
+        assert x is not None and y is not None
+        images = _images(x, path)
+        ids = _strings(_read(archive, "ids", path), "ids", path, len(images))
+        names = _strings(_read(archive, "class_names", path), "class_names", path, None)
+    if y.ndim != 1 or not (y.size == 0 or np.issubdtype(y.dtype, np.integer)):
+        raise DataError(f"{path}: 'y' must be a 1-d integer array, got {y.dtype}{y.shape}")
+    if len(y) != len(images):
+        raise DataError(f"{path}: {len(images)} images in 'x' but {len(y)} labels in 'y'")
+    if y.size and int(y.min()) < 0:
+        raise DataError(f"{path}: negative labels in 'y' (min {int(y.min())})")
+    num_classes = len(names) if names is not None else (int(y.max()) + 1 if y.size else 1)
+    if y.size and int(y.max()) >= num_classes:
+        raise DataError(f"{path}: label {int(y.max())} but only {num_classes} class_names")
+    ids = ids if ids is not None else row_ids(path.name, len(y))
+    class_names = tuple(names) if names is not None else tuple(map(str, range(num_classes)))
+    if images.dtype == np.uint8:
+        return from_uint8(
+            images, y, num_classes=num_classes, class_names=class_names, name=path.stem, ids=ids
+        )
+    return ImageDataset(
+        images=torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+        labels=torch.from_numpy(y.astype(np.int64)),
+        num_classes=num_classes,
+        class_names=class_names,
+        name=path.stem,
+        ids=ids,
+    )

@@ -1,0 +1,37 @@
+"""`poisonlab data info` end to end with CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from poisonlab.cli.main import app
+from tests.data.conftest import mnist_folder
+
+runner = CliRunner()
+
+
+def test_info_digits() -> None:
+    result = runner.invoke(app, ["data", "info", "digits"])
+    assert result.exit_code == 0, result.output
+    for text in ("digits", "1797", "1×8×8", "samples per class", "178"):
+        assert text in result.stdout
+
+
+def test_info_test_part_of_a_folder(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "info", str(mnist_folder(tmp_path)), "--part", "test"])
+    assert result.exit_code == 0, result.output
+    assert "mnist (test)" in result.stdout and "1×28×28" in result.stdout
+
+
+def test_bad_path_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "info", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    assert "error:" in result.stderr and "no such file or directory" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_single_part_source_refuses_test() -> None:
+    result = runner.invoke(app, ["data", "info", "digits", "--part", "test"])
+    assert result.exit_code == 2 and "no separate test part" in result.stderr

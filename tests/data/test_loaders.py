@@ -1,0 +1,117 @@
+"""load_dataset: names, NAME:PATH prefixes, detection by content, options, and built-ins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from poisonlab.data import DATA_SOURCES, detect_source, has_test_part, load_dataset
+from poisonlab.data.builtin import FASHION_MNIST_DIR
+from poisonlab.errors import ConfigError, DataError
+from tests.data.conftest import cifar_folder, gtsrb_root, mnist_folder, write_image
+
+
+@pytest.fixture(scope="module")
+def digits():  # type: ignore[no-untyped-def]
+    return load_dataset("digits")
+
+
+def test_digits(digits) -> None:  # type: ignore[no-untyped-def]
+    assert len(digits) == 1797 and digits.shape == (1, 8, 8) and digits.num_classes == 10
+    assert float(digits.images.max()) == 1.0 and float(digits.images.min()) == 0.0
+    assert digits.ids[41] == "digits.csv.gz#41"
+    assert digits.class_names == tuple("0123456789")
+    assert not has_test_part("digits")
+    with pytest.raises(DataError, match="digits has no separate test part"):
+        load_dataset("digits", part="test")
+
+
+def test_detection_by_content(tmp_path: Path) -> None:
+    expected = {
+        mnist_folder(tmp_path / "m"): "mnist",
+        cifar_folder(tmp_path / "c", n=1, batches=1): "cifar10",
+        gtsrb_root(tmp_path / "g", classes=(0,), per_class=1): "gtsrb",
+        write_image(tmp_path / "f" / "a" / "x.png", (4, 4)).parent.parent: "folder",
+    }
+    for path, name in expected.items():
+        assert detect_source(path).name == name
+    with pytest.raises(DataError, match="unrecognised data file"):
+        detect_source(Path(__file__))
+
+
+def test_registered_names() -> None:
+    assert set(DATA_SOURCES) == {
+        "digits",
+        "fashion-mnist",
+        "mnist",
+        "cifar10",
+        "gtsrb",
+        "npz",
+        "folder",
+    }
+
+
+def test_missing_path_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nowhere: no such file or directory"):
+        load_dataset(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"nowhere: no such file or directory"):
+        load_dataset(f"cifar10:{tmp_path / 'nowhere'}")
+    with pytest.raises(DataError, match=r"no such file or directory .*data source names"):
+        load_dataset("not-a-source")
+
+
+def test_names_that_need_a_path() -> None:
+    with pytest.raises(DataError, match="mnist needs a path: mnist:PATH"):
+        load_dataset("mnist")
+    with pytest.raises(DataError, match="digits is built in and takes no path"):
+        load_dataset("digits:/tmp")
+
+
+def test_prefix_forces_the_format(tmp_path: Path) -> None:
+    folder = mnist_folder(tmp_path / "m")
+    with pytest.raises(DataError, match="not a CIFAR-10 python folder"):
+        load_dataset(f"cifar10:{folder}")
+    assert len(load_dataset(f"mnist:{folder}", part="test")) == 5
+
+
+def test_unknown_option(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="roi do not apply to mnist data"):
+        load_dataset(mnist_folder(tmp_path), roi=True)
+
+
+def test_unknown_part(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="part must be 'train' or 'test'"):
+        load_dataset(mnist_folder(tmp_path), part="validation")
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds on a busy machine
+def test_import_stays_light() -> None:
+    heavy = "{'sklearn', 'PIL', 'torchvision', 'matplotlib'}"
+    code = f"import sys, poisonlab.data; print(sorted({heavy} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_package() -> None:
+    test = load_dataset("fashion-mnist", part="test")
+    assert len(test) == 10000 and test.shape == (1, 28, 28)
+    assert test.class_names[0] == "T-shirt/top" and test.class_names[9] == "Ankle boot"
+    assert test.class_counts() == [1000] * 10
+    assert test.ids[17] == "t10k-images-idx3-ubyte.gz#17"
+    assert has_test_part("fashion-mnist")
+
+
+def test_fashion_mnist_missing_package_explains(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import poisonlab.data.builtin as builtin
+
+    monkeypatch.setattr(builtin, "FASHION_MNIST_DIR", tmp_path / "absent")
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")

@@ -1,0 +1,100 @@
+"""The .npz format: save_npz round trips, plain arrays, and every validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from poisonlab.data import ImageDataset, load_dataset, save_npz
+from poisonlab.errors import DataError
+
+
+def dataset(images: torch.Tensor) -> ImageDataset:
+    return ImageDataset(
+        images,
+        torch.tensor([0, 2, 1, 2]),
+        3,
+        ("ant", "bee", "cow"),
+        "zoo",
+        np.array(["a.png", "b.png", "c.png", "d.png"]),
+    )
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        torch.randint(0, 256, (4, 3, 5, 6)).float() / 255,  # stored as uint8
+        torch.rand(4, 1, 5, 6),  # not multiples of 1/255: stored as float32
+    ],
+)
+def test_save_npz_round_trip_is_identical(tmp_path: Path, images: torch.Tensor) -> None:
+    original = dataset(images)
+    path = save_npz(original, tmp_path / "zoo.npz", poison_mask=np.zeros(4, bool))
+    loaded = load_dataset(path)
+    assert torch.equal(loaded.images, original.images)
+    assert torch.equal(loaded.labels, original.labels)
+    assert loaded.ids.tolist() == original.ids.tolist()
+    assert loaded.class_names == original.class_names and loaded.num_classes == 3
+
+
+def test_plain_arrays_without_ids_or_names(tmp_path: Path) -> None:
+    path = tmp_path / "plain.npz"
+    np.savez(path, x=np.full((3, 4, 4), 255, np.uint8), y=np.array([0, 4, 1]))
+    data = load_dataset(path)
+    assert data.shape == (1, 4, 4) and float(data.images.min()) == 1.0
+    assert data.num_classes == 5 and data.class_names == ("0", "1", "2", "3", "4")
+    assert data.ids.tolist() == ["plain.npz#0", "plain.npz#1", "plain.npz#2"]
+    renamed = tmp_path / "no-suffix"
+    renamed.write_bytes(path.read_bytes())  # detected by content, not suffix
+    assert len(load_dataset(renamed)) == 3
+
+
+def _write(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+X = np.zeros((2, 4, 4), np.uint8)
+Y = np.array([0, 1])
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": X}, "missing array 'y'"),
+        ({"y": Y, "z": X}, "missing array 'x'"),
+        ({"x": np.zeros((2, 16), np.uint8), "y": Y}, r"'x' must have shape \(N, H, W\)"),
+        ({"x": np.zeros((2, 3, 8, 8), np.uint8), "y": Y}, "8 channels in its last axis"),
+        ({"x": X, "y": np.array([0, 1, 1])}, "2 images in 'x' but 3 labels"),
+        ({"x": X, "y": np.array([0, -1])}, "negative labels"),
+        ({"x": X, "y": np.array([0.0, 1.0])}, "'y' must be a 1-d integer array"),
+        ({"x": np.full((2, 4, 4), np.nan, np.float32), "y": Y}, "NaN or infinite pixels"),
+        ({"x": np.full((2, 4, 4), 1.5), "y": Y}, r"must lie in \[0, 1\], found 1.5..1.5"),
+        ({"x": np.full((2, 4, 4), 3, np.int64), "y": Y}, "must be uint8 or float"),
+        ({"x": X, "y": np.array([0, 2]), "class_names": np.array(["a", "b"])}, "label 2 but"),
+        ({"x": X, "y": Y, "ids": np.array(["only-one"])}, "1 ids for 2 samples"),
+        ({"x": X, "y": Y, "class_names": np.array([1, 2])}, "'class_names' must be a 1-d array"),
+    ],
+)
+def test_bad_arrays(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) -> None:
+    path = _write(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_dataset(path)
+
+
+def test_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
+    path = _write(tmp_path / "obj.npz", x=X, y=Y, ids=np.array(["a", None], dtype=object))
+    with pytest.raises(DataError, match="'ids' cannot be read without pickle"):
+        load_dataset(path)
+
+
+def test_corrupt_archive_and_no_test_part(tmp_path: Path) -> None:
+    path = _write(tmp_path / "data.npz", x=X, y=Y)
+    with pytest.raises(DataError, match="has no separate test part"):
+        load_dataset(path, part="test")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"data.npz"):
+        load_dataset(f"npz:{path}")
