@@ -1,0 +1,199 @@
+"""Feature-collision evaluation protocols (transfer learning, end to end) and the seed-000 setting."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from poisonlab.attacks.base import PoisonedDataset
+from poisonlab.attacks.collision_eval import (
+    TransferConfig,
+    _HeadCall,
+    _softmax_losses,
+    evaluate_end_to_end,
+    evaluate_transfer,
+)
+from poisonlab.attacks.collision_seed000 import SEED000_SETTINGS, run_seed000, seed000_attack
+from poisonlab.attacks.feature_collision import FeatureCollision
+from poisonlab.data import load_dataset
+from poisonlab.data.dataset import ImageDataset, concatenate
+from poisonlab.errors import ConfigError
+from poisonlab.models import ModelConfig, build_model
+from poisonlab.seeding import make_generator
+from poisonlab.train import TrainConfig, train_model
+
+QUICK = {"beta0": 0.03, "beta_scaling": "none", "pixel_scale": 1.0, "lr": 1.0, "max_iter": 2}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread (and the test machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _three_digits(rows: range) -> ImageDataset:
+    digits = load_dataset("digits")  # scikit-learn's bundled 8×8 digits: no download
+    three = digits.subset(digits.labels < 3).subset(list(rows))
+    return ImageDataset(three.images, three.labels, 3, name="digits-0-2", ids=three.ids)
+
+
+@pytest.fixture(scope="module")
+def setup(one_thread):
+    """A cnn-small (128-d features) pre-trained on 300 digits 0-2; a 30-image fine-tuning set
+    (few points in many dimensions, like the paper's 1800 images in 2048-d: each is separable);
+    30 further digits as targets."""
+    model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3), seed=0)
+    config = TrainConfig(epochs=3, batch_size=30, val_fraction=0.0, patience=None)
+    train_model(model, _three_digits(range(300)), config)
+    return model.eval(), _three_digits(range(300, 330)), _three_digits(range(330, 360))
+
+
+def _poisoned(setup, targets: int = 3, per_target: int = 1, **kwargs) -> PoisonedDataset:
+    model, finetune, test = setup
+    attack = FeatureCollision(
+        **{**QUICK, **kwargs}, num_targets=targets, bases_per_target=per_target
+    )
+    return attack.poison(finetune, generator=make_generator(0), model=model, test=test)
+
+
+def _with_poison_images(result: PoisonedDataset, images: torch.Tensor) -> PoisonedDataset:
+    """The same poisoned set with its poison rows replaced by ``images``."""
+    all_images = result.dataset.images.clone()
+    all_images[result.is_poison] = images
+    return dataclasses.replace(result, dataset=result.dataset.with_images(all_images))
+
+
+def test_a_perfect_collision_succeeds_and_the_untouched_base_does_not(setup) -> None:
+    model, finetune, test = setup
+    result = _poisoned(setup)
+    group = torch.tensor(result.extras["poison_target"])
+    perfect = _with_poison_images(result, result.targets.images[group])  # f(p) = f(t) exactly
+    config = TransferConfig(epochs=500)  # 31 images, batch 32: 500 Adam steps
+    hit = evaluate_transfer(model, perfect, config=config, clean_test=test)
+    assert hit.success.all() and hit.rate.successes == 3
+    assert torch.equal(hit.predicted, result.target_labels)
+    assert hit.poison_fit.tolist() == [1.0, 1.0, 1.0]
+    bases = finetune.images[torch.tensor(result.extras["base_index"])]
+    control = evaluate_transfer(
+        model, _with_poison_images(result, bases), config=config, clean_test=test
+    )
+    assert not control.success.any()
+    assert torch.equal(control.predicted, result.targets.labels)  # targets stay correct
+    assert (control.baseline_predicted == result.targets.labels).all()
+    assert control.clean_accuracy.shape == (3,) and (control.clean_accuracy > 0.8).all()
+
+
+def _only_target(result: PoisonedDataset, j: int) -> PoisonedDataset:
+    """The poisoned set reduced to target ``j`` and its own poisons."""
+    group = torch.tensor(result.extras["poison_target"])
+    keep = ~result.is_poison
+    keep[result.is_poison.nonzero().flatten()[group == j]] = True
+    n_kept = int(keep.sum()) - int((~result.is_poison).sum())
+    return dataclasses.replace(
+        result,
+        dataset=result.dataset.subset(keep),
+        is_poison=result.is_poison[keep],
+        original_labels=result.original_labels[keep],
+        source_index=result.source_index[keep],
+        source_ids=result.source_ids[keep.numpy()],
+        targets=result.targets.subset([j]),
+        target_labels=result.target_labels[[j]],
+        extras={"poison_target": [0] * n_kept},
+    )
+
+
+@pytest.mark.parametrize("start", ["cold", "warm"])
+def test_batched_per_target_training_equals_one_retraining_per_target(setup, start: str) -> None:
+    model = setup[0]
+    result = _poisoned(setup, targets=3, per_target=2)
+    config = TransferConfig(epochs=5, start=start, seed=4)
+    together = evaluate_transfer(model, result, config=config)
+    for j in range(3):
+        alone = evaluate_transfer(model, _only_target(result, j), config=config)
+        assert torch.allclose(alone.target_logits, together.target_logits[[j]], atol=1e-5)
+        assert alone.predicted.tolist() == together.predicted[[j]].tolist()
+        assert alone.poison_fit.tolist() == together.poison_fit[[j]].tolist()
+
+
+def test_softmax_fast_path_equals_the_generic_vmapped_loss(setup) -> None:
+    heads = [_HeadCall(copy.deepcopy(setup[0].head)) for _ in range(4)]  # 128-d features
+    for i, head in enumerate(heads):
+        torch.nn.init.normal_(head.head.fc.weight, generator=torch.Generator().manual_seed(i))
+    params, buffers = stack_module_state(heads)
+    template = copy.deepcopy(heads[0]).to("meta")
+    x = torch.randn(4, 7, 128, generator=torch.Generator().manual_seed(9))
+    y = torch.randint(0, 3, (4, 7), generator=torch.Generator().manual_seed(8))
+    generic = vmap(lambda p, b, f, t: functional_call(template, (p, b), (f, t)))(
+        params, buffers, x, y
+    )
+    fast = _softmax_losses(params)(params, buffers, x, y)
+    direct = torch.stack([heads[i](x[i], y[i]) for i in range(4)])
+    assert torch.allclose(fast, generic, atol=1e-6) and torch.allclose(fast, direct, atol=1e-6)
+
+
+def test_lgm_heads_and_joint_retraining(setup) -> None:
+    _, finetune, test = setup
+    lgm = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, head="lgm", feature_dim=8), seed=1)
+    result = _poisoned((lgm.eval(), finetune, test), targets=2)
+    per_target = evaluate_transfer(lgm, result, config=TransferConfig(epochs=2), clean_test=test)
+    assert per_target.success.shape == (2,) and per_target.clean_accuracy.shape == (2,)
+    joint = evaluate_transfer(
+        lgm, result, config=TransferConfig(epochs=2, per_target=False), clean_test=test
+    )
+    assert joint.clean_accuracy.shape == (1,) and joint.poison_fit.shape == (1,)
+    report = json.loads(json.dumps(joint.to_dict()))
+    assert report["protocol"] == "transfer" and report["success_rate"]["n"] == 2
+
+
+def test_end_to_end_leaves_the_model_alone(setup) -> None:
+    model, _, test = setup
+    result = _poisoned(setup, targets=2, per_target=2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(epochs=1, batch_size=16, val_fraction=0.0, patience=None)
+    joint = evaluate_end_to_end(model, result, config=config, clean_test=test)
+    assert joint.protocol == "end-to-end" and joint.clean_accuracy.shape == (1,)
+    per_target = evaluate_end_to_end(model, result, config=config, per_target=True)
+    assert per_target.success.shape == (2,) and per_target.clean_accuracy is None
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="val_fraction"):
+        evaluate_end_to_end(model, result, config=TrainConfig(epochs=1))
+
+
+def test_evaluation_needs_targets_and_valid_settings(setup) -> None:
+    model = setup[0]
+    result = _poisoned(setup)
+    no_targets = dataclasses.replace(result, targets=None, target_labels=None)
+    with pytest.raises(ConfigError, match="no targets"):
+        evaluate_transfer(model, no_targets)
+    uneven = dataclasses.replace(result, extras={"poison_target": [0, 0, 1]})
+    with pytest.raises(ConfigError, match="same number of poisons"):
+        evaluate_transfer(model, uneven)
+    for bad in ({"epochs": 0}, {"lr": 0.0}, {"start": "hot"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            TransferConfig(**bad)
+
+
+def test_seed000_setting_uses_one_set_of_pairs_for_both_models(setup) -> None:
+    ce_model, finetune, _ = setup
+    lgm = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, head="lgm", feature_dim=2), seed=1)
+    data = concatenate([finetune, _three_digits(range(360, 380))])
+    result = run_seed000(ce_model, lgm.eval(), data, generator=make_generator(0),
+                         num_targets=3, max_iter=3)  # fmt: skip
+    for key in ("target_index", "base_index"):
+        assert result.ce.extras[key] == result.lgm.extras[key]
+    assert result.ce.extras["target_pool"] == "train"  # seed 000 draws targets from D_f itself
+    summary = result.summary()
+    assert set(summary) == {"ce", "lgm", "pairs"} and summary["pairs"]["n"] == 3
+    assert summary["ce"]["l2_mean_255"] == pytest.approx(255 * summary["ce"]["l2_mean"])
+    attack = seed000_attack()
+    assert attack.num_targets == 100 and attack.beta0 == 0.0083 and attack.pixel_scale == 2.0
+    assert attack.lr == 3.825e7 and attack.normalize_features and attack.obj_threshold == 1e-4
+    assert SEED000_SETTINGS["step_rule"] == "every-iteration"
