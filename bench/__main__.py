@@ -25,12 +25,14 @@ def available() -> list[str]:
 
 def main(argv: list[str]) -> int:
     """Run the named benchmarks (all when none is named), forwarding flags such as ``--quick``."""
-    names = [a for a in argv if not a.startswith("-")]
-    flags = [a for a in argv if a.startswith("-")]
-    unknown = sorted(set(names) - set(available()))
-    if unknown:
-        print(f"unknown benchmark {unknown[0]!r}; choose from: {', '.join(available())}")
-        return 2
+    known = set(available())
+    names: list[str] = []
+    while argv and not argv[0].startswith("-"):  # leading words name benchmarks
+        if argv[0] not in known:
+            print(f"unknown benchmark {argv[0]!r}; choose from: {', '.join(sorted(known))}")
+            return 2
+        names.append(argv.pop(0))
+    flags = list(argv)  # everything after the names goes to each benchmark, values included
     for name in names or available():
         print(f"\n=== bench {name} ===", flush=True)
         started = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.defenses.evidence import Evidence
-from poisonlab.defenses.thresholds import PaperRule, ScoreSet, Threshold
+from poisonlab.defenses.thresholds import PaperRule, ScoreSet, Threshold, parse_threshold
 from poisonlab.errors import ConfigError
 from poisonlab.registry import Registry
 
@@ -64,8 +64,12 @@ class Detector(ABC):
     per_class: ClassVar[bool] = False
 
     def __init__(
-        self, *, threshold: Threshold | None = None, classes: Sequence[int] | None = None
+        self, *, threshold: Threshold | str | None = None, classes: Sequence[int] | None = None
     ) -> None:
+        if isinstance(threshold, str):  # configs and CLI flags name thresholds as text
+            threshold = parse_threshold(threshold)
+        if threshold is not None and not isinstance(threshold, Threshold):
+            raise ConfigError(f"threshold must be a Threshold or its text, got {threshold!r}")
         self.threshold = threshold or PaperRule()
         if classes is not None and not self.per_class:
             raise ConfigError(f"{self.name} scores all classes at once; it takes no classes=")

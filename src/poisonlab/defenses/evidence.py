@@ -55,7 +55,7 @@ class Evidence:
         self.batch_size = batch_size
         self._cache: dict[Hashable, Any] = {}
         if model is not None:
-            model.to(self.device).eval()
+            model.to(self.device)  # a no-op when it is already there; train/eval mode is untouched
 
     @property
     def num_classes(self) -> int:

@@ -32,6 +32,16 @@ class ScoreSet:
     reference: Tensor | None = None
 
 
+def top_k(scores: Tensor, k: int) -> Tensor:
+    """Positions of the ``k`` highest ``scores``; among equal scores the lower position wins.
+
+    ``torch.topk`` does not promise an order among ties, so flags could change with the backend;
+    a stable descending sort does.
+    """
+    k = max(0, min(int(k), len(scores)))
+    return torch.sort(scores, descending=True, stable=True).indices[:k]
+
+
 class Threshold(ABC):
     """Decides which scored samples are flagged."""
 
@@ -76,10 +86,7 @@ class Contamination(Threshold):
         for group in groups:
             members = analysed if group is None else analysed & (labels == group)
             idx = members.nonzero().flatten()
-            k = round(self.fraction * len(idx))
-            if k:
-                top = torch.topk(scores[idx], k, sorted=False).indices
-                flags[idx[top]] = True
+            flags[idx[top_k(scores[idx], round(self.fraction * len(idx)))]] = True
         return flags, {
             "rule": "contamination",
             "fraction": self.fraction,

@@ -1,0 +1,283 @@
+"""Detection metrics: how well a detector's scores and flags separate poisons from clean samples.
+
+Positive always means **poisoned** (METHODS.md §8). Everything is computed over the samples the
+detector analysed (``DetectionResult.analysed``); samples of classes it did not look at are left
+out, as in seed 004, whose ACC/TPR/TNR are computed over the analysed class only.
+
+Definitions
+-----------
+- Confusion counts at the detector's threshold: TP = flagged poisons, FP = flagged clean samples,
+  TN = unflagged clean samples, FN = unflagged poisons.
+- ACC = (TP + TN) / n, TPR = TP / (TP + FN), TNR = TN / (TN + FP), FPR = 1 − TNR,
+  precision = TP / (TP + FP), F1 = 2·TP / (2·TP + FP + FN) (= 2·precision·TPR / (precision + TPR)).
+- AUROC: the probability that a random poison scores higher than a random clean sample, ties
+  counting one half (the Mann–Whitney U statistic divided by n_poison·n_clean). It equals the
+  trapezoidal area under the ROC curve, i.e. ``sklearn.metrics.roc_auc_score``.
+- AUPR is **average precision** (step-wise, not interpolated): AP = Σ_k (R_k − R_{k−1})·P_k over
+  the distinct score thresholds taken from the highest down, the definition of
+  ``sklearn.metrics.average_precision_score``. ``aupr_in`` is the same with clean samples as the
+  positive class and the scores negated (seed 002 does not state its positive class).
+- TPR at a fixed FPR: the largest TPR among ROC points whose FPR does not exceed the target (no
+  interpolation between points, so it never promises more than a real cut achieves).
+
+A quantity whose denominator is zero (AUROC with only one kind of sample, TPR without poisons,
+precision with nothing flagged...) is NaN, and ``notes`` says why; nothing raises for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from poisonlab.defenses.base import DetectionResult
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """ROC points from the strictest cut down: ``fpr[0] = tpr[0] = 0`` at threshold +inf.
+
+    Point i is the rate of samples with ``score >= thresholds[i]`` (one point per distinct score,
+    as ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``).
+    """
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+
+@dataclass(frozen=True)
+class PrCurve:
+    """Precision and recall for ``score >= thresholds[i]``, thresholds decreasing (recall rising)."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+    thresholds: np.ndarray
+
+
+@dataclass(frozen=True)
+class DetectionMetrics:
+    """Every detection metric for one detector on one data set (see the module docstring)."""
+
+    n: int
+    n_poison: int
+    n_clean: int
+    n_flagged: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    accuracy: float
+    tpr: float
+    tnr: float
+    fpr: float
+    precision: float
+    f1: float
+    auroc: float
+    aupr: float
+    aupr_in: float
+    target_fpr: float
+    tpr_at_fpr: float
+    roc: RocCurve
+    pr: PrCurve
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self, *, curves: bool = True) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes None); ``curves=False`` leaves the curve points out."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, (RocCurve, PrCurve)):
+                if curves:
+                    out[name] = {k: _json_list(v) for k, v in vars(value).items()}
+            elif isinstance(value, float):
+                out[name] = None if math.isnan(value) else value
+            elif isinstance(value, tuple):
+                out[name] = list(value)
+            else:
+                out[name] = value
+        return out
+
+
+def _json_list(values: np.ndarray) -> list[float | None]:
+    """Floats for JSON, with ±inf and NaN as None."""
+    return [float(v) if np.isfinite(v) else None for v in values.tolist()]
+
+
+def _as_numpy(values: Tensor | np.ndarray | Any, dtype: type) -> np.ndarray:
+    """A 1-d NumPy copy of a tensor or array-like."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values, dtype=dtype)
+    if array.ndim != 1:
+        raise ValueError(f"expected a 1-d array, got shape {array.shape}")
+    return array
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else NAN
+
+
+def confusion_counts(is_poison: np.ndarray, flagged: np.ndarray) -> tuple[int, int, int, int]:
+    """(TP, FP, TN, FN) with positive = poisoned."""
+    tp = int(np.sum(is_poison & flagged))
+    fp = int(np.sum(~is_poison & flagged))
+    tn = int(np.sum(~is_poison & ~flagged))
+    fn = int(np.sum(is_poison & ~flagged))
+    return tp, fp, tn, fn
+
+
+def _cumulative_counts(
+    is_poison: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(TP, FP, threshold) for ``score >= threshold`` at every distinct score, highest first."""
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    hits = is_poison[order].astype(np.int64)
+    tps = np.cumsum(hits)
+    fps = np.cumsum(1 - hits)
+    # the last position of each run of equal scores closes that threshold
+    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1] if len(scores) else []
+    last = np.asarray(last, dtype=np.int64)
+    return tps[last], fps[last], sorted_scores[last]
+
+
+def roc_points(is_poison: np.ndarray, scores: np.ndarray) -> RocCurve:
+    """ROC curve points; rates are NaN for a class that is absent."""
+    tps, fps, thresholds = _cumulative_counts(is_poison, scores)
+    n_poison = int(is_poison.sum())
+    n_clean = len(is_poison) - n_poison
+    tps = np.r_[0, tps].astype(np.float64)
+    fps = np.r_[0, fps].astype(np.float64)
+    return RocCurve(
+        fpr=fps / n_clean if n_clean else np.full_like(fps, NAN),
+        tpr=tps / n_poison if n_poison else np.full_like(tps, NAN),
+        thresholds=np.r_[np.inf, thresholds].astype(np.float64),
+    )
+
+
+def pr_points(is_poison: np.ndarray, scores: np.ndarray) -> PrCurve:
+    """Precision–recall points, one per distinct score from the highest down."""
+    tps, fps, thresholds = _cumulative_counts(is_poison, scores)
+    n_poison = int(is_poison.sum())
+    precision = tps / np.maximum(tps + fps, 1)
+    recall = tps / n_poison if n_poison else np.full(len(tps), NAN)
+    return PrCurve(
+        precision.astype(np.float64), recall.astype(np.float64), thresholds.astype(np.float64)
+    )
+
+
+def auroc(is_poison: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve via mid-ranks (ties count ½); NaN with a single class."""
+    from scipy.stats import rankdata
+
+    n_poison = int(is_poison.sum())
+    n_clean = len(is_poison) - n_poison
+    if n_poison == 0 or n_clean == 0:
+        return NAN
+    ranks = rankdata(scores)  # average ranks for ties
+    u = ranks[is_poison].sum() - n_poison * (n_poison + 1) / 2.0
+    return float(u / (n_poison * n_clean))
+
+
+def average_precision(is_poison: np.ndarray, scores: np.ndarray) -> float:
+    """AP = Σ (R_k − R_{k−1})·P_k over distinct thresholds (sklearn's definition); NaN without positives."""
+    if not is_poison.any():
+        return NAN
+    curve = pr_points(is_poison, scores)
+    recall_steps = np.diff(np.r_[0.0, curve.recall])
+    return float(np.sum(recall_steps * curve.precision))
+
+
+def tpr_at_fpr(roc: RocCurve, target: float) -> float:
+    """Largest TPR over ROC points with FPR <= ``target`` (NaN when a class is absent)."""
+    if np.isnan(roc.fpr).any() or np.isnan(roc.tpr).any():
+        return NAN
+    admissible = roc.fpr <= target + 1e-12
+    return float(roc.tpr[admissible].max())
+
+
+def detection_metrics(
+    is_poison: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray,
+    flagged: Tensor | np.ndarray,
+    *,
+    target_fpr: float = 0.05,
+) -> DetectionMetrics:
+    """All metrics for ground truth ``is_poison`` (bool (n,)), ``scores`` (finite, higher = more
+    suspicious) and the detector's ``flagged`` (bool (n,)) over the same n analysed samples."""
+    if not 0.0 <= target_fpr <= 1.0:
+        raise ValueError(f"target_fpr must lie in [0, 1], got {target_fpr}")
+    truth = _as_numpy(is_poison, bool)
+    values = _as_numpy(scores, np.float64)
+    flags = _as_numpy(flagged, bool)
+    if not len(truth) == len(values) == len(flags):
+        raise ValueError(
+            f"is_poison, scores and flagged differ in length: {len(truth)}, {len(values)}, {len(flags)}"
+        )
+    if not np.isfinite(values).all():
+        raise ValueError("scores of analysed samples must be finite (NaN marks unanalysed ones)")
+    n, n_poison = len(truth), int(truth.sum())
+    n_clean = n - n_poison
+    tp, fp, tn, fn = confusion_counts(truth, flags)
+    notes: list[str] = []
+    if n == 0:
+        notes.append("no analysed samples: every rate is undefined")
+    elif n_poison == 0:
+        notes.append("no poisons among the analysed samples: TPR, AUROC, AUPR are undefined")
+    elif n_clean == 0:
+        notes.append("only poisons among the analysed samples: TNR, AUROC, AUPR-in are undefined")
+    if tp + fp == 0 and n:
+        notes.append("nothing flagged: precision is undefined")
+    tpr, tnr, precision = _ratio(tp, tp + fn), _ratio(tn, tn + fp), _ratio(tp, tp + fp)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)  # the harmonic mean of precision and TPR
+    roc = roc_points(truth, values)
+    return DetectionMetrics(
+        n=n,
+        n_poison=n_poison,
+        n_clean=n_clean,
+        n_flagged=tp + fp,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        accuracy=_ratio(tp + tn, n),
+        tpr=tpr,
+        tnr=tnr,
+        fpr=1.0 - tnr if not math.isnan(tnr) else NAN,
+        precision=precision,
+        f1=f1,
+        auroc=auroc(truth, values),
+        aupr=average_precision(truth, values),
+        aupr_in=average_precision(~truth, -values),
+        target_fpr=target_fpr,
+        tpr_at_fpr=tpr_at_fpr(roc, target_fpr),
+        roc=roc,
+        pr=pr_points(truth, values),
+        notes=tuple(notes),
+    )
+
+
+def evaluate_detection(
+    result: DetectionResult, is_poison: Tensor | np.ndarray, *, target_fpr: float = 0.05
+) -> DetectionMetrics:
+    """Metrics of a detector's result against the ground truth, over its analysed samples.
+
+    ``is_poison`` is the attack's bool (N,) mask over the same N samples the detector scored
+    (``PoisonedDataset.is_poison``).
+    """
+    truth = _as_numpy(is_poison, bool)
+    analysed = _as_numpy(result.analysed, bool)
+    if len(truth) != len(analysed):
+        raise ValueError(f"{len(truth)} ground-truth labels for {len(analysed)} scored samples")
+    scores = _as_numpy(result.scores, np.float64)
+    flagged = _as_numpy(result.flagged, bool)
+    return detection_metrics(
+        truth[analysed], scores[analysed], flagged[analysed], target_fpr=target_fpr
+    )

@@ -1,0 +1,217 @@
+"""Activation Clustering: planted poisons, the score's properties, the cluster rules,
+exclusionary reclassification, and a real backdoored model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from poisonlab.defenses import Contamination, build_detector
+from poisonlab.defenses.activation_clustering import (
+    ActivationClustering,
+    reclassification_verdict,
+)
+from poisonlab.defenses.clustering import (
+    axis_spread,
+    cluster_is_suspect,
+    separation_scores,
+    split_two_means,
+)
+from poisonlab.metrics.detection import evaluate_detection
+from tests.defenses.conftest import RealCase, make_case, plant_features
+
+
+@pytest.mark.parametrize(
+    ("reduce", "auroc_floor", "tpr_floor"),
+    [("pca", 0.97, 0.9), ("none", 0.97, 0.9), ("fastica", 0.9, 0.6)],  # ICA is the weaker
+)
+def test_planted_poisons_are_found(reduce: str, auroc_floor: float, tpr_floor: float) -> None:
+    case = make_case(n_per_class=80)
+    result = ActivationClustering(reduce=reduce).fit(case.evidence).result
+    metrics = evaluate_detection(result, case.is_poison)
+    assert metrics.auroc >= auroc_floor
+    assert metrics.tpr >= tpr_floor
+
+
+def test_smaller_rule_flags_exactly_the_positive_scores() -> None:
+    case = make_case()
+    result = ActivationClustering().fit(case.evidence).result
+    assert torch.equal(result.flagged, result.scores > 0)
+
+
+def test_poisoned_class_outranks_clean_classes() -> None:
+    """Scores are comparable across classes: a separated poison cluster in one class scores
+    above (nearly) every sample of two clean classes that k-means merely cuts in half."""
+    case = make_case(n_per_class=100, poisoned_classes=(0,), poison_fraction=0.15)
+    result = ActivationClustering().fit(case.evidence).result
+    assert evaluate_detection(result, case.is_poison).auroc >= 0.99
+    clean_classes = case.labels != 0
+    above = result.scores[case.is_poison] > result.scores[clean_classes].max()
+    assert above.float().mean() >= 0.9
+    report = result.extras["classes"]
+    assert report["0"]["separation"] > 2 * max(report["1"]["separation"], report["2"]["separation"])
+
+
+def test_scores_do_not_depend_on_the_scale_of_the_features() -> None:
+    case = make_case()
+    base = ActivationClustering(reduce="none").fit(case.evidence).result.scores
+    plant_features(case.evidence, 1000.0 * case.features)
+    scaled = ActivationClustering(reduce="none").fit(case.evidence).result.scores
+    torch.testing.assert_close(base, scaled, rtol=1e-5, atol=1e-5)  # float32 features
+
+
+def test_separation_score_by_hand() -> None:
+    """1-d clusters {0, 1} and {9, 10, 11}: known centroids, σ and scores."""
+    z = np.array([[0.0], [1.0], [9.0], [10.0], [11.0]])
+    small = np.array([True, True, False, False, False])
+    centroids = np.array([[10.0], [0.5]])
+    # deviations along the axis: ±0.5 (small), -1, 0, 1 (large) → σ = sqrt((0.25·2 + 2)/5)
+    sigma = axis_spread(z, small, centroids)
+    assert sigma == pytest.approx(np.sqrt(2.5 / 5))
+    scores = separation_scores(z, centroids, sigma)
+    assert scores[0] == pytest.approx((10.0 - 0.5) / sigma)
+    assert scores[3] == pytest.approx(-9.5 / sigma)
+    assert np.all(np.abs(scores) <= 9.5 / sigma + 1e-12)
+
+
+def test_split_matches_sklearn_kmeans_partition() -> None:
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (70, 5)), rng.normal(6, 1, (30, 5))])
+    split = split_two_means(
+        x, reduce="none", n_components=10, n_init=5, random_state=0, select="inertia"
+    )
+    assert split is not None
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(2, n_init=5, random_state=0).fit_predict(x)
+    minority = labels == np.argmin(np.bincount(labels))
+    assert np.array_equal(split.small, minority)
+    assert split.small_fraction == pytest.approx(0.3)
+
+
+def test_silhouette_selection_finds_a_compact_cluster_that_inertia_misses() -> None:
+    """A clean class stretched along one axis and a tight poison cluster off to the side: the
+    lowest-inertia split halves the long axis; the highest-silhouette restart isolates the poisons."""
+    rng = np.random.default_rng(0)
+    clean = rng.normal(size=(200, 5)) * np.array([4.0, 1.0, 1.0, 1.0, 1.0])
+    poison = rng.normal(scale=0.3, size=(30, 5)) + np.array([0.0, 8.0, 0.0, 0.0, 0.0])
+    x, truth = np.vstack([clean, poison]), np.r_[np.zeros(200, bool), np.ones(30, bool)]
+    kwargs = {"reduce": "none", "n_components": 10, "n_init": 10, "random_state": 0}
+    by_silhouette = split_two_means(x, select="silhouette", **kwargs)
+    by_inertia = split_two_means(x, select="inertia", **kwargs)
+    assert by_silhouette is not None and by_inertia is not None
+    assert np.array_equal(by_silhouette.small, truth)
+    assert not (by_inertia.small & truth).any()
+    assert by_silhouette.silhouette > by_inertia.silhouette
+
+
+def test_unsplittable_classes_score_zero() -> None:
+    assert (
+        split_two_means(np.ones((10, 4)), reduce="pca", n_components=2, n_init=1, random_state=0)
+        is None
+    )
+    assert (
+        split_two_means(np.eye(2), reduce="pca", n_components=2, n_init=1, random_state=0) is None
+    )
+    case = make_case(n_per_class=2, poison_fraction=0.0)
+    result = ActivationClustering().fit(case.evidence).result
+    assert torch.equal(result.scores, torch.zeros(len(case.labels), dtype=torch.float64))
+    assert not result.flagged.any()
+
+
+def test_clean_data_gives_few_flags_under_size_and_silhouette_rules() -> None:
+    """Without poisons k-means still halves each class: the smaller-cluster rule flags about half
+    (documented), while the relative-size and silhouette rules flag nothing."""
+    case = make_case(n_per_class=120, poison_fraction=0.0)
+    smaller = ActivationClustering().fit(case.evidence).result
+    assert 0.2 <= smaller.flagged.float().mean() <= 0.5
+    for rule in ("relative-size", "silhouette"):
+        result = ActivationClustering(rule=rule).fit(case.evidence).result
+        assert not result.flagged.any(), rule
+        assert torch.isfinite(result.scores).all()
+    report = smaller.extras["classes"]
+    assert all(entry["separation"] < 4 for entry in report.values())
+
+
+def test_cluster_rules() -> None:
+    case = make_case(n_per_class=100, poison_fraction=0.2)
+    split = split_two_means(
+        case.features[case.labels == 0].double().numpy(),
+        reduce="pca",
+        n_components=10,
+        n_init=3,
+        random_state=0,
+    )
+    assert split is not None
+    assert cluster_is_suspect(split, "smaller", 0.35, 0.1)
+    assert cluster_is_suspect(split, "relative-size", 0.35, 0.1)
+    assert not cluster_is_suspect(split, "relative-size", split.small_fraction, 0.1)
+    assert cluster_is_suspect(split, "silhouette", 0.35, split.silhouette - 0.01)
+    assert not cluster_is_suspect(split, "silhouette", 0.35, split.silhouette + 0.01)
+
+
+def test_contamination_threshold_ranks_across_classes() -> None:
+    case = make_case(n_per_class=100, poisoned_classes=(2,), poison_fraction=0.1)
+    detector = ActivationClustering(threshold=Contamination(0.03, per_class=False))
+    result = detector.fit(case.evidence).result
+    assert result.flagged.sum() == round(0.03 * len(case.labels))
+    assert case.is_poison[result.flagged].all()
+
+
+def test_reclassification_verdict_by_hand() -> None:
+    predictions = torch.tensor([3, 3, 3, 1, 1, 0])  # claimed label 3: l = 3, most other = 1 (q = 2)
+    assert reclassification_verdict(predictions, 3, 5, threshold=1.0) == (True, 3, 2, 1)
+    assert reclassification_verdict(predictions, 3, 5, threshold=2.0) == (False, 3, 2, 1)
+    only_own = torch.tensor([2, 2, 2])
+    assert reclassification_verdict(only_own, 2, 4, threshold=10.0)[0]  # q = 0: legitimate
+
+
+def test_exclusionary_reclassification_clears_clean_clusters() -> None:
+    """Poisons only in class 0 (triggered class-2 images, labelled 0); the smaller-cluster rule
+    suspects a cluster in every class; a model retrained without them reads the poisons as class 2
+    and the clean clusters as their own class, so only class 0 stays suspect."""
+    case = make_case(n_per_class=80, poisoned_classes=(0,), poison_fraction=0.25)
+    model = case.evidence.model
+    assert model is not None
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    detector = ActivationClustering(ex_re_threshold=1.0, retrain_epochs=10)
+    result = detector.fit(case.evidence).result
+    report = result.extras["classes"]
+    assert report["0"]["suspect"] and report["0"]["ex_re_source_class"] == 2
+    assert not report["1"]["suspect"] and not report["2"]["suspect"]
+    assert not result.flagged[case.labels != 0].any()
+    assert evaluate_detection(result, case.is_poison).tpr >= 0.9
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_named_layer_and_build_detector() -> None:
+    case = make_case()
+    detector = build_detector("activation-clustering", layer="body.relu2", n_components=5)
+    result = detector.fit(case.evidence).result
+    assert result.params["layer"] == "body.relu2"
+    assert ("activations", "body.relu2", "data", True) in case.evidence._cache
+    assert torch.isfinite(result.scores).all()
+
+
+def test_real_backdoor_is_found(digits_backdoor: RealCase) -> None:
+    """cnn-small on digits, BadNets 2 → 5 (20% of class 5): the analysed target class."""
+    assert digits_backdoor.attack_success >= 0.7, "the backdoor must be learned for this test"
+    target = digits_backdoor.target
+    result = ActivationClustering(classes=[target]).fit(digits_backdoor.evidence_factory()).result
+    metrics = evaluate_detection(result, digits_backdoor.is_poison)
+    assert metrics.n_poison > 0 and metrics.n == int(result.analysed.sum())
+    assert metrics.auroc >= 0.95 and metrics.tpr >= 0.9
+
+
+def test_real_clean_classes(digits_backdoor: RealCase) -> None:
+    """Classes 0 and 1 hold no poison: no crash, finite scores, undefined AUROC reported as NaN,
+    and the relative-size rule flags at most the size threshold's share of them."""
+    evidence = digits_backdoor.evidence_factory()
+    result = ActivationClustering(rule="relative-size", classes=[0, 1]).fit(evidence).result
+    assert torch.isfinite(result.scores[result.analysed]).all()
+    assert result.flagged.sum() <= 0.35 * result.analysed.sum()
+    metrics = evaluate_detection(result, digits_backdoor.is_poison)
+    assert metrics.n_poison == 0 and np.isnan(metrics.auroc) and metrics.notes

@@ -1,0 +1,268 @@
+"""The detector contract, checked for EVERY registered detector (sklearn ``estimator_checks`` style).
+
+Detectors are collected from the registry at import time, so a newly registered defense joins
+automatically; its evidence and fast settings come from the hooks in ``conftest.py``
+(``CONTRACT_VARIANTS``, ``PREPARE``, ``BAD_PARAMS``). Checked: the registry name, score shape
+(N,) and dtype float64, finiteness on analysed samples and NaN exactly on the others, a
+class subset for per-class detectors, determinism, flags consistent with every threshold kind,
+the model left exactly as it was (parameters, buffers, hooks, train/eval mode, requires_grad),
+clear ConfigErrors for bad hyper-parameters and missing inputs, JSON-ready params and extras,
+and one run on a real backdoored model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from poisonlab.defenses import (
+    DETECTORS,
+    Contamination,
+    Detector,
+    Evidence,
+    FixedValue,
+    PaperRule,
+    TargetFPR,
+    build_detector,
+    detector_names,
+)
+from poisonlab.errors import ConfigError
+from tests.defenses.conftest import (
+    BAD_PARAMS,
+    CONTRACT_VARIANTS,
+    PREPARE,
+    RealCase,
+    SyntheticCase,
+    make_case,
+)
+
+NAMES = detector_names()
+VARIANTS = [
+    pytest.param(name, variant, params, id=f"{name}[{variant}]")
+    for name in NAMES
+    for variant, params in CONTRACT_VARIANTS.get(name, {"default": {}}).items()
+]
+
+
+def build_case(name: str, **kwargs: Any) -> SyntheticCase:
+    """The planted case with what detector ``name`` needs (LGM head, extra representations)."""
+    case = make_case(lgm=DETECTORS.get(name).needs_lgm, **kwargs)
+    if name in PREPARE:
+        PREPARE[name](case.evidence)
+    return case
+
+
+def fit(name: str, params: dict[str, Any], case: SyntheticCase, **extra: Any) -> Detector:
+    return build_detector(name, **{**params, **extra}).fit(case.evidence)
+
+
+def model_snapshot(model: nn.Module) -> dict[str, Any]:
+    """Everything a detector could change on a borrowed model."""
+    hook_dicts = (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_state_dict_hooks",
+        "_load_state_dict_pre_hooks",
+    )
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad is None for p in model.parameters()],
+        "hooks": [len(getattr(m, d, {})) for m in model.modules() for d in hook_dicts],
+        "devices": {p.device for p in model.parameters()},
+        "modules": [name for name, _ in model.named_modules()],
+    }
+
+
+def assert_same_model(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), f"{key} changed"
+    for field in ("training", "requires_grad", "grads", "hooks", "devices", "modules"):
+        assert before[field] == after[field], f"model {field} changed"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_entry_is_consistent(name: str) -> None:
+    cls = DETECTORS.get(name)
+    assert issubclass(cls, Detector)
+    assert cls.name == name
+    assert cls.__doc__ and sys.modules[cls.__module__].__doc__, "document the class and module"
+    for flag in ("needs_model", "needs_holdout", "needs_lgm", "per_class"):
+        assert isinstance(getattr(cls, flag), bool)
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_scores_cover_every_sample(name: str, variant: str, params: dict[str, Any]) -> None:
+    case = build_case(name)
+    detector = fit(name, params, case)
+    result = detector.result
+    n = len(case.labels)
+    assert result.scores.shape == (n,) and result.scores.dtype == torch.float64
+    assert result.flagged.shape == (n,) and result.flagged.dtype == torch.bool
+    assert result.analysed.all(), "every class is present, so every sample is analysed"
+    assert torch.isfinite(result.scores).all()
+    assert result.detector == name and result.seconds >= 0
+    json.dumps(result.params)
+    json.dumps(result.extras)
+    json.dumps(result.threshold)
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_class_subset(name: str, variant: str, params: dict[str, Any]) -> None:
+    case = build_case(name)
+    if not DETECTORS.get(name).per_class:
+        with pytest.raises(ConfigError):
+            build_detector(name, classes=[1], **params)
+        return
+    result = fit(name, params, case, classes=[1]).result
+    in_class = case.labels == 1
+    assert torch.equal(result.analysed, in_class)
+    assert torch.isfinite(result.scores[in_class]).all()
+    assert torch.isnan(result.scores[~in_class]).all()
+    assert not result.flagged[~in_class].any()
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_deterministic(name: str, variant: str, params: dict[str, Any]) -> None:
+    first = fit(name, params, build_case(name)).result
+    second = fit(name, params, build_case(name)).result
+    torch.testing.assert_close(first.scores, second.scores, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(first.flagged, second.flagged)
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_paper_rule_flags_are_the_rule(name: str, variant: str, params: dict[str, Any]) -> None:
+    case = build_case(name)
+    detector = build_detector(name, threshold=PaperRule(), **params)
+    scored = detector._score(case.evidence)
+    result = detector.fit(case.evidence).result
+    assert scored.rule_flags.shape == (len(case.labels),)
+    assert torch.equal(result.flagged, scored.rule_flags.bool() & result.analysed)
+    assert result.threshold["rule"] == "paper"
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_contamination_flags_top_fraction_per_class(
+    name: str, variant: str, params: dict[str, Any]
+) -> None:
+    case = build_case(name)
+    result = fit(name, params, case, threshold=Contamination(0.2)).result
+    for c in case.labels.unique().tolist():
+        members = (case.labels == c) & result.analysed
+        flagged = result.flagged & members
+        assert int(flagged.sum()) == round(0.2 * int(members.sum()))
+        if flagged.any() and (members & ~result.flagged).any():
+            assert result.scores[flagged].min() >= result.scores[members & ~result.flagged].max()
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_fixed_value_and_text_thresholds(name: str, variant: str, params: dict[str, Any]) -> None:
+    case = build_case(name)
+    result = fit(name, params, case).result
+    cut = float(result.scores[result.analysed].median())
+    fixed = fit(name, params, build_case(name), threshold=FixedValue(cut)).result
+    assert torch.equal(fixed.flagged, torch.nan_to_num(fixed.scores, nan=-math.inf) > cut)
+    text = fit(name, params, build_case(name), threshold=f"value:{cut!r}").result
+    assert torch.equal(text.flagged, fixed.flagged)
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_target_fpr_uses_clean_reference(name: str, variant: str, params: dict[str, Any]) -> None:
+    case = build_case(name)
+    scored = build_detector(name, **params)._score(case.evidence)
+    if scored.reference is None or len(scored.reference) == 0:
+        with pytest.raises(ConfigError):
+            fit(name, params, build_case(name), threshold=TargetFPR(0.1))
+        return
+    assert scored.reference.dtype == torch.float64 and torch.isfinite(scored.reference).all()
+    result = fit(name, params, build_case(name), threshold=TargetFPR(0.1)).result
+    cut = float(torch.quantile(scored.reference, 0.9))
+    assert result.threshold["cutoff"] == pytest.approx(cut)
+    assert torch.equal(result.flagged, result.analysed & (result.scores > cut))
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_model_left_unchanged(name: str, variant: str, params: dict[str, Any]) -> None:
+    case = build_case(name)
+    model = case.evidence.model
+    assert model is not None
+    model.train()  # a mode the detector must not flip
+    before = model_snapshot(model)
+    fit(name, params, case)
+    assert_same_model(before, model_snapshot(model))
+    assert not torch.nn.modules.module._global_forward_hooks
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_hyper_parameters_raise_config_error(name: str) -> None:
+    cls = DETECTORS.get(name)
+    with pytest.raises(ConfigError):
+        cls(threshold=42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        cls(threshold="median")
+    for bad in BAD_PARAMS.get(name, []):
+        with pytest.raises(ConfigError):
+            cls(**bad)
+    if cls.per_class:
+        case = build_case(name)
+        with pytest.raises(ConfigError, match="does not exist"):
+            cls(classes=[99]).fit(case.evidence)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_result_before_fit_is_an_error(name: str) -> None:
+    with pytest.raises(RuntimeError, match="fit"):
+        _ = DETECTORS.get(name)().result
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_missing_inputs_are_clear_errors(name: str) -> None:
+    cls = DETECTORS.get(name)
+    params = next(iter(CONTRACT_VARIANTS.get(name, {"default": {}}).values()))
+    if cls.needs_model:
+        case = make_case(with_model=False)
+        with pytest.raises(ConfigError):
+            cls(**params).fit(case.evidence)
+    else:
+        case = make_case(with_model=False)
+        assert torch.isfinite(cls(**params).fit(case.evidence).result.scores).all()
+    if cls.needs_holdout:
+        case = build_case(name)
+        case.evidence.holdout = None
+        with pytest.raises(ConfigError):
+            cls(**params).fit(case.evidence)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_names_are_unique_classes(name: str) -> None:
+    counts = Counter(DETECTORS.get(n) for n in NAMES)
+    assert counts[DETECTORS.get(name)] == 1
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_real_backdoored_model(
+    name: str, variant: str, params: dict[str, Any], digits_backdoor: RealCase
+) -> None:
+    """Every detector runs end to end on a real trained model: shapes, finiteness, model intact."""
+    if DETECTORS.get(name).needs_lgm:
+        pytest.skip("the real case trains a softmax model; LGM detectors have their own tests")
+    evidence: Evidence = digits_backdoor.evidence_factory()
+    if name in PREPARE:
+        PREPARE[name](evidence)
+    before = model_snapshot(digits_backdoor.model)
+    result = build_detector(name, **params).fit(evidence).result
+    assert result.scores.shape == (len(evidence.data),)
+    assert torch.isfinite(result.scores[result.analysed]).all()
+    assert result.analysed.all()
+    assert_same_model(before, model_snapshot(digits_backdoor.model))
