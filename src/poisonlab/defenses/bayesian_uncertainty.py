@@ -1,0 +1,363 @@
+"""Uncertainty detectors of seed 002: a MOPED Bayesian copy scored by BALD, and the DNN baseline.
+
+Seed 002 (Subedar, Ahuja, Krishnan, Ndiour, Tickoo, "Deep Probabilistic Models to Detect Data
+Poisoning Attacks", Intel Labs) turns the model trained on the suspect data into a mean-field
+Bayesian network (Flipout layers, MOPED priors; :mod:`poisonlab.models.bayesian`), fine-tunes it
+with the ELBO on the same data, and scores inputs by BALD, the mutual information between the
+prediction and the weights over T = 40 Monte-Carlo passes (:mod:`poisonlab.metrics.uncertainty`).
+Definitions and pitfalls: METHODS.md §6.
+
+``bnn`` scores every suspect sample with BALD (``score="bald"``, default) or the predictive
+entropy H(p̄) (``score="entropy"``); both come from the same passes, and the other one is in
+``extras`` per sample, beside the MC accuracy against the claimed labels. ``dnn-uncertainty`` is
+the deterministic "DNN" row of seed 002's Tables 2–3, whose score the seed does not name:
+the softmax entropy (METHODS.md's choice, default) or 1 − max-softmax. Higher = more suspicious
+for all of them.
+
+Rule (the seed flags nothing; it reports AUPR/AUROC only). With a clean held-out set, the scores
+of the held-out samples are the ``reference`` and the rule flags suspect samples scoring above
+their (1 − ``rule_fpr``) quantile (default 0.99). Held-out samples were not trained on, so their
+uncertainty is, if anything, higher than that of clean training samples: the realised
+false-positive rate on the suspect data tends to be at or below ``rule_fpr``. Without a held-out
+set there is no clean anchor, and the rule flags the ``rule_fraction`` (default 0.1, the seed's
+smallest poison rate) most uncertain samples, an explicit contamination guess. Measured
+(bench/results/bnn.md): poisons are shifted up in BALD, not tail outliers, so this cautious rule
+flags almost none of them (0% of the poisons and 0% of the clean samples on digits and on
+Fashion-MNIST at 10% BadNets); what BALD knows is in its ranking (AUROC 94 and 72 there). For
+recall, use a ``Contamination`` or a looser ``TargetFPR`` threshold.
+
+Limits and assumptions (seed 002's own conclusion): the BNN is fitted to the poisoned data, so a
+backdoor it has learned well is predicted confidently and consistently; BALD separates poisons
+only as far as they stay harder to fit than clean samples (seed 002: AUROC 83 on MNIST at 10%,
+falling to chance at 50%). Cost: T forward passes of a network with Flipout layers (about twice a
+deterministic pass each) plus the fine-tuning epochs. The Bayesian copy and its passes are cached
+in the Evidence, so detectors with the same BNN settings share them; the caller's model is never
+changed.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from poisonlab.defenses.base import Detector, register_detector
+from poisonlab.defenses.evidence import Evidence, Part
+from poisonlab.defenses.thresholds import ScoreSet, Threshold, top_k
+from poisonlab.errors import ConfigError
+from poisonlab.metrics.uncertainty import (
+    entropy,
+    max_softmax,
+    mc_accuracy,
+    mutual_information,
+    predictive_entropy,
+)
+from poisonlab.models import bayesian
+from poisonlab.models.bayesian import PRIOR_MEANS, ElboHistory
+from poisonlab.models.network import Network
+from poisonlab.seeding import derive_seed
+from poisonlab.train import predict_logits
+
+BNN_SCORES = ("bald", "entropy")
+DNN_SCORES = ("entropy", "max-softmax")
+
+
+def reference_rule(
+    scores: Tensor, reference: Tensor | None, *, fpr: float, fraction: float
+) -> tuple[Tensor, dict[str, Any]]:
+    """The default flags of the uncertainty detectors (module docstring).
+
+    Parameters
+    ----------
+    scores : Tensor of shape (N,), float64
+    reference : Tensor of shape (M,) or None
+        Scores of clean held-out samples.
+    fpr : float in (0, 1)
+        Flag scores above the (1 − fpr) quantile of ``reference``.
+    fraction : float in (0, 1)
+        Without a reference: flag the round(fraction · N) highest scores (ties by index).
+
+    Returns
+    -------
+    (bool flags (N,), JSON-ready description)
+    """
+    if reference is not None and len(reference) > 0:
+        cutoff = float(torch.quantile(reference.double(), 1.0 - fpr))
+        return scores > cutoff, {"rule": "held-out quantile", "fpr": fpr, "cutoff": cutoff}
+    flags = torch.zeros(len(scores), dtype=torch.bool)
+    flags[top_k(scores, round(fraction * len(scores)))] = True
+    return flags, {"rule": "top fraction (no held-out set)", "fraction": fraction}
+
+
+class _UncertaintyDetector(Detector):
+    """Shared validation of the rule parameters; subclasses compute per-part scores."""
+
+    needs_model = True
+
+    def __init__(
+        self,
+        *,
+        rule_fpr: float,
+        rule_fraction: float,
+        threshold: Threshold | str | None,
+        classes: Sequence[int] | None,
+    ) -> None:
+        super().__init__(threshold=threshold, classes=classes)
+        for key, value in (("rule_fpr", rule_fpr), ("rule_fraction", rule_fraction)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+                raise ConfigError(f"{self.name} {key} must lie in (0, 1), got {value!r}")
+        self.rule_fpr = float(rule_fpr)
+        self.rule_fraction = float(rule_fraction)
+
+    @abstractmethod
+    def _part_scores(self, evidence: Evidence, part: Part) -> Tensor:
+        """Float64 (N,) scores of the suspect data or of the held-out set."""
+
+    def _scored(self, evidence: Evidence) -> ScoreSet:
+        """Scores of the data, the held-out reference when there is one, and the rule's flags."""
+        scores = self._part_scores(evidence, "data")
+        reference = self._part_scores(evidence, "holdout") if evidence.holdout is not None else None
+        flags, rule = reference_rule(
+            scores, reference, fpr=self.rule_fpr, fraction=self.rule_fraction
+        )
+        self.extras_: dict[str, Any] = {"rule": rule}
+        return ScoreSet(scores, flags, reference)
+
+
+def _check_choice(detector: str, key: str, value: object, choices: Sequence[object]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{detector} {key} must be one of {', '.join(map(str, choices))}, got {value!r}"
+        )
+
+
+def _check_positive(detector: str, key: str, value: object, *, integer: bool) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{detector} {key} must be {kind} > 0, got {value!r}")
+
+
+@register_detector("bnn")
+class BayesianUncertainty(_UncertaintyDetector):
+    """BALD of a MOPED mean-field Flipout copy of the model, ELBO-fine-tuned (seed 002).
+
+    Parameters
+    ----------
+    score : {"bald", "entropy"}
+        BALD (mutual information, seed 002) or the predictive entropy H(p̄).
+    samples : int
+        T, Monte-Carlo passes per sample (seed 002: 40).
+    delta : float > 0
+        MOPED δ, posterior σ = δ·|w_MLE| at the start (MOPED paper: 0.1).
+    prior_sigma : float > 0
+        Prior standard deviation (bayesian-torch's default 1).
+    prior_mean : {"mle", "zero"}
+        Prior mean w_MLE (MOPED, default) or 0 (what ``dnn_to_bnn`` alone leaves).
+    epochs : int >= 0
+        ELBO fine-tuning epochs on the suspect data (0 = score the MOPED initialisation).
+    lr, batch_size : float, int
+        Adam learning rate and mini-batch size of the fine-tuning.
+    kl_weight : float >= 0
+        Multiplies the ELBO-consistent KL weight 1/N_train (sum-KL, see models.bayesian).
+    replicas : int >= 1
+        MC passes per forward call (copies of a batch share Flipout's Gaussian draw); 1 = all
+        passes independent.
+    rule_fpr, rule_fraction : float in (0, 1)
+        The default rule (module docstring).
+    seed : int
+        Seeds the fine-tuning and the passes.
+    threshold : Threshold, its text, or None (the rule above)
+    """
+
+    name = "bnn"
+
+    def __init__(
+        self,
+        *,
+        score: str = "bald",
+        samples: int = 40,
+        delta: float = 0.1,
+        prior_sigma: float = 1.0,
+        prior_mean: str = "mle",
+        epochs: int = 3,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        kl_weight: float = 1.0,
+        replicas: int = 1,
+        rule_fpr: float = 0.01,
+        rule_fraction: float = 0.1,
+        seed: int = 0,
+        threshold: Threshold | str | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(
+            rule_fpr=rule_fpr, rule_fraction=rule_fraction, threshold=threshold, classes=classes
+        )
+        _check_choice(self.name, "score", score, BNN_SCORES)
+        _check_choice(self.name, "prior_mean", prior_mean, PRIOR_MEANS)
+        for key, value in (
+            ("samples", samples),
+            ("batch_size", batch_size),
+            ("replicas", replicas),
+        ):
+            _check_positive(self.name, key, value, integer=True)
+        for key, value in (("delta", delta), ("prior_sigma", prior_sigma), ("lr", lr)):
+            _check_positive(self.name, key, value, integer=False)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(f"bnn epochs must be an integer >= 0, got {epochs!r}")
+        if isinstance(kl_weight, bool) or not isinstance(kl_weight, int | float) or kl_weight < 0:
+            raise ConfigError(f"bnn kl_weight must be a number >= 0, got {kl_weight!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"bnn seed must be an integer, got {seed!r}")
+        self.score = score
+        self.samples = samples
+        self.delta = float(delta)
+        self.prior_sigma = float(prior_sigma)
+        self.prior_mean = prior_mean
+        self.epochs = epochs
+        self.lr = float(lr)
+        self.batch_size = batch_size
+        self.kl_weight = float(kl_weight)
+        self.replicas = replicas
+        self.seed = seed
+
+    def _bnn_key(self) -> tuple[Any, ...]:
+        return (
+            self.delta,
+            self.prior_sigma,
+            self.prior_mean,
+            self.epochs,
+            self.lr,
+            self.batch_size,
+            self.kl_weight,
+            self.seed,
+        )
+
+    def bayesian_model(self, evidence: Evidence) -> tuple[Network, ElboHistory]:
+        """The MOPED copy of the evidence's model, fine-tuned on its data (cached per settings)."""
+
+        def build() -> tuple[Network, ElboHistory]:
+            bnn = bayesian.to_bayesian(
+                evidence.require_model(),
+                delta=self.delta,
+                prior_sigma=self.prior_sigma,
+                prior_mean=self.prior_mean,
+            )
+            history = ElboHistory()
+            if self.epochs:
+                history = bayesian.fine_tune_elbo(
+                    bnn,
+                    evidence.data,
+                    epochs=self.epochs,
+                    batch_size=self.batch_size,
+                    lr=self.lr,
+                    kl_weight=self.kl_weight,
+                    seed=self.seed,
+                )
+            return bnn, history
+
+        return evidence.cached(("bnn-model", self._bnn_key()), build)
+
+    def mc_probabilities(self, evidence: Evidence, part: Part = "data") -> Tensor:
+        """(T, N, K) MC probabilities of ``part`` under :meth:`bayesian_model` (cached)."""
+
+        def compute() -> Tensor:
+            bnn, _ = self.bayesian_model(evidence)
+            return bayesian.mc_probabilities(
+                bnn,
+                evidence.dataset(part).images,
+                samples=self.samples,
+                batch_size=evidence.batch_size,
+                replicas=self.replicas,
+                seed=derive_seed(self.seed, "mc", part),
+                description=f"BNN: {self.samples} MC passes ({part})",
+            )
+
+        key = ("mc-probs", self._bnn_key(), self.samples, self.replicas, part)
+        return evidence.cached(key, compute)
+
+    def _part_scores(self, evidence: Evidence, part: Part) -> Tensor:
+        probs = self.mc_probabilities(evidence, part)
+        if self.score == "bald":
+            return mutual_information(probs).cpu()
+        return predictive_entropy(probs).cpu()
+
+    def _score(self, evidence: Evidence) -> ScoreSet:
+        scored = self._scored(evidence)
+        probs = self.mc_probabilities(evidence, "data")
+        other = predictive_entropy(probs) if self.score == "bald" else mutual_information(probs)
+        bnn, history = self.bayesian_model(evidence)
+        self.extras_.update(
+            {
+                "predictive_entropy" if self.score == "bald" else "bald": other.tolist(),
+                "mc_accuracy": mc_accuracy(probs, evidence.labels()),
+                "holdout_mc_accuracy": mc_accuracy(
+                    self.mc_probabilities(evidence, "holdout"), evidence.labels("holdout")
+                )
+                if evidence.holdout is not None
+                else None,
+                "elbo": history.to_dict(),
+                "kl_weight_per_sample": self.kl_weight / len(evidence.data),
+                "posterior_sigma_over_abs_mu": bayesian.posterior_sigma_ratio(bnn),
+            }
+        )
+        return scored
+
+
+@register_detector("dnn-uncertainty")
+class DeterministicUncertainty(_UncertaintyDetector):
+    """Softmax uncertainty of the deterministic model: seed 002's "DNN" baseline.
+
+    Parameters
+    ----------
+    score : {"entropy", "max-softmax"}
+        Softmax entropy (METHODS.md's choice for the seed's unnamed score) or 1 − max_k p_k.
+    rule_fpr, rule_fraction : float in (0, 1)
+        The default rule (module docstring).
+    threshold : Threshold, its text, or None (the rule above)
+    """
+
+    name = "dnn-uncertainty"
+
+    def __init__(
+        self,
+        *,
+        score: str = "entropy",
+        rule_fpr: float = 0.01,
+        rule_fraction: float = 0.1,
+        threshold: Threshold | str | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(
+            rule_fpr=rule_fpr, rule_fraction=rule_fraction, threshold=threshold, classes=classes
+        )
+        _check_choice(self.name, "score", score, DNN_SCORES)
+        self.score = score
+
+    def probabilities(self, evidence: Evidence, part: Part = "data") -> Tensor:
+        """Softmax probabilities (N, K) of the deterministic model in eval mode (cached)."""
+
+        def compute() -> Tensor:
+            logits = predict_logits(
+                evidence.require_model(),
+                evidence.dataset(part).images,
+                device=evidence.device,
+                batch_size=evidence.batch_size,
+            )
+            return torch.softmax(logits.double(), dim=-1)
+
+        return evidence.cached(("softmax-probs", part), compute)
+
+    def _part_scores(self, evidence: Evidence, part: Part) -> Tensor:
+        probs = self.probabilities(evidence, part)
+        return entropy(probs) if self.score == "entropy" else 1.0 - max_softmax(probs)
+
+    def _score(self, evidence: Evidence) -> ScoreSet:
+        scored = self._scored(evidence)
+        probs = self.probabilities(evidence)
+        self.extras_["accuracy"] = float((probs.argmax(1) == evidence.labels()).double().mean())
+        return scored

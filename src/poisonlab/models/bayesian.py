@@ -1,0 +1,410 @@
+"""Mean-field Bayesian copies of trained networks: MOPED conversion, ELBO fine-tuning, MC inference.
+
+Seed 002 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks") turns the
+model trained on the suspect data into a Bayesian neural network with mean-field variational
+inference (MFVI) and Flipout (Wen et al. 2018, arXiv:1803.04386), with weight priors and
+posteriors from MOPED (Krishnan, Subedar, Tickoo, AAAI 2020, arXiv:1906.05323); METHODS.md §6.
+The layers are bayesian-torch's (``dnn_to_bnn`` with ``type="Flipout"``).
+
+Conversion (:func:`to_bayesian`). A deep copy of the network (the caller's model is never touched)
+has every ``Conv*``/``Linear`` module replaced by its Flipout counterpart with, per weight w_MLE,
+posterior q(w) = N(w_MLE, (δ·|w_MLE|)²) and prior p(w) = N(w_MLE, σ_p²). ``dnn_to_bnn`` sets only
+the posterior (its prior mean stays ``prior_mu`` = 0); the prior mean is copied from the trained
+weights afterwards, as MOPED intends (``prior_mean="zero"`` keeps the library's behaviour).
+Defaults: δ = 0.1, the value of the MOPED paper's experiments (bayesian-torch's examples use 0.2
+and 0.5); σ_p = 1, bayesian-torch's default, a standard deviation although the layer argument is
+named ``prior_variance``. Other modules stay deterministic point estimates: BatchNorm (its running
+statistics frozen) and the LGM head, which has no Conv/Linear layer to convert (its class means
+are fine-tuned as ordinary parameters); so for an LGM model only the body is Bayesian.
+
+ELBO (:func:`fine_tune_elbo`). Per mini-batch, loss = NLL + kl_weight · KL(q‖p) / N_train, where
+NLL is the network's own training loss (cross-entropy, or the LGM loss for an LGM head) averaged
+over the batch, N_train the number of training samples, and KL(q‖p) the SUM over every variational
+weight and bias (:func:`kl_divergence`). With kl_weight = 1 this is the negative ELBO per sample,
+−ELBO / N_train, in an unbiased mini-batch estimate. bayesian-torch's ``get_kl_loss`` returns
+something else: Σ over layers of (mean KL over the layer's weights + mean KL over its biases), so
+its README recipe ``CE + get_kl_loss / B`` gives each weight of an n-weight tensor the factor
+1/(n·B) where the ELBO has 1/N_train: n·B/N_train times too weak for big tensors (≈ 2,500× for
+cnn-small's 1.2M-weight dense layer, B = 128, N_train = 60,000), too strong for small ones. All non-variational modules stay in eval mode while fine-tuning (BatchNorm
+uses and keeps its running statistics, dropout is off): the weight posterior is the only source of
+randomness, as during inference. With Adam, each ρ = softplus⁻¹(σ) moves by about ``lr`` per step
+whatever the KL scale, so a few epochs leave σ within a small factor of its MOPED start.
+
+Inference (:func:`mc_probabilities`). T stochastic passes (default 40, seed 002) give (T, N, K)
+softmax probabilities, computed per batch with a Python loop over passes and batches only.
+bayesian-torch's Flipout draws ONE Gaussian ε per layer per forward call and decorrelates the
+examples of a batch with random sign tensors, (x∘s)·ΔW∘r (for convolutions it draws the signs
+per input and output element, not per channel). ``replicas`` = r > 1 stacks r copies of
+the batch into one forward call: the r copies of an input then share |ε| and differ only in their
+signs, so their weight perturbations ΔW∘(r_t s_tᵀ) are pairwise uncorrelated with the right
+marginal N(0, σ²) but NOT independent (a pre-activation's spread across copies is Σ_i σ_i²ε_i²x_i²,
+one draw, instead of its expectation Σ_i σ_i²x_i²). The default r = 1 gives T independent weight
+samples per input, as eq. 1 of seed 002 assumes; bench/results/bnn.md measures what r = T changes.
+
+Randomness. bayesian-torch samples from torch's GLOBAL generator (``normal_``/``uniform_`` inside
+the layers), so every function here that samples takes an integer ``seed``, forks the global RNG
+state, seeds it, and restores it on exit: results repeat for a seed and the caller's global RNG
+is left as it was. Runs on the model's device (CUDA when the model is there).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from poisonlab import progress
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.errors import ConfigError
+from poisonlab.models.network import Network
+from poisonlab.seeding import make_generator
+
+PRIOR_MEANS = ("mle", "zero")
+
+# (posterior mean, posterior rho, prior mean buffer, prior sigma buffer) attribute names of
+# bayesian-torch's variational layers: weights are "mu_weight" in Linear*, "mu_kernel" in Conv*.
+_WEIGHT_NAMES = {
+    "weight": ("mu_weight", "rho_weight", "prior_weight_mu", "prior_weight_sigma"),
+    "kernel": ("mu_kernel", "rho_kernel", "prior_weight_mu", "prior_weight_sigma"),
+}
+_BIAS_NAMES = ("mu_bias", "rho_bias", "prior_bias_mu", "prior_bias_sigma")
+
+
+@contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG inside the block and restore its previous state afterwards."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def variational_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The bayesian-torch variational layers of ``model`` by module name."""
+    from bayesian_torch.layers.base_variational_layer import BaseVariationalLayer_
+
+    return {n: m for n, m in model.named_modules() if isinstance(m, BaseVariationalLayer_)}
+
+
+def posterior_tensors(layer: nn.Module) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """(μ, ρ, prior μ, prior σ) of a variational layer's weight and, when it has one, bias."""
+    names = _WEIGHT_NAMES["kernel" if hasattr(layer, "mu_kernel") else "weight"]
+    groups = [names] + ([_BIAS_NAMES] if getattr(layer, "mu_bias", None) is not None else [])
+    return [tuple(getattr(layer, n) for n in group) for group in groups]  # type: ignore[misc]
+
+
+def _check_convertible(model: nn.Module) -> None:
+    """Refuse what ``dnn_to_bnn`` would silently get wrong."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
+            raise ConfigError(
+                f"layer {name!r} pads with {module.padding_mode!r}; bayesian-torch's Flipout "
+                "convolutions only zero-pad, so the converted network would differ"
+            )
+        if isinstance(module, nn.modules.lazy.LazyModuleMixin):
+            raise ConfigError(f"layer {name!r} is lazy; run one forward pass before converting")
+
+
+def to_bayesian(
+    model: Network, *, delta: float = 0.1, prior_sigma: float = 1.0, prior_mean: str = "mle"
+) -> Network:
+    """A MOPED mean-field Flipout copy of a trained network (module docstring).
+
+    Parameters
+    ----------
+    model : Network
+        A trained deterministic network; it is deep-copied and never modified.
+    delta : float > 0
+        MOPED δ: posterior σ = δ·|w_MLE| for every converted weight and bias.
+    prior_sigma : float > 0
+        Standard deviation of the Gaussian prior of every converted weight.
+    prior_mean : {"mle", "zero"}
+        Prior mean w_MLE (MOPED's empirical-Bayes prior) or 0 (``dnn_to_bnn`` left alone).
+
+    Returns
+    -------
+    Network
+        The Bayesian copy on the model's device, in eval mode.
+
+    Raises
+    ------
+    ConfigError
+        Bad parameters, layers bayesian-torch cannot convert faithfully, or nothing to convert.
+    """
+    if not delta > 0 or not prior_sigma > 0:
+        raise ConfigError(f"delta and prior_sigma must be > 0, got {delta} and {prior_sigma}")
+    if prior_mean not in PRIOR_MEANS:
+        raise ConfigError(f"prior_mean must be one of {', '.join(PRIOR_MEANS)}, got {prior_mean!r}")
+    from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn
+
+    _check_convertible(model)
+    device = next(model.parameters()).device
+    bnn = copy.deepcopy(model)
+    settings = {
+        "prior_mu": 0.0,
+        "prior_sigma": float(prior_sigma),
+        "posterior_mu_init": 0.0,
+        "posterior_rho_init": -3.0,  # overwritten by MOPED below
+        "type": "Flipout",
+        "moped_enable": True,
+        "moped_delta": float(delta),
+    }
+    with seeded_global_rng(0):  # layer constructors draw (then discarded) random initial values
+        dnn_to_bnn(bnn, settings)
+    bnn.to(device)
+    layers = variational_layers(bnn)
+    if not layers:
+        raise ConfigError(f"{model.config.arch} has no Conv/Linear layer to make Bayesian")
+    if prior_mean == "mle":
+        originals = dict(model.named_modules())
+        with torch.no_grad():
+            for name, layer in layers.items():
+                (_, _, weight_prior, _), *bias = posterior_tensors(layer)
+                weight_prior.copy_(originals[name].weight)
+                if bias:
+                    bias[0][2].copy_(originals[name].bias)
+    for parameter in bnn.parameters():
+        parameter.requires_grad_(True)
+    return bnn.eval()
+
+
+def kl_divergence(bnn: nn.Module) -> Tensor:
+    """KL(q‖p) summed over every variational weight and bias, a scalar tensor (nats).
+
+    Each tensor's KL is bayesian-torch's own ``kl_div`` (a MEAN over the tensor's elements)
+    times its number of elements, with σ_q = softplus(ρ) as in the layers' forward pass.
+    """
+    total = torch.zeros((), device=next(bnn.parameters()).device)
+    for layer in variational_layers(bnn).values():
+        for mu, rho, prior_mu, prior_sigma in posterior_tensors(layer):
+            total = total + mu.numel() * layer.kl_div(mu, F.softplus(rho), prior_mu, prior_sigma)
+    return total
+
+
+def posterior_sigma_ratio(bnn: nn.Module) -> float:
+    """Median of σ_q / |μ| over every variational weight with |μ| > 1e-6 (δ right after MOPED)."""
+    ratios = []
+    with torch.no_grad():
+        for layer in variational_layers(bnn).values():
+            for mu, rho, _, _ in posterior_tensors(layer):
+                keep = mu.abs() > 1e-6
+                ratios.append((F.softplus(rho[keep]) / mu[keep].abs()).flatten().cpu())
+    return float(torch.cat(ratios).median()) if ratios else float("nan")
+
+
+@dataclass(frozen=True)
+class ElboHistory:
+    """Per-epoch mean NLL, KL(q‖p)/N_train (before kl_weight), stochastic-pass accuracy, seconds."""
+
+    nll: list[float] = field(default_factory=list)
+    kl_per_sample: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (rounded)."""
+        return {key: [round(v, 6) for v in values] for key, values in vars(self).items()}
+
+
+def fine_tune_elbo(
+    bnn: Network,
+    data: ImageDataset,
+    *,
+    epochs: int = 3,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    kl_weight: float = 1.0,
+    seed: int = 0,
+    description: str = "BNN: ELBO fine-tuning",
+) -> ElboHistory:
+    """Fine-tune ``bnn`` in place with Adam on loss = NLL + kl_weight · KL(q‖p) / len(data).
+
+    Parameters
+    ----------
+    bnn : Network
+        A Bayesian network from :func:`to_bayesian` (fine-tuned on its own device).
+    data : ImageDataset
+        The data the deterministic model was trained on (the suspect data, claimed labels).
+    epochs, batch_size, lr : int, int, float
+        Passes over ``data``, mini-batch size and Adam learning rate.
+    kl_weight : float >= 0
+        Multiplies the ELBO-consistent KL weight 1/N_train (1 = the ELBO; 0 = no KL term).
+    seed : int
+        Seeds the shuffling and the Flipout samples.
+
+    Returns
+    -------
+    ElboHistory
+    """
+    if epochs < 1 or batch_size < 1 or not lr > 0 or not kl_weight >= 0:
+        raise ConfigError("epochs and batch_size must be >= 1, lr > 0 and kl_weight >= 0")
+    if len(data) == 0:
+        raise ConfigError("cannot fine-tune on an empty data set")
+    device = next(bnn.parameters()).device
+    images, labels = data.images.to(device), data.labels.to(device)
+    optimizer = torch.optim.Adam(bnn.parameters(), lr=lr)
+    order_generator = make_generator(seed)
+    history = ElboHistory()
+    steps = epochs * ((len(data) + batch_size - 1) // batch_size)
+    bnn.eval()  # BatchNorm frozen, dropout off: the weight posterior is the only randomness
+    with seeded_global_rng(seed), progress.bar(description, total=steps) as bar:
+        for _ in range(epochs):
+            started = time.perf_counter()
+            order = torch.randperm(len(data), generator=order_generator).to(device)
+            nll_sum = kl_sum = 0.0
+            correct = 0
+            for first in range(0, len(order), batch_size):
+                batch = order[first : first + batch_size]
+                nll, logits = bnn.loss(images[batch], labels[batch])
+                kl = kl_divergence(bnn) / len(data)
+                loss = nll + kl_weight * kl
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                nll_value, kl_value = float(nll.detach()), float(kl.detach())
+                nll_sum += nll_value * len(batch)
+                kl_sum += kl_value * len(batch)
+                correct += int((logits.argmax(1) == labels[batch]).sum())
+                bar.advance(1, info=f"nll {nll_value:.3f} kl/N {kl_value:.3f}")
+            history.nll.append(nll_sum / len(data))
+            history.kl_per_sample.append(kl_sum / len(data))
+            history.accuracy.append(correct / len(data))
+            history.seconds.append(time.perf_counter() - started)
+    optimizer.zero_grad(set_to_none=True)
+    bnn.eval()
+    return history
+
+
+@torch.no_grad()
+def mc_probabilities(
+    bnn: nn.Module,
+    images: Tensor,
+    *,
+    samples: int = 40,
+    batch_size: int = 256,
+    replicas: int = 1,
+    seed: int = 0,
+    description: str = "BNN: Monte-Carlo passes",
+) -> Tensor:
+    """Softmax probabilities of ``samples`` stochastic forward passes (eval mode: BN frozen).
+
+    Parameters
+    ----------
+    bnn : nn.Module
+        A Bayesian network (Flipout layers sample on every call, even in eval mode).
+    images : Tensor of shape (N, C, H, W)
+    samples : int >= 1
+        T, the number of Monte-Carlo passes.
+    batch_size : int >= 1
+        Images per batch (a forward call holds ``replicas · batch_size`` images).
+    replicas : int >= 1
+        Passes computed in one forward call by stacking copies of the batch; they share the
+        layers' Gaussian draw and differ in their Flipout signs (module docstring). 1 = every pass
+        has its own draw.
+    seed : int
+        Seeds the passes (the caller's global RNG state is restored afterwards).
+
+    Returns
+    -------
+    Tensor of shape (T, N, K), float32, CPU
+    """
+    if samples < 1 or batch_size < 1 or replicas < 1:
+        raise ConfigError("samples, batch_size and replicas must be >= 1")
+    device = next(bnn.parameters()).device
+    was_training = bnn.training
+    bnn.eval()
+    n = len(images)
+    chunks: list[Tensor] = []
+    groups = [min(replicas, samples - t) for t in range(0, samples, replicas)]
+    total = len(groups) * ((n + batch_size - 1) // batch_size)
+    try:
+        with seeded_global_rng(seed), progress.bar(description, total=total) as bar:
+            for first in range(0, n, batch_size):
+                x = images[first : first + batch_size].to(device)
+                parts = []
+                for r in groups:
+                    stacked = x.expand(r, *x.shape).reshape(r * len(x), *x.shape[1:])
+                    logits = bnn(stacked).float().reshape(r, len(x), -1)
+                    parts.append(torch.softmax(logits, dim=-1).cpu())
+                    bar.advance(1)
+                chunks.append(torch.cat(parts))
+    finally:
+        bnn.train(was_training)
+    if not chunks:
+        num_classes = bnn.config.num_classes if isinstance(bnn, Network) else 0
+        return torch.empty(samples, 0, num_classes)
+    return torch.cat(chunks, dim=1)
+
+
+@dataclass(frozen=True)
+class BackdoorAccuracy:
+    """Seed 002 Table 1 for one model pair: accuracy on clean data and on triggered data.
+
+    "Triggered" accuracy is the fraction of triggered inputs predicted as their backdoor label
+    (the attack success rate); the BNN predicts with its MC-averaged probabilities p̄.
+    """
+
+    dnn_clean: float
+    dnn_triggered: float
+    bnn_clean: float
+    bnn_triggered: float
+    n_clean: int
+    n_triggered: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dict(vars(self))
+
+
+def backdoor_accuracy(
+    dnn: Network,
+    clean: ImageDataset,
+    triggered: ImageDataset,
+    mc_clean: Tensor,
+    mc_triggered: Tensor,
+    *,
+    batch_size: int = 512,
+) -> BackdoorAccuracy:
+    """Seed 002 Table 1: DNN and BNN accuracy on clean data and on triggered data.
+
+    Parameters
+    ----------
+    dnn : Network
+        The deterministic model (predicts in eval mode on its own device).
+    clean : ImageDataset
+        Clean test images with their true labels.
+    triggered : ImageDataset
+        Triggered test images labelled with the attacker's labels ((y+1) mod K for all-to-all).
+    mc_clean, mc_triggered : Tensor of shape (T, N, K)
+        The BNN's :func:`mc_probabilities` on ``clean`` and ``triggered`` (reusable for BALD).
+    batch_size : int
+
+    Returns
+    -------
+    BackdoorAccuracy
+    """
+    from poisonlab.metrics.uncertainty import mc_accuracy
+    from poisonlab.train import predict
+
+    def dnn_accuracy(data: ImageDataset) -> float:
+        if len(data) == 0:
+            return float("nan")
+        return float(
+            (predict(dnn, data.images, batch_size=batch_size) == data.labels).float().mean()
+        )
+
+    return BackdoorAccuracy(
+        dnn_clean=dnn_accuracy(clean),
+        dnn_triggered=dnn_accuracy(triggered),
+        bnn_clean=mc_accuracy(mc_clean, clean.labels),
+        bnn_triggered=mc_accuracy(mc_triggered, triggered.labels),
+        n_clean=len(clean),
+        n_triggered=len(triggered),
+    )
