@@ -8,6 +8,15 @@ import torch
 from poisonlab.data.dataset import ImageDataset
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny tensors: one thread is faster than two and immune to a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def blobs_dataset(n_per_class: int = 40, num_classes: int = 3, size: int = 8, seed: int = 0):
     """Images whose class is a bright square in a class-specific place, plus noise."""
     generator = torch.Generator().manual_seed(seed)

@@ -40,7 +40,7 @@ def _root(
 
 def _register_commands() -> None:
     """Attach the command modules (each module adds its commands to ``app``)."""
-    from poisonlab.cli import data_cmd, demo_cmd, train_cmd  # noqa: F401
+    from poisonlab.cli import attack_cmd, data_cmd, demo_cmd, run_cmd, scan_cmd, train_cmd  # noqa: F401
 
 
 _register_commands()

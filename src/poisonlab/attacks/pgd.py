@@ -1,0 +1,142 @@
+"""L∞ projected gradient ascent on a model's cross-entropy: the "make it hard" step of Turner et al.
+
+x_{t+1} = Π(x_t + α·sign(∇_x CE(g(x_t), y))), where Π projects onto the intersection of the L∞
+ball of radius ε around the original image x_0 and the pixel box [0, 1]. Both sets are boxes, so
+the projection is exact: clamp to [max(0, x_0 - ε), min(1, x_0 + ε)] per pixel. There is no random
+start (Turner et al. and seed 004 start from the clean image). Seed 004's loop has no effective
+projection (its L2 ε = 300 never binds), so its bound is steps·α = 5·0.015 = 0.075 in L∞; here ε
+is a real, separate parameter (METHODS.md §4, §10.5).
+
+The model is used in eval mode (no dropout, batch-norm statistics frozen), its parameters get no
+gradients and its mode and ``requires_grad`` flags are restored afterwards. Each sample's ascent
+is independent, so processing in batches gives the same result as one batch of everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from poisonlab.errors import ConfigError
+
+
+@dataclass(frozen=True, eq=False)
+class PGDResult:
+    """Perturbed images and the surrogate's loss on each image before and after.
+
+    Parameters
+    ----------
+    images : Tensor of shape (N, C, H, W), float32 in [0, 1], CPU
+    loss_before, loss_after : Tensor of shape (N,), float32, CPU
+        Per-image cross-entropy of the model on the original and the perturbed images.
+    """
+
+    images: Tensor
+    loss_before: Tensor
+    loss_after: Tensor
+
+
+def check_pgd_params(eps: float, steps: int, step_size: float) -> None:
+    """Raise ConfigError naming the parameter and its range when one is out of range."""
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0.0 < eps <= 1.0:
+        raise ConfigError(f"eps must be a number in (0, 1] (pixel scale [0, 1]), got {eps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 10_000:
+        raise ConfigError(f"steps must be an integer in [0, 10000], got {steps!r}")
+    if (
+        isinstance(step_size, bool)
+        or not isinstance(step_size, int | float)
+        or not 0.0 < step_size <= 1.0
+    ):
+        raise ConfigError(f"step_size must be a number in (0, 1], got {step_size!r}")
+
+
+def project_linf(x: Tensor, origin: Tensor, eps: float) -> Tensor:
+    """Project ``x`` onto {z : ||z - origin||_∞ <= eps, 0 <= z <= 1} (exact: both are boxes)."""
+    lower = (origin - eps).clamp_min(0.0)
+    upper = (origin + eps).clamp_max(1.0)
+    return torch.maximum(torch.minimum(x, upper), lower)
+
+
+def _ascend(
+    model: nn.Module, x0: Tensor, y: Tensor, eps: float, steps: int, alpha: float
+) -> Tensor:
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        with torch.no_grad():
+            x = project_linf(x + alpha * grad.sign(), x0, eps)
+    return x.detach()
+
+
+@torch.no_grad()
+def _losses(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(model(x), y, reduction="none").float()
+
+
+def pgd_maximize_loss(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step_size: float,
+    batch_size: int = 256,
+) -> PGDResult:
+    """Perturb ``images`` to maximise the cross-entropy of ``model`` on ``labels`` (L∞ PGD).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, C, H, W) images to (B, K) logits; left unchanged.
+    images : Tensor of shape (N, C, H, W), float in [0, 1]
+    labels : Tensor of shape (N,), int64
+        The labels whose loss is increased (the images' own labels).
+    eps : float in (0, 1]
+        L∞ radius on the [0, 1] pixel scale (seed 004's effective bound: 0.075).
+    steps : int >= 0
+        Sign-gradient steps (seed 004: 5); 0 returns the images unchanged.
+    step_size : float in (0, 1]
+        α per step (seed 004: 0.015).
+    batch_size : int >= 1
+        Images per forward/backward pass (the result does not depend on it).
+        The computation runs where the model's parameters are (CUDA when the model is there).
+
+    Returns
+    -------
+    PGDResult with CPU tensors.
+    """
+    check_pgd_params(eps, steps, step_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if images.ndim != 4 or labels.shape != (len(images),):
+        raise ConfigError("pgd needs images (N, C, H, W) and labels (N,)")
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    was_training = model.training
+    flags = [p.requires_grad for p in params]
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    outputs, before, after = [], [], []
+    try:
+        for first in range(0, len(images), batch_size):
+            x0 = images[first : first + batch_size].to(device)
+            y = labels[first : first + batch_size].to(device)
+            x = _ascend(model, x0, y, float(eps), steps, float(step_size))
+            before.append(_losses(model, x0, y).cpu())
+            after.append(_losses(model, x, y).cpu())
+            outputs.append(x.cpu())
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    if not outputs:
+        empty = torch.empty(0)
+        return PGDResult(images.clone(), empty, empty.clone())
+    return PGDResult(torch.cat(outputs).to(images.dtype), torch.cat(before), torch.cat(after))

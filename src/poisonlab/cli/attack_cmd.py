@@ -1,0 +1,534 @@
+"""`poisonlab attack NAME`: poison a training set, save it with its ground truth, measure the attack.
+
+How the command is built, so another attack can join it:
+
+- Every option that is an attack hyper-parameter defaults to None, is named like the attack's
+  keyword argument and is listed in ``ATTACK_OPTIONS``; only the options actually given are
+  passed to the attack, plus any ``--param key=value``. :func:`attack_kwargs` checks the names
+  against the attack's ``__init__`` signature, so ``--eps`` with badnets is one red line, not a
+  silent no-op. A new attack adds its options to :func:`attack_command` and to ``ATTACK_OPTIONS``.
+- The measurement after poisoning is looked up in ``EVALUATORS`` by attack name; trigger attacks
+  (:class:`poisonlab.attacks.badnets.BackdoorAttack`) fall back to :func:`evaluate_backdoor_attack`.
+  An evaluator gets an :class:`EvalContext` and returns the JSON-ready ``metrics`` of attack.json.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from rich.table import Table
+
+from poisonlab import __version__
+from poisonlab.attacks import ATTACKS, Attack, PoisonedDataset, attack_names, build_attack
+from poisonlab.attacks.badnets import BackdoorAttack
+from poisonlab.cli.common import DATA, DEVICE, FORCE, QUIET, SEED, VERBOSE, prepare_output_dir
+from poisonlab.cli.console import configure, out, user_errors
+from poisonlab.cli.main import app
+from poisonlab.data.splits import Split
+from poisonlab.errors import ConfigError
+from poisonlab.seeding import derive_seed, make_generator
+
+COLORS = {"white": (255, 255, 255), "yellow-green": (245, 255, 0), "black": (0, 0, 0)}
+BUDGET = "Budget (give one)"
+TRIGGER = "Trigger"
+LABELS = "Labels"
+PGD = "Label-consistent (PGD)"
+COLLISION = "Feature collision"
+PROTOCOLS = ("transfer", "end-to-end")
+EVAL = "Evaluation"
+ATTACK_OPTIONS = (
+    *("rate", "target_rate", "count", "label_map", "source", "target", "mode"),
+    *("trigger", "size", "color", "gray", "position", "offset", "window", "amplitude"),
+    *("eps", "steps", "step_size", "surrogate_epochs"),
+    *("num_targets", "bases_per_target", "beta0", "max_iter", "watermark", "layer"),
+)
+"""Options of :func:`attack_command` passed to the attack (under these keyword names) when given."""
+
+
+def parse_color(text: str | None) -> tuple[int, int, int] | None:
+    """``"245,255,0"``, ``"#f5ff00"`` or a name (white, yellow-green, black) → (R, G, B)."""
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text in COLORS:
+        return COLORS[text]
+    try:
+        if text.startswith("#") and len(text) == 7:
+            return tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        parts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise ConfigError(
+            f"--color {text!r}: expected R,G,B (0..255), #rrggbb or one of {', '.join(COLORS)}"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def parse_window(text: str | None) -> tuple[int, int] | None:
+    """``"10x15"`` (rows × columns) → (10, 15)."""
+    if text is None:
+        return None
+    try:
+        rows, cols = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise ConfigError(f"--window {text!r}: expected ROWSxCOLS, e.g. 10x15") from None
+    return rows, cols
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param key=value`` pairs; values are read as JSON (numbers, lists, true) or else text."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {item!r}: expected key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params[key.strip().replace("-", "_")] = value
+    return params
+
+
+def attack_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The given options as keyword arguments of attack ``name``; unknown names raise ConfigError."""
+    attack_names()  # fills the registry
+    init = ATTACKS.get(name).__init__
+    accepted = [
+        p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY
+    ]
+    unknown = sorted(k for k in given if k not in accepted)
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        takes = ", ".join("--" + k.replace("_", "-") for k in accepted)
+        raise ConfigError(f"attack {name!r} does not take {flags} (it takes: {takes})")
+    return dict(given)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The command's settings that are not attack hyper-parameters."""
+
+    data: str
+    limit: int | None
+    model_path: Path | None
+    model: Any | None  # the loaded --model network
+    arch: str  # victim (and default surrogate) architecture
+    victim_epochs: int | None
+    baseline: bool
+    evaluate: bool
+    seed: int
+    device: torch.device
+    out_dir: Path
+    protocol: str = "transfer"  # feature-collision evaluation: transfer or end-to-end
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What an evaluator needs: the attack, its output, the data split and the settings."""
+
+    attack: Attack
+    poisoned: PoisonedDataset
+    split: Split
+    settings: RunSettings
+
+
+def train_victim(
+    ctx: EvalContext, data: Any, folder: str, description: str
+) -> tuple[Any, dict[str, Any]]:
+    """A fresh ``--arch`` model trained on ``data`` with the default recipe, saved to
+    out/``folder``; returns (model, JSON-ready training summary)."""
+    from poisonlab.models import ModelConfig, build_model, save_checkpoint
+    from poisonlab.train import train_model
+    from poisonlab.train.recipes import default_recipe
+
+    run = ctx.settings
+    c, h, w = data.shape
+    model = build_model(ModelConfig(run.arch, c, h, w, data.num_classes), seed=run.seed)
+    recipe = default_recipe(run.arch, len(data), epochs=run.victim_epochs, seed=run.seed)
+    result = train_model(model, data, recipe, device=run.device, description=description)
+    save_checkpoint(model, run.out_dir / folder, trained_on=data.name, recipe=recipe.to_dict())
+    return model, {"recipe": recipe.to_dict(), **result.to_dict()}
+
+
+def evaluate_backdoor_attack(ctx: EvalContext) -> dict[str, Any]:
+    """Train a victim on the poisoned set: clean accuracy, ASR, per-class ASR and MASR."""
+    from poisonlab.metrics.attack import evaluate_backdoor
+
+    attack, poisoned = ctx.attack, ctx.poisoned
+    assert isinstance(attack, BackdoorAttack) and poisoned.test_set is not None
+    masr_generator = make_generator(derive_seed(ctx.settings.seed, "masr"))
+    masr = attack.masr_set(ctx.split.test, generator=masr_generator)
+    models = {"victim": train_victim(ctx, poisoned.dataset, "victim", "victim (poisoned data)")}
+    if ctx.settings.baseline:
+        models["baseline"] = train_victim(ctx, ctx.split.train, "baseline", "baseline (clean data)")
+    metrics: dict[str, Any] = {}
+    for role, (model, summary) in models.items():
+        measured = evaluate_backdoor(
+            model,
+            ctx.split.test,
+            poisoned.test_set,
+            masr_set=masr.data,
+            masr_source_labels=masr.source_labels,
+            target=masr.target,
+        )
+        metrics[role] = {**measured.to_dict(), "training": summary}
+    return metrics
+
+
+EVALUATORS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {}
+"""Attack name → evaluator; trigger attacks default to :func:`evaluate_backdoor_attack`."""
+
+
+def evaluate_collision_attack(ctx: EvalContext) -> dict[str, Any]:
+    """Feature collision: the victim retrains on clean + each target's poisons (transfer: only the
+    last layer on frozen features; end-to-end: every weight); success = target → base class.
+    ``asr`` is that success rate, so the summary table reads like the backdoor one."""
+    from poisonlab.attacks.collision_eval import (
+        TransferConfig,
+        evaluate_end_to_end,
+        evaluate_transfer,
+    )
+    from poisonlab.train import TrainConfig
+
+    run = ctx.settings
+    if run.protocol == "transfer":
+        config = TransferConfig(epochs=run.victim_epochs or 100, seed=run.seed)
+        result = evaluate_transfer(
+            run.model, ctx.poisoned, config=config, clean_test=ctx.split.test
+        )
+    else:
+        tuning = TrainConfig(
+            epochs=run.victim_epochs or 10,
+            batch_size=64,
+            lr=1e-4,
+            val_fraction=0.0,
+            patience=None,
+            seed=run.seed,
+        )
+        result = evaluate_end_to_end(
+            run.model, ctx.poisoned, config=tuning, per_target=True, clean_test=ctx.split.test
+        )
+    summary = result.to_dict()
+    measured = {"clean_accuracy": summary["clean_accuracy_mean"], "asr": result.rate.rate}
+    return {f"victim ({run.protocol})": {**measured, "masr": None, **summary}}
+
+
+EVALUATORS["feature-collision"] = evaluate_collision_attack
+
+
+def _clean_model(split: Split, run: RunSettings) -> Any:
+    """The pre-trained network an attack needs when no --model is given: ``--arch`` trained on
+    the clean training part with its default recipe, saved to out/model."""
+    from poisonlab.models import ModelConfig, build_model, save_checkpoint
+    from poisonlab.train import train_model
+    from poisonlab.train.recipes import default_recipe
+
+    c, h, w = split.train.shape
+    model = build_model(ModelConfig(run.arch, c, h, w, split.train.num_classes), seed=run.seed)
+    recipe = default_recipe(run.arch, len(split.train), seed=run.seed)
+    train_model(model, split.train, recipe, device=run.device, description="model (clean data)")
+    save_checkpoint(
+        model, run.out_dir / "model", trained_on=split.train.name, recipe=recipe.to_dict()
+    )
+    return model.eval()
+
+
+def _evaluator(attack: Attack) -> Callable[[EvalContext], dict[str, Any]]:
+    if attack.name in EVALUATORS:
+        return EVALUATORS[attack.name]
+    if isinstance(attack, BackdoorAttack):
+        return evaluate_backdoor_attack
+    raise ConfigError(f"no evaluation is defined for {attack.name!r}; pass --no-eval")
+
+
+def _check_model_fits(network: Any, path: Path, split: Split) -> None:
+    config = network.config
+    if (
+        tuple(config.input_shape) != split.train.shape
+        or config.num_classes != split.train.num_classes
+    ):
+        raise ConfigError(
+            f"checkpoint {path} expects {tuple(config.input_shape)} images in "
+            f"{config.num_classes} classes; the data has {split.train.shape} in "
+            f"{split.train.num_classes}"
+        )
+
+
+def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]) -> Table:
+    table = Table(title=f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
+    for column in ("model", "clean accuracy", "ASR", "MASR"):
+        table.add_column(column, justify="right")
+    for role, values in metrics.items():
+        if isinstance(values, dict) and "clean_accuracy" in values:
+            masr = values.get("masr")
+            table.add_row(
+                role,
+                f"{100 * values['clean_accuracy']:.2f}%",
+                f"{100 * values['asr']:.2f}%",
+                "-" if masr is None else f"{100 * masr:.2f}%",
+            )
+    return table
+
+
+def _run(attack: Attack, run: RunSettings) -> tuple[PoisonedDataset, dict[str, Any]]:
+    """Split, poison, save poisoned.npz, evaluate, write attack.json; returns (poisoned, metrics)."""
+    from poisonlab.data.prepare import prepare_splits
+
+    split = prepare_splits(run.data, seed=run.seed, limit=run.limit)
+    if run.model is not None:
+        _check_model_fits(run.model, run.model_path, split)  # type: ignore[arg-type]
+    if attack.needs_model and run.model is None:  # e.g. feature-collision: train one here
+        run = replace(run, model=_clean_model(split, run), model_path=run.out_dir / "model")
+    started = time.perf_counter()
+    poisoned = attack.poison(
+        split.train,
+        generator=make_generator(derive_seed(run.seed, "attack", attack.name)),
+        model=run.model,
+        test=split.test,
+    )
+    attack_seconds = time.perf_counter() - started
+    poisoned.save(run.out_dir / "poisoned.npz")
+    context = EvalContext(attack, poisoned, split, run)
+    metrics = _evaluator(attack)(context) if run.evaluate else {}
+    report = {
+        "attack": attack.name,
+        "data": str(run.data),
+        "seed": run.seed,
+        "params": poisoned.params,
+        "counts": {
+            "train_clean": len(split.train),
+            "train_poisoned": len(poisoned.dataset),
+            "n_poison": poisoned.n_poison,
+            "test": len(split.test),
+            "triggered_test": len(poisoned.test_set) if poisoned.test_set is not None else None,
+        },
+        "attack_seconds": round(attack_seconds, 3),
+        "victim_arch": run.arch if run.evaluate else None,
+        "metrics": metrics,
+        "extras": poisoned.extras,
+        "model": str(run.model_path) if run.model_path is not None else None,
+        "versions": {"poisonlab": __version__, "torch": torch.__version__},
+    }
+    (run.out_dir / "attack.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return poisoned, metrics
+
+
+@app.command("attack")
+@user_errors
+def attack_command(
+    name: str = typer.Argument(..., help=f"Attack: {', '.join(attack_names())}."),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for poisoned.npz and attack.json."
+    ),
+    data: str = DATA,
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Trained checkpoint folder: the surrogate for label-consistent (else one is trained).",
+    ),
+    arch: str | None = typer.Option(
+        None,
+        "--arch",
+        help="Victim (and surrogate) architecture (default: the --model's, or cnn-small).",
+    ),
+    rate: float | None = typer.Option(
+        None,
+        help="Poisons as a fraction of the poisoned training set (0..1).",
+        rich_help_panel=BUDGET,
+    ),
+    target_rate: float | None = typer.Option(
+        None, help="Poisons as a fraction of the target class (0..1).", rich_help_panel=BUDGET
+    ),
+    count: int | None = typer.Option(None, help="Exact number of poisons.", rich_help_panel=BUDGET),
+    label_map: str | None = typer.Option(
+        None,
+        help="badnets: all-to-all, all-to-one or one-to-one (default: from --source/--target).",
+        rich_help_panel=LABELS,
+    ),
+    source: int | None = typer.Option(
+        None, help="Source class (one-to-one).", rich_help_panel=LABELS
+    ),
+    target: int | None = typer.Option(None, help="Target class.", rich_help_panel=LABELS),
+    mode: str | None = typer.Option(
+        None,
+        help="badnets: append poisons (default) or replace the chosen rows.",
+        rich_help_panel=LABELS,
+    ),
+    trigger: str | None = typer.Option(
+        None, help="pattern, square, sticker or checkerboard.", rich_help_panel=TRIGGER
+    ),
+    size: int | None = typer.Option(
+        None, help="Side of a square/sticker.", rich_help_panel=TRIGGER
+    ),
+    color: str | None = typer.Option(
+        None, help="R,G,B (0..255), #rrggbb, white or yellow-green.", rich_help_panel=TRIGGER
+    ),
+    gray: int | None = typer.Option(
+        None,
+        help="Gray value on 1-channel images (default: the colour's luminance).",
+        rich_help_panel=TRIGGER,
+    ),
+    position: str | None = typer.Option(
+        None,
+        help="bottom-right, bottom-left, top-right, top-left or random.",
+        rich_help_panel=TRIGGER,
+    ),
+    offset: int | None = typer.Option(
+        None, help="Gap in px to the corner's edges.", rich_help_panel=TRIGGER
+    ),
+    window: str | None = typer.Option(
+        None,
+        help="Centred window for random positions, ROWSxCOLS (default: 10x15).",
+        rich_help_panel=TRIGGER,
+    ),
+    amplitude: int | None = typer.Option(
+        None, help="Checkerboard amplitude 1..255 (255 = full).", rich_help_panel=TRIGGER
+    ),
+    eps: float | None = typer.Option(
+        None, help="L∞ radius on the [0, 1] scale (default: 0.075).", rich_help_panel=PGD
+    ),
+    steps: int | None = typer.Option(None, help="PGD steps (default: 5).", rich_help_panel=PGD),
+    step_size: float | None = typer.Option(
+        None, help="PGD step size (default: 0.015).", rich_help_panel=PGD
+    ),
+    surrogate_epochs: int | None = typer.Option(
+        None,
+        help="Epochs of a surrogate trained here (default: the recipe's).",
+        rich_help_panel=PGD,
+    ),
+    num_targets: int | None = typer.Option(
+        None,
+        "--targets",
+        help="Targets, drawn from the test part (default: 1).",
+        rich_help_panel=COLLISION,
+    ),
+    bases_per_target: int | None = typer.Option(
+        None, help="Poisons per target (default: 1, the one-shot kill).", rich_help_panel=COLLISION
+    ),
+    beta0: float | None = typer.Option(
+        None,
+        help="β0 before the (2048/D_in)² scaling, on the [-1, 1] pixel scale (default: seed "
+        "000's 0.0083 for 28×28; 8×8 digits need about 6e-5). --param beta_scaling=none "
+        "--param pixel_scale=1 gives β per [0, 1] unit instead.",
+        rich_help_panel=COLLISION,
+    ),
+    max_iter: int | None = typer.Option(
+        None,
+        "--max-iters",
+        help="Iterations per poison (default: 1000).",
+        rich_help_panel=COLLISION,
+    ),
+    watermark: float | None = typer.Option(
+        None,
+        help="Opacity γ of the target blended into each base (0..1; paper: up to 0.3).",
+        rich_help_panel=COLLISION,
+    ),
+    layer: str | None = typer.Option(
+        None,
+        help="Feature layer by module name (default: body, the penultimate layer).",
+        rich_help_panel=COLLISION,
+    ),
+    param: list[str] | None = typer.Option(
+        None, "--param", "-p", help="Any attack parameter as key=value (repeatable)."
+    ),
+    no_eval: bool = typer.Option(
+        False, "--no-eval", help="Only poison; train no victim.", rich_help_panel=EVAL
+    ),
+    victim_epochs: int | None = typer.Option(
+        None,
+        help="Epochs of the victim model (default: the architecture's recipe).",
+        rich_help_panel=EVAL,
+    ),
+    baseline: bool = typer.Option(
+        False, "--baseline", help="Also train a clean model for comparison.", rich_help_panel=EVAL
+    ),
+    protocol: str = typer.Option(
+        "transfer",
+        help="feature-collision: transfer (retrain the last layer, 100 epochs) or end-to-end "
+        "(fine-tune every weight, 10 epochs); --victim-epochs overrides the epochs.",
+        rich_help_panel=EVAL,
+    ),
+    limit: int | None = typer.Option(None, help="Use at most this many training images."),
+    seed: int = SEED,
+    device: str = DEVICE,
+    force: bool = FORCE,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Poison a training set; write DIR/poisoned.npz and DIR/attack.json, then measure the attack.
+
+    The data is split from --seed as in `poisonlab train`. The training part is poisoned, and a victim model is trained on it to report clean accuracy, ASR and MASR on the test part (skip with --no-eval). poisoned.npz holds x, y, ids, is_poison, original_label, source_index and source_id; it loads with --data DIR/poisoned.npz.
+
+    Budgets: --rate is a fraction of the poisoned training set (seed 002), --target-rate a fraction of the target class (seed 004), --count an exact number; a budget the data cannot meet is an error. Triggers: pattern (MNIST 4 pixels), square (4×4 white), sticker (3×3 yellow-green, random in a centred 10x15 window), checkerboard (Turner's 3×3, --amplitude for reduced strength).
+
+    Examples:
+
+        poisonlab attack badnets --data fashion-mnist --rate 0.1 --out runs/bn
+
+        poisonlab attack badnets --source 1 --target 7 --target-rate 0.2 --trigger square --size 2 --out runs/b17
+
+        poisonlab attack label-consistent --data fashion-mnist --target 0 --trigger checkerboard --amplitude 64 --out runs/lc
+
+        poisonlab attack badnets --param mode=replace --no-eval --out runs/quick
+
+        poisonlab attack feature-collision --model runs/cnn --targets 20 --beta0 6e-5 --out runs/fc
+    """
+    configure(quiet=quiet, verbose=verbose)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    options = {**locals(), "color": parse_color(color), "window": parse_window(window)}
+    given = {k: options[k] for k in ATTACK_OPTIONS if options[k] is not None}
+    given |= parse_params(param)
+    kwargs = attack_kwargs(name, given)
+    from poisonlab.device import pick_device
+
+    dev = pick_device(device)
+    accepted = inspect.signature(ATTACKS.get(name).__init__).parameters
+    if "device" in accepted:
+        kwargs.setdefault("device", str(dev))
+    network = None
+    if model is not None:
+        from poisonlab.models import load_checkpoint
+
+        network = load_checkpoint(model, device=dev).model
+    victim_arch = arch or (network.config.arch if network is not None else "cnn-small")
+    if "surrogate_arch" in accepted:
+        kwargs.setdefault("surrogate_arch", victim_arch)
+    attack = build_attack(name, **kwargs)
+    target_dir = prepare_output_dir(out_dir, force=force)
+    run = RunSettings(
+        data,
+        limit,
+        model,
+        network,
+        victim_arch,
+        victim_epochs,
+        baseline,
+        not no_eval,
+        seed,
+        dev,
+        target_dir,
+        protocol,
+    )
+    try:
+        poisoned, metrics = _run(attack, run)
+    except BaseException:
+        if target_dir.is_dir() and not any(target_dir.iterdir()):
+            target_dir.rmdir()  # nothing written: leave no empty folder behind
+        raise
+    if metrics:
+        out.print(_summary_table(name, poisoned, metrics))
+    else:
+        out.print(f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
+    out.print(f"saved to {target_dir}")
