@@ -7,34 +7,26 @@ How the command is built, so another attack can join it:
   passed to the attack, plus any ``--param key=value``. :func:`attack_kwargs` checks the names
   against the attack's ``__init__`` signature, so ``--eps`` with badnets is one red line, not a
   silent no-op. A new attack adds its options to :func:`attack_command` and to ``ATTACK_OPTIONS``.
-- The measurement after poisoning is looked up in ``EVALUATORS`` by attack name; trigger attacks
-  (:class:`poisonlab.attacks.badnets.BackdoorAttack`) fall back to :func:`evaluate_backdoor_attack`.
-  An evaluator gets an :class:`EvalContext` and returns the JSON-ready ``metrics`` of attack.json.
+- Poisoning and measuring live in :mod:`poisonlab.workflows.attack_run` (``run_attack``); a new
+  attack's measurement is registered there in ``EVALUATORS``.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
 from rich.table import Table
 
-from poisonlab import __version__
-from poisonlab.attacks import ATTACKS, Attack, PoisonedDataset, attack_names, build_attack
-from poisonlab.attacks.badnets import BackdoorAttack
+from poisonlab.attacks import ATTACKS, PoisonedDataset, attack_names, build_attack
 from poisonlab.cli.common import DATA, DEVICE, FORCE, QUIET, SEED, VERBOSE, prepare_output_dir
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
-from poisonlab.data.splits import Split
 from poisonlab.errors import ConfigError
-from poisonlab.seeding import derive_seed, make_generator
+from poisonlab.workflows.attack_run import PROTOCOLS, RunSettings, run_attack
 
 COLORS = {"white": (255, 255, 255), "yellow-green": (245, 255, 0), "black": (0, 0, 0)}
 BUDGET = "Budget (give one)"
@@ -42,7 +34,6 @@ TRIGGER = "Trigger"
 LABELS = "Labels"
 PGD = "Label-consistent (PGD)"
 COLLISION = "Feature collision"
-PROTOCOLS = ("transfer", "end-to-end")
 EVAL = "Evaluation"
 ATTACK_OPTIONS = (
     *("rate", "target_rate", "count", "label_map", "source", "target", "mode"),
@@ -114,156 +105,6 @@ def attack_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
     return dict(given)
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """The command's settings that are not attack hyper-parameters."""
-
-    data: str
-    limit: int | None
-    model_path: Path | None
-    model: Any | None  # the loaded --model network
-    arch: str  # victim (and default surrogate) architecture
-    victim_epochs: int | None
-    baseline: bool
-    evaluate: bool
-    seed: int
-    device: torch.device
-    out_dir: Path
-    protocol: str = "transfer"  # feature-collision evaluation: transfer or end-to-end
-
-
-@dataclass(frozen=True)
-class EvalContext:
-    """What an evaluator needs: the attack, its output, the data split and the settings."""
-
-    attack: Attack
-    poisoned: PoisonedDataset
-    split: Split
-    settings: RunSettings
-
-
-def train_victim(
-    ctx: EvalContext, data: Any, folder: str, description: str
-) -> tuple[Any, dict[str, Any]]:
-    """A fresh ``--arch`` model trained on ``data`` with the default recipe, saved to
-    out/``folder``; returns (model, JSON-ready training summary)."""
-    from poisonlab.models import ModelConfig, build_model, save_checkpoint
-    from poisonlab.train import train_model
-    from poisonlab.train.recipes import default_recipe
-
-    run = ctx.settings
-    c, h, w = data.shape
-    model = build_model(ModelConfig(run.arch, c, h, w, data.num_classes), seed=run.seed)
-    recipe = default_recipe(run.arch, len(data), epochs=run.victim_epochs, seed=run.seed)
-    result = train_model(model, data, recipe, device=run.device, description=description)
-    save_checkpoint(model, run.out_dir / folder, trained_on=data.name, recipe=recipe.to_dict())
-    return model, {"recipe": recipe.to_dict(), **result.to_dict()}
-
-
-def evaluate_backdoor_attack(ctx: EvalContext) -> dict[str, Any]:
-    """Train a victim on the poisoned set: clean accuracy, ASR, per-class ASR and MASR."""
-    from poisonlab.metrics.attack import evaluate_backdoor
-
-    attack, poisoned = ctx.attack, ctx.poisoned
-    assert isinstance(attack, BackdoorAttack) and poisoned.test_set is not None
-    masr_generator = make_generator(derive_seed(ctx.settings.seed, "masr"))
-    masr = attack.masr_set(ctx.split.test, generator=masr_generator)
-    models = {"victim": train_victim(ctx, poisoned.dataset, "victim", "victim (poisoned data)")}
-    if ctx.settings.baseline:
-        models["baseline"] = train_victim(ctx, ctx.split.train, "baseline", "baseline (clean data)")
-    metrics: dict[str, Any] = {}
-    for role, (model, summary) in models.items():
-        measured = evaluate_backdoor(
-            model,
-            ctx.split.test,
-            poisoned.test_set,
-            masr_set=masr.data,
-            masr_source_labels=masr.source_labels,
-            target=masr.target,
-        )
-        metrics[role] = {**measured.to_dict(), "training": summary}
-    return metrics
-
-
-EVALUATORS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {}
-"""Attack name → evaluator; trigger attacks default to :func:`evaluate_backdoor_attack`."""
-
-
-def evaluate_collision_attack(ctx: EvalContext) -> dict[str, Any]:
-    """Feature collision: the victim retrains on clean + each target's poisons (transfer: only the
-    last layer on frozen features; end-to-end: every weight); success = target → base class.
-    ``asr`` is that success rate, so the summary table reads like the backdoor one."""
-    from poisonlab.attacks.collision_eval import (
-        TransferConfig,
-        evaluate_end_to_end,
-        evaluate_transfer,
-    )
-    from poisonlab.train import TrainConfig
-
-    run = ctx.settings
-    if run.protocol == "transfer":
-        config = TransferConfig(epochs=run.victim_epochs or 100, seed=run.seed)
-        result = evaluate_transfer(
-            run.model, ctx.poisoned, config=config, clean_test=ctx.split.test
-        )
-    else:
-        tuning = TrainConfig(
-            epochs=run.victim_epochs or 10,
-            batch_size=64,
-            lr=1e-4,
-            val_fraction=0.0,
-            patience=None,
-            seed=run.seed,
-        )
-        result = evaluate_end_to_end(
-            run.model, ctx.poisoned, config=tuning, per_target=True, clean_test=ctx.split.test
-        )
-    summary = result.to_dict()
-    measured = {"clean_accuracy": summary["clean_accuracy_mean"], "asr": result.rate.rate}
-    return {f"victim ({run.protocol})": {**measured, "masr": None, **summary}}
-
-
-EVALUATORS["feature-collision"] = evaluate_collision_attack
-
-
-def _clean_model(split: Split, run: RunSettings) -> Any:
-    """The pre-trained network an attack needs when no --model is given: ``--arch`` trained on
-    the clean training part with its default recipe, saved to out/model."""
-    from poisonlab.models import ModelConfig, build_model, save_checkpoint
-    from poisonlab.train import train_model
-    from poisonlab.train.recipes import default_recipe
-
-    c, h, w = split.train.shape
-    model = build_model(ModelConfig(run.arch, c, h, w, split.train.num_classes), seed=run.seed)
-    recipe = default_recipe(run.arch, len(split.train), seed=run.seed)
-    train_model(model, split.train, recipe, device=run.device, description="model (clean data)")
-    save_checkpoint(
-        model, run.out_dir / "model", trained_on=split.train.name, recipe=recipe.to_dict()
-    )
-    return model.eval()
-
-
-def _evaluator(attack: Attack) -> Callable[[EvalContext], dict[str, Any]]:
-    if attack.name in EVALUATORS:
-        return EVALUATORS[attack.name]
-    if isinstance(attack, BackdoorAttack):
-        return evaluate_backdoor_attack
-    raise ConfigError(f"no evaluation is defined for {attack.name!r}; pass --no-eval")
-
-
-def _check_model_fits(network: Any, path: Path, split: Split) -> None:
-    config = network.config
-    if (
-        tuple(config.input_shape) != split.train.shape
-        or config.num_classes != split.train.num_classes
-    ):
-        raise ConfigError(
-            f"checkpoint {path} expects {tuple(config.input_shape)} images in "
-            f"{config.num_classes} classes; the data has {split.train.shape} in "
-            f"{split.train.num_classes}"
-        )
-
-
 def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]) -> Table:
     table = Table(title=f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
     for column in ("model", "clean accuracy", "ASR", "MASR"):
@@ -278,49 +119,6 @@ def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]
                 "-" if masr is None else f"{100 * masr:.2f}%",
             )
     return table
-
-
-def _run(attack: Attack, run: RunSettings) -> tuple[PoisonedDataset, dict[str, Any]]:
-    """Split, poison, save poisoned.npz, evaluate, write attack.json; returns (poisoned, metrics)."""
-    from poisonlab.data.prepare import prepare_splits
-
-    split = prepare_splits(run.data, seed=run.seed, limit=run.limit)
-    if run.model is not None:
-        _check_model_fits(run.model, run.model_path, split)  # type: ignore[arg-type]
-    if attack.needs_model and run.model is None:  # e.g. feature-collision: train one here
-        run = replace(run, model=_clean_model(split, run), model_path=run.out_dir / "model")
-    started = time.perf_counter()
-    poisoned = attack.poison(
-        split.train,
-        generator=make_generator(derive_seed(run.seed, "attack", attack.name)),
-        model=run.model,
-        test=split.test,
-    )
-    attack_seconds = time.perf_counter() - started
-    poisoned.save(run.out_dir / "poisoned.npz")
-    context = EvalContext(attack, poisoned, split, run)
-    metrics = _evaluator(attack)(context) if run.evaluate else {}
-    report = {
-        "attack": attack.name,
-        "data": str(run.data),
-        "seed": run.seed,
-        "params": poisoned.params,
-        "counts": {
-            "train_clean": len(split.train),
-            "train_poisoned": len(poisoned.dataset),
-            "n_poison": poisoned.n_poison,
-            "test": len(split.test),
-            "triggered_test": len(poisoned.test_set) if poisoned.test_set is not None else None,
-        },
-        "attack_seconds": round(attack_seconds, 3),
-        "victim_arch": run.arch if run.evaluate else None,
-        "metrics": metrics,
-        "extras": poisoned.extras,
-        "model": str(run.model_path) if run.model_path is not None else None,
-        "versions": {"poisonlab": __version__, "torch": torch.__version__},
-    }
-    (run.out_dir / "attack.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return poisoned, metrics
 
 
 @app.command("attack")
@@ -522,7 +320,7 @@ def attack_command(
         protocol,
     )
     try:
-        poisoned, metrics = _run(attack, run)
+        poisoned, metrics = run_attack(attack, run)
     except BaseException:
         if target_dir.is_dir() and not any(target_dir.iterdir()):
             target_dir.rmdir()  # nothing written: leave no empty folder behind

@@ -143,9 +143,10 @@ def train_model(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    total_loss += loss.item() * len(batch)
+                    batch_loss = loss.item()
+                    total_loss += batch_loss * len(batch)
                     correct += int((logits.argmax(1) == labels[batch]).sum())
-                    bar.advance(1, info=f"epoch {epoch} loss {float(loss):.3f}")
+                    bar.advance(1, info=f"epoch {epoch} loss {batch_loss:.3f}")
                 val = evaluate(model, val_part, device=device) if val_part is not None else None
                 record = EpochRecord(
                     epoch,
