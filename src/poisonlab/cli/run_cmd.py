@@ -1,0 +1,176 @@
+"""`poisonlab run`: run an experiment config's grid of cells resumably, locally or on Ray."""
+
+from __future__ import annotations
+
+import math
+from fnmatch import fnmatch
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from poisonlab.cli.common import DEVICE, QUIET, VERBOSE
+from poisonlab.cli.console import configure, err, out, user_errors
+from poisonlab.cli.main import app
+from poisonlab.experiments.config import load_config
+from poisonlab.experiments.runner import RunInterrupted, RunSummary, plan, run_experiment
+
+MAIN_METRICS = (
+    "model.clean_accuracy",
+    "attack.clean_accuracy",
+    "attack.asr",
+    "attack.success_rate",
+    "defense.*.auroc",
+    "defense.*.aupr",
+)
+MAX_METRIC_COLUMNS = 5
+
+
+def main_metrics(metrics_per_cell: list[dict[str, float | int]]) -> list[str]:
+    """The metric names worth a column: the headline ones first, at most MAX_METRIC_COLUMNS."""
+    names = sorted({name for metrics in metrics_per_cell for name in metrics})
+    chosen = [n for pattern in MAIN_METRICS for n in names if fnmatch(n, pattern)]
+    chosen += [n for n in names if n not in chosen]
+    return list(dict.fromkeys(chosen))[:MAX_METRIC_COLUMNS]
+
+
+def _format(value: float | int | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+STATUS_STYLE = {"done": "green", "failed": "red", "pending": "yellow", "running": "yellow"}
+
+
+def print_summary(summary: RunSummary) -> None:
+    """The cells table (status, seconds, main metrics), failed cells' errors, and totals."""
+    columns = main_metrics([cell.metrics for cell in summary.cells])
+    table = Table(title=f"{summary.experiment}: {len(summary.cells)} cells", title_justify="left")
+    for name in ("#", "cell", "key", "status", "seconds", *columns):
+        table.add_column(name, justify="right" if name not in ("cell", "key", "status") else "left")
+    for cell in summary.cells:
+        status = cell.status if cell.ran else f"{cell.status} (earlier)"
+        table.add_row(
+            str(cell.index),
+            Text(cell.description),
+            cell.key[:8],
+            Text(status, style=STATUS_STYLE.get(cell.status, "")),
+            "" if cell.seconds is None else f"{cell.seconds:.1f}",
+            *[_format(cell.metrics.get(name)) for name in columns],
+        )
+    out.print(table)
+    for cell in summary.cells:
+        if cell.status == "failed":
+            line = Text.assemble(("failed ", "red"), f"{cell.description} ({cell.key[:8]}): ")
+            out.print(line + Text(cell.error_line), soft_wrap=True)
+    out.print(
+        f"{summary.count('done')} done ({summary.ran - summary.count('failed')} now), "
+        f"{summary.count('failed')} failed, {summary.skipped} skipped, "
+        f"{summary.count('pending')} pending in {summary.seconds:.1f} s; "
+        f"results in {Path(summary.runs_dir) / 'results.sqlite'}",
+        highlight=False,
+    )
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    config_file: Path = typer.Argument(..., help="Experiment config (TOML).", metavar="CONFIG"),
+    executor: str = typer.Option(
+        "local", "--executor", "-e", help="local (this machine) or ray (a Ray cluster or runtime)."
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        help="Cells at once. local: 1 runs in-process, N > 1 uses N processes; "
+        "ray: default = cluster CPUs / --cpus-per-task.",
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (auto, ray://host:10001); default: local Ray."
+    ),
+    cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray CPUs per cell."),
+    runs: Path = typer.Option(
+        Path("runs"),
+        "--runs",
+        help="Runs folder: results.sqlite, cache/, one folder per experiment.",
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key: section.key=value (TOML value). Repeatable."
+    ),
+    only: str | None = typer.Option(
+        None, "--only", help="Run only cells whose description or key contains this text."
+    ),
+    retry_failed: bool = typer.Option(
+        True, "--retry-failed/--no-retry-failed", help="Re-run cells that failed before."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the cells and their status; run nothing."
+    ),
+    device: str = DEVICE,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Run every cell of an experiment grid, skipping cells already done.
+
+    Results (metrics, timings, status, errors, package versions) go to RUNS/results.sqlite as each
+    cell finishes, and each cell's artifacts to RUNS/<name>/<cell key>/. Run the same command again
+    after a crash, a kill or Ctrl-C: finished cells are skipped, failed and interrupted ones re-run.
+    Any list in \\[data], \\[model], \\[train], \\[attack] or \\[task] is a grid axis (write a
+    list-valued parameter as a list of lists: color = \\[\\[255, 0, 0]]). Exit status 1 if a cell
+    failed, 130 on Ctrl-C. Examples:
+
+        poisonlab run experiments/ci/seed002-table1-2-3.toml --dry-run
+
+        poisonlab run experiments/seed002-table1-2-3.toml --workers 2 --set attack.rate=[0.1,0.3]
+
+        poisonlab run experiments/seed004-table5.toml --executor ray --address auto --only seed=0
+    """
+    configure(quiet=quiet, verbose=verbose)
+    config = load_config(config_file, overrides)
+    if dry_run:
+        planned = plan(config, runs, retry_failed=retry_failed, only=only)
+        table = Table(
+            title=f"{config.name} ({config.kind}): {len(planned)} cells", title_justify="left"
+        )
+        for name in ("#", "cell", "key", "status", "run"):
+            table.add_column(name)
+        for item in planned:
+            table.add_row(
+                str(item.cell.index),
+                Text(item.cell.description),
+                item.cell.spec.key[:8],
+                Text(item.status, style=STATUS_STYLE.get(item.status, "")),
+                "yes" if item.run else "no",
+            )
+        out.print(table)
+        out.print(f"{sum(p.run for p in planned)} of {len(planned)} cells would run")
+        return
+    try:
+        summary = run_experiment(
+            config,
+            runs,
+            executor=executor,
+            workers=workers,
+            address=address,
+            retry_failed=retry_failed,
+            only=only,
+            device=device,
+            cpus_per_task=cpus_per_task,
+        )
+    except RunInterrupted as exc:
+        done = exc.summary.count("done")
+        err.print(
+            f"[yellow]interrupted[/]: {done} of {len(exc.summary.cells)} cells done and saved; "
+            "running cells set back to pending. Run the same command again to resume.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    print_summary(summary)
+    if not summary.ok:
+        raise typer.Exit(1)

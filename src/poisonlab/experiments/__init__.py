@@ -1,0 +1,1 @@
+"""Experiments: TOML configs expanded into grids of cells, run resumably, stored in SQLite."""

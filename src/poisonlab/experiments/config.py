@@ -1,0 +1,402 @@
+"""Experiment configs: a TOML file describing a grid of cells, validated and expanded.
+
+A config file looks like this::
+
+    name = "backdoor-rates"           # folder under the runs directory (default: the file stem)
+    kind = "backdoor"                 # a registered task (poisonlab.experiments.tasks_*)
+    description = "BadNets at 10..50% against AC and spectral signatures"
+    seeds = [0, 1]                    # base seeds (default [0])
+    repeats = 3                       # runs per seed; repeat r > 0 gets derive_seed(seed, "repeat", r)
+
+    [data]                            # read by the task (source, limit, holdout, test, seed)
+    source = "digits"
+    [model]                           # arch (poisonlab.models) + ModelConfig fields (head, ...)
+    arch = ["cnn-small", "lgm-net"]   # a list: a grid axis
+    [train]                           # TrainConfig fields (epochs, lr, optimizer, ...)
+    epochs = 3
+    [attack]                          # name (poisonlab.attacks) + the attack's keyword parameters
+    name = "badnets"
+    rate = [0.1, 0.3, 0.5]
+    color = [[255, 0, 0]]             # ONE value that is itself a list (see the grid rule)
+    [[defenses]]                      # every defense runs in every cell; never a grid axis
+    name = "activation-clustering"
+    n_components = 10
+    [task]                            # task-specific options, free-form
+    [paper]                           # optional: table = "seed002-table1" (the table reproduced)
+    [grid]                            # optional grid controls
+    zip = [["attack.rate", "attack.count"]]          # these axes vary together, not crossed
+    exclude = [{"model.arch" = "lgm-net", "attack.rate" = 0.5}]   # drop matching cells
+
+**The grid rule.** In ``[data]``, ``[model]``, ``[train]``, ``[attack]`` and ``[task]`` *every
+list is a grid axis*, and its elements are the values the axis takes. A parameter whose value is
+itself a list (an RGB colour, ``classes``, a window) is therefore written as a list of lists:
+``color = [[255, 0, 0]]`` is one colour, ``color = [[255, 0, 0], [0, 0, 255]]`` two cells. Inline
+tables are values, never axes. Lists inside ``[[defenses]]`` are plain values. The grid is the
+product of all axes (``zip`` groups counting as one), then seeds, then repeats, in file order; the
+first axis varies slowest. Axis names are ``section.key``, plus ``seed`` and ``repeat``.
+
+**Validation** names the file, the section and key, and the allowed choices: top-level keys,
+``kind`` (registered tasks), ``[attack]`` keys and value types (the attack's constructor),
+``[model]`` (``arch`` and ModelConfig fields), ``[train]`` (TrainConfig fields), each defense's
+name and parameters, and ``[grid]``. ``[data]`` and ``[task]`` belong to the task, which checks
+them when a cell runs.
+
+**Overrides.** ``--set section.key=value`` (value in TOML syntax; a bare word is a string) replaces
+a key after the file is read: defaults < file < CLI. ``--set seeds=[0,1]`` sets a top-level key,
+``--set defenses.NAME.param=value`` a parameter of the defense called NAME.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import pkgutil
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 needs the tomli backport
+    import tomli as tomllib
+
+from poisonlab.errors import ConfigError
+from poisonlab.experiments.grid import (
+    SECTIONS,
+    GridCell,
+    describe,
+    expand,
+    expand_cells,
+    grid_axes,
+)
+from poisonlab.experiments.tasks_base import TASKS, stable_hash
+
+__all__ = [
+    "ExperimentConfig",
+    "GridCell",
+    "apply_overrides",
+    "config_from_dict",
+    "describe",
+    "expand",
+    "expand_cells",
+    "grid_axes",
+    "load_config",
+    "task_names",
+]
+TOP_LEVEL = (
+    "name",
+    "kind",
+    "description",
+    "seeds",
+    "repeats",
+    *SECTIONS,
+    "defenses",
+    "paper",
+    "grid",
+)
+GEOMETRY = ("arch", "in_channels", "height", "width", "num_classes")
+RULE = "every list is a grid axis, so a list-valued parameter is written as a list of lists, e.g. color = [[255, 0, 0]]"
+_LISTY = re.compile(r"^(tuple|list|Sequence)\b")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SIMPLE: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "None": (),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated experiment config: sections hold TOML values, lists being grid axes."""
+
+    name: str
+    kind: str
+    description: str = ""
+    seeds: tuple[int, ...] = (0,)
+    repeats: int = 1
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    attack: dict[str, Any] = field(default_factory=dict)
+    defenses: tuple[dict[str, Any], ...] = ()
+    task: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the resolved config (what RUNS/<name>/config.json records)."""
+        data = asdict(self)
+        data["seeds"], data["defenses"] = list(self.seeds), list(self.defenses)
+        data["overrides"] = list(self.overrides)
+        return data
+
+    @property
+    def hash(self) -> str:
+        """Content hash of everything that defines the grid (not the file's path)."""
+        data = self.to_dict()
+        for key in ("source", "overrides", "description"):
+            data.pop(key)
+        return stable_hash(data)
+
+
+def task_names() -> list[str]:
+    """Registered experiment kinds, after importing ``poisonlab.experiments.tasks_*`` modules."""
+    import poisonlab.experiments as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.startswith("tasks_") and module.name != "tasks_base":
+            importlib.import_module(f"poisonlab.experiments.{module.name}")
+    return TASKS.names()
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override (``--set`` strings) and validate a TOML config; ConfigError names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path.name}: not valid TOML: {exc}") from None
+    raw.setdefault("name", path.stem)
+    return config_from_dict(raw, where=path.name, source=str(path), overrides=overrides)
+
+
+def config_from_dict(
+    raw: Mapping[str, Any],
+    *,
+    where: str = "<config>",
+    source: str | None = None,
+    overrides: Sequence[str] = (),
+) -> ExperimentConfig:
+    """Validate a parsed config (as from TOML), after applying ``--set`` overrides."""
+    data = apply_overrides(copy.deepcopy(dict(raw)), overrides, where)
+    unknown = sorted(set(data) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL)}")
+    name = _string(data, "name", where, required=True)
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-'")
+    kind = _string(data, "kind", where, required=True)
+    if kind not in task_names():
+        raise ConfigError(
+            f"{where}: unknown kind {kind!r}; choose one of: {', '.join(TASKS.names()) or '(none registered)'}"
+        )
+    sections = {s: _table(data, s, where) for s in (*SECTIONS, "paper", "grid")}
+    table = sections["paper"].get("table", "")
+    if not isinstance(table, str):
+        raise ConfigError(f'{where}: [paper] table must be a string like "seed002-table1"')
+    config = ExperimentConfig(
+        name=name,
+        kind=kind,
+        description=_string(data, "description", where),
+        seeds=_seeds(data.get("seeds", [0]), where),
+        repeats=_positive_int(data.get("repeats", 1), "repeats", where),
+        defenses=_defenses(data.get("defenses", []), where),
+        source=source,
+        overrides=tuple(overrides),
+        **sections,
+    )
+    _check_sections(config, where)
+    expand_cells(config, where=where)  # validates the grid controls and the axes
+    return config
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], where: str) -> dict[str, Any]:
+    """Apply ``key=value`` strings to a parsed config in place (and return it)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        value = _parse_value(text.strip())
+        if parts[0] == "defenses" and len(parts) >= 3:
+            defenses = raw.get("defenses", [])
+            match = [d for d in defenses if isinstance(d, dict) and d.get("name") == parts[1]]
+            if not match:
+                names = ", ".join(str(d.get("name")) for d in defenses if isinstance(d, dict))
+                raise ConfigError(
+                    f"--set {key}: {where} has no defense {parts[1]!r}; defenses: {names or '(none)'}"
+                )
+            target, parts = match[0], parts[2:]
+        else:
+            target = raw
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a table in {where}")
+        target[parts[-1]] = value
+    return raw
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (``0.1``, ``[1, 2]``, ``"x"``, ``true``); anything else is a bare string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, key: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: {key} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {value!r}")
+    for seed in value:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{where}: seeds must be integers >= 0, got {seed!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: seeds {value} repeat a value")
+    return tuple(value)
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table, got {value!r}")
+    return dict(value)
+
+
+def _defenses(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """Each entry needs a registered ``name``; parameters are checked against its constructor."""
+    from poisonlab.defenses import DETECTORS, detector_names
+
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: defenses must be [[defenses]] tables, got {value!r}")
+    seen: set[str] = set()
+    for i, entry in enumerate(value):
+        label = f"[[defenses]] #{i + 1}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(
+                f"{where}: {label} needs name = one of: {', '.join(detector_names())}"
+            )
+        name = entry["name"]
+        if name not in detector_names():
+            raise ConfigError(
+                f"{where}: {label}: unknown defense {name!r}; choose one of: {', '.join(detector_names())}"
+            )
+        if name in seen:
+            raise ConfigError(f"{where}: defense {name!r} is listed twice (metrics are per name)")
+        seen.add(name)
+        spec = _signature(DETECTORS.get(name))
+        for key, item in entry.items():
+            if key != "name":
+                _check_value(item, key, spec, f"{where}: {label} ({name})", axis=False)
+    return tuple(dict(entry) for entry in value)
+
+
+def _signature(factory: Callable[..., Any], skip: Iterable[str] = ()) -> dict[str, str] | None:
+    """Keyword parameters of ``factory`` with their annotation text (None: accepts ``**kwargs``)."""
+    params: dict[str, str] = {}
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            return None
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in skip:
+            annotation = p.annotation
+            params[p.name] = "" if annotation is p.empty else str(annotation)
+    return params
+
+
+def _listy(annotation: str) -> bool:
+    """Whether the annotation text allows a list (``tuple[...]``, ``list[...]``, ``Sequence``)."""
+    return any(_LISTY.match(part.strip()) for part in annotation.split("|"))
+
+
+def _accepts(value: Any, annotation: str) -> bool | None:
+    """Whether ``value`` fits the annotation text; None when the annotation is not plain."""
+    parts = [part.strip() for part in annotation.split("|") if part.strip()]
+    listy = _listy(annotation)
+    plain = all(part in _SIMPLE or _LISTY.match(part) for part in parts)
+    if isinstance(value, list):
+        return True if listy else (False if plain else None)
+    if isinstance(value, dict) or not plain:
+        return None
+    for part in parts:
+        types = _SIMPLE.get(part, ())
+        if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+            return True
+    return False
+
+
+def _check_value(
+    value: Any, key: str, spec: dict[str, str] | None, label: str, *, axis: bool
+) -> None:
+    """ConfigError when ``key`` is unknown to ``spec`` or ``value`` does not fit its type."""
+    if spec is None:
+        return
+    if key not in spec:
+        raise ConfigError(f"{label}: unknown key {key!r}; allowed: {', '.join(sorted(spec))}")
+    values = value if axis and isinstance(value, list) else [value]
+    if axis and isinstance(value, list) and not value:
+        raise ConfigError(f"{label}: {key} = [] is an empty grid axis")
+    for item in values:
+        lenient = not axis and _listy(spec[key])  # tasks wrap a scalar (classes = 5 -> [5])
+        if _accepts(item, spec[key]) is False and not lenient:
+            hint = f"; {RULE}" if axis else " (defenses are not grid axes)"
+            raise ConfigError(f"{label}: {key} = {item!r} does not fit the type {spec[key]}{hint}")
+
+
+def _check_sections(config: ExperimentConfig, where: str) -> None:
+    """Check the sections whose schema is known: attack, model and train."""
+    from poisonlab.attacks import ATTACKS, attack_names
+    from poisonlab.models import ModelConfig, model_names
+    from poisonlab.models.config import COVARIANCES, HEADS
+    from poisonlab.train.config import OPTIMIZERS, TrainConfig
+
+    choices = {"model.arch": model_names(), "model.head": HEADS}
+    choices |= {"model.lgm_covariance": COVARIANCES, "train.optimizer": OPTIMIZERS}
+    if config.attack:
+        names = _axis_values(config.attack.get("name"))
+        if not names:
+            raise ConfigError(f"{where}: [attack] needs name = one of: {', '.join(attack_names())}")
+        for name in names:
+            if name not in attack_names():
+                raise ConfigError(
+                    f"{where}: [attack] unknown name {name!r}; choose one of: {', '.join(attack_names())}"
+                )
+            spec = _signature(ATTACKS.get(name))
+            for key, value in config.attack.items():
+                if key != "name" and spec is not None:
+                    _check_value(value, key, spec, f"{where}: [attack] ({name})", axis=True)
+    model_spec = {"arch": "str", **(_signature(ModelConfig, skip=GEOMETRY) or {})}
+    for key, value in config.model.items():
+        _check_value(value, key, model_spec, f"{where}: [model]", axis=True)
+    for key, value in config.train.items():
+        _check_value(value, key, _signature(TrainConfig), f"{where}: [train]", axis=True)
+    for path, allowed in choices.items():
+        section, key = path.split(".")
+        for value in _axis_values(getattr(config, section).get(key)):
+            if value not in allowed:
+                raise ConfigError(
+                    f"{where}: [{section}] {key} = {value!r} is not one of: {', '.join(allowed)}"
+                )
+
+
+def _axis_values(value: Any) -> list[Any]:
+    """The values a field takes: the elements of a list (an axis), else the value itself."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
