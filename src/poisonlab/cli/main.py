@@ -40,7 +40,16 @@ def _root(
 
 def _register_commands() -> None:
     """Attach the command modules (each module adds its commands to ``app``)."""
-    from poisonlab.cli import attack_cmd, data_cmd, demo_cmd, run_cmd, scan_cmd, train_cmd  # noqa: F401
+    from poisonlab.cli import (  # noqa: F401
+        attack_cmd,
+        data_cmd,
+        demo_cmd,
+        report_cmd,
+        run_cmd,
+        scan_cmd,
+        table_cmd,
+        train_cmd,
+    )
 
 
 _register_commands()

@@ -1,0 +1,238 @@
+"""The report page of a ``poisonlab scan`` output folder (``scores.csv`` + ``summary.json``).
+
+A scan of the user's own data has no labels of poison, so the page shows what can be shown
+honestly: per defense the score histograms per claimed class (kept vs flagged) and the most
+suspicious images. ROC / PR curves and clean-vs-poison histograms appear only with ground truth:
+when the scanned data is an .npz carrying an ``is_poison`` array (what ``poisonlab attack``
+writes), checked against ``scores.csv`` sample by sample (same length, same ids).
+
+Images are not stored in the scan folder; they come from the data set given to
+:func:`write_scan_report` (``poisonlab scan`` passes the set it scanned; ``poisonlab report
+DIR --data SPEC`` loads it again).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.errors import DataError
+from poisonlab.reports import plots
+from poisonlab.reports.html import Page, figure, note, pre_json, table, versions_table, write_page
+from poisonlab.reports.run_report import DETECTION_HEADER, detection_rows
+
+TOP_IMAGES = 16
+
+
+def read_scores(
+    path: Path,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``scores.csv`` as (ids, labels, scores per defense (NaN = not analysed), flags per defense)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        rows = list(reader)
+    if not header or header[:3] != ["index", "id", "label"]:
+        raise DataError(f"{path}: not a poisonlab scores.csv (expected index,id,label,...)")
+    names = [h[: -len("_score")] for h in header if h.endswith("_score")]
+    column = {h: i for i, h in enumerate(header)}
+    ids = np.array([r[1] for r in rows], dtype=str)
+    labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
+    scores, flags = {}, {}
+    for name in names:
+        s, f = column[f"{name}_score"], column.get(f"{name}_flagged")
+        scores[name] = np.array([float(r[s]) if r[s] else math.nan for r in rows], dtype=np.float64)
+        flags[name] = np.array(
+            [r[f] == "1" for r in rows] if f is not None else [False] * len(rows)
+        )
+    return ids, labels, scores, flags
+
+
+def ground_truth(source: str | None, ids: np.ndarray) -> np.ndarray | None:
+    """``is_poison`` of the scanned data when ``source`` is an .npz that has it, else None.
+
+    Raises DataError when the file's samples are not the ones in ``scores.csv``.
+    """
+    if source is None:
+        return None
+    from poisonlab.data.loaders import resolve
+    from poisonlab.data.npz import is_npz_file
+
+    try:
+        _, path = resolve(source)
+    except DataError:
+        return None
+    if path is None or not path.is_file() or not is_npz_file(path):
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        if "is_poison" not in archive.files:
+            return None
+        truth = np.asarray(archive["is_poison"], dtype=bool)
+        stored = archive["ids"].astype(str) if "ids" in archive.files else None
+    if truth.shape != ids.shape or (stored is not None and not np.array_equal(stored, ids)):
+        raise DataError(f"{path}: its samples are not the ones scanned (scores.csv ids differ)")
+    return truth
+
+
+def _overview(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Key facts of summary.json as label/value rows."""
+    data = summary.get("dataset", {})
+    clean = summary.get("clean", {})
+    holdout = summary.get("holdout") or {}
+    return [
+        (
+            "data",
+            f"{data.get('name', '-')}: {data.get('size', '-')} images, "
+            f"{data.get('num_classes', '-')} classes, shape {data.get('image_shape', '-')}",
+        ),
+        ("held-out set", f"{holdout.get('name')} ({holdout.get('size')})" if holdout else "none"),
+        ("threshold", str(summary.get("threshold", "-"))),
+        (
+            "clean set",
+            f"kept {clean.get('kept', '-')}, removed {clean.get('removed', '-')} "
+            f"({clean.get('rule', '')})",
+        ),
+        ("run time", f"{summary.get('seconds', '-')} s"),
+    ]
+
+
+def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Per defense: status, flagged / analysed, threshold rule, seconds or the skip reason."""
+    rows = []
+    for name, info in summary.get("defenses", {}).items():
+        if info.get("status") != "ran":
+            rows.append([name, "skipped", "-", "-", str(info.get("reason", ""))])
+            continue
+        threshold = info.get("threshold")
+        rule = threshold.get("rule", "") if isinstance(threshold, dict) else ""
+        rows.append(
+            [
+                name,
+                "ran",
+                f"{info.get('flagged')} / {info.get('analysed')}",
+                str(rule),
+                f"{info.get('seconds')} s",
+            ]
+        )
+    return rows
+
+
+def _suspicious(
+    page: Page, dataset: ImageDataset, scores: dict[str, np.ndarray], truth: np.ndarray | None
+) -> None:
+    """Per defense the TOP_IMAGES highest-scoring images, captioned with index, label, score."""
+    images = dataset.images.numpy()
+    names = dataset.class_names
+    for name, values in scores.items():
+        finite = np.where(np.isfinite(values), values, -np.inf)
+        order = np.argsort(-finite, kind="stable")[
+            : min(TOP_IMAGES, int(np.isfinite(values).sum()))
+        ]
+        if not len(order):
+            continue
+        captions = [f"#{i} {names[int(dataset.labels[i])]} s={values[i]:.3g}" for i in order]
+        png = plots.image_grid_png(
+            images[order], captions, highlight=None if truth is None else truth[order]
+        )
+        caption = "highest scores first" + ("; red = true poison" if truth is not None else "")
+        page.add(f"Most suspicious images: {name}", figure(png, caption), level=3)
+
+
+def scan_page(
+    folder: Path, *, dataset: ImageDataset | None = None, source: str | None = None
+) -> Page:
+    """The page of a scan folder (module docstring)."""
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    ids, labels, scores, flags = read_scores(folder / "scores.csv")
+    if dataset is not None and (len(dataset) != len(ids) or not np.array_equal(dataset.ids, ids)):
+        raise DataError(
+            f"the data given ({dataset.name}, {len(dataset)} samples) is not the scanned data "
+            f"({len(ids)} samples in {folder / 'scores.csv'}; ids differ)"
+        )
+    truth = ground_truth(source, ids)
+    page = Page(
+        f"poisonlab report: scan of {summary.get('dataset', {}).get('name', folder.name)}", folder
+    )
+    page.add("Overview", table(["", ""], _overview(summary), labels=2))
+    page.add(
+        "Defenses",
+        table(
+            ["defense", "status", "flagged / analysed", "threshold", "seconds or reason"],
+            _defense_rows(summary),
+            labels=2,
+        ),
+    )
+    if not scores:
+        page.lack("figures: no defense ran (scores.csv has no score columns)")
+    elif truth is not None:
+        page.add(
+            "ROC and precision–recall per defense",
+            figure(
+                plots.curves_png(scores, truth), "ground truth from is_poison; positive = poison"
+            ),
+        )
+        page.add(
+            "Score histograms, clean vs poison",
+            figure(plots.histograms_png(scores, truth), "scores of clean and poisoned samples"),
+        )
+        arrays = {f"flagged__{n}": f for n, f in flags.items()}
+        page.add(
+            "Detection against the ground truth",
+            table(DETECTION_HEADER, detection_rows(truth, scores, arrays)),
+        )
+    else:
+        page.lack(
+            "ROC/PR curves and clean-vs-poison histograms: the scanned data carries no "
+            "ground truth (an .npz with is_poison, as `poisonlab attack` writes)"
+        )
+    if scores:
+        class_names = summary.get("dataset", {}).get("class_names") or [
+            str(c) for c in range(int(labels.max()) + 1)
+        ]
+        page.add(
+            "Score histograms per class",
+            note(
+                "No poison labels are needed: per claimed class, kept and flagged samples' scores."
+            ),
+        )
+        for name, values in scores.items():
+            png = plots.class_histograms_png(values, labels, flags[name], class_names, title=name)
+            page.add(
+                f"Scores per class: {name}",
+                figure(png, f"{name}: kept vs flagged per class"),
+                level=3,
+            )
+    if dataset is not None and scores:
+        page.add("Most suspicious images", note("Per defense, the highest-scoring samples."))
+        _suspicious(page, dataset, scores, truth)
+    elif scores:
+        page.lack(
+            "most suspicious images: the images are not in the scan folder; run "
+            "`poisonlab report DIR --data DATA` with the scanned data"
+        )
+    settings = {k: summary.get(k) for k in ("threshold", "settings", "models", "holdout")}
+    settings["defenses"] = {
+        n: i.get("parameters")
+        for n, i in summary.get("defenses", {}).items()
+        if i.get("status") == "ran"
+    }
+    page.add("Configuration", pre_json(settings))
+    page.add(
+        "Package versions", versions_table({k: summary.get(k) for k in ("poisonlab", "torch")})
+    )
+    return page
+
+
+def write_scan_report(
+    folder: str | Path, *, dataset: ImageDataset | None = None, source: str | None = None
+) -> Path:
+    """Write ``folder/report.html`` for a scan folder; ``dataset`` is the scanned data (for the
+    images) and ``source`` its spec (for ground truth from an .npz with ``is_poison``)."""
+    folder = Path(folder)
+    return write_page(scan_page(folder, dataset=dataset, source=source), folder)

@@ -1,0 +1,111 @@
+"""Figures are real, non-empty PNGs that change with their data; matplotlib stays out of
+``import poisonlab`` and of the table code."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from poisonlab.reports import plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def decode(png: bytes) -> np.ndarray:
+    assert png.startswith(PNG_MAGIC)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def colours(image: np.ndarray) -> int:
+    return len(np.unique(image.reshape(-1, 3), axis=0))
+
+
+def dark_fraction(image: np.ndarray) -> float:
+    return float((image.max(axis=2) < 60).mean())
+
+
+@pytest.fixture
+def scores():
+    rng = np.random.default_rng(0)
+    truth = np.zeros(200, bool)
+    truth[:20] = True
+    values = {"a": rng.normal(size=200) + 3 * truth, "b": rng.normal(size=200)}
+    values["a"][150:] = np.nan  # not analysed: left out
+    return values, truth
+
+
+def test_curves_and_histograms(scores):
+    values, truth = scores
+    curves = decode(plots.curves_png(values, truth))
+    assert curves.shape[:2] == (420, 1000) and colours(curves) > 50
+    one = decode(plots.histograms_png({"a": values["a"]}, truth))
+    two = decode(plots.histograms_png(values, truth))
+    assert two.shape[1] > one.shape[1]  # one panel per defense
+    assert colours(two) > 50
+
+
+def test_curves_without_both_classes_still_draw_the_frame(scores):
+    values, truth = scores
+    image = decode(plots.curves_png(values, np.zeros_like(truth)))
+    assert colours(image) > 10
+
+
+def test_class_histograms_keep_the_most_flagged_classes():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(20), 10)
+    values = rng.normal(size=200)
+    flagged = values > 1.0
+    names = [str(i) for i in range(20)]
+    few = decode(plots.class_histograms_png(values, labels, flagged, names, max_classes=2))
+    more = decode(plots.class_histograms_png(values, labels, flagged, names, max_classes=5))
+    assert more.shape[0] > few.shape[0]  # 5 panels in 2 rows vs 2 panels in 1 row
+
+
+def test_scatter_marks_poisons():
+    rng = np.random.default_rng(2)
+    points = rng.normal(size=(300, 2))
+    labels = rng.integers(0, 3, 300)
+    poison = np.zeros(300, bool)
+    poison[:60] = True
+    plain = decode(plots.scatter_png(points, labels))
+    marked = decode(plots.scatter_png(points, labels, poison, means=np.zeros((3, 2)),
+                                      targets=points[:2]))  # fmt: skip
+    assert dark_fraction(marked) > dark_fraction(plain)  # the black crosses
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plots.scatter_png(rng.normal(size=(10, 3)), labels[:10])
+
+
+def test_image_grid_with_and_without_heatmaps():
+    rng = np.random.default_rng(3)
+    images = rng.random((5, 3, 8, 8)).astype(np.float32)
+    alone = decode(plots.image_grid_png(images, [f"#{i}" for i in range(5)]))
+    paired = decode(plots.image_grid_png(images, ["x"] * 5, heatmaps=rng.normal(size=(5, 8, 8)),
+                                         highlight=[True, False, True, False, False]))  # fmt: skip
+    assert colours(alone) > 100 and colours(paired) > 100
+    gray = decode(plots.image_grid_png(images[:, :1], ["g"] * 5))
+    assert colours(gray) > 20
+
+
+def test_examples_rows():
+    rng = np.random.default_rng(4)
+    rows = {"base": rng.random((3, 1, 8, 8)), "poison": rng.random((3, 1, 8, 8))}
+    two = decode(plots.examples_png(rows, {"base": np.arange(3)}))
+    three = decode(plots.examples_png({**rows, "target": rng.random((3, 1, 8, 8))}))
+    assert three.shape[0] > two.shape[0]  # one row per kind
+
+
+def test_matplotlib_is_not_imported_by_the_package_or_the_tables():
+    code = (
+        "import sys, poisonlab, poisonlab.reports.tables, poisonlab.reports.writers, "
+        "poisonlab.reports.paper_tables, poisonlab.cli.main\n"
+        "print('matplotlib' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
