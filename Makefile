@@ -4,7 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip --disable-pip-version-check --progress-bar off
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+# --progress-bar is an option of `pip install`, so it goes after the command.
+INSTALL := $(PIP) install --progress-bar off
 # pip prints one warning per missing local mirror folder on this machine; keep the rest.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
@@ -14,15 +16,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -q -c constraints.txt -e . $(QUIET)
+	$(INSTALL) -q -c constraints.txt -e . $(QUIET)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -c constraints.txt -e '.[dev,ray]' $(QUIET)
+	$(INSTALL) -q -c constraints.txt -e '.[dev,ray]' $(QUIET)
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
-	$(PIP) install -q -c constraints.txt -e '.[dev,ray,bench]' $(QUIET)
+	$(INSTALL) -q -c constraints.txt -e '.[dev,ray,bench]' $(QUIET)
 	touch $@
 
 install: $(VENV)/.installed

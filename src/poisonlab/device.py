@@ -16,7 +16,9 @@ def pick_device(preference: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(preference)
     except RuntimeError as exc:
-        raise ConfigError(f"unknown device {preference!r}: expected auto, cpu, cuda or cuda:N") from exc
+        raise ConfigError(
+            f"unknown device {preference!r}: expected auto, cpu, cuda or cuda:N"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {preference!r} requested but no CUDA device is available")
     return device

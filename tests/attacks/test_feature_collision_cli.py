@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from poisonlab.cli.main import app
@@ -14,15 +13,6 @@ from poisonlab.models import ModelConfig, build_model, save_checkpoint
 
 runner = CliRunner()
 FAST = ["--max-iters", "15", "--limit", "200", "-q"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread (and the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _invoke(*args: str):

@@ -30,15 +30,6 @@ from poisonlab.train import TrainConfig, train_model
 QUICK = {"beta0": 0.03, "beta_scaling": "none", "pixel_scale": 1.0, "lr": 1.0, "max_iter": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread (and the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _three_digits(rows: range) -> ImageDataset:
     digits = load_dataset("digits")  # scikit-learn's bundled 8×8 digits: no download
     three = digits.subset(digits.labels < 3).subset(list(rows))

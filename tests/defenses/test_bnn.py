@@ -34,15 +34,6 @@ from tests.defenses.conftest import RealCase, make_case
 FAST = {"epochs": 1, "samples": 6}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a busy 2-core machine are many times slower than one for these sizes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Numerics: hand-computed oracles.
 

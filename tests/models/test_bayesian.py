@@ -32,15 +32,6 @@ from poisonlab.train import predict
 from tests.conftest import blobs_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a busy 2-core machine are many times slower than one for these sizes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(arch: str = "cnn-small", head: str = "softmax", num_classes: int = 3) -> Network:
     """A seeded, untrained network for 1×8×8 images."""
     return build_model(ModelConfig(arch, 1, 8, 8, num_classes, head=head, feature_dim=16), seed=0)

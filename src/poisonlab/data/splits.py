@@ -39,7 +39,9 @@ def split_indices(
         cuts = bounds.round().long().tolist()
         for k in range(len(fractions)):
             parts[k].append(members[cuts[k] : cuts[k + 1]])
-    return [torch.sort(torch.cat(p)).values if p else torch.empty(0, dtype=torch.long) for p in parts]
+    return [
+        torch.sort(torch.cat(p)).values if p else torch.empty(0, dtype=torch.long) for p in parts
+    ]
 
 
 def split_dataset(

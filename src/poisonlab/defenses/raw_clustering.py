@@ -14,14 +14,11 @@ small trigger; expect this baseline to be weak except for large or bright trigge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
 from poisonlab.defenses.base import register_detector
 from poisonlab.defenses.clustering import TwoMeansDetector
 from poisonlab.defenses.evidence import Evidence, Part
-from poisonlab.defenses.thresholds import Threshold
 
 
 @register_detector("raw-clustering")
@@ -40,33 +37,6 @@ class RawClustering(TwoMeansDetector):
 
     name = "raw-clustering"
     needs_model = False
-
-    def __init__(
-        self,
-        *,
-        reduce: str = "pca",
-        n_components: int = 10,
-        rule: str = "smaller",
-        size_threshold: float = 0.35,
-        silhouette_threshold: float = 0.10,
-        n_init: int = 10,
-        select: str = "silhouette",
-        seed: int = 0,
-        threshold: Threshold | str | None = None,
-        classes: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__(
-            reduce=reduce,
-            n_components=n_components,
-            rule=rule,
-            size_threshold=size_threshold,
-            silhouette_threshold=silhouette_threshold,
-            n_init=n_init,
-            select=select,
-            seed=seed,
-            threshold=threshold,
-            classes=classes,
-        )
 
     def _representation(self, evidence: Evidence, part: Part) -> Tensor:
         """Flattened images (N, C·H·W)."""

@@ -1,0 +1,217 @@
+"""`poisonlab scan DATA`: score every sample of a suspect training set with one or more defenses.
+
+A thin shell over :func:`poisonlab.scan.scan` and :func:`poisonlab.scan_output.write_scan`: it parses
+options, loads the data, held-out set and checkpoint, refuses an output folder that exists or
+overlaps an input, prints skipped defenses as yellow lines and the results as a table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from poisonlab.cli.common import DEVICE, FORCE, QUIET, SEED, VERBOSE, prepare_output_dir
+from poisonlab.cli.console import configure, err, out, user_errors
+from poisonlab.cli.main import app
+from poisonlab.data import load_dataset
+from poisonlab.data.loaders import resolve
+from poisonlab.defenses import DETECTORS, detector_names, parse_threshold
+from poisonlab.errors import ConfigError
+from poisonlab.models import load_checkpoint
+from poisonlab.scan import ScanResult, resolve_defenses, scan, unmet_need
+from poisonlab.scan_output import write_scan
+
+
+def parse_classes(text: str | None) -> list[int] | None:
+    """``"3,5"`` → [3, 5]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--classes {text!r}: expected comma-separated class numbers") from None
+
+
+def parse_params(items: list[str] | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``--param NAME.key=value`` (``key=value`` when one defense is selected); JSON values."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        target, sep, raw = item.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not dot and len(names) == 1:
+            name, key = names[0], target
+        if not sep or not name or not key.strip():
+            raise ConfigError(f"--param {item!r}: expected DEFENSE.key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params.setdefault(name, {})[key.strip().replace("-", "_")] = value
+    return params
+
+
+def _input_paths(specs: list[str | None], model: Path | None) -> list[Path]:
+    paths = [resolve(spec)[1] for spec in specs if spec is not None]
+    if model is not None:
+        paths.append(model)
+    return [p.resolve() for p in paths if p is not None]
+
+
+def check_output_apart(out_dir: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder that is, contains or lies inside an input (it would be changed)."""
+    target = out_dir.resolve()
+    for path in inputs:
+        if target == path or target in path.parents or (path.is_dir() and path in target.parents):
+            raise ConfigError(f"--out {out_dir} overlaps the input {path}; choose another folder")
+
+
+def _per_class(counts: list[int], limit: int = 6) -> str:
+    """Non-zero counts as ``class:count``, at most ``limit`` of them."""
+    items = [f"{c}:{n}" for c, n in enumerate(counts) if n]
+    text = " ".join(items[:limit])
+    return (text + " …") if len(items) > limit else (text or "-")
+
+
+def _print_summary(result: ScanResult, target: Path) -> None:
+    data = result.data
+    table = Table(title=f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes")
+    table.add_column("defense", no_wrap=True)
+    for column in ("threshold", "flagged", "per class (class:n)", "seconds"):
+        table.add_column(column, justify="left" if column.startswith("per") else "right")
+    for outcome in result.ran:
+        r = outcome.result
+        assert r is not None
+        table.add_row(
+            outcome.name,
+            str(r.threshold.get("rule", "")),
+            f"{int(r.flagged.sum())} / {int(r.analysed.sum())}",
+            _per_class(r.flagged_per_class(data.labels, data.num_classes)),
+            f"{r.seconds:.2f}",
+        )
+    out.print(table)
+    removed = int(result.flagged_any.sum())
+    out.print(
+        f"kept {len(data) - removed} of {len(data)} samples (removed when any defense flagged "
+        f"them) in {target / 'clean.npz'}; scores in {target / 'scores.csv'}, "
+        f"details in {target / 'summary.json'}"
+    )
+
+
+@app.command("scan")
+@user_errors
+def scan_command(
+    data: str = typer.Argument(
+        ...,
+        help="Suspect training data: digits, fashion-mnist, or a path (.npz, IDX, CIFAR-10, "
+        "GTSRB, image folder). Its training part is scanned.",
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for the results (must not exist)."
+    ),
+    defense: list[str] = typer.Option(
+        ...,
+        "--defense",
+        "-D",
+        help="A defense, a comma-separated list, or all (repeatable). "
+        f"Registered: {', '.join(detector_names())}.",
+    ),
+    holdout: str | None = typer.Option(
+        None,
+        "--holdout",
+        help="Clean held-out data (same format rules as DATA); needed by "
+        "deep-features and by fpr: thresholds.",
+    ),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Checkpoint folder (from `poisonlab train`) trained on DATA; "
+        "default: train cnn-small (and lgm-net for lgm-likelihood) on DATA.",
+    ),
+    threshold: str = typer.Option(
+        "paper",
+        "--threshold",
+        "-t",
+        help="paper (each method's own rule), contamination:F, fpr:F (needs --holdout) or value:V.",
+    ),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Comma-separated classes analysed by per-class defenses."
+    ),
+    param: list[str] | None = typer.Option(
+        None,
+        "--param",
+        help="Defense setting DEFENSE.key=value (repeatable), e.g. "
+        "deep-features.covariance=ledoit-wolf.",
+    ),
+    arch: str | None = typer.Option(
+        None, "--arch", help="Architecture of a trained default model."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs of a trained default model."),
+    seed: int = SEED,
+    device: str = DEVICE,
+    force: bool = FORCE,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Score every sample of DATA with the chosen defenses; write scores, a summary and a clean set.
+
+    Writes --out/scores.csv (one row per sample: index, id, label, then a score and a 0/1 flag column per defense), --out/summary.json (thresholds, parameters, flags per class, timings, the models used) and --out/clean.npz (DATA without every sample that any defense flagged; load it like any .npz). Input files are only read.
+
+    Without --model, cnn-small (resnet20 above 32×32 pixels) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line; --defense all runs every registered defense that can run.
+
+    Examples:
+
+        poisonlab scan data.npz --defense spectral-signatures --out runs/ss
+
+        poisonlab scan data.npz -D all --holdout clean.npz -m runs/model -o runs/all
+
+        poisonlab scan data.npz -D deep-features --holdout clean.npz -t fpr:0.01 -o runs/df
+    """
+    configure(quiet=quiet, verbose=verbose)
+    cut = parse_threshold(threshold)
+    chosen = parse_classes(classes)
+    names = resolve_defenses(defense)
+    params = parse_params(param, names)
+    check_output_apart(out_dir, _input_paths([data, holdout], model))
+    target = prepare_output_dir(out_dir, force=force)
+    dataset = load_dataset(data)
+    held = load_dataset(holdout) if holdout is not None else None
+    checkpoint = None
+    if model is not None:
+        c, h, w = dataset.shape
+        expect = {"in_channels": c, "height": h, "width": w, "num_classes": dataset.num_classes}
+        checkpoint = load_checkpoint(model, expect=expect)
+    given = checkpoint.model if checkpoint is not None else None
+    early = {n: unmet_need(DETECTORS.get(n), holdout=held, model=given) for n in names}
+    for name, reason in early.items():
+        if reason:
+            err.print(f"[yellow]skipping {name}: {reason}[/]", highlight=False)
+    if all(early.values()):
+        raise ConfigError("no selected defense can run with these inputs (see above)")
+    result = scan(
+        dataset,
+        defenses=names,
+        holdout=held,
+        model=checkpoint,
+        threshold=cut,
+        classes=chosen,
+        params=params,
+        arch=arch,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+    )
+    for outcome in result.outcomes:
+        if outcome.skipped and not early.get(outcome.name):
+            err.print(f"[yellow]skipping {outcome.name}: {outcome.skipped}[/]", highlight=False)
+        for note in outcome.notes:
+            err.print(f"[yellow]{outcome.name}: {note}[/]", highlight=False)
+    write_scan(result, target)
+    from poisonlab.reports.scan_report import write_scan_report  # matplotlib: load only here
+
+    write_scan_report(target, dataset=dataset, source=data)
+    _print_summary(result, target)

@@ -1,0 +1,342 @@
+"""Scan a suspect training set with one or more registered defenses, as one library call.
+
+:func:`scan` is what ``poisonlab scan`` runs: it checks each selected detector's declared needs
+(``needs_holdout``, ``needs_lgm``, ``needs_model``), skips the ones that cannot run with a reason
+instead of faking a result, trains the default model on the suspect data when none is given,
+builds one :class:`Evidence` per model so every representation is computed once and shared, and
+runs the detectors. Any detector registered with ``@register_detector`` takes part without a
+change here; representations it needs beyond the standard ones live in the Evidence cache.
+
+Models. A given model (a :class:`Network` or a loaded :class:`Checkpoint`) serves every detector;
+``lgm-likelihood`` is skipped unless it has an LGM head. Without a model, the default one is
+trained on the suspect data: ``cnn-small`` for images up to 32×32 and ``resnet20`` above (or
+``arch``), with its default recipe; when an LGM detector is selected, an LGM-head model is trained
+too, ``lgm-net`` (seed 000's network, 2-d features) unless the images are smaller than 8×8, and
+only LGM detectors read it.
+
+Clean set. ``ScanResult.clean()`` drops every sample flagged by **any** detector that ran (the
+union): a scan is a filter, and a sample one method finds suspicious is not kept on the word of
+another.
+
+File output (``scores.csv``, ``summary.json``, ``clean.npz``) is
+:func:`poisonlab.scan_output.write_scan`'s job; the command line lives in
+``poisonlab.cli.scan_cmd``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from poisonlab import progress
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.defenses import DETECTORS, DetectionResult, Detector, Evidence, detector_names
+from poisonlab.defenses.thresholds import Threshold, parse_threshold
+from poisonlab.device import pick_device
+from poisonlab.errors import ConfigError, DataError, PoisonlabError
+from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
+from poisonlab.train import train_model
+from poisonlab.train.recipes import default_recipe
+
+UNION_RULE = "a sample is removed when any defense that ran flagged it"
+
+
+@dataclass(frozen=True)
+class ModelUsed:
+    """Which model a group of detectors read, and where it came from."""
+
+    role: str  # "model" (every detector) or "lgm-model" (LGM detectors only)
+    source: str  # "given", "checkpoint" or "trained"
+    arch: str
+    head: str
+    path: str | None = None
+    training: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dict(vars(self))
+
+
+@dataclass(frozen=True, eq=False)
+class DefenseOutcome:
+    """One selected defense: its result, or why it was skipped."""
+
+    name: str
+    result: DetectionResult | None = None
+    skipped: str | None = None
+    model_role: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class ScanResult:
+    """Every selected defense's outcome on one data set."""
+
+    data: ImageDataset
+    outcomes: tuple[DefenseOutcome, ...]
+    models: tuple[ModelUsed, ...]
+    threshold: str
+    holdout: ImageDataset | None = None
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ran(self) -> tuple[DefenseOutcome, ...]:
+        """Outcomes of the defenses that produced a result."""
+        return tuple(o for o in self.outcomes if o.result is not None)
+
+    @property
+    def flagged_any(self) -> Tensor:
+        """bool (N,): flagged by at least one defense that ran (the union rule)."""
+        flags = torch.zeros(len(self.data), dtype=torch.bool)
+        for outcome in self.ran:
+            flags |= outcome.result.flagged  # type: ignore[union-attr]
+        return flags
+
+    def clean(self) -> ImageDataset:
+        """The data without any flagged sample, in the original order and with the original ids."""
+        return self.data.subset(~self.flagged_any)
+
+
+def resolve_defenses(defenses: str | Sequence[str]) -> list[str]:
+    """Registry names from ``"all"``, one name, a comma-separated list or a sequence of them."""
+    items = [defenses] if isinstance(defenses, str) else list(defenses)
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("no defense selected; name one or use all")
+    if "all" in names:
+        return detector_names()
+    known = detector_names()
+    for name in names:
+        DETECTORS.get(name)  # a ConfigError listing the choices for an unknown name
+    return [n for n in known if n in names]
+
+
+def unmet_need(
+    detector: type[Detector], *, holdout: ImageDataset | None, model: Network | None
+) -> str | None:
+    """Why ``detector`` cannot run with what was given (None when it can).
+
+    Without a model one is trained, so only a given non-LGM model blocks LGM detectors.
+    """
+    if detector.needs_holdout and holdout is None:
+        return "needs a clean held-out set (--holdout); none given"
+    if detector.needs_lgm and model is not None and not model.is_lgm:
+        return "needs a model trained with the LGM loss; the given model has a softmax head"
+    return None
+
+
+def default_architecture(shape: tuple[int, int, int], *, lgm: bool = False) -> str:
+    """cnn-small up to 32×32, resnet20 above; lgm-net (seed 000) for LGM models from 8×8 up."""
+    _, h, w = shape
+    if lgm and min(h, w) >= 8:
+        return "lgm-net"
+    return "cnn-small" if max(h, w) <= 32 and min(h, w) >= 6 else "resnet20"
+
+
+def train_default_model(
+    data: ImageDataset,
+    *,
+    head: str = "softmax",
+    arch: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> tuple[Network, ModelUsed]:
+    """Train the default model (or ``arch``) on ``data`` with its recipe; returns it and a record."""
+    arch = arch or default_architecture(data.shape, lgm=head == "lgm")
+    c, h, w = data.shape
+    network = build_model(ModelConfig(arch, c, h, w, data.num_classes, head=head), seed=seed)
+    recipe = default_recipe(arch, len(data), epochs=epochs, seed=seed)
+    started = time.perf_counter()
+    history = train_model(
+        network, data, recipe, device=device, description=f"training {arch} ({head})"
+    )
+    last = history.history[history.best_epoch - 1] if history.history else None
+    training = {
+        "recipe": recipe.to_dict(),
+        "epochs_run": len(history.history),
+        "best_epoch": history.best_epoch,
+        "train_accuracy": None if last is None else last.train_accuracy,
+        "val_accuracy": None if last is None else last.val_accuracy,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    role = "lgm-model" if head == "lgm" else "model"
+    return network, ModelUsed(role, "trained", arch, head, training=training)
+
+
+def _check_inputs(
+    data: ImageDataset, holdout: ImageDataset | None, classes: Sequence[int] | None
+) -> None:
+    if len(data) == 0:
+        raise DataError(f"data set {data.name!r} is empty")
+    if holdout is not None and (
+        holdout.shape != data.shape or holdout.num_classes != data.num_classes
+    ):
+        raise DataError(
+            f"held-out set {holdout.name!r} ({holdout.shape}, {holdout.num_classes} classes) does "
+            f"not match {data.name!r} ({data.shape}, {data.num_classes} classes)"
+        )
+    for c in classes or ():
+        if not 0 <= int(c) < data.num_classes:
+            raise ConfigError(f"class {c} does not exist (0..{data.num_classes - 1})")
+
+
+def scan(
+    data: ImageDataset,
+    *,
+    defenses: str | Sequence[str] = "all",
+    holdout: ImageDataset | None = None,
+    model: Network | Checkpoint | None = None,
+    threshold: Threshold | str | None = None,
+    classes: Sequence[int] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    arch: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    batch_size: int = 256,
+) -> ScanResult:
+    """Run the selected defenses on ``data`` and return every outcome (see the module docstring).
+
+    Parameters
+    ----------
+    data : the suspect training set, with its claimed labels
+    defenses : "all", a registry name, a comma-separated list or a sequence of names
+    holdout : clean held-out data (DeepFeatures, target-FPR thresholds)
+    model : a model trained on ``data`` (Network or Checkpoint); None trains the default one
+    threshold : one threshold for every defense (default: each paper's rule)
+    classes : classes analysed by per-class defenses (others note that they score all classes)
+    params : extra constructor keywords per defense name
+    arch, epochs : architecture and epochs of the trained default model(s)
+    seed : seeds model initialisation, training and detectors that take a ``seed``
+    device, batch_size : where and in what batches representations are computed
+
+    Raises
+    ------
+    ConfigError or DataError
+        Bad names, parameters or inputs, or no selected defense could run.
+    """
+    started = time.perf_counter()
+    _check_inputs(data, holdout, classes)
+    names = resolve_defenses(defenses)
+    cut = parse_threshold(threshold) if isinstance(threshold, str) else threshold
+    params = params or {}
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise ConfigError(f"parameters given for {unknown[0]!r}, which is not selected")
+    dev = pick_device(device)
+    given = model.model if isinstance(model, Checkpoint) else model
+    outcomes: dict[str, DefenseOutcome] = {}
+    detectors: list[Detector] = []
+    for name in names:
+        reason = unmet_need(DETECTORS.get(name), holdout=holdout, model=given)
+        if reason is not None:
+            outcomes[name] = DefenseOutcome(name, skipped=reason)
+            continue
+        cls = DETECTORS.get(name)
+        kwargs = dict(params.get(name, {}))
+        accepted = _init_keywords(cls) - {"self", "threshold", "classes"}
+        wrong = sorted(set(kwargs) - accepted)
+        if wrong:
+            raise ConfigError(
+                f"{name} does not take {wrong[0]!r} (it takes: {', '.join(sorted(accepted))})"
+            )
+        if "seed" in accepted and "seed" not in kwargs:
+            kwargs["seed"] = seed
+        if classes is not None and cls.per_class:
+            kwargs["classes"] = list(classes)
+        detectors.append(cls(threshold=cut, **kwargs))
+    models, evidence = _prepare_models(
+        data,
+        detectors,
+        holdout,
+        model,
+        arch=arch,
+        epochs=epochs,
+        seed=seed,
+        device=dev,
+        batch_size=batch_size,
+    )
+    for detector in progress.track(detectors, "running defenses"):
+        role = "lgm-model" if detector.needs_lgm and "lgm-model" in evidence else "model"
+        notes = ()
+        if classes is not None and not detector.per_class:
+            notes = ("scores every class; --classes applies to per-class defenses only",)
+        try:
+            result = detector.fit(evidence[role]).result
+        except PoisonlabError as exc:
+            outcomes[detector.name] = DefenseOutcome(detector.name, skipped=str(exc))
+            continue
+        outcomes[detector.name] = DefenseOutcome(detector.name, result, None, role, notes)
+    ordered = tuple(outcomes[n] for n in names)
+    if not any(o.result is not None for o in ordered):
+        reasons = "; ".join(f"{o.name}: {o.skipped}" for o in ordered)
+        raise ConfigError(f"no defense could run ({reasons})")
+    return ScanResult(
+        data=data,
+        outcomes=ordered,
+        models=tuple(models),
+        threshold=cut.describe() if cut is not None else "paper",
+        holdout=holdout,
+        seconds=time.perf_counter() - started,
+        settings={"seed": seed, "classes": None if classes is None else list(classes)},
+    )
+
+
+def _init_keywords(cls: type[Detector]) -> set[str]:
+    """Keyword-only constructor parameters of a detector class."""
+    import inspect
+
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+
+
+def _prepare_models(
+    data: ImageDataset,
+    detectors: Sequence[Detector],
+    holdout: ImageDataset | None,
+    model: Network | Checkpoint | None,
+    *,
+    arch: str | None,
+    epochs: int | None,
+    seed: int,
+    device: torch.device,
+    batch_size: int,
+) -> tuple[list[ModelUsed], dict[str, Evidence]]:
+    """The model(s) the detectors need and one Evidence per model, keyed by role."""
+
+    def evidence_for(network: Network | None) -> Evidence:
+        return Evidence(data, network, holdout=holdout, device=device, batch_size=batch_size)
+
+    used: list[ModelUsed] = []
+    if model is not None:
+        # a copy: Evidence moves its model to the device and to eval mode
+        network = copy.deepcopy(model.model if isinstance(model, Checkpoint) else model)
+        path = str(model.path) if isinstance(model, Checkpoint) and model.path else None
+        head = "lgm" if network.is_lgm else "softmax"
+        source = "checkpoint" if path else "given"
+        used.append(ModelUsed("model", source, network.config.arch, head, path))
+        return used, {"model": evidence_for(network)}
+    evidence: dict[str, Evidence] = {}
+    if any(d.needs_model and not d.needs_lgm for d in detectors):
+        network, record = train_default_model(
+            data, arch=arch, epochs=epochs, seed=seed, device=device
+        )
+        used.append(record)
+        evidence["model"] = evidence_for(network)
+    else:
+        evidence["model"] = evidence_for(None)
+    if any(d.needs_lgm for d in detectors):
+        network, record = train_default_model(
+            data, head="lgm", arch=arch, epochs=epochs, seed=seed, device=device
+        )
+        used.append(record)
+        evidence["lgm-model"] = evidence_for(network)
+    return used, evidence

@@ -1,0 +1,138 @@
+"""The files a scan leaves behind: scores.csv, summary.json and clean.npz.
+
+Kept apart from :mod:`poisonlab.scan` so the pipeline stays free of file formats. Formats:
+
+* ``scores.csv``: one row per input sample, in input order: ``index``, ``id`` (the sample's
+  source id, e.g. ``data.npz#41``), ``label`` (claimed class), then per defense that ran
+  ``<defense>_score`` (empty where the defense did not analyse the sample) and
+  ``<defense>_flagged`` (0/1).
+* ``summary.json``: versions, the dataset and held-out set, the models used, the threshold, per
+  defense its status (ran / skipped with the reason), threshold, parameters, flags per class,
+  run time and small extras, and the union rule's kept/removed counts.
+* ``clean.npz``: :meth:`ScanResult.clean` written by :func:`poisonlab.data.save_npz`, so
+  ``load_dataset`` reads it back; ``kept_index`` (each kept sample's row in the input) is stored
+  beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poisonlab import __version__
+from poisonlab.data.dataset import save_npz
+from poisonlab.scan import UNION_RULE, ScanResult
+
+
+def _compact(extras: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """Detector extras for summary.json, with per-sample arrays (length ``n``) left out."""
+    out: dict[str, Any] = {}
+    for key, value in extras.items():
+        per_sample = isinstance(value, Tensor | np.ndarray | list) and n > 1 and len(value) == n
+        out[key] = f"<{n} per-sample values omitted>" if per_sample else value
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """Tensors, arrays, tuples and non-finite floats turned into plain JSON values (NaN → null)."""
+    if isinstance(value, Tensor | np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+def scan_summary(result: ScanResult) -> dict[str, Any]:
+    """The JSON-ready content of summary.json."""
+    data = result.data
+    k = data.num_classes
+    defenses: dict[str, Any] = {}
+    for o in result.outcomes:
+        if o.result is None:
+            defenses[o.name] = {"status": "skipped", "reason": o.skipped}
+            continue
+        r = o.result
+        defenses[o.name] = {
+            "status": "ran",
+            "model": o.model_role,
+            "threshold": r.threshold,
+            "parameters": r.params,
+            "analysed": int(r.analysed.sum()),
+            "flagged": int(r.flagged.sum()),
+            "flagged_per_class": r.flagged_per_class(data.labels, k),
+            "seconds": round(r.seconds, 4),
+            "extras": _compact(r.extras, len(data)),
+            "notes": list(o.notes),
+        }
+    removed = int(result.flagged_any.sum())
+    holdout = result.holdout
+    return jsonable(
+        {
+            "poisonlab": __version__,
+            "torch": torch.__version__,
+            "dataset": {
+                "name": data.name,
+                "size": len(data),
+                "num_classes": k,
+                "class_names": list(data.class_names),
+                "image_shape": list(data.shape),
+                "class_counts": data.class_counts(),
+            },
+            "holdout": None if holdout is None else {"name": holdout.name, "size": len(holdout)},
+            "models": [m.to_dict() for m in result.models],
+            "threshold": result.threshold,
+            "settings": result.settings,
+            "defenses": defenses,
+            "clean": {"rule": UNION_RULE, "kept": len(data) - removed, "removed": removed},
+            "seconds": round(result.seconds, 3),
+        }
+    )
+
+
+def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
+    """Write scores.csv, summary.json and clean.npz (module docstring) into ``directory``.
+
+    ``directory`` must exist (the CLI makes it with ``prepare_output_dir``, which refuses to
+    overwrite); returns the three paths by kind.
+    """
+    directory = Path(directory)
+    ran = result.ran
+    paths = {
+        "scores": directory / "scores.csv",
+        "summary": directory / "summary.json",
+        "clean": directory / "clean.npz",
+    }
+    header = ["index", "id", "label"]
+    for outcome in ran:
+        header += [f"{outcome.name}_score", f"{outcome.name}_flagged"]
+    columns = [(o.result.scores.tolist(), o.result.flagged.tolist()) for o in ran]  # type: ignore[union-attr]
+    with paths["scores"].open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i, (sample_id, label) in enumerate(
+            zip(result.data.ids.tolist(), result.data.labels.tolist(), strict=True)
+        ):
+            row: list[object] = [i, sample_id, label]
+            for scores, flags in columns:
+                row += ["" if math.isnan(scores[i]) else f"{scores[i]:.10g}", int(flags[i])]
+            writer.writerow(row)
+    paths["summary"].write_text(json.dumps(scan_summary(result), indent=2) + "\n")
+    kept = (~result.flagged_any).nonzero().flatten()
+    save_npz(result.clean(), paths["clean"], kept_index=kept.numpy())
+    return paths

@@ -1,0 +1,127 @@
+"""`poisonlab scan` end to end with CliRunner on tiny .npz files in tmp_path."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from poisonlab.cli.main import app
+from poisonlab.data import load_dataset, save_npz
+from poisonlab.models import ModelConfig, build_model, save_checkpoint
+from tests.conftest import blobs_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def files(tmp_path):
+    """data.npz (120 samples), held.npz (60 clean samples) and a cnn-small checkpoint."""
+    data = save_npz(blobs_dataset(n_per_class=40, seed=0), tmp_path / "data.npz")
+    held = save_npz(blobs_dataset(n_per_class=20, seed=1), tmp_path / "held.npz")
+    model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, feature_dim=8), seed=0)
+    checkpoint = save_checkpoint(model, tmp_path / "model")
+    return {"data": data, "held": held, "model": checkpoint, "tmp": tmp_path}
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(*args: str):
+    return runner.invoke(app, ["scan", *map(str, args)])
+
+
+def test_scan_writes_scores_summary_and_clean_set(files):
+    out = files["tmp"] / "out"
+    before = digest(files["data"]), digest(files["held"])
+    result = run(
+        files["data"], "-D", "deep-features,spectral-signatures", "--holdout", files["held"],
+        "--model", files["model"], "-t", "contamination:0.1", "-o", out, "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (digest(files["data"]), digest(files["held"])) == before  # inputs only read
+    with (out / "scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 120
+    flagged = [
+        r["deep-features_flagged"] == "1" or r["spectral-signatures_flagged"] == "1" for r in rows
+    ]
+    clean = load_dataset(out / "clean.npz")
+    assert len(clean) == 120 - sum(flagged) and sum(flagged) > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"]["size"] == 120
+    assert summary["models"][0]["source"] == "checkpoint"
+    assert summary["defenses"]["deep-features"]["threshold"]["rule"] == "contamination"
+    assert "spectral-signatures" in result.output  # the summary table
+
+
+def test_existing_output_is_refused_unless_forced(files):
+    out = files["tmp"] / "out"
+    args = (files["data"], "-D", "raw-clustering", "-o", out, "-q")
+    assert run(*args).exit_code == 0
+    again = run(*args)
+    assert again.exit_code == 2
+    assert "already exists" in again.output
+    assert run(*args, "--force").exit_code == 0
+
+
+def test_output_overlapping_an_input_is_refused(files):
+    result = run(files["data"], "-D", "raw-clustering", "-o", files["tmp"], "--force", "-q")
+    assert result.exit_code == 2
+    assert "overlaps" in result.output
+    assert files["data"].exists()
+
+
+def test_missing_holdout_skips_with_a_yellow_line(files):
+    out = files["tmp"] / "out"
+    result = run(
+        files["data"], "-D", "deep-features,raw-clustering", "--model", files["model"], "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    assert "skipping deep-features: needs a clean held-out set" in result.output
+    header = (out / "scores.csv").read_text().splitlines()[0]
+    assert "deep-features" not in header and "raw-clustering_score" in header
+    lgm = run(
+        files["data"], "-D", "lgm-likelihood,raw-clustering", "--model", files["model"],
+        "-o", files["tmp"] / "lgm",
+    )  # fmt: skip
+    assert lgm.exit_code == 0, lgm.output
+    assert "skipping lgm-likelihood: needs a model trained with the LGM loss" in lgm.output
+    alone = run(files["data"], "-D", "deep-features", "-o", files["tmp"] / "alone")
+    assert alone.exit_code == 2
+    assert "skipping deep-features" in alone.output and "no selected defense" in alone.output
+
+
+def test_trains_a_model_when_none_is_given(files):
+    out = files["tmp"] / "out"
+    result = run(files["data"], "-D", "spectral-signatures", "--epochs", "1", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    model = json.loads((out / "summary.json").read_text())["models"][0]
+    assert model["source"] == "trained" and model["arch"] == "cnn-small"
+
+
+def test_user_errors_are_one_red_line(files):
+    other = build_model(ModelConfig("cnn-small", 1, 8, 8, 5), seed=0)
+    wrong = save_checkpoint(other, files["tmp"] / "wrong")
+    cases = [
+        (["--model", wrong], "does not fit"),
+        (["-t", "half"], "threshold 'half' not understood"),
+        (["--classes", "x"], "--classes"),
+        (["-D", "nope"], "unknown defense 'nope'"),
+        (["--param", "raw-clustering.colour=red"], "does not take 'colour'"),
+    ]
+    for extra, message in cases:
+        defense = [] if "-D" in extra else ["-D", "raw-clustering"]
+        result = run(files["data"], *defense, *extra, "-o", files["tmp"] / "bad", "--force")
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.output and "Traceback" not in result.output
+
+
+def test_help_teaches_with_examples():
+    result = runner.invoke(app, ["scan", "--help"])
+    assert result.exit_code == 0
+    assert "poisonlab scan data.npz" in result.output and "--holdout" in result.output

@@ -1,0 +1,160 @@
+"""The library-level scan: needs checking and skipping, models, the union rule and the files written.
+
+Everything runs on the 8×8 ``blobs`` images with an untrained (seeded) cnn-small unless a test is
+about training, so each test takes about a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from poisonlab.data import load_dataset
+from poisonlab.defenses import DETECTORS, Detector, Evidence, ScoreSet
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.models import ModelConfig, build_model
+from poisonlab.scan import default_architecture, resolve_defenses, scan
+from poisonlab.scan_output import write_scan
+from tests.conftest import blobs_dataset
+
+
+def tiny_model(head: str = "softmax"):
+    return build_model(ModelConfig("cnn-small", 1, 8, 8, 3, head=head, feature_dim=8), seed=0)
+
+
+@pytest.fixture
+def data():
+    return blobs_dataset(n_per_class=40, seed=0)
+
+
+@pytest.fixture
+def holdout():
+    return blobs_dataset(n_per_class=20, seed=1).renamed("held")
+
+
+def test_union_rule_and_outputs(tmp_path, data, holdout):
+    result = scan(
+        data,
+        defenses="deep-features,spectral-signatures",
+        holdout=holdout,
+        model=tiny_model(),
+        threshold="contamination:0.1",
+    )
+    assert [o.name for o in result.ran] == ["deep-features", "spectral-signatures"]
+    union = result.ran[0].result.flagged | result.ran[1].result.flagged
+    assert torch.equal(result.flagged_any, union)
+    assert int(union.sum()) > 0
+    paths = write_scan(result, tmp_path)
+    with paths["scores"].open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(data)
+    assert rows[5]["id"] == data.ids[5] and int(rows[5]["label"]) == int(data.labels[5])
+    flags = np.array([int(r["deep-features_flagged"]) for r in rows], dtype=bool)
+    assert np.array_equal(flags, result.ran[0].result.flagged.numpy())
+    clean = load_dataset(paths["clean"])
+    assert len(clean) == len(data) - int(union.sum())
+    assert list(clean.ids) == list(data.ids[~union.numpy()])
+    summary = json.loads(paths["summary"].read_text())
+    df = summary["defenses"]["deep-features"]
+    assert df["flagged"] == int(result.ran[0].result.flagged.sum())
+    assert sum(df["flagged_per_class"]) == df["flagged"]
+    assert df["parameters"]["covariance"] == "full"
+    assert summary["dataset"]["size"] == len(data)
+    assert summary["models"][0]["source"] == "given"
+    assert summary["clean"]["removed"] == int(union.sum())
+
+
+def test_skips_unmet_needs_with_reasons(data):
+    result = scan(data, defenses="deep-features,lgm-likelihood,raw-clustering", model=tiny_model())
+    reasons = {o.name: o.skipped for o in result.outcomes}
+    assert "held-out" in reasons["deep-features"]
+    assert "LGM" in reasons["lgm-likelihood"]
+    assert reasons["raw-clustering"] is None
+    with pytest.raises(ConfigError, match="no defense could run"):
+        scan(data, defenses="deep-features", model=tiny_model())
+
+
+def test_runtime_failure_becomes_a_skip(data, holdout):
+    two_classes = holdout.subset(holdout.labels < 2)  # deep-features cannot model class 2
+    result = scan(
+        data, defenses="deep-features,raw-clustering", holdout=two_classes, model=tiny_model()
+    )
+    reasons = {o.name: o.skipped for o in result.outcomes}
+    assert "class 2" in reasons["deep-features"]
+    assert reasons["raw-clustering"] is None
+    with pytest.raises(ConfigError, match="held-out scores"):
+        scan(data, defenses="raw-clustering", threshold="fpr:0.05")
+
+
+def test_given_model_is_left_unchanged(data, holdout):
+    model = tiny_model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scan(data, defenses="deep-features", holdout=holdout, model=model)
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_trains_default_and_lgm_models_when_none_given(data):
+    small = data.subset(torch.arange(0, len(data), 2))
+    result = scan(small, defenses="lgm-likelihood,spectral-signatures", epochs=1, seed=3)
+    used = {m.role: m for m in result.models}
+    assert used["model"].arch == "cnn-small" and used["model"].head == "softmax"
+    assert used["lgm-model"].arch == "lgm-net" and used["lgm-model"].head == "lgm"
+    assert used["lgm-model"].training["epochs_run"] == 1
+    roles = {o.name: o.model_role for o in result.ran}
+    assert roles == {"lgm-likelihood": "lgm-model", "spectral-signatures": "model"}
+
+
+def test_no_model_is_trained_when_no_defense_needs_one(data):
+    result = scan(data, defenses="raw-clustering")
+    assert result.models == ()
+
+
+def test_a_new_detector_joins_without_changes(monkeypatch, data):
+    """A detector with its own cached representation (as BNN and heatmaps will be) just runs."""
+
+    class Extra(Detector):
+        name = "test-extra"
+
+        def _score(self, evidence: Evidence) -> ScoreSet:
+            norms = evidence.cached(
+                ("test-norms", "data"), lambda: evidence.pixels().norm(dim=1).double()
+            )
+            return ScoreSet(norms, norms > norms.median())
+
+    monkeypatch.setitem(DETECTORS._items, "test-extra", Extra)
+    result = scan(data, defenses="all", model=tiny_model())
+    outcome = {o.name: o for o in result.outcomes}["test-extra"]
+    assert outcome.result is not None
+    expected = data.images.flatten(1).norm(dim=1).double()
+    assert torch.allclose(outcome.result.scores, expected)
+
+
+def test_bad_inputs_are_refused(data, holdout):
+    with pytest.raises(ConfigError, match="unknown defense"):
+        scan(data, defenses="no-such-defense", model=tiny_model())
+    with pytest.raises(ConfigError, match="not selected"):
+        scan(data, defenses="raw-clustering", params={"deep-features": {"fusion": "max"}})
+    with pytest.raises(ConfigError, match="does not take"):
+        scan(data, defenses="deep-features", holdout=holdout, params={"deep-features": {"k": 1}})
+    with pytest.raises(ConfigError, match="class 7"):
+        scan(data, defenses="raw-clustering", classes=[7])
+    wrong = blobs_dataset(n_per_class=5, num_classes=2)
+    with pytest.raises(DataError, match="does not match"):
+        scan(data, defenses="deep-features", holdout=wrong, model=tiny_model())
+
+
+def test_helpers():
+    assert resolve_defenses("all") == sorted(DETECTORS.names())
+    assert resolve_defenses(["spectral-signatures", "deep-features"]) == [
+        "deep-features",
+        "spectral-signatures",
+    ]
+    assert default_architecture((1, 28, 28)) == "cnn-small"
+    assert default_architecture((3, 64, 64)) == "resnet20"
+    assert default_architecture((1, 28, 28), lgm=True) == "lgm-net"
+    assert default_architecture((1, 6, 6), lgm=True) == "cnn-small"
