@@ -1,0 +1,370 @@
+"""Heatmap Clustering's GW core: our batched torch solvers vs per-pair POT loops, same clouds.
+
+Synthetic 32×32 relevance maps stand in for LRP heatmaps: a noisy Gaussian blob near the centre
+(σ 2–3.5 px) and, for a third of them ("poisoned"), a bright 3×3 patch near the bottom-right
+corner.  The seed's cut (top 99% of relevance) leaves ~200 points per map (``pool=1``, no cap).
+
+Part 1, one k-means iteration on 1,000 such clouds, the current assignment being the planted
+split: recompute the 2 barycenters (N = 10 points, from the same random start for everyone)
+and the GW distances of all clouds to both.  Rows:
+
+- ours float32 / float64: ``gw_barycenter`` with the clustering settings of ``gw_kmeans``
+  (relative tolerance 1e-4, warm-started couplings capped at 50 iterations per update, inexact
+  inner solves) + ``gw_to_one`` on all clouds (POT's criteria for the dtype), batched;
+- POT entropic: POT's barycenter loop (``entropic_gromov_wasserstein`` per member, cold start,
+  as ``entropic_gromov_barycenters`` does) + ``entropic_gromov_wasserstein2`` per pair;
+- POT exact: the same with ``gromov_wasserstein`` / ``gromov_wasserstein2``.
+
+The POT loops take tens of minutes per iteration, so they run on a random subset of clouds and
+are extrapolated linearly in the number of clouds (each barycenter update costs one GW solve per
+member, each distance one solve).  POT's barycenter loops are written out rather than called:
+POT passes the barycenter's ``max_iter`` to the coupling solves, so timing a few updates with
+``max_iter=k`` would cap each coupling at k iterations.  They are timed over their first
+``--pot-updates`` (3) updates and extrapolated to the number of updates ours needed (first
+update as measured, the others at the mean of the later measured ones).  Agreement: POT's
+``entropic_gromov_wasserstein2`` from the subset clouds to OUR float64 barycenters vs our
+float64 values, and vs our float32 solver on the same pairs.
+
+Part 2, a full Heatmap Clustering run with our defaults (pooling 2 → ~60 points per cloud,
+k-means++ seeding included, float32) on the same 1,000 maps, and the same with tight criteria
+(float64, barycenters to 1e-6 relative with fully solved couplings): wall and CPU seconds,
+ACC/TPR/TNR against the planted split, and how many flags differ between the two.
+
+Timings come from a shared 2-core machine that runs other jobs: the load average is printed,
+compare rows of the same run only.  CPU seconds are less sensitive to the load than wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as `python bench/bench_gromov.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import markdown_table, write_result
+from poisonlab.explain.gromov import gw_to_one
+from poisonlab.explain.gw_barycenter import gw_barycenter, random_structure
+from poisonlab.explain.gw_kmeans import gw_kmeans
+from poisonlab.explain.point_cloud import PointClouds, heatmaps_to_clouds
+
+
+def synthetic_heatmaps(n: int, *, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 32, 32) relevance-like maps and the bool mask of the "poisoned" third."""
+    size = 32
+    grid = torch.arange(size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    u = torch.rand(n, 3, generator=generator, dtype=torch.float64)
+    cy, cx, sigma = (
+        size / 2 + 6 * (u[:, 0] - 0.5),
+        size / 2 + 6 * (u[:, 1] - 0.5),
+        2 + 1.5 * u[:, 2],
+    )
+    d2 = (yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2
+    maps = torch.exp(-d2 / (2 * sigma[:, None, None] ** 2))
+    noise = torch.randn(n, size, size, generator=generator, dtype=torch.float64)
+    maps = maps * (1 + 0.3 * noise).clamp(min=0)
+    poisoned = torch.zeros(n, dtype=torch.bool)
+    poisoned[torch.randperm(n, generator=generator)[: round(n / 3)]] = True
+    for i in torch.nonzero(poisoned).flatten().tolist():
+        r0, c0 = (size - 4 - torch.randint(0, 3, (2,), generator=generator)).tolist()
+        maps[i, r0 : r0 + 3, c0 : c0 + 3] += 1.0
+    return maps, poisoned
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _np(clouds: PointClouds, i: int) -> tuple[np.ndarray, np.ndarray]:
+    C, p = clouds.cloud(i)
+    return C.numpy(), p.numpy()
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def _pot_barycenter(
+    solver: str, Cs: list[Any], ps: list[Any], C0: Any, updates: int, args: argparse.Namespace
+) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each of the first ``updates`` updates of POT's barycenter loop.
+
+    The loop of ``ot.gromov.entropic_gromov_barycenters`` / ``gromov_barycenters`` (default
+    ``warmstartT=False``), written out: POT passes its ``max_iter`` to the coupling solves too,
+    so calling it with ``max_iter=updates`` would cap every coupling at ``updates`` iterations.
+    Here each coupling gets POT's defaults (1,000 iterations; tol 1e-4 entropic, tol_rel 1e-5
+    exact).
+    """
+    import ot
+
+    n_support = C0.shape[0]
+    p_bar, lambdas, C, times = ot.unif(n_support), [1.0 / len(Cs)] * len(Cs), C0, []
+    for _ in range(updates):
+        t0, c0 = time.perf_counter(), time.process_time()
+        if solver == "entropic":
+            T = [
+                ot.gromov.entropic_gromov_wasserstein(
+                    C, Cs_s, p_bar, p_s, "square_loss", args.bary_epsilon, max_iter=1000, tol=1e-4
+                )
+                for Cs_s, p_s in zip(Cs, ps, strict=True)
+            ]
+        else:
+            T = [
+                ot.gromov.gromov_wasserstein(
+                    C, Cs_s, p_bar, p_s, "square_loss", max_iter=1000, tol_rel=1e-5, tol_abs=0.0
+                )
+                for Cs_s, p_s in zip(Cs, ps, strict=True)
+            ]
+        C = ot.gromov.update_barycenter_structure(
+            T, Cs, lambdas, p_bar, "square_loss", target=False
+        )
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    return times
+
+
+#: Barycenter settings of the clustering path (gw_kmeans' defaults).
+FAST_BARY = {"tol": 0.0, "rtol": 1e-4, "gw_max_iter": 50, "inexact": 1e-2}
+
+
+def one_iteration(args: argparse.Namespace, maps: torch.Tensor, labels: torch.Tensor) -> str:
+    import ot  # POT only for the reference loops
+
+    N = args.n_support
+    cpu = torch.device("cpu")
+    gen = torch.Generator().manual_seed(args.seed)
+    starts = [random_structure(N, generator=gen, dtype=torch.float64, device=cpu) for _ in (0, 1)]
+
+    def ours(dtype: torch.dtype) -> tuple[list[Any], torch.Tensor]:
+        clouds = heatmaps_to_clouds(maps, pool=1, max_points=None, dtype=dtype)  # seed's clouds
+        barys = [
+            gw_barycenter(
+                clouds.subset(members[j]),
+                n_support=N,
+                epsilon=args.bary_epsilon,
+                init_C=starts[j].to(dtype),
+                **FAST_BARY,  # type: ignore[arg-type]
+            )
+            for j in (0, 1)
+        ]
+        dist = torch.stack(
+            [
+                gw_to_one(clouds, b.C, b.p, epsilon=args.epsilon, keep_plans=False).value
+                for b in barys
+            ],
+            dim=1,
+        )
+        return barys, dist
+
+    clouds = heatmaps_to_clouds(maps, pool=1, max_points=None)  # the seed's clouds, float64
+    n = len(clouds)
+    members = [torch.nonzero(labels == j).flatten() for j in (0, 1)]
+    runs = {}
+    for dtype in (torch.float32, torch.float64):
+        (barys_d, dist_d), wall, cpu_s = _timed(lambda dtype=dtype: ours(dtype))
+        runs[dtype] = (barys_d, dist_d, wall, cpu_s)
+        upd = [b.n_iter for b in barys_d]
+        _progress(f"ours {dtype}: {wall:.0f} s wall, {cpu_s:.0f} s CPU, barycenter updates {upd}")
+    barys, dist, wall, cpu_s = runs[torch.float64]
+    wall32 = runs[torch.float32][2]
+    updates = [b.n_iter for b in barys]
+    same_labels = torch.equal(
+        runs[torch.float32][1].argmin(dim=1), runs[torch.float64][1].argmin(dim=1)
+    )
+
+    sub_gen = torch.Generator().manual_seed(args.seed + 1)
+    subset = torch.randperm(n, generator=sub_gen)[: args.pot_subset]
+    sub_members = [subset[labels[subset] == j].tolist() for j in (0, 1)]
+    p_bar = ot.unif(N)
+    pot: dict[str, float] = {"entropic": 0.0, "exact": 0.0}
+    pot_cpu: dict[str, float] = {"entropic": 0.0, "exact": 0.0}
+    ref, ours_sub = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for j in (0, 1):
+            Cs, ps = zip(*(_np(clouds, i) for i in sub_members[j]), strict=True)
+            scale = len(members[j]) / len(sub_members[j])
+            k = min(updates[j], args.pot_updates)
+            for name in ("entropic", "exact"):
+                both = _pot_barycenter(name, list(Cs), list(ps), starts[j].numpy(), k, args)
+                for col, times in enumerate(zip(*both, strict=True)):
+                    # first update measured; the others at the mean of updates 2..k (coupling
+                    # solves get cheaper once the barycenter has left its random start)
+                    later = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
+                    (pot, pot_cpu)[col][name] += scale * (times[0] + (updates[j] - 1) * later)
+                _progress(f"POT {name} barycenter {j}: {both} s (wall, CPU) per update")
+        for j in (0, 1):
+            Cb = barys[j].C.numpy()
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in subset.tolist():
+                C, p = _np(clouds, i)
+                ref.append(
+                    ot.gromov.entropic_gromov_wasserstein2(
+                        C, Cb, p, p_bar, "square_loss", args.epsilon
+                    )
+                )
+                ours_sub.append(float(dist[i, j]))
+            pot["entropic"] += (time.perf_counter() - t0) * n / len(subset)
+            pot_cpu["entropic"] += (time.process_time() - c0) * n / len(subset)
+            _progress(f"POT entropic distances {j} done")
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in subset.tolist():
+                C, p = _np(clouds, i)
+                ot.gromov.gromov_wasserstein2(C, Cb, p, p_bar, "square_loss")
+            pot["exact"] += (time.perf_counter() - t0) * n / len(subset)
+            pot_cpu["exact"] += (time.process_time() - c0) * n / len(subset)
+    # float32 distance solver on the same pairs (float64 barycenters, rounded to float32)
+    sub32 = clouds.subset(subset)
+    sub32 = type(sub32)(sub32.C.float(), sub32.p.float(), sub32.sizes)
+    d32 = [
+        gw_to_one(sub32, b.C.float(), b.p.float(), epsilon=args.epsilon, keep_plans=False).value
+        for b in barys
+    ]
+    ours32_sub = torch.cat(d32).double().numpy()
+    ref_np = np.array(ref)
+    rel = np.abs(np.array(ours_sub) - ref_np) / np.abs(ref_np)
+    rel32 = np.abs(ours32_sub - ref_np) / np.abs(ref_np)
+    how = f"extrapolated from {len(subset)} clouds"
+    cpu32 = runs[torch.float32][3]
+    rows = [
+        ["ours float32 (clustering path)", _minutes(wall32), f"{cpu32:.0f}", "1.0×", "1.0×",
+         "measured, all clouds"],
+        ["ours float64", _minutes(wall), f"{cpu_s:.0f}", f"{wall / wall32:.1f}×",
+         f"{cpu_s / cpu32:.1f}×", "measured, all clouds"],
+        *[[f"POT {name} loop", _minutes(t), f"{pot_cpu[name]:.0f}", f"{t / wall32:.1f}×",
+           f"{pot_cpu[name] / cpu32:.1f}×", how]
+          for name, t in pot.items()],
+    ]  # fmt: skip
+    sizes = clouds.sizes.double()
+    upd32 = [b.n_iter for b in runs[torch.float32][0]]
+    return (
+        f"## One k-means iteration, {n} clouds of {sizes.mean():.0f} points "
+        f"(min {sizes.min():.0f}, max {sizes.max():.0f}; the seed's clouds: no pooling, no cap)\n\n"
+        f"2 barycenters (N = {N}, ε_b = {args.bary_epsilon}, members {len(members[0])} and "
+        f"{len(members[1])}, from the same random start for every solver; ours stop at "
+        f"‖ΔC‖ ≤ 1e-4·‖C‖ with warm-started couplings capped at 50 iterations per update: "
+        f"{upd32[0]} and {upd32[1]} updates in float32, {updates[0]} and {updates[1]} in "
+        f"float64) + {2 * n} distances (ε = {args.epsilon}, POT's criteria).  POT's "
+        f"barycenter loop (cold couplings, POT's defaults) is timed over its first "
+        f"{args.pot_updates} updates on the subset's members and extrapolated to all members "
+        f"and to our float64 update counts (first update as measured, later ones at the mean "
+        f"of updates 2..{args.pot_updates}); the exact one is assumed to need as many updates. "
+        f"POT distances: each subset cloud to our float64 barycenters, extrapolated to "
+        f"{n} clouds.\n\n"
+        + markdown_table(
+            ["solver", "wall", "CPU s", "wall / ours f32", "CPU / ours f32", "how"], rows
+        )
+        + f"\nNearest-center assignments of all {n} clouds, float32 vs float64 run: "
+        f"{'identical' if same_labels else 'DIFFERENT'}.\n\n"
+        f"Agreement with POT `entropic_gromov_wasserstein2` on {len(ref)} cloud-to-barycenter "
+        f"pairs (POT to our float64 barycenters): ours float64 max relative difference "
+        f"{rel.max():.1e}, median {np.median(rel):.1e}; our float32 solver on the same pairs "
+        f"max {rel32.max():.1e}, median {np.median(rel32):.1e}.\n"
+    )
+
+
+def full_kmeans(args: argparse.Namespace, maps: torch.Tensor, poisoned: torch.Tensor) -> str:
+    clouds = heatmaps_to_clouds(maps, pool=args.pool)
+    rows, labels = [], {}
+    tight = {
+        "dtype": None,
+        "bary_tol": 1e-6,
+        "bary_gw_max_iter": 1000,
+        "bary_inexact": 0.0,
+        "bary_max_iter": 1000,
+    }
+    settings = [("defaults (float32, fast)", {}), ("tight (float64, POT-like criteria)", tight)]
+    for name, kwargs in settings:
+        res, wall, cpu = _timed(
+            lambda kwargs=kwargs: gw_kmeans(
+                clouds,
+                epsilon=args.epsilon,
+                bary_epsilon=args.bary_epsilon,
+                n_support=args.n_support,
+                generator=torch.Generator().manual_seed(args.seed),
+                **kwargs,  # type: ignore[arg-type]
+            )
+        )
+        _progress(f"k-means ({name}): {wall:.0f} s wall, {cpu:.0f} s CPU")
+        flag = res.in_minority
+        labels[name] = flag
+        tp, tn = int((flag & poisoned).sum()), int((~flag & ~poisoned).sum())
+        rows.append([
+            name, _minutes(wall), f"{cpu:.0f}",
+            f"{res.n_iter} ({'converged' if res.converged else 'not converged'})",
+            f"{100 * (tp + tn) / len(flag):.1f}", f"{100 * tp / max(int(poisoned.sum()), 1):.1f}",
+            f"{100 * tn / max(int((~poisoned).sum()), 1):.1f}",
+        ])  # fmt: skip
+    a, b = labels.values()
+    sizes = clouds.sizes.double()
+    return (
+        f"## Full Heatmap Clustering (k = 2, k-means++ seeding included), {len(clouds)} clouds\n\n"
+        f"Synthetic heatmaps with a planted split (a third carry the corner patch).  "
+        f"`heatmaps_to_clouds(pool={args.pool})` → {sizes.mean():.0f} points per cloud "
+        f"(max {sizes.max():.0f}); ε = {args.epsilon}, ε_b = {args.bary_epsilon}, "
+        f"N = {args.n_support}, max_iter = 5, seed_gw_max_iter = 100 (the detector's).  "
+        f"Defaults: float32, barycenters to ‖ΔC‖ ≤ 1e-4·‖C‖, couplings warm-started and capped "
+        f"at 50 iterations per update, inexact inner Sinkhorn.  Tight: float64, barycenters "
+        f"to ‖ΔC‖ ≤ 1e-6·‖C‖ with every coupling solved to POT's 1e-4 each update, POT's "
+        f"Sinkhorn criteria throughout.\n\n"
+        + markdown_table(["k-means", "wall", "CPU s", "updates", "ACC %", "TPR %", "TNR %"], rows)
+        + f"\nFlags of defaults vs tight: {int((a != b).sum())} of {len(a)} differ.\n"
+    )
+
+
+def main(argv: list[str]) -> None:
+    """Run the benchmark; ``--quick`` for a smoke run on 200 maps."""
+    parser = argparse.ArgumentParser(prog="python -m bench gromov")
+    parser.add_argument("--quick", action="store_true", help="200 maps, 20-cloud POT subset")
+    parser.add_argument("--n", type=int, default=1000, help="number of heatmaps")
+    parser.add_argument("--pot-subset", type=int, default=40, help="clouds timed with POT")
+    parser.add_argument(
+        "--pot-updates", type=int, default=3, help="POT entropic barycenter updates timed"
+    )
+    parser.add_argument("--epsilon", type=float, default=0.02)
+    parser.add_argument("--bary-epsilon", type=float, default=0.02)
+    parser.add_argument("--n-support", type=int, default=10)
+    parser.add_argument("--pool", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", choices=["iteration", "kmeans"], default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.pot_subset = 200, 20
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    maps, poisoned = synthetic_heatmaps(args.n, generator=torch.Generator().manual_seed(args.seed))
+    load = os.getloadavg()[0]
+    parts = []
+    if args.skip != "iteration":
+        parts.append(one_iteration(args, maps, poisoned.long()))
+    if args.skip != "kmeans":
+        parts.append(full_kmeans(args, maps, poisoned))
+    body = "\n".join(parts) + (
+        f"\nLoad average (1 min) at start {load:.1f}, at end {os.getloadavg()[0]:.1f}, on 2 cores: "
+        "other jobs were running, so wall times are inflated; compare rows of one run.\n"
+    )
+    command = "python -m bench gromov " + " ".join(argv)
+    path = write_result("gromov", "Heatmap Clustering GW core: ours vs POT", command.strip(), body)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,213 @@
+"""Batched, stabilised Sinkhorn–Knopp for the inner problems of entropic Gromov–Wasserstein.
+
+Solves ``min_T <M, T> - ε H(T)`` over couplings of ``a`` and ``b`` for a batch of (zero-padded)
+problems to the criterion of POT's ``ot.bregman.sinkhorn_knopp``: a sweep is ``v ← b / Kᵀu``
+then ``u ← a / K v``, and a problem stops once the L2 error of the column marginal of
+``diag(u) K diag(v)`` is below ``tol`` (POT: 1e-9), returning that plan (row marginals exact),
+or after ``max_iter`` sweeps (POT: 1000).  What differs from POT changes how fast, and how
+safely, that solution is reached, not the solution (to within ``tol``):
+
+- **checks**: after each of the first 10 sweeps (warm-started problems usually stop there), then
+  every 10th as POT (which checks sweeps 1, 11, 21, ...), so a problem may stop a few sweeps
+  earlier than in POT, on a plan that also meets ``tol``;
+- **stabilised kernel** (Schmitzer 2019): ``K = exp((f ⊕ g - M) / ε)`` with dual potentials
+  ``f, g`` that absorb the scalings whenever these leave ``[1/big, big]`` (``big`` = the fourth
+  root of the dtype's largest number), so small ε or float32 never overflow to NaN; a warm start
+  passes the potentials of a previous, similar problem;
+- **over-relaxation** (Thibault et al. 2017): unchecked sweeps update the scalings as
+  ``u ← u^(1-ω) (a / K v)^ω`` with ω = 1.5 (same fixed point, 2-3× fewer sweeps measured);
+  checked sweeps update ``u`` plainly, so checks see POT's rows-exact plan; the first sweep after
+  a (re)start is plain, and once the worst error grows between two checks the run falls back to
+  ω = 1;
+- **batching**: problems that meet their own criterion are frozen, as if solved alone, and leave
+  the working set once half of it is frozen.
+
+References
+----------
+Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport problems",
+SIAM J. Sci. Comput. 41(3), 2019.  Thibault, Chizat, Dossal, Papadakis, "Overrelaxed
+Sinkhorn–Knopp algorithm for regularized optimal transport", arXiv:1711.01851, 2017.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+#: Over-relaxation factor between checks (1 = plain Sinkhorn–Knopp).
+OMEGA = 1.5
+
+
+def initial_potentials(a: Tensor, b: Tensor, M: Tensor) -> tuple[Tensor, Tensor]:
+    """Row minima of ``M`` and column minima of ``M - f``: every kernel row and column has a 1."""
+    row_ok, col_ok = a > 0, b > 0
+    big = torch.finfo(M.dtype).max
+    f = torch.where(col_ok[:, None, :], M, big).amin(dim=2)
+    f = torch.where(row_ok, f, 0.0)
+    g = torch.where(row_ok[:, :, None], M - f[:, :, None], big).amin(dim=1)
+    return f, torch.where(col_ok, g, 0.0)
+
+
+def _log0(x: Tensor) -> Tensor:
+    """``log x`` where ``x > 0``, 0 elsewhere (padding)."""
+    return torch.where(x > 0, x, 1.0).log()
+
+
+class _State:
+    """Working set: kernel, scalings and potentials of the problems still iterating.
+
+    Padding: padded rows/columns have kernel 0 and scaling 0; adding ``pad`` (1 there) to the
+    zero denominators keeps them exactly 0 without branching.  Both kernel products are written
+    as row vector × matrix, the fast form of a batched matrix-vector product on CPU.
+    """
+
+    names = ("todo", "active", "a", "b", "M", "f", "g", "pad_a", "pad_b", "K", "u", "v", "ktu")
+
+    def __init__(self, a: Tensor, b: Tensor, M: Tensor, f: Tensor, g: Tensor, eps: float) -> None:
+        self.todo = torch.arange(M.shape[0], device=M.device)
+        self.active = torch.ones(M.shape[0], dtype=torch.bool, device=M.device)
+        self.a, self.b, self.M, self.f, self.g, self.eps = a, b, M, f, g, eps
+        self.pad_a, self.pad_b = (a <= 0).to(a.dtype), (b <= 0).to(b.dtype)
+        self.reset()
+
+    def reset(self) -> None:
+        self.K = _kernel(self.f, self.g, self.M, self.eps, self.pad_a, self.pad_b)
+        self.u, self.v = 1.0 - self.pad_a, 1.0 - self.pad_b
+        self.ktu = torch.bmm(self.u.unsqueeze(1), self.K).squeeze(1)
+
+    def sweep(self, omega: float, relax_rows: bool) -> None:
+        v = self.b / (self.ktu + self.pad_b)
+        if omega != 1.0:
+            v = (self.v + self.pad_b) ** (1.0 - omega) * (v + self.pad_b) ** omega - self.pad_b
+        self.v = v
+        kv = torch.bmm(v.unsqueeze(1), self.K.transpose(1, 2)).squeeze(1)
+        u = self.a / (kv + self.pad_a)
+        if omega != 1.0 and relax_rows:
+            u = (self.u + self.pad_a) ** (1.0 - omega) * (u + self.pad_a) ** omega - self.pad_a
+        self.u = u
+        self.ktu = torch.bmm(u.unsqueeze(1), self.K).squeeze(1)
+
+    def potentials(self) -> tuple[Tensor, Tensor]:
+        """``f + ε log u`` and ``g + ε log v`` (0 on padding): the plan's own potentials."""
+        f = torch.where(self.u > 0, self.f + self.eps * _log0(self.u), 0.0)
+        g = torch.where(self.v > 0, self.g + self.eps * _log0(self.v), 0.0)
+        return f, g
+
+    def absorb(self) -> None:
+        """Move the scalings into the potentials and restart from u = v = 1 (same iterates)."""
+        self.f, self.g = self.potentials()
+        self.reset()
+
+    def keep(self, sel: Tensor) -> None:
+        for name in self.names:
+            setattr(self, name, getattr(self, name)[sel])
+
+
+def _kernel(f: Tensor, g: Tensor, M: Tensor, eps: float, pad_a: Tensor, pad_b: Tensor) -> Tensor:
+    logk = torch.add(f.unsqueeze(2), g.unsqueeze(1)).sub_(M).div_(eps)
+    pad = (pad_a.unsqueeze(2) + pad_b.unsqueeze(1)) > 0
+    return logk.masked_fill_(pad, -torch.inf).exp_()
+
+
+def sinkhorn(
+    a: Tensor,
+    b: Tensor,
+    M: Tensor,
+    epsilon: float,
+    *,
+    f: Tensor | None = None,
+    g: Tensor | None = None,
+    max_iter: int = 1000,
+    tol: float | Tensor = 1e-9,
+    check_every: int = 10,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batched entropic OT with POT ``sinkhorn_knopp``'s stopping rule (see the module docstring).
+
+    Parameters
+    ----------
+    a, b : Tensor of shape (B, n) and (B, m)
+        Marginals, zero on padding.
+    M : Tensor of shape (B, n, m)
+        Costs; ignored on padded rows and columns.
+    epsilon : float
+        Regularisation, in the units of ``M``.
+    f, g : Tensor of shape (B, n) and (B, m), optional
+        Potentials to warm-start from; default :func:`initial_potentials`.
+    max_iter : int
+        Sweeps per problem at most (POT: 1000).
+    tol : float or Tensor of shape (B,)
+        Marginal tolerance per problem (POT: 1e-9).
+    check_every : int
+        Sweeps between checks after the first 10, which are all checked.  POT checks sweeps
+        1, 11, 21, ...; the extra early checks stop at the first plan within ``tol`` instead of
+        up to 9 sweeps later, a difference below ``tol`` itself.
+
+    Returns
+    -------
+    plan : Tensor of shape (B, n, m)
+        ``diag(u) K diag(v)`` at each problem's stop, row marginals exact.
+    f, g : Tensor of shape (B, n) and (B, m)
+        Potentials of ``plan`` (``plan = exp((f ⊕ g - M) / ε)``), zero on padding.
+    n_sweeps : Tensor of shape (B,), int64
+        Sweeps run per problem; ``max_iter`` where ``tol`` was not reached.
+    """
+    batch = M.shape[0]
+    if f is None or g is None:
+        f, g = initial_potentials(a, b, M)
+    tols = torch.as_tensor(tol, dtype=M.dtype, device=M.device).expand(batch)
+    f_out, g_out = torch.zeros_like(f), torch.zeros_like(g)
+    n_sweeps = torch.full((batch,), max_iter, dtype=torch.int64, device=M.device)
+    st = _State(a, b, M, f, g, epsilon)
+    big = torch.finfo(M.dtype).max ** 0.25
+    omega, last_err, fresh = OMEGA, torch.inf, True
+    saved = (st.u, st.v)
+
+    def freeze(sel: Tensor, sweeps: int) -> None:
+        f_sel, g_sel = st.potentials()
+        idx = st.todo[sel]
+        f_out[idx], g_out[idx], n_sweeps[idx] = f_sel[sel], g_sel[sel], sweeps
+        st.active &= ~sel
+
+    for sweep in range(max_iter):
+        # Check after each of the first 10 sweeps (warm starts usually stop there), then every
+        # `check_every`-th; checked sweeps update u plainly, so checks see POT's rows-exact plan.
+        check = sweep < 10 or sweep % check_every == 0 or sweep == max_iter - 1
+        st.sweep(1.0 if fresh else omega, relax_rows=not check)
+        fresh = False
+        if not check:
+            continue
+        err = torch.linalg.vector_norm(st.v * st.ktu - st.b, dim=1)
+        err = torch.where(st.active, err, 0.0)
+        done = st.active & (err < tols[st.todo])
+        flags = [err.isfinite().all(), done.any(), st.active.sum() - done.sum(), err.max()]
+        finite, any_done, n_active, worst = torch.stack(flags).tolist()  # one host sync
+        if not finite:
+            st.u, st.v = saved  # POT stops at the last finite scalings; we restart from them
+            st.absorb()
+            saved, fresh, omega = (st.u, st.v), True, 1.0
+            continue
+        if any_done:
+            freeze(done, sweep + 1)
+        if n_active == 0:
+            break
+        if 2 * n_active <= st.active.numel():
+            st.keep(st.active)
+        if worst > last_err:
+            omega = 1.0  # safeguard: over-relaxation is only locally convergent
+        last_err = worst
+        if sweep % 10 == 0:
+            ends = [st.u.amax(), st.v.amax(), -(st.u + st.pad_a).amin(), -(st.v + st.pad_b).amin()]
+            hi, hi_v, lo, lo_v = torch.stack(ends).tolist()
+            if max(hi, hi_v) > big or -max(lo, lo_v) < 1.0 / big:
+                st.absorb()
+                fresh = True
+        saved = (st.u, st.v)
+    if bool(st.active.any()):
+        logger.debug("Sinkhorn hit max_iter=%d on %d of %d", max_iter, int(st.active.sum()), batch)
+        freeze(st.active.clone(), max_iter)
+    pad_a, pad_b = (a <= 0).to(a.dtype), (b <= 0).to(b.dtype)
+    return _kernel(f_out, g_out, M, epsilon, pad_a, pad_b), f_out, g_out, n_sweeps

@@ -1,0 +1,142 @@
+"""GW barycenters against POT, and GW k-means++ on planted groups of heatmap clouds."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from poisonlab.explain.gw_barycenter import gw_barycenter, random_structure, update_structure
+from poisonlab.explain.gw_kmeans import _assign, gw_kmeans
+from poisonlab.explain.point_cloud import heatmaps_to_clouds, pad_clouds
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny batched problems: threads only add synchronisation (and contend on a shared machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _members(seed: int, count: int = 5) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    Cs, ps = [], []
+    for _ in range(count):
+        x = rng.normal(size=(int(rng.integers(6, 14)), 2))
+        x[: len(x) // 3] += 3.0  # two groups of points: the barycenter keeps structure
+        C = ot.dist(x, x, metric="euclidean")
+        p = rng.random(len(x)) + 0.2
+        Cs.append(C / C.max())
+        ps.append(p / p.sum())
+    return Cs, ps
+
+
+def _heatmaps(n_one: int, n_two: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """10×10 maps: a blob near the centre; the planted group adds a bright corner patch."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij")
+    centre = 3.5 + 2 * torch.rand(n_one + n_two, 2, generator=g)
+    d2 = (yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2
+    maps = torch.exp(-d2 / 2.0) * (1 + 0.1 * torch.rand(n_one + n_two, 10, 10, generator=g))
+    planted = torch.zeros(n_one + n_two, dtype=torch.bool)
+    planted[torch.randperm(n_one + n_two, generator=g)[:n_two]] = True
+    maps[planted, 7:9, 7:9] += 2.0
+    return maps, planted
+
+
+def test_update_structure_matches_pot() -> None:
+    Cs, ps = _members(0)
+    rng = np.random.default_rng(1)
+    Ts = [rng.random((4, len(p))) for p in ps]
+    lambdas = [0.1, 0.3, 0.2, 0.25, 0.15]
+    ref = ot.gromov.update_barycenter_structure(Ts, Cs, lambdas, ot.unif(4), target=False)
+    clouds = pad_clouds([torch.as_tensor(C) for C in Cs], [torch.as_tensor(p) for p in ps])
+    plans = torch.zeros(5, clouds.n_max, 4, dtype=torch.float64)
+    for s, T in enumerate(Ts):
+        plans[s, : T.shape[1]] = torch.as_tensor(T.T)
+    ours = update_structure(clouds.C, plans, torch.tensor(lambdas).double(), torch.full((4,), 0.25))
+    torch.testing.assert_close(ours, torch.as_tensor(ref))
+
+
+def test_barycenter_follows_pot_from_the_same_start() -> None:
+    Cs, ps = _members(2, count=3)
+    cpu = torch.device("cpu")
+    init = random_structure(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64,
+                            device=cpu)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ot.gromov.entropic_gromov_barycenters(
+            4, Cs, ps, ot.unif(4), None, "square_loss", 0.1, max_iter=10, tol=0,
+            init_C=init.numpy(),
+        )  # fmt: skip
+    clouds = pad_clouds([torch.as_tensor(C) for C in Cs], [torch.as_tensor(p) for p in ps])
+    ours = gw_barycenter(clouds, n_support=4, epsilon=0.1, max_iter=10, tol=0, init_C=init)
+    # Ten updates, each from couplings solved to POT's inner tolerance 1e-4: same iterates up to
+    # that tolerance (at convergence, 120 updates, the gap is ~1e-6).
+    torch.testing.assert_close(ours.C, torch.as_tensor(ref), atol=1e-4, rtol=0)
+    assert ours.n_iter == 10 and ours.plans.shape == (3, clouds.n_max, 4)
+
+
+def test_capped_warm_started_couplings_reach_the_same_barycenter() -> None:
+    Cs, ps = _members(4, count=4)
+    clouds = pad_clouds([torch.as_tensor(C) for C in Cs], [torch.as_tensor(p) for p in ps])
+    init = random_structure(5, generator=torch.Generator().manual_seed(2), dtype=torch.float64,
+                            device=torch.device("cpu"))  # fmt: skip
+    full = gw_barycenter(clouds, n_support=5, tol=0, rtol=1e-8, max_iter=300, init_C=init)
+    fast = gw_barycenter(
+        clouds, n_support=5, tol=0, rtol=1e-6, max_iter=300, init_C=init, gw_max_iter=3,
+        inexact=1e-2,
+    )  # fmt: skip
+    assert full.converged and fast.converged and fast.n_iter < 300
+    torch.testing.assert_close(fast.C, full.C, atol=1e-4, rtol=0)
+
+
+def test_barycenter_is_unique_up_to_a_permutation_of_its_points() -> None:
+    Cs, ps = _members(3, count=3)
+    clouds = pad_clouds([torch.as_tensor(C) for C in Cs], [torch.as_tensor(p) for p in ps])
+    init = random_structure(4, generator=torch.Generator().manual_seed(1), dtype=torch.float64,
+                            device=torch.device("cpu"))  # fmt: skip
+    perm = torch.tensor([2, 0, 3, 1])
+    a = gw_barycenter(clouds, n_support=4, max_iter=10, tol=0, init_C=init)
+    b = gw_barycenter(clouds, n_support=4, max_iter=10, tol=0, init_C=init[perm][:, perm])
+    torch.testing.assert_close(b.C, a.C[perm][:, perm], atol=1e-9, rtol=0)
+    torch.testing.assert_close(b.values, a.values, atol=1e-12, rtol=1e-9)
+
+
+def test_assign_reseeds_an_empty_cluster_with_the_farthest_point() -> None:
+    dist = torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.7, 0.95], [0.3, 0.9]])
+    labels = _assign(dist, 2)
+    assert labels.tolist() == [0, 0, 1, 0]  # cloud 2 is farthest from its own center
+
+
+@pytest.mark.parametrize(("warm_start", "dtype"), [(True, torch.float32), (False, None)])
+def test_kmeans_separates_planted_groups_and_is_deterministic(
+    warm_start: bool, dtype: torch.dtype | None
+) -> None:
+    maps, planted = _heatmaps(n_one=12, n_two=5)
+    clouds = heatmaps_to_clouds(maps, max_points=24)
+    runs = [
+        gw_kmeans(
+            clouds, generator=torch.Generator().manual_seed(7), warm_start=warm_start, dtype=dtype
+        )
+        for _ in range(2)
+    ]
+    result = runs[0]
+    assert torch.equal(result.in_minority, planted)  # the corner patch group, perfectly
+    assert result.distances.shape == (17, 2) and result.seeds.unique().numel() == 2
+    assert result.centers[0][0].shape == (10, 10)  # barycenters with N = 10 points
+    assert result.distances.dtype == result.centers[0][0].dtype == torch.float64  # as clouds
+    assert torch.equal(runs[1].labels, result.labels)
+    torch.testing.assert_close(runs[1].distances, result.distances, rtol=0, atol=0)
+
+
+def test_kmeans_rejects_too_few_clouds() -> None:
+    clouds = heatmaps_to_clouds(_heatmaps(1, 0)[0])
+    with pytest.raises(ValueError, match="k"):
+        gw_kmeans(clouds, generator=torch.Generator())
