@@ -2,53 +2,144 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
+import torch
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
+from threadpoolctl import threadpool_limits
 
-from poisonlab.cli.common import DEVICE, FORCE, QUIET, SEED, VERBOSE, prepare_output_dir
-from poisonlab.cli.console import configure, out, user_errors
+from poisonlab.cli.common import DEVICE, QUIET, SEED, VERBOSE
+from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
-from poisonlab.data.prepare import prepare_splits
 from poisonlab.device import pick_device
-from poisonlab.models import ModelConfig, build_model, save_checkpoint
-from poisonlab.train import evaluate, train_model
-from poisonlab.train.recipes import default_recipe
+from poisonlab.errors import ConfigError
+from poisonlab.experiments.runner import RunInterrupted
+from poisonlab.workflows.demo import (
+    SUMMARY_HEADER,
+    SUMMARY_NOTES,
+    DemoResult,
+    DemoSettings,
+    row_cells,
+    run_demo,
+    summary_title,
+)
+
+SETTINGS = DemoSettings()
+"""The tour ``poisonlab demo`` runs (tests swap in :data:`poisonlab.workflows.demo.QUICK`)."""
+
+
+def demo_folder(path: Path, *, force: bool) -> bool:
+    """Prepare the demo folder; True when it holds an earlier demo to resume.
+
+    An existing folder is resumed when it is a demo folder (``runs/results.sqlite``), refused
+    when it holds anything else, and emptied first with ``force``.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output {path} exists and is not a folder")
+    if force and path.exists():
+        shutil.rmtree(path)
+    if path.exists() and any(path.iterdir()):
+        if (path / "runs" / "results.sqlite").is_file():
+            return True
+        raise ConfigError(
+            f"output folder {path} exists and holds no demo; pass --force to replace it"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def print_summary(result: DemoResult, seconds: float) -> None:
+    """The summary table, failed steps, and where every file is."""
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=escape(summary_title(result.summaries)),
+        title_justify="left",
+        caption=escape(" ".join(SUMMARY_NOTES)),
+        caption_justify="left",
+    )
+    for i, name in enumerate(SUMMARY_HEADER):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    group = None
+    for row in result.rows:
+        if row.group != group:
+            if group is not None:
+                table.add_section()
+            table.add_row(f"[bold]{row.group}[/]")
+            group = row.group
+        table.add_row(*(escape(cell) for cell in row_cells(row)))
+    out.print(table)
+    for line in result.failures:
+        err.print(f"[bold red]failed:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    runs = result.runs
+    out.print(
+        f"report      {result.report}\n"
+        f"results     {runs / 'results.sqlite'} (poisonlab table {runs})\n"
+        + "".join(
+            f"artifacts   {runs / s.experiment}/ (poisonlab report {runs / s.experiment})\n"
+            for s in result.summaries
+        )
+        + f"models      {runs / 'cache'}/\n"
+        f"took {seconds:.0f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("demo")
 @user_errors
 def demo_command(
-    out_dir: Path = typer.Option(Path("demo-output"), "--out", "-o", help="Folder for results."),
+    out_dir: Path = typer.Option(
+        Path("demo-output"), "--out", "-o", help="Demo folder: report.html and runs/."
+    ),
     seed: int = SEED,
     device: str = DEVICE,
-    force: bool = FORCE,
+    force: bool = typer.Option(
+        False, "--force", help="Start over: delete the demo folder first instead of resuming."
+    ),
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Train a cross-entropy cnn-small and an LGM lgm-net on digits and report test accuracy."""
+    """Poison digits with BadNets and feature collision, run every defense, and report.
+
+    The tour trains a cross-entropy cnn-small, backdoors it with BadNets (all-to-all, a 4-pixel corner trigger, poisons worth 10% of the training set) and runs every backdoor defense on the poisoned training set: activation clustering, spectral signatures, raw-pixel clustering, deep features, DNN uncertainty, a Bayesian NN and heatmap clustering (one class). It then trains lgm-net with cross-entropy and with the LGM loss, crafts ten feature-collision poisons against each, fine-tunes each model's head on its poisoned set, and filters the LGM model's set by likelihood first.
+
+    It prints one table (clean accuracy, attack success, each defense's AUROC, TPR and TNR) and writes a self-contained OUT/report.html with the figures. The runs live in OUT/runs, an ordinary runs folder: run the demo again without --force to resume after an interruption, or read the results with poisonlab table and poisonlab report. It takes one to three minutes on two CPU cores, depending on what else runs there.
+    """
     configure(quiet=quiet, verbose=verbose)
-    target = prepare_output_dir(out_dir, force=force)
-    dev = pick_device(device)
-    split = prepare_splits("digits", seed=seed)
-    c, h, w = split.train.shape
-    table = Table(title=f"digits: {len(split.train)} train / {len(split.test)} test images")
-    for column in ("model", "loss", "epochs", "seconds", "test accuracy"):
-        table.add_column(column, justify="right")
-    for arch, head in (("cnn-small", "softmax"), ("lgm-net", "lgm")):
-        model = build_model(
-            ModelConfig(arch, c, h, w, split.train.num_classes, head=head), seed=seed
+    pick_device(device)  # a bad --device fails here, before the folder is touched
+    resumed = demo_folder(out_dir, force=force)
+    started = time.perf_counter()
+    if not quiet:
+        what = "resuming the demo in" if resumed else "demo folder"
+        err.print(f"{what} {out_dir}", highlight=False)
+    # One CPU thread for torch, OpenMP and BLAS: the arrays are tiny, and on a busy machine
+    # several threads per process make the demo several times slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            result = run_demo(
+                out_dir,
+                settings=SETTINGS,
+                seed=seed,
+                device=device,
+                log=(lambda message: None) if quiet else (lambda m: err.print(m, highlight=False)),
+            )
+    except RunInterrupted:
+        err.print(
+            f"[yellow]interrupted[/]: finished steps are saved in {escape(str(out_dir))}; run "
+            "the same command without --force to resume.",
+            highlight=False,
+            soft_wrap=True,
         )
-        recipe = default_recipe(arch, len(split.train), seed=seed)
-        started = time.perf_counter()
-        result = train_model(model, split.train, recipe, device=dev, description=f"{arch} ({head})")
-        seconds = time.perf_counter() - started
-        accuracy = evaluate(model, split.test).accuracy
-        save_checkpoint(model, target / f"{arch}-{head}", test_accuracy=accuracy)
-        table.add_row(
-            arch, head, str(len(result.history)), f"{seconds:.1f}", f"{100 * accuracy:.2f}%"
-        )
-    out.print(table)
-    out.print(f"models saved under {target}")
+        raise typer.Exit(130) from None
+    finally:
+        torch.set_num_threads(threads)
+    print_summary(result, time.perf_counter() - started)
+    if not result.ok:
+        raise typer.Exit(1)

@@ -44,8 +44,9 @@ def train_command(
 ) -> None:
     """Train a classifier and save it (safetensors weights + JSON config) to --out.
 
-    The data set is split deterministically from --seed into train / held-out / test parts
-    (the official test part is kept when the source has one). Example:
+    The data set is split deterministically from --seed into train / held-out / test parts (the official test part is kept when the source has one), and the test accuracy is printed and saved beside the weights.
+
+    Example:
 
         poisonlab train --data digits --model lgm-net --loss lgm --out runs/lgm
     """
