@@ -31,7 +31,7 @@ FAST = {"beta0": 0.03, "beta_scaling": "none", "pixel_scale": 1.0, "lr": 1.0, "m
 
 
 @pytest.fixture(scope="module")
-def setup(one_thread):
+def setup():
     data = blobs_dataset(n_per_class=20)
     model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, feature_dim=16), seed=0)
     train_model(model, data, TrainConfig(epochs=3, batch_size=20, val_fraction=0.0, patience=None))

@@ -37,7 +37,7 @@ def _three_digits(rows: range) -> ImageDataset:
 
 
 @pytest.fixture(scope="module")
-def setup(one_thread):
+def setup():
     """A cnn-small (128-d features) pre-trained on 300 digits 0-2; a 30-image fine-tuning set
     (few points in many dimensions, like the paper's 1800 images in 2048-d: each is separable);
     30 further digits as targets."""
