@@ -127,7 +127,11 @@ def test_a_new_detector_joins_without_changes(monkeypatch, data):
             return ScoreSet(norms, norms > norms.median())
 
     monkeypatch.setitem(DETECTORS._items, "test-extra", Extra)
-    result = scan(data, defenses="all", model=tiny_model())
+    fast = {
+        "heatmap-clustering": {"max_iter": 0, "max_points": 16, "epsilon": 0.1},
+        "bnn": {"epochs": 1, "samples": 4},
+    }
+    result = scan(data, defenses="all", model=tiny_model(), params=fast)
     outcome = {o.name: o for o in result.outcomes}["test-extra"]
     assert outcome.result is not None
     expected = data.images.flatten(1).norm(dim=1).double()

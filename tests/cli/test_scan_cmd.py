@@ -125,3 +125,59 @@ def test_help_teaches_with_examples():
     result = runner.invoke(app, ["scan", "--help"])
     assert result.exit_code == 0
     assert "poisonlab scan data.npz" in result.output and "--holdout" in result.output
+
+
+@pytest.fixture
+def progress_seen(monkeypatch):
+    """Progress drawn as on a terminal (CliRunner's stderr is not one); records bar titles."""
+    from poisonlab import progress
+
+    seen: list[str] = []
+    make = progress._make_progress
+
+    def recording():  # type: ignore[no-untyped-def]
+        bars = make()
+        add_task = bars.add_task
+
+        def add(description, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(description)
+            return add_task(description, *args, **kwargs)
+
+        bars.add_task = add
+        return bars
+
+    monkeypatch.setattr(progress, "is_enabled", lambda: True)
+    monkeypatch.setattr(progress, "_make_progress", recording)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("defense", "params", "bars"),
+    [
+        (
+            "heatmap-clustering",
+            ["max_iter=0", "max_points=16", "seed_gw_max_iter=20"],
+            ["LRP heatmaps", "heatmap clustering"],
+        ),
+        ("bnn", ["epochs=1", "samples=4"], ["BNN: ELBO fine-tuning", "BNN: 4 MC passes (data)"]),
+    ],
+)
+def test_model_based_defenses_run_with_progress(files, progress_seen, defense, params, bars):
+    """heatmap-clustering and bnn end to end on the checkpoint, small settings via --param,
+    with their progress bars drawn (one per class for heatmap clustering)."""
+    out = files["tmp"] / "out"
+    settings = [arg for p in params for arg in ("--param", p)]
+    result = run(files["data"], "-D", defense, "--model", files["model"], *settings, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "running defenses" in progress_seen
+    for title in bars:
+        assert title in progress_seen, progress_seen
+    with (out / "scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 120
+    assert all(r[f"{defense}_score"] not in ("", "nan") for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    record = summary["defenses"][defense]
+    assert record["flagged"] == sum(r[f"{defense}_flagged"] == "1" for r in rows)
+    assert record["parameters"][params[0].split("=")[0]] == int(params[0].split("=")[1])
+    assert defense in result.output  # the summary table

@@ -176,6 +176,29 @@ CONTRACT_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "entropy-replicas": {"epochs": 1, "samples": 5, "replicas": 2, "score": "entropy"},
     },
     "dnn-uncertainty": {"default": {}, "max-softmax": {"score": "max-softmax"}},
+    # heatmap-clustering: GW k-means is the cost; small clouds, few GW iterations, ε = 0.1 (at
+    # the seed's 0.02 entropic GW needs ~10× more iterations) and one barycenter update of 4
+    # points keep a fit to seconds (k-means++ seeding only, max_iter=0, took 157 s on the real
+    # case: its centers are 16-point clouds, not 4-point barycenters)
+    "heatmap-clustering": {
+        "default": {
+            "max_iter": 1,
+            "epsilon": 0.1,
+            "n_support": 4,
+            "max_points": 16,
+            "seed_gw_max_iter": 20,
+            "relevance": "positive",
+        },
+        "claimed-one-update": {
+            "explain": "claimed",
+            "composite": "epsilon",
+            "max_iter": 1,
+            "epsilon": 0.1,
+            "n_support": 4,
+            "max_points": 16,
+            "seed_gw_max_iter": 20,
+        },
+    },
 }
 
 PREPARE: dict[str, Callable[[Evidence], None]] = {}
@@ -209,6 +232,23 @@ BAD_PARAMS: dict[str, list[dict[str, Any]]] = {
         {"seed": 1.5},
     ],
     "dnn-uncertainty": [{"score": "bald"}, {"rule_fpr": 0.0}],
+    "heatmap-clustering": [
+        {"composite": "gradient"},
+        {"relevance": "signed"},
+        {"explain": "target"},
+        {"mass": 0.0},
+        {"mass": 1.5},
+        {"pool": 0},
+        {"max_points": 0},
+        {"epsilon": 0.0},
+        {"lrp_epsilon": -1.0},
+        {"bary_epsilon": 0.0},
+        {"n_support": 1},
+        {"max_iter": -1},
+        {"seed_gw_max_iter": 0},
+        {"top_heatmaps": -1},
+        {"seed": 1.5},
+    ],
 }
 
 

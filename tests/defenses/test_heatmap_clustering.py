@@ -1,0 +1,213 @@
+"""Heatmap Clustering (poisonlab.defenses.heatmap_clustering) on a small backdoored model.
+
+The planted case: cnn-small trained on 16×16 "shapes" (a bright 5×5 square whose place gives the
+class, tests/explain/test_lrp.py) plus 20 class-0 squares with a 3×3 corner trigger labelled 1.
+The model learns the backdoor, so LRP puts the poisons' relevance on the square *and* the
+trigger, a point cloud of a different shape than the single square every clean image of class 1
+draws on (GW is blind to where the square sits, not to a second, distant blob). Class 1 is the
+poisoned class, class 2 a clean one. Settings are small (32 points per cloud, one barycenter
+update at ε = 0.1, N = 4) so each fit takes seconds; the full-size behaviour is measured in
+bench/bench_heatmap_clustering.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.defenses import Evidence, build_detector
+from poisonlab.defenses.heatmap_clustering import (
+    HeatmapClustering,
+    auto_pool,
+    margin_scale,
+)
+from poisonlab.explain.lrp import lrp_heatmaps
+from poisonlab.metrics.detection import auroc
+from poisonlab.models import ModelConfig, Network, build_model
+from tests.defenses.conftest import make_case
+from tests.defenses.test_contract import assert_same_model, model_snapshot
+from tests.explain.test_lrp import SIDE, shapes, stamp
+
+#: Small GW settings: seconds per fit on a busy 2-core machine.
+FAST: dict[str, Any] = {
+    "max_points": 32,
+    "seed_gw_max_iter": 20,
+    "max_iter": 1,
+    "epsilon": 0.1,
+    "n_support": 4,
+}
+POISONED, CLEAN = 1, 2
+
+
+@dataclass
+class Planted:
+    data: ImageDataset
+    model: Network
+    is_poison: Tensor
+
+    def evidence(self) -> Evidence:
+        return Evidence(self.data, self.model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def planted() -> Planted:
+    """4 shape classes × 60 + 20 triggered class-0 squares labelled 1 (25% of class 1)."""
+    from poisonlab.train import TrainConfig, predict, train_model
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(60)
+    poisons = stamp(shapes(torch.zeros(20, dtype=torch.long), generator))
+    data = ImageDataset(
+        torch.cat([shapes(labels, generator), poisons]),
+        torch.cat([labels, torch.full((20,), POISONED)]),
+        4,
+        name="shapes",
+    )
+    is_poison = torch.cat([torch.zeros(240, dtype=torch.bool), torch.ones(20, dtype=torch.bool)])
+    model = build_model(ModelConfig("cnn-small", 1, SIDE, SIDE, 4, feature_dim=32), seed=0)
+    config = TrainConfig(epochs=5, batch_size=32, lr=3e-3, val_fraction=0.0, patience=None, seed=0)
+    train_model(model, data, config, device="cpu")
+    fresh = stamp(shapes(torch.zeros(30, dtype=torch.long), generator))
+    assert (predict(model, fresh, device="cpu") == POISONED).float().mean() > 0.9, "no backdoor"
+    return Planted(data, model, is_poison)
+
+
+@pytest.fixture(scope="module")
+def fitted(planted: Planted) -> HeatmapClustering:
+    detector = HeatmapClustering(classes=[POISONED, CLEAN], **FAST)
+    return detector.fit(planted.evidence())  # type: ignore[return-value]
+
+
+def test_planted_poisons_are_the_flagged_cluster(
+    planted: Planted, fitted: HeatmapClustering
+) -> None:
+    """On the poisoned class the smaller GW cluster is exactly the poisons and the score ranks
+    every poison above every clean member (AUROC 1; measured 1.0)."""
+    result = fitted.result
+    members = planted.data.labels == POISONED
+    truth = planted.is_poison[members]
+    assert auroc(truth.numpy(), result.scores[members].numpy()) == 1.0
+    assert torch.equal(result.flagged[members], truth)
+    report = result.extras["classes"][str(POISONED)]
+    assert report["sizes"] == [60, 20] and report["split"]
+    # the most suspicious heatmaps shown in reports are poisons, and are their heatmaps
+    top = result.extras["top_heatmaps"]
+    assert planted.is_poison[top["index"]].all()
+    maps = fitted.heatmaps(planted.evidence(), "data", POISONED)
+    row = int((planted.data.labels[: top["index"][0]] == POISONED).sum())
+    assert torch.equal(torch.tensor(top["heatmaps"][0]), maps[row])
+    assert torch.tensor(top["heatmaps"][0]).shape == (SIDE, SIDE)
+
+
+def test_clean_class_is_cut_but_its_barycenters_coincide(
+    planted: Planted, fitted: HeatmapClustering
+) -> None:
+    """No poison in the class: the paper's rule still flags its smaller k-means cluster (a
+    non-empty minority, as for every k = 2 rule; use a contamination or FPR threshold, or look at
+    the class report, to avoid it). What tells the classes apart is the distance between the two
+    barycenters: nearly 0 for a clean class (both halves are the same single square), two orders
+    of magnitude larger for the poisoned one (measured 0.0007 vs 0.068). Scores stay finite and
+    every poison outranks every clean-class sample across the two classes."""
+    result = fitted.result
+    clean = planted.data.labels == CLEAN
+    assert torch.isfinite(result.scores[clean]).all()
+    n_flagged = int(result.flagged[clean].sum())
+    assert 0 < n_flagged <= int(clean.sum()) // 2
+    report = result.extras["classes"]
+    assert (
+        report[str(CLEAN)]["gw_between_centers"] < 0.1 * report[str(POISONED)]["gw_between_centers"]
+    )
+    poison_scores = result.scores[planted.is_poison]
+    assert poison_scores.min() > result.scores[clean].max()
+    # the other classes were not analysed
+    others = ~(clean | (planted.data.labels == POISONED))
+    assert torch.isnan(result.scores[others]).all() and not result.flagged[others].any()
+
+
+def test_deterministic_and_model_left_as_it_was(
+    planted: Planted, fitted: HeatmapClustering
+) -> None:
+    """A second fit on a fresh Evidence gives bit-identical scores and flags; LRP left the model
+    exactly as it was (weights, buffers, modes, requires_grad, grads, hooks)."""
+    model = planted.model
+    model.train()
+    model.body[0].eval()  # a mixed mode to restore
+    first = next(model.parameters())
+    first.requires_grad_(False)
+    before = model_snapshot(model)
+    try:
+        again = HeatmapClustering(classes=[POISONED, CLEAN], **FAST).fit(planted.evidence()).result
+        after = model_snapshot(model)
+    finally:
+        first.requires_grad_(True)
+        model.eval()
+    assert_same_model(before, after)
+    assert not torch.nn.modules.module._global_forward_hooks
+    torch.testing.assert_close(again.scores, fitted.result.scores, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(again.flagged, fitted.result.flagged)
+
+
+def test_claimed_or_predicted_class_is_explained() -> None:
+    """``explain`` picks the logit LRP starts from: the claimed label or the prediction. On an
+    untrained model they differ for most images, and so do the heatmaps; both are cached side by
+    side in one Evidence."""
+    case = make_case()
+    evidence = case.evidence
+    model = evidence.require_model()
+    members = case.labels == 0
+    x = evidence.data.images[members]
+    claimed = HeatmapClustering(explain="claimed").heatmaps(evidence, "data", 0)
+    predicted = HeatmapClustering(explain="predicted").heatmaps(evidence, "data", 0)
+    torch.testing.assert_close(
+        claimed, lrp_heatmaps(model, x, labels=case.labels[members], explain="claimed")
+    )
+    torch.testing.assert_close(predicted, lrp_heatmaps(model, x))
+    wrong = model(x.to(next(model.parameters()).device)).argmax(1).cpu() != 0
+    assert wrong.any()
+    assert not torch.allclose(claimed[wrong], predicted[wrong])
+    assert torch.allclose(claimed[~wrong], predicted[~wrong])
+
+
+def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering) -> None:
+    """The flagged samples are exactly those with a positive score (nearer the small barycenter),
+    and the paper rule is the default threshold."""
+    result = fitted.result
+    analysed = result.analysed
+    assert torch.equal(result.flagged[analysed], result.scores[analysed] > 0)
+    assert result.threshold["rule"] == "paper"
+
+
+def test_auto_pool_and_margin_scale() -> None:
+    assert [auto_pool(s, s) for s in (8, 16, 28, 32, 64)] == [1, 1, 2, 2, 4]
+    margin = torch.tensor([1.0, 3.0, -2.0, -4.0], dtype=torch.float64)
+    small = torch.tensor([True, True, False, False])
+    assert margin_scale(margin, small) == pytest.approx(1.0)  # deviations ±1 in both clusters
+    same = torch.zeros(4, dtype=torch.float64)
+    assert margin_scale(same, small) > 0  # floored, never a division by zero
+
+
+def test_build_by_name_and_params() -> None:
+    detector = build_detector("heatmap-clustering", composite="epsilon", pool=1)
+    assert isinstance(detector, HeatmapClustering)
+    assert detector.composite == "epsilon" and detector.pool == 1
+
+
+def test_positive_relevance_clouds_keep_only_positive_pixels() -> None:
+    """``relevance="positive"`` cuts the clouds from the positive part of each heatmap: no pixel
+    without positive relevance enters a cloud, whereas the seed's min-max rescaling of the signed
+    map gives every pixel above the minimum some mass."""
+    case = make_case()
+    evidence = case.evidence
+    raw = HeatmapClustering(max_points=None)
+    positive = HeatmapClustering(relevance="positive", max_points=None)
+    maps = raw.heatmaps(evidence, "data", 0)
+    clouds = positive.clouds(evidence, "data", 0)
+    n_positive = (maps > 0).flatten(1).sum(1)
+    assert (clouds.sizes <= n_positive.clamp(min=1)).all()
+    assert (clouds.sizes <= raw.clouds(evidence, "data", 0).sizes).all()
+    assert clouds is not raw.clouds(evidence, "data", 0)  # cached apart
