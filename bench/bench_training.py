@@ -7,6 +7,7 @@ Targets (issue 2): cnn-small and lgm-net (LGM head) >= 97% on digits; cnn-small 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from bench.common import markdown_table, write_result
@@ -42,11 +43,20 @@ def _epoch_seconds(arch: str, n: int) -> list[object]:
     c, h, w = split.train.shape
     model = build_model(ModelConfig(arch, c, h, w, 10), seed=0)
     config = TrainConfig(epochs=1, batch_size=128, val_fraction=0.0, patience=None)
-    started = time.perf_counter()
+    load = os.getloadavg()[0]
+    started, cpu_started = time.perf_counter(), time.process_time()
     train_model(model, split.train, config)
     seconds = time.perf_counter() - started
-    per_image = seconds / len(split.train)
-    return [arch, len(split.train), f"{seconds:.1f}", f"{per_image * 54_000:.0f}"]
+    cpu_seconds = time.process_time() - cpu_started
+    scale = 54_000 / len(split.train)
+    return [
+        arch,
+        len(split.train),
+        f"{seconds:.1f}",
+        f"{seconds * scale:.0f}",
+        f"{cpu_seconds * scale:.0f}",
+        f"{load:.1f}",
+    ]
 
 
 def main(argv: list[str]) -> None:
@@ -76,7 +86,19 @@ def main(argv: list[str]) -> None:
     )
     body += "\n## Seconds per training epoch on Fashion-MNIST (28×28, batch 128)\n\n"
     body += markdown_table(
-        ["model", "images timed", "seconds", "s per 54k-image epoch (extrapolated)"], timing_rows
+        [
+            "model",
+            "images timed",
+            "wall s",
+            "wall s per 54k-image epoch (extrapolated)",
+            "CPU s per 54k-image epoch (extrapolated)",
+            "load (1 min) at start",
+        ],
+        timing_rows,
+    )
+    body += (
+        "\nWall seconds depend on what else runs on the machine; CPU seconds (this process, all "
+        "torch threads) do much less, so compare models by the CPU column on a shared machine.\n"
     )
     command = "python -m bench training" + (" --quick" if args.quick else "")
     path = write_result("training", "Training accuracy and speed", command, body)

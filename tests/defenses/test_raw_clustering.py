@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,3 +49,15 @@ def test_real_digits_with_a_large_trigger(digits_backdoor: RealCase) -> None:
     evidence = digits_backdoor.evidence_factory()
     result = RawClustering(classes=[digits_backdoor.target]).fit(evidence).result
     assert evaluate_detection(result, digits_backdoor.is_poison).auroc >= 0.95
+
+
+def test_fastica_survives_a_constant_first_pixel() -> None:
+    """scikit-learn's FastICA signs components by the first feature; a constant one gave NaN."""
+    from poisonlab.defenses.clustering import reduce_dimensions
+
+    # The size of one Fashion-MNIST class (plain FastICA returns NaN on exactly this input).
+    x = torch.rand(800, 784, generator=torch.Generator().manual_seed(0)).double().numpy()
+    x[:, 0] = 0.0  # an always-black corner pixel, as in Fashion-MNIST's coat class
+    _, z = reduce_dimensions(x, "fastica", 5, random_state=0)
+    assert z.shape == (800, 5)
+    assert np.isfinite(z).all()

@@ -75,7 +75,8 @@ def reduce_dimensions(
 ) -> tuple[Any | None, np.ndarray]:
     """(fitted reducer or None, x reduced to at most ``n_components`` dims), float64.
 
-    FastICA uses the seed code's settings (``max_iter=1000, tol=0.005``). Nothing is reduced when
+    FastICA uses the seed code's settings (``max_iter=1000, tol=0.005``), after dropping constant
+    features. Nothing is reduced when
     ``method == "none"`` or x has no more than ``n_components`` features (ART does the same);
     components are capped at ``n_samples - 1`` so tiny classes still work.
     """
@@ -84,11 +85,19 @@ def reduce_dimensions(
     if method == "none" or x.shape[1] <= k:
         return None, x
     from sklearn.decomposition import PCA, FastICA
+    from sklearn.feature_selection import VarianceThreshold
+    from sklearn.pipeline import make_pipeline
 
     if method == "pca":
         reducer: Any = PCA(n_components=k, random_state=random_state)
     else:
-        reducer = FastICA(n_components=k, max_iter=1000, tol=0.005, random_state=random_state)
+        # Constant features (e.g. an always-black corner pixel) first: scikit-learn's FastICA fixes
+        # each component's sign by the first feature's loading, and a constant first feature makes
+        # every sign 0 and the whole result NaN.
+        reducer = make_pipeline(
+            VarianceThreshold(0.0),
+            FastICA(n_components=k, max_iter=1000, tol=0.005, random_state=random_state),
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         z = reducer.fit_transform(x)

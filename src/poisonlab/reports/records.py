@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab.errors import ConfigError
+from poisonlab.reports.paper_tables import PAPER_TABLES
 
 STORE_FILE = "results.sqlite"
 REPEAT_KEYS = frozenset({"seed", "repeat"})
@@ -66,8 +67,13 @@ class CellRecord:
 
     @property
     def paper_table(self) -> str | None:
-        """The published table this cell's experiment reproduces, or None."""
-        return self._paper("table")
+        """The published table this cell's experiment reproduces, or None.
+
+        A ``[paper] table`` naming no transcribed table (seed 000 publishes plots, not tables)
+        counts as none, so such experiments get the generic tables instead of an error.
+        """
+        name = self._paper("table")
+        return name if name in PAPER_TABLES else None
 
     @property
     def paper_data(self) -> str | None:
