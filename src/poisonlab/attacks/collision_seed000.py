@@ -100,6 +100,19 @@ def run_seed000(
         FeatureCollision keywords replacing seed 000's values (e.g. ``num_targets=20``).
     """
     attack = seed000_attack(**overrides)
+    return craft_on_same_pairs(attack, ce_model, lgm_model, data, generator=generator)
+
+
+def craft_on_same_pairs(
+    attack: FeatureCollision,
+    ce_model: nn.Module,
+    lgm_model: nn.Module,
+    data: ImageDataset,
+    *,
+    generator: torch.Generator,
+) -> Seed000Result:
+    """Draw (target, base) pairs once from ``data``, then craft ``attack``'s poisons on those
+    same pairs against each model, so the CE and LGM perturbations compare pair by pair."""
     targets, bases = choose_pairs(
         data.labels,
         data.labels,

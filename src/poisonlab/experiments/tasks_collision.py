@@ -57,8 +57,12 @@ import torch
 
 from poisonlab.attacks import PoisonedDataset
 from poisonlab.attacks.collision_eval import evaluate_transfer
-from poisonlab.attacks.collision_seed000 import SEED000_SETTINGS, Seed000Result
-from poisonlab.attacks.feature_collision import FeatureCollision, choose_pairs
+from poisonlab.attacks.collision_seed000 import (
+    SEED000_SETTINGS,
+    Seed000Result,
+    craft_on_same_pairs,
+)
+from poisonlab.attacks.feature_collision import FeatureCollision
 from poisonlab.data.dataset import ImageDataset, concatenate
 from poisonlab.data.splits import Split
 from poisonlab.defenses import Detector, Evidence
@@ -198,7 +202,13 @@ def run_collision(cell: CellSpec, context: TaskContext) -> dict[str, float | int
         )
 
     context.log(f"crafting feature-collision poisons on {len(split.test)} D_f images")
-    crafted = _craft(plan.attack, models, split.test, derive_seed(cell.seed, "attack"))
+    crafted = craft_on_same_pairs(
+        plan.attack,
+        models["ce"],
+        models["lgm"],
+        split.test,
+        generator=make_generator(derive_seed(cell.seed, "attack")),
+    )
     metrics |= _perturbation_metrics(crafted)
     fine = {"ce": crafted.ce, "lgm": crafted.lgm}
     if plan.drop_targets:
@@ -263,29 +273,6 @@ def run_collision(cell: CellSpec, context: TaskContext) -> dict[str, float | int
     write_npz(context.cell_dir, "features.npz", features)
     write_npz(context.cell_dir, "examples.npz", _examples(crafted, split.test, plan.examples))
     return metrics
-
-
-def _craft(
-    attack: FeatureCollision, models: dict[str, Network], pool: ImageDataset, seed: int
-) -> Seed000Result:
-    """Poisons on ``pool`` against the CE and the LGM model with the same (target, base) pairs."""
-    generator = make_generator(seed)
-    targets, bases = choose_pairs(
-        pool.labels,
-        pool.labels,
-        num_targets=attack.num_targets,
-        bases_per_target=attack.bases_per_target,
-        generator=generator,
-        target_class=attack.target_class,
-        base_class=attack.base_class,
-    )
-    results = [
-        attack.poison(
-            pool, generator=generator, model=models[m], target_index=targets, base_index=bases
-        )
-        for m in ("ce", "lgm")
-    ]
-    return Seed000Result(ce=results[0], lgm=results[1])
 
 
 def _perturbation_metrics(crafted: Seed000Result) -> dict[str, float | int]:
