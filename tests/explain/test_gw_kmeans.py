@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import ot
@@ -13,15 +12,6 @@ import torch
 from poisonlab.explain.gw_barycenter import gw_barycenter, random_structure, update_structure
 from poisonlab.explain.gw_kmeans import _assign, gw_kmeans
 from poisonlab.explain.point_cloud import heatmaps_to_clouds, pad_clouds
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny batched problems: threads only add synchronisation (and contend on a shared machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _members(seed: int, count: int = 5) -> tuple[list[np.ndarray], list[np.ndarray]]:

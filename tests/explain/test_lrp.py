@@ -9,7 +9,6 @@ relevance is not conserved through resnet20's blocks, so the conservation test c
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,15 +27,6 @@ from poisonlab.models import ModelConfig, Network, build_model
 from poisonlab.models.resnet import BasicBlock
 
 ARCHS = {"cnn-small": (1, 8, 8), "resnet20": (3, 8, 8), "inception-mini": (3, 32, 32)}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread: on a shared 2-core machine more threads only oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def model_for(arch: str, *, biases: bool = True, seed: int = 0) -> Network:
