@@ -109,6 +109,7 @@ def test_batched_per_target_training_equals_one_retraining_per_target(setup, sta
     together = evaluate_transfer(model, result, config=config)
     for j in range(3):
         alone = evaluate_transfer(model, _only_target(result, j), config=config)
+        # float32, batched vs one head: measured gaps < 1e-6 on logits of size ~2 (top-2 gaps > 0.05)
         assert torch.allclose(alone.target_logits, together.target_logits[[j]], atol=1e-5)
         assert alone.predicted.tolist() == together.predicted[[j]].tolist()
         assert alone.poison_fit.tolist() == together.poison_fit[[j]].tolist()

@@ -12,6 +12,10 @@ from poisonlab.data import ImageDataset, load_dataset, save_npz
 from poisonlab.errors import DataError
 
 
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def dataset(images: torch.Tensor) -> ImageDataset:
     return ImageDataset(
         images,
@@ -26,8 +30,8 @@ def dataset(images: torch.Tensor) -> ImageDataset:
 @pytest.mark.parametrize(
     "images",
     [
-        torch.randint(0, 256, (4, 3, 5, 6)).float() / 255,  # stored as uint8
-        torch.rand(4, 1, 5, 6),  # not multiples of 1/255: stored as float32
+        torch.randint(0, 256, (4, 3, 5, 6), generator=_seeded(0)).float() / 255,  # stored as uint8
+        torch.rand(4, 1, 5, 6, generator=_seeded(1)),  # not multiples of 1/255: stored as float32
     ],
 )
 def test_save_npz_round_trip_is_identical(tmp_path: Path, images: torch.Tensor) -> None:

@@ -85,7 +85,7 @@ def test_pooling_averages_blocks_before_the_cut() -> None:
     with pytest.raises(ValueError, match="pool"):
         heatmaps_to_clouds(maps, pool=5)
     with pytest.raises(ValueError, match="pool"):
-        heatmaps_to_clouds(torch.rand(1, 5, 5))  # the default pool=2 needs even sizes
+        heatmaps_to_clouds(_maps(batch=1, size=5))  # the default pool=2 needs even sizes
 
 
 def test_degenerate_maps_give_defined_clouds() -> None:
@@ -109,7 +109,7 @@ def test_bad_input_raises() -> None:
     with pytest.raises(ValueError, match="shape"):
         heatmaps_to_clouds(torch.zeros(4, 4))
     with pytest.raises(ValueError, match="mass"):
-        heatmaps_to_clouds(torch.rand(1, 4, 4), mass=0.0)
+        heatmaps_to_clouds(_maps(batch=1, size=4), mass=0.0)
 
 
 def test_dtype_and_pad_clouds_roundtrip() -> None:

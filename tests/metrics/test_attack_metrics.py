@@ -19,7 +19,8 @@ from poisonlab.metrics.attack import (
 
 def _set(labels: list[int], num_classes: int = 4) -> ImageDataset:
     n = len(labels)
-    return ImageDataset(torch.rand(n, 1, 4, 4), torch.tensor(labels, dtype=torch.long), num_classes)
+    images = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(n))
+    return ImageDataset(images, torch.tensor(labels, dtype=torch.long), num_classes)
 
 
 class Constant(nn.Module):

@@ -25,7 +25,7 @@ def test_registry_lists_the_four_architectures() -> None:
 def test_shapes_features_and_probe_layers(arch: str, head: str) -> None:
     for c, h, w in SHAPES[arch]:
         model = build_model(ModelConfig(arch, c, h, w, 7, head=head), seed=0).eval()
-        x = torch.rand(3, c, h, w)
+        x = torch.rand(3, c, h, w, generator=torch.Generator().manual_seed(0))
         assert model(x).shape == (3, 7)
         assert model.features(x).shape == (3, model.feature_dim)
         acts = capture_activations(model, x, model.probe_layers)

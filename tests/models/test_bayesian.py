@@ -219,17 +219,18 @@ def test_replicas_share_the_gaussian_draw_and_differ_in_signs() -> None:
     calls (independent ε) have the expected variance Σ_i σ_i²x_i²."""
     from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn
 
-    torch.manual_seed(0)
-    layer = nn.Sequential(nn.Linear(6, 1, bias=False))
-    dnn_to_bnn(layer, {"prior_mu": 0.0, "prior_sigma": 1.0, "posterior_mu_init": 0.0,
-                       "posterior_rho_init": 0.0, "type": "Flipout", "moped_enable": False})  # fmt: skip
-    flipout = layer[0]
-    x = torch.tensor([[1.0, -2.0, 0.5, 3.0, -1.0, 2.0]])
-    sigma = F.softplus(flipout.rho_weight.detach())
-    with torch.no_grad():
-        copies = layer(x.expand(20000, 6)).squeeze(1)
-        eps = flipout.eps_weight.clone()
-        separate = torch.cat([layer(x) for _ in range(4000)]).squeeze(1)
+    with torch.random.fork_rng(devices=[]):  # Flipout draws from the global RNG: seed, restore
+        torch.manual_seed(0)
+        layer = nn.Sequential(nn.Linear(6, 1, bias=False))
+        dnn_to_bnn(layer, {"prior_mu": 0.0, "prior_sigma": 1.0, "posterior_mu_init": 0.0,
+                           "posterior_rho_init": 0.0, "type": "Flipout", "moped_enable": False})  # fmt: skip
+        flipout = layer[0]
+        x = torch.tensor([[1.0, -2.0, 0.5, 3.0, -1.0, 2.0]])
+        sigma = F.softplus(flipout.rho_weight.detach())
+        with torch.no_grad():
+            copies = layer(x.expand(20000, 6)).squeeze(1)
+            eps = flipout.eps_weight.clone()
+            separate = torch.cat([layer(x) for _ in range(4000)]).squeeze(1)
     mean = float(flipout.mu_weight.detach() @ x[0])
     shared = float(((sigma * eps * x) ** 2).sum())
     expected = float(((sigma * x) ** 2).sum())
