@@ -1,42 +1,90 @@
-"""The seed papers' published result tables, transcribed from METHODS.md §9, as data.
+"""The papers' published result tables, loaded from the data file shipped beside this module.
 
-Why here: ``poisonlab table`` prints our measurements beside these numbers, so each table also says
-which of *our* cells and metrics a paper cell corresponds to. A paper cell is found in the store by
+Why: ``poisonlab table`` prints our measurements beside the published numbers, so each table also
+says which of *our* cells and metrics a paper cell corresponds to. The numbers and that mapping
+live in ``paper_tables.toml`` (package data), read once by :func:`load_paper_tables`; this module
+holds only the types and the loader. The tables come from two papers, each table carrying its
+citation (:class:`Citation`):
+
+- Subedar, Ahuja, Krishnan, Ndiour, Tickoo 2019, "Deep Probabilistic Models to Detect Data
+  Poisoning Attacks" (arXiv:1912.01206), Tables 1–3: ``seed002-table1`` ... ``seed002-table3``;
+- Schulth, Berghoff, Neu 2022, "Detecting Backdoor Poisoning Attacks on Deep Neural Networks by
+  Heatmap Clustering" (arXiv:2204.12848), Tables 1–5: ``seed004-table1`` ... ``seed004-table5``.
+
+Yaseen, Aadil, Sargsyan 2020 (arXiv:2003.00798) publishes no result table (its results are plots).
+The table names are the identifiers experiment configs and ``--like`` use. What each table
+measures and how it maps onto our experiments: docs/methods.md#published-tables.
+
+A paper cell is found in the store by
 
 - the table's row: ``select`` (parameter path → value, e.g. ``attack.target_rate = 0.33``) and/or
-  a ``metric`` (seed 002 rows name a model), plus the paper's data set;
-- the table's column: ``select`` (seed 002 columns are poison rates) and/or a ``metric`` (seed 004
-  columns are detector metrics).
+  a ``metric`` (Subedar et al.'s rows name a model), plus the paper's data set;
+- the table's column: ``select`` (Subedar et al.'s columns are poison rates) and/or a ``metric``
+  (Schulth et al.'s columns are detector metrics).
 
 Exactly one of row and column names the metric. Parameter paths are dotted paths into a cell's
 params (:func:`poisonlab.reports.records.param_value`); ``defenses.<name>.<key>`` reads the
 keyword of the defense called ``<name>``. Metric names follow :mod:`poisonlab.experiments.tasks_base`.
 
-Units: the papers print percent; values here are stored **exactly as printed** (percent, ``None``
-for the papers' "-"), and :meth:`PaperTable.fraction` converts to our fractions in [0, 1]. Seed
-004 Table 5 prints a spread row labelled σ² whose text calls it a standard deviation; its rows
-carry ``stat="spread"`` and reports show our std and our variance beside it (METHODS §9).
-
-Seed 000 has no result table (its report is plots: likelihood histograms, ROC of the filter).
+Units: the papers print percent; values are stored **exactly as printed** (percent, ``None``
+for the papers' "-"), and :meth:`PaperTable.fraction` converts to our fractions in [0, 1].
+Schulth et al.'s Table 5 prints a spread row labelled σ² whose text calls it a standard
+deviation; its rows carry ``stat="spread"`` and reports show our std and our variance beside it.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from poisonlab.errors import ConfigError
 
-AC = "defense.activation-clustering"
-HC = "defense.heatmap-clustering"
-RAW = "defense.raw-clustering"
-SEED002_MODELS = {"DNN": "dnn-uncertainty", "DF": "deep-features", "BNN": "bnn"}
-"""Seed 002 model names → our defense (detector) names, for AUPR / AUROC."""
-SEED002_ACCURACY = {"DNN": "dnn", "DF": "df", "BNN": "bnn"}
-"""Seed 002 model names → the ``<model>`` part of ``accuracy.<model>.<set>``."""
-SEED002_SETS = {"clean": "clean", "poisoned": "triggered"}
-"""Seed 002 Table 1 "Data" suffix → the ``<set>`` part of ``accuracy.<model>.<set>``."""
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 needs the tomli backport
+    import tomli as tomllib
+
+DATA_FILE = "paper_tables.toml"
+"""The package data file holding every published table (beside this module)."""
+
+STATS = ("mean", "spread")
+ARXIV_ID = re.compile(r"^\d{4}\.\d{4,5}$")
+
+
+@dataclass(frozen=True)
+class Citation:
+    """The paper a published table comes from, and which of its tables it is."""
+
+    authors: tuple[str, ...]
+    year: int
+    title: str
+    arxiv: str
+    table: str
+    venue: str = ""
+
+    @property
+    def short(self) -> str:
+        """``Surname et al. YEAR`` (or the single or two surnames), e.g. ``Schulth et al. 2022``."""
+        surnames = [name.split()[-1] for name in self.authors]
+        if len(surnames) == 1:
+            who = surnames[0]
+        elif len(surnames) == 2:
+            who = f"{surnames[0]} and {surnames[1]}"
+        else:
+            who = f"{surnames[0]} et al."
+        return f"{who} {self.year}"
+
+    def __str__(self) -> str:
+        venue = f", {self.venue}" if self.venue else ""
+        return (
+            f'{", ".join(self.authors)} ({self.year}), "{self.title}"{venue}, '
+            f"arXiv:{self.arxiv}, {self.table}"
+        )
 
 
 @dataclass(frozen=True)
@@ -53,7 +101,8 @@ class PaperRow:
     """One published row: its label cells, what it selects, and its values (percent as printed).
 
     ``dataset`` is the paper's data set as our source name (``mnist``, ``cifar10``, ``gtsrb``).
-    ``stat`` is ``"mean"`` for an ordinary row and ``"spread"`` for seed 004 Table 5's σ² row.
+    ``stat`` is ``"mean"`` for an ordinary row and ``"spread"`` for a row of spreads (Schulth et
+    al.'s Table 5 σ² row).
     """
 
     labels: tuple[str, ...]
@@ -66,7 +115,11 @@ class PaperRow:
 
 @dataclass(frozen=True)
 class PaperTable:
-    """A published table with the mapping of each cell onto our parameters and metrics."""
+    """A published table with the mapping of each cell onto our parameters and metrics.
+
+    ``source`` is the short label that starts the printed title and ``caption`` the rest;
+    ``paper`` is the citation of the paper the table comes from.
+    """
 
     name: str
     source: str
@@ -75,6 +128,7 @@ class PaperTable:
     columns: tuple[PaperColumn, ...]
     rows: tuple[PaperRow, ...]
     notes: tuple[str, ...] = ()
+    paper: Citation | None = None
 
     def __post_init__(self) -> None:
         for row in self.rows:
@@ -128,284 +182,171 @@ class PaperTable:
         return None if value is None else value / 100.0
 
 
-def _detector_columns(attack_metric: str | None, attack_label: str) -> tuple[PaperColumn, ...]:
-    """Seed 004's columns: an attack metric, then ACC/TPR/TNR of AC and of HC."""
-    columns = [PaperColumn(attack_label, attack_metric)] if attack_metric else []
-    for short, prefix in (("AC", AC), ("HC", HC)):
-        for stat, key in (("ACC", "acc"), ("TPR", "tpr"), ("TNR", "tnr")):
-            columns.append(PaperColumn(f"{short} {stat}", f"{prefix}.{key}"))
-    return tuple(columns)
+# -- the loader ------------------------------------------------------------------------------
 
 
-def _rate_columns(rates: Sequence[int]) -> tuple[PaperColumn, ...]:
-    """Seed 002's columns: the poison rate in percent → ``attack.rate`` as a fraction."""
-    return tuple(PaperColumn(f"{p}%", select={"attack.rate": p / 100}) for p in rates)
+class _Entry:
+    """One TOML table being read: typed field access with errors naming the file and the place."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+        self.data = data
+        self.where = where
+
+    def _fail(self, key: str, expected: str) -> ConfigError:
+        value = self.data.get(key)
+        return ConfigError(f"{self.where}: {key} must be {expected}, got {value!r}")
+
+    def check_keys(self, allowed: Sequence[str]) -> None:
+        unknown = sorted(set(self.data) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"{self.where}: unknown key {unknown[0]!r} (expected one of {', '.join(allowed)})"
+            )
+
+    def text(self, key: str, *, required: bool = True) -> str | None:
+        if key not in self.data and not required:
+            return None
+        value = self.data.get(key)
+        if not isinstance(value, str) or not value:
+            raise self._fail(key, "a non-empty string")
+        return value
+
+    def texts(self, key: str, *, required: bool = True) -> tuple[str, ...]:
+        if key not in self.data and not required:
+            return ()
+        value = self.data.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self._fail(key, "a list of non-empty strings")
+        return tuple(value)
+
+    def integer(self, key: str) -> int:
+        value = self.data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, "an integer")
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self._fail(key, 'a table of parameter path = value, e.g. { "attack.rate" = 0.1 }')
+        return dict(value)
+
+    def entries(self, key: str) -> list[_Entry]:
+        value = self.data.get(key)
+        if not isinstance(value, list) or not value:
+            raise self._fail(key, "a non-empty list of tables")
+        return [_Entry(item, f"{self.where}, {key}[{i}]") for i, item in enumerate(value)]
 
 
-def _seed002_table1() -> PaperTable:
-    n = None
-    published = {
-        ("MNIST", "clean"): {
-            "DNN": (99.21, 99.28, 99.26, 99.35, 99.32, 99.24),
-            "DF": (n, 99.04, 98.74, 98.94, 99.04, 98.97),
-            "BNN": (n, 99.56, 99.64, 99.56, 99.51, 99.5),
-        },
-        ("MNIST", "poisoned"): {
-            "DNN": (n, 98.78, 98.87, 99.16, 99.12, 99.29),
-            "DF": (n, 35.54, 17.55, 11.87, 7.32, 20.54),
-            "BNN": (n, 99.54, 99.44, 99.5, 99.59, 99.43),
-        },
-        ("CIFAR10", "clean"): {
-            "DNN": (88.9, 88.36, 88.23, 87.39, 87.87, 88.74),
-            "DF": (n, 88.16, 88.32, 88.20, 88.95, 88.26),
-            "BNN": (n, 89.48, 89.63, 89.80, 90.00, 90.05),
-        },
-        ("CIFAR10", "poisoned"): {
-            "DNN": (n, 84.08, 81.95, 86.4, 86.94, 88.29),
-            "DF": (n, 69.66, 64.37, 75.00, 75.86, 80.52),
-            "BNN": (n, 88.30, 88.96, 88.82, 90.02, 90.05),
-        },
-    }
-    rows = tuple(
-        PaperRow(
-            labels=(f"{data} {part}", model),
-            values=values,
-            dataset=data.lower(),
-            metric=f"accuracy.{SEED002_ACCURACY[model]}.{SEED002_SETS[part]}",
+def _citation(entry: _Entry) -> Citation:
+    entry.check_keys(("authors", "year", "title", "venue", "arxiv", "table"))
+    arxiv = entry.text("arxiv")
+    if not ARXIV_ID.match(str(arxiv)):
+        raise entry._fail("arxiv", "an arXiv identifier such as 2204.12848")
+    return Citation(
+        authors=entry.texts("authors"),
+        year=entry.integer("year"),
+        title=str(entry.text("title")),
+        arxiv=str(arxiv),
+        table=str(entry.text("table")),
+        venue=entry.text("venue", required=False) or "",
+    )
+
+
+def _values(entry: _Entry) -> tuple[float | None, ...]:
+    """Row values: numbers as printed, the paper's "-" as None."""
+    raw = entry.data.get("values")
+    if not isinstance(raw, list) or not all(
+        v == "-" or (isinstance(v, int | float) and not isinstance(v, bool)) for v in raw
+    ):
+        raise entry._fail("values", 'a list of numbers (percent as printed) or "-"')
+    return tuple(None if v == "-" else v for v in raw)
+
+
+def _column(entry: _Entry) -> PaperColumn:
+    entry.check_keys(("label", "metric", "select"))
+    return PaperColumn(
+        label=str(entry.text("label")),
+        metric=entry.text("metric", required=False),
+        select=entry.mapping("select"),
+    )
+
+
+def _row(entry: _Entry) -> PaperRow:
+    entry.check_keys(("labels", "dataset", "metric", "select", "stat", "values"))
+    stat = entry.text("stat", required=False) or "mean"
+    if stat not in STATS:
+        raise entry._fail("stat", f"one of {', '.join(STATS)}")
+    return PaperRow(
+        labels=entry.texts("labels"),
+        values=_values(entry),
+        dataset=str(entry.text("dataset")),
+        select=entry.mapping("select"),
+        metric=entry.text("metric", required=False),
+        stat=stat,
+    )
+
+
+def _table(entry: _Entry) -> PaperTable:
+    entry.check_keys(
+        ("name", "paper", "source", "caption", "row_header", "notes", "columns", "rows")
+    )
+    name = str(entry.text("name"))
+    entry.where = f"{entry.where} ({name})"
+    try:
+        return PaperTable(
+            name=name,
+            source=str(entry.text("source")),
+            caption=str(entry.text("caption")),
+            row_header=entry.texts("row_header"),
+            columns=tuple(_column(c) for c in entry.entries("columns")),
+            rows=tuple(_row(r) for r in entry.entries("rows")),
+            notes=entry.texts("notes", required=False),
+            paper=_citation(_Entry(entry.data.get("paper"), f"{entry.where}, paper")),
         )
-        for (data, part), models in published.items()
-        for model, values in models.items()
-    )
-    return PaperTable(
-        name="seed002-table1",
-        source="seed 002, Table 1",
-        caption="BadNets all-to-all: classification accuracy (%) on clean and on triggered test "
-        'data ("poisoned" = prediction equals the backdoor label (y+1) mod K)',
-        row_header=("Data", "Model"),
-        columns=_rate_columns((0, 10, 20, 30, 40, 50)),
-        rows=rows,
-        notes=(
-            "Poison rate = attack.rate, the fraction of the poisoned training set (seed 002 does "
-            "not say whether % means |BD|/|train| or |BD|/|clean|).",
-            "DNN = the plain network, DF = DeepFeatures on it, BNN = the Bayesian network.",
-        ),
-    )
+    except ConfigError:
+        raise
+    except ValueError as exc:  # the shape checks of PaperTable
+        raise ConfigError(f"{entry.where}: {exc}") from None
 
 
-def _seed002_detection(number: int, metric: str, title: str, published: dict) -> PaperTable:
-    rows = tuple(
-        PaperRow(
-            labels=(data, model),
-            values=values,
-            dataset=data.lower(),
-            metric=f"defense.{SEED002_MODELS[model]}.{metric}",
-        )
-        for data, models in published.items()
-        for model, values in models.items()
-    )
-    return PaperTable(
-        name=f"seed002-table{number}",
-        source=f"seed 002, Table {number}" + (" (App. A.2)" if number == 3 else ""),
-        caption=f"BadNets all-to-all: {title} (%), clean vs poisoned training samples",
-        row_header=("Data", "Model"),
-        columns=_rate_columns((10, 20, 30, 40, 50)),
-        rows=rows,
-        notes=(
-            "DNN = dnn-uncertainty, DF = deep-features, BNN = bnn (BALD); positive = poisoned.",
-            "Poison rate = attack.rate, the fraction of the poisoned training set.",
-            f"Ours score the poisoned training set (D_train^BD, defense.*.{metric}); the held-out "
-            f"protocol (D_val^BD) is val.<dnn|df|bnn>.{metric}: poisonlab table RUNS --rows "
-            f"data.source,attack.rate --values 'val.*.{metric}'.",
-        ),
-    )
+def load_paper_tables(path: str | Path | None = None) -> dict[str, PaperTable]:
+    """Every published table by name, read from ``path`` (default: the packaged data file).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the table and the field, when the file is missing, is not TOML, or a
+        table is malformed (unknown key, wrong type, a row that does not fit its header, a cell
+        that does not name exactly one metric, a repeated name).
+    """
+    if path is None:
+        source = resources.files("poisonlab.reports").joinpath(DATA_FILE)
+        where = f"{DATA_FILE} (package poisonlab.reports)"
+    else:
+        source = Path(path)
+        where = str(path)
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: the published-tables file does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: not a valid TOML file ({exc})") from None
+    document = _Entry(raw, where)
+    document.check_keys(("table",))
+    tables: dict[str, PaperTable] = {}
+    for entry in document.entries("table"):
+        table = _table(entry)
+        if table.name in tables:
+            raise ConfigError(f"{where}: table name {table.name!r} appears twice")
+        tables[table.name] = table
+    return tables
 
 
-def _seed002_table2() -> PaperTable:
-    published = {
-        "MNIST": {
-            "DNN": (83.18, 81.58, 68.30, 54.31, 53.14),
-            "DF": (99.43, 99.70, 99.91, 99.96, 99.96),
-            "BNN": (97.47, 86.24, 72.90, 58.46, 46.46),
-        },
-        "CIFAR10": {
-            "DNN": (40.62, 64.16, 36.39, 38.68, 41.99),
-            "DF": (91.87, 74.58, 90.94, 91.81, 85.17),
-            "BNN": (92.24, 82.03, 70.95, 58.89, 49.22),
-        },
-    }
-    return _seed002_detection(2, "aupr", "AUPR", published)
-
-
-def _seed002_table3() -> PaperTable:
-    published = {
-        "MNIST": {
-            "DNN": (83.60, 83.31, 73.41, 57.65, 51.66),
-            "DF": (99.67, 99.83, 99.96, 99.98, 99.98),
-            "BNN": (83.22, 69.94, 61.91, 55.75, 51.55),
-        },
-        "CIFAR10": {
-            "DNN": (53.95, 71.24, 51.09, 51.02, 55.09),
-            "DF": (95.75, 85.09, 95.57, 95.78, 91.96),
-            "BNN": (58.64, 55.23, 53.03, 50.34, 50.13),
-        },
-    }
-    return _seed002_detection(3, "auroc", "AUROC", published)
-
-
-def _rate_rows(published: Mapping[int, tuple[float, ...]], key: str) -> tuple[PaperRow, ...]:
-    """Seed 004 rows keyed by a percentage ``p`` → ``attack.<key>`` = p / 100."""
-    return tuple(
-        PaperRow(labels=(str(p),), values=v, dataset="gtsrb", select={f"attack.{key}": p / 100})
-        for p, v in published.items()
-    )
-
-
-SEED004_NOTES = (
-    "GTSRB, source class 2 → target class 5, 3×3 sticker; detector rates over the analysed "
-    "(target) class, positive = poisoned, predicted positive = the smaller cluster.",
-    "p = attack.target_rate, the poisoned fraction of the target class.",
-)
-
-
-def _seed004_table1() -> PaperTable:
-    published = {
-        33: (100, 94.76, 90.77, 96.73, 99.96, 99.88, 100.00),
-        15: (100, 76.51, 99.31, 72.48, 100.00, 100.00, 100.00),
-        10: (100, 87.62, 96.17, 86.17, 99.29, 92.9, 100.00),
-        5: (100, 57.92, 20.69, 59.88, 99.48, 90.8, 99.94),
-        2: (100, 52.91, 0.0, 54.0, 52.85, 0.0, 53.94),
-    }
-    return PaperTable(
-        name="seed004-table1",
-        source="seed 004, Table 1",
-        caption="Standard (BadNets) attack, s = 3: ASR and AC vs HC detection (%)",
-        row_header=("p (%)",),
-        columns=_detector_columns("attack.asr", "ASR"),
-        rows=_rate_rows(published, "target_rate"),
-        notes=SEED004_NOTES,
-    )
-
-
-def _seed004_table2() -> PaperTable:
-    published = {
-        33: (90.98, 99.09, 97.24, 100.0, 99.58, 98.71, 100.0),
-        15: (83.15, 96.42, 89.15, 100.0, 98.91, 96.69, 100.0),
-        10: (90.45, 98.97, 89.7, 100.0, 99.82, 98.18, 100.00),
-        5: (84.77, 99.09, 84.15, 99.87, 99.82, 96.34, 100.00),
-        2: (83.51, 56.3, 100.00, 55.41, 55.33, 100.00, 54.42),
-    }
-    return PaperTable(
-        name="seed004-table2",
-        source="seed 004, Table 2",
-        caption="Label-consistent attack, yellow-green sticker, s = 3: MASR and AC vs HC (%)",
-        row_header=("p (%)",),
-        columns=_detector_columns("attack.masr", "MASR"),
-        rows=_rate_rows(published, "target_rate"),
-        notes=SEED004_NOTES,
-    )
-
-
-def _seed004_table3() -> PaperTable:
-    columns = tuple(
-        PaperColumn(stat, f"{RAW}.{key}")
-        for stat, key in (("ACC", "acc"), ("TPR", "tpr"), ("TNR", "tnr"))
-    )
-    rows = (
-        PaperRow(
-            ("PCA",), (65.49, 51.54, 72.36), "gtsrb", {"defenses.raw-clustering.reduce": "pca"}
-        ),
-        PaperRow(
-            ("FastICA",),
-            (63.13, 31.99, 78.48),
-            "gtsrb",
-            {"defenses.raw-clustering.reduce": "fastica"},
-        ),
-    )
-    return PaperTable(
-        name="seed004-table3",
-        source="seed 004, Table 3",
-        caption="k-means on raw images (raw-clustering), standard attack, 33%, s = 3 (%)",
-        row_header=("Reduction",),
-        columns=columns,
-        rows=rows,
-        notes=(
-            "Reduction = the reduce keyword of the raw-clustering defense.",
-            *SEED004_NOTES,
-        ),
-    )
-
-
-def _seed004_table4() -> PaperTable:
-    published = {
-        128: (99.18, 99.45, 98.35, 100.0, 99.7, 99.08, 100.0),
-        64: (77.97, 92.06, 90.44, 92.86, 90.79, 74.08, 99.01),
-        32: (25.65, 78.97, 74.26, 81.28, 81.58, 58.46, 92.95),
-    }
-    rows = tuple(
-        PaperRow((str(a),), v, "gtsrb", {"attack.amplitude": a}) for a, v in published.items()
-    )
-    return PaperTable(
-        name="seed004-table4",
-        source="seed 004, Table 4",
-        caption="Label-consistent attack with a reduced-amplitude 3×3 sticker, 33% (%)",
-        row_header=("amp (0–255)",),
-        columns=_detector_columns("attack.masr", "MASR"),
-        rows=rows,
-        notes=(
-            "amp = attack.amplitude on the 0–255 scale (training poisons only; test triggers are "
-            "full amplitude). The text says {256, 128, 64}, the table {128, 64, 32}.",
-            *SEED004_NOTES,
-        ),
-    )
-
-
-def _seed004_table5() -> PaperTable:
-    published = {
-        (33, "mean"): (90.36, 94.41, 87.16, 99.82, 99.46, 100.00),
-        (33, "σ²"): (6.81, 2.98, 9.96, 0.19, 0.58, 0.00),
-        (15, "mean"): (85.24, 96.56, 83.24, 99.89, 99.32, 99.98),
-        (15, "σ²"): (10.75, 1.98, 12.88, 0.17, 1.17, 0.024),
-    }
-    rows = tuple(
-        PaperRow(
-            labels=(str(p), stat),
-            values=v,
-            dataset="gtsrb",
-            select={"attack.target_rate": p / 100},
-            stat="mean" if stat == "mean" else "spread",
-        )
-        for (p, stat), v in published.items()
-    )
-    return PaperTable(
-        name="seed004-table5",
-        source="seed 004, Table 5",
-        caption="Label-consistent attack, standard sticker, s = 3: 10 runs with varied trigger "
-        "position and poison choice, mean and spread (%)",
-        row_header=("p (%)", "stat"),
-        columns=_detector_columns(None, ""),
-        rows=rows,
-        notes=(
-            "The paper labels its spread row σ² but its text calls it a standard deviation: "
-            "we show our std and our variance (in %²) beside it.",
-            *SEED004_NOTES,
-        ),
-    )
-
-
-PAPER_TABLES: dict[str, PaperTable] = {
-    t.name: t
-    for t in (
-        _seed002_table1(),
-        _seed002_table2(),
-        _seed002_table3(),
-        _seed004_table1(),
-        _seed004_table2(),
-        _seed004_table3(),
-        _seed004_table4(),
-        _seed004_table5(),
-    )
-}
-"""Every transcribed table by name (``seed002-table1`` ... ``seed004-table5``)."""
+PAPER_TABLES: dict[str, PaperTable] = load_paper_tables()
+"""Every published table by name (``seed002-table1`` ... ``seed004-table5``)."""
 
 
 def paper_table(name: str) -> PaperTable:
