@@ -65,7 +65,7 @@ def test_an_existing_output_is_not_overwritten(tmp_path) -> None:
         (["badnets", "--eps", "0.1"], "does not take --eps"),
         (["badnets", "--rate", "0.1", "--count", "5"], "give only one of"),
         (["badnets", "--source", "1", "--target", "2", "--rate", "0.5"], "needs"),
-        (["badnets", "--trigger", "star"], "trigger 'star'"),
+        (["badnets", "--trigger", "star"], "trigger must be one of 'pattern'"),
         (["badnets", "--color", "red-ish", "--trigger", "square"], "--color"),
         (["badnets", "--param", "nope"], "expected key=value"),
         (["nonesuch"], "unknown attack 'nonesuch'"),

@@ -144,8 +144,8 @@ def test_impossible_budget_fails_with_the_numbers() -> None:
         ({"label_map": "all-to-all", "target": 1}, "takes no source or target"),
         ({"label_map": "one-to-one", "target": 1}, "needs both source and target"),
         ({"source": 1, "target": 1}, "must differ"),
-        ({"label_map": "many"}, "label_map 'many'"),
-        ({"mode": "insert"}, "mode 'insert'"),
+        ({"label_map": "many"}, "label_map must be one of 'all-to-all', .*, got 'many'"),
+        ({"mode": "insert"}, "mode must be one of 'append', 'replace', got 'insert'"),
         ({"target": -1}, "target must be a class index"),
     ],
 )

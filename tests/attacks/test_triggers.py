@@ -167,9 +167,12 @@ def test_dtype_is_preserved() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "star"}, "not one of"),
+        ({"kind": "star"}, "trigger must be one of 'pattern', .*, got 'star'"),
         ({"kind": "square", "size": 0}, r"size must be an integer in \[1, 16\]"),
-        ({"kind": "square", "color": (300, 0, 0)}, r"color must be an integer in \[0, 255\]"),
+        (
+            {"kind": "square", "color": (300, 0, 0)},
+            r"color must be \(R, G, B\): 3 integers in \[0, 255\]",
+        ),
         ({"kind": "square", "color": (1, 2)}, "3 integers"),
         ({"kind": "pattern", "size": 4}, "3×3"),
         ({"kind": "pattern", "color": (1, 2, 3)}, "color applies to square and sticker"),
@@ -177,7 +180,7 @@ def test_dtype_is_preserved() -> None:
         ({"kind": "checkerboard", "amplitude": 0}, r"amplitude must be an integer in \[1, 255\]"),
         ({"kind": "sticker", "offset": 2}, "offset applies to corner positions"),
         ({"kind": "square", "window": (4, 4)}, "window applies to position 'random'"),
-        ({"kind": "square", "position": "middle"}, "position 'middle'"),
+        ({"kind": "square", "position": "middle"}, "position must be one of .*, got 'middle'"),
     ],
 )
 def test_bad_trigger_parameters_name_the_parameter(kwargs: dict, message: str) -> None:

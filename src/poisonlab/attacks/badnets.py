@@ -21,7 +21,7 @@ trigger and the wrong label.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,22 +29,34 @@ from torch import Tensor
 
 from poisonlab.attacks.base import Attack, PoisonedDataset, register_attack
 from poisonlab.attacks.selection import Budget, choose_indices, poison_quotas
-from poisonlab.attacks.triggers import Trigger, TriggeredSet, trigger_test_set
+from poisonlab.attacks.triggers import (
+    TRIGGER_CONSTRAINTS,
+    Trigger,
+    TriggeredSet,
+    trigger_test_set,
+)
 from poisonlab.data.dataset import ImageDataset, concatenate
 from poisonlab.errors import ConfigError
 from poisonlab.seeding import make_generator
+from poisonlab.validation import (
+    CLASS_INDEX,
+    FRACTION,
+    POSITIVE_INT,
+    ConstraintList,
+    Options,
+    validate_params,
+)
 
 LABEL_MAPS = ("all-to-all", "all-to-one", "one-to-one")
 MODES = ("append", "replace")
 
 
-def class_index(name: str, value: object) -> int | None:
-    """``value`` as a class index >= 0 (None passes through); ConfigError otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name} must be a class index >= 0, got {value!r}")
-    return value
+BUDGET_CONSTRAINTS: dict[str, ConstraintList] = {
+    "rate": [None, FRACTION],
+    "target_rate": [None, FRACTION],
+    "count": [None, POSITIVE_INT],
+}
+"""The three budget keywords every poisoning attack takes (at most one is given)."""
 
 
 def check_class(name: str, value: int | None, num_classes: int) -> None:
@@ -72,6 +84,12 @@ class BackdoorAttack(Attack):
     """
 
     target: int | None = None
+    # Trigger keywords are checked by Trigger itself (owner "trigger"), with the rules that
+    # depend on the kind; they are declared here so every keyword of an attack has constraints.
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        **BUDGET_CONSTRAINTS,
+        **TRIGGER_CONSTRAINTS,
+    }
 
     def _set_trigger(self, **options: Any) -> None:
         self._trigger = Trigger(
@@ -137,6 +155,13 @@ class BadNets(BackdoorAttack):
     """
 
     name = "badnets"
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        **BackdoorAttack._parameter_constraints,
+        "label_map": [None, Options(LABEL_MAPS)],
+        "source": [None, CLASS_INDEX],
+        "target": [None, CLASS_INDEX],
+        "mode": [Options(MODES)],
+    }
 
     def __init__(
         self,
@@ -157,7 +182,20 @@ class BadNets(BackdoorAttack):
         window: tuple[int, int] | None = None,
         amplitude: int | None = None,
     ) -> None:
-        source, target = class_index("source", source), class_index("target", target)
+        checked = validate_params(  # the trigger keywords are Trigger's to check
+            self.name,
+            self._parameter_constraints,
+            {
+                "label_map": label_map,
+                "source": source,
+                "target": target,
+                "rate": rate,
+                "target_rate": target_rate,
+                "count": count,
+                "mode": mode,
+            },
+        )
+        label_map, source, target = checked["label_map"], checked["source"], checked["target"]
         if label_map is None:
             if source is not None and target is None:
                 raise ConfigError("source needs a target (one-to-one label map)")
@@ -168,8 +206,6 @@ class BadNets(BackdoorAttack):
                 if target is not None
                 else "all-to-all"
             )
-        if label_map not in LABEL_MAPS:
-            raise ConfigError(f"label_map {label_map!r} is not one of {', '.join(LABEL_MAPS)}")
         if label_map == "all-to-all" and (source is not None or target is not None):
             raise ConfigError("the all-to-all label map takes no source or target")
         if label_map == "all-to-one" and (target is None or source is not None):
@@ -179,17 +215,18 @@ class BadNets(BackdoorAttack):
                 raise ConfigError("the one-to-one label map needs both source and target")
             if source == target:
                 raise ConfigError(f"source and target must differ, both are {source}")
-        if mode not in MODES:
-            raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         budget = Budget.from_args(
-            rate=rate, target_rate=target_rate, count=count, default=Budget("rate", 0.1)
+            rate=checked["rate"],
+            target_rate=checked["target_rate"],
+            count=checked["count"],
+            default=Budget("rate", 0.1),
         )
         self.label_map = label_map
         self.source = source
         self.target = target
         self._budget = budget
         self.rate, self.target_rate, self.count = budget.to_params().values()
-        self.mode = mode
+        self.mode = checked["mode"]
         self._set_trigger(
             trigger=trigger,
             size=size,

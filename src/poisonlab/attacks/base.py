@@ -14,6 +14,7 @@ from torch import Tensor
 from poisonlab.data.dataset import ImageDataset, save_npz
 from poisonlab.errors import DataError
 from poisonlab.registry import Registry
+from poisonlab.validation import Validated
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,8 +89,13 @@ class PoisonedDataset:
         )
 
 
-class Attack(ABC):
-    """Base class: hyper-parameters in ``__init__`` (validated there), data in :meth:`poison`."""
+class Attack(Validated, ABC):
+    """Base class: hyper-parameters in ``__init__`` (validated there), data in :meth:`poison`.
+
+    Every keyword of ``__init__`` is declared in ``_parameter_constraints``
+    (:mod:`poisonlab.validation`), so a bad value fails when the attack is built, naming the attack,
+    the parameter and the accepted range, before any data is read or any surrogate is trained.
+    """
 
     name: ClassVar[str]
     needs_model: ClassVar[bool] = False

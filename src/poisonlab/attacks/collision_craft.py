@@ -41,7 +41,6 @@ inputs (β·255² ≈ 0.95); the (2048/D_in)² factor grows so fast for small im
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
@@ -51,12 +50,38 @@ from torch import Tensor, nn
 
 from poisonlab.errors import ConfigError
 from poisonlab.models.activations import resolve_layers
+from poisonlab.validation import (
+    FRACTION,
+    LAYER,
+    POSITIVE,
+    POSITIVE_INT,
+    ConstraintList,
+    Options,
+    validate_params,
+)
 
 BETA_SCALINGS = ("paper", "feature-dim", "none")
 STEP_RULES = ("every-iteration", "mean-of-last")
 OBJECTIVES = ("splitting", "official")
 WATERMARK_MODES = ("blend", "additive")
 PAPER_FEATURE_DIM = 2048
+SETTINGS_CONSTRAINTS: dict[str, ConstraintList] = {
+    "beta0": [POSITIVE],
+    "beta_scaling": [Options(BETA_SCALINGS)],
+    "lr": [POSITIVE],
+    "pixel_scale": [POSITIVE],
+    "max_iter": [POSITIVE_INT],
+    "decay": [FRACTION],
+    "step_rule": [Options(STEP_RULES)],
+    "objective": [Options(OBJECTIVES)],
+    "num_old_obj": [POSITIVE_INT],
+    "check_every": [POSITIVE_INT],
+    "stop_tol": [POSITIVE],
+    "obj_threshold": [None, POSITIVE],
+    "layer": [LAYER],
+    "batch_size": [POSITIVE_INT],
+}
+"""Constraints of :class:`CollisionSettings` (:mod:`poisonlab.validation`), one per field."""
 
 
 @dataclass(frozen=True)
@@ -121,30 +146,11 @@ class CollisionSettings:
     batch_size: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("beta0", "lr", "pixel_scale", "stop_tol"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("max_iter", "num_old_obj", "check_every", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.decay, (int, float)) or not 0.0 < self.decay < 1.0:
-            raise ConfigError(f"decay must lie in (0, 1), got {self.decay!r}")
-        threshold = self.obj_threshold
-        if threshold is not None and (not isinstance(threshold, (int, float)) or threshold <= 0):
-            raise ConfigError(f"obj_threshold must be > 0 or None, got {threshold!r}")
-        for name, allowed in (
-            ("beta_scaling", BETA_SCALINGS),
-            ("step_rule", STEP_RULES),
-            ("objective", OBJECTIVES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}"
-                )
-        if not isinstance(self.layer, str) or not self.layer:
-            raise ConfigError(f"layer must be a module name, got {self.layer!r}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in validate_params(
+            "feature-collision", SETTINGS_CONSTRAINTS, values
+        ).items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict of the settings."""

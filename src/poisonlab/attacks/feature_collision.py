@@ -18,7 +18,8 @@ with the next base when the final feature distance exceeds 3.5 is not done.
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Real
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from poisonlab.attacks.base import Attack, PoisonedDataset, register_attack
 from poisonlab.attacks.collision_craft import (
+    SETTINGS_CONSTRAINTS,
     WATERMARK_MODES,
     CollisionSettings,
     craft_poisons,
@@ -33,6 +35,15 @@ from poisonlab.attacks.collision_craft import (
 )
 from poisonlab.data.dataset import ImageDataset, concatenate
 from poisonlab.errors import BudgetError, ConfigError
+from poisonlab.validation import (
+    CLASS_INDEX,
+    POSITIVE_INT,
+    Boolean,
+    ConstraintList,
+    Interval,
+    Options,
+    validate_params,
+)
 
 BASE_SELECTIONS = ("random", "closest")
 
@@ -157,6 +168,18 @@ class FeatureCollision(Attack):
 
     name = "feature-collision"
     needs_model = True
+    # The optimisation settings are CollisionSettings' fields, checked there (same owner name).
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        "num_targets": [POSITIVE_INT],
+        "bases_per_target": [POSITIVE_INT],
+        "target_class": [None, CLASS_INDEX],
+        "base_class": [None, CLASS_INDEX],
+        "base_selection": [Options(BASE_SELECTIONS)],
+        "watermark": [Interval(Real, 0, 1, closed="left", what="an opacity in [0, 1)")],
+        "watermark_mode": [Options(WATERMARK_MODES)],
+        "normalize_features": [Boolean()],
+        **SETTINGS_CONSTRAINTS,
+    }
 
     def __init__(
         self,
@@ -184,24 +207,22 @@ class FeatureCollision(Attack):
         layer: str = CollisionSettings.layer,
         batch_size: int = CollisionSettings.batch_size,
     ) -> None:
-        for name, value in (("num_targets", num_targets), ("bases_per_target", bases_per_target)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        for name, value in (("target_class", target_class), ("base_class", base_class)):
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ConfigError(f"{name} must be a class index >= 0 or None, got {value!r}")
+        checked = validate_params(
+            self.name,
+            self._parameter_constraints,  # the settings go to CollisionSettings below
+            {
+                "num_targets": num_targets,
+                "bases_per_target": bases_per_target,
+                "target_class": target_class,
+                "base_class": base_class,
+                "base_selection": base_selection,
+                "watermark": watermark,
+                "watermark_mode": watermark_mode,
+                "normalize_features": normalize_features,
+            },
+        )
         if target_class is not None and target_class == base_class:
             raise ConfigError(f"base_class must differ from target_class, both are {base_class}")
-        if base_selection not in BASE_SELECTIONS:
-            raise ConfigError(
-                f"base_selection {base_selection!r} is not one of {', '.join(BASE_SELECTIONS)}"
-            )
-        if not isinstance(watermark, (int, float)) or not 0.0 <= watermark < 1.0:
-            raise ConfigError(f"watermark opacity must lie in [0, 1), got {watermark!r}")
-        if watermark_mode not in WATERMARK_MODES:
-            raise ConfigError(
-                f"watermark_mode {watermark_mode!r} is not one of {', '.join(WATERMARK_MODES)}"
-            )
         self._settings = CollisionSettings(
             beta0=beta0,
             beta_scaling=beta_scaling,
@@ -218,14 +239,8 @@ class FeatureCollision(Attack):
             layer=layer,
             batch_size=batch_size,
         )
-        self.num_targets = num_targets
-        self.bases_per_target = bases_per_target
-        self.target_class = target_class
-        self.base_class = base_class
-        self.base_selection = base_selection
-        self.watermark = float(watermark)
-        self.watermark_mode = watermark_mode
-        self.normalize_features = bool(normalize_features)
+        for key, value in checked.items():
+            setattr(self, key, value)
         for key, value in self._settings.to_dict().items():
             setattr(self, key, value)
 

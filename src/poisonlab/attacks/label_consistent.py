@@ -22,7 +22,7 @@ hardened images, which is weaker when the victim's architecture or data differ f
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,15 +31,21 @@ from torch import Tensor
 from poisonlab.attacks.badnets import (
     BackdoorAttack,
     check_class,
-    class_index,
     next_generator,
     tagged_ids,
 )
 from poisonlab.attacks.base import PoisonedDataset, register_attack
-from poisonlab.attacks.pgd import check_pgd_params, pgd_maximize_loss
+from poisonlab.attacks.pgd import PGD_CONSTRAINTS, pgd_maximize_loss
 from poisonlab.attacks.selection import Budget, choose_indices, poison_quotas
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError
+from poisonlab.validation import (
+    CLASS_INDEX,
+    POSITIVE_INT,
+    ConstraintList,
+    Text,
+    validate_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,15 @@ class LabelConsistent(BackdoorAttack):
     """
 
     name = "label-consistent"
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        **BackdoorAttack._parameter_constraints,
+        "target": [CLASS_INDEX],
+        **PGD_CONSTRAINTS,
+        "surrogate_arch": [Text("an architecture name")],
+        "surrogate_epochs": [None, POSITIVE_INT],
+        "batch_size": [POSITIVE_INT],
+        "device": [None, Text("a device name (auto, cpu, cuda, cuda:N)")],
+    }
 
     def __init__(
         self,
@@ -120,35 +135,42 @@ class LabelConsistent(BackdoorAttack):
         amplitude: int | None = None,
         device: str | None = None,
     ) -> None:
-        target_class = class_index("target", target)
-        if target_class is None:
-            raise ConfigError("label-consistent needs a target class")
-        check_pgd_params(eps, steps, step_size)
-        if surrogate_epochs is not None and (
-            isinstance(surrogate_epochs, bool)
-            or not isinstance(surrogate_epochs, int)
-            or surrogate_epochs < 1
-        ):
-            raise ConfigError(f"surrogate_epochs must be an integer >= 1, got {surrogate_epochs!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if not isinstance(surrogate_arch, str) or not surrogate_arch:
-            raise ConfigError(
-                f"surrogate_arch must be an architecture name, got {surrogate_arch!r}"
-            )
-        budget = Budget.from_args(
-            rate=rate, target_rate=target_rate, count=count, default=Budget("target_rate", 0.33)
+        checked = validate_params(  # the trigger keywords are Trigger's to check
+            self.name,
+            self._parameter_constraints,
+            {
+                "target": target,
+                "rate": rate,
+                "target_rate": target_rate,
+                "count": count,
+                "eps": eps,
+                "steps": steps,
+                "step_size": step_size,
+                "surrogate_arch": surrogate_arch,
+                "surrogate_epochs": surrogate_epochs,
+                "batch_size": batch_size,
+                "device": device,
+            },
         )
-        self.target = target_class
+        budget = Budget.from_args(
+            rate=checked["rate"],
+            target_rate=checked["target_rate"],
+            count=checked["count"],
+            default=Budget("target_rate", 0.33),
+        )
+        self.target = checked["target"]
         self._budget = budget
         self.rate, self.target_rate, self.count = budget.to_params().values()
-        self.eps = float(eps)
-        self.steps = steps
-        self.step_size = float(step_size)
-        self.surrogate_arch = surrogate_arch
-        self.surrogate_epochs = surrogate_epochs
-        self.batch_size = batch_size
-        self._device = device
+        for key in (
+            "eps",
+            "steps",
+            "step_size",
+            "surrogate_arch",
+            "surrogate_epochs",
+            "batch_size",
+        ):
+            setattr(self, key, checked[key])
+        self._device = checked["device"]
         self._set_trigger(
             trigger=trigger,
             size=size,

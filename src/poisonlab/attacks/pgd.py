@@ -15,12 +15,20 @@ is independent, so processing in batches gives the same result as one batch of e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poisonlab.errors import ConfigError
+from poisonlab.validation import (
+    POSITIVE_INT,
+    ConstraintList,
+    Interval,
+    check_param,
+    validate_params,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,18 +47,26 @@ class PGDResult:
     loss_after: Tensor
 
 
-def check_pgd_params(eps: float, steps: int, step_size: float) -> None:
-    """Raise ConfigError naming the parameter and its range when one is out of range."""
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0.0 < eps <= 1.0:
-        raise ConfigError(f"eps must be a number in (0, 1] (pixel scale [0, 1]), got {eps!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 10_000:
-        raise ConfigError(f"steps must be an integer in [0, 10000], got {steps!r}")
-    if (
-        isinstance(step_size, bool)
-        or not isinstance(step_size, int | float)
-        or not 0.0 < step_size <= 1.0
-    ):
-        raise ConfigError(f"step_size must be a number in (0, 1], got {step_size!r}")
+PGD_CONSTRAINTS: dict[str, ConstraintList] = {
+    "eps": [
+        Interval(
+            Real, 0, 1, closed="right", what="a number in (0, 1] (L∞ radius, [0, 1] pixel scale)"
+        )
+    ],
+    "steps": [Interval(Integral, 0, 10_000)],
+    "step_size": [Interval(Real, 0, 1, closed="right")],
+}
+"""The PGD settings: ε and α on the [0, 1] pixel scale, at most 10,000 steps (0 = no ascent)."""
+
+
+def check_pgd_params(
+    eps: float, steps: int, step_size: float, *, owner: str = "pgd"
+) -> tuple[float, int, float]:
+    """(eps, steps, step_size) normalised; ParameterError naming the parameter and its range."""
+    checked = validate_params(
+        owner, PGD_CONSTRAINTS, {"eps": eps, "steps": steps, "step_size": step_size}
+    )
+    return checked["eps"], checked["steps"], checked["step_size"]
 
 
 def project_linf(x: Tensor, origin: Tensor, eps: float) -> Tensor:
@@ -111,9 +127,8 @@ def pgd_maximize_loss(
     -------
     PGDResult with CPU tensors.
     """
-    check_pgd_params(eps, steps, step_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    eps, steps, step_size = check_pgd_params(eps, steps, step_size)
+    batch_size = check_param("pgd", "batch_size", batch_size, [POSITIVE_INT])
     if images.ndim != 4 or labels.shape != (len(images),):
         raise ConfigError("pgd needs images (N, C, H, W) and labels (N,)")
     params = list(model.parameters())

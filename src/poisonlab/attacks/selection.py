@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.errors import BudgetError, ConfigError
+from poisonlab.validation import FRACTION, POSITIVE_INT, Options, check_param
 
 BUDGET_KINDS = ("rate", "target_rate", "count")
 
@@ -38,18 +39,9 @@ class Budget:
     value: float
 
     def __post_init__(self) -> None:
-        if self.kind not in BUDGET_KINDS:
-            raise ConfigError(f"budget kind {self.kind!r} is not one of {', '.join(BUDGET_KINDS)}")
-        value = self.value
-        if self.kind == "count":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"count must be an integer >= 1, got {value!r}")
-        elif (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not 0.0 < float(value) < 1.0
-        ):
-            raise ConfigError(f"{self.kind} must be a number in (0, 1), got {value!r}")
+        kind = check_param("budget", "kind", self.kind, [Options(BUDGET_KINDS)])
+        allowed = POSITIVE_INT if kind == "count" else FRACTION
+        object.__setattr__(self, "value", check_param("", kind, self.value, [allowed]))
 
     @classmethod
     def from_args(

@@ -28,6 +28,7 @@ stamped pixel stays a multiple of 1/255 and poisoned sets store losslessly as ui
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -35,6 +36,14 @@ from torch import Tensor
 
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError
+from poisonlab.validation import (
+    ConstraintList,
+    Interval,
+    Items,
+    Options,
+    check_param,
+    validate_params,
+)
 
 KINDS = ("pattern", "square", "sticker", "checkerboard")
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
@@ -157,10 +166,24 @@ def luminance(color: tuple[int, int, int]) -> int:
     return round(0.299 * r + 0.587 * g + 0.114 * b)
 
 
-def _int_in(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"trigger {name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return value
+TRIGGER_CONSTRAINTS: dict[str, ConstraintList] = {
+    "trigger": [Options(KINDS)],
+    "size": [None, Interval(Integral, 1, 16)],
+    "color": [
+        None,
+        Items(Interval(Integral, 0, 255), length=3, what="(R, G, B): 3 integers in [0, 255]"),
+    ],
+    "gray": [None, Interval(Integral, 0, 255)],
+    "position": [None, Options(POSITIONS)],
+    "offset": [None, Interval(Integral, 0, 4096)],
+    "window": [
+        None,
+        Items(Interval(Integral, 1, 4096), length=2, what="(rows, cols): 2 integers in [1, 4096]"),
+    ],
+    "amplitude": [None, Interval(Integral, 1, 255)],
+}
+"""Each trigger option on its own (the keywords attacks take; ``trigger`` is the kind). Which
+options apply to which kind, and their defaults, are checked by :class:`Trigger`."""
 
 
 @dataclass(frozen=True)
@@ -199,56 +222,43 @@ class Trigger:
     amplitude: int | None = None
 
     def __post_init__(self) -> None:
-        kind = self.kind
-        if kind not in KINDS:
-            raise ConfigError(f"trigger {kind!r} is not one of {', '.join(KINDS)}")
+        kind = check_param("", "trigger", self.kind, TRIGGER_CONSTRAINTS["trigger"])
+        options = {k: getattr(self, k) for k in TRIGGER_CONSTRAINTS if k != "trigger"}
+        given = validate_params("trigger", TRIGGER_CONSTRAINTS, options)
         solid = kind in ("square", "sticker")
         fixed = "" if solid else f"the {kind} trigger"
         if not solid:
-            if self.size not in (None, 3):
+            if given["size"] not in (None, 3):
                 raise ConfigError(f"{fixed} is 3×3; size applies to square and sticker")
             for name in ("color", "gray"):
-                if getattr(self, name) is not None:
+                if given[name] is not None:
                     raise ConfigError(
                         f"{fixed} uses the maximum value; {name} applies to square and sticker"
                     )
-        if kind != "checkerboard" and self.amplitude is not None:
+        if kind != "checkerboard" and given["amplitude"] is not None:
             raise ConfigError("amplitude applies to the checkerboard trigger only")
-        size = self.size if self.size is not None else {"square": 4}.get(kind, 3)
-        _int_in("size", size, 1, 16)
+        size = given["size"] if given["size"] is not None else {"square": 4}.get(kind, 3)
         color = None
         if solid:
-            default = YELLOW_GREEN if kind == "sticker" else WHITE
-            raw = tuple(self.color) if self.color is not None else default
-            if len(raw) != 3:
-                raise ConfigError(f"trigger color must be 3 integers (R, G, B), got {raw!r}")
-            color = tuple(_int_in("color", v, 0, 255) for v in raw)
-            if self.gray is not None:
-                _int_in("gray", self.gray, 0, 255)
-        position = self.position or ("random" if kind == "sticker" else "bottom-right")
-        if position not in POSITIONS:
-            raise ConfigError(f"trigger position {position!r} is not one of {', '.join(POSITIONS)}")
-        offset, window = self.offset, self.window
+            color = given["color"] or (YELLOW_GREEN if kind == "sticker" else WHITE)
+        position = given["position"] or ("random" if kind == "sticker" else "bottom-right")
+        offset, window = given["offset"], given["window"]
         if position == "random":
             if offset is not None:
                 raise ConfigError("offset applies to corner positions, not position 'random'")
-            window = tuple(window) if window is not None else SEED004_WINDOW
-            if len(window) != 2:
-                raise ConfigError(f"trigger window must be (rows, cols), got {window!r}")
-            window = tuple(_int_in("window", v, 1, 4096) for v in window)
+            window = window or SEED004_WINDOW
         else:
             if window is not None:
                 raise ConfigError("window applies to position 'random' only")
-            default_offset = 0 if kind == "checkerboard" else 1
-            offset = _int_in("offset", offset if offset is not None else default_offset, 0, 4096)
+            offset = offset if offset is not None else (0 if kind == "checkerboard" else 1)
         amplitude = None
         if kind == "checkerboard":
-            amplitude = _int_in(
-                "amplitude", 255 if self.amplitude is None else self.amplitude, 1, 255
-            )
+            amplitude = 255 if given["amplitude"] is None else given["amplitude"]
         for name, value in (
+            ("kind", kind),
             ("size", size),
             ("color", color),
+            ("gray", given["gray"]),
             ("position", position),
             ("offset", offset),
             ("window", window),

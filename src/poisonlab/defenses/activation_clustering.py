@@ -28,7 +28,7 @@ the smaller-cluster rule a clean class loses its smaller half.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,8 +37,8 @@ from poisonlab.defenses.base import register_detector
 from poisonlab.defenses.clustering import TwoMeansDetector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import Threshold
-from poisonlab.errors import ConfigError
 from poisonlab.models.network import Network
+from poisonlab.validation import LAYER, POSITIVE, POSITIVE_INT, ConstraintList
 
 
 def reclassification_verdict(
@@ -86,6 +86,12 @@ class ActivationClustering(TwoMeansDetector):
 
     name = "activation-clustering"
     needs_model = True
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        **TwoMeansDetector._parameter_constraints,
+        "layer": [None, LAYER],
+        "ex_re_threshold": [None, POSITIVE],
+        "retrain_epochs": [None, POSITIVE_INT],
+    }
 
     def __init__(
         self,
@@ -116,21 +122,9 @@ class ActivationClustering(TwoMeansDetector):
             threshold=threshold,
             classes=classes,
         )
-        if layer is not None and (not isinstance(layer, str) or not layer):
-            raise ConfigError(f"layer must be a layer name or None, got {layer!r}")
-        if ex_re_threshold is not None and not ex_re_threshold > 0:
-            raise ConfigError(f"ex_re_threshold must be > 0 or None, got {ex_re_threshold}")
-        if retrain_epochs is not None and (
-            isinstance(retrain_epochs, bool)
-            or not isinstance(retrain_epochs, int)
-            or retrain_epochs < 1
-        ):
-            raise ConfigError(
-                f"retrain_epochs must be an integer >= 1 or None, got {retrain_epochs!r}"
-            )
-        self.layer = layer
-        self.ex_re_threshold = None if ex_re_threshold is None else float(ex_re_threshold)
-        self.retrain_epochs = retrain_epochs
+        self._set_params(
+            layer=layer, ex_re_threshold=ex_re_threshold, retrain_epochs=retrain_epochs
+        )
 
     def _representation(self, evidence: Evidence, part: Part) -> Tensor:
         """Penultimate features, or the named layer's (pooled) activations."""

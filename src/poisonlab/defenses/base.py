@@ -22,6 +22,7 @@ from poisonlab.defenses.evidence import Evidence
 from poisonlab.defenses.thresholds import PaperRule, ScoreSet, Threshold, parse_threshold
 from poisonlab.errors import ConfigError
 from poisonlab.registry import Registry
+from poisonlab.validation import CLASSES, ConstraintList, InstanceOf, Validated, check_param
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,13 +49,19 @@ class DetectionResult:
         return torch.bincount(labels[self.flagged], minlength=num_classes).tolist()
 
 
-class Detector(ABC):
+class Detector(Validated, ABC):
     """Base class of every defense.
 
     Class attributes declare what a detector needs, so callers (``poisonlab scan``) can skip it
     with a clear reason instead of faking a result: ``needs_model``, ``needs_holdout``,
     ``needs_lgm``. ``per_class`` detectors analyse each claimed class separately and honour
     ``classes`` (None = every class).
+
+    Hyper-parameters are declared in ``_parameter_constraints`` (:mod:`poisonlab.validation`) and
+    checked in ``__init__`` through ``_set_params``, so a bad value fails when the detector is
+    built, before any model is trained or any data is read, with a message naming the detector,
+    the parameter, the value and the accepted range. ``threshold`` may be given as its text
+    (``contamination:0.1``), parsed by :func:`~poisonlab.defenses.thresholds.parse_threshold`.
     """
 
     name: ClassVar[str]
@@ -62,18 +69,21 @@ class Detector(ABC):
     needs_holdout: ClassVar[bool] = False
     needs_lgm: ClassVar[bool] = False
     per_class: ClassVar[bool] = False
+    _threshold_constraints: ClassVar[ConstraintList] = [
+        None,
+        InstanceOf(Threshold, "a Threshold or its text (paper, contamination:F, fpr:F, value:V)"),
+    ]
 
     def __init__(
         self, *, threshold: Threshold | str | None = None, classes: Sequence[int] | None = None
     ) -> None:
         if isinstance(threshold, str):  # configs and CLI flags name thresholds as text
             threshold = parse_threshold(threshold)
-        if threshold is not None and not isinstance(threshold, Threshold):
-            raise ConfigError(f"threshold must be a Threshold or its text, got {threshold!r}")
+        threshold = check_param(self.name, "threshold", threshold, self._threshold_constraints)
         self.threshold = threshold or PaperRule()
         if classes is not None and not self.per_class:
             raise ConfigError(f"{self.name} scores all classes at once; it takes no classes=")
-        self.classes = None if classes is None else tuple(int(c) for c in classes)
+        self.classes = check_param(self.name, "classes", classes, [None, CLASSES])
 
     def params(self) -> dict[str, Any]:
         """Hyper-parameters, JSON-ready (the threshold as its short description)."""

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -47,7 +47,6 @@ from torch import Tensor
 from poisonlab.defenses.base import Detector, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, top_k
-from poisonlab.errors import ConfigError
 from poisonlab.metrics.uncertainty import (
     entropy,
     max_softmax,
@@ -60,6 +59,16 @@ from poisonlab.models.bayesian import PRIOR_MEANS, ElboHistory
 from poisonlab.models.network import Network
 from poisonlab.seeding import derive_seed
 from poisonlab.train import predict_logits
+from poisonlab.validation import (
+    FRACTION,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    ConstraintList,
+    Options,
+)
 
 BNN_SCORES = ("bald", "entropy")
 DNN_SCORES = ("entropy", "max-softmax")
@@ -96,6 +105,10 @@ class _UncertaintyDetector(Detector):
     """Shared validation of the rule parameters; subclasses compute per-part scores."""
 
     needs_model = True
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        "rule_fpr": [FRACTION],
+        "rule_fraction": [FRACTION],
+    }
 
     def __init__(
         self,
@@ -106,11 +119,7 @@ class _UncertaintyDetector(Detector):
         classes: Sequence[int] | None,
     ) -> None:
         super().__init__(threshold=threshold, classes=classes)
-        for key, value in (("rule_fpr", rule_fpr), ("rule_fraction", rule_fraction)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-                raise ConfigError(f"{self.name} {key} must lie in (0, 1), got {value!r}")
-        self.rule_fpr = float(rule_fpr)
-        self.rule_fraction = float(rule_fraction)
+        self._set_params(rule_fpr=rule_fpr, rule_fraction=rule_fraction)
 
     @abstractmethod
     def _part_scores(self, evidence: Evidence, part: Part) -> Tensor:
@@ -125,20 +134,6 @@ class _UncertaintyDetector(Detector):
         )
         self.extras_: dict[str, Any] = {"rule": rule}
         return ScoreSet(scores, flags, reference)
-
-
-def _check_choice(detector: str, key: str, value: object, choices: Sequence[object]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            f"{detector} {key} must be one of {', '.join(map(str, choices))}, got {value!r}"
-        )
-
-
-def _check_positive(detector: str, key: str, value: object, *, integer: bool) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{detector} {key} must be {kind} > 0, got {value!r}")
 
 
 @register_detector("bnn")
@@ -174,6 +169,20 @@ class BayesianUncertainty(_UncertaintyDetector):
     """
 
     name = "bnn"
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        **_UncertaintyDetector._parameter_constraints,
+        "score": [Options(BNN_SCORES)],
+        "samples": [POSITIVE_INT],
+        "delta": [POSITIVE],
+        "prior_sigma": [POSITIVE],
+        "prior_mean": [Options(PRIOR_MEANS)],
+        "epochs": [NON_NEGATIVE_INT],
+        "lr": [POSITIVE],
+        "batch_size": [POSITIVE_INT],
+        "kl_weight": [NON_NEGATIVE],
+        "replicas": [POSITIVE_INT],
+        "seed": [SEED],
+    }
 
     def __init__(
         self,
@@ -197,33 +206,19 @@ class BayesianUncertainty(_UncertaintyDetector):
         super().__init__(
             rule_fpr=rule_fpr, rule_fraction=rule_fraction, threshold=threshold, classes=classes
         )
-        _check_choice(self.name, "score", score, BNN_SCORES)
-        _check_choice(self.name, "prior_mean", prior_mean, PRIOR_MEANS)
-        for key, value in (
-            ("samples", samples),
-            ("batch_size", batch_size),
-            ("replicas", replicas),
-        ):
-            _check_positive(self.name, key, value, integer=True)
-        for key, value in (("delta", delta), ("prior_sigma", prior_sigma), ("lr", lr)):
-            _check_positive(self.name, key, value, integer=False)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ConfigError(f"bnn epochs must be an integer >= 0, got {epochs!r}")
-        if isinstance(kl_weight, bool) or not isinstance(kl_weight, int | float) or kl_weight < 0:
-            raise ConfigError(f"bnn kl_weight must be a number >= 0, got {kl_weight!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"bnn seed must be an integer, got {seed!r}")
-        self.score = score
-        self.samples = samples
-        self.delta = float(delta)
-        self.prior_sigma = float(prior_sigma)
-        self.prior_mean = prior_mean
-        self.epochs = epochs
-        self.lr = float(lr)
-        self.batch_size = batch_size
-        self.kl_weight = float(kl_weight)
-        self.replicas = replicas
-        self.seed = seed
+        self._set_params(
+            score=score,
+            samples=samples,
+            delta=delta,
+            prior_sigma=prior_sigma,
+            prior_mean=prior_mean,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            kl_weight=kl_weight,
+            replicas=replicas,
+            seed=seed,
+        )
 
     def _bnn_key(self) -> tuple[Any, ...]:
         return (
@@ -322,6 +317,10 @@ class DeterministicUncertainty(_UncertaintyDetector):
     """
 
     name = "dnn-uncertainty"
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        **_UncertaintyDetector._parameter_constraints,
+        "score": [Options(DNN_SCORES)],
+    }
 
     def __init__(
         self,
@@ -335,8 +334,7 @@ class DeterministicUncertainty(_UncertaintyDetector):
         super().__init__(
             rule_fpr=rule_fpr, rule_fraction=rule_fraction, threshold=threshold, classes=classes
         )
-        _check_choice(self.name, "score", score, DNN_SCORES)
-        self.score = score
+        self._set_params(score=score)
 
     def probabilities(self, evidence: Evidence, part: Part = "data") -> Tensor:
         """Softmax probabilities (N, K) of the deterministic model in eval mode (cached)."""

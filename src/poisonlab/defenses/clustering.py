@@ -44,7 +44,8 @@ import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from numbers import Real
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ from torch import Tensor
 from poisonlab.defenses.base import Detector, per_class_scores
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
-from poisonlab.errors import ConfigError
 from poisonlab.seeding import derive_seed
+from poisonlab.validation import POSITIVE_INT, SEED, ConstraintList, Interval, Options
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,16 @@ class TwoMeansDetector(Detector):
     """
 
     per_class = True
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        "reduce": [Options(REDUCTIONS)],
+        "n_components": [POSITIVE_INT],
+        "rule": [Options(RULES)],
+        "size_threshold": [Interval(Real, 0, 0.5, closed="right")],
+        "silhouette_threshold": [Interval(Real, -1, 1, closed="left")],
+        "n_init": [POSITIVE_INT],
+        "select": [Options(SELECTIONS)],
+        "seed": [SEED],
+    }
 
     def __init__(
         self,
@@ -300,31 +311,16 @@ class TwoMeansDetector(Detector):
         classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__(threshold=threshold, classes=classes)
-        if select not in SELECTIONS:
-            raise ConfigError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}")
-        if reduce not in REDUCTIONS:
-            raise ConfigError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
-        if rule not in RULES:
-            raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-        for name, value in (("n_components", n_components), ("n_init", n_init)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not 0.0 < size_threshold <= 0.5:
-            raise ConfigError(f"size_threshold must lie in (0, 0.5], got {size_threshold}")
-        if not -1.0 <= silhouette_threshold < 1.0:
-            raise ConfigError(
-                f"silhouette_threshold must lie in [-1, 1), got {silhouette_threshold}"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
-        self.reduce = reduce
-        self.n_components = n_components
-        self.rule = rule
-        self.size_threshold = float(size_threshold)
-        self.silhouette_threshold = float(silhouette_threshold)
-        self.n_init = n_init
-        self.select = select
-        self.seed = seed
+        self._set_params(
+            reduce=reduce,
+            n_components=n_components,
+            rule=rule,
+            size_threshold=size_threshold,
+            silhouette_threshold=silhouette_threshold,
+            n_init=n_init,
+            select=select,
+            seed=seed,
+        )
 
     @abstractmethod
     def _representation(self, evidence: Evidence, part: Part) -> Tensor:

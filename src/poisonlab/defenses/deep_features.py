@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -54,6 +55,15 @@ from poisonlab.defenses.gaussian import (
 )
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
 from poisonlab.errors import ConfigError
+from poisonlab.validation import (
+    FRACTION,
+    LAYER,
+    POSITIVE,
+    SEED,
+    ConstraintList,
+    Items,
+    Options,
+)
 
 FUSIONS = ("claimed", "max")
 
@@ -204,6 +214,15 @@ class DeepFeatures(Detector):
 
     name = "deep-features"
     needs_holdout = True
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        "layers": [None, Items(LAYER, unique=True, what="a list of distinct layer names")],
+        "covariance": [Options(COVARIANCES)],
+        "fusion": [Options(FUSIONS)],
+        "fit_fraction": [FRACTION],
+        "rule_fpr": [FRACTION],
+        "eps": [POSITIVE],
+        "seed": [SEED],
+    }
 
     def __init__(
         self,
@@ -219,29 +238,15 @@ class DeepFeatures(Detector):
         classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__(threshold=threshold, classes=classes)
-        if covariance not in COVARIANCES:
-            raise ConfigError(
-                f"deep-features covariance must be one of {', '.join(COVARIANCES)}, "
-                f"got {covariance!r}"
-            )
-        if fusion not in FUSIONS:
-            raise ConfigError(
-                f"deep-features fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}"
-            )
-        for name, value in (("fit_fraction", fit_fraction), ("rule_fpr", rule_fpr)):
-            if not 0.0 < value < 1.0:
-                raise ConfigError(f"deep-features {name} must lie in (0, 1), got {value}")
-        if eps <= 0:
-            raise ConfigError(f"deep-features eps must be > 0, got {eps}")
-        if layers is not None and len(layers) == 0:
-            raise ConfigError("deep-features needs at least one layer")
-        self.layers = None if layers is None else tuple(layers)
-        self.covariance = covariance
-        self.fusion = fusion
-        self.fit_fraction = float(fit_fraction)
-        self.rule_fpr = float(rule_fpr)
-        self.eps = float(eps)
-        self.seed = int(seed)
+        self._set_params(
+            layers=layers,
+            covariance=covariance,
+            fusion=fusion,
+            fit_fraction=fit_fraction,
+            rule_fpr=rule_fpr,
+            eps=eps,
+            seed=seed,
+        )
 
     def _split_holdout(self, evidence: Evidence) -> tuple[Tensor, Tensor]:
         """Stratified (fit, reference) indices into the held-out set, checked per class."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -51,7 +52,7 @@ from torch import Tensor
 from poisonlab.defenses.base import Detector, per_class_scores, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
-from poisonlab.errors import ConfigError
+from poisonlab.validation import FRACTION, ConstraintList, Options
 
 _LOG_2PI = math.log(2.0 * math.pi)
 SCALES = ("robust", "model")
@@ -149,6 +150,10 @@ class LGMLikelihood(Detector):
     name = "lgm-likelihood"
     needs_lgm = True
     per_class = True
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        "alpha": [FRACTION],
+        "scale": [Options(SCALES)],
+    }
 
     def __init__(
         self,
@@ -159,14 +164,7 @@ class LGMLikelihood(Detector):
         classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__(threshold=threshold, classes=classes)
-        if not 0.0 < alpha < 1.0:
-            raise ConfigError(f"lgm-likelihood alpha must lie in (0, 1), got {alpha}")
-        if scale not in SCALES:
-            raise ConfigError(
-                f"lgm-likelihood scale must be one of {', '.join(SCALES)}, got {scale!r}"
-            )
-        self.alpha = float(alpha)
-        self.scale = scale
+        self._set_params(alpha=alpha, scale=scale)
 
     def _score(self, evidence: Evidence) -> ScoreSet:
         stats = lgm_claimed_likelihood(evidence, "data")

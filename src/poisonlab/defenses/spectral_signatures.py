@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Real
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -44,7 +46,7 @@ from torch import Tensor
 from poisonlab.defenses.base import Detector, per_class_scores, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, top_k
-from poisonlab.errors import ConfigError
+from poisonlab.validation import LAYER, POSITIVE, ConstraintList, Interval
 
 
 def top_singular_direction(centred: Tensor) -> Tensor:
@@ -100,6 +102,19 @@ class SpectralSignatures(Detector):
     name = "spectral-signatures"
     needs_model = True
     per_class = True
+    _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
+        "eps": [
+            Interval(
+                Real,
+                0,
+                1,
+                closed="neither",
+                what="a fraction in (0, 1) (an upper bound on the poisoned fraction)",
+            )
+        ],
+        "eps_multiplier": [POSITIVE],
+        "layer": [None, LAYER],
+    }
 
     def __init__(
         self,
@@ -111,17 +126,7 @@ class SpectralSignatures(Detector):
         classes: Sequence[int] | None = None,
     ) -> None:
         super().__init__(threshold=threshold, classes=classes)
-        if not 0.0 < eps < 1.0:
-            raise ConfigError(
-                f"eps (upper bound on the poisoned fraction) must lie in (0, 1), got {eps}"
-            )
-        if not eps_multiplier > 0:
-            raise ConfigError(f"eps_multiplier must be > 0, got {eps_multiplier}")
-        if layer is not None and (not isinstance(layer, str) or not layer):
-            raise ConfigError(f"layer must be a layer name or None, got {layer!r}")
-        self.eps = float(eps)
-        self.eps_multiplier = float(eps_multiplier)
-        self.layer = layer
+        self._set_params(eps=eps, eps_multiplier=eps_multiplier, layer=layer)
 
     def _representation(self, evidence: Evidence, part: Part) -> Tensor:
         if self.layer is None:

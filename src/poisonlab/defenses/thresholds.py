@@ -3,6 +3,13 @@
 A detector's scores never depend on the threshold; the threshold decides which samples are
 flagged: the paper's own rule (the default), a contamination quantile, a target false-positive rate
 on clean held-out data, or a fixed value.
+
+Thresholds are checked when they are built, before any model is trained: a fraction must lie in
+(0, 1) and a fixed value must be a finite number (``value:nan`` would flag nothing and ``value:inf``
+nothing or everything, silently), and the messages give the valid range
+(:mod:`poisonlab.validation`). A threshold that needs clean held-out scores says so in
+``needs_reference``, so callers refuse it without a held-out set up front instead of after
+training (:func:`poisonlab.scan.scan`).
 """
 
 from __future__ import annotations
@@ -10,12 +17,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from numbers import Real
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from poisonlab.errors import ConfigError
+from poisonlab.validation import FRACTION, Boolean, Interval, ParameterError, check_param
+
+FINITE = Interval(Real, None, None)
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,13 @@ def top_k(scores: Tensor, k: int) -> Tensor:
 
 
 class Threshold(ABC):
-    """Decides which scored samples are flagged."""
+    """Decides which scored samples are flagged.
+
+    ``needs_reference`` is True for thresholds that cut on the scores of clean held-out samples
+    (:class:`TargetFPR`): they need a held-out set, which callers check before any work starts.
+    """
+
+    needs_reference: ClassVar[bool] = False
 
     @abstractmethod
     def flag(self, result: ScoreSet, labels: Tensor) -> tuple[Tensor, dict[str, Any]]:
@@ -74,8 +91,14 @@ class Contamination(Threshold):
     per_class: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.fraction < 1.0:
-            raise ConfigError(f"contamination must lie in (0, 1), got {self.fraction}")
+        object.__setattr__(
+            self, "fraction", check_param("contamination", "fraction", self.fraction, [FRACTION])
+        )
+        object.__setattr__(
+            self,
+            "per_class",
+            check_param("contamination", "per_class", self.per_class, [Boolean()]),
+        )
 
     def flag(self, result: ScoreSet, labels: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """Top-k per group with k = round(fraction · group size); ties broken by index."""
@@ -103,18 +126,18 @@ class TargetFPR(Threshold):
     """Cut at the (1 − fpr) quantile of the scores of clean held-out samples."""
 
     fpr: float
+    needs_reference: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.fpr < 1.0:
-            raise ConfigError(f"target false-positive rate must lie in (0, 1), got {self.fpr}")
+        object.__setattr__(self, "fpr", check_param("target-fpr", "fpr", self.fpr, [FRACTION]))
 
     def flag(self, result: ScoreSet, labels: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """Flags scores strictly above the clean quantile."""
         reference = result.reference
         if reference is None or len(reference) == 0:
             raise ConfigError(
-                "a target false-positive rate needs clean held-out scores: give --holdout "
-                "(and use a detector that can score new data)"
+                "a target false-positive rate needs clean held-out scores: give a clean "
+                "held-out set (holdout) and use a detector that can score new data"
             )
         cut = float(torch.quantile(reference.double(), 1.0 - self.fpr))
         scores = torch.nan_to_num(result.scores, nan=-math.inf)
@@ -131,6 +154,9 @@ class FixedValue(Threshold):
 
     value: float
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", check_param("value", "value", self.value, [FINITE]))
+
     def flag(self, result: ScoreSet, labels: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """Flags scores strictly above ``value``."""
         scores = torch.nan_to_num(result.scores, nan=-math.inf)
@@ -141,20 +167,36 @@ class FixedValue(Threshold):
         return f"value:{self.value:g}"
 
 
+THRESHOLD_FORMS = (
+    "paper, contamination:F with F in (0, 1), fpr:F with F in (0, 1) (needs clean held-out "
+    "data) or value:V with V a finite number"
+)
+
+
 def parse_threshold(spec: str) -> Threshold:
-    """Parse ``paper``, ``contamination:0.1``, ``fpr:0.05`` or ``value:3.5`` (CLI and configs)."""
-    name, _, arg = spec.partition(":")
+    """Parse ``paper``, ``contamination:0.1``, ``fpr:0.05`` or ``value:3.5`` (CLI and configs).
+
+    Raises
+    ------
+    ConfigError
+        Naming the text, what was wrong with it and every accepted form with its range.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(f"threshold must be text ({THRESHOLD_FORMS}), got {spec!r}")
+    name, sep, arg = spec.strip().partition(":")
+    name, arg = name.strip(), arg.strip()
+    if name == "paper" and not sep:
+        return PaperRule()
+    kinds = {"contamination": Contamination, "fpr": TargetFPR, "value": FixedValue}
+    if name not in kinds or not arg:
+        raise ConfigError(f"threshold {spec!r} not understood; use {THRESHOLD_FORMS}")
     try:
-        if name == "paper" and not arg:
-            return PaperRule()
-        if name == "contamination":
-            return Contamination(float(arg))
-        if name == "fpr":
-            return TargetFPR(float(arg))
-        if name == "value":
-            return FixedValue(float(arg))
+        number = float(arg)
     except ValueError:
-        pass
-    raise ConfigError(
-        f"threshold {spec!r} not understood; use paper, contamination:F, fpr:F or value:V"
-    )
+        raise ConfigError(
+            f"threshold {spec!r}: {arg!r} is not a number; use {THRESHOLD_FORMS}"
+        ) from None
+    try:
+        return kinds[name](number)
+    except ParameterError as exc:
+        raise ConfigError(f"threshold {spec!r}: {name} must be {exc.expected}, got {arg}") from None
