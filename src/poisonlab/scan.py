@@ -227,32 +227,18 @@ def scan(
     _check_inputs(data, holdout, classes)
     names = resolve_defenses(defenses)
     cut = parse_threshold(threshold) if isinstance(threshold, str) else threshold
-    params = params or {}
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        raise ConfigError(f"parameters given for {unknown[0]!r}, which is not selected")
-    dev = pick_device(device)
+    check_threshold(cut, holdout_given=holdout is not None)
+    built = build_detectors(names, params=params, threshold=cut, classes=classes, seed=seed)
     given = model.model if isinstance(model, Checkpoint) else model
     outcomes: dict[str, DefenseOutcome] = {}
     detectors: list[Detector] = []
-    for name in names:
-        reason = unmet_need(DETECTORS.get(name), holdout=holdout, model=given)
+    for detector in built:
+        reason = unmet_need(type(detector), holdout=holdout, model=given)
         if reason is not None:
-            outcomes[name] = DefenseOutcome(name, skipped=reason)
-            continue
-        cls = DETECTORS.get(name)
-        kwargs = dict(params.get(name, {}))
-        accepted = _init_keywords(cls) - {"self", "threshold", "classes"}
-        wrong = sorted(set(kwargs) - accepted)
-        if wrong:
-            raise ConfigError(
-                f"{name} does not take {wrong[0]!r} (it takes: {', '.join(sorted(accepted))})"
-            )
-        if "seed" in accepted and "seed" not in kwargs:
-            kwargs["seed"] = seed
-        if classes is not None and cls.per_class:
-            kwargs["classes"] = list(classes)
-        detectors.append(cls(threshold=cut, **kwargs))
+            outcomes[detector.name] = DefenseOutcome(detector.name, skipped=reason)
+        else:
+            detectors.append(detector)
+    dev = pick_device(device)
     models, evidence = _prepare_models(
         data,
         detectors,
@@ -288,6 +274,57 @@ def scan(
         seconds=time.perf_counter() - started,
         settings={"seed": seed, "classes": None if classes is None else list(classes)},
     )
+
+
+def check_threshold(threshold: Threshold | None, *, holdout_given: bool) -> None:
+    """Refuse, before any work, a threshold that needs clean held-out scores without a held-out set."""
+    if getattr(threshold, "needs_reference", False) and not holdout_given:
+        raise ConfigError(
+            f"threshold {threshold.describe()} cuts on the scores of clean held-out samples; "
+            "give a clean held-out set (holdout), or use paper, contamination:F or value:V"
+        )
+
+
+def build_detectors(
+    names: Sequence[str],
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    threshold: Threshold | str | None = None,
+    classes: Sequence[int] | None = None,
+    seed: int = 0,
+) -> list[Detector]:
+    """One detector per name with its ``params``, every value validated before any work starts.
+
+    Every selected detector is built, also one that will be skipped for want of a held-out set or
+    an LGM model, so a bad parameter is reported at once rather than never. ``seed`` goes to every
+    detector that takes one unless its ``params`` set it; ``classes`` to the per-class ones.
+
+    Raises
+    ------
+    ConfigError
+        Unknown names, parameters for a defense that is not selected, a keyword a defense does not
+        take, or a value outside its range (naming the defense, the parameter and the range).
+    """
+    params = params or {}
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise ConfigError(f"parameters given for {unknown[0]!r}, which is not selected")
+    detectors: list[Detector] = []
+    for name in names:
+        cls = DETECTORS.get(name)
+        kwargs = dict(params.get(name, {}))
+        accepted = _init_keywords(cls) - {"self", "threshold", "classes"}
+        wrong = sorted(set(kwargs) - accepted)
+        if wrong:
+            raise ConfigError(
+                f"{name} does not take {wrong[0]!r} (it takes: {', '.join(sorted(accepted))})"
+            )
+        if "seed" in accepted and "seed" not in kwargs:
+            kwargs["seed"] = seed
+        if classes is not None and cls.per_class:
+            kwargs["classes"] = list(classes)
+        detectors.append(cls(threshold=threshold, **kwargs))
+    return detectors
 
 
 def _init_keywords(cls: type[Detector]) -> set[str]:

@@ -22,7 +22,7 @@ from poisonlab.data.loaders import resolve
 from poisonlab.defenses import DETECTORS, detector_names, parse_threshold
 from poisonlab.errors import ConfigError
 from poisonlab.models import load_checkpoint
-from poisonlab.scan import ScanResult, resolve_defenses, scan, unmet_need
+from poisonlab.scan import ScanResult, build_detectors, resolve_defenses, scan, unmet_need
 from poisonlab.scan_output import write_scan
 
 
@@ -173,9 +173,16 @@ def scan_command(
     """
     configure(quiet=quiet, verbose=verbose)
     cut = parse_threshold(threshold)
+    if cut.needs_reference and holdout is None:
+        raise ConfigError(
+            f"--threshold {threshold} cuts on the scores of clean held-out samples; give "
+            "--holdout, or use paper, contamination:F or value:V"
+        )
     chosen = parse_classes(classes)
     names = resolve_defenses(defense)
     params = parse_params(param, names)
+    # every selected defense is built now, so a bad --param fails before any file is read
+    build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
     check_output_apart(out_dir, _input_paths([data, holdout], model))
     target = prepare_output_dir(out_dir, force=force)
     dataset = load_dataset(data)

@@ -1,0 +1,114 @@
+"""What a new user typed, replayed through the CLI: one red line, exit 2, nothing trained or written."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import poisonlab.scan
+from poisonlab.cli.main import app
+from poisonlab.data import save_npz
+from tests.conftest import blobs_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data(tmp_path):
+    return save_npz(blobs_dataset(n_per_class=20, seed=0), tmp_path / "data.npz")
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if scan trains a model: every refusal below must come before training."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was trained before the input was refused")
+
+    monkeypatch.setattr(poisonlab.scan, "train_default_model", refuse)
+
+
+def one_red_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("defense", "param", "fragment"),
+    [
+        ("spectral-signatures", "eps=abc", "spectral-signatures eps must be a fraction in (0, 1)"),
+        ("lgm-likelihood", "alpha=abc", "lgm-likelihood alpha must be a number in (0, 1)"),
+        (
+            "raw-clustering",
+            "size_threshold=abc",
+            "raw-clustering size_threshold must be a number in (0, 0.5]",
+        ),
+        ("raw-clustering", "n_components=2.5", "n_components must be an integer >= 1, got 2.5"),
+        ("deep-features", "seed=true", "deep-features seed must be an integer, got True"),
+        ("bnn", "samples=nan", "bnn samples must be an integer >= 1, got 'nan'"),
+    ],
+)
+def test_param_values_of_the_wrong_type_are_one_line(
+    tmp_path, data, no_training, defense, param, fragment
+) -> None:
+    """Issue: a non-number for these --param values ended in a TypeError traceback (exit 1)."""
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["scan", str(data), "-D", defense, "--param", f"{defense}.{param}", "-o", str(out)]
+    )
+    line = one_red_line(result)
+    assert fragment in line and "got" in line
+    assert not out.exists()
+
+
+def test_a_skipped_defense_still_has_its_parameters_checked(tmp_path, data, no_training) -> None:
+    """deep-features would be skipped (no --holdout); its bad parameter is reported anyway."""
+    result = runner.invoke(
+        app,
+        [
+            "scan", str(data), "-D", "deep-features,spectral-signatures",
+            "--param", "deep-features.fusion=mean", "-o", str(tmp_path / "out"),
+        ],
+    )  # fmt: skip
+    assert "fusion must be one of 'claimed', 'max', got 'mean'" in one_red_line(result)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "fragment"),
+    [
+        ("value:nan", "value must be a finite number, got nan"),
+        ("contamination:1.5", "contamination must be a number in (0, 1), got 1.5"),
+        ("fpr:2", "fpr must be a number in (0, 1), got 2"),
+        ("top:3", "use paper, contamination:F with F in (0, 1)"),
+    ],
+)
+def test_thresholds_are_checked_up_front_with_their_range(
+    tmp_path, data, no_training, threshold, fragment
+) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["scan", str(data), "-D", "spectral-signatures", "-t", threshold, "-o", str(out)]
+    )
+    assert fragment in one_red_line(result)
+    assert not out.exists()
+
+
+def test_target_fpr_without_holdout_is_refused_before_training(tmp_path, data, no_training):
+    """Issue: fpr: without --holdout was refused only after a model had been trained."""
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["scan", str(data), "-D", "spectral-signatures", "-t", "fpr:0.05", "-o", str(out)]
+    )
+    line = one_red_line(result)
+    assert "--threshold fpr:0.05" in line and "--holdout" in line
+    assert not out.exists()
+
+
+def test_the_library_refuses_target_fpr_without_holdout_before_training(no_training) -> None:
+    from poisonlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="clean held-out set"):
+        poisonlab.scan.scan(blobs_dataset(), defenses="spectral-signatures", threshold="fpr:0.1")
