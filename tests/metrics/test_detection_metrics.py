@@ -175,3 +175,28 @@ def test_pr_points_order() -> None:
     np.testing.assert_array_equal(curve.thresholds, [0.9, 0.5, 0.2])
     np.testing.assert_allclose(curve.recall, [0.5, 0.5, 1.0])
     np.testing.assert_allclose(curve.precision, [1.0, 0.5, 2 / 3])
+
+
+@pytest.mark.parametrize("poisons", [False, True], ids=["no-poisons", "only-poisons"])
+def test_single_class_guard_is_exact_and_silent(poisons: bool) -> None:
+    """scikit-learn warns or raises with one class; the guard gives NaN for what is undefined."""
+    import warnings
+
+    truth = np.full(5, poisons)
+    scores = np.array([0.3, 0.9, 0.3, 0.1, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UndefinedMetricWarning escapes
+        m = detection_metrics(truth, scores, scores > 0.4)
+        roc, pr = roc_points(truth, scores), pr_points(truth, scores)
+    np.testing.assert_array_equal(roc.thresholds, [np.inf, 0.9, 0.5, 0.3, 0.1])
+    defined, undefined = (roc.tpr, roc.fpr) if poisons else (roc.fpr, roc.tpr)
+    np.testing.assert_allclose(defined, [0.0, 0.2, 0.4, 0.8, 1.0])
+    assert np.isnan(undefined).all()
+    np.testing.assert_array_equal(pr.thresholds, [0.9, 0.5, 0.3, 0.1])
+    np.testing.assert_array_equal(pr.precision, np.full(4, 1.0 if poisons else 0.0))
+    if poisons:
+        np.testing.assert_allclose(pr.recall, [0.2, 0.4, 0.8, 1.0])
+        assert m.aupr == 1.0
+    else:
+        assert np.isnan(pr.recall).all() and math.isnan(m.aupr)
+    assert math.isnan(m.auroc)

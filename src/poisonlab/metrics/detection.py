@@ -11,12 +11,18 @@ Definitions
 - ACC = (TP + TN) / n, TPR = TP / (TP + FN), TNR = TN / (TN + FP), FPR = 1 − TNR,
   precision = TP / (TP + FP), F1 = 2·TP / (2·TP + FP + FN) (= 2·precision·TPR / (precision + TPR)).
 - AUROC: the probability that a random poison scores higher than a random clean sample, ties
-  counting one half (the Mann–Whitney U statistic divided by n_poison·n_clean). It equals the
-  trapezoidal area under the ROC curve, i.e. ``sklearn.metrics.roc_auc_score``.
+  counting one half (the Mann–Whitney U statistic divided by n_poison·n_clean), which is the
+  trapezoidal area under the ROC curve: ``sklearn.metrics.roc_auc_score``.
 - AUPR is **average precision** (step-wise, not interpolated): AP = Σ_k (R_k − R_{k−1})·P_k over
-  the distinct score thresholds taken from the highest down, the definition of
+  the distinct score thresholds taken from the highest down:
   ``sklearn.metrics.average_precision_score``. ``aupr_in`` is the same with clean samples as the
   positive class and the scores negated (seed 002 does not state its positive class).
+- ROC and PR curves are ``sklearn.metrics.roc_curve`` (every threshold kept) and
+  ``precision_recall_curve``.
+
+scikit-learn computes the curves and areas. The only code of our own is the guard for a single
+class (no poisons, or only poisons, among the analysed samples), where scikit-learn warns, raises
+or returns a recall of 1 without positives: there the undefined quantity is NaN.
 - TPR at a fixed FPR: the largest TPR among ROC points whose FPR does not exceed the target (no
   interpolation between points, so it never promises more than a real cut achieves).
 
@@ -133,66 +139,84 @@ def confusion_counts(is_poison: np.ndarray, flagged: np.ndarray) -> tuple[int, i
     return tp, fp, tn, fn
 
 
-def _cumulative_counts(
-    is_poison: np.ndarray, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(TP, FP, threshold) for ``score >= threshold`` at every distinct score, highest first."""
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    hits = is_poison[order].astype(np.int64)
-    tps = np.cumsum(hits)
-    fps = np.cumsum(1 - hits)
-    # the last position of each run of equal scores closes that threshold
-    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1] if len(scores) else []
-    last = np.asarray(last, dtype=np.int64)
-    return tps[last], fps[last], sorted_scores[last]
+def _single_class_counts(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct scores from the highest down, number of samples scoring >= each)."""
+    values, counts = np.unique(scores, return_counts=True)
+    return values[::-1].astype(np.float64), np.cumsum(counts[::-1]).astype(np.float64)
+
+
+def _both_classes(is_poison: np.ndarray) -> bool:
+    return bool(is_poison.any()) and not bool(is_poison.all())
 
 
 def roc_points(is_poison: np.ndarray, scores: np.ndarray) -> RocCurve:
-    """ROC curve points; rates are NaN for a class that is absent."""
-    tps, fps, thresholds = _cumulative_counts(is_poison, scores)
-    n_poison = int(is_poison.sum())
-    n_clean = len(is_poison) - n_poison
-    tps = np.r_[0, tps].astype(np.float64)
-    fps = np.r_[0, fps].astype(np.float64)
+    """ROC curve points (``sklearn.metrics.roc_curve``); rates are NaN for a class that is absent.
+
+    With both classes present this is scikit-learn's curve with every threshold kept
+    (``drop_intermediate=False``). With one class only, scikit-learn warns and, for an empty input,
+    raises; the guard returns the same thresholds with the absent class's rate NaN instead.
+    """
+    if _both_classes(is_poison):
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, thresholds = roc_curve(is_poison, scores, drop_intermediate=False)
+        return RocCurve(
+            fpr.astype(np.float64), tpr.astype(np.float64), thresholds.astype(np.float64)
+        )
+    values, above = _single_class_counts(scores)
+    if not len(scores):
+        return RocCurve(np.full(1, NAN), np.full(1, NAN), np.full(1, np.inf))
+    rate = np.r_[0.0, above / len(scores)]
+    nan = np.full_like(rate, NAN)
+    only_poisons = bool(is_poison.all())
     return RocCurve(
-        fpr=fps / n_clean if n_clean else np.full_like(fps, NAN),
-        tpr=tps / n_poison if n_poison else np.full_like(tps, NAN),
-        thresholds=np.r_[np.inf, thresholds].astype(np.float64),
+        fpr=nan if only_poisons else rate,
+        tpr=rate if only_poisons else nan,
+        thresholds=np.r_[np.inf, values],
     )
 
 
 def pr_points(is_poison: np.ndarray, scores: np.ndarray) -> PrCurve:
-    """Precision–recall points, one per distinct score from the highest down."""
-    tps, fps, thresholds = _cumulative_counts(is_poison, scores)
-    n_poison = int(is_poison.sum())
-    precision = tps / np.maximum(tps + fps, 1)
-    recall = tps / n_poison if n_poison else np.full(len(tps), NAN)
-    return PrCurve(
-        precision.astype(np.float64), recall.astype(np.float64), thresholds.astype(np.float64)
-    )
+    """Precision–recall points, one per distinct score from the highest down.
+
+    With both classes present these are ``sklearn.metrics.precision_recall_curve``'s points in
+    reverse (scikit-learn lists thresholds rising and appends the (precision 1, recall 0) end
+    point, which has no threshold and is dropped). With one class only scikit-learn sets recall to
+    1 without positives; the guard keeps precision exact (0 or 1) and recall NaN when undefined.
+    """
+    if _both_classes(is_poison):
+        from sklearn.metrics import precision_recall_curve
+
+        precision, recall, thresholds = precision_recall_curve(is_poison, scores)
+        return PrCurve(
+            precision[:-1][::-1].astype(np.float64),
+            recall[:-1][::-1].astype(np.float64),
+            thresholds[::-1].astype(np.float64),
+        )
+    values, above = _single_class_counts(scores)
+    if len(scores) and is_poison.all():
+        return PrCurve(np.ones_like(above), above / len(scores), values)
+    return PrCurve(np.zeros_like(above), np.full_like(above, NAN), values)
 
 
 def auroc(is_poison: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve via mid-ranks (ties count ½); NaN with a single class."""
-    from scipy.stats import rankdata
-
-    n_poison = int(is_poison.sum())
-    n_clean = len(is_poison) - n_poison
-    if n_poison == 0 or n_clean == 0:
+    """``sklearn.metrics.roc_auc_score`` (ties count ½); NaN with a single class."""
+    if not _both_classes(is_poison):
         return NAN
-    ranks = rankdata(scores)  # average ranks for ties
-    u = ranks[is_poison].sum() - n_poison * (n_poison + 1) / 2.0
-    return float(u / (n_poison * n_clean))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(is_poison, scores))
 
 
 def average_precision(is_poison: np.ndarray, scores: np.ndarray) -> float:
-    """AP = Σ (R_k − R_{k−1})·P_k over distinct thresholds (sklearn's definition); NaN without positives."""
+    """``sklearn.metrics.average_precision_score``; NaN without positives, 1 with positives only."""
     if not is_poison.any():
         return NAN
-    curve = pr_points(is_poison, scores)
-    recall_steps = np.diff(np.r_[0.0, curve.recall])
-    return float(np.sum(recall_steps * curve.precision))
+    if is_poison.all():
+        return 1.0  # precision is 1 at every cut
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(is_poison, scores))
 
 
 def tpr_at_fpr(roc: RocCurve, target: float) -> float:
