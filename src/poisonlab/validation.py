@@ -57,8 +57,10 @@ __all__ = [
     "ParameterError",
     "Text",
     "Validated",
+    "check_keywords",
     "check_param",
     "describe_constraints",
+    "short_repr",
     "validate_params",
 ]
 
@@ -66,7 +68,7 @@ Closed = Literal["both", "left", "right", "neither"]
 _MAX_REPR = 80
 
 
-def _shown(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """``repr(value)``, cut to one short line (a long list or a tensor stays readable)."""
     text = " ".join(repr(value).split())
     return text if len(text) <= _MAX_REPR else text[: _MAX_REPR - 1] + "…"
@@ -85,15 +87,21 @@ class ParameterError(ConfigError):
         The value given.
     expected : str
         What would have been accepted (``a number in (0, 1) or None``).
+    wants_list : bool
+        Whether one of the alternatives is a list (:class:`Items`): a config can then hint that
+        a flat list was read as a grid axis.
     """
 
-    def __init__(self, owner: str, param: str, value: Any, expected: str) -> None:
+    def __init__(
+        self, owner: str, param: str, value: Any, expected: str, *, wants_list: bool = False
+    ) -> None:
         prefix = f"{owner} " if owner else ""
-        super().__init__(f"{prefix}{param} must be {expected}, got {_shown(value)}")
+        super().__init__(f"{prefix}{param} must be {expected}, got {short_repr(value)}")
         self.owner = owner
         self.param = param
         self.value = value
         self.expected = expected
+        self.wants_list = wants_list
 
 
 class Constraint(ABC):
@@ -375,7 +383,10 @@ def check_param(owner: str, name: str, value: Any, constraints: ConstraintList) 
                 return None
         elif constraint.accepts(value):
             return constraint.convert(value)
-    raise ParameterError(owner, name, value, describe_constraints(constraints))
+    wants_list = any(isinstance(c, Items) for c in constraints)
+    raise ParameterError(
+        owner, name, value, describe_constraints(constraints), wants_list=wants_list
+    )
 
 
 def validate_params(
@@ -392,6 +403,27 @@ def validate_params(
     return {
         name: check_param(owner, name, value, constraints[name]) for name, value in values.items()
     }
+
+
+def check_keywords(owner: str, factory: Any, params: Mapping[str, Any]) -> None:
+    """ConfigError naming the first keyword of ``params`` that ``factory`` does not take.
+
+    Only keyword-only and positional-or-keyword parameters count; a factory with ``**kwargs``
+    takes anything.
+    """
+    import inspect
+
+    accepted: set[str] = set()
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            return
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self":
+            accepted.add(p.name)
+    wrong = sorted(set(params) - accepted)
+    if wrong:
+        raise ConfigError(
+            f"{owner} does not take {wrong[0]!r}; it takes: {', '.join(sorted(accepted))}"
+        )
 
 
 class Validated:

@@ -45,7 +45,10 @@ def error(write_config, text: str, overrides=()) -> str:
         (BASE + '[attack]\nname = "badnet"\n', ["exp.toml", "'badnet'", *attack_names()]),
         (BASE + "[attack]\nrate = 0.1\n", ["exp.toml", "[attack]", "name", "badnets"]),
         (BASE + '[attack]\nname = "badnets"\nratio = 0.1\n', ["exp.toml", "'ratio'", "rate"]),
-        (BASE + '[attack]\nname = "badnets"\nrate = "high"\n', ["exp.toml", "rate", "float"]),
+        (
+            BASE + '[attack]\nname = "badnets"\nrate = "high"\n',
+            ["exp.toml", "[attack] badnets rate must be a number in (0, 1)", "got 'high'"],
+        ),
         (BASE + '[model]\narch = "vgg"\n', ["exp.toml", "arch", "'vgg'", *model_names()]),
         (BASE + '[model]\nhead = "svm"\n', ["exp.toml", "head", "softmax", "lgm"]),
         (BASE + "[model]\nheight = 8\n", ["exp.toml", "[model]", "'height'", "feature_dim"]),
@@ -95,13 +98,27 @@ def test_bad_configs_name_file_key_and_choices(write_config, text, expected):
 
 
 def test_a_list_parameter_written_flat_is_caught_with_the_grid_rule(write_config):
+    text = BASE + '[attack]\nname = "badnets"\ntrigger = "square"\ncolor = [255, 0, 1]\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(text))
+    message = str(info.value)
+    assert "3 problems" in message  # one per cell: 255, 0 and 1 are each a colour
+    assert (
+        "[attack] trigger color must be (R, G, B): 3 integers in [0, 255] or None, got 255"
+        in message
+    )
+    assert "[attack] color = [255, 0, 1] is a grid axis" in message
+    assert "as a list of lists: color = [[255, 0, 1]]" in message
+
+
+def test_a_flat_list_with_a_repeated_value_gets_the_grid_rule_too(write_config):
     message = error(write_config, BASE + '[attack]\nname = "badnets"\ncolor = [255, 0, 0]\n')
-    assert "color = 255" in message and "[[255, 0, 0]]" in message
+    assert "repeats a value" in message and "[[255, 0, 0]]" in message
 
 
 def test_a_scalar_parameter_written_as_list_of_lists_is_caught(write_config):
     message = error(write_config, BASE + '[attack]\nname = "badnets"\nrate = [[0.1, 0.2]]\n')
-    assert "rate" in message and "float" in message
+    assert "badnets rate must be a number in (0, 1) or None, got [0.1, 0.2]" in message
 
 
 def test_missing_file_and_kind_list(tmp_path):
@@ -142,8 +159,9 @@ arch = ["cnn-small", "lgm-net"]
 [attack]
 name = "badnets"
 rate = [0.1, 0.2, 0.3]
+trigger = "sticker"
 color = [[255, 0, 0]]
-window = [[2, 3], [4, 5]]
+window = [[3, 3], [4, 5]]
 [task]
 mode = { a = [1, 2] }
 [[defenses]]
@@ -168,13 +186,13 @@ def test_grid_is_the_product_of_axes_seeds_and_repeats(write_config):
     assert len({cell.spec.key for cell in cells}) == len(cells)
     first = cells[0].spec.params
     # list-valued parameters written as lists of lists are values, not axes
-    assert first["attack"]["color"] == [255, 0, 0] and first["attack"]["window"] == [2, 3]
+    assert first["attack"]["color"] == [255, 0, 0] and first["attack"]["window"] == [3, 3]
     assert first["task"]["mode"] == {"a": [1, 2]}  # inline tables are values
     assert first["defenses"] == [{"name": "activation-clustering", "classes": [5]}]
     # the first axis varies slowest, repeats fastest
     assert [c.spec.params["model"]["arch"] for c in cells[:36]] == ["cnn-small"] * 36
     assert [c.axes["repeat"] for c in cells[:3]] == [0, 1, 2]
-    assert cells[0].description == "arch=cnn-small rate=0.1 window=[2,3] seed=0 r0"
+    assert cells[0].description == "arch=cnn-small rate=0.1 window=[3,3] seed=0 r0"
 
 
 def test_repeats_get_derived_seeds_and_repeat_zero_keeps_the_seed(write_config):
@@ -194,13 +212,13 @@ def test_expansion_is_deterministic_across_loads(write_config):
 
 def test_zip_and_exclude(write_config):
     text = BASE + (
-        '[attack]\nname = "badnets"\nrate = [0.1, 0.2, 0.3]\ncount = [10, 20, 30]\n'
-        "[task]\nx = [1, 2]\n"
-        '[grid]\nzip = [["attack.rate", "attack.count"]]\n'
+        '[attack]\nname = "badnets"\nrate = [0.1, 0.2, 0.3]\n'
+        "[task]\ncount = [10, 20, 30]\nx = [1, 2]\n"
+        '[grid]\nzip = [["attack.rate", "task.count"]]\n'
         "exclude = [{ attack.rate = 0.2, task.x = 2 }]\n"
     )
     cells = expand_cells(load_config(write_config(text)))
-    pairs = [(c.axes["attack.rate"], c.axes["attack.count"], c.axes["task.x"]) for c in cells]
+    pairs = [(c.axes["attack.rate"], c.axes["task.count"], c.axes["task.x"]) for c in cells]
     assert pairs == [(0.1, 10, 1), (0.1, 10, 2), (0.2, 20, 1), (0.3, 30, 1), (0.3, 30, 2)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from poisonlab.attacks.base import ATTACKS, Attack, PoisonedDataset, register_attack
+from poisonlab.validation import check_keywords
 
 __all__ = [
     "ATTACKS",
@@ -33,6 +34,14 @@ def attack_names() -> list[str]:
 
 
 def build_attack(name: str, **params: object) -> Attack:
-    """Instantiate the attack registered as ``name`` with keyword hyper-parameters."""
+    """Instantiate the attack registered as ``name`` with keyword hyper-parameters.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name or keyword (naming the accepted ones), or a value its constructor refuses.
+    """
     _load_attacks()
-    return ATTACKS.get(name)(**params)  # type: ignore[arg-type]
+    cls = ATTACKS.get(name)
+    check_keywords(name, cls, params)
+    return cls(**params)

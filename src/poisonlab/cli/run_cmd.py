@@ -109,7 +109,10 @@ def run_command(
         True, "--retry-failed/--no-retry-failed", help="Re-run cells that failed before."
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="List the cells and their status; run nothing."
+        False,
+        "--dry-run",
+        help="Check every cell (its attack, defenses, sections and data source) and list the "
+        "cells and their status; run nothing.",
     ),
     device: str = DEVICE,
     quiet: bool = QUIET,
@@ -120,6 +123,8 @@ def run_command(
     Results (metrics, timings, status, errors, package versions) go to RUNS/results.sqlite as each
     cell finishes, and each cell's artifacts to RUNS/<name>/<cell key>/. Run the same command again
     after a crash, a kill or Ctrl-C: finished cells are skipped, failed and interrupted ones re-run.
+    Before anything runs, every cell is checked (its attack and defenses are built, its sections
+    parsed, its data source looked up) and every problem is listed; nothing runs if there is one.
     Any list in \\[data], \\[model], \\[train], \\[attack] or \\[task] is a grid axis (write a
     list-valued parameter as a list of lists: color = \\[\\[255, 0, 0]]). Exit status 1 if a cell
     failed, 130 on Ctrl-C. Examples:
@@ -131,7 +136,9 @@ def run_command(
         poisonlab run experiments/seed004-table5.toml --executor ray --address auto --only seed=0
     """
     configure(quiet=quiet, verbose=verbose)
-    config = load_config(config_file, overrides)
+    # every cell is planned and every data source looked up before anything runs; all problems
+    # are reported at once
+    config = load_config(config_file, overrides, check_data=True)
     if dry_run:
         planned = plan(config, runs, retry_failed=retry_failed, only=only)
         table = Table(

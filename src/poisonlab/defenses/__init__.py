@@ -13,6 +13,7 @@ from poisonlab.defenses.thresholds import (
     Threshold,
     parse_threshold,
 )
+from poisonlab.validation import check_keywords
 
 __all__ = [
     "DETECTORS",
@@ -53,6 +54,14 @@ def detector_names() -> list[str]:
 
 
 def build_detector(name: str, **params: object) -> Detector:
-    """Instantiate the defense registered as ``name`` with keyword hyper-parameters."""
+    """Instantiate the defense registered as ``name`` with keyword hyper-parameters.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name or keyword (naming the accepted ones), or a value its constructor refuses.
+    """
     _load_detectors()
-    return DETECTORS.get(name)(**params)  # type: ignore[arg-type]
+    cls = DETECTORS.get(name)
+    check_keywords(name, cls, params)
+    return cls(**params)

@@ -35,11 +35,14 @@ tables are values, never axes. Lists inside ``[[defenses]]`` are plain values. T
 product of all axes (``zip`` groups counting as one), then seeds, then repeats, in file order; the
 first axis varies slowest. Axis names are ``section.key``, plus ``seed`` and ``repeat``.
 
-**Validation** names the file, the section and key, and the allowed choices: top-level keys,
-``kind`` (registered tasks), ``[attack]`` keys and value types (the attack's constructor),
-``[model]`` (``arch`` and ModelConfig fields), ``[train]`` (TrainConfig fields), each defense's
-name and parameters, and ``[grid]``. ``[data]`` and ``[task]`` belong to the task, which checks
-them when a cell runs.
+**Validation** names the file, the section and key, and the allowed choices. The file's shape is
+checked here (top-level keys, ``kind`` among the registered tasks, tables, seeds, repeats, each
+defense's registered name, ``[grid]``); then every cell of the grid is *planned*
+(:mod:`poisonlab.experiments.checks`): its attack and detectors are built and its ``[data]``,
+``[model]``, ``[train]`` and ``[task]`` sections parsed by the code that will run them, so the
+checks are the constructors' own (:mod:`poisonlab.validation`) and every problem of every cell is
+reported at once, before anything runs. ``load_config(..., check_data=True)`` also checks that
+each data source exists (what ``poisonlab run`` and ``--dry-run`` do).
 
 **Overrides.** ``--set section.key=value`` (value in TOML syntax; a bare word is a string) replaces
 a key after the file is read: defaults < file < CLI. ``--set seeds=[0,1]`` sets a top-level key,
@@ -50,11 +53,10 @@ from __future__ import annotations
 
 import copy
 import importlib
-import inspect
 import pkgutil
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ else:  # pragma: no cover - Python 3.10 needs the tomli backport
     import tomli as tomllib
 
 from poisonlab.errors import ConfigError
+from poisonlab.experiments.checks import ConfigProblems, check_cells
 from poisonlab.experiments.grid import (
     SECTIONS,
     GridCell,
@@ -99,16 +102,7 @@ TOP_LEVEL = (
     "grid",
 )
 GEOMETRY = ("arch", "in_channels", "height", "width", "num_classes")
-RULE = "every list is a grid axis, so a list-valued parameter is written as a list of lists, e.g. color = [[255, 0, 0]]"
-_LISTY = re.compile(r"^(tuple|list|Sequence)\b")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SIMPLE: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "None": (),
-}
 
 
 @dataclass(frozen=True)
@@ -157,8 +151,14 @@ def task_names() -> list[str]:
     return TASKS.names()
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read, override (``--set`` strings) and validate a TOML config; ConfigError names the file."""
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), *, check_data: bool = False
+) -> ExperimentConfig:
+    """Read, override (``--set`` strings) and validate a TOML config; ConfigError names the file.
+
+    Every cell is planned (module docstring); ``check_data`` also checks that each data source
+    exists. All problems are reported together (:class:`~poisonlab.experiments.checks.ConfigProblems`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
@@ -167,7 +167,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path.name}: not valid TOML: {exc}") from None
     raw.setdefault("name", path.stem)
-    return config_from_dict(raw, where=path.name, source=str(path), overrides=overrides)
+    return config_from_dict(
+        raw, where=path.name, source=str(path), overrides=overrides, check_data=check_data
+    )
 
 
 def config_from_dict(
@@ -176,8 +178,10 @@ def config_from_dict(
     where: str = "<config>",
     source: str | None = None,
     overrides: Sequence[str] = (),
+    check_data: bool = False,
 ) -> ExperimentConfig:
-    """Validate a parsed config (as from TOML), after applying ``--set`` overrides."""
+    """Validate a parsed config (as from TOML) after applying ``--set`` overrides, planning every
+    cell; ``check_data`` also checks the data sources."""
     data = apply_overrides(copy.deepcopy(dict(raw)), overrides, where)
     unknown = sorted(set(data) - set(TOP_LEVEL))
     if unknown:
@@ -205,8 +209,10 @@ def config_from_dict(
         overrides=tuple(overrides),
         **sections,
     )
-    _check_sections(config, where)
-    expand_cells(config, where=where)  # validates the grid controls and the axes
+    cells = expand_cells(config, where=where)  # validates the grid controls and the axes
+    problems = check_cells(config, cells, data=check_data)
+    if problems:
+        raise ConfigProblems(where, problems)
     return config
 
 
@@ -279,8 +285,8 @@ def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
 
 
 def _defenses(value: Any, where: str) -> tuple[dict[str, Any], ...]:
-    """Each entry needs a registered ``name``; parameters are checked against its constructor."""
-    from poisonlab.defenses import DETECTORS, detector_names
+    """Each entry needs a registered ``name``; its parameters are checked when cells are planned."""
+    from poisonlab.defenses import detector_names
 
     if isinstance(value, dict):
         value = [value]
@@ -301,102 +307,4 @@ def _defenses(value: Any, where: str) -> tuple[dict[str, Any], ...]:
         if name in seen:
             raise ConfigError(f"{where}: defense {name!r} is listed twice (metrics are per name)")
         seen.add(name)
-        spec = _signature(DETECTORS.get(name))
-        for key, item in entry.items():
-            if key != "name":
-                _check_value(item, key, spec, f"{where}: {label} ({name})", axis=False)
     return tuple(dict(entry) for entry in value)
-
-
-def _signature(factory: Callable[..., Any], skip: Iterable[str] = ()) -> dict[str, str] | None:
-    """Keyword parameters of ``factory`` with their annotation text (None: accepts ``**kwargs``)."""
-    params: dict[str, str] = {}
-    for p in inspect.signature(factory).parameters.values():
-        if p.kind is p.VAR_KEYWORD:
-            return None
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in skip:
-            annotation = p.annotation
-            params[p.name] = "" if annotation is p.empty else str(annotation)
-    return params
-
-
-def _listy(annotation: str) -> bool:
-    """Whether the annotation text allows a list (``tuple[...]``, ``list[...]``, ``Sequence``)."""
-    return any(_LISTY.match(part.strip()) for part in annotation.split("|"))
-
-
-def _accepts(value: Any, annotation: str) -> bool | None:
-    """Whether ``value`` fits the annotation text; None when the annotation is not plain."""
-    parts = [part.strip() for part in annotation.split("|") if part.strip()]
-    listy = _listy(annotation)
-    plain = all(part in _SIMPLE or _LISTY.match(part) for part in parts)
-    if isinstance(value, list):
-        return True if listy else (False if plain else None)
-    if isinstance(value, dict) or not plain:
-        return None
-    for part in parts:
-        types = _SIMPLE.get(part, ())
-        if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
-            return True
-    return False
-
-
-def _check_value(
-    value: Any, key: str, spec: dict[str, str] | None, label: str, *, axis: bool
-) -> None:
-    """ConfigError when ``key`` is unknown to ``spec`` or ``value`` does not fit its type."""
-    if spec is None:
-        return
-    if key not in spec:
-        raise ConfigError(f"{label}: unknown key {key!r}; allowed: {', '.join(sorted(spec))}")
-    values = value if axis and isinstance(value, list) else [value]
-    if axis and isinstance(value, list) and not value:
-        raise ConfigError(f"{label}: {key} = [] is an empty grid axis")
-    for item in values:
-        lenient = not axis and _listy(spec[key])  # tasks wrap a scalar (classes = 5 -> [5])
-        if _accepts(item, spec[key]) is False and not lenient:
-            hint = f"; {RULE}" if axis else " (defenses are not grid axes)"
-            raise ConfigError(f"{label}: {key} = {item!r} does not fit the type {spec[key]}{hint}")
-
-
-def _check_sections(config: ExperimentConfig, where: str) -> None:
-    """Check the sections whose schema is known: attack, model and train."""
-    from poisonlab.attacks import ATTACKS, attack_names
-    from poisonlab.models import ModelConfig, model_names
-    from poisonlab.models.config import COVARIANCES, HEADS
-    from poisonlab.train.config import OPTIMIZERS, TrainConfig
-
-    choices = {"model.arch": model_names(), "model.head": HEADS}
-    choices |= {"model.lgm_covariance": COVARIANCES, "train.optimizer": OPTIMIZERS}
-    if config.attack:
-        names = _axis_values(config.attack.get("name"))
-        if not names:
-            raise ConfigError(f"{where}: [attack] needs name = one of: {', '.join(attack_names())}")
-        for name in names:
-            if name not in attack_names():
-                raise ConfigError(
-                    f"{where}: [attack] unknown name {name!r}; choose one of: {', '.join(attack_names())}"
-                )
-            spec = _signature(ATTACKS.get(name))
-            for key, value in config.attack.items():
-                if key != "name" and spec is not None:
-                    _check_value(value, key, spec, f"{where}: [attack] ({name})", axis=True)
-    model_spec = {"arch": "str", **(_signature(ModelConfig, skip=GEOMETRY) or {})}
-    for key, value in config.model.items():
-        _check_value(value, key, model_spec, f"{where}: [model]", axis=True)
-    for key, value in config.train.items():
-        _check_value(value, key, _signature(TrainConfig), f"{where}: [train]", axis=True)
-    for path, allowed in choices.items():
-        section, key = path.split(".")
-        for value in _axis_values(getattr(config, section).get(key)):
-            if value not in allowed:
-                raise ConfigError(
-                    f"{where}: [{section}] {key} = {value!r} is not one of: {', '.join(allowed)}"
-                )
-
-
-def _axis_values(value: Any) -> list[Any]:
-    """The values a field takes: the elements of a list (an axis), else the value itself."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]

@@ -75,7 +75,11 @@ def expand_cells(config: ExperimentConfig, *, where: str | None = None) -> list[
         rows = _group_rows(group, axes)
         if len({stable_hash(row) for row in rows}) != len(rows):
             values = axes[group[0]] if len(group) == 1 else [list(r.values()) for r in rows]
-            raise ConfigError(f"{where}: grid axis {' + '.join(group)} repeats a value: {values}")
+            raise ConfigError(
+                f"{where}: grid axis {' + '.join(group)} repeats a value: {values} (every list "
+                "is a grid axis, so a list-valued parameter is written as a list of lists, e.g. "
+                "color = [[255, 0, 0]])"
+            )
     cells: list[GridCell] = []
     for combo in itertools.product(*[_group_rows(g, axes) for g in groups]):
         chosen = {name: value for row in combo for name, value in row.items()}

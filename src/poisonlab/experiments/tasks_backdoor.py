@@ -59,7 +59,13 @@ from poisonlab.data.dataset import ImageDataset, concatenate
 from poisonlab.defenses import DetectionResult, Detector, Evidence, build_detector
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
-from poisonlab.experiments.tasks_base import CellSpec, TaskContext, register_task, stable_hash
+from poisonlab.experiments.tasks_base import (
+    CellSpec,
+    TaskContext,
+    register_plan,
+    register_task,
+    stable_hash,
+)
 from poisonlab.experiments.tasks_common import (
     DataSpec,
     as_array,
@@ -79,6 +85,7 @@ from poisonlab.metrics.attack import attack_success_rate, clean_accuracy, evalua
 from poisonlab.metrics.detection import detection_metrics as rank_metrics
 from poisonlab.metrics.detection import evaluate_detection
 from poisonlab.seeding import derive_seed, make_generator
+from poisonlab.validation import NON_NEGATIVE_INT, POSITIVE_INT, Boolean, ParameterError
 
 TASK_KEYS = ("clean_model", "victim", "table1", "examples", "batch_size")
 BUDGET_KEYS = ("rate", "target_rate", "count")
@@ -106,6 +113,7 @@ class BackdoorPlan:
     batch_size: int
 
 
+@register_plan("backdoor")
 def plan_backdoor(cell: CellSpec) -> BackdoorPlan:
     """Validate a ``backdoor`` cell (keys, types, the attack and the detectors) and plan it.
 
@@ -127,11 +135,11 @@ def plan_backdoor(cell: CellSpec) -> BackdoorPlan:
         attack=_attack(name, {k: v for k, v in attack_params.items() if k not in zero}),
         zero=zero,
         detectors=tuple(build_detectors(list(cell.params.get("defenses") or []), seed=cell.seed)),
-        clean_model=task_option(task, "clean_model", True, bool),
-        victim=task_option(task, "victim", True, bool),
-        table1=task_option(task, "table1", False, bool),
-        examples=task_option(task, "examples", 8, int),
-        batch_size=task_option(task, "batch_size", 256, int),
+        clean_model=task_option(task, "clean_model", True, [Boolean()]),
+        victim=task_option(task, "victim", True, [Boolean()]),
+        table1=task_option(task, "table1", False, [Boolean()]),
+        examples=task_option(task, "examples", 8, [NON_NEGATIVE_INT]),
+        batch_size=task_option(task, "batch_size", 256, [POSITIVE_INT]),
     )
     if plan.table1 and not plan.victim:
         raise ConfigError("[task] table1 needs the victim model (victim = true)")
@@ -238,8 +246,12 @@ def _attack(name: str, params: dict[str, Any]) -> BackdoorAttack:
     """The trigger attack ``name`` with ``params``; ConfigError for others or bad keywords."""
     try:
         attack = build_attack(name, **params)
-    except TypeError as exc:
-        raise ConfigError(f"[attack] {name}: {exc}") from None
+    except ParameterError:
+        raise  # names the attack, the parameter and its range already
+    except ConfigError as exc:
+        raise ConfigError(
+            f"[attack] {exc}" if str(exc).startswith(name) else f"[attack] {name}: {exc}"
+        ) from None
     if not isinstance(attack, BackdoorAttack):
         raise ConfigError(f"the backdoor task needs a trigger attack, not {name!r}")
     return attack

@@ -100,3 +100,12 @@ Task = Callable[[CellSpec, TaskContext], dict[str, float | int]]
 
 TASKS: Registry[Task] = Registry("experiment kind")
 register_task = TASKS.register
+
+Plan = Callable[[CellSpec], Any]
+PLANS: Registry[Plan] = Registry("experiment plan")
+"""Per kind, a function that validates one cell without loading data or training: it builds the
+cell's attack and detectors and parses ``[data]`` and ``[task]`` (raising ConfigError naming the key
+and value), and returns a plan whose ``data`` attribute, when present, is the cell's
+:class:`~poisonlab.experiments.tasks_common.DataSpec`. Configs are checked by planning every cell
+before anything runs (:mod:`poisonlab.experiments.checks`)."""
+register_plan = PLANS.register

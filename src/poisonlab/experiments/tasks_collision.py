@@ -68,7 +68,7 @@ from poisonlab.data.splits import Split
 from poisonlab.defenses import Detector, Evidence
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
-from poisonlab.experiments.tasks_base import CellSpec, TaskContext, register_task
+from poisonlab.experiments.tasks_base import CellSpec, TaskContext, register_plan, register_task
 from poisonlab.experiments.tasks_common import (
     DataSpec,
     build_detectors,
@@ -87,6 +87,14 @@ from poisonlab.metrics.detection import evaluate_detection
 from poisonlab.models import Network
 from poisonlab.seeding import derive_seed, make_generator
 from poisonlab.train import TrainConfig, train_model
+from poisonlab.validation import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    Boolean,
+    Options,
+    ParameterError,
+)
 from poisonlab.workflows import attack_success, filter_and_finetune
 from poisonlab.workflows.filtering import default_finetune_config
 
@@ -123,6 +131,7 @@ class CollisionPlan:
     batch_size: int
 
 
+@register_plan("feature-collision")
 def plan_collision(cell: CellSpec) -> CollisionPlan:
     """Validate a ``feature-collision`` cell (task keys, the attack, the detectors) and plan it.
 
@@ -133,14 +142,8 @@ def plan_collision(cell: CellSpec) -> CollisionPlan:
     """
     task = cell.section("task")
     check_keys(task, TASK_KEYS, "task")
-    preset = task_option(task, "preset", "seed000", str)
-    protocol = task_option(task, "protocol", "end-to-end", str)
-    if preset not in PRESETS:
-        raise ConfigError(f"[task] preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    if protocol not in PROTOCOLS:
-        raise ConfigError(
-            f"[task] protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"
-        )
+    preset = task_option(task, "preset", "seed000", [Options(PRESETS)])
+    protocol = task_option(task, "protocol", "end-to-end", [Options(tuple(PROTOCOLS))])
     params = cell.section("attack")
     name = params.pop("name", "feature-collision")
     if name != "feature-collision":
@@ -151,12 +154,16 @@ def plan_collision(cell: CellSpec) -> CollisionPlan:
         )
     except TypeError as exc:
         raise ConfigError(f"[attack] feature-collision: {exc}") from None
+    except ParameterError:
+        raise  # names the attack, the parameter and its range already
+    except ConfigError as exc:
+        raise ConfigError(f"[attack] feature-collision: {exc}") from None
     if attack.base_selection != "random":
         raise ConfigError("seed 000 compares CE and LGM on the same random pairs: base_selection")
     overrides = {
-        "epochs": task_option(task, "finetune_epochs", None, int),
-        "lr": task_option(task, "finetune_lr", None, (int, float)),
-        "batch_size": task_option(task, "finetune_batch_size", None, int),
+        "epochs": task_option(task, "finetune_epochs", None, [POSITIVE_INT]),
+        "lr": task_option(task, "finetune_lr", None, [POSITIVE]),
+        "batch_size": task_option(task, "finetune_batch_size", None, [POSITIVE_INT]),
     }
     defaults = default_finetune_config(cell.seed).to_dict()
     entries = list(cell.params.get("defenses") or DEFAULT_DEFENSES)
@@ -168,11 +175,11 @@ def plan_collision(cell: CellSpec) -> CollisionPlan:
         finetune_config=TrainConfig(
             **{**defaults, **{k: v for k, v in overrides.items() if v is not None}}
         ),
-        drop_targets=task_option(task, "drop_targets", False, bool),
-        oneshot=task_option(task, "oneshot", False, bool),
-        auroc_on_train=task_option(task, "auroc_on_train", True, bool),
-        examples=task_option(task, "examples", 8, int),
-        batch_size=task_option(task, "batch_size", 256, int),
+        drop_targets=task_option(task, "drop_targets", False, [Boolean()]),
+        oneshot=task_option(task, "oneshot", False, [Boolean()]),
+        auroc_on_train=task_option(task, "auroc_on_train", True, [Boolean()]),
+        examples=task_option(task, "examples", 8, [NON_NEGATIVE_INT]),
+        batch_size=task_option(task, "batch_size", 256, [POSITIVE_INT]),
     )
 
 

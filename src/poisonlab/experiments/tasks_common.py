@@ -25,6 +25,7 @@ import inspect
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,15 @@ from poisonlab.metrics.detection import DetectionMetrics
 from poisonlab.models import ModelConfig, Network, build_model, load_checkpoint, save_checkpoint
 from poisonlab.train import TrainConfig, train_model
 from poisonlab.train.recipes import default_recipe
+from poisonlab.validation import (
+    FRACTION,
+    SEED,
+    ConstraintList,
+    Interval,
+    Text,
+    check_param,
+    validate_params,
+)
 
 MODEL_CACHE_KIND = "model"
 """Cache kind of trained models (a checkpoint folder per key)."""
@@ -52,6 +62,16 @@ def check_keys(section: Mapping[str, Any], allowed: tuple[str, ...], where: str)
     unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise ConfigError(f"[{where}] unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
+DATA_CONSTRAINTS: dict[str, ConstraintList] = {
+    "source": [Text("a data spec (digits, fashion-mnist, NAME:PATH or a path)")],
+    "limit": [None, Interval(Integral, 10, None)],
+    "holdout": [FRACTION],
+    "test": [FRACTION],
+    "seed": [SEED],
+}
+"""Constraints of the ``[data]`` keys."""
 
 
 @dataclass(frozen=True)
@@ -66,19 +86,17 @@ class DataSpec:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> DataSpec:
-        """Validate ``[data]`` (keys and types) and fill the defaults."""
+        """Validate ``[data]`` (keys, types and ranges; :mod:`poisonlab.validation`), fill defaults.
+
+        Whether the source exists is :func:`poisonlab.data.loaders.check_source`'s job (it reads
+        the file system, so a dry run calls it once per distinct source).
+        """
         check_keys(section, tuple(f.name for f in fields(cls)), "data")
-        spec = cls(**dict(section))
-        if not isinstance(spec.source, str) or not spec.source:
-            raise ConfigError(f"[data] source must be a data spec string, got {spec.source!r}")
-        if spec.limit is not None and (not isinstance(spec.limit, int) or spec.limit < 10):
-            raise ConfigError(f"[data] limit must be an integer >= 10, got {spec.limit!r}")
-        for name in ("holdout", "test"):
-            value = getattr(spec, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-                raise ConfigError(f"[data] {name} must be a fraction in (0, 1), got {value!r}")
-        if isinstance(spec.seed, bool) or not isinstance(spec.seed, int):
-            raise ConfigError(f"[data] seed must be an integer, got {spec.seed!r}")
+        spec = cls(**validate_params("[data]", DATA_CONSTRAINTS, dict(section)))
+        if spec.holdout + spec.test >= 1.0:
+            raise ConfigError(
+                f"[data] holdout ({spec.holdout:g}) + test ({spec.test:g}) leave no training data"
+            )
         return spec
 
     def key(self) -> dict[str, Any]:
@@ -289,16 +307,16 @@ def scores_arrays(
     return arrays
 
 
-def task_option(section: Mapping[str, Any], key: str, default: Any, kind: type | tuple) -> Any:
-    """``[task] key`` checked against ``kind`` (bools are not numbers), or ``default``."""
-    value = section.get(key, default)
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if value is not None and (
-        not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
-    ):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise ConfigError(f"[task] {key} must be {names}, got {value!r}")
-    return value
+def task_option(
+    section: Mapping[str, Any], key: str, default: Any, constraints: ConstraintList
+) -> Any:
+    """``[task] key`` checked against ``constraints`` (:mod:`poisonlab.validation`), or ``default``.
+
+    A missing key takes ``default`` unchecked (it may be None: "use the default schedule").
+    """
+    if key not in section:
+        return default
+    return check_param("[task]", key, section[key], constraints)
 
 
 def heatmap_arrays(

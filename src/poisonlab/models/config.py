@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral
 from typing import Any
 
 from poisonlab.errors import ConfigError
+from poisonlab.validation import (
+    NON_NEGATIVE,
+    POSITIVE_INT,
+    ConstraintList,
+    Interval,
+    Options,
+    Text,
+    validate_params,
+)
 
 HEADS = ("softmax", "lgm")
 COVARIANCES = ("identity", "diagonal")
+
+
+MODEL_CONSTRAINTS: dict[str, ConstraintList] = {
+    "arch": [Text("an architecture name")],
+    "in_channels": [POSITIVE_INT],
+    "height": [POSITIVE_INT],
+    "width": [POSITIVE_INT],
+    "num_classes": [Interval(Integral, 2, None)],
+    "head": [Options(HEADS)],
+    "feature_dim": [None, POSITIVE_INT],
+    "lgm_alpha": [NON_NEGATIVE],
+    "lgm_lambda": [NON_NEGATIVE],
+    "lgm_covariance": [Options(COVARIANCES)],
+}
+"""Every field's constraints (:mod:`poisonlab.validation`); whether ``arch`` is registered is
+checked when the model is built."""
 
 
 @dataclass(frozen=True)
@@ -44,22 +70,9 @@ class ModelConfig:
     lgm_covariance: str = "identity"
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "height", "width", "num_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model {name} must be a positive integer, got {value!r}")
-        if self.num_classes < 2:
-            raise ConfigError(f"model num_classes must be >= 2, got {self.num_classes}")
-        if self.head not in HEADS:
-            raise ConfigError(f"model head {self.head!r} is not one of {', '.join(HEADS)}")
-        if self.lgm_covariance not in COVARIANCES:
-            raise ConfigError(
-                f"lgm_covariance {self.lgm_covariance!r} is not one of {', '.join(COVARIANCES)}"
-            )
-        if self.feature_dim is not None and self.feature_dim < 1:
-            raise ConfigError(f"feature_dim must be >= 1, got {self.feature_dim}")
-        if self.lgm_alpha < 0 or self.lgm_lambda < 0:
-            raise ConfigError("lgm_alpha and lgm_lambda must be >= 0")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in validate_params("model", MODEL_CONSTRAINTS, values).items():
+            object.__setattr__(self, name, value)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from numbers import Real
 from typing import Any
 
-from poisonlab.errors import ConfigError
+from poisonlab.validation import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    ConstraintList,
+    Interval,
+    Options,
+    validate_params,
+)
 
 OPTIMIZERS = ("adam", "sgd")
+TRAIN_CONSTRAINTS: dict[str, ConstraintList] = {
+    "epochs": [POSITIVE_INT],
+    "batch_size": [POSITIVE_INT],
+    "optimizer": [Options(OPTIMIZERS)],
+    "lr": [POSITIVE],
+    "momentum": [NON_NEGATIVE],
+    "weight_decay": [NON_NEGATIVE],
+    "head_lr": [None, POSITIVE],
+    "val_fraction": [Interval(Real, 0, 1, closed="left")],
+    "patience": [None, POSITIVE_INT],
+    "seed": [SEED],
+}
+"""Every field's constraints (:mod:`poisonlab.validation`)."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +72,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be >= 1")
-        if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
-            raise ConfigError("learning rates must be > 0")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience must be >= 1 or None, got {self.patience}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in validate_params("train", TRAIN_CONSTRAINTS, values).items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""

@@ -1,0 +1,270 @@
+"""Check an experiment config by planning every cell, before anything runs.
+
+A config is valid when every cell of its grid could start: its attack and detectors can be built,
+its ``[data]``, ``[model]``, ``[train]`` and ``[task]`` sections parse, and (for a run or a dry run)
+its data source is there. Nothing reads annotation strings: each section is checked by the code
+that will use it, so the checks cannot drift from what runs:
+
+- ``[data]``: :meth:`~poisonlab.experiments.tasks_common.DataSpec.from_section`; with
+  ``data=True`` also :func:`~poisonlab.data.loaders.check_source` (the file exists and its format
+  is recognised; once per distinct source);
+- ``[model]``: :class:`~poisonlab.models.ModelConfig` with a placeholder geometry (the real one
+  comes from the data) and ``arch`` among the registered architectures;
+- ``[train]``: :class:`~poisonlab.train.TrainConfig`;
+- ``[[defenses]]``: every detector built (:func:`~poisonlab.experiments.tasks_common.build_detectors`);
+- ``[attack]`` and ``[task]``: the kind's planner (:data:`~poisonlab.experiments.tasks_base.PLANS`),
+  which builds the attack the way the task will (a zero budget is a clean cell, presets merged...);
+  a kind without a planner gets its ``[attack]`` built as given.
+
+**Every error, not the first.** A planner stops at its first error, so when that error belongs to
+a section that was already reported (``[data]``, ``[task]``, ``[[defenses]]``), the cell is planned
+again with that section emptied, to find the errors behind it. Identical messages from several
+cells are reported once, with the cells they occur in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from poisonlab.errors import ConfigError, PoisonlabError
+from poisonlab.experiments.grid import SECTIONS, GridCell
+from poisonlab.experiments.tasks_base import PLANS, CellSpec
+from poisonlab.validation import ParameterError, short_repr
+
+if TYPE_CHECKING:
+    from poisonlab.experiments.config import ExperimentConfig
+
+_PLACEHOLDER_GEOMETRY = {"in_channels": 1, "height": 32, "width": 32, "num_classes": 10}
+_MAX_CELLS_SHOWN = 3
+_MAX_REPLANS = 4
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in a config; one line per problem (the first line names the file)."""
+
+    def __init__(self, where: str, problems: Sequence[str]) -> None:
+        self.where = where
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            text = f"{where}: {self.problems[0]}"
+        else:
+            listed = "\n".join(f"  {p}" for p in self.problems)
+            text = f"{where}: {len(self.problems)} problems:\n{listed}"
+        super().__init__(text)
+
+
+def check_cells(
+    config: ExperimentConfig, cells: Sequence[GridCell], *, data: bool = False
+) -> list[str]:
+    """Every problem of every cell, merged across cells (``problem (cells: ...)``).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The config the cells come from (its lists tell grid axes apart, for hints).
+    cells : sequence of GridCell
+        Its expanded grid.
+    data : bool
+        Also check that each distinct data source exists and is readable as data.
+    """
+    found: dict[str, list[GridCell]] = {}
+    sources: dict[str, str | None] = {}
+    for cell in cells:
+        for message in _cell_problems(config, cell, data=data, sources=sources):
+            found.setdefault(message, []).append(cell)
+    return [message + _which(hit, len(cells)) for message, hit in found.items()]
+
+
+def _which(hit: Sequence[GridCell], total: int) -> str:
+    """`` (cells: #0 rate=1.5 seed=0; ...)`` unless the problem is in every cell."""
+    if len(hit) == total:
+        return "" if total == 1 else f" (all {total} cells)"
+    shown = "; ".join(f"#{c.index} {c.description}" for c in hit[:_MAX_CELLS_SHOWN])
+    more = f" and {len(hit) - _MAX_CELLS_SHOWN} more" if len(hit) > _MAX_CELLS_SHOWN else ""
+    return f" (cell{'s' if len(hit) > 1 else ''} {shown}{more})"
+
+
+def _cell_problems(
+    config: ExperimentConfig, cell: GridCell, *, data: bool, sources: dict[str, str | None]
+) -> list[str]:
+    from poisonlab.experiments.tasks_common import DataSpec
+
+    spec = cell.spec
+    problems: list[str] = []
+    failed: set[str] = set()
+
+    def attempt(check: Callable[[], Any]) -> Any:
+        try:
+            return check()
+        except PoisonlabError as exc:
+            section = _section_of(exc)
+            if section:
+                failed.add(section)
+            problems.append(_explain(exc, section, config, cell))
+            return None
+
+    data_spec = attempt(lambda: DataSpec.from_section(spec.section("data")))
+    attempt(lambda: _check_model(spec.section("model")))
+    attempt(lambda: _check_train(spec.section("train")))
+    attempt(lambda: _check_defenses(spec))
+    planner = PLANS.get(config.kind) if config.kind in PLANS else _plan_generic
+    planned = dict(spec.params)
+    for _ in range(_MAX_REPLANS):
+        before = set(failed)
+        for section in failed:  # plan past the sections already reported
+            planned[section] = [] if section == "defenses" else {}
+        try:
+            planner(CellSpec(spec.experiment, spec.kind, planned))
+            break
+        except PoisonlabError as exc:
+            section = _section_of(exc)
+            message = _explain(exc, section, config, cell)
+            if message not in problems:
+                problems.append(message)
+            if section is None or section in before or section == "attack":
+                break
+            failed.add(section)
+    source = data_spec.source if data_spec is not None else spec.section("data").get("source")
+    if data and isinstance(source, str) and source:  # also when another [data] key is wrong
+        if source not in sources:
+            sources[source] = _source_problem(source)
+        if sources[source]:
+            problems.append(sources[source])  # type: ignore[arg-type]
+    return problems
+
+
+def _source_problem(source: str) -> str | None:
+    from poisonlab.data.loaders import check_source
+
+    try:
+        check_source(source)
+    except PoisonlabError as exc:
+        return f"[data] source = {source!r}: {exc}"
+    return None
+
+
+def _check_model(section: dict[str, Any]) -> None:
+    """``[model]``: registered ``arch`` and ModelConfig fields (the geometry comes from the data)."""
+    from poisonlab.experiments.tasks_common import check_keys
+    from poisonlab.models import ModelConfig, model_names
+    from poisonlab.validation import Options, check_param
+
+    params = dict(section)
+    arch = check_param("[model]", "arch", params.pop("arch", None), [None, Options(model_names())])
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    check_keys(
+        params, tuple(f for f in fields if f not in ("arch", *_PLACEHOLDER_GEOMETRY)), "model"
+    )
+    ModelConfig(arch or model_names()[0], **_PLACEHOLDER_GEOMETRY, **params)
+
+
+def _check_train(section: dict[str, Any]) -> None:
+    """``[train]``: TrainConfig fields over its defaults (a task applies them over its recipe)."""
+    from poisonlab.experiments.tasks_common import check_keys
+    from poisonlab.train import TrainConfig
+
+    check_keys(section, tuple(f.name for f in dataclasses.fields(TrainConfig)), "train")
+    TrainConfig(**section)
+
+
+def _check_defenses(spec: CellSpec) -> None:
+    from poisonlab.experiments.tasks_common import build_detectors
+
+    build_detectors(list(spec.params.get("defenses") or []), seed=spec.seed)
+
+
+def _plan_generic(spec: CellSpec) -> None:
+    """For kinds without a planner: ``[attack]`` built as given (``name`` + keywords)."""
+    from poisonlab.attacks import attack_names, build_attack
+
+    params = spec.section("attack")
+    if not params:
+        return
+    name = params.pop("name", None)
+    if name not in attack_names():
+        raise ConfigError(
+            f"[attack] needs name = one of: {', '.join(attack_names())}, got {name!r}"
+        )
+    try:
+        build_attack(name, **params)
+    except ParameterError:
+        raise  # names the attack, the parameter and its range already
+    except ConfigError as exc:
+        text = str(exc)
+        raise ConfigError(
+            f"[attack] {text if text.startswith(name) else f'{name}: {text}'}"
+        ) from None
+
+
+def _section_of(exc: PoisonlabError) -> str | None:
+    """Which section an error belongs to: from a ParameterError's owner, or the message's prefix."""
+    from poisonlab.attacks import attack_names
+    from poisonlab.defenses import detector_names
+
+    if isinstance(exc, ParameterError):
+        owner = exc.owner
+        if owner in ("[data]", "[task]", "[model]", "[train]"):
+            return owner.strip("[]")
+        if owner in ("model", "train"):
+            return owner
+        if owner in detector_names():
+            return "defenses"
+        if owner in attack_names() or owner in ("trigger", "budget", "pgd", ""):
+            return "attack"
+    text = str(exc)
+    for prefix, section in (
+        ("[[defenses]]", "defenses"),
+        ("[data]", "data"),
+        ("[task]", "task"),
+        ("[attack]", "attack"),
+        ("[model]", "model"),
+        ("[train]", "train"),
+    ):
+        if text.startswith(prefix):
+            return section
+    if text.startswith("defense ") or any(text.startswith(f"{n} ") for n in detector_names()):
+        return "defenses"
+    return None
+
+
+def _explain(
+    exc: PoisonlabError, section: str | None, config: ExperimentConfig, cell: GridCell
+) -> str:
+    """The message with its section named, and the grid rule when a list became an axis."""
+    text = str(exc)
+    if isinstance(exc, ParameterError) and exc.owner in ("model", "train"):
+        text = f"[{exc.owner}] {exc.param} must be {exc.expected}, got {short_repr(exc.value)}"
+    label = {
+        "attack": "[attack]",
+        "defenses": "[[defenses]]",
+        "model": "[model]",
+        "train": "[train]",
+    }
+    prefix = label.get(section or "", "")
+    if prefix and not text.startswith(prefix):
+        text = f"{prefix} {text}"
+    if isinstance(exc, ParameterError):
+        text += _hint(exc, section, config)
+    return text
+
+
+def _hint(exc: ParameterError, section: str | None, config: ExperimentConfig) -> str:
+    """Why a value that looks right is wrong: a flat list became an axis, or a list in defenses."""
+    if section == "defenses" and isinstance(exc.value, list):
+        return " (lists in [[defenses]] are values, not grid axes)"
+    if not exc.wants_list:
+        return ""
+    for name in SECTIONS:
+        values = getattr(config, name).get(exc.param)
+        if (
+            isinstance(values, list)
+            and not isinstance(exc.value, list)
+            and any(v == exc.value and not isinstance(v, list) for v in values)
+        ):
+            return (
+                f" ([{name}] {exc.param} = {short_repr(values)} is a grid axis, as every list is; "
+                f"one list value is written as a list of lists: {exc.param} = [{short_repr(values)}])"
+            )
+    return ""

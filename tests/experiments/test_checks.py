@@ -1,0 +1,115 @@
+"""`poisonlab run --dry-run` plans every cell and reports every problem before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from poisonlab.cli.main import app
+from poisonlab.errors import ConfigError
+from poisonlab.experiments.checks import ConfigProblems
+from poisonlab.experiments.config import load_config
+
+cli = CliRunner()
+
+GOOD = """
+kind = "backdoor"
+[data]
+source = "digits"
+limit = 300
+[attack]
+name = "badnets"
+rate = [0.0, 0.1]
+[train]
+epochs = 1
+[[defenses]]
+name = "spectral-signatures"
+"""
+
+# What the user tried (issue: each of these passed --dry-run, then failed cell by cell).
+BROKEN = """
+kind = "backdoor"
+[data]
+source = "{missing}"
+limit = "300"
+[attack]
+name = "badnets"
+rate = [0.1, 1.5]
+[task]
+tabel1 = true
+[train]
+epochs = 2.5
+[[defenses]]
+name = "spectral-signatures"
+eps = "abc"
+"""
+
+
+def dry_run(path, runs):
+    return cli.invoke(app, ["run", str(path), "--runs", str(runs), "--dry-run"])
+
+
+def test_a_dry_run_reports_every_problem_and_runs_nothing(write_config, tmp_path):
+    missing = tmp_path / "nowhere" / "train.npz"
+    path = write_config(BROKEN.format(missing=missing))
+    runs = tmp_path / "runs"
+    result = dry_run(path, runs)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    expected = [
+        "exp.toml: 6 problems:",
+        "[data] limit must be an integer >= 10 or None, got '300'",
+        "[train] epochs must be an integer >= 1, got 2.5",
+        "[[defenses]] spectral-signatures eps must be a fraction in (0, 1)",
+        "[task] unknown key 'tabel1'; allowed: clean_model",
+        "badnets rate must be a number in (0, 1) or None, got 1.5 (cell #1 rate=1.5)",
+        f"[data] source = '{missing}': {missing}: no such file or directory",
+    ]
+    for fragment in expected:
+        assert fragment in output, (fragment, output)
+    assert not runs.exists()  # nothing was created, let alone run
+
+
+def test_a_typo_in_data_and_a_missing_file_are_found_by_a_real_run_too(write_config, tmp_path):
+    path = write_config(GOOD.replace('source = "digits"', 'sorce = "digits"'))
+    runs = tmp_path / "runs"
+    result = cli.invoke(app, ["run", str(path), "--runs", str(runs), "-q"])
+    assert result.exit_code == 2
+    assert "[data] unknown key 'sorce'; allowed: source, limit, holdout, test, seed" in " ".join(
+        result.output.split()
+    )
+    assert not runs.exists()
+    missing = write_config(GOOD.replace('"digits"', '"npz:absent.npz"'), name="missing.toml")
+    result = cli.invoke(app, ["run", str(missing), "--runs", str(runs), "-q"])
+    assert result.exit_code == 2 and "absent.npz: no such file or directory" in result.output
+    assert not runs.exists()
+
+
+def test_a_valid_config_dry_runs_and_lists_its_cells(write_config, tmp_path):
+    result = dry_run(write_config(GOOD), tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 cells would run" in result.output
+
+
+def test_the_same_problem_in_several_cells_is_reported_once(write_config):
+    text = GOOD.replace("rate = [0.0, 0.1]", 'rate = [0.1, 0.2]\nmode = ["insert"]\ncount = 3')
+    with pytest.raises(ConfigProblems) as info:
+        load_config(write_config(text))
+    problems = info.value.problems
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("[attack] badnets mode must be one of 'append', 'replace'")
+    assert problems[0].endswith("(all 2 cells)")
+
+
+def test_a_cross_parameter_attack_error_names_the_section(write_config):
+    text = GOOD.replace("rate = [0.0, 0.1]", "rate = 0.1\ncount = 3")
+    with pytest.raises(ConfigError, match=r"\[attack\] badnets: give only one of rate"):
+        load_config(write_config(text))
+
+
+def test_load_config_leaves_the_data_check_to_runs(write_config, tmp_path):
+    """Parsing a config (tables, tests) does not touch the file system; runs and dry runs do."""
+    path = write_config(GOOD.replace('"digits"', f'"{tmp_path / "later.npz"}"'))
+    assert load_config(path).data["source"].endswith("later.npz")
+    with pytest.raises(ConfigError, match=r"later\.npz: no such file"):
+        load_config(path, check_data=True)
