@@ -26,6 +26,7 @@ File output (``scores.csv``, ``summary.json``, ``clean.npz``) is
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import torch
 from torch import Tensor
 
 from poisonlab import progress
+from poisonlab.data.checks import check_training_data, data_warnings
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, DetectionResult, Detector, Evidence, detector_names
 from poisonlab.defenses.thresholds import Threshold, parse_threshold
@@ -44,6 +46,7 @@ from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
 from poisonlab.train import train_model
 from poisonlab.train.recipes import default_recipe
 
+logger = logging.getLogger(__name__)
 UNION_RULE = "a sample is removed when any defense that ran flagged it"
 
 
@@ -175,7 +178,7 @@ def _check_inputs(
     data: ImageDataset, holdout: ImageDataset | None, classes: Sequence[int] | None
 ) -> None:
     if len(data) == 0:
-        raise DataError(f"data set {data.name!r} is empty")
+        raise DataError(f"data set {data.name!r} has no images")
     if holdout is not None and (
         holdout.shape != data.shape or holdout.num_classes != data.num_classes
     ):
@@ -238,6 +241,11 @@ def scan(
             outcomes[detector.name] = DefenseOutcome(detector.name, skipped=reason)
         else:
             detectors.append(detector)
+    if model is None and any(d.needs_model for d in detectors):  # a model will be trained on it
+        check_training_data(data)
+    else:
+        for message in data_warnings(data):
+            logger.warning(message)
     dev = pick_device(device)
     models, evidence = _prepare_models(
         data,

@@ -9,8 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from poisonlab.cli.console import out, user_errors
+from poisonlab.cli.console import err, out, user_errors
 from poisonlab.cli.main import app
+from poisonlab.data.checks import data_errors, data_warnings
 from poisonlab.data.loaders import load_dataset, source_help
 
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
@@ -43,6 +44,8 @@ def info_command(
     Example: poisonlab data info digits; poisonlab data info /data/cifar-10-batches-py --part test
     """
     dataset = load_dataset(source, part=part.value)
+    for message in data_errors(dataset) + data_warnings(dataset):  # what training would meet
+        err.print(f"[yellow]warning: {escape(message)}[/]", highlight=False, soft_wrap=True)
     c, h, w = dataset.shape
     summary = Table(title=f"{escape(dataset.name)} ({part.value})", show_header=False)
     summary.add_column("field", style="bold")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ import torch
 from torch import Tensor
 
 from poisonlab.errors import DataError
+
+MAX_UNNAMED_CLASSES = 100_000
+"""Most classes a data set may have without ``class_names`` (default names are made per class)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,8 +54,17 @@ class ImageDataset:
             raise DataError(f"{where}: labels must be a 1-d int64 tensor")
         if len(images) != len(labels):
             raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, Integral):
+            raise DataError(f"{where}: num_classes must be an integer, got {self.num_classes!r}")
         if self.num_classes < 1:
             raise DataError(f"{where}: num_classes must be >= 1, got {self.num_classes}")
+        if not self.class_names and self.num_classes > MAX_UNNAMED_CLASSES:
+            # default names are made per class: never from an unchecked number
+            raise DataError(
+                f"{where}: {self.num_classes} classes without class_names; more than "
+                f"{MAX_UNNAMED_CLASSES} classes must be declared by name"
+            )
+        object.__setattr__(self, "num_classes", int(self.num_classes))
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise DataError(
                 f"{where}: labels must lie in [0, {self.num_classes - 1}], "
@@ -64,7 +77,7 @@ class ImageDataset:
                 raise DataError(f"{where}: images contain NaN or infinite pixels")
             if lo < 0.0 or hi > 1.0:
                 raise DataError(f"{where}: pixels must lie in [0, 1], found {lo:g}..{hi:g}")
-        names = tuple(self.class_names) or tuple(str(k) for k in range(self.num_classes))
+        names = tuple(map(str, self.class_names)) or tuple(map(str, range(self.num_classes)))
         if len(names) != self.num_classes:
             raise DataError(f"{where}: {len(names)} class names for {self.num_classes} classes")
         object.__setattr__(self, "class_names", names)

@@ -7,11 +7,14 @@ Anything else inside a class folder is an error naming the file, and so is an em
 Channels: when every image is 8-bit grayscale the data set has 1 channel; as soon as one image
 has colour (or a palette), every image is converted to RGB, so mixed folders lose nothing.
 Alpha is dropped. Size: every image is resized (bilinear) to ``size`` as (height, width), or by
-default to the size of the first image (first class folder, first file in sorted order).
+default to the size of the first image (first class folder, first file in sorted order); images
+resized without a ``size`` being given are reported as a warning (naming how many and one of
+them), since mixed sizes usually mean mixed sources.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,8 @@ from poisonlab.data.common import check_part, from_uint8
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.images import IMAGE_SUFFIXES, is_gray, parse_size, probe, read_image
 from poisonlab.errors import DataError
+
+log = logging.getLogger("poisonlab.data")
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -69,6 +74,19 @@ def load_image_folder(
     headers = [probe(f) for f in files]
     channels = 1 if all(is_gray(mode) for mode, _ in headers) else 3
     shape = parse_size(size) or headers[0][1]
+    resized = [f for f, (_, hw) in zip(files, headers, strict=True) if hw != shape]
+    if resized and size is None:  # a chosen size is the user's decision; a silent one is not
+        log.warning(
+            "%s: %d of %d images are not %d×%d (the size of %s) and are resized to it "
+            "(bilinear), e.g. %s; give size=(height, width) to choose the size",
+            path,
+            len(resized),
+            len(files),
+            shape[0],
+            shape[1],
+            files[0].relative_to(path).as_posix(),
+            resized[0].relative_to(path).as_posix(),
+        )
     pixels = np.empty((len(files), channels, *shape), dtype=np.uint8)
     for k, file in enumerate(files):
         pixels[k] = read_image(file, channels=channels, size=shape)

@@ -181,6 +181,24 @@ def load_dataset(spec: str | Path, *, part: str = "train", **options: Any) -> Im
     return source.load(path, part, **options)
 
 
+def check_source(spec: str | Path) -> DataSource:
+    """Check, without loading it, that ``spec`` names data that is there; return its source.
+
+    What a dry run needs: the path exists and its format is recognised (:func:`resolve` reads
+    only headers), and the built-in Fashion-MNIST is installed when no path is given. Contents are
+    validated when the data is loaded.
+
+    Raises
+    ------
+    DataError
+        Naming the spec and what is missing.
+    """
+    source, path = resolve(spec)
+    if source.name == FASHION_MNIST.name and path is None:
+        builtin.fashion_mnist_dir()  # a DataError saying how to install it
+    return source
+
+
 def has_test_part(spec: str | Path) -> bool:
     """True when ``load_dataset(spec, part="test")`` has an official test part to return."""
     source, path = resolve(spec)

@@ -2,7 +2,9 @@
 
 Arrays: ``x`` of shape (N, H, W) or (N, H, W, C) with C in {1, 3}, either uint8 (divided by
 255) or float already in [0, 1]; ``y`` of shape (N,) with integer labels >= 0; optional ``ids``
-(N strings) and ``class_names`` (one string per class; without it the classes are 0..max(y)).
+(N strings) and ``class_names`` (one string per class; without it the classes are 0..max(y), which
+is refused when max(y) is far above the number of distinct labels: declare sparse classes with
+``class_names``, see :func:`poisonlab.data.checks.check_label_range`).
 Other arrays (e.g. a poison mask written as an extra) are ignored here.
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from poisonlab.data.checks import check_label_range
 from poisonlab.data.common import check_part, from_uint8, row_ids
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import DataError
@@ -108,7 +111,9 @@ def load_npz(path: Path, part: str = "train") -> ImageDataset:
         raise DataError(f"{path}: {len(images)} images in 'x' but {len(y)} labels in 'y'")
     if y.size and int(y.min()) < 0:
         raise DataError(f"{path}: negative labels in 'y' (min {int(y.min())})")
-    num_classes = len(names) if names is not None else (int(y.max()) + 1 if y.size else 1)
+    # without class_names the classes are 0..max(y): checked first, so one stray label of 10⁹
+    # cannot make a table of 10⁹ class names
+    num_classes = len(names) if names is not None else check_label_range(y, f"{path}: 'y'")
     if y.size and int(y.max()) >= num_classes:
         raise DataError(f"{path}: label {int(y.max())} but only {num_classes} class_names")
     ids = ids if ids is not None else row_ids(path.name, len(y))

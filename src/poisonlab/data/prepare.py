@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from poisonlab.data.checks import check_training_data, data_errors
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.splits import Split, split_dataset, split_indices
+from poisonlab.errors import DataError
 
 
 def prepare_splits(
@@ -23,19 +25,33 @@ def prepare_splits(
     Single-part sources (digits, npz, image folders) are split ``1-holdout-test / holdout / test``.
     ``limit`` keeps a stratified random subset of at most that many training images (and
     proportionally fewer test images), for quick runs on large data.
+
+    Everything here precedes training, so the data is checked here
+    (:mod:`poisonlab.data.checks`): no images or a single class raise a DataError; classes with
+    few or no training images are logged as warnings.
     """
     from poisonlab.data.loaders import has_test_part, load_dataset
 
     if has_test_part(spec):
         train_all = load_dataset(spec, part="train")
+        raise_for(data_errors(train_all))
         test_part = load_dataset(spec, part="test")
         train_idx, holdout_idx = split_indices(train_all.labels, (1.0 - holdout, holdout), seed)
         split = Split(train_all.subset(train_idx), train_all.subset(holdout_idx), test_part)
     else:
-        split = split_dataset(load_dataset(spec), holdout=holdout, test=test, seed=seed)
+        everything = load_dataset(spec)
+        raise_for(data_errors(everything))
+        split = split_dataset(everything, holdout=holdout, test=test, seed=seed)
     if limit is not None and len(split.train) > limit:
         split = _limit(split, limit, seed)
+    check_training_data(split.train, what=f"the training part of {split.train.name!r}")
     return split
+
+
+def raise_for(errors: list[str]) -> None:
+    """A DataError with the first of ``errors``, if any."""
+    if errors:
+        raise DataError(errors[0])
 
 
 def _stratified_head(data: ImageDataset, n: int, seed: int) -> ImageDataset:
