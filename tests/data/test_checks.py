@@ -129,7 +129,7 @@ def test_train_refuses_a_single_class_set_before_training(tmp_path) -> None:
 
 
 def test_doubtful_data_is_trained_on_with_warnings(caplog) -> None:
-    x = torch.rand(24, 1, 8, 8)
+    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     data = ImageDataset(x, torch.tensor([0] * 20 + [1] * 4), 3, name="tiny")
     with caplog.at_level(logging.WARNING, logger="poisonlab.data"):
         found = check_training_data(data)

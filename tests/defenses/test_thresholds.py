@@ -86,3 +86,10 @@ def test_a_nan_threshold_can_no_longer_silently_flag_nothing() -> None:
     assert flags.tolist() == [False, False, True, True]
     with pytest.raises(ConfigError):
         build_detector("spectral-signatures", threshold="value:nan")
+
+
+def test_a_detector_names_itself_in_a_threshold_error() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^bnn threshold 'fpr:2': fpr must be a number in \(0, 1\)"
+    ):
+        build_detector("bnn", threshold="fpr:2")

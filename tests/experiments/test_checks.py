@@ -113,3 +113,12 @@ def test_load_config_leaves_the_data_check_to_runs(write_config, tmp_path):
     assert load_config(path).data["source"].endswith("later.npz")
     with pytest.raises(ConfigError, match=r"later\.npz: no such file"):
         load_config(path, check_data=True)
+
+
+def test_a_defense_threshold_is_checked_with_its_range(write_config):
+    text = GOOD + 'threshold = "value:nan"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(text))
+    assert "[[defenses]] spectral-signatures threshold 'value:nan': value must be a finite" in str(
+        info.value
+    )

@@ -78,7 +78,10 @@ class Detector(Validated, ABC):
         self, *, threshold: Threshold | str | None = None, classes: Sequence[int] | None = None
     ) -> None:
         if isinstance(threshold, str):  # configs and CLI flags name thresholds as text
-            threshold = parse_threshold(threshold)
+            try:
+                threshold = parse_threshold(threshold)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.name} {exc}") from None
         threshold = check_param(self.name, "threshold", threshold, self._threshold_constraints)
         self.threshold = threshold or PaperRule()
         if classes is not None and not self.per_class:
