@@ -1,20 +1,24 @@
-"""Shared fixtures: tiny synthetic datasets and models, seconds to build."""
+"""Shared fixtures: tiny synthetic datasets and models, seconds to build.
+
+The test session runs under poisonlab's thread policy (poisonlab.runtime), applied here before
+torch is first imported: OpenMP's passive wait policy, and one thread (POISONLAB_THREADS=1 unless
+the developer set it), since tests use tiny tensors: one thread is faster than two and immune to
+a busy machine. Commands run in-process and subprocesses inherit the setting.
+"""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from poisonlab.data.dataset import ImageDataset
+from poisonlab import runtime
 
+os.environ.setdefault(runtime.THREADS_ENV, "1")
+runtime.use_threads()
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    """Tests use tiny tensors: one thread is faster than two and immune to a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from poisonlab.data.dataset import ImageDataset  # noqa: E402
 
 
 def blobs_dataset(n_per_class: int = 40, num_classes: int = 3, size: int = 8, seed: int = 0):

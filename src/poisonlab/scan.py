@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from poisonlab import progress
+from poisonlab import progress, runtime
 from poisonlab.data.checks import check_training_data, data_warnings
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, DetectionResult, Detector, Evidence, detector_names
@@ -280,7 +280,11 @@ def scan(
         threshold=cut.describe() if cut is not None else "paper",
         holdout=holdout,
         seconds=time.perf_counter() - started,
-        settings={"seed": seed, "classes": None if classes is None else list(classes)},
+        settings={
+            "seed": seed,
+            "classes": None if classes is None else list(classes),
+            "threads": runtime.record(),
+        },
     )
 
 

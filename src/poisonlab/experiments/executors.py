@@ -7,13 +7,20 @@ results store, as outcomes arrive, so a killed driver loses only cells still run
 - ``SequentialExecutor``: in the driver's process, one cell at a time (``--workers 1``). Ctrl-C
   interrupts the running cell directly.
 - ``ProcessExecutor``: ``--workers N`` persistent worker processes (spawn context, so no forked
-  torch state), each using ``max(1, cores // N)`` torch threads. Workers ignore SIGINT: the driver
+  torch state), each using ``max(1, cores // N)`` threads. Workers ignore SIGINT: the driver
   handles Ctrl-C and terminates them. A worker that dies (segfault, out of memory) fails its cell
   and is replaced.
 - ``RayExecutor``: each cell is a Ray remote task with ``num_cpus = cpus_per_task``, on a running
   cluster (``address``) or a local Ray runtime started here and shut down afterwards. Ray is an
   optional extra imported only here. The runs folder must be visible to every Ray node (a shared
   file system), since cells write their artifacts and the cache there.
+
+Threads. Every cell applies :mod:`poisonlab.runtime`'s policy before its task runs: a count the
+user set (``poisonlab run --threads``, ``POISONLAB_THREADS``, ``OMP_NUM_THREADS``) wins, then the
+executor's share of the cores (``CellJob.threads``), then the automatic choice for the cell's data
+(one thread for the built-in 8×8 digits). Worker processes import poisonlab before torch, so
+OpenMP's passive wait policy holds there too. What was applied is written to the cell's
+``cell.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poisonlab import runtime
 from poisonlab.errors import ConfigError
 from poisonlab.experiments.cache import DirectoryCache
 from poisonlab.experiments.store import package_versions
@@ -112,15 +120,15 @@ def execute_cell(job: CellJob) -> CellOutcome:
         for entry in job.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)
-        if job.threads:
-            _limit_threads(job.threads)
+        threads = apply_threads(job)
         if job.task_module and job.task_module != "__main__":
             importlib.import_module(job.task_module)
         task = TASKS.get(job.spec.kind)
         shutil.rmtree(cell_dir, ignore_errors=True)  # no stale files from an earlier attempt
         cell_dir.mkdir(parents=True)
         spec = {"experiment": job.spec.experiment, "kind": job.spec.kind, "key": job.key}
-        (cell_dir / "cell.json").write_text(json.dumps(spec | {"params": job.spec.params}))
+        record = spec | {"params": job.spec.params, "threads": threads.to_dict()}
+        (cell_dir / "cell.json").write_text(json.dumps(record))
         context = TaskContext(cell_dir, DirectoryCache(job.cache_dir), job.device, _logger(job))
         raw = task(job.spec, context)
         if not isinstance(raw, dict):
@@ -142,11 +150,16 @@ def execute_cell(job: CellJob) -> CellOutcome:
     )
 
 
-def _limit_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for torch (via OMP_NUM_THREADS if torch is not loaded yet)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch is first imported
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+def apply_threads(job: CellJob) -> runtime.ThreadSettings:
+    """The thread policy for one cell (module docstring): the user's count, the executor's share,
+    or the automatic choice for the cell's data."""
+    explicit, _ = runtime.requested_threads(None)
+    if explicit is None and job.threads:
+        return runtime.use_threads(job.threads, source="executor share of the cores")
+    data = job.spec.params.get("data")
+    source = data.get("source") if isinstance(data, dict) else None
+    shape = runtime.builtin_image_shape(source) if isinstance(source, str) else None
+    return runtime.use_threads(None, image_shape=shape)
 
 
 def _logger(job: CellJob) -> Callable[[str], None]:
@@ -244,7 +257,7 @@ class ProcessExecutor(Executor):
         import multiprocessing
 
         self.slots = workers
-        self.threads = max(1, (cores or os.cpu_count() or 1) // workers)
+        self.threads = max(1, (cores or runtime.cpu_count()) // workers)
         self._ctx = multiprocessing.get_context("spawn")
         self._jobs = self._ctx.Queue()
         self._results = self._ctx.Queue()
