@@ -16,17 +16,34 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from poisonlab.attacks import ATTACKS, PoisonedDataset, attack_names, build_attack
-from poisonlab.cli.common import DATA, DEVICE, FORCE, QUIET, SEED, VERBOSE, prepare_output_dir
+from poisonlab import runtime
+from poisonlab.cli import catalog
+from poisonlab.cli.common import (
+    DATA,
+    DEVICE,
+    FORCE,
+    QUIET,
+    SEED,
+    THREADS,
+    VERBOSE,
+    check_output_dir,
+    check_threads,
+    data_path,
+    existing_file,
+    prepare_output_dir,
+)
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
-from poisonlab.workflows.attack_run import PROTOCOLS, RunSettings, run_attack
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from poisonlab.attacks import PoisonedDataset
 
 COLORS = {"white": (255, 255, 255), "yellow-green": (245, 255, 0), "black": (0, 0, 0)}
 BUDGET = "Budget (give one)"
@@ -92,6 +109,8 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
 
 def attack_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """The given options as keyword arguments of attack ``name``; unknown names raise ConfigError."""
+    from poisonlab.attacks import ATTACKS, attack_names
+
     attack_names()  # fills the registry
     init = ATTACKS.get(name).__init__
     accepted = [
@@ -106,6 +125,8 @@ def attack_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
     for column in ("model", "clean accuracy", "ASR", "MASR"):
         table.add_column(column, justify="right")
@@ -124,7 +145,7 @@ def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]
 @app.command("attack")
 @user_errors
 def attack_command(
-    name: str = typer.Argument(..., help=f"Attack: {', '.join(attack_names())}."),
+    name: str = typer.Argument(..., help=f"Attack: {', '.join(catalog.ATTACKS)}."),
     out_dir: Path = typer.Option(
         ..., "--out", "-o", help="Folder for poisoned.npz and attack.json."
     ),
@@ -260,6 +281,7 @@ def attack_command(
     limit: int | None = typer.Option(None, help="Use at most this many training images."),
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int | None = THREADS,
     force: bool = FORCE,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -283,13 +305,25 @@ def attack_command(
         poisonlab attack feature-collision --model runs/cnn --targets 20 --beta0 6e-5 --out runs/fc
     """
     configure(quiet=quiet, verbose=verbose)
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    check_threads(threads)
+    catalog.check_names("attack", [name], catalog.ATTACKS)
+    if protocol not in catalog.PROTOCOLS:
+        raise ConfigError(f"--protocol {protocol!r} is not one of {', '.join(catalog.PROTOCOLS)}")
+    if arch is not None:
+        catalog.check_names("model", [arch], catalog.MODELS)
     options = {**locals(), "color": parse_color(color), "window": parse_window(window)}
     given = {k: options[k] for k in ATTACK_OPTIONS if options[k] is not None}
     given |= parse_params(param)
-    kwargs = attack_kwargs(name, given)
+    data_path(data)
+    if model is not None:
+        existing_file(model, "--model")
+    check_output_dir(out_dir, force=force)
+    # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
+    from poisonlab.attacks import ATTACKS, build_attack
     from poisonlab.device import pick_device
+    from poisonlab.workflows.attack_run import RunSettings, run_attack
+
+    kwargs = attack_kwargs(name, given)
 
     dev = pick_device(device)
     accepted = inspect.signature(ATTACKS.get(name).__init__).parameters
@@ -304,6 +338,7 @@ def attack_command(
     if "surrogate_arch" in accepted:
         kwargs.setdefault("surrogate_arch", victim_arch)
     attack = build_attack(name, **kwargs)
+    runtime.use_threads(threads, image_shape=_image_shape(network, data))
     target_dir = prepare_output_dir(out_dir, force=force)
     run = RunSettings(
         data,
@@ -330,3 +365,12 @@ def attack_command(
     else:
         out.print(f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
     out.print(f"saved to {target_dir}")
+
+
+def _image_shape(network: Any, data: str) -> tuple[int, int, int] | None:
+    """The image shape the attack works on, for the automatic thread count (None: unknown)."""
+    if network is not None:
+        return tuple(network.config.input_shape)  # type: ignore[return-value]
+    if data == "digits":
+        return (1, 8, 8)
+    return None

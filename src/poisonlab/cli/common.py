@@ -1,4 +1,8 @@
-"""Pieces shared by commands: output folders never silently overwritten, common options."""
+"""Pieces shared by commands: output folders never silently overwritten, common options, and the
+light checks every command makes before it imports torch (missing files, names, thread counts).
+
+Nothing here imports torch: ``--help`` and argument errors answer in well under a second.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,17 @@ from pathlib import Path
 
 import typer
 
-from poisonlab.errors import ConfigError
+from poisonlab import runtime
+from poisonlab.cli import catalog
+from poisonlab.errors import ConfigError, DataError
+
+
+def check_output_dir(path: Path, *, force: bool) -> None:
+    """The refusals of :func:`prepare_output_dir`, without touching anything (a cheap early check)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output {path} exists and is not a folder")
+    if path.exists() and any(path.iterdir()) and not force:
+        raise ConfigError(f"output folder {path} already exists; pass --force to replace it")
 
 
 def prepare_output_dir(path: Path, *, force: bool) -> Path:
@@ -16,11 +30,8 @@ def prepare_output_dir(path: Path, *, force: bool) -> Path:
     With ``force`` the old folder is removed first, so no stale file from an earlier run survives
     beside the new results.
     """
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"output {path} exists and is not a folder")
+    check_output_dir(path, force=force)
     if path.exists() and any(path.iterdir()):
-        if not force:
-            raise ConfigError(f"output folder {path} already exists; pass --force to replace it")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -38,3 +49,48 @@ DATA = typer.Option(
     help="Data set: a name (digits, fashion-mnist) or a path (IDX folder, CIFAR-10 batches, "
     "GTSRB root, image folder, .npz).",
 )
+THREADS = typer.Option(
+    None,
+    "--threads",
+    help="CPU threads for torch and the numeric libraries, 1 to the machine's cores (default: "
+    "POISONLAB_THREADS, else one thread for small images and every core for larger ones).",
+)
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a bad --threads or POISONLAB_THREADS now, before any work (torch-free)."""
+    runtime.requested_threads(threads)
+
+
+def data_path(spec: str) -> Path | None:
+    """The path a data spec names, checked to exist; None for a built-in source. Torch-free.
+
+    The same forms as :func:`poisonlab.data.load_dataset` (a source name, ``NAME:PATH`` or a
+    path) and the same messages for a missing path; the format itself is checked when loading.
+    """
+    if spec in catalog.DATA_SOURCES:
+        _, path_mode = catalog.DATA_SOURCES[spec]
+        if path_mode != "required":
+            return None
+        if not Path(spec).exists():
+            raise DataError(f"{spec} needs a path: {spec}:PATH (poisonlab never downloads data)")
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in catalog.DATA_SOURCES:
+        if catalog.DATA_SOURCES[prefix][1] == "none":
+            raise DataError(f"{prefix} is built in and takes no path, got {spec!r}")
+        path = Path(rest).expanduser()
+        if not path.exists():
+            raise DataError(f"{rest}: no such file or directory")
+        return path
+    path = Path(spec).expanduser()
+    if not path.exists():
+        names = ", ".join(sorted(catalog.DATA_SOURCES))
+        raise DataError(f"{spec}: no such file or directory (data source names: {names})")
+    return path
+
+
+def existing_file(path: Path, what: str) -> Path:
+    """``path`` if something is there, else a DataError naming the option (torch-free)."""
+    if not path.expanduser().exists():
+        raise DataError(f"{what} {path}: no such file or directory")
+    return path.expanduser()

@@ -5,14 +5,12 @@ from __future__ import annotations
 from enum import Enum
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
+from poisonlab import runtime
+from poisonlab.cli.catalog import source_help
+from poisonlab.cli.common import THREADS, check_threads, data_path
 from poisonlab.cli.console import err, out, user_errors
 from poisonlab.cli.main import app
-from poisonlab.data.checks import data_errors, data_warnings
-from poisonlab.data.loaders import load_dataset, source_help
 
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
 
@@ -38,12 +36,23 @@ def info_command(
     part: Part = typer.Option(
         Part.train, "--part", help="train, or test for sources with an official test part."
     ),
+    threads: int | None = THREADS,
 ) -> None:
     """Show the name, size, image shape and per-class counts of a data set.
 
     Example: poisonlab data info digits; poisonlab data info /data/cifar-10-batches-py --part test
     """
+    check_threads(threads)
+    data_path(source)
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    from poisonlab.data.checks import data_errors, data_warnings
+    from poisonlab.data.loaders import load_dataset
+
     dataset = load_dataset(source, part=part.value)
+    runtime.use_threads(threads, image_shape=dataset.shape)
     for message in data_errors(dataset) + data_warnings(dataset):  # what training would meet
         err.print(f"[yellow]warning: {escape(message)}[/]", highlight=False, soft_wrap=True)
     c, h, w = dataset.shape

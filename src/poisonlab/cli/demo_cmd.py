@@ -5,32 +5,23 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
-from threadpoolctl import threadpool_limits
 
-from poisonlab.cli.common import DEVICE, QUIET, SEED, VERBOSE
+from poisonlab import runtime
+from poisonlab.cli.common import DEVICE, QUIET, SEED, THREADS, VERBOSE, check_threads
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
-from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
-from poisonlab.experiments.runner import RunInterrupted
-from poisonlab.workflows.demo import (
-    SUMMARY_HEADER,
-    SUMMARY_NOTES,
-    DemoResult,
-    DemoSettings,
-    row_cells,
-    run_demo,
-    summary_title,
-)
 
-SETTINGS = DemoSettings()
-"""The tour ``poisonlab demo`` runs (tests swap in :data:`poisonlab.workflows.demo.QUICK`)."""
+if TYPE_CHECKING:  # torch loads with these: only when the demo runs, not for --help
+    from poisonlab.workflows.demo import DemoResult, DemoSettings
+
+SETTINGS: DemoSettings | None = None
+"""The tour ``poisonlab demo`` runs: None = ``DemoSettings()`` (tests swap in
+:data:`poisonlab.workflows.demo.QUICK`)."""
 
 
 def demo_folder(path: Path, *, force: bool) -> bool:
@@ -55,6 +46,11 @@ def demo_folder(path: Path, *, force: bool) -> bool:
 
 def print_summary(result: DemoResult, seconds: float) -> None:
     """The summary table, failed steps, and where every file is."""
+    from rich import box
+    from rich.table import Table
+
+    from poisonlab.workflows.demo import SUMMARY_HEADER, SUMMARY_NOTES, row_cells, summary_title
+
     table = Table(
         box=box.SIMPLE_HEAD,
         title=escape(summary_title(result.summaries)),
@@ -98,6 +94,7 @@ def demo_command(
     ),
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int | None = THREADS,
     force: bool = typer.Option(
         False, "--force", help="Start over: delete the demo folder first instead of resuming."
     ),
@@ -111,25 +108,27 @@ def demo_command(
     It prints one table (clean accuracy, attack success, each defense's AUROC, TPR and TNR) and writes a self-contained OUT/report.html with the figures. The runs live in OUT/runs, an ordinary runs folder: run the demo again without --force to resume after an interruption, or read the results with poisonlab table and poisonlab report. It takes one to three minutes on two CPU cores, depending on what else runs there.
     """
     configure(quiet=quiet, verbose=verbose)
+    check_threads(threads)
+    from poisonlab.device import pick_device
+    from poisonlab.experiments.runner import RunInterrupted
+    from poisonlab.workflows.demo import DemoSettings, run_demo
+
     pick_device(device)  # a bad --device fails here, before the folder is touched
     resumed = demo_folder(out_dir, force=force)
     started = time.perf_counter()
     if not quiet:
         what = "resuming the demo in" if resumed else "demo folder"
         err.print(f"{what} {out_dir}", highlight=False)
-    # One CPU thread for torch, OpenMP and BLAS: the arrays are tiny, and on a busy machine
-    # several threads per process make the demo several times slower, not faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # digits: the thread policy's automatic choice is one thread (poisonlab.runtime)
+    runtime.use_threads(threads, image_shape=(1, 8, 8))
     try:
-        with threadpool_limits(limits=1):
-            result = run_demo(
-                out_dir,
-                settings=SETTINGS,
-                seed=seed,
-                device=device,
-                log=(lambda message: None) if quiet else (lambda m: err.print(m, highlight=False)),
-            )
+        result = run_demo(
+            out_dir,
+            settings=SETTINGS or DemoSettings(),
+            seed=seed,
+            device=device,
+            log=(lambda message: None) if quiet else (lambda m: err.print(m, highlight=False)),
+        )
     except RunInterrupted:
         err.print(
             f"[yellow]interrupted[/]: finished steps are saved in {escape(str(out_dir))}; run "
@@ -138,8 +137,6 @@ def demo_command(
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
-    finally:
-        torch.set_num_threads(threads)
     print_summary(result, time.perf_counter() - started)
     if not result.ok:
         raise typer.Exit(1)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from poisonlab.cli.common import QUIET, VERBOSE
+from poisonlab import runtime
+from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
@@ -35,6 +36,7 @@ def report_command(
     max_cells: int = typer.Option(
         8, "--max-cells", help="Experiment folders: how many cells get their own figures."
     ),
+    threads: int | None = THREADS,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -55,6 +57,10 @@ def report_command(
     configure(quiet=quiet, verbose=verbose)
     if max_cells < 0:
         raise ConfigError(f"--max-cells must be >= 0, got {max_cells}")
+    check_threads(threads)
+    if data is not None:
+        data_path(data)
+    runtime.use_threads(threads)
     from poisonlab.reports.html import write_report
 
     path = write_report(run_dir, data=data, max_cells=max_cells)

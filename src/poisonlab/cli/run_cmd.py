@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from poisonlab.cli.common import DEVICE, QUIET, VERBOSE
+from poisonlab import runtime
+from poisonlab.cli.common import DEVICE, QUIET, THREADS, VERBOSE, check_threads
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
-from poisonlab.experiments.config import load_config
-from poisonlab.experiments.runner import RunInterrupted, RunSummary, plan, run_experiment
+from poisonlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from poisonlab.experiments.runner import RunSummary
 
 MAIN_METRICS = (
     "model.clean_accuracy",
@@ -48,6 +51,9 @@ STATUS_STYLE = {"done": "green", "failed": "red", "pending": "yellow", "running"
 
 def print_summary(summary: RunSummary) -> None:
     """The cells table (status, seconds, main metrics), failed cells' errors, and totals."""
+    from rich.table import Table
+    from rich.text import Text
+
     columns = main_metrics([cell.metrics for cell in summary.cells])
     table = Table(title=f"{summary.experiment}: {len(summary.cells)} cells", title_justify="left")
     for name in ("#", "cell", "key", "status", "seconds", *columns):
@@ -115,6 +121,7 @@ def run_command(
         "cells and their status; run nothing.",
     ),
     device: str = DEVICE,
+    threads: int | None = THREADS,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -136,6 +143,17 @@ def run_command(
         poisonlab run experiments/seed004-table5.toml --executor ray --address auto --only seed=0
     """
     configure(quiet=quiet, verbose=verbose)
+    check_threads(threads)
+    if not config_file.is_file():  # load_config's message, before torch loads
+        raise ConfigError(f"config file {config_file} not found")
+    if threads is not None:  # per cell, wherever the cells run (inherited by worker processes)
+        os.environ[runtime.THREADS_ENV] = str(runtime.parse_threads(threads))
+    from rich.table import Table
+    from rich.text import Text
+
+    from poisonlab.experiments.config import load_config
+    from poisonlab.experiments.runner import RunInterrupted, plan, run_experiment
+
     # every cell is planned and every data source looked up before anything runs; all problems
     # are reported at once
     config = load_config(config_file, overrides, check_data=True)

@@ -2,28 +2,54 @@
 
 A thin shell over :func:`poisonlab.scan.scan` and :func:`poisonlab.scan_output.write_scan`: it parses
 options, loads the data, held-out set and checkpoint, refuses an output folder that exists or
-overlaps an input, prints skipped defenses as yellow lines and the results as a table.
+overlaps an input, prints skipped defenses as yellow lines and the results as a table. Names,
+paths, folders and thread counts are checked before torch is imported, so those errors are
+immediate.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from poisonlab.cli.common import DEVICE, FORCE, QUIET, SEED, VERBOSE, prepare_output_dir
+from poisonlab import runtime
+from poisonlab.cli import catalog
+from poisonlab.cli.common import (
+    DEVICE,
+    FORCE,
+    QUIET,
+    SEED,
+    THREADS,
+    VERBOSE,
+    check_output_dir,
+    check_threads,
+    data_path,
+    existing_file,
+    prepare_output_dir,
+)
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
-from poisonlab.data import load_dataset
-from poisonlab.data.loaders import resolve
-from poisonlab.defenses import DETECTORS, detector_names, parse_threshold
 from poisonlab.errors import ConfigError
-from poisonlab.models import load_checkpoint
-from poisonlab.scan import ScanResult, build_detectors, resolve_defenses, scan, unmet_need
-from poisonlab.scan_output import write_scan
+
+if TYPE_CHECKING:
+    from poisonlab.scan import ScanResult
+
+
+def defense_names(defenses: list[str]) -> list[str]:
+    """Registry names from ``all``, names and comma-separated lists, in registry order (torch-free).
+
+    The same rules as :func:`poisonlab.scan.resolve_defenses`, checked against the catalog.
+    """
+    names = [n.strip() for item in defenses for n in item.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("no defense selected; name one or use all")
+    if "all" in names:
+        return list(catalog.DEFENSES)
+    catalog.check_names("defense", names, catalog.DEFENSES)
+    return [n for n in catalog.DEFENSES if n in names]
 
 
 def parse_classes(text: str | None) -> list[int] | None:
@@ -55,9 +81,10 @@ def parse_params(items: list[str] | None, names: list[str]) -> dict[str, dict[st
 
 
 def _input_paths(specs: list[str | None], model: Path | None) -> list[Path]:
-    paths = [resolve(spec)[1] for spec in specs if spec is not None]
+    """The input files and folders, each checked to exist (torch-free)."""
+    paths = [data_path(spec) for spec in specs if spec is not None]
     if model is not None:
-        paths.append(model)
+        paths.append(existing_file(model, "--model"))
     return [p.resolve() for p in paths if p is not None]
 
 
@@ -77,6 +104,8 @@ def _per_class(counts: list[int], limit: int = 6) -> str:
 
 
 def _print_summary(result: ScanResult, target: Path) -> None:
+    from rich.table import Table
+
     data = result.data
     table = Table(title=f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes")
     table.add_column("defense", no_wrap=True)
@@ -117,7 +146,7 @@ def scan_command(
         "--defense",
         "-D",
         help="A defense, a comma-separated list, or all (repeatable). "
-        f"Registered: {', '.join(detector_names())}.",
+        f"Registered: {', '.join(catalog.DEFENSES)}.",
     ),
     holdout: str | None = typer.Option(
         None,
@@ -153,6 +182,7 @@ def scan_command(
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs of a trained default model."),
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int | None = THREADS,
     force: bool = FORCE,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -172,21 +202,31 @@ def scan_command(
         poisonlab scan data.npz -D deep-features --holdout clean.npz -t fpr:0.01 -o runs/df
     """
     configure(quiet=quiet, verbose=verbose)
+    check_threads(threads)
+    chosen = parse_classes(classes)
+    names = defense_names(defense)
+    params = parse_params(param, names)
+    check_output_apart(out_dir, _input_paths([data, holdout], model))
+    check_output_dir(out_dir, force=force)
+    # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
+    from poisonlab.data import load_dataset
+    from poisonlab.defenses import DETECTORS, parse_threshold
+    from poisonlab.models import load_checkpoint
+    from poisonlab.scan import build_detectors, resolve_defenses, scan, unmet_need
+    from poisonlab.scan_output import write_scan
+
+    names = resolve_defenses(names)  # loads the detectors (and checks the catalog was right)
     cut = parse_threshold(threshold)
     if cut.needs_reference and holdout is None:
         raise ConfigError(
             f"--threshold {threshold} cuts on the scores of clean held-out samples; give "
             "--holdout, or use paper, contamination:F or value:V"
         )
-    chosen = parse_classes(classes)
-    names = resolve_defenses(defense)
-    params = parse_params(param, names)
     # every selected defense is built now, so a bad --param fails before any file is read
     build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
-    check_output_apart(out_dir, _input_paths([data, holdout], model))
-    target = prepare_output_dir(out_dir, force=force)
     dataset = load_dataset(data)
     held = load_dataset(holdout) if holdout is not None else None
+    runtime.use_threads(threads, image_shape=dataset.shape)
     checkpoint = None
     if model is not None:
         c, h, w = dataset.shape
@@ -199,6 +239,7 @@ def scan_command(
             err.print(f"[yellow]skipping {name}: {reason}[/]", highlight=False)
     if all(early.values()):
         raise ConfigError("no selected defense can run with these inputs (see above)")
+    target = prepare_output_dir(out_dir, force=force)
     result = scan(
         dataset,
         defenses=names,

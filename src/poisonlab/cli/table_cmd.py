@@ -9,24 +9,21 @@ with ``--like``, or ``--rows/--cols/--values``), prints each table and writes ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from poisonlab.cli.common import QUIET, VERBOSE
+from poisonlab import runtime
+from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
-from poisonlab.reports.compare import default_tables, paper_style_table
 from poisonlab.reports.paper_tables import PAPER_TABLES, paper_table
-from poisonlab.reports.records import (
-    CellRecord,
-    available_metrics,
-    load_records,
-    store_path,
-    varying_paths,
-)
-from poisonlab.reports.tables import Table, generic_table
-from poisonlab.reports.writers import to_rich, write_tables
+from poisonlab.reports.records import available_metrics, load_records, store_path, varying_paths
+
+if TYPE_CHECKING:  # the table modules import NumPy: loaded when a table is built
+    from poisonlab.reports.records import CellRecord
+    from poisonlab.reports.tables import Table
 
 
 def _split(text: str | None) -> list[str]:
@@ -44,6 +41,9 @@ def build_tables(
     experiment: str | None,
 ) -> list[Table]:
     """The tables ``poisonlab table`` shows for these options (see the command's help)."""
+    from poisonlab.reports.compare import default_tables, paper_style_table
+    from poisonlab.reports.tables import generic_table
+
     custom = rows is not None or cols is not None or values is not None
     if like and custom:
         raise ConfigError("--like takes no --rows/--cols/--values: choose one layout")
@@ -98,6 +98,7 @@ def table_command(
     out_dir: Path | None = typer.Option(
         None, "--out", "-o", help="Folder for the .md and .csv files (default: RUNS/tables)."
     ),
+    threads: int | None = THREADS,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -118,6 +119,10 @@ def table_command(
         poisonlab table runs --rows data.source --cols attack.rate --values val.bnn.aupr
     """
     configure(quiet=quiet, verbose=verbose)
+    check_threads(threads)
+    runtime.use_threads(threads)
+    from poisonlab.reports.writers import to_rich, write_tables
+
     records = load_records(runs, experiment)
     if not records:
         where = f"of experiment {experiment!r} " if experiment else ""

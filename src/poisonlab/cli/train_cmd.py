@@ -7,16 +7,24 @@ import time
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from poisonlab.cli.common import DATA, DEVICE, FORCE, QUIET, SEED, VERBOSE, prepare_output_dir
+from poisonlab import runtime
+from poisonlab.cli import catalog
+from poisonlab.cli.common import (
+    DATA,
+    DEVICE,
+    FORCE,
+    QUIET,
+    SEED,
+    THREADS,
+    VERBOSE,
+    check_output_dir,
+    check_threads,
+    data_path,
+    prepare_output_dir,
+)
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
-from poisonlab.data.prepare import prepare_splits
-from poisonlab.device import pick_device
-from poisonlab.models import ModelConfig, build_model, model_names, save_checkpoint
-from poisonlab.train import evaluate, train_model
-from poisonlab.train.recipes import default_recipe
 
 LOSSES = {"ce": "softmax", "lgm": "lgm"}
 
@@ -27,7 +35,7 @@ def train_command(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for model.safetensors/json."),
     data: str = DATA,
     model: str = typer.Option(
-        "cnn-small", "--model", "-m", help=f"Architecture: {', '.join(model_names())}."
+        "cnn-small", "--model", "-m", help=f"Architecture: {', '.join(catalog.MODELS)}."
     ),
     loss: str = typer.Option("ce", "--loss", help="ce (softmax cross-entropy) or lgm (L-GM)."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (default: the model's recipe)."),
@@ -38,6 +46,7 @@ def train_command(
     limit: int | None = typer.Option(None, help="Use at most this many training images."),
     seed: int = SEED,
     device: str = DEVICE,
+    threads: int | None = THREADS,
     force: bool = FORCE,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -53,8 +62,21 @@ def train_command(
     configure(quiet=quiet, verbose=verbose)
     if loss not in LOSSES:
         raise typer.BadParameter(f"{loss!r} is not one of ce, lgm", param_hint="--loss")
-    target = prepare_output_dir(out_dir, force=force)
+    check_threads(threads)
+    catalog.check_names("model", [model], catalog.MODELS)
+    data_path(data)
+    check_output_dir(out_dir, force=force)
+    from rich.table import Table
+
+    from poisonlab.data.prepare import prepare_splits
+    from poisonlab.device import pick_device
+    from poisonlab.models import ModelConfig, build_model, save_checkpoint
+    from poisonlab.train import evaluate, train_model
+    from poisonlab.train.recipes import default_recipe
+
     split = prepare_splits(data, seed=seed, limit=limit)
+    threads_used = runtime.use_threads(threads, image_shape=split.train.shape)
+    target = prepare_output_dir(out_dir, force=force)
     c, h, w = split.train.shape
     config = ModelConfig(model, c, h, w, split.train.num_classes, head=LOSSES[loss])
     network = build_model(config, seed=seed)
@@ -79,6 +101,7 @@ def train_command(
         "train_seconds": round(seconds, 2),
         "recipe": recipe.to_dict(),
         "training": result.to_dict(),
+        "threads": threads_used.to_dict(),
     }
     save_checkpoint(network, target, **summary)
     (target / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
