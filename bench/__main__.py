@@ -1,7 +1,11 @@
 """Run the benchmarks: ``python -m bench`` runs every ``bench_*.py``; ``python -m bench NAME`` one.
 
 Each benchmark module exposes ``main(argv) -> None`` and writes a Markdown table to
-``bench/results/NAME.md``. Pass ``--quick`` for smaller sizes (a smoke run, not for the record).
+``bench/results/NAME.md``, headed by its run record (wall and CPU seconds, thread settings, load
+average at the start and the end: bench/common.py). Pass ``--quick`` for smaller sizes (a smoke
+run, not for the record). Benchmarks run under poisonlab's thread policy (poisonlab.runtime),
+applied before torch loads: POISONLAB_THREADS sets the thread count, else torch's default (every
+core); benchmarks with a ``--threads`` flag set their own.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import pkgutil
 import sys
 import time
 from pathlib import Path
+
+from poisonlab import runtime
 
 
 def available() -> list[str]:
@@ -33,10 +39,14 @@ def main(argv: list[str]) -> int:
             return 2
         names.append(argv.pop(0))
     flags = list(argv)  # everything after the names goes to each benchmark, values included
+    if runtime.requested_threads()[0] is not None:
+        runtime.use_threads()
     for name in names or available():
         print(f"\n=== bench {name} ===", flush=True)
         started = time.perf_counter()
-        importlib.import_module(f"bench.bench_{name}").main(flags)
+        module = importlib.import_module(f"bench.bench_{name}")
+        importlib.import_module("bench.common").start_run()
+        module.main(flags)
         print(f"=== {name}: {time.perf_counter() - started:.0f} s ===", flush=True)
     return 0
 
