@@ -119,8 +119,12 @@ def test_backdoor_cell_returns_the_documented_metrics(backdoor_run):
             assert f"accuracy.{model}.{part}" in metrics
         for stat in ("auroc", "aupr", "aupr_in"):
             assert 0.0 <= metrics[f"val.{model}.{stat}"] <= 1.0
-    assert metrics["accuracy.dnn.clean"] == pytest.approx(metrics["attack.clean_accuracy"])
-    assert metrics["accuracy.dnn.triggered"] == pytest.approx(metrics["attack.asr"])
+    # one count ratio in float64 and float32, from logits batched differently (the smallest top-2
+    # logit gap, 2e-5, is far above float32 rounding, so the argmaxes agree)
+    assert metrics["accuracy.dnn.clean"] == pytest.approx(
+        metrics["attack.clean_accuracy"], rel=1e-6
+    )
+    assert metrics["accuracy.dnn.triggered"] == pytest.approx(metrics["attack.asr"], rel=1e-6)
     assert metrics["val.n_clean"] == metrics["val.n_triggered"] == len(split.test)
     assert any("training the victim" in line for line in log)
 
