@@ -122,3 +122,13 @@ def test_a_defense_threshold_is_checked_with_its_range(write_config):
     assert "[[defenses]] spectral-signatures threshold 'value:nan': value must be a finite" in str(
         info.value
     )
+
+
+def test_data_on_a_remote_ray_cluster_is_not_looked_up_here(write_config, tmp_path):
+    """A remote cluster reads its own files: the driver checks everything else."""
+    path = write_config(GOOD.replace('"digits"', '"npz:/cluster/only/train.npz"'))
+    remote = ["--executor", "ray", "--address", "ray://head:10001", "--dry-run"]
+    result = cli.invoke(app, ["run", str(path), "--runs", str(tmp_path / "runs"), *remote])
+    assert result.exit_code == 0, result.output
+    local = dry_run(path, tmp_path / "runs")
+    assert local.exit_code == 2 and "/cluster/only/train.npz" in local.output

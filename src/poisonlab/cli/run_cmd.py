@@ -131,7 +131,8 @@ def run_command(
     cell finishes, and each cell's artifacts to RUNS/<name>/<cell key>/. Run the same command again
     after a crash, a kill or Ctrl-C: finished cells are skipped, failed and interrupted ones re-run.
     Before anything runs, every cell is checked (its attack and defenses are built, its sections
-    parsed, its data source looked up) and every problem is listed; nothing runs if there is one.
+    parsed, its data source looked up, unless the cells run on a remote Ray cluster) and every
+    problem is listed; nothing runs if there is one.
     Any list in \\[data], \\[model], \\[train], \\[attack] or \\[task] is a grid axis (write a
     list-valued parameter as a list of lists: color = \\[\\[255, 0, 0]]). Exit status 1 if a cell
     failed, 130 on Ctrl-C. Examples:
@@ -155,8 +156,9 @@ def run_command(
     from poisonlab.experiments.runner import RunInterrupted, plan, run_experiment
 
     # every cell is planned and every data source looked up before anything runs; all problems
-    # are reported at once
-    config = load_config(config_file, overrides, check_data=True)
+    # are reported at once (data paths on a remote Ray cluster need not exist on this machine)
+    local_data = executor == "local" or address is None
+    config = load_config(config_file, overrides, check_data=local_data)
     if dry_run:
         planned = plan(config, runs, retry_failed=retry_failed, only=only)
         table = Table(
