@@ -162,3 +162,13 @@ def test_mixed_image_sizes_are_resized_with_a_warning(tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="poisonlab.data"):
         load_dataset(root, size=8)  # a size the user chose: no warning
     assert not caplog.messages
+
+
+def test_data_info_says_what_it_resized(tmp_path) -> None:
+    root = tmp_path / "images"
+    write_image(root / "a" / "0.png", (8, 8))
+    write_image(root / "a" / "1.png", (12, 10))
+    write_image(root / "b" / "0.png", (8, 8))
+    result = info(root)
+    assert result.exit_code == 0
+    assert "warning:" in result.output and "1 of 3 images are not 8×8" in result.output

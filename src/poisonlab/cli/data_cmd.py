@@ -48,12 +48,13 @@ def info_command(
     from rich.table import Table
     from rich.text import Text
 
-    from poisonlab.data.checks import data_errors, data_warnings
+    from poisonlab.data.checks import captured_warnings, data_errors, data_warnings
     from poisonlab.data.loaders import load_dataset
 
-    dataset = load_dataset(source, part=part.value)
+    with captured_warnings() as notes:  # e.g. images resized to one size
+        dataset = load_dataset(source, part=part.value)
     runtime.use_threads(threads, image_shape=dataset.shape)
-    for message in data_errors(dataset) + data_warnings(dataset):  # what training would meet
+    for message in notes + data_errors(dataset) + data_warnings(dataset):  # what training meets
         err.print(f"[yellow]warning: {escape(message)}[/]", highlight=False, soft_wrap=True)
     c, h, w = dataset.shape
     summary = Table(title=f"{escape(dataset.name)} ({part.value})", show_header=False)
