@@ -77,6 +77,7 @@ from poisonlab.experiments.grid import (
     grid_axes,
 )
 from poisonlab.experiments.tasks_base import TASKS, stable_hash
+from poisonlab.validation import NON_NEGATIVE_INT, POSITIVE_INT, Items, check_param
 
 __all__ = [
     "ExperimentConfig",
@@ -261,20 +262,16 @@ def _string(data: Mapping[str, Any], key: str, where: str, *, required: bool = F
 
 
 def _positive_int(value: Any, key: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: {key} must be an integer >= 1, got {value!r}")
-    return value
+    return int(check_param(f"{where}:", key, value, [POSITIVE_INT]))
+
+
+_SEEDS = Items(NON_NEGATIVE_INT, what="a non-empty list of integers >= 0")
 
 
 def _seeds(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {value!r}")
-    for seed in value:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{where}: seeds must be integers >= 0, got {seed!r}")
-    if len(set(value)) != len(value):
+    if isinstance(value, list) and len(set(map(repr, value))) != len(value):
         raise ConfigError(f"{where}: seeds {value} repeat a value")
-    return tuple(value)
+    return tuple(check_param(f"{where}:", "seeds", value, [_SEEDS]))
 
 
 def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
