@@ -63,7 +63,7 @@ def test_a_dry_run_reports_every_problem_and_runs_nothing(write_config, tmp_path
         "[[defenses]] spectral-signatures eps must be a fraction in (0, 1)",
         "[task] unknown key 'tabel1'; allowed: clean_model",
         "badnets rate must be a number in (0, 1) or None, got 1.5 (cell #1 rate=1.5)",
-        f"[data] source = '{missing}': {missing}: no such file or directory",
+        f"[data] source: {missing}: no such file or directory",
     ]
     for fragment in expected:
         assert fragment in output, (fragment, output)

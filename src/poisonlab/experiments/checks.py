@@ -58,7 +58,7 @@ class ConfigProblems(ConfigError):
 def check_cells(
     config: ExperimentConfig, cells: Sequence[GridCell], *, data: bool = False
 ) -> list[str]:
-    """Every problem of every cell, merged across cells (``problem (cells: ...)``).
+    """Every problem of every cell, merged across cells (``problem (cells #1 ...; #3 ...)``).
 
     Parameters
     ----------
@@ -78,7 +78,7 @@ def check_cells(
 
 
 def _which(hit: Sequence[GridCell], total: int) -> str:
-    """`` (cells: #0 rate=1.5 seed=0; ...)`` unless the problem is in every cell."""
+    """`` (cells #0 rate=1.5 seed=0; ...)``, or `` (all N cells)`` when every cell has it."""
     if len(hit) == total:
         return "" if total == 1 else f" (all {total} cells)"
     shown = "; ".join(f"#{c.index} {c.description}" for c in hit[:_MAX_CELLS_SHOWN])
@@ -141,7 +141,7 @@ def _source_problem(source: str) -> str | None:
     try:
         check_source(source)
     except PoisonlabError as exc:
-        return f"[data] source = {source!r}: {exc}"
+        return f"[data] source: {exc}"  # the message names the spec or path
     return None
 
 
