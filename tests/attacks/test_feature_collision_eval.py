@@ -115,6 +115,78 @@ def test_batched_per_target_training_equals_one_retraining_per_target(setup, sta
         assert alone.poison_fit.tolist() == together.poison_fit[[j]].tolist()
 
 
+def _perfect(setup) -> PoisonedDataset:
+    """Three targets, one poison each, whose images are the targets themselves (f(p) = f(t))."""
+    result = _poisoned(setup)
+    group = torch.tensor(result.extras["poison_target"])
+    return _with_poison_images(result, result.targets.images[group])
+
+
+def _keep_all(result: PoisonedDataset) -> torch.Tensor:
+    return torch.ones(len(result.dataset), dtype=torch.bool)
+
+
+def test_keeping_every_row_equals_no_filter(setup) -> None:
+    model, _, test = setup
+    result = _poisoned(setup, targets=3, per_target=2)
+    config = TransferConfig(epochs=4, start="warm", seed=2)
+    plain = evaluate_transfer(model, result, config=config, clean_test=test)
+    kept = evaluate_transfer(model, result, config=config, clean_test=test, keep=_keep_all(result))
+    assert torch.equal(plain.target_logits, kept.target_logits)
+    assert torch.equal(plain.poison_fit, kept.poison_fit)
+    assert torch.equal(plain.clean_accuracy, kept.clean_accuracy)
+    assert kept.params["kept"] == len(result.dataset) and "kept" not in plain.params
+
+
+def test_removed_clean_rows_equal_a_set_without_them(setup) -> None:
+    model = setup[0]
+    result = _poisoned(setup, targets=3)
+    keep = _keep_all(result)
+    keep[torch.tensor([0, 5, 7, 20])] = False  # clean rows
+    config = TransferConfig(epochs=4, seed=1)
+    filtered = evaluate_transfer(model, result, config=config, keep=keep)
+    smaller = dataclasses.replace(
+        result,
+        dataset=result.dataset.subset(keep),
+        is_poison=result.is_poison[keep],
+        original_labels=result.original_labels[keep],
+        source_index=result.source_index[keep],
+        source_ids=result.source_ids[keep.numpy()],
+    )
+    alone = evaluate_transfer(model, smaller, config=config)
+    assert torch.allclose(filtered.target_logits, alone.target_logits, atol=1e-5)
+
+
+def test_a_target_whose_poison_was_removed_is_retrained_on_clean_data_only(setup) -> None:
+    model, _, test = setup
+    perfect = _perfect(setup)
+    config = TransferConfig(epochs=500)
+    hit = evaluate_transfer(model, perfect, config=config)
+    assert hit.success.all()  # every collision works without a filter
+    keep = _keep_all(perfect)
+    keep[perfect.is_poison.nonzero().flatten()[0]] = False  # target 0's poison is filtered out
+    filtered = evaluate_transfer(model, perfect, config=config, keep=keep, clean_test=test)
+    assert filtered.success.tolist() == [False, True, True]
+    assert torch.allclose(filtered.target_logits[1:], hit.target_logits[1:], atol=1e-5)
+    nothing = keep & ~perfect.is_poison  # every poison filtered out: clean retrainings only
+    clean_only = evaluate_transfer(model, perfect, config=config, keep=nothing)
+    assert not clean_only.success.any()
+    assert torch.allclose(filtered.target_logits[0], clean_only.target_logits[0], atol=1e-5)
+    assert filtered.poison_fit[0] == 0.0  # the clean head does not call the poison its base
+
+
+def test_a_bad_keep_mask_is_refused(setup) -> None:
+    model = setup[0]
+    result = _poisoned(setup)
+    for bad, message in (
+        (torch.ones(3, dtype=torch.bool), "one entry per row"),
+        (torch.ones(len(result.dataset)), "bool mask"),
+        (result.is_poison.clone(), "every clean row"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            evaluate_transfer(model, result, config=TransferConfig(epochs=1), keep=bad)
+
+
 def test_softmax_fast_path_equals_the_generic_vmapped_loss(setup) -> None:
     heads = [_HeadCall(copy.deepcopy(setup[0].head)) for _ in range(4)]  # 128-d features
     for i, head in enumerate(heads):
@@ -185,6 +257,10 @@ def test_seed000_setting_uses_one_set_of_pairs_for_both_models(setup) -> None:
     summary = result.summary()
     assert set(summary) == {"ce", "lgm", "pairs"} and summary["pairs"]["n"] == 3
     assert summary["ce"]["l2_mean_255"] == pytest.approx(255 * summary["ce"]["l2_mean"])
+    poisons = result.ce.dataset.images[result.ce.is_poison].double()
+    bases = data.images[torch.tensor(result.ce.extras["base_index"])].double()
+    relative = ((poisons - bases).flatten(1).norm(dim=1) / bases.flatten(1).norm(dim=1)).mean()
+    assert summary["ce"]["l2_relative_mean"] == pytest.approx(float(relative))
     attack = seed000_attack()
     assert attack.num_targets == 100 and attack.beta0 == 0.0083 and attack.pixel_scale == 2.0
     assert attack.lr == 3.825e7 and attack.normalize_features and attack.obj_threshold == 1e-4

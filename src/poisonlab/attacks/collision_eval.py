@@ -207,6 +207,7 @@ def evaluate_transfer(
     config: TransferConfig | None = None,
     clean_test: ImageDataset | None = None,
     confidence: float = 0.95,
+    keep: Tensor | None = None,
 ) -> CollisionEvaluation:
     """Transfer-learning evaluation: retrain only the head on frozen features of clean + poisons.
 
@@ -221,34 +222,129 @@ def evaluate_transfer(
         Clean images to measure each retrained head's accuracy on.
     confidence : float
         Coverage of the Wilson interval on the success rate.
+    keep : Tensor (N,) of bool, or None
+        The rows of ``poisoned.dataset`` a defense kept (the filtered set D_w); None keeps all.
+        Each retraining then uses the kept clean rows and its own kept poisons, exactly as if it
+        had been run alone on them: a target whose poisons were all removed is retrained on kept
+        clean data only, so its success is that of a clean retraining. ``poison_fit`` still
+        covers every poison of a group (would the retrained head call it its base class?).
     """
     config = config or TransferConfig()
     targets, wanted, group = _check_poisoned(poisoned)
     rows = _groups(group, len(targets), config.per_target)
     mask = poisoned.is_poison
     data = poisoned.dataset
-    clean_x = _features(model, data.images[~mask])
+    kept = torch.ones(len(data), dtype=torch.bool) if keep is None else _check_keep(keep, mask)
+    clean_x = _features(model, data.images[~mask & kept])
     device = clean_x.device
-    clean_y = data.labels[~mask].to(device)
-    poison_x = _features(model, data.images[mask])[rows.to(device)]  # (G, k, D)
-    poison_y = data.labels[mask][rows].to(device)  # (G, k)
+    clean_y = data.labels[~mask & kept].to(device)
+    all_poison_x = _features(model, data.images[mask])
+    all_poison_y = data.labels[mask].to(device)
+    kept_poisons = kept[mask]
     target_x = _features(model, targets.images)
     head0 = (
         model.head if config.start == "warm" else build_model(model.config, seed=config.seed).head
     )
-    stacked = [_HeadCall(copy.deepcopy(head0)).to(device, clean_x.dtype) for _ in range(len(rows))]
+    g = len(rows)
+    logits = torch.empty(len(targets), model.config.num_classes, dtype=clean_x.dtype)
+    fit = torch.empty(g, dtype=torch.float64)
+    accuracy = torch.empty(g, dtype=torch.float64) if clean_test is not None else None
+    test_x = _features(model, clean_test.images) if clean_test is not None else None
+    # Retrainings with the same number of surviving poisons train side by side, each exactly as it
+    # would alone (own seed, own mini-batch order); without a filter that is one batch of all.
+    survivors = [rows[j][kept_poisons[rows[j]]] for j in range(g)]
+    for m in sorted({len(s) for s in survivors}):
+        members = [j for j in range(g) if len(survivors[j]) == m]
+        chosen = torch.stack([survivors[j] for j in members]).to(device)  # (G_m, m)
+        heads = _train_heads(
+            head0, clean_x, clean_y, all_poison_x[chosen], all_poison_y[chosen], config
+        )
+        with torch.no_grad():
+            index = torch.tensor(members)
+            if config.per_target:
+                logits[index] = heads.logits(target_x[index][:, None])[:, 0].cpu()
+            else:
+                logits[:] = heads.logits_one(0, target_x).cpu()
+            if test_x is not None and accuracy is not None and clean_test is not None:
+                test_logits = heads.logits_shared(test_x)
+                hits = test_logits.argmax(-1) == clean_test.labels.to(device)[None]
+                accuracy[index] = hits.double().mean(1).cpu()
+            poison_logits = heads.logits(all_poison_x[rows[index].to(device)])
+            own = all_poison_y[rows[index].to(device)]
+            fit[index] = (poison_logits.argmax(-1) == own).double().mean(1).cpu()
+    with torch.no_grad():
+        baseline = model.head(target_x).argmax(1).cpu()
+    params = dict(vars(config))
+    if keep is not None:
+        params["kept"] = int(kept.sum())
+    return _evaluation(
+        "transfer", logits, wanted, targets, baseline, accuracy, fit, confidence, params
+    )
+
+
+def _check_keep(keep: Tensor, is_poison: Tensor) -> Tensor:
+    """``keep`` as a bool mask over the poisoned set's rows; ConfigError when it cannot be one."""
+    keep = torch.as_tensor(keep)
+    if keep.dtype != torch.bool or keep.shape != is_poison.shape:
+        raise ConfigError(
+            f"keep must be a bool mask with one entry per row ({tuple(is_poison.shape)}), "
+            f"got {keep.dtype} {tuple(keep.shape)}"
+        )
+    if not bool((keep & ~is_poison).any()):
+        raise ConfigError("keep removes every clean row: nothing is left to retrain the head on")
+    return keep.cpu()
+
+
+@dataclass(frozen=True, eq=False)
+class _Heads:
+    """G heads trained side by side (stacked parameters) and how to call them."""
+
+    params: dict[str, Tensor]
+    buffers: dict[str, Tensor]
+    template: nn.Module
+
+    def _call(self, p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.template, (p, b), (x,))
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits of head g on ``x[g]``: x (G, n, D) → (G, n, K)."""
+        return vmap(self._call)(self.params, self.buffers, x)
+
+    def logits_shared(self, x: Tensor) -> Tensor:
+        """Logits of every head on the same ``x`` (n, D) → (G, n, K)."""
+        return vmap(self._call, in_dims=(0, 0, None))(self.params, self.buffers, x)
+
+    def logits_one(self, g: int, x: Tensor) -> Tensor:
+        """Logits of head ``g`` on ``x`` (n, D) → (n, K)."""
+        return self._call({k: v[g] for k, v in self.params.items()}, self.buffers, x)
+
+
+def _train_heads(
+    head0: nn.Module,
+    clean_x: Tensor,
+    clean_y: Tensor,
+    poison_x: Tensor,
+    poison_y: Tensor,
+    config: TransferConfig,
+) -> _Heads:
+    """Train G copies of ``head0`` side by side, copy g on the clean rows plus ``poison_x[g]``.
+
+    poison_x (G, k, D) and poison_y (G, k) may have k = 0 (clean data only). Every copy sees the
+    mini-batch order of a generator seeded with ``config.seed`` over its n + k rows, so it equals
+    training that copy alone.
+    """
+    device = clean_x.device
+    g, k = poison_x.shape[0], poison_x.shape[1]
+    stacked = [_HeadCall(copy.deepcopy(head0)).to(device, clean_x.dtype) for _ in range(g)]
     params, buffers = stack_module_state(stacked)
     template = copy.deepcopy(stacked[0]).to("meta")
 
     def loss_one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return functional_call(template, (p, b), (x, y))
 
-    def logits_one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(template, (p, b), (x,))
-
     optimizer = torch.optim.Adam(list(params.values()), lr=config.lr)
     generator = make_generator(config.seed)
-    n, k, g = len(clean_x), rows.shape[1], len(rows)
+    n = len(clean_x)
     batched_loss = _softmax_losses(params) if isinstance(head0, SoftmaxHead) else vmap(loss_one)
     for _ in range(config.epochs):
         order = torch.randperm(n + k, generator=generator).to(device)
@@ -262,23 +358,7 @@ def evaluate_transfer(
             optimizer.zero_grad(set_to_none=True)
             batched_loss(params, buffers, x, y).sum().backward()
             optimizer.step()
-    with torch.no_grad():
-        if config.per_target:
-            logits = vmap(logits_one)(params, buffers, target_x[:, None])[:, 0]
-        else:
-            logits = logits_one({k_: v[0] for k_, v in params.items()}, buffers, target_x)
-        accuracy = None
-        if clean_test is not None:
-            test_x = _features(model, clean_test.images)
-            test_logits = vmap(logits_one, in_dims=(0, 0, None))(params, buffers, test_x)
-            hits = test_logits.argmax(-1) == clean_test.labels.to(device)[None]
-            accuracy = hits.double().mean(1).cpu()
-        poison_logits = vmap(logits_one)(params, buffers, poison_x)
-        fit = (poison_logits.argmax(-1) == poison_y).double().mean(1).cpu()
-        baseline = model.head(target_x).argmax(1).cpu()
-    return _evaluation(
-        "transfer", logits.cpu(), wanted, targets, baseline, accuracy, fit, confidence, vars(config)
-    )
+    return _Heads(params, buffers, template)
 
 
 def _evaluation(
