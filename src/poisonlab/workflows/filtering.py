@@ -11,6 +11,17 @@ Attack success is the attack's own measure (METHODS.md §8): for feature collisi
 targets predicted as their base class; for backdoors the accuracy on the triggered test set
 labelled with the attacker's classes (the ASR).
 
+Three ways to fine-tune (``finetune``): every weight (``"all"``), the head only (``"head"``), or,
+for feature collision, Poison Frogs' one-shot kill (``"head-per-target"``, Shafahi et al. 2018,
+arXiv:1804.00792): for each target the head alone is retrained on frozen features of the clean rows
+plus that target's own poisons, so the targets do not interfere and a target whose poison was
+filtered out is retrained on clean data only
+(:func:`~poisonlab.attacks.collision_eval.evaluate_transfer` with the filter's ``keep`` mask).
+
+The model that scores the set (``scorer``) may differ from the one fine-tuned: in seed 000's
+Algorithm 1 the victim downloads F_LGM to filter D_t and then fine-tunes "his model f′(x)", which
+can be, e.g., a cross-entropy network the poisons were crafted against.
+
 Detection quality (AUROC, ROC points) is computed with poison as the positive class over D_t:
 "clean" means the clean part of the filtered set itself, D_f (the paper's text; its ROC code used
 the 60k MNIST training set instead, METHODS.md §2.3).
@@ -32,6 +43,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.attacks.base import PoisonedDataset
+from poisonlab.attacks.collision_eval import TransferConfig, evaluate_transfer
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses.base import DetectionResult, Detector
 from poisonlab.defenses.evidence import Evidence
@@ -42,7 +54,7 @@ from poisonlab.metrics.detection import DetectionMetrics, evaluate_detection
 from poisonlab.models.network import Network
 from poisonlab.train import TrainConfig, evaluate, predict, train_model
 
-FINETUNE = ("all", "head")
+FINETUNE = ("all", "head", "head-per-target")
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,11 +168,39 @@ def _finetuned(
     return copied
 
 
+def _one_shot(
+    model: Network,
+    poisoned: PoisonedDataset,
+    kept: Tensor,
+    config: TrainConfig,
+    test: ImageDataset | None,
+) -> list[tuple[float, float | None]]:
+    """(success, mean clean accuracy) of Poison Frogs' per-target head retraining on all of D_t
+    and on the kept rows, warm-started from the pre-trained head, frozen features."""
+    if poisoned.targets is None:
+        raise ConfigError("finetune='head-per-target' needs a feature-collision poisoned set")
+    transfer = TransferConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        start="warm",
+        per_target=True,
+        seed=config.seed,
+    )
+    out: list[tuple[float, float | None]] = []
+    for keep in (None, kept):
+        evaluation = evaluate_transfer(model, poisoned, config=transfer, clean_test=test, keep=keep)
+        accuracy = evaluation.clean_accuracy
+        out.append((evaluation.rate.rate, None if accuracy is None else float(accuracy.mean())))
+    return out
+
+
 def filter_and_finetune(
     model: Network,
     poisoned: PoisonedDataset,
     *,
     detector: Detector | None = None,
+    scorer: Network | None = None,
     holdout: ImageDataset | None = None,
     test: ImageDataset | None = None,
     finetune: str = "all",
@@ -168,7 +208,8 @@ def filter_and_finetune(
     device: torch.device | str | None = None,
     seed: int = 0,
 ) -> FilterReport:
-    """Filter ``poisoned.dataset`` with ``detector`` under ``model``, fine-tune, re-measure.
+    """Filter ``poisoned.dataset`` with ``detector`` (reading ``scorer``, default ``model``),
+    fine-tune ``model`` on what is kept, and re-measure the attack.
 
     Parameters
     ----------
@@ -178,14 +219,20 @@ def filter_and_finetune(
         The fine-tuning set D_t with its ground truth and the attack's targets or test set.
     detector : Detector or None
         Default: :class:`LGMLikelihood` with its χ² rule (p < 0.001).
+    scorer : Network or None
+        The model whose outputs the detector reads (F_LGM for the default detector); None uses
+        ``model``. Left unchanged.
     holdout : ImageDataset or None
         Clean held-out data for detectors that need it (and for target-FPR thresholds).
     test : ImageDataset or None
         Clean test data; when given, clean accuracy is reported beside attack success.
-    finetune : {"all", "head"}
-        Fine-tune every weight, or only the head (transfer learning, as in Poison Frogs).
+    finetune : {"all", "head", "head-per-target"}
+        Fine-tune every weight, only the head, or only the head once per target on frozen
+        features (Poison Frogs' one-shot kill; feature-collision sets only, warm start from the
+        pre-trained head; clean accuracies are then means over the targets' heads).
     train_config : TrainConfig or None
-        Default :func:`default_finetune_config` with ``seed``.
+        Default :func:`default_finetune_config` with ``seed``; for ``head-per-target`` its
+        ``epochs``, ``batch_size``, ``lr`` and ``seed`` drive the head retraining (Adam).
     device : where to compute (default: CUDA when present)
     seed : int
 
@@ -206,22 +253,33 @@ def filter_and_finetune(
     detector = detector or LGMLikelihood()
     pretrained = copy.deepcopy(model)
     data = poisoned.dataset
-    evidence = Evidence(data, copy.deepcopy(pretrained), holdout=holdout, device=dev)
+    judge = copy.deepcopy(scorer if scorer is not None else pretrained)
+    evidence = Evidence(data, judge, holdout=holdout, device=dev)
     result = detector.fit(evidence).result
     metrics = evaluate_detection(result, poisoned.is_poison)
     kept = ~result.flagged
     if not bool(kept.any()):
         raise ConfigError(f"{result.detector} flagged every sample; nothing is left to fine-tune")
     success_before, measure = attack_success(pretrained, poisoned, device=dev)
-    without = _finetuned(pretrained, data, config, finetune, dev, "fine-tuning on all data")
-    with_filter = _finetuned(
-        pretrained, data.subset(kept), config, finetune, dev, "fine-tuning on kept data"
-    )
     accuracies: list[float | None] = [None, None, None]
     if test is not None:
-        accuracies = [
-            evaluate(m, test, device=dev).accuracy for m in (pretrained, without, with_filter)
-        ]
+        accuracies[0] = evaluate(pretrained, test, device=dev).accuracy
+    if finetune == "head-per-target":
+        outcomes = _one_shot(pretrained, poisoned, kept, config, test)
+        success_without, success_with = outcomes[0][0], outcomes[1][0]
+        if test is not None:
+            accuracies[1:] = [outcomes[0][1], outcomes[1][1]]
+    else:
+        without = _finetuned(pretrained, data, config, finetune, dev, "fine-tuning on all data")
+        with_filter = _finetuned(
+            pretrained, data.subset(kept), config, finetune, dev, "fine-tuning on kept data"
+        )
+        success_without = attack_success(without, poisoned, device=dev)[0]
+        success_with = attack_success(with_filter, poisoned, device=dev)[0]
+        if test is not None:
+            accuracies[1:] = [
+                evaluate(m, test, device=dev).accuracy for m in (without, with_filter)
+            ]
     poison = poisoned.is_poison
     notes = []
     if int(poison.sum()) == 0:
@@ -235,8 +293,8 @@ def filter_and_finetune(
         n_clean_removed=int((~poison & ~kept).sum()),
         success_measure=measure,
         success_before=success_before,
-        success_without_filter=attack_success(without, poisoned, device=dev)[0],
-        success_with_filter=attack_success(with_filter, poisoned, device=dev)[0],
+        success_without_filter=success_without,
+        success_with_filter=success_with,
         clean_accuracy_before=accuracies[0],
         clean_accuracy_without_filter=accuracies[1],
         clean_accuracy_with_filter=accuracies[2],
