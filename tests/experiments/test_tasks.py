@@ -256,6 +256,34 @@ def test_feature_collision_cell_end_to_end_and_cached(tmp_path):
     assert again["collision.ce.l2_mean"] == metrics["collision.ce.l2_mean"]
 
 
+def test_feature_collision_one_shot_protocol_filters_the_ce_victim_too(tmp_path):
+    cache = CountingCache(tmp_path / "cache")
+    params = {
+        "data": dict(DATA),
+        "model": {"arch": "cnn-small"},
+        "train": {"epochs": 1},
+        "attack": {"num_targets": 3, "max_iter": 5, "beta_scaling": "none", "beta0": 0.25},
+        "task": {
+            "preset": "none",
+            "protocol": "one-shot",
+            "finetune_epochs": 2,
+            "drop_targets": True,
+            "filter_ce": True,
+        },
+    }
+    metrics, _, lines = run_cell("feature-collision", params, tmp_path, cache, "one-shot")
+    check_ranges(metrics)
+    assert any("CE model's D_t" in line for line in lines)
+    for prefix in ("defense.lgm-likelihood.", "defense.lgm-likelihood.ce."):
+        assert metrics[prefix + "n_poison"] == 3
+        for key in ("success_with_filter", "n_poison_removed", "n_clean_removed", "auroc"):
+            assert prefix + key in metrics, prefix + key
+    assert metrics["attack.success_rate"] == metrics["collision.ce.success_rate"]
+    assert metrics["collision.ce.l2_relative_mean"] > 0
+    n_clean = metrics["defense.lgm-likelihood.n_analysed"] - 3
+    assert n_clean == len(load_split_for(DATA).test) - 3  # the targets left D_t
+
+
 def test_heatmap_artifact_holds_the_maps_a_defense_exposes(blobs):
     n = len(blobs)
     scores = torch.full((n,), float("nan"), dtype=torch.float64)

@@ -42,6 +42,13 @@ SEED000_SETTINGS: dict[str, Any] = {
 """Seed 000's hyper-parameters as FeatureCollision keyword arguments."""
 
 
+def _relative_size(poisons: torch.Tensor, bases: torch.Tensor) -> float:
+    """Mean of ||p − b||₂ / ||b||₂ over the pairs (an all-zero base is left out)."""
+    base_norm = bases.flatten(1).norm(dim=1)
+    ratio = (poisons - bases).flatten(1).norm(dim=1) / base_norm
+    return float(ratio[base_norm > 0].mean())
+
+
 def seed000_attack(**overrides: Any) -> FeatureCollision:
     """A FeatureCollision configured as seed 000, with any keyword overridden (e.g. max_iter)."""
     return FeatureCollision(**{**SEED000_SETTINGS, **overrides})
@@ -55,7 +62,8 @@ class Seed000Result:
     lgm: PoisonedDataset
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per model: mean/median ||p − b||₂ ([0, 1] and 0–255 units), mean L∞, median distance
+        """Per model: mean/median ||p − b||₂ ([0, 1] and 0–255 units), the mean of ||p − b||₂ /
+        ||b||₂ (how visible the change is next to the image itself), mean L∞, median distance
         ratio, and the fraction of pairs where the LGM poison moved further than the CE one."""
         out: dict[str, dict[str, float]] = {}
         for name, result in (("ce", self.ce), ("lgm", self.lgm)):
@@ -66,6 +74,7 @@ class Seed000Result:
                 "l2_mean": float(l2.mean()),
                 "l2_median": float(l2.median()),
                 "l2_mean_255": float(l2.mean() * 255),
+                "l2_relative_mean": _relative_size(poisons, bases),
                 "linf_mean": float((poisons - bases).abs().flatten(1).amax(1).mean()),
                 "ratio_median": float(torch.as_tensor(result.extras["distance_ratio"]).median()),
                 "iterations_mean": float(

@@ -21,10 +21,14 @@ One cell, in order:
    removes them from the fine-tuning set);
 4. attack success = the fraction of targets predicted as their base class, after the victim
    fine-tunes the pre-trained model on D_t (``[task] protocol``: ``transfer`` = the head only,
-   ``end-to-end`` = every weight; :func:`~poisonlab.workflows.filter_and_finetune` with its
+   ``end-to-end`` = every weight, ``one-shot`` = Poison Frogs' one-shot kill, the head retrained
+   once per target on frozen features with only that target's poisons, warm-started;
+   :func:`~poisonlab.workflows.filter_and_finetune` with its
    default schedule, 5 epochs of Adam at 1e-4, overridable by ``finetune_epochs``,
    ``finetune_lr``, ``finetune_batch_size``), for the CE model without a filter and for the LGM
-   model without and with each ``[[defenses]]`` filter (default: ``lgm-likelihood``);
+   model without and with each ``[[defenses]]`` filter (default: ``lgm-likelihood``), and with
+   ``[task] filter_ce = true`` also for the CE model with the filter reading the LGM model (seed
+   000's Algorithm 1 lets the victim filter with F_LGM and fine-tune another model f′);
 5. optionally (``[task] oneshot = true``) Poison Frogs' own one-shot-kill protocol
    (:func:`~poisonlab.attacks.collision_eval.evaluate_transfer`: a cold head retrained per target
    for 100 epochs on frozen features) for both models, without a filter.
@@ -38,7 +42,8 @@ Metrics: ``attack.success_rate`` (CE model, no filter), ``attack.n_poison``, ``a
 for m ∈ {ce, lgm}; ``collision.lgm_larger_fraction`` (pairs whose LGM poison is larger);
 ``defense.<name>.<metric>`` over D_t (positive = poison, **clean = D_f**, the paper's text), with
 ``defense.<name>.success_with_filter``, ``clean_accuracy_with_filter``, ``n_poison_removed``,
-``n_clean_removed``, and ``defense.<name>.auroc_train_clean`` (the same detector refitted on
+``n_clean_removed``, and ``defense.<name>.ce.<metric>`` the same for the CE model's set (``filter_ce``), and
+``defense.<name>.auroc_train_clean`` (the same detector refitted on
 D_C ∪ poisons, **clean = D_C**, what seed 000's ROC code used; ``[task] auroc_on_train``).
 
 Artifacts: ``features.npz`` (the LGM model's features of D_t with ``labels``, ``is_poison``,
@@ -56,7 +61,7 @@ from typing import Any
 import torch
 
 from poisonlab.attacks import PoisonedDataset
-from poisonlab.attacks.collision_eval import evaluate_transfer
+from poisonlab.attacks.collision_eval import TransferConfig, evaluate_transfer
 from poisonlab.attacks.collision_seed000 import (
     SEED000_SETTINGS,
     Seed000Result,
@@ -96,7 +101,7 @@ from poisonlab.validation import (
     ParameterError,
 )
 from poisonlab.workflows import attack_success, filter_and_finetune
-from poisonlab.workflows.filtering import default_finetune_config
+from poisonlab.workflows.filtering import FilterReport, default_finetune_config
 
 TASK_KEYS = (
     "preset",
@@ -109,9 +114,10 @@ TASK_KEYS = (
     "auroc_on_train",
     "examples",
     "batch_size",
+    "filter_ce",
 )
 PRESETS = ("seed000", "none")
-PROTOCOLS = {"transfer": "head", "end-to-end": "all"}
+PROTOCOLS = {"transfer": "head", "end-to-end": "all", "one-shot": "head-per-target"}
 DEFAULT_DEFENSES = [{"name": "lgm-likelihood"}]
 
 
@@ -129,6 +135,7 @@ class CollisionPlan:
     auroc_on_train: bool
     examples: int
     batch_size: int
+    filter_ce: bool = False
 
 
 @register_plan("feature-collision")
@@ -180,6 +187,7 @@ def plan_collision(cell: CellSpec) -> CollisionPlan:
         auroc_on_train=task_option(task, "auroc_on_train", True, [Boolean()]),
         examples=task_option(task, "examples", 8, [NON_NEGATIVE_INT]),
         batch_size=task_option(task, "batch_size", 256, [POSITIVE_INT]),
+        filter_ce=task_option(task, "filter_ce", False, [Boolean()]),
     )
 
 
@@ -225,19 +233,36 @@ def run_collision(cell: CellSpec, context: TaskContext) -> dict[str, float | int
     metrics["attack.n_train"] = len(poisoned.dataset)
 
     finetune, config = plan.finetune, plan.finetune_config
-    protocol = "transfer" if finetune == "head" else "end-to-end"
+    protocol = {value: key for key, value in PROTOCOLS.items()}[finetune]
     for short in ("ce", "lgm"):
         metrics[f"collision.{short}.success_before"] = attack_success(
             models[short], fine[short], device=device
         )[0]
-    context.log(f"fine-tuning the CE model on D_t ({protocol})")
-    metrics["collision.ce.success_rate"] = _finetuned_success(
-        models["ce"], fine["ce"], config, finetune, device
-    )
-    metrics["attack.success_rate"] = metrics["collision.ce.success_rate"]
-
     results = {}
     train_scores: dict[str, Any] = {}
+    for detector in plan.detectors if plan.filter_ce else ():
+        context.log(f"filtering the CE model's D_t with {detector.name} (LGM model), fine-tuning")
+        report = filter_and_finetune(
+            models["ce"],
+            fine["ce"],
+            detector=detector,
+            scorer=models["lgm"],
+            holdout=split.holdout,
+            test=split.holdout,
+            finetune=finetune,
+            train_config=config,
+            device=device,
+            seed=cell.seed,
+        )
+        metrics |= _filter_metrics(f"{detector.name}.ce", report)
+        metrics["collision.ce.success_rate"] = report.success_without_filter
+    if "collision.ce.success_rate" not in metrics:
+        context.log(f"fine-tuning the CE model on D_t ({protocol})")
+        metrics["collision.ce.success_rate"] = _finetuned_success(
+            models["ce"], fine["ce"], config, finetune, device
+        )
+    metrics["attack.success_rate"] = metrics["collision.ce.success_rate"]
+
     for detector in plan.detectors:
         context.log(f"filtering D_t with {detector.name}, then fine-tuning the LGM model")
         report = filter_and_finetune(
@@ -252,17 +277,11 @@ def run_collision(cell: CellSpec, context: TaskContext) -> dict[str, float | int
             seed=cell.seed,
         )
         results[detector.name] = report.detection
-        prefix = f"defense.{detector.name}."
-        metrics |= detection_metrics(detector.name, report.metrics, report.detection)
-        metrics[prefix + "success_with_filter"] = report.success_with_filter
-        metrics[prefix + "n_poison_removed"] = report.n_poison_removed
-        metrics[prefix + "n_clean_removed"] = report.n_clean_removed
-        if report.clean_accuracy_with_filter is not None:
-            metrics[prefix + "clean_accuracy_with_filter"] = report.clean_accuracy_with_filter
+        metrics |= _filter_metrics(detector.name, report)
         metrics["collision.lgm.success_rate"] = report.success_without_filter
         if plan.auroc_on_train:
             auroc, scores = _train_clean_auroc(detector, models["lgm"], split, poisoned)
-            metrics[prefix + "auroc_train_clean"] = auroc
+            metrics[f"defense.{detector.name}.auroc_train_clean"] = auroc
             train_scores[f"score_train_clean__{detector.name}"] = scores
     if "collision.lgm.success_rate" not in metrics:
         metrics["collision.lgm.success_rate"] = _finetuned_success(
@@ -279,6 +298,19 @@ def run_collision(cell: CellSpec, context: TaskContext) -> dict[str, float | int
     features = _features(models["lgm"], poisoned, device, plan.batch_size)
     write_npz(context.cell_dir, "features.npz", features)
     write_npz(context.cell_dir, "examples.npz", _examples(crafted, split.test, plan.examples))
+    return metrics
+
+
+def _filter_metrics(name: str, report: FilterReport) -> dict[str, float | int]:
+    """``defense.<name>.*``: detection on D_t, what the filter removed, and the attack's success
+    and clean accuracy after fine-tuning on the kept rows."""
+    prefix = f"defense.{name}."
+    metrics = detection_metrics(name, report.metrics, report.detection)
+    metrics[prefix + "success_with_filter"] = report.success_with_filter
+    metrics[prefix + "n_poison_removed"] = report.n_poison_removed
+    metrics[prefix + "n_clean_removed"] = report.n_clean_removed
+    if report.clean_accuracy_with_filter is not None:
+        metrics[prefix + "clean_accuracy_with_filter"] = report.clean_accuracy_with_filter
     return metrics
 
 
@@ -321,6 +353,17 @@ def _finetuned_success(
     """Attack success after fine-tuning a copy of ``model`` on all of ``poisoned`` (no filter),
     with the same schedule as :func:`filter_and_finetune` uses."""
     import copy
+
+    if finetune == "head-per-target":
+        transfer = TransferConfig(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            start="warm",
+            per_target=True,
+            seed=config.seed,
+        )
+        return evaluate_transfer(model, poisoned, config=transfer).rate.rate
 
     victim = copy.deepcopy(model)
     trainable = list(victim.head.parameters()) if finetune == "head" else None
