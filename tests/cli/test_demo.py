@@ -1,7 +1,8 @@
-"""`poisonlab demo` end to end: the quick tour through the CLI, its summary, report and resume.
+"""`poisonlab demo` end to end: the quick tour through the CLI, its summary, claims, report, resume.
 
-The quick tour (:data:`poisonlab.workflows.demo.QUICK`: 300 digits images, 1–2 epochs, every
-defense) runs once per module; the full tour (minutes) is marked slow.
+The quick tour (:data:`poisonlab.workflows.demo.QUICK`: 300 digits images, 2 epochs, every
+defense) runs once per module; the full tour (about half a minute) is marked slow and checks the
+verdicts the demo exists to show.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from poisonlab.workflows.demo import (
     COLLISION,
     COLLISION_DEFENSES,
     QUICK,
+    DemoSettings,
     demo_configs,
     run_demo,
-    summary_rows,
 )
+from poisonlab.workflows.demo_summary import SCHULTH, SHAFAHI, YASEEN, summary_blocks
 
 runner = CliRunner()
 DEFENSES = (*BACKDOOR_DEFENSES, *COLLISION_DEFENSES)
@@ -52,21 +54,39 @@ def test_every_defense_is_configured_and_none_is_left_out():
     configured = {d["name"] for d in backdoor.defenses} | {d["name"] for d in collision.defenses}
     assert configured == set(DEFENSES) == set(detector_names())  # a new detector joins the demo
     assert backdoor.attack["label_map"] == "all-to-all"
-    assert collision.task["protocol"] == "transfer"
+    assert collision.task["protocol"] == "one-shot" and collision.task["filter_ce"] is True
+    assert collision.task["drop_targets"] is True
 
 
-def test_quick_demo_prints_one_row_of_numbers_per_defense(quick_demo):
+def test_the_full_tour_runs_heatmap_clustering_at_its_defaults_and_shares_the_clean_model():
+    backdoor, collision = demo_configs(DemoSettings())
+    (heatmap,) = [d for d in backdoor.defenses if d["name"] == "heatmap-clustering"]
+    assert heatmap == {"name": "heatmap-clustering", "classes": [DemoSettings().heatmap_class]}
+    assert backdoor.model == collision.model == {"arch": "cnn-small"}  # one cached CE model
+    assert backdoor.train == collision.train
+
+
+def test_quick_demo_prints_each_block_and_a_verdict_per_claim(quick_demo):
     out, result = quick_demo
     assert result.exit_code == 0, result.output
-    text = result.output
-    for name in DEFENSES:
-        row = re.search(rf"^\s*{re.escape(name)}( \(\d+\))?\s+(.*)$", text, re.MULTILINE)
-        assert row, f"no summary row for {name}:\n{text}"
-        numbers = re.findall(NUMBER, row.group(2))
-        assert len(numbers) >= 4, row.group(0)  # AUROC, TPR, TNR and seconds at least
-    for label in ("cnn-small CE", "lgm-net CE", "lgm-net LGM", "BadNets → cnn-small CE"):
-        assert re.search(rf"{re.escape(label)}\s+\d+\.\d", text), label
-    assert str(out / "report.html") in text.replace("\n", "")
+    text = " ".join(result.output.split())
+    for name in BACKDOOR_DEFENSES:
+        row = re.search(rf"{re.escape(name)}( \(class \d+\))? ((?:{NUMBER} ?){{3,}})", text)
+        assert row, f"no summary row for {name}:\n{result.output}"
+    for name in COLLISION_DEFENSES:
+        assert f"LGM likelihood filter ({name})" in text
+        for victim in ("CE model", "LGM model"):
+            row = re.search(rf"{victim} (\d+/\d+) (\d+/\d+) ((?:{NUMBER} ?){{4}})", text)
+            assert row, f"no filter row for the {victim}:\n{result.output}"
+    for label in ("cnn-small, clean data", "cnn-small, BadNets 20%", "cnn-small CE", "LGM model"):
+        assert label in text, label
+    verdicts = re.findall(r"reproduced: (yes|no|not measured) — (.+?\(arXiv:[\d.]+\)):", text)
+    papers = {paper for _, paper in verdicts}
+    for paper in (SHAFAHI, YASEEN, SCHULTH):
+        assert paper in papers, paper
+    assert len(verdicts) == 9  # five in the BadNets block, three for collision, one for the filter
+    assert "seed 0" not in text and "METHODS" not in text
+    assert str(out / "report.html") in result.output.replace("\n", "")
 
 
 def test_quick_demo_writes_a_self_contained_report(quick_demo):
@@ -74,8 +94,9 @@ def test_quick_demo_writes_a_self_contained_report(quick_demo):
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') >= 6
-    for part in ("Summary", "BadNets backdoor", "Feature collision", "2-d feature space"):
+    for part in ("Summary", "The headline numbers", "BadNets backdoor", "Feature collision"):
         assert part in page
+    assert page.count("reproduced: ") == 9
     assert "Most suspicious samples: heatmap-clustering" in page
     assert not re.search(r'(src|href)="(?!data:|#)', page)  # no external links
     assert (out / "runs" / "results.sqlite").is_file()
@@ -89,14 +110,87 @@ def test_the_store_holds_real_numbers_and_a_second_run_would_skip_everything(qui
     for config in configs:
         assert [(p.status, p.run) for p in plan(config, runs)] == [("done", False)]
     metrics = {c.name: load_records(runs, c.name)[0].metrics for c in configs}
-    rows = summary_rows(metrics[BACKDOOR], metrics[COLLISION], QUICK)
-    defenses = {row.item.split(" (")[0]: row for row in rows if row.group.startswith("defen")}
-    assert set(defenses) == set(DEFENSES)
-    for name, row in defenses.items():
-        for value in (row.auroc, row.tpr, row.tnr):
-            assert value is not None and math.isfinite(value) and 0 <= value <= 1, name
-    accuracies = [row.clean_accuracy for row in rows if row.group == "models"]
-    assert len(accuracies) == 3 and all(0 < a <= 1 for a in accuracies)
+    backdoor, collision = metrics[BACKDOOR], metrics[COLLISION]
+    for name in DEFENSES:
+        for key in ("auroc", "tpr", "tnr"):
+            value = (backdoor | collision)[f"defense.{name}.{key}"]
+            assert math.isfinite(value) and 0 <= value <= 1, (name, key)
+    for key in ("success_with_filter", "n_poison_removed", "n_clean_removed", "auroc"):
+        assert f"defense.lgm-likelihood.ce.{key}" in collision, key  # the CE victim, filtered
+    # the collision's CE model is the backdoor experiment's clean model: three models in all
+    cached = [p for p in (runs / "cache").rglob("*.safetensors")]
+    assert len(cached) == 3, cached
+    assert collision["model.ce.clean_accuracy"] > 0 and backdoor["model.clean_accuracy"] > 0
+
+
+def _metrics() -> tuple[dict[str, float], dict[str, float]]:
+    """Flat metrics of the two demo cells where every claim holds."""
+    backdoor = {
+        "model.clean_accuracy": 0.99,
+        "model.asr": 0.01,
+        "attack.clean_accuracy": 0.985,
+        "attack.asr": 0.95,
+    }
+    for name in BACKDOOR_DEFENSES:
+        backdoor |= {f"defense.{name}.{k}": 0.99 for k in ("auroc", "tpr", "tnr")}
+    collision = {
+        "attack.n_poison": 20,
+        "collision.ce.success_rate": 0.9,
+        "collision.lgm.success_rate": 0.0,
+        "collision.ce.l2_mean": 2.8,
+        "collision.lgm.l2_mean": 3.1,
+        "collision.ce.l2_relative_mean": 0.7,
+        "defense.lgm-likelihood.ce.success_with_filter": 0.0,
+    }
+    for prefix in ("defense.lgm-likelihood.", "defense.lgm-likelihood.ce."):
+        collision |= {
+            prefix + "n_poison": 20,
+            prefix + "n_analysed": 359,
+            prefix + "n_poison_removed": 20,
+            prefix + "n_clean_removed": 7,
+        }
+    return backdoor, collision
+
+
+def _verdicts(backdoor, collision) -> dict[tuple[str, str], str]:
+    """(paper, claim) → verdict of the demo's claims for these metrics."""
+    blocks = summary_blocks(backdoor, collision, heatmap_class=3, rate=0.2)
+    return {(c.paper, c.claim): c.verdict for b in blocks for c in b.claims}
+
+
+def _verdict(verdicts: dict[tuple[str, str], str], paper: str, starts: str) -> str:
+    """The verdict on ``paper``'s claim that starts with ``starts``."""
+    (found,) = [v for (p, claim), v in verdicts.items() if p == paper and claim.startswith(starts)]
+    return found
+
+
+def test_each_verdict_follows_its_stated_criterion():
+    everything = _verdicts(*_metrics())
+    assert set(everything.values()) == {"yes"}
+    backdoor, collision = _metrics()
+    backdoor["attack.asr"] = 0.89  # just under the 90% ASR criterion
+    backdoor["defense.heatmap-clustering.auroc"] = 0.94
+    collision["collision.ce.success_rate"] = 0.65
+    collision["collision.lgm.l2_mean"] = 2.0  # smaller than the CE poisons
+    collision["defense.lgm-likelihood.n_poison_removed"] = 17  # 85% of the LGM set's poisons
+    changed = {k: v for k, v in _verdicts(backdoor, collision).items() if v != "yes"}
+    assert sorted(paper for paper, _ in changed) == sorted(
+        ['Gu et al. 2017, "BadNets" (arXiv:1708.06733)', SCHULTH, SHAFAHI, YASEEN, YASEEN]
+    )
+    assert set(changed.values()) == {"no"}
+
+
+def test_a_claim_about_stopping_a_failed_attack_is_not_judged():
+    backdoor, collision = _metrics()
+    collision["collision.ce.success_rate"] = 0.0
+    verdicts = _verdicts(backdoor, collision)
+    stopped = [v for (paper, _), v in verdicts.items() if paper == YASEEN]
+    assert stopped.count("not measured") == 2  # "reduces the attack" and "filter prevents it"
+    assert _verdict(verdicts, SHAFAHI, "one clean-label poison") == "no"
+    blocks = summary_blocks({}, collision, heatmap_class=3, rate=0.2)
+    titles = [b.title for b in blocks]  # no backdoor metrics: no backdoor block
+    assert titles[0].startswith("Feature collision") and titles[1].startswith("LGM likelihood")
+    assert len(titles) == 2
 
 
 def test_a_folder_without_a_demo_is_refused_unless_forced(tmp_path):
@@ -117,15 +211,20 @@ def test_help_names_the_steps_and_the_outputs():
 
 
 @pytest.mark.slow
-def test_full_demo(tmp_path):
+def test_full_demo_shows_each_papers_effect(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--quiet"])
     assert result.exit_code == 0, result.output
     summary = run_demo(tmp_path / "demo")  # resumes: reads the stored metrics
-    attack = next(row for row in summary.rows if row.item.startswith("BadNets"))
-    assert attack.attack is not None and attack.attack > 0.5  # the backdoor took
-    auroc = {row.item: row.auroc for row in summary.rows if row.auroc is not None}
-    assert auroc["activation-clustering"] > 0.9
-    assert auroc["lgm-likelihood"] > 0.9
+    backdoor, collision = summary.metrics[BACKDOOR], summary.metrics[COLLISION]
+    assert backdoor["attack.asr"] >= 0.9  # the backdoor took
+    assert collision["collision.ce.success_rate"] >= 0.7  # the collision works unfiltered
+    assert collision["collision.lgm.l2_mean"] > 0 and collision["collision.ce.l2_mean"] > 0
+    filtered = "defense.lgm-likelihood.ce."
+    assert collision[filtered + "n_poison_removed"] >= 0.9 * collision[filtered + "n_poison"]
+    assert collision[filtered + "success_with_filter"] < collision["collision.ce.success_rate"]
+    verdicts = {(c.paper, c.claim): c.verdict for c in summary.claims}
+    assert _verdict(verdicts, SHAFAHI, "one clean-label poison") == "yes"
+    assert _verdict(verdicts, YASEEN, "thresholding") == "yes"
 
 
 def test_force_starts_over_and_a_demo_folder_is_resumed(tmp_path):
