@@ -19,6 +19,9 @@ only when it wants something else:
   (e.g. Monte-Carlo probabilities, heatmaps) before the detector runs, on the synthetic case and
   on the real one.
 - ``BAD_PARAMS[name]``: kwargs that must raise ConfigError in ``__init__``.
+- ``FRESH_DRAWS``: inductive detectors whose scores of new samples use fresh random draws
+  (Monte-Carlo passes on their own stream), so they match the held-out reference in distribution
+  only, not sample by sample.
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ CONTRACT_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 PREPARE: dict[str, Callable[[Evidence], None]] = {}
+
+FRESH_DRAWS: set[str] = {"bnn"}
 
 BAD_PARAMS: dict[str, list[dict[str, Any]]] = {
     "activation-clustering": [

@@ -7,7 +7,7 @@ automatically; its evidence and fast settings come from the hooks in ``conftest.
 class subset for per-class detectors, determinism, flags consistent with every threshold kind,
 the model left exactly as it was (parameters, buffers, hooks, train/eval mode, requires_grad),
 clear ConfigErrors for bad hyper-parameters and missing inputs, JSON-ready params and extras,
-and one run on a real backdoored model.
+inductive scoring of new samples (or a TransductiveError), and one run on a real backdoored model.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from poisonlab.defenses import (
     FixedValue,
     PaperRule,
     TargetFPR,
+    TransductiveError,
     build_detector,
     detector_names,
 )
@@ -37,10 +38,12 @@ from poisonlab.errors import ConfigError
 from tests.defenses.conftest import (
     BAD_PARAMS,
     CONTRACT_VARIANTS,
+    FRESH_DRAWS,
     PREPARE,
     RealCase,
     SyntheticCase,
     make_case,
+    plant_features,
 )
 
 NAMES = detector_names()
@@ -192,6 +195,65 @@ def test_target_fpr_uses_clean_reference(name: str, variant: str, params: dict[s
     assert torch.equal(result.flagged, result.analysed & (result.scores > cut))
 
 
+def holdout_as_new_samples(name: str, case: SyntheticCase) -> Evidence:
+    """The case's clean held-out images as a new set: an Evidence of their own, same model."""
+    new = Evidence(case.evidence.holdout, case.evidence.model, device="cpu")
+    plant_features(new, case.holdout_features, "data")
+    if name in PREPARE:
+        PREPARE[name](new)
+    return new
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_inductive_scoring_of_new_samples(name: str, variant: str, params: dict[str, Any]) -> None:
+    """An inductive detector scores new samples with what it fitted, as it scores its held-out
+    reference; a transductive one refuses by name. Scoring changes nothing fitted."""
+    case = build_case(name)
+    detector = build_detector(name, **params)
+    if not detector.inductive:
+        with pytest.raises(TransductiveError, match=name):
+            detector.fit(case.evidence).score_samples(case.evidence)
+        return
+    with pytest.raises(RuntimeError, match="fit"):
+        detector.score_samples(case.evidence)
+    result = detector.fit(case.evidence).result
+    scores = detector.score_samples(holdout_as_new_samples(name, case))
+    assert scores.dtype == torch.float64 and scores.shape == (len(case.evidence.holdout),)
+    assert torch.isfinite(scores).all(), "every held-out class was fitted"
+    again = detector.score_samples(case.evidence)
+    assert detector.result is result
+    if name in FRESH_DRAWS:
+        assert torch.isfinite(again).all()
+        return
+    reference = detector._score_new(case.evidence, "holdout")
+    torch.testing.assert_close(scores, reference, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(again, result.scores, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_new_samples_of_classes_not_fitted_score_nan(
+    name: str, variant: str, params: dict[str, Any]
+) -> None:
+    cls = DETECTORS.get(name)
+    if not (cls.inductive and cls.per_class):
+        return
+    case = build_case(name)
+    detector = build_detector(name, classes=[1], **params).fit(case.evidence)
+    scores = detector.score_samples(holdout_as_new_samples(name, case))
+    in_class = case.evidence.labels("holdout") == 1
+    assert torch.isfinite(scores[in_class]).all()
+    assert torch.isnan(scores[~in_class]).all()
+
+
+def test_score_samples_refuses_an_evidence_with_another_model() -> None:
+    case = build_case("spectral-signatures")
+    detector = build_detector("spectral-signatures").fit(case.evidence)
+    other = make_case(seed=1)
+    other.evidence.model = build_case("spectral-signatures").evidence.model
+    with pytest.raises(ConfigError, match="another model"):
+        detector.score_samples(other.evidence)
+
+
 @pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
 def test_model_left_unchanged(name: str, variant: str, params: dict[str, Any]) -> None:
     case = build_case(name)
@@ -261,8 +323,15 @@ def test_real_backdoored_model(
     if name in PREPARE:
         PREPARE[name](evidence)
     before = model_snapshot(digits_backdoor.model)
-    result = build_detector(name, **params).fit(evidence).result
+    detector = build_detector(name, **params).fit(evidence)
+    result = detector.result
     assert result.scores.shape == (len(evidence.data),)
     assert torch.isfinite(result.scores[result.analysed]).all()
     assert result.analysed.all()
+    if detector.inductive and name not in FRESH_DRAWS:
+        # new samples given as a plain ImageDataset: representations computed afresh by the
+        # fitted model, scored as the held-out reference of the fit was
+        assert evidence.holdout is not None
+        new = detector.score_samples(evidence.holdout)
+        torch.testing.assert_close(new, detector._score_new(evidence, "holdout"))
     assert_same_model(before, model_snapshot(digits_backdoor.model))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from poisonlab.defenses.base import DETECTORS, DetectionResult, Detector, register_detector
+from poisonlab.defenses.base import (
+    DETECTORS,
+    DetectionResult,
+    Detector,
+    TransductiveError,
+    register_detector,
+)
 from poisonlab.defenses.evidence import Evidence
 from poisonlab.defenses.thresholds import (
     Contamination,
@@ -26,6 +32,7 @@ __all__ = [
     "ScoreSet",
     "TargetFPR",
     "Threshold",
+    "TransductiveError",
     "build_detector",
     "detector_names",
     "parse_threshold",

@@ -3,8 +3,16 @@
 Every defense subclasses :class:`Detector`, declares its hyper-parameters in ``__init__`` and
 implements :meth:`Detector._score`, which reads what it needs from an :class:`Evidence` and
 returns a :class:`ScoreSet` (scores, higher = more suspicious; the paper's own flags; optionally
-scores of clean held-out samples). :meth:`Detector.fit` times it, applies the threshold and keeps a
-frozen :class:`DetectionResult`.
+scores of clean held-out samples, and JSON-ready extras). :meth:`Detector.fit` times it, applies
+the threshold and keeps a frozen :class:`DetectionResult`.
+
+**Inductive and transductive detectors** (scikit-learn's novelty / outlier-detection distinction,
+as for ``LocalOutlierFactor(novelty=True)``): an *inductive* detector (``inductive = True``) keeps
+what it fitted (per-class centroids, a singular direction, class densities, a Bayesian copy of the
+model) and scores new samples with it through :meth:`Detector.score_samples`; the same code scores
+a clean held-out set, the reference of target-FPR thresholds. A *transductive* detector only ranks
+the samples it was fitted on; its :meth:`Detector.score_samples` raises
+:class:`TransductiveError`.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from poisonlab.defenses.evidence import Evidence
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import PaperRule, ScoreSet, Threshold, parse_threshold
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.registry import Registry
 from poisonlab.validation import CLASSES, ConstraintList, InstanceOf, Validated, check_param
 
@@ -33,6 +42,7 @@ class DetectionResult:
     flagged : bool (N,)
     analysed : bool (N,), samples the detector looked at (e.g. only the chosen classes)
     threshold : how flags were decided (rule name and cut values)
+    extras : JSON-ready details the detector returned in its :class:`ScoreSet`
     """
 
     detector: str
@@ -49,13 +59,18 @@ class DetectionResult:
         return torch.bincount(labels[self.flagged], minlength=num_classes).tolist()
 
 
+class TransductiveError(PoisonlabError, TypeError):
+    """:meth:`Detector.score_samples` on a detector that ranks only the data it was fitted on."""
+
+
 class Detector(Validated, ABC):
     """Base class of every defense.
 
     Class attributes declare what a detector needs, so callers (``poisonlab scan``) can skip it
     with a clear reason instead of faking a result: ``needs_model``, ``needs_holdout``,
     ``needs_lgm``. ``per_class`` detectors analyse each claimed class separately and honour
-    ``classes`` (None = every class).
+    ``classes`` (None = every class). ``inductive`` detectors score new samples after fitting
+    (:meth:`score_samples`); the others are transductive (module docstring).
 
     Hyper-parameters are declared in ``_parameter_constraints`` (:mod:`poisonlab.validation`) and
     checked in ``__init__`` through ``_set_params``, so a bad value fails when the detector is
@@ -69,6 +84,7 @@ class Detector(Validated, ABC):
     needs_holdout: ClassVar[bool] = False
     needs_lgm: ClassVar[bool] = False
     per_class: ClassVar[bool] = False
+    inductive: ClassVar[bool] = False
     _threshold_constraints: ClassVar[ConstraintList] = [
         None,
         InstanceOf(Threshold, "a Threshold or its text (paper, contamination:F, fpr:F, value:V)"),
@@ -111,9 +127,83 @@ class Detector(Validated, ABC):
     def _score(self, evidence: Evidence) -> ScoreSet:
         """Scores for every sample of ``evidence.data`` (NaN where not analysed)."""
 
+    def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
+        """Scores of the samples of ``part`` under the state :meth:`_score` fitted.
+
+        Inductive detectors implement it. It serves :meth:`score_samples` (``part="data"`` of an
+        Evidence over the new samples) and the clean held-out reference (``part="holdout"`` of the
+        Evidence the detector is being fitted on), so both are scored by the same code.
+        """
+        raise TransductiveError(self._transductive_message())
+
+    def _transductive_message(self) -> str:
+        return (
+            f"{self.name} is transductive: it ranks only the samples it was fitted on and cannot "
+            "score new ones; fit it on data that holds them"
+        )
+
+    def score_samples(self, data: ImageDataset | Evidence) -> Tensor:
+        """Suspicion scores of new samples under the fitted state, float64 (N,), on the CPU.
+
+        ``data`` is an :class:`ImageDataset` (its representations are computed with the model the
+        detector was fitted with) or an :class:`Evidence` over the new samples holding that same
+        model (to reuse representations already computed). Their labels are the claimed labels;
+        samples of classes the detector did not fit score NaN. Fitted state is never changed.
+
+        The name and the meaning follow scikit-learn's ``score_samples`` (the public "score" of
+        a fitted estimator on new samples), except that higher scores are more suspicious, as
+        everywhere in poisonlab. (``score`` is a hyper-parameter of ``bnn`` and
+        ``dnn-uncertainty``, so the method cannot take that name.)
+
+        Raises
+        ------
+        TransductiveError
+            For a transductive detector (``inductive = False``).
+        RuntimeError
+            Before :meth:`fit`.
+        ConfigError
+            When ``data`` is an Evidence holding another model than the fitted one.
+        """
+        if not self.inductive:
+            raise TransductiveError(self._transductive_message())
+        return self._score_new(self._new_evidence(data, "score_samples"), "data").double().cpu()
+
+    def _new_evidence(self, data: ImageDataset | Evidence, caller: str) -> Evidence:
+        """An Evidence over new samples with the fitted model (checked when one is given)."""
+        if not hasattr(self, "result_"):
+            raise RuntimeError(f"{self.name}: call fit() before {caller}()")
+        model, device, batch_size = self._fit_context_
+        if not isinstance(data, Evidence):
+            return Evidence(data, model, device=device, batch_size=batch_size)
+        if self.needs_model and data.model is not model:
+            raise ConfigError(
+                f"{self.name}.{caller}: the Evidence holds another model than the one the "
+                "detector was fitted with; pass the new samples as an ImageDataset, or an "
+                "Evidence over them with the fitted model"
+            )
+        return data
+
+    def _holdout_reference(
+        self, evidence: Evidence, classes: Sequence[int] | None = None
+    ) -> Tensor | None:
+        """Scores of the clean held-out samples (of ``classes`` when given; NaN dropped).
+
+        None without a held-out set. Inductive detectors return it as their ScoreSet's
+        ``reference``, the anchor of target-FPR thresholds.
+        """
+        if evidence.holdout is None:
+            return None
+        scores = self._score_new(evidence, "holdout").double().cpu()
+        keep = ~torch.isnan(scores)
+        if classes is not None:
+            chosen = torch.tensor(list(classes), dtype=torch.long)
+            keep &= torch.isin(evidence.labels("holdout"), chosen)
+        return scores[keep]
+
     def fit(self, evidence: Evidence) -> Detector:
         """Score ``evidence.data``, apply the threshold, and store ``result_``; returns self."""
         started = time.perf_counter()
+        self._fit_context_ = (evidence.model, evidence.device, evidence.batch_size)
         scored = self._score(evidence)
         seconds = time.perf_counter() - started
         scores = scored.scores.double().cpu()
@@ -129,7 +219,7 @@ class Detector(Validated, ABC):
             analysed=analysed,
             threshold=description,
             seconds=seconds,
-            extras=dict(getattr(self, "extras_", {})),
+            extras=dict(scored.extras),
         )
         return self
 

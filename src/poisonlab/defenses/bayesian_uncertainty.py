@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses.base import Detector, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, top_k
@@ -102,9 +103,13 @@ def reference_rule(
 
 
 class _UncertaintyDetector(Detector):
-    """Shared validation of the rule parameters; subclasses compute per-part scores."""
+    """Shared validation of the rule parameters; subclasses compute per-part scores.
+
+    Inductive: the model (or its fitted Bayesian copy) scores any new sample.
+    """
 
     needs_model = True
+    inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "rule_fpr": [FRACTION],
         "rule_fraction": [FRACTION],
@@ -125,15 +130,17 @@ class _UncertaintyDetector(Detector):
     def _part_scores(self, evidence: Evidence, part: Part) -> Tensor:
         """Float64 (N,) scores of the suspect data or of the held-out set."""
 
-    def _scored(self, evidence: Evidence) -> ScoreSet:
+    def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
+        return self._part_scores(evidence, part)
+
+    def _scored(self, evidence: Evidence, extras: dict[str, Any]) -> ScoreSet:
         """Scores of the data, the held-out reference when there is one, and the rule's flags."""
         scores = self._part_scores(evidence, "data")
-        reference = self._part_scores(evidence, "holdout") if evidence.holdout is not None else None
+        reference = self._holdout_reference(evidence)
         flags, rule = reference_rule(
             scores, reference, fpr=self.rule_fpr, fraction=self.rule_fraction
         )
-        self.extras_: dict[str, Any] = {"rule": rule}
-        return ScoreSet(scores, flags, reference)
+        return ScoreSet(scores, flags, reference, extras={"rule": rule, **extras})
 
 
 @register_detector("bnn")
@@ -276,17 +283,50 @@ class BayesianUncertainty(_UncertaintyDetector):
         return evidence.cached(key, compute)
 
     def _part_scores(self, evidence: Evidence, part: Part) -> Tensor:
-        probs = self.mc_probabilities(evidence, part)
+        return self.scores_of(self.mc_probabilities(evidence, part))
+
+    def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
+        """The fitted Evidence's held-out set from its cached passes; new samples under the
+        fitted Bayesian copy (never a copy fine-tuned on the new samples)."""
+        if part == "holdout":
+            return self._part_scores(evidence, part)
+        return self.scores_of(
+            self.predict_mc(evidence.dataset(part), batch_size=evidence.batch_size)
+        )
+
+    def predict_mc(
+        self, data: ImageDataset, *, stream: str = "new", batch_size: int = 256
+    ) -> Tensor:
+        """(T, N, K) Monte-Carlo probabilities of new samples under the fitted Bayesian copy.
+
+        ``stream`` names the random stream of the weight draws (derived from ``seed``): sets
+        scored under different names get independent draws, the same name repeats them.
+        """
+        bnn = getattr(self, "bnn_", None)
+        if bnn is None:
+            raise RuntimeError(f"{self.name}: call fit() before predict_mc()")
+        return bayesian.mc_probabilities(
+            bnn,
+            data.images,
+            samples=self.samples,
+            batch_size=batch_size,
+            replicas=self.replicas,
+            seed=derive_seed(self.seed, "mc", stream),
+        )
+
+    def scores_of(self, probabilities: Tensor) -> Tensor:
+        """This detector's score (BALD or predictive entropy) of (T, N, K) MC probabilities."""
         if self.score == "bald":
-            return mutual_information(probs).cpu()
-        return predictive_entropy(probs).cpu()
+            return mutual_information(probabilities).cpu()
+        return predictive_entropy(probabilities).cpu()
 
     def _score(self, evidence: Evidence) -> ScoreSet:
-        scored = self._scored(evidence)
         probs = self.mc_probabilities(evidence, "data")
         other = predictive_entropy(probs) if self.score == "bald" else mutual_information(probs)
         bnn, history = self.bayesian_model(evidence)
-        self.extras_.update(
+        self.bnn_ = bnn
+        return self._scored(
+            evidence,
             {
                 "predictive_entropy" if self.score == "bald" else "bald": other.tolist(),
                 "mc_accuracy": mc_accuracy(probs, evidence.labels()),
@@ -298,9 +338,8 @@ class BayesianUncertainty(_UncertaintyDetector):
                 "elbo": history.to_dict(),
                 "kl_weight_per_sample": self.kl_weight / len(evidence.data),
                 "posterior_sigma_over_abs_mu": bayesian.posterior_sigma_ratio(bnn),
-            }
+            },
         )
-        return scored
 
 
 @register_detector("dnn-uncertainty")
@@ -355,7 +394,6 @@ class DeterministicUncertainty(_UncertaintyDetector):
         return entropy(probs) if self.score == "entropy" else 1.0 - max_softmax(probs)
 
     def _score(self, evidence: Evidence) -> ScoreSet:
-        scored = self._scored(evidence)
         probs = self.probabilities(evidence)
-        self.extras_["accuracy"] = float((probs.argmax(1) == evidence.labels()).double().mean())
-        return scored
+        accuracy = float((probs.argmax(1) == evidence.labels()).double().mean())
+        return self._scored(evidence, {"accuracy": accuracy})

@@ -257,6 +257,9 @@ def cluster_is_suspect(
 class TwoMeansDetector(Detector):
     """Per-class reduce → 2-means → cluster rule, with the separation score (module docstring).
 
+    Inductive: new samples are scored with their class's fitted reducer, centroids and σ
+    (:meth:`~poisonlab.defenses.base.Detector.score_samples`).
+
     Subclasses say which representation to cluster (:meth:`_representation`) and may review the
     suspect clusters (:meth:`_review`, e.g. exclusionary reclassification).
 
@@ -285,6 +288,7 @@ class TwoMeansDetector(Detector):
     """
 
     per_class = True
+    inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "reduce": [Options(REDUCTIONS)],
         "n_components": [POSITIVE_INT],
@@ -373,18 +377,30 @@ class TwoMeansDetector(Detector):
         flags = torch.zeros(len(labels), dtype=torch.bool)
         for members in suspects.values():
             flags[members] = True
-        self.extras_ = {"classes": report}
-        return ScoreSet(scores, flags, self._reference(evidence, splits))
+        self.splits_ = splits
+        self.classes_ = [int(c) for c in report]
+        return ScoreSet(
+            scores,
+            flags,
+            self._holdout_reference(evidence, classes=list(splits)),
+            extras={"classes": report},
+        )
 
-    def _reference(self, evidence: Evidence, splits: dict[int, TwoMeansSplit]) -> Tensor | None:
-        """Scores of clean held-out samples of the split classes (for target-FPR thresholds)."""
-        if evidence.holdout is None:
-            return None
-        labels = evidence.labels("holdout")
-        vectors = self._representation(evidence, "holdout").double().cpu().numpy()
-        parts = [
-            split.score(vectors[(labels == c).numpy()])
-            for c, split in splits.items()
-            if (labels == c).any()
-        ]
-        return torch.from_numpy(np.concatenate(parts)) if parts else torch.empty(0)
+    def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
+        """Samples of ``part`` scored with their class's fitted reducer, centroids and σ.
+
+        Samples of an analysed class that could not be split score 0, as in :meth:`_score`;
+        samples of classes not analysed score NaN.
+        """
+        labels = evidence.labels(part)
+        vectors = self._representation(evidence, part).double().cpu().numpy()
+        scores = per_class_scores(len(labels))
+        for c in self.classes_:
+            members = labels == c
+            if not members.any():
+                continue
+            split = self.splits_.get(c)
+            scores[members] = (
+                torch.from_numpy(split.score(vectors[members.numpy()])) if split else 0.0
+            )
+        return scores

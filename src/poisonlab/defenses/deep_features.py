@@ -22,8 +22,10 @@ every fusion × covariance pair is in bench/results/scan.md, from ``python -m be
 Full covariance + εI (METHODS.md §5) stays the default: Ledoit–Wolf tied it there (99.97%) and
 was below it on a 6,000-image subset (99.32% vs 99.74%).
 
-The other half of the held-out set is scored by the same densities and returned as the clean
-``reference`` (no sample is both fitted and used as a reference). The paper gives no flagging rule;
+Inductive: :meth:`~poisonlab.defenses.base.Detector.score_samples` scores new samples with the
+fitted densities (``model_``) and :meth:`DeepFeatures.predict` classifies them. The other half of
+the held-out set is scored by the same densities and returned as the clean ``reference`` (no
+sample is both fitted and used as a reference). The paper gives no flagging rule;
 the default rule here flags samples scoring above the (1 − ``rule_fpr``) quantile of the clean
 reference scores, i.e. an expected false-positive rate of ``rule_fpr`` on clean data.
 
@@ -44,9 +46,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.splits import split_indices
 from poisonlab.defenses.base import Detector, register_detector
-from poisonlab.defenses.evidence import Evidence
+from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.gaussian import (
     COVARIANCES,
     ClassGaussians,
@@ -214,6 +217,7 @@ class DeepFeatures(Detector):
 
     name = "deep-features"
     needs_holdout = True
+    inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "layers": [None, Items(LAYER, unique=True, what="a list of distinct layer names")],
         "covariance": [Options(COVARIANCES)],
@@ -277,8 +281,8 @@ class DeepFeatures(Detector):
             fusion=self.fusion,
             eps=self.eps,
         )
-        data = [evidence.activations(layer, "data") for layer in layers]
-        scores = fitted.scores(data, evidence.labels("data"))
+        self.model_ = fitted
+        scores = self._score_new(evidence, "data")
         ref_labels = held_labels[ref_idx]
         usable = fitted.densities[0].fitted[ref_labels]
         ref_acts = [a[ref_idx][usable] for a in held]
@@ -286,8 +290,7 @@ class DeepFeatures(Detector):
         cutoff = float(torch.quantile(reference, 1.0 - self.rule_fpr)) if len(reference) else None
         rule_flags = scores > cutoff if cutoff is not None else torch.zeros_like(scores, dtype=bool)
         predicted = fitted.classify(ref_acts)
-        self.model_ = fitted
-        self.extras_ = {
+        extras = {
             "layers": list(layers),
             "fit_samples": len(fit_idx),
             "reference_samples": len(reference),
@@ -296,4 +299,17 @@ class DeepFeatures(Detector):
             if len(reference)
             else None,
         }
-        return ScoreSet(scores, rule_flags, reference)
+        return ScoreSet(scores, rule_flags, reference, extras=extras)
+
+    def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
+        """Fused suspicion of the samples of ``part`` under the fitted densities."""
+        acts = [evidence.activations(layer, part) for layer in self.model_.layers]
+        return self.model_.scores(acts, evidence.labels(part))
+
+    def predict(self, data: ImageDataset | Evidence) -> Tensor:
+        """The paper's DF classifier on new samples: ĉ = argmax_c Σ_l LL_lc, int64 (N,).
+
+        ``data`` as for :meth:`~poisonlab.defenses.base.Detector.score_samples`.
+        """
+        evidence = self._new_evidence(data, "predict")
+        return self.model_.classify([evidence.activations(layer) for layer in self.model_.layers])

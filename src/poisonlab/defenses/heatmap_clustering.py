@@ -330,12 +330,12 @@ class HeatmapClustering(Detector):
                     "suspect": True,
                 }
                 bar.advance(1)
-        self.extras_ = {
+        extras = {
             "classes": report,
             "pool": self._pool(evidence),
             "top_heatmaps": self._top_heatmaps(evidence, scores),
         }
-        return ScoreSet(scores, flags, self._reference(evidence, fitted))
+        return ScoreSet(scores, flags, self._reference(evidence, fitted), extras=extras)
 
     def _reference(
         self,

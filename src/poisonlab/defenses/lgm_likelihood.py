@@ -150,6 +150,7 @@ class LGMLikelihood(Detector):
     name = "lgm-likelihood"
     needs_lgm = True
     per_class = True
+    inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "alpha": [FRACTION],
         "scale": [Options(SCALES)],
@@ -169,23 +170,27 @@ class LGMLikelihood(Detector):
     def _score(self, evidence: Evidence) -> ScoreSet:
         stats = lgm_claimed_likelihood(evidence, "data")
         labels = evidence.labels("data")
-        chosen = torch.tensor(self.analysed_classes(evidence), dtype=torch.long)
-        analysed = torch.isin(labels, chosen)
-        scores = per_class_scores(len(labels))
-        scores[analysed] = stats.neg_log_likelihood[analysed]
+        self.classes_ = self.analysed_classes(evidence)
+        scores = self._score_new(evidence, "data")
+        analysed = ~torch.isnan(scores)
         critical = chi2_critical(self.alpha, stats.dim)
         spread = torch.ones(evidence.num_classes, dtype=torch.float64)
         if self.scale == "robust":
             spread = class_spread(stats.mahalanobis_sq, labels, evidence.num_classes, stats.dim)
         rule_flags = analysed & (stats.mahalanobis_sq > critical * spread[labels])
-        reference = None
-        if evidence.holdout is not None:
-            held = lgm_claimed_likelihood(evidence, "holdout")
-            reference = held.neg_log_likelihood[torch.isin(evidence.labels("holdout"), chosen)]
-        self.extras_ = {
+        extras = {
             "feature_dim": stats.dim,
             "chi2_critical": critical,
             "seed_threshold_T": math.exp(-0.5 * critical),
             "class_spread": spread.tolist(),
         }
-        return ScoreSet(scores, rule_flags, reference)
+        return ScoreSet(scores, rule_flags, self._holdout_reference(evidence), extras=extras)
+
+    def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
+        """−log p(f(x) | claimed y) under the LGM head, for samples of the analysed classes."""
+        stats = lgm_claimed_likelihood(evidence, part)
+        labels = evidence.labels(part)
+        analysed = torch.isin(labels, torch.tensor(self.classes_, dtype=torch.long))
+        scores = per_class_scores(len(labels))
+        scores[analysed] = stats.neg_log_likelihood[analysed]
+        return scores

@@ -18,9 +18,9 @@ of the class, so a poison's score reads "how many typical clean squared deviatio
 Within a class this changes nothing (the paper's rule is unaffected); it makes the score invariant
 to rescaling a class's representation.
 
-**Held-out scores.** When the Evidence has a clean held-out set, its samples of each analysed
-class are scored with that class's training mean, v and median, so a target-FPR threshold can be
-used.
+**New and held-out samples** (inductive, :meth:`~poisonlab.defenses.base.Detector.score_samples`)
+are scored with their class's training mean, v and median; the clean held-out set scored this way
+is the reference of target-FPR thresholds.
 
 **Differs from ART 1.20.1**: ``SpectralSignatureDefense.spectral_signature_scores`` finds v from
 the centred matrix but then projects the *uncentred* representations (``v · R_i``, its absolute
@@ -102,6 +102,7 @@ class SpectralSignatures(Detector):
     name = "spectral-signatures"
     needs_model = True
     per_class = True
+    inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "eps": [
             Interval(
@@ -141,7 +142,8 @@ class SpectralSignatures(Detector):
         flags = torch.zeros(len(labels), dtype=torch.bool)
         fitted: dict[int, tuple[Tensor, Tensor, float]] = {}
         report: dict[str, dict[str, float | int]] = {}
-        for c in self.analysed_classes(evidence):
+        self.classes_ = self.analysed_classes(evidence)
+        for c in self.classes_:
             idx = (labels == c).nonzero().flatten()
             if len(idx) < 2:  # a single sample has no direction of variation
                 scores[idx] = 0.0
@@ -152,20 +154,30 @@ class SpectralSignatures(Detector):
             flags[idx[top_k(tau, removal_count(len(idx), self.eps, self.eps_multiplier))]] = True
             fitted[c] = (mean, v, scale)
             report[str(c)] = {"n": len(idx), "median_tau": scale}
-        self.extras_ = {"classes": report}
-        return ScoreSet(scores, flags, self._reference(evidence, fitted))
+        self.fitted_ = fitted
+        return ScoreSet(
+            scores,
+            flags,
+            self._holdout_reference(evidence, classes=list(fitted)),
+            extras={"classes": report},
+        )
 
-    def _reference(
-        self, evidence: Evidence, fitted: dict[int, tuple[Tensor, Tensor, float]]
-    ) -> Tensor | None:
-        """Held-out clean samples scored with their class's training mean, v and scale."""
-        if evidence.holdout is None:
-            return None
-        labels = evidence.labels("holdout")
-        reps = self._representation(evidence, "holdout").double().cpu()
-        parts = [
-            ((reps[labels == c] - mean) @ v) ** 2 / scale
-            for c, (mean, v, scale) in fitted.items()
-            if (labels == c).any()
-        ]
-        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+    def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
+        """Samples of ``part`` scored with their class's training mean, v and median τ.
+
+        Samples of an analysed class too small to fit (one sample) score 0, as in :meth:`_score`;
+        samples of classes not analysed score NaN.
+        """
+        labels = evidence.labels(part)
+        reps = self._representation(evidence, part).double().cpu()
+        scores = per_class_scores(len(labels))
+        for c in self.classes_:
+            members = labels == c
+            if not members.any():
+                continue
+            if c in self.fitted_:
+                mean, v, scale = self.fitted_[c]
+                scores[members] = ((reps[members] - mean) @ v) ** 2 / scale
+            else:
+                scores[members] = 0.0
+        return scores

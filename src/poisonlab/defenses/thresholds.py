@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -36,11 +36,14 @@ class ScoreSet:
     scores : float64 (N,), higher = more suspicious; NaN for samples the detector did not analyse.
     rule_flags : bool (N,), the paper's own decision rule.
     reference : float64 (M,) or None, scores of clean held-out samples (inductive detectors only).
+    extras : JSON-ready details of the run (per-class reports, fitted settings...), kept in the
+        :class:`~poisonlab.defenses.base.DetectionResult`.
     """
 
     scores: Tensor
     rule_flags: Tensor
     reference: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def top_k(scores: Tensor, k: int) -> Tensor:

@@ -322,16 +322,13 @@ def _seed002(
     seed: int,
     device: torch.device,
 ) -> tuple[dict[str, float | int], dict[str, np.ndarray]]:
-    """Seed 002's Table 1 accuracies and the held-out (D_val) detection protocol."""
-    from poisonlab.metrics.uncertainty import (
-        entropy,
-        max_softmax,
-        mutual_information,
-        predictive_entropy,
-    )
+    """Seed 002's Table 1 accuracies and the held-out (D_val) detection protocol.
+
+    The validation images are scored by the fitted detectors' public inductive API
+    (:meth:`~poisonlab.defenses.base.Detector.score_samples`, DeepFeatures' ``predict`` and the
+    BNN's ``predict_mc``), never by refitting them on the validation set.
+    """
     from poisonlab.models import bayesian
-    from poisonlab.models.activations import capture_activations
-    from poisonlab.train import predict_logits
 
     both = concatenate([test, triggered])
     is_triggered = torch.cat(
@@ -340,41 +337,26 @@ def _seed002(
     n_clean = len(test)
     out: dict[str, float | int] = {"val.n_clean": n_clean, "val.n_triggered": len(triggered)}
     scores: dict[str, Tensor] = {}
+    val = Evidence(both, victim, device=device, batch_size=evidence.batch_size)
 
-    logits = predict_logits(victim, both.images, device=device, batch_size=evidence.batch_size)
-    hits = logits.argmax(1) == both.labels
+    dnn: Any = _listed(detectors, "dnn-uncertainty", evidence, seed)
+    hits = dnn.probabilities(val).argmax(1) == both.labels
     out["accuracy.dnn.clean"] = float(hits[:n_clean].double().mean())
     out["accuracy.dnn.triggered"] = float(hits[n_clean:].double().mean())
-    probs = torch.softmax(logits.double(), dim=1)
-    dnn = next((d for d in detectors if d.name == "dnn-uncertainty"), None)
-    use_entropy = getattr(dnn, "score", "entropy") == "entropy"
-    scores["dnn"] = entropy(probs) if use_entropy else 1.0 - max_softmax(probs)
+    scores["dnn"] = dnn.score_samples(val)
 
-    df = _listed(detectors, "deep-features", evidence, seed).model_  # type: ignore[attr-defined]
-    captured = capture_activations(
-        victim, both.images, list(df.layers), batch_size=evidence.batch_size, device=device
-    )
-    acts = [captured[layer] for layer in df.layers]
-    hits = df.classify(acts) == both.labels
+    df: Any = _listed(detectors, "deep-features", evidence, seed)
+    hits = df.predict(val) == both.labels
     out["accuracy.df.clean"] = float(hits[:n_clean].double().mean())
     out["accuracy.df.triggered"] = float(hits[n_clean:].double().mean())
-    scores["df"] = df.scores(acts, both.labels)
+    scores["df"] = df.score_samples(val)
 
-    bnn_detector: Any = _listed(detectors, "bnn", evidence, seed)
-    bnn, _ = bnn_detector.bayesian_model(evidence)
-    mc = bayesian.mc_probabilities(
-        bnn,
-        both.images,
-        samples=bnn_detector.samples,
-        batch_size=evidence.batch_size,
-        replicas=bnn_detector.replicas,
-        seed=derive_seed(bnn_detector.seed, "mc", "seed002-val"),
-    )
+    bnn: Any = _listed(detectors, "bnn", evidence, seed)
+    mc = bnn.predict_mc(both, stream="seed002-val", batch_size=evidence.batch_size)
     accuracy = bayesian.backdoor_accuracy(victim, test, triggered, mc[:, :n_clean], mc[:, n_clean:])
     out["accuracy.bnn.clean"] = accuracy.bnn_clean
     out["accuracy.bnn.triggered"] = accuracy.bnn_triggered
-    bald = bnn_detector.score == "bald"
-    scores["bnn"] = mutual_information(mc) if bald else predictive_entropy(mc)
+    scores["bnn"] = bnn.scores_of(mc)
 
     arrays: dict[str, np.ndarray] = {"val_is_triggered": as_array(is_triggered)}
     for model, score in scores.items():
