@@ -7,9 +7,9 @@ results store, as outcomes arrive, so a killed driver loses only cells still run
 - ``SequentialExecutor``: in the driver's process, one cell at a time (``--workers 1``). Ctrl-C
   interrupts the running cell directly.
 - ``ProcessExecutor``: ``--workers N`` persistent worker processes (spawn context, so no forked
-  torch state), each using ``max(1, cores // N)`` threads. Workers ignore SIGINT: the driver
-  handles Ctrl-C and terminates them. A worker that dies (segfault, out of memory) fails its cell
-  and is replaced.
+  torch state), each using ``max(1, cores // N)`` threads and its own pair of pipes. Workers
+  ignore SIGINT: the driver handles Ctrl-C and terminates them. A worker that dies (segfault, out
+  of memory, ``os._exit``) fails the cell it was running and is replaced; the other cells go on.
 - ``RayExecutor``: each cell is a Ray remote task with ``num_cpus = cpus_per_task``, on a running
   cluster (``address``) or a local Ray runtime started here and shut down afterwards. Ray is an
   optional extra imported only here. The runs folder must be visible to every Ray node (a shared
@@ -29,9 +29,8 @@ import contextlib
 import importlib
 import json
 import logging
-import os
 import pickle
-import queue
+import select
 import shutil
 import signal
 import socket
@@ -39,8 +38,10 @@ import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -223,35 +224,90 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker_main(jobs: Any, results: Any) -> None:
-    """Worker loop: take (key, pickled job), report start, run, report the outcome.
+# Worker -> driver messages travel in frames of at most PIPE_BUF bytes: one ``send_bytes`` call
+# each, which ``Connection`` writes with a single write() for so short a message (a 4-byte length,
+# a flag saying whether more frames follow, a piece of the pickled message). POSIX writes that many
+# bytes into a pipe whole or not at all, even when the writer is killed, so a frame the driver sees
+# has fully arrived and reading it never waits for a worker that died halfway through a message
+# (whose pipe a forked descendant, such as a data-loader process, may still hold open).
+_FRAME = getattr(select, "PIPE_BUF", 512) - 5
+_MORE, _LAST = b"+", b"."
 
-    A worker exits when its driver is gone (killed with SIGKILL), so no orphan keeps running.
+
+def _send(connection: Connection, message: tuple[str, Any]) -> None:
+    """Send ``message`` to the driver in frames (above)."""
+    data = memoryview(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    for start in range(0, len(data), _FRAME):
+        last = start + _FRAME >= len(data)
+        connection.send_bytes((_LAST if last else _MORE) + data[start : start + _FRAME])
+
+
+def _worker_main(jobs: Connection, results: Connection) -> None:
+    """Worker loop: receive ``(key, pickled job)``, acknowledge it, run it, send the outcome.
+
+    The two pipes belong to this worker alone and every message is written by this thread before
+    the next step starts, so a message is never left behind in a buffer when the process dies
+    (``os._exit``, a segfault, the OOM killer) and no lock is shared with other workers. The
+    acknowledgement is written before the job is even unpickled: a worker that dies after it
+    fails its cell, one that dies before it hands the job back to the pool.
+
+    A worker exits when told to (``None``) or when its driver is gone: the job pipe reaches
+    end-of-file, and on Linux the worker is also killed with the driver, so no orphan keeps running.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops us
     _die_with_parent()
-    parent = os.getppid()
     while True:
         try:
-            item = jobs.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:
-                return
-            continue
+            item = jobs.recv()
+        except (EOFError, OSError):
+            return
         if item is None:
             return
         key, payload = item
-        results.put(("start", key, os.getpid()))
         try:
-            job = pickle.loads(payload)
-        except Exception as exc:
-            results.put(("done", CellOutcome(key, "failed", error=format_error(exc))))
-            continue
-        results.put(("done", execute_cell(job)))
+            _send(results, ("start", key))
+            try:
+                job = pickle.loads(payload)
+            except Exception as exc:
+                outcome = CellOutcome(key, "failed", error=format_error(exc))
+            else:
+                outcome = execute_cell(job)
+            _send(results, ("done", outcome))
+        except OSError:  # the driver closed our result pipe: it is gone
+            return
+
+
+@dataclass
+class _Worker:
+    """One worker process, the driver's ends of its two pipes, and the job it holds."""
+
+    process: Any
+    jobs: Connection  # driver -> worker: (key, pickled job), or None to stop
+    results: Connection  # worker -> driver: ("start", key), then ("done", outcome)
+    job: tuple[str, bytes] | None = None  # handed to this worker, outcome not received yet
+    started: float | None = None  # when the worker acknowledged ``job`` (time.time())
+    served: bool = False  # the worker has acknowledged at least one job
+    inbox: bytearray = field(default_factory=bytearray)  # frames of a message not complete yet
 
 
 class ProcessExecutor(Executor):
-    """``workers`` spawned processes fed through a queue; dead workers fail their cell."""
+    """``workers`` spawned processes, each fed through its own pair of pipes.
+
+    Why one pipe pair per worker rather than shared queues: a ``multiprocessing.Queue`` shared by
+    all workers writes through a background thread under a lock held in shared memory. A worker
+    that died while that thread held the lock, or before it wrote the "started" message, blocked
+    the other workers' results or lost the message, and the driver waited forever. Here a worker
+    writes only to its own pipe, from its main thread, in frames the operating system delivers
+    whole (see ``_send``), so the driver never waits for the rest of a dead worker's message. The
+    driver waits on every result pipe and process sentinel at once
+    (``multiprocessing.connection.wait``) and also checks exit codes, so a death is seen within
+    ``POLL_SECONDS`` even when a forked descendant of the worker keeps its pipes open. What a dead
+    worker sent completely is still used (a cell finished just before an OOM kill stays done); a
+    half-sent message is dropped.
+    """
+
+    POLL_SECONDS = 1.0
+    """Longest wait between two liveness checks of the workers."""
 
     def __init__(self, workers: int, *, cores: int | None = None) -> None:
         import multiprocessing
@@ -259,85 +315,176 @@ class ProcessExecutor(Executor):
         self.slots = workers
         self.threads = max(1, (cores or runtime.cpu_count()) // workers)
         self._ctx = multiprocessing.get_context("spawn")
-        self._jobs = self._ctx.Queue()
-        self._results = self._ctx.Queue()
-        self._running: dict[int, str] = {}
-        self._ready: list[CellOutcome] = []
-        self._restarts = 0
-        self._closed = False
-        self._processes = [self._start() for _ in range(workers)]
+        self._waiting: deque[tuple[str, bytes]] = deque()  # submitted, not handed to a worker yet
+        self._ready: deque[CellOutcome] = deque()
+        self._workers: list[_Worker] = []
+        self._false_starts = 0  # workers in a row that died before acknowledging any job
+        self._stopping = False
+        try:
+            for _ in range(workers):
+                self._workers.append(self._start())
+        except BaseException:
+            self.close(cancel=True)
+            raise
 
-    def _start(self) -> Any:
+    def _start(self) -> _Worker:
+        job_reader, job_writer = self._ctx.Pipe(duplex=False)
+        result_reader, result_writer = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=_worker_main, args=(self._jobs, self._results), daemon=True
+            target=_worker_main, args=(job_reader, result_writer), daemon=True
         )
-        process.start()
-        return process
+        try:
+            process.start()
+        except BaseException:
+            job_writer.close()
+            result_reader.close()
+            raise
+        finally:
+            # The worker holds its own copies now; closing ours makes its death close the pipes.
+            job_reader.close()
+            result_writer.close()
+        return _Worker(process, job_writer, result_reader)
 
     def submit(self, job: CellJob) -> None:
-        self._jobs.put((job.key, pickle.dumps(job)))
+        self._waiting.append((job.key, pickle.dumps(job)))
+        self._dispatch()
 
     def next_outcome(self) -> CellOutcome:
         while not self._ready:
+            if not self._waiting and all(worker.job is None for worker in self._workers):
+                raise RuntimeError("next_outcome() called with no job outstanding")
+            self._dispatch()
+            self._poll()
+        return self._ready.popleft()
+
+    def _dispatch(self) -> None:
+        """Hand waiting jobs to idle workers."""
+        while self._waiting:
+            idle = next((worker for worker in self._workers if worker.job is None), None)
+            if idle is None:
+                return
+            idle.job = self._waiting.popleft()
             try:
-                self._handle(self._results.get(timeout=0.5))
-            except queue.Empty:
-                self._check_workers()
-        return self._ready.pop(0)
+                idle.jobs.send(idle.job)
+            except OSError:  # the worker is gone; _retire puts the job back in front
+                self._retire(idle)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        """A worker's message: which cell it started, or a finished cell's outcome."""
-        if message[0] == "start":
-            self._running[message[2]] = message[1]
-            return
-        outcome: CellOutcome = message[1]
-        self._running = {pid: key for pid, key in self._running.items() if key != outcome.key}
-        self._ready.append(outcome)
+    def _poll(self) -> None:
+        """Wait until a worker sends something or exits (at most ``POLL_SECONDS``); handle it."""
+        owners: dict[Any, _Worker] = {}
+        for worker in self._workers:
+            owners[worker.results] = worker
+            owners[worker.process.sentinel] = worker
+        lost: dict[int, _Worker] = {}
+        for handle in wait(list(owners), timeout=self.POLL_SECONDS):
+            worker = owners[handle]
+            if handle is not worker.results or not self._read(worker):
+                lost[id(worker)] = worker
+        for worker in self._workers:
+            # The sentinel stays open while a forked descendant of the worker lives; the exit
+            # code does not wait for it.
+            if worker.process.exitcode is not None:
+                lost[id(worker)] = worker
+        for worker in lost.values():
+            self._retire(worker)
 
-    def _check_workers(self) -> None:
-        """Replace dead workers; the cell a dead worker was running fails."""
-        dead = [i for i, process in enumerate(self._processes) if not process.is_alive()]
-        if not dead:
-            return
-        with contextlib.suppress(queue.Empty):  # read what they sent just before dying first
-            while True:
-                self._handle(self._results.get(timeout=0.1))
-        for i in dead:
-            process, self._processes[i] = self._processes[i], self._start()
-            key = self._running.pop(process.pid, None)
-            if key is not None:
-                now = time.time()
-                error = (
-                    f"WorkerDied: worker process {process.pid} exited with code "
-                    f"{process.exitcode} while running the cell"
-                )
-                self._ready.append(
-                    CellOutcome(key, "failed", error=error, started=now, finished=now)
-                )
-                continue
-            self._restarts += 1
-            if self._restarts > 3 * self.slots:
+    def _read(self, worker: _Worker) -> bool:
+        """Handle every whole frame waiting in ``worker``'s result pipe, never waiting for more.
+
+        False once the pipe is closed (the worker is gone).
+        """
+        try:
+            while worker.results.poll():
+                frame = worker.results.recv_bytes()
+                worker.inbox += frame[1:]
+                if frame[:1] == _LAST:
+                    message = pickle.loads(worker.inbox)
+                    worker.inbox = bytearray()
+                    self._handle(worker, message)
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _handle(self, worker: _Worker, message: tuple[str, Any]) -> None:
+        """A worker's message: it started its job, or here is the job's outcome."""
+        kind, value = message
+        if kind == "start":
+            worker.started, worker.served = time.time(), True
+            self._false_starts = 0
+        else:
+            worker.job, worker.started = None, None
+            self._ready.append(value)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Replace a dead worker: keep what it sent completely, fail the cell it was running, and
+        put a job it had not acknowledged back in front of the queue for another worker."""
+        process = worker.process
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=5)
+        self._read(worker)  # what it sent before dying; a half-sent message is dropped
+        worker.jobs.close()
+        worker.results.close()
+        if worker.job is not None and worker.started is not None:
+            now = time.time()
+            error = f"WorkerDied: worker process {process.pid} {_exit_text(process.exitcode)}"
+            outcome = CellOutcome(
+                worker.job[0],
+                "failed",
+                error=error + " while running the cell",
+                started=worker.started,
+                finished=now,
+                seconds=now - worker.started,
+                hostname=socket.gethostname(),
+            )
+            self._ready.append(outcome)
+        elif worker.job is not None:
+            self._waiting.appendleft(worker.job)
+        if not worker.served:
+            self._false_starts += 1
+            if self._false_starts > 3 * self.slots:
                 raise RuntimeError(
-                    f"worker processes keep dying before running a cell (exit code {process.exitcode})"
+                    "worker processes keep dying before running a cell "
+                    f"(the last one {_exit_text(process.exitcode)})"
                 )
+        self._workers[self._workers.index(worker)] = self._start()
 
     def close(self, *, cancel: bool = False) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if not cancel:
-            for _ in self._processes:
-                self._jobs.put(None)
-        for process in self._processes:
-            if cancel:
-                process.terminate()
-            process.join(timeout=2 if cancel else 30)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
-        for channel in (self._jobs, self._results):
-            channel.cancel_join_thread()
-            channel.close()
+        """Stop the workers: after their current cell (``cancel=False``) or at once.
+
+        Idempotent; a call interrupted (a second Ctrl-C) leaves the rest to the next call.
+        """
+        if not cancel and not self._stopping:
+            for worker in self._workers:
+                with contextlib.suppress(OSError, ValueError):
+                    worker.jobs.send(None)
+        self._stopping = True
+        if cancel:
+            for worker in self._workers:
+                with contextlib.suppress(OSError, ValueError):
+                    worker.process.terminate()
+        while self._workers:
+            worker = self._workers[-1]
+            worker.process.join(timeout=2 if cancel else 30)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            worker.jobs.close()
+            worker.results.close()
+            self._workers.pop()
+
+
+def _exit_text(code: int | None) -> str:
+    """How a worker ended, for error messages: its exit code or the signal that killed it."""
+    if code is None:
+        return "stopped responding"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(-code).name
+            hint = " (the out-of-memory killer sends SIGKILL)" if name == "SIGKILL" else ""
+            return f"was killed by {name}{hint}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class RayExecutor(Executor):
