@@ -59,7 +59,6 @@ from poisonlab.models import bayesian
 from poisonlab.models.bayesian import PRIOR_MEANS, ElboHistory
 from poisonlab.models.network import Network
 from poisonlab.seeding import derive_seed
-from poisonlab.train import predict_logits
 from poisonlab.validation import (
     FRACTION,
     NON_NEGATIVE,
@@ -379,13 +378,8 @@ class DeterministicUncertainty(_UncertaintyDetector):
         """Softmax probabilities (N, K) of the deterministic model in eval mode (cached)."""
 
         def compute() -> Tensor:
-            logits = predict_logits(
-                evidence.require_model(),
-                evidence.dataset(part).images,
-                device=evidence.device,
-                batch_size=evidence.batch_size,
-            )
-            return torch.softmax(logits.double(), dim=-1)
+            # the Evidence's standard pass: shared with the activations other defenses read
+            return torch.softmax(evidence.logits(part).double(), dim=-1)
 
         return evidence.cached(("softmax-probs", part), compute)
 

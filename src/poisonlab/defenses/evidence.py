@@ -8,6 +8,7 @@ once no matter how many detectors read it. Tests can fill the cache with synthet
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from torch import Tensor
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
-from poisonlab.models.activations import capture_activations
+from poisonlab.models.activations import capture_representations
 from poisonlab.models.network import Network
 
 Part = Literal["data", "holdout"]
@@ -37,6 +38,10 @@ class Evidence:
     device : str or torch.device or None
         Where representations are computed (default: CUDA when present).
     batch_size : int
+
+    The model is borrowed, never changed: it stays on its device and every module keeps its
+    train/eval mode. When it is on another device than ``device``, detectors work on a private
+    copy there (:meth:`require_model`).
     """
 
     def __init__(
@@ -54,8 +59,7 @@ class Evidence:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self._cache: dict[Hashable, Any] = {}
-        if model is not None:
-            model.to(self.device)  # a no-op when it is already there; train/eval mode is untouched
+        self._working: Network | None = None  # the model on self.device (a copy if need be)
 
     @property
     def num_classes(self) -> int:
@@ -75,10 +79,20 @@ class Evidence:
         return self.dataset(part).labels
 
     def require_model(self) -> Network:
-        """The model, or a clear error for defenses that need one."""
+        """The model on the evidence's device, or a clear error for defenses that need one.
+
+        It is the caller's own model when that is already on the device, else a private copy
+        moved there (made once): the caller's model is never moved. Detectors only read it.
+        """
         if self.model is None:
             raise ConfigError("this defense needs a model trained on the suspect data (--model)")
-        return self.model
+        if self._working is None:
+            here = all(
+                _same_device(t.device, self.device)
+                for t in (*self.model.parameters(), *self.model.buffers())
+            )
+            self._working = self.model if here else copy.deepcopy(self.model).to(self.device)
+        return self._working
 
     def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """Return the value stored under ``key``, computing and storing it on first use."""
@@ -91,20 +105,53 @@ class Evidence:
         self._cache[key] = value
 
     def activations(self, layer: str, part: Part = "data", *, pool: bool = True) -> Tensor:
-        """Outputs of ``layer`` (conv maps average-pooled when ``pool``), float32 (N, D), CPU."""
+        """Outputs of ``layer`` (conv maps average-pooled when ``pool``), float32 (N, D), CPU.
 
-        def compute() -> Tensor:
-            model = self.require_model()
-            images = self.dataset(part).images
-            return capture_activations(
-                model, images, [layer], batch_size=self.batch_size, device=self.device, pool=pool
-            )[layer]
-
-        return self.cached(("activations", layer, part, pool), compute)
+        The first request for a part runs ONE forward pass that also records the standard
+        representations every detector asks for (:meth:`_standard_pass`), so AC, SS,
+        DeepFeatures and the DNN baseline share it instead of running a pass each.
+        """
+        key = ("activations", layer, part, pool)
+        if key not in self._cache:
+            self._standard_pass(part, extra=(layer, pool))
+        return self._cache[key]  # type: ignore[no-any-return]
 
     def features(self, part: Part = "data") -> Tensor:
         """Penultimate features f(x), (N, feature_dim)."""
         return self.activations(self.require_model().feature_layer, part, pool=False)
+
+    def logits(self, part: Part = "data") -> Tensor:
+        """The model's inference logits, float32 (N, K), CPU (from the standard pass)."""
+        if ("logits", part) not in self._cache:
+            self._standard_pass(part)
+        return self._cache[("logits", part)]  # type: ignore[no-any-return]
+
+    def _standard_pass(self, part: Part, extra: tuple[str, bool] | None = None) -> None:
+        """One forward pass over ``part`` storing the logits, the penultimate features, every probe
+        layer average-pooled, and ``extra`` = (layer, pool), each under its own cache key.
+
+        Recording a layer costs a copy of its (pooled) output, small beside the pass itself; an
+        unpooled conv map is only kept when asked for (``extra``). The values equal separate
+        passes: the same model, eval mode, images and batches.
+        """
+        model = self.require_model()
+        wanted: dict[tuple[str, bool], None] = {(model.feature_layer, False): None}
+        wanted |= {(layer, True): None for layer in model.probe_layers}
+        if extra is not None:
+            wanted[extra] = None
+        wanted = {k: None for k in wanted if ("activations", k[0], part, k[1]) not in self._cache}
+        if not wanted and ("logits", part) in self._cache:
+            return
+        outputs, logits = capture_representations(
+            model,
+            self.dataset(part).images,
+            list(wanted),
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        for (layer, pool), value in outputs.items():
+            self._cache[("activations", layer, part, pool)] = value
+        self._cache.setdefault(("logits", part), logits.float())
 
     def lgm_log_likelihood(self, part: Part = "data") -> Tensor:
         """log p(f(x) | k) for every class under an LGM head, float64 (N, K)."""
@@ -115,7 +162,7 @@ class Evidence:
                 raise ConfigError(
                     "this defense needs a model trained with the LGM loss (--loss lgm)"
                 )
-            head = model.head.to(self.device)
+            head = model.head  # on self.device with the rest of the model
             with torch.no_grad():
                 features = self.features(part).to(self.device)
                 return head.log_likelihood(features).double().cpu()  # type: ignore[operator]
@@ -125,3 +172,12 @@ class Evidence:
     def pixels(self, part: Part = "data") -> Tensor:
         """Raw images flattened to (N, C·H·W), float32."""
         return self.cached(("pixels", part), lambda: self.dataset(part).images.flatten(1))
+
+
+def _same_device(actual: torch.device, wanted: torch.device) -> bool:
+    """Whether a tensor on ``actual`` is on ``wanted`` ("cuda" means the current CUDA device)."""
+    if actual.type != wanted.type:
+        return False
+    if wanted.index is None:
+        return actual.type != "cuda" or actual.index == torch.cuda.current_device()
+    return actual.index == wanted.index

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from poisonlab.errors import ConfigError
+from poisonlab.models.modes import eval_mode
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
@@ -49,7 +50,6 @@ def pool_activation(activation: Tensor) -> Tensor:
     return activation.flatten(1)
 
 
-@torch.no_grad()
 def capture_activations(
     model: nn.Module,
     images: Tensor,
@@ -62,20 +62,53 @@ def capture_activations(
     """Outputs of the named layers for all ``images`` (in eval mode), as CPU tensors.
 
     With ``pool`` conv maps are globally average-pooled to one value per channel; otherwise every
-    output is flattened to (N, D). The model's train/eval mode is restored afterwards.
+    output is flattened to (N, D). Every module's train/eval mode is restored afterwards.
+    """
+    requests = [(name, pool) for name in dict.fromkeys(layers)]
+    outputs, _ = capture_representations(
+        model, images, requests, batch_size=batch_size, device=device
+    )
+    return {name: outputs[(name, pool)] for name in layers}
+
+
+@torch.no_grad()
+def capture_representations(
+    model: nn.Module,
+    images: Tensor,
+    requests: Sequence[tuple[str, bool]],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> tuple[dict[tuple[str, bool], Tensor], Tensor]:
+    """One forward pass over ``images`` (eval mode) recording several representations at once.
+
+    The model is only read: its device, weights and every module's train/eval mode are as before.
+
+    Parameters
+    ----------
+    requests : (layer name, pool) pairs
+        Each layer's output average-pooled (``pool=True``, conv maps → one value per channel) or
+        flattened; a layer may be requested both ways.
+    batch_size, device : how the pass runs (CUDA when the model is there)
+
+    Returns
+    -------
+    ({(layer, pool): float32 CPU tensor (N, D)}, the model's outputs (N, K) on the CPU)
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    chunks: dict[str, list[Tensor]] = {name: [] for name in layers}
-    try:
-        with recording(model, layers) as outputs:
-            for start in range(0, len(images), batch_size):
-                model(images[start : start + batch_size].to(device))
-                for name in layers:
-                    out = outputs[name].pop()
-                    outputs[name].clear()
-                    chunks[name].append((pool_activation(out) if pool else out.flatten(1)).cpu())
-    finally:
-        model.train(was_training)
-    return {name: torch.cat(parts) if parts else torch.empty(0) for name, parts in chunks.items()}
+    layers = list(dict.fromkeys(name for name, _ in requests))
+    chunks: dict[tuple[str, bool], list[Tensor]] = {(n, p): [] for n, p in requests}
+    outputs_seen: list[Tensor] = []
+    with eval_mode(model), recording(model, layers) as outputs:
+        for start in range(0, len(images), batch_size):
+            outputs_seen.append(model(images[start : start + batch_size].to(device)).cpu())
+            for name in layers:
+                out = outputs[name].pop()
+                outputs[name].clear()
+                for key in chunks:
+                    if key[0] == name:
+                        value = pool_activation(out) if key[1] else out.flatten(1)
+                        chunks[key].append(value.cpu())
+    captured = {key: torch.cat(parts) if parts else torch.empty(0) for key, parts in chunks.items()}
+    logits = torch.cat(outputs_seen) if outputs_seen else torch.empty(0)
+    return captured, logits

@@ -1,0 +1,22 @@
+"""Default recipes, and the scan's shorter one for large data sets."""
+
+from __future__ import annotations
+
+from poisonlab.train.recipes import LARGE, SCAN_LARGE_EPOCHS, default_recipe, scan_recipe
+
+
+def test_large_data_sets_get_fewer_epochs_and_bigger_batches():
+    small, large = default_recipe("cnn-small", 1000), default_recipe("cnn-small", LARGE)
+    assert (small.epochs, small.batch_size, small.patience) == (20, 64, 5)
+    assert (large.epochs, large.batch_size, large.patience) == (8, 128, 3)
+
+
+def test_scan_recipe_shortens_only_large_data_and_yields_to_overrides():
+    assert scan_recipe("lgm-net", 1828, seed=3) == default_recipe("lgm-net", 1828, seed=3)
+    recipe = scan_recipe("cnn-small", 60_000)
+    assert recipe.epochs == SCAN_LARGE_EPOCHS and recipe.patience is None
+    assert recipe.batch_size == default_recipe("cnn-small", 60_000).batch_size
+    assert scan_recipe("cnn-small", 60_000, epochs=8) == default_recipe(
+        "cnn-small", 60_000, epochs=8
+    )
+    assert scan_recipe("cnn-small", 60_000, epochs=None).epochs == SCAN_LARGE_EPOCHS
