@@ -22,7 +22,13 @@ from poisonlab.experiments.store import Store
 from tests.experiments.fake_tasks import starts
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = "import tests.experiments.fake_tasks; from poisonlab.cli.main import main; main()"
+# The driver restores Python's own Ctrl-C handler first: a test session started in the background by
+# a non-interactive shell (`make test &`, a CI wrapper) has SIGINT ignored, every child inherits that,
+# and Python then installs no KeyboardInterrupt handler, so the SIGINT these tests send would be lost.
+DRIVER = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "import tests.experiments.fake_tasks; from poisonlab.cli.main import main; main()"
+)
 
 
 def start_driver(config: Path, runs: Path, *args: str) -> tuple[subprocess.Popen, Path]:
