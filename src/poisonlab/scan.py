@@ -28,10 +28,9 @@ File output (``scores.csv``, ``summary.json``, ``clean.npz``) is
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +45,8 @@ from poisonlab.defenses.thresholds import Threshold, parse_threshold
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError, DataError, PoisonlabError
 from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
-from poisonlab.train import train_model
+from poisonlab.train import TrainConfig, TrainResult, train_model
+from poisonlab.train.background import BackgroundTraining, worth_it
 from poisonlab.train.recipes import scan_recipe
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,37 @@ def default_architecture(shape: tuple[int, int, int], *, lgm: bool = False) -> s
     return "cnn-small" if max(h, w) <= 32 and min(h, w) >= 6 else "resnet20"
 
 
+def default_setup(
+    data: ImageDataset,
+    *,
+    head: str = "softmax",
+    arch: str | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+) -> tuple[ModelConfig, TrainConfig]:
+    """The config and recipe of the default model (or ``arch``) for ``data``."""
+    arch = arch or default_architecture(data.shape, lgm=head == "lgm")
+    c, h, w = data.shape
+    config = ModelConfig(arch, c, h, w, data.num_classes, head=head)
+    return config, scan_recipe(arch, len(data), epochs=epochs, seed=seed)
+
+
+def _trained_record(
+    config: ModelConfig, recipe: TrainConfig, history: TrainResult, seconds: float
+) -> ModelUsed:
+    last = history.history[history.best_epoch - 1] if history.history else None
+    training = {
+        "recipe": recipe.to_dict(),
+        "epochs_run": len(history.history),
+        "best_epoch": history.best_epoch,
+        "train_accuracy": None if last is None else last.train_accuracy,
+        "val_accuracy": None if last is None else last.val_accuracy,
+        "seconds": round(seconds, 2),
+    }
+    role = "lgm-model" if config.head == "lgm" else "model"
+    return ModelUsed(role, "trained", config.arch, config.head, training=training)
+
+
 def train_default_model(
     data: ImageDataset,
     *,
@@ -157,25 +188,13 @@ def train_default_model(
     device: torch.device | str | None = None,
 ) -> tuple[Network, ModelUsed]:
     """Train the default model (or ``arch``) on ``data`` with its recipe; returns it and a record."""
-    arch = arch or default_architecture(data.shape, lgm=head == "lgm")
-    c, h, w = data.shape
-    network = build_model(ModelConfig(arch, c, h, w, data.num_classes, head=head), seed=seed)
-    recipe = scan_recipe(arch, len(data), epochs=epochs, seed=seed)
+    config, recipe = default_setup(data, head=head, arch=arch, epochs=epochs, seed=seed)
+    network = build_model(config, seed=seed)
     started = time.perf_counter()
     history = train_model(
-        network, data, recipe, device=device, description=f"training {arch} ({head})"
+        network, data, recipe, device=device, description=f"training {config.arch} ({head})"
     )
-    last = history.history[history.best_epoch - 1] if history.history else None
-    training = {
-        "recipe": recipe.to_dict(),
-        "epochs_run": len(history.history),
-        "best_epoch": history.best_epoch,
-        "train_accuracy": None if last is None else last.train_accuracy,
-        "val_accuracy": None if last is None else last.val_accuracy,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    role = "lgm-model" if head == "lgm" else "model"
-    return network, ModelUsed(role, "trained", arch, head, training=training)
+    return network, _trained_record(config, recipe, history, time.perf_counter() - started)
 
 
 def _check_inputs(
@@ -251,7 +270,7 @@ def scan(
         for message in data_warnings(data):
             logger.warning(message)
     dev = pick_device(device)
-    models, evidence = _prepare_models(
+    models = _prepare_models(
         data,
         detectors,
         holdout,
@@ -262,17 +281,22 @@ def scan(
         device=dev,
         batch_size=batch_size,
     )
-    for detector in progress.track(detectors, "running defenses"):
-        role = "lgm-model" if detector.needs_lgm and "lgm-model" in evidence else "model"
-        notes = ()
-        if classes is not None and not detector.per_class:
-            notes = ("scores every class; --classes applies to per-class defenses only",)
-        try:
-            result = detector.fit(evidence[role]).result
-        except PoisonlabError as exc:
-            outcomes[detector.name] = DefenseOutcome(detector.name, skipped=str(exc))
-            continue
-        outcomes[detector.name] = DefenseOutcome(detector.name, result, None, role, notes)
+    # LGM detectors last: their model may still be training beside the others
+    ordered_detectors = sorted(detectors, key=lambda d: d.needs_lgm)
+    try:
+        for detector in progress.track(ordered_detectors, "running defenses"):
+            role = "lgm-model" if detector.needs_lgm and models.has("lgm-model") else "model"
+            notes = ()
+            if classes is not None and not detector.per_class:
+                notes = ("scores every class; --classes applies to per-class defenses only",)
+            try:
+                result = detector.fit(models.get(role)).result
+            except PoisonlabError as exc:
+                outcomes[detector.name] = DefenseOutcome(detector.name, skipped=str(exc))
+                continue
+            outcomes[detector.name] = DefenseOutcome(detector.name, result, None, role, notes)
+    finally:
+        models.close()
     ordered = tuple(outcomes[n] for n in names)
     if not any(o.result is not None for o in ordered):
         reasons = "; ".join(f"{o.name}: {o.skipped}" for o in ordered)
@@ -280,7 +304,7 @@ def scan(
     return ScanResult(
         data=data,
         outcomes=ordered,
-        models=tuple(models),
+        models=tuple(models.used),
         threshold=cut.describe() if cut is not None else "paper",
         holdout=holdout,
         seconds=time.perf_counter() - started,
@@ -289,7 +313,7 @@ def scan(
             "classes": None if classes is None else list(classes),
             "threads": runtime.record(),
         },
-        networks={role: e.model for role, e in evidence.items() if e.model is not None},
+        networks={role: e.model for role, e in models.evidence.items() if e.model is not None},
     )
 
 
@@ -352,6 +376,53 @@ def _init_keywords(cls: type[Detector]) -> set[str]:
     return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
 
 
+class _ScanModels:
+    """The model(s) the detectors read, one Evidence per role ("model", "lgm-model"), and the
+    record of each; the LGM model may still be training in a child process until first read."""
+
+    def __init__(self, evidence_for: Callable[[Network | None], Evidence]) -> None:
+        self.used: list[ModelUsed] = []
+        self.evidence: dict[str, Evidence] = {}
+        self._evidence_for = evidence_for
+        self._pending: tuple[BackgroundTraining, ModelConfig, TrainConfig, float] | None = None
+
+    def add(self, role: str, network: Network | None, record: ModelUsed | None = None) -> None:
+        """Record a model that is ready (None: no model, for detectors that need none)."""
+        self.evidence[role] = self._evidence_for(network)
+        if record is not None:
+            self.used.append(record)
+
+    def train_in_background(
+        self, job: BackgroundTraining, config: ModelConfig, recipe: TrainConfig
+    ) -> None:
+        """The LGM model is being trained by ``job``; :meth:`get` collects it when first asked."""
+        self._pending = (job, config, recipe, time.perf_counter())
+
+    def has(self, role: str) -> bool:
+        """Whether a model of ``role`` is there or on its way."""
+        return role in self.evidence or (role == "lgm-model" and self._pending is not None)
+
+    def get(self, role: str) -> Evidence:
+        """The Evidence of ``role``, waiting for a model still in training."""
+        if role not in self.evidence and role == "lgm-model" and self._pending is not None:
+            job, config, recipe, started = self._pending
+            self._pending = None
+            with job:
+                network, history = job.result()
+            # the child's own training time (its start-up excluded), as for an in-process model
+            seconds = sum(r.seconds for r in history.history)
+            logger.debug("%s came back %.1f s after it started", job.description,
+                         time.perf_counter() - started)  # fmt: skip
+            self.add(role, network, _trained_record(config, recipe, history, seconds))
+        return self.evidence[role]
+
+    def close(self) -> None:
+        """Stop a training that is no longer wanted (an error before its model was read)."""
+        if self._pending is not None:
+            self._pending[0].cancel()
+            self._pending = None
+
+
 def _prepare_models(
     data: ImageDataset,
     detectors: Sequence[Detector],
@@ -363,34 +434,48 @@ def _prepare_models(
     seed: int,
     device: torch.device,
     batch_size: int,
-) -> tuple[list[ModelUsed], dict[str, Evidence]]:
-    """The model(s) the detectors need and one Evidence per model, keyed by role."""
+) -> _ScanModels:
+    """The model(s) the detectors need: the one given, or the default one(s) trained on ``data``.
+
+    When both a softmax and an LGM model are trained on the CPU and a core is free, the LGM model
+    trains in a child process (:mod:`poisonlab.train.background`) while this one trains the
+    softmax model and runs the other detectors: the same weights, in less wall time.
+    """
 
     def evidence_for(network: Network | None) -> Evidence:
         return Evidence(data, network, holdout=holdout, device=device, batch_size=batch_size)
 
-    used: list[ModelUsed] = []
-    if model is not None:
-        # a copy: Evidence moves its model to the device and to eval mode
-        network = copy.deepcopy(model.model if isinstance(model, Checkpoint) else model)
+    models = _ScanModels(evidence_for)
+    if model is not None:  # borrowed: the Evidence neither moves it nor changes its modes
+        network = model.model if isinstance(model, Checkpoint) else model
         path = str(model.path) if isinstance(model, Checkpoint) and model.path else None
         head = "lgm" if network.is_lgm else "softmax"
         source = "checkpoint" if path else "given"
-        used.append(ModelUsed("model", source, network.config.arch, head, path))
-        return used, {"model": evidence_for(network)}
-    evidence: dict[str, Evidence] = {}
-    if any(d.needs_model and not d.needs_lgm for d in detectors):
-        network, record = train_default_model(
-            data, arch=arch, epochs=epochs, seed=seed, device=device
-        )
-        used.append(record)
-        evidence["model"] = evidence_for(network)
-    else:
-        evidence["model"] = evidence_for(None)
+        models.add("model", network, ModelUsed("model", source, network.config.arch, head, path))
+        return models
+    softmax = any(d.needs_model and not d.needs_lgm for d in detectors)
     if any(d.needs_lgm for d in detectors):
-        network, record = train_default_model(
-            data, head="lgm", arch=arch, epochs=epochs, seed=seed, device=device
-        )
-        used.append(record)
-        evidence["lgm-model"] = evidence_for(network)
-    return used, evidence
+        config, recipe = default_setup(data, head="lgm", arch=arch, epochs=epochs, seed=seed)
+        threads = torch.get_num_threads()
+        others = any(not d.needs_lgm for d in detectors)  # work to overlap with
+        if device.type == "cpu" and others and worth_it(len(data), recipe.epochs, threads):
+            logger.info("training %s (lgm) in a child process beside the other work", config.arch)
+            job = BackgroundTraining(config, data, recipe, seed=seed, threads=threads)
+            models.train_in_background(job, config, recipe)
+    try:
+        if softmax:
+            network, record = train_default_model(
+                data, arch=arch, epochs=epochs, seed=seed, device=device
+            )
+            models.add("model", network, record)
+        else:
+            models.add("model", None)
+        if any(d.needs_lgm for d in detectors) and not models.has("lgm-model"):
+            network, record = train_default_model(
+                data, head="lgm", arch=arch, epochs=epochs, seed=seed, device=device
+            )
+            models.add("lgm-model", network, record)
+    except BaseException:
+        models.close()
+        raise
+    return models
