@@ -8,14 +8,18 @@ runs the detectors. Any detector registered with ``@register_detector`` takes pa
 change here; representations it needs beyond the standard ones live in the Evidence cache.
 
 Models. A given model (a :class:`Network` or a loaded :class:`Checkpoint`) serves every detector;
-``lgm-likelihood`` is skipped unless it has an LGM head. Without a model, the default one is
-trained on the suspect data: ``cnn-small`` for images up to 32×32 and ``resnet20`` above (or
-``arch``), with :func:`~poisonlab.train.recipes.scan_recipe` (the default recipe, but 2 epochs
-from 20,000 images, a quarter of the time of 8: measured in bench/results/training_scan_recipe*.md,
-activation clustering and deep features do as well, spectral signatures a little worse); when an LGM detector is selected, an LGM-head model is
-trained too, ``lgm-net`` (Yaseen et al.'s network, 2-d features; docs/methods.md, LGM loss) unless the images are smaller than
-8×8, and only LGM detectors read it. Representations (activations, logits) come from one forward
-pass per part shared by every detector (:class:`Evidence`).
+``lgm-likelihood`` is skipped unless it has an LGM head. The model is borrowed: the Evidence
+neither moves it nor changes its train/eval modes. Without a model, the default one is trained
+on the suspect data: ``cnn-small`` for images up to 32×32 and ``resnet20`` above (or ``arch``),
+with :func:`~poisonlab.train.recipes.scan_recipe` (the default recipe, but 2 epochs from 20,000
+images: a quarter of the time of 8; activation clustering and deep features separate the poisons
+as well after 2 epochs, spectral signatures less well: bench/results/training_scan_recipe*.md).
+When an LGM detector is selected, an LGM-head model is trained too, ``lgm-net`` (Yaseen et al.'s
+network, 2-d features; docs/methods.md, LGM loss) unless the images are smaller than 8×8, and
+only LGM detectors read it. On the CPU with a core to spare it trains in a child process
+(:mod:`poisonlab.train.background`, the same weights) while this process trains the softmax
+model and runs the other detectors; LGM detectors run last. Representations (activations,
+logits) come from one forward pass per part shared by every detector (:class:`Evidence`).
 
 Clean set. ``ScanResult.clean()`` drops every sample flagged by **any** detector that ran (the
 union): a scan is a filter, and a sample one method finds suspicious is not kept on the word of
