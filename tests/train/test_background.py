@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -12,8 +14,20 @@ from poisonlab.train.background import BackgroundTraining, worth_it
 from tests.conftest import blobs_dataset
 
 
-def test_child_trains_the_same_weights_as_this_process():
+def _as_loaded_from_nhwc(data):
+    """The data with the strides of images read from an (N, H, W, C) array: for one channel
+    torch also sees them as channels-last, and its convolutions round differently then."""
+    h, w = data.images.shape[2:]
+    images = torch.empty_strided(data.images.shape, (h * w, 1, w, 1)).copy_(data.images)
+    assert images.stride() != data.images.stride() and torch.equal(images, data.images)
+    return replace(data, images=images)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "nhwc"])
+def test_child_trains_the_same_weights_as_this_process(layout):
     data = blobs_dataset(n_per_class=20)
+    if layout == "nhwc":
+        data = _as_loaded_from_nhwc(data)
     config = ModelConfig("lgm-net", 1, 8, 8, 3, head="lgm")
     recipe = TrainConfig(epochs=2, batch_size=16, head_lr=1e-2, seed=3)
     with BackgroundTraining(config, data, recipe, seed=3, threads=1) as job:
@@ -37,7 +51,7 @@ def test_a_failing_child_is_a_clear_error_and_leaves_nothing_behind():
     bad = TrainConfig(epochs=1, seed=0)
     job = BackgroundTraining(config, data, bad, seed=0, threads=1)
     (job._folder / "job.json").write_text("{}")  # the child cannot read its job
-    with pytest.raises(PoisonlabError, match="cnn-small .* failed"):
+    with pytest.raises(PoisonlabError, match=r"cnn-small .* failed"):
         job.result()
     assert not job._folder.exists()
 

@@ -13,8 +13,8 @@ process the two would change each other's random numbers and the scores would de
 A child has its own RNG, and its own interpreter lock.
 
 The child, ``python -m poisonlab.train.background FOLDER``, reads the job from FOLDER
-(``job.json``: the model config, its initialisation seed, the recipe and the thread count;
-``data.safetensors``: images and labels), builds the model as
+(``job.json``: the model config, its initialisation seed, the recipe, the thread count and the
+images' memory layout; ``data.safetensors``: images and labels), builds the model as
 :func:`~poisonlab.models.build_model` does here, trains it with the same loop on the same number
 of threads, and writes a checkpoint and the history. The network that comes back is the one this
 process would have trained, weight for weight (tests/train/test_background.py). Nothing is
@@ -80,6 +80,10 @@ class BackgroundTraining:
             "recipe": recipe.to_dict(),
             "threads": threads,
             "num_classes": data.num_classes,
+            # the layout of the images, not only their values, decides torch's kernels: a
+            # one-channel tensor loaded from NHWC arrays has strides (HW, 1, W, 1), which torch
+            # also reads as channels-last, and its convolutions then round differently
+            "image_strides": list(data.images.stride()),
             "name": data.name,
         }
         (self._folder / JOB).write_text(json.dumps(job))
@@ -153,6 +157,7 @@ def _child(folder: Path) -> None:
 
     job = json.loads((folder / JOB).read_text())
     runtime.use_threads(int(job["threads"]))
+    import torch
     from safetensors.torch import load_file
 
     from poisonlab.data.dataset import ImageDataset
@@ -161,9 +166,9 @@ def _child(folder: Path) -> None:
     from poisonlab.train.loop import train_model
 
     tensors = load_file(str(folder / DATA))
-    data = ImageDataset(
-        tensors["images"], tensors["labels"], int(job["num_classes"]), name=str(job["name"])
-    )
+    images = tensors["images"]
+    images = torch.empty_strided(images.shape, tuple(job["image_strides"])).copy_(images)
+    data = ImageDataset(images, tensors["labels"], int(job["num_classes"]), name=str(job["name"]))
     network = build_model(ModelConfig.from_dict(job["model"]), seed=int(job["seed"]))
     result = train_model(network, data, TrainConfig(**job["recipe"]), device="cpu")
     save_checkpoint(network, folder / MODEL)
