@@ -108,8 +108,9 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
 def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
     """Write scores.csv, summary.json and clean.npz (module docstring) into ``directory``.
 
-    ``directory`` must exist (the CLI makes it with ``prepare_output_dir``, which refuses to
-    overwrite); returns the three paths by kind.
+    ``directory`` must exist (the CLI writes into a temporary folder from
+    :func:`poisonlab.cli.output.output_folder` and swaps it in on success); returns the three
+    paths by kind.
     """
     directory = Path(directory)
     ran = result.ran

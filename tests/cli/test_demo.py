@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from poisonlab.cli import demo_cmd
 from poisonlab.cli.main import app
+from poisonlab.errors import ConfigError
 from poisonlab.experiments.runner import plan
 from poisonlab.reports.records import load_records
 from poisonlab.workflows.demo import (
@@ -233,5 +234,8 @@ def test_force_starts_over_and_a_demo_folder_is_resumed(tmp_path):
     (folder / "runs" / "results.sqlite").write_bytes(b"")
     assert demo_cmd.demo_folder(folder, force=False) is True  # resumed, left alone
     assert (folder / "runs" / "results.sqlite").exists()
-    assert demo_cmd.demo_folder(folder, force=True) is False
-    assert folder.is_dir() and not any(folder.iterdir())
+    assert demo_cmd.demo_folder(folder, force=True) is False  # a new tour
+    assert (folder / "runs" / "results.sqlite").exists()  # replaced only once it has finished
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"did not write here \(notes.txt\)"):
+        demo_cmd.demo_folder(folder, force=True)

@@ -30,14 +30,13 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
-    check_output_dir,
     check_threads,
     data_path,
     existing_file,
-    prepare_output_dir,
 )
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
+from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,6 +58,9 @@ ATTACK_OPTIONS = (
     *("num_targets", "bases_per_target", "beta0", "max_iter", "watermark", "layer"),
 )
 """Options of :func:`attack_command` passed to the attack (under these keyword names) when given."""
+ATTACK_FILES = ("poisoned.npz", "attack.json", "model", "victim", "baseline")
+"""What an attack writes into --out (poisonlab.workflows.attack_run): --force replaces a folder
+holding only these."""
 
 
 def parse_color(text: str | None) -> tuple[int, int, int] | None:
@@ -317,7 +319,7 @@ def attack_command(
     data_path(data)
     if model is not None:
         existing_file(model, "--model")
-    check_output_dir(out_dir, force=force)
+    check_output_dir(out_dir, force=force, owned=ATTACK_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
     from poisonlab.attacks import ATTACKS, build_attack
     from poisonlab.device import pick_device
@@ -339,32 +341,27 @@ def attack_command(
         kwargs.setdefault("surrogate_arch", victim_arch)
     attack = build_attack(name, **kwargs)
     runtime.use_threads(threads, image_shape=_image_shape(network, data))
-    target_dir = prepare_output_dir(out_dir, force=force)
-    run = RunSettings(
-        data,
-        limit,
-        model,
-        network,
-        victim_arch,
-        victim_epochs,
-        baseline,
-        not no_eval,
-        seed,
-        dev,
-        target_dir,
-        protocol,
-    )
-    try:
+    with output_folder(out_dir, force=force, owned=ATTACK_FILES) as folder:
+        run = RunSettings(
+            data,
+            limit,
+            model,
+            network,
+            victim_arch,
+            victim_epochs,
+            baseline,
+            not no_eval,
+            seed,
+            dev,
+            folder.work,
+            protocol,
+        )
         poisoned, metrics = run_attack(attack, run)
-    except BaseException:
-        if target_dir.is_dir() and not any(target_dir.iterdir()):
-            target_dir.rmdir()  # nothing written: leave no empty folder behind
-        raise
     if metrics:
         out.print(_summary_table(name, poisoned, metrics))
     else:
         out.print(f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
-    out.print(f"saved to {target_dir}")
+    out.print(f"saved to {out_dir}")
 
 
 def _image_shape(network: Any, data: str) -> tuple[int, int, int] | None:

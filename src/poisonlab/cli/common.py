@@ -1,47 +1,29 @@
-"""Pieces shared by commands: output folders never silently overwritten, common options, and the
-light checks every command makes before it imports torch (missing files, names, thread counts).
+"""Pieces shared by commands: common options, and the light checks every command makes before it
+imports torch (missing files, names, thread counts). Output folders: :mod:`poisonlab.cli.output`.
 
 Nothing here imports torch: ``--help`` and argument errors answer in well under a second.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
 
 from poisonlab import runtime
 from poisonlab.cli import catalog
-from poisonlab.errors import ConfigError, DataError
-
-
-def check_output_dir(path: Path, *, force: bool) -> None:
-    """The refusals of :func:`prepare_output_dir`, without touching anything (a cheap early check)."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"output {path} exists and is not a folder")
-    if path.exists() and any(path.iterdir()) and not force:
-        raise ConfigError(f"output folder {path} already exists; pass --force to replace it")
-
-
-def prepare_output_dir(path: Path, *, force: bool) -> Path:
-    """Create ``path`` for a command's outputs; refuse an existing non-empty folder unless --force.
-
-    With ``force`` the old folder is removed first, so no stale file from an earlier run survives
-    beside the new results.
-    """
-    check_output_dir(path, force=force)
-    if path.exists() and any(path.iterdir()):
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
+from poisonlab.errors import DataError
 
 SEED = typer.Option(0, "--seed", help="Seed for splits, initialisation and training order.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Debug logging.")
-FORCE = typer.Option(False, "--force", help="Replace the output folder if it already exists.")
+FORCE = typer.Option(
+    False,
+    "--force",
+    help="Replace an earlier output folder of this command, once the new results are complete "
+    "(a folder holding other files is refused).",
+)
 DATA = typer.Option(
     "digits",
     "--data",

@@ -27,6 +27,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def interrupted(kept: str = "") -> typer.Exit:
+    """After Ctrl-C: one yellow line on stderr saying what was kept; return the Exit (130)."""
+    detail = f": {kept}" if kept else ""
+    err.print(f"[yellow]interrupted[/]{escape(detail)}", highlight=False, soft_wrap=True)
+    return typer.Exit(130)
+
+
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
     """Map --quiet / --verbose to log levels and switch progress bars on unless quiet."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
@@ -40,7 +47,8 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
 
 
 def user_errors(command: F) -> F:
-    """Decorator for commands: a PoisonlabError or a missing file becomes one red line, exit 2."""
+    """Decorator for commands: a PoisonlabError or a missing file becomes one red line, exit 2;
+    Ctrl-C one yellow line, exit 130 (commands with an output folder say what was kept)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -50,5 +58,7 @@ def user_errors(command: F) -> F:
             raise fail(str(exc)) from None
         except FileNotFoundError as exc:
             raise fail(f"file not found: {exc.filename or exc}") from None
+        except KeyboardInterrupt:
+            raise interrupted() from None
 
     return wrapper  # type: ignore[return-value]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ from poisonlab import runtime
 from poisonlab.cli.common import DEVICE, QUIET, SEED, THREADS, VERBOSE, check_threads
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
+from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
 
 if TYPE_CHECKING:  # torch loads with these: only when the demo runs, not for --help
@@ -27,24 +28,28 @@ SETTINGS: DemoSettings | None = None
 :data:`poisonlab.workflows.demo.QUICK`)."""
 
 
-def demo_folder(path: Path, *, force: bool) -> bool:
-    """Prepare the demo folder; True when it holds an earlier demo to resume.
+DEMO_FILES = ("report.html", "runs")
+"""What the demo writes into --out: --force replaces a folder holding only these."""
 
-    An existing folder is resumed when it is a demo folder (``runs/results.sqlite``), refused
-    when it holds anything else, and emptied first with ``force``.
+
+def demo_folder(path: Path, *, force: bool) -> bool:
+    """Check the demo folder; True when it holds an earlier demo to resume (without --force).
+
+    A missing or empty folder starts a new demo. Without ``force`` an existing demo folder
+    (``runs/results.sqlite``) is resumed and any other folder refused; with ``force`` a folder
+    holding only demo files is replaced (once the new tour has finished, see
+    :func:`poisonlab.cli.output.output_folder`) and one holding anything else refused.
     """
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output {path} exists and is not a folder")
-    if force and path.exists():
-        shutil.rmtree(path)
-    if path.exists() and any(path.iterdir()):
-        if (path / "runs" / "results.sqlite").is_file():
-            return True
-        raise ConfigError(
-            f"output folder {path} exists and holds no demo; pass --force to replace it"
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    return False
+    if not path.exists() or not any(path.iterdir()):
+        return False
+    if force:
+        check_output_dir(path, force=True, owned=DEMO_FILES)
+        return False
+    if (path / "runs" / "results.sqlite").is_file():
+        return True
+    raise ConfigError(f"output folder {path} exists and holds no demo; choose another --out")
 
 
 def block_table(block: Block) -> Table:
@@ -140,28 +145,48 @@ def demo_command(
 
     pick_device(device)  # a bad --device fails here, before the folder is touched
     resumed = demo_folder(out_dir, force=force)
+    replacing = force and out_dir.is_dir() and any(out_dir.iterdir())
     started = time.perf_counter()
     if not quiet:
         what = "resuming the demo in" if resumed else "demo folder"
         err.print(f"{what} {out_dir}", highlight=False)
     # digits: the thread policy's automatic choice is one thread (poisonlab.runtime)
     runtime.use_threads(threads, image_shape=(1, 8, 8))
-    try:
-        result = run_demo(
-            out_dir,
+
+    def tour(folder: Path) -> DemoResult:
+        return run_demo(
+            folder,
             settings=SETTINGS or DemoSettings(),
             seed=seed,
             device=device,
             log=(lambda message: None) if quiet else (lambda m: err.print(m, highlight=False)),
         )
-    except RunInterrupted:
-        err.print(
-            f"[yellow]interrupted[/]: finished steps are saved in {escape(str(out_dir))}; run "
-            "the same command without --force to resume.",
-            highlight=False,
-            soft_wrap=True,
+
+    if replacing:  # the earlier demo stays until the new tour has finished
+        note = " (--force replaces it only once the new tour has finished)"
+        with output_folder(
+            out_dir,
+            force=True,
+            owned=DEMO_FILES,
+            interrupt_message=note,
+            interrupts=(RunInterrupted,),
+        ) as folder:
+            made = tour(folder.work)
+        result = replace(
+            made, out=out_dir, runs=out_dir / "runs", report=out_dir / made.report.name
         )
-        raise typer.Exit(130) from None
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            result = tour(out_dir)
+        except RunInterrupted:
+            err.print(
+                f"[yellow]interrupted[/]: finished steps are saved in {escape(str(out_dir))}; "
+                "run the same command without --force to resume.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
     print_summary(result, time.perf_counter() - started)
     if not result.ok:
         raise typer.Exit(1)

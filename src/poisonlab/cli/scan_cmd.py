@@ -24,18 +24,21 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
-    check_output_dir,
     check_threads,
     data_path,
     existing_file,
-    prepare_output_dir,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
+from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
 
 if TYPE_CHECKING:
     from poisonlab.scan import ScanResult
+
+SCAN_FILES = ("scores.csv", "summary.json", "clean.npz", "report.html", "model", "lgm-model")
+"""What a scan writes into --out (poisonlab.scan_output, the report, trained models): --force
+replaces a folder holding only these."""
 
 
 def defense_names(defenses: list[str]) -> list[str]:
@@ -103,9 +106,12 @@ def _per_class(counts: list[int], limit: int = 6) -> str:
     return (text + " …") if len(items) > limit else (text or "-")
 
 
-def save_trained_models(result: ScanResult, target: Path) -> ScanResult:
+def save_trained_models(
+    result: ScanResult, target: Path, recorded: Path | None = None
+) -> ScanResult:
     """Save each model the scan trained as a checkpoint folder ``target/<role>`` (reusable with
-    ``--model``, and the model of record for the scores); returns the result with their paths."""
+    ``--model``, and the model of record for the scores); returns the result with their paths,
+    under ``recorded`` when given (the folder ``target`` becomes once the scan succeeds)."""
     from dataclasses import replace
 
     from poisonlab.models import save_checkpoint
@@ -115,7 +121,7 @@ def save_trained_models(result: ScanResult, target: Path) -> ScanResult:
         network = result.networks.get(used.role)
         if used.source == "trained" and network is not None:
             folder = save_checkpoint(network, target / used.role, training=used.training)
-            used = replace(used, path=str(folder))
+            used = replace(used, path=str(folder if recorded is None else recorded / used.role))
         models.append(used)
     return replace(result, models=tuple(models))
 
@@ -229,7 +235,7 @@ def scan_command(
     names = defense_names(defense)
     params = parse_params(param, names)
     check_output_apart(out_dir, _input_paths([data, holdout], model))
-    check_output_dir(out_dir, force=force)
+    check_output_dir(out_dir, force=force, owned=SCAN_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
     from poisonlab.data import load_dataset
     from poisonlab.defenses import DETECTORS, parse_threshold
@@ -261,28 +267,29 @@ def scan_command(
             err.print(f"[yellow]skipping {name}: {reason}[/]", highlight=False)
     if all(early.values()):
         raise ConfigError("no selected defense can run with these inputs (see above)")
-    target = prepare_output_dir(out_dir, force=force)
-    result = scan(
-        dataset,
-        defenses=names,
-        holdout=held,
-        model=checkpoint,
-        threshold=cut,
-        classes=chosen,
-        params=params,
-        arch=arch,
-        epochs=epochs,
-        seed=seed,
-        device=device,
-    )
-    for outcome in result.outcomes:
-        if outcome.skipped and not early.get(outcome.name):
-            err.print(f"[yellow]skipping {outcome.name}: {outcome.skipped}[/]", highlight=False)
-        for note in outcome.notes:
-            err.print(f"[yellow]{outcome.name}: {note}[/]", highlight=False)
-    result = save_trained_models(result, target)
-    write_scan(result, target)
+    with output_folder(out_dir, force=force, owned=SCAN_FILES) as folder:
+        result = scan(
+            dataset,
+            defenses=names,
+            holdout=held,
+            model=checkpoint,
+            threshold=cut,
+            classes=chosen,
+            params=params,
+            arch=arch,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+        )
+        for outcome in result.outcomes:
+            if outcome.skipped and not early.get(outcome.name):
+                err.print(f"[yellow]skipping {outcome.name}: {outcome.skipped}[/]", highlight=False)
+            for note in outcome.notes:
+                err.print(f"[yellow]{outcome.name}: {note}[/]", highlight=False)
+        result = save_trained_models(result, folder.work, recorded=out_dir)
+        write_scan(result, folder.work)
     from poisonlab.reports.scan_report import write_scan_report  # matplotlib: load only here
 
-    write_scan_report(target, dataset=dataset, source=data)
-    _print_summary(result, target)
+    # after the swap, so the page names the folder it lives in; `poisonlab report` rewrites it
+    write_scan_report(out_dir, dataset=dataset, source=data)
+    _print_summary(result, out_dir)

@@ -18,15 +18,16 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
-    check_output_dir,
     check_threads,
     data_path,
-    prepare_output_dir,
 )
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
+from poisonlab.cli.output import check_output_dir, output_folder
 
 LOSSES = {"ce": "softmax", "lgm": "lgm"}
+TRAIN_FILES = ("model.safetensors", "model.json", "train.json")
+"""What `poisonlab train` writes into --out: --force replaces a folder holding only these."""
 
 
 @app.command("train")
@@ -65,7 +66,7 @@ def train_command(
     check_threads(threads)
     catalog.check_names("model", [model], catalog.MODELS)
     data_path(data)
-    check_output_dir(out_dir, force=force)
+    check_output_dir(out_dir, force=force, owned=TRAIN_FILES)
     from rich.table import Table
 
     from poisonlab.data.prepare import prepare_splits
@@ -76,35 +77,35 @@ def train_command(
 
     split = prepare_splits(data, seed=seed, limit=limit)
     threads_used = runtime.use_threads(threads, image_shape=split.train.shape)
-    target = prepare_output_dir(out_dir, force=force)
-    c, h, w = split.train.shape
-    config = ModelConfig(model, c, h, w, split.train.num_classes, head=LOSSES[loss])
-    network = build_model(config, seed=seed)
-    recipe = default_recipe(
-        model,
-        len(split.train),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        patience=patience,
-        seed=seed,
-    )
-    started = time.perf_counter()
-    result = train_model(network, split.train, recipe, device=pick_device(device))
-    seconds = time.perf_counter() - started
-    test = evaluate(network, split.test)
-    summary = {
-        "data": str(data),
-        "class_names": list(split.train.class_names),
-        "test_accuracy": round(test.accuracy, 5),
-        "train_seconds": round(seconds, 2),
-        "recipe": recipe.to_dict(),
-        "training": result.to_dict(),
-        "threads": threads_used.to_dict(),
-    }
-    save_checkpoint(network, target, **summary)
-    (target / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with output_folder(out_dir, force=force, owned=TRAIN_FILES) as folder:
+        c, h, w = split.train.shape
+        config = ModelConfig(model, c, h, w, split.train.num_classes, head=LOSSES[loss])
+        network = build_model(config, seed=seed)
+        recipe = default_recipe(
+            model,
+            len(split.train),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            patience=patience,
+            seed=seed,
+        )
+        started = time.perf_counter()
+        result = train_model(network, split.train, recipe, device=pick_device(device))
+        seconds = time.perf_counter() - started
+        test = evaluate(network, split.test)
+        summary = {
+            "data": str(data),
+            "class_names": list(split.train.class_names),
+            "test_accuracy": round(test.accuracy, 5),
+            "train_seconds": round(seconds, 2),
+            "recipe": recipe.to_dict(),
+            "training": result.to_dict(),
+            "threads": threads_used.to_dict(),
+        }
+        save_checkpoint(network, folder.work, **summary)
+        (folder.work / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = Table(title=f"{model} ({loss}) on {split.train.name}")
     for column in ("train", "test", "epochs", "s/epoch", "test accuracy"):
         table.add_column(column, justify="right")
@@ -116,4 +117,4 @@ def train_command(
         f"{100 * test.accuracy:.2f}%",
     )
     out.print(table)
-    out.print(f"saved to {target}")
+    out.print(f"saved to {out_dir}")

@@ -177,6 +177,14 @@ def _check_model_fits(network: Any, path: Path, split: Split) -> None:
         )
 
 
+def _recorded_path(path: Path | None, out_dir: Path) -> str | None:
+    """``path`` for attack.json: relative to the output folder when inside it (the CLI writes
+    into a temporary folder that is renamed afterwards), else as given."""
+    if path is None:
+        return None
+    return str(path.relative_to(out_dir) if path.is_relative_to(out_dir) else path)
+
+
 def run_attack(attack: Attack, run: RunSettings) -> tuple[PoisonedDataset, dict[str, Any]]:
     """Split, poison, save poisoned.npz, evaluate, write attack.json; returns (poisoned, metrics)."""
     from poisonlab.data.prepare import prepare_splits
@@ -213,7 +221,7 @@ def run_attack(attack: Attack, run: RunSettings) -> tuple[PoisonedDataset, dict[
         "victim_arch": run.arch if run.evaluate else None,
         "metrics": metrics,
         "extras": poisoned.extras,
-        "model": str(run.model_path) if run.model_path is not None else None,
+        "model": _recorded_path(run.model_path, run.out_dir),
         "versions": {"poisonlab": __version__, "torch": torch.__version__},
     }
     (run.out_dir / "attack.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
