@@ -1,8 +1,15 @@
-"""Progress bars through one switch: on for interactive CLI use, silent in the library and tests."""
+"""Progress through one switch: on for CLI use, silent in the library and tests.
+
+When the CLI switches progress on, a terminal gets live bars; a log file, a pipe or CI (stderr
+not a terminal) gets plain lines instead: one line when a stage ends, with its count and elapsed
+time, and one every :data:`LINE_SECONDS` while a long stage runs, so redirected output never
+sits silent for minutes.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -11,9 +18,12 @@ T = TypeVar("T")
 
 _enabled = False
 
+LINE_SECONDS = 30.0
+"""Without a terminal: at most one progress line this often per running stage (and one at its end)."""
+
 
 def enable(flag: bool = True) -> None:
-    """Turn progress display on or off (the CLI calls this; it stays off when stderr is not a TTY)."""
+    """Turn progress display on or off (the CLI calls this unless --quiet)."""
     global _enabled
     _enabled = bool(flag)
 
@@ -21,6 +31,51 @@ def enable(flag: bool = True) -> None:
 def is_enabled() -> bool:
     """True when bars should be drawn: enabled by the CLI and stderr is a terminal."""
     return _enabled and sys.stderr.isatty()
+
+
+def lines_enabled() -> bool:
+    """True when progress is enabled but stderr is not a terminal: plain lines, no bars."""
+    return _enabled and not sys.stderr.isatty()
+
+
+def elapsed(seconds: float) -> str:
+    """``4.2 s``, ``3 min 05 s`` or ``1 h 02 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class _Lines:
+    """A stage reported as plain lines on stderr (see the module docstring)."""
+
+    def __init__(self, description: str, total: float | None) -> None:
+        self.description = description
+        self.total = total
+        self.done = 0.0
+        self.info = ""
+        self.started = self.last = time.monotonic()
+
+    def advance(self, steps: float = 1, info: str | None = None) -> None:
+        self.done += steps
+        if info is not None:
+            self.info = info
+        now = time.monotonic()
+        if now - self.last >= LINE_SECONDS:
+            self.last = now
+            self._write(f"{elapsed(now - self.started)} so far")
+
+    def finish(self) -> None:
+        self._write(f"done in {elapsed(time.monotonic() - self.started)}")
+
+    def _write(self, when: str) -> None:
+        count = f"{self.done:g}" + (f"/{self.total:g}" if self.total else "")
+        info = f", {self.info}" if self.info else ""
+        sys.stderr.write(f"{self.description}: {count}{info}, {when}\n")
+        sys.stderr.flush()
 
 
 def _make_progress():  # type: ignore[no-untyped-def]
@@ -47,12 +102,19 @@ def _make_progress():  # type: ignore[no-untyped-def]
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate over ``items``, drawing a bar when progress is enabled."""
+    """Iterate over ``items``, drawing a bar (or writing lines) when progress is enabled."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if lines_enabled():
+        stage = _Lines(description, total)
+        for item in items:
+            yield item
+            stage.advance(1)
+        stage.finish()
+        return
     if not is_enabled():
         yield from items
         return
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
     with _make_progress() as progress:
         task = progress.add_task(description, total=total, info="")
         for item in items:
@@ -61,14 +123,17 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 
 
 class Bar:
-    """A manually advanced bar; does nothing when progress is disabled."""
+    """A manually advanced bar (or stage of lines); does nothing when progress is disabled."""
 
-    def __init__(self, progress, task) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, progress, task, lines: _Lines | None = None) -> None:  # type: ignore[no-untyped-def]
         self._progress = progress
         self._task = task
+        self._lines = lines
 
     def advance(self, steps: float = 1, info: str | None = None) -> None:
         """Move the bar forward and optionally replace its trailing text."""
+        if self._lines is not None:
+            self._lines.advance(steps, info)
         if self._progress is None:
             return
         if info is None:
@@ -80,6 +145,11 @@ class Bar:
 @contextmanager
 def bar(description: str, total: float | None) -> Iterator[Bar]:
     """Context manager yielding a :class:`Bar`; silent unless progress is enabled."""
+    if lines_enabled():
+        stage = _Lines(description, total)
+        yield Bar(None, None, stage)
+        stage.finish()
+        return
     if not is_enabled():
         yield Bar(None, None)
         return

@@ -159,9 +159,9 @@ def test_output_folder_swaps_only_on_success(tmp_path):
         (f.work / "a.txt").write_text("2")
         raise RuntimeError
     assert (target / "a.txt").read_text() == "1"
-    with pytest.raises(ConfigError, match="already exists; pass --force"):
-        with output_folder(target, force=False, owned=("a.txt",)):
-            pass
+    refused = pytest.raises(ConfigError, match="already exists; pass --force")
+    with refused, output_folder(target, force=False, owned=("a.txt",)):
+        pass
     with output_folder(target, force=True, owned=("a.txt",)) as folder:
         (folder.work / "a.txt").write_text("3")
     assert (target / "a.txt").read_text() == "3"

@@ -16,8 +16,10 @@ from poisonlab.errors import DataError
 
 SEED = typer.Option(0, "--seed", help="Seed for splits, initialisation and training order.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only.")
-VERBOSE = typer.Option(False, "--verbose", "-v", help="Debug logging.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress, only warnings and results.")
+VERBOSE = typer.Option(
+    False, "--verbose", "-v", help="Also the libraries' info and debug messages."
+)
 FORCE = typer.Option(
     False,
     "--force",

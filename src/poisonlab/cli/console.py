@@ -35,8 +35,13 @@ def interrupted(kept: str = "") -> typer.Exit:
 
 
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
-    """Map --quiet / --verbose to log levels and switch progress bars on unless quiet."""
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    """Map --quiet / --verbose to log levels and switch progress on unless quiet.
+
+    Warnings always show; the libraries' INFO and DEBUG records (solver iterations and the like)
+    only with --verbose. Progress is a bar on a terminal and plain lines in a log
+    (:mod:`poisonlab.progress`); --quiet turns it off.
+    """
+    level = logging.DEBUG if verbose and not quiet else logging.WARNING
     logging.basicConfig(
         level=level,
         format="%(message)s",
@@ -60,5 +65,7 @@ def user_errors(command: F) -> F:
             raise fail(f"file not found: {exc.filename or exc}") from None
         except KeyboardInterrupt:
             raise interrupted() from None
+        finally:
+            progress.enable(False)  # the library stays silent when called after a command
 
     return wrapper  # type: ignore[return-value]

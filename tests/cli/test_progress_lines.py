@@ -1,0 +1,84 @@
+"""Progress and messages when output goes to a log (issue: with stderr redirected, `--defense all`
+printed nothing for 20+ minutes while library INFO lines appeared by default)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from typer.testing import CliRunner
+
+import poisonlab.train
+from poisonlab import progress
+from poisonlab.cli.main import app
+
+runner = CliRunner()  # its stderr is not a terminal: like a log file or CI
+
+
+@pytest.fixture
+def lines(monkeypatch):
+    """Progress on, as the CLI sets it, with stderr not a terminal; off again afterwards."""
+    progress.enable(True)
+    yield
+    progress.enable(False)
+
+
+def test_a_stage_ends_with_one_line_with_its_count_and_time(lines, capsys):
+    with progress.bar("training victim", total=3) as bar:
+        for epoch in range(3):
+            bar.advance(1, info=f"epoch {epoch + 1}")
+    for _ in progress.track(range(4), "running defenses"):
+        pass
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("training victim: 3/3, epoch 3, done in ") and err[0].endswith(" s")
+    assert err[1].startswith("running defenses: 4/4, done in ")
+
+
+def test_a_long_stage_writes_a_line_while_it_runs(lines, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
+    with progress.bar("LRP heatmaps", total=2) as bar:
+        bar.advance(1)
+        bar.advance(1)
+    err = capsys.readouterr().err.splitlines()
+    counts = [line.split(", ")[0] for line in err]
+    assert counts == ["LRP heatmaps: 1/2", "LRP heatmaps: 2/2", "LRP heatmaps: 2/2"]
+    assert "so far" in err[0] and "done in" in err[-1]
+
+
+def test_failed_stage_does_not_claim_done(lines, capsys):
+    with pytest.raises(RuntimeError), progress.bar("stage", total=2) as bar:
+        bar.advance(1)
+        raise RuntimeError
+    assert "done" not in capsys.readouterr().err
+
+
+def test_elapsed_reads_well():
+    assert progress.elapsed(4.25) == "4.2 s"
+    assert progress.elapsed(185) == "3 min 05 s"
+    assert progress.elapsed(3725) == "1 h 02 min"
+
+
+@pytest.fixture
+def chatty_training(monkeypatch):
+    """Training that logs an INFO line from a library module, like the GW solvers do."""
+    train = poisonlab.train.train_model
+
+    def chatty(*args, **kwargs):
+        logging.getLogger("poisonlab.explain.gromov").info("sinkhorn: 200 iterations")
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(poisonlab.train, "train_model", chatty)
+
+
+@pytest.mark.parametrize(
+    ("flags", "progress_line", "chatter"),
+    [([], True, False), (["--verbose"], True, True), (["--quiet"], False, False)],
+)
+def test_train_in_a_log(tmp_path, chatty_training, flags, progress_line, chatter):
+    args = ["train", "--limit", "150", "--epochs", "2", "-o", str(tmp_path / "m"), *flags]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert ("training: " in result.output and "done in" in result.output) is progress_line
+    assert ("sinkhorn: 200 iterations" in result.output) is chatter
+    assert not progress.lines_enabled()  # the library is silent again after the command
