@@ -34,7 +34,7 @@ from poisonlab.cli.common import (
     data_path,
     existing_file,
 )
-from poisonlab.cli.console import configure, out, user_errors
+from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
@@ -239,8 +239,8 @@ def attack_command(
     ),
     beta0: float | None = typer.Option(
         None,
-        help="β0 before the (2048/D_in)² scaling, on the [-1, 1] pixel scale (default: seed "
-        "000's 0.0083 for 28×28; 8×8 digits need about 6e-5). --param beta_scaling=none "
+        help="β0 before the (2048/D_in)² scaling, on the [-1, 1] pixel scale (default: the "
+        "0.0083 of Yaseen et al. 2020 for 28×28; 8×8 digits need about 6e-5). --param beta_scaling=none "
         "--param pixel_scale=1 gives β per [0, 1] unit instead.",
         rich_help_panel=COLLISION,
     ),
@@ -280,7 +280,11 @@ def attack_command(
         "(fine-tune every weight, 10 epochs); --victim-epochs overrides the epochs.",
         rich_help_panel=EVAL,
     ),
-    limit: int | None = typer.Option(None, help="Use at most this many training images."),
+    limit: int | None = typer.Option(
+        None,
+        help="Use at most this many training images, a stratified subset; the held-out and "
+        "test parts shrink in the same proportion.",
+    ),
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,
@@ -292,19 +296,22 @@ def attack_command(
 
     The data is split from --seed as in `poisonlab train`. The training part is poisoned, and a victim model is trained on it to report clean accuracy, ASR and MASR on the test part (skip with --no-eval). poisoned.npz holds x, y, ids, is_poison, original_label, source_index and source_id; it loads with --data DIR/poisoned.npz.
 
-    Budgets: --rate is a fraction of the poisoned training set (seed 002), --target-rate a fraction of the target class (seed 004), --count an exact number; a budget the data cannot meet is an error. Triggers: pattern (MNIST 4 pixels), square (4×4 white), sticker (3×3 yellow-green, random in a centred 10x15 window), checkerboard (Turner's 3×3, --amplitude for reduced strength).
+    Budgets: --rate is a fraction of the poisoned training set (as Subedar et al. 2019, arXiv:1912.01206), --target-rate a fraction of the target class (as Schulth et al. 2022, arXiv:2204.12848), --count an exact number; a budget the data cannot meet is an error. Triggers: pattern (MNIST 4 pixels), square (4×4 white), sticker (3×3 yellow-green, random in a centred 10x15 window), checkerboard (Turner's 3×3, --amplitude for reduced strength).
 
     Examples:
 
         poisonlab attack badnets --data fashion-mnist --rate 0.1 --out runs/bn
 
-        poisonlab attack badnets --source 1 --target 7 --target-rate 0.2 --trigger square --size 2 --out runs/b17
+        poisonlab attack badnets --source 1 --target 7 --target-rate 0.2 \\
+            --trigger square --size 2 --out runs/b17
 
-        poisonlab attack label-consistent --data fashion-mnist --target 0 --trigger checkerboard --amplitude 64 --out runs/lc
+        poisonlab attack label-consistent --data fashion-mnist --target 0 \\
+            --trigger checkerboard --amplitude 64 --out runs/lc
 
         poisonlab attack badnets --param mode=replace --no-eval --out runs/quick
 
-        poisonlab attack feature-collision --model runs/cnn --targets 20 --beta0 6e-5 --out runs/fc
+        poisonlab attack feature-collision --model runs/cnn --targets 20 \\
+            --beta0 6e-5 --out runs/fc
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
@@ -322,6 +329,7 @@ def attack_command(
     check_output_dir(out_dir, force=force, owned=ATTACK_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
     from poisonlab.attacks import ATTACKS, build_attack
+    from poisonlab.attacks.badnets import BackdoorAttack
     from poisonlab.device import pick_device
     from poisonlab.workflows.attack_run import RunSettings, run_attack
 
@@ -359,9 +367,32 @@ def attack_command(
         poisoned, metrics = run_attack(attack, run)
     if metrics:
         out.print(_summary_table(name, poisoned, metrics))
+        counts = json.loads((out_dir / "attack.json").read_text())["counts"]
+        shrunk = " (--limit shrank it in proportion to the training part)" if limit else ""
+        out.print(f"measured on {counts['test']} test images{shrunk}", highlight=False)
+        if isinstance(attack, BackdoorAttack):
+            warn_low_asr(metrics)
     else:
         out.print(f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
     out.print(f"saved to {out_dir}")
+
+
+def warn_low_asr(metrics: dict[str, Any]) -> None:
+    """A yellow warning when the victim learned the backdoor poorly: its ASR is below the 90%
+    that Gu et al. 2017 (BadNets, arXiv:1708.06733) report, so a defense tested against these
+    poisons would be tested against a half-learned backdoor."""
+    from poisonlab.workflows.demo_summary import MIN_ASR
+
+    asr = metrics.get("victim", {}).get("asr")
+    if asr is None or asr >= MIN_ASR:
+        return
+    err.print(
+        f"[yellow]warning:[/] the victim learned the backdoor poorly: ASR {100 * asr:.1f}% "
+        f"(below {100 * MIN_ASR:.0f}%). Give the attack more to learn from: a larger --rate or "
+        "--target-rate, more --victim-epochs, or a larger trigger (--trigger square --size 3).",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _image_shape(network: Any, data: str) -> tuple[int, int, int] | None:

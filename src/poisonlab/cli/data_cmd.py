@@ -8,11 +8,11 @@ import typer
 
 from poisonlab import runtime
 from poisonlab.cli.catalog import source_help
-from poisonlab.cli.common import THREADS, check_threads, data_path
-from poisonlab.cli.console import err, out, user_errors
-from poisonlab.cli.main import app
+from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path
+from poisonlab.cli.console import configure, err, out, user_errors
+from poisonlab.cli.main import Typer, app
 
-data_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
+data_app = Typer(no_args_is_help=True, rich_markup_mode="rich")
 
 
 class Part(str, Enum):
@@ -37,11 +37,21 @@ def info_command(
         Part.train, "--part", help="train, or test for sources with an official test part."
     ),
     threads: int | None = THREADS,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Show the name, size, image shape and per-class counts of a data set.
 
-    Example: poisonlab data info digits; poisonlab data info /data/cifar-10-batches-py --part test
+    What training would object to (too few images per class, empty classes, images resized to
+    one size) is printed as warnings first.
+
+    Examples:
+
+        poisonlab data info digits
+
+        poisonlab data info /data/cifar-10-batches-py --part test
     """
+    configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
     data_path(source)
     from rich.markup import escape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,15 +50,36 @@ def _format(value: float | int | None) -> str:
 STATUS_STYLE = {"done": "green", "failed": "red", "pending": "yellow", "running": "yellow"}
 
 
+HEADER_WIDTH = 11
+"""Metric column headers are stacked in lines of at most this many characters."""
+
+
+def stacked_header(name: str, width: int = HEADER_WIDTH) -> str:
+    """``defense.activation-clustering.auroc`` → ``defense.\\nactivation-\\nclustering.\\nauroc``:
+    a metric name on short lines (broken after ``.``, ``-`` and ``_``), so five metric columns
+    fit 80 columns."""
+    pieces = re.findall(r"[^.\-_]+[.\-_]?", name)
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
 def print_summary(summary: RunSummary) -> None:
-    """The cells table (status, seconds, main metrics), failed cells' errors, and totals."""
+    """The cells table (status, seconds), a table of the main metrics per cell, failed cells'
+    errors, and totals. Two narrow tables rather than one wide one, so a log of 80 columns
+    shows every value uncut."""
     from rich.table import Table
     from rich.text import Text
 
     columns = main_metrics([cell.metrics for cell in summary.cells])
     table = Table(title=f"{summary.experiment}: {len(summary.cells)} cells", title_justify="left")
-    for name in ("#", "cell", "key", "status", "seconds", *columns):
-        table.add_column(name, justify="right" if name not in ("cell", "key", "status") else "left")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("cell", overflow="fold", ratio=1)
+    for name in ("key", "status", "seconds"):
+        table.add_column(name, justify="right" if name == "seconds" else "left", no_wrap=True)
     for cell in summary.cells:
         status = cell.status if cell.ran else f"{cell.status} (earlier)"
         table.add_row(
@@ -66,9 +88,22 @@ def print_summary(summary: RunSummary) -> None:
             cell.key[:8],
             Text(status, style=STATUS_STYLE.get(cell.status, "")),
             "" if cell.seconds is None else f"{cell.seconds:.1f}",
-            *[_format(cell.metrics.get(name)) for name in columns],
         )
     out.print(table)
+    if columns:
+        values = Table(title="main metrics per cell", title_justify="left")
+        values.add_column("#", justify="right", no_wrap=True)
+        for name in columns:
+            values.add_column(stacked_header(name), justify="right", no_wrap=True)
+        for cell in summary.cells:
+            values.add_row(str(cell.index), *[_format(cell.metrics.get(n)) for n in columns])
+        out.print(values)
+        every = {name for cell in summary.cells for name in cell.metrics}
+        if len(every) > len(columns):
+            out.print(
+                f"{len(every) - len(columns)} more metrics: poisonlab table {summary.runs_dir}",
+                highlight=False,
+            )
     for cell in summary.cells:
         if cell.status == "failed":
             line = Text.assemble(("failed ", "red"), f"{cell.description} ({cell.key[:8]}): ")
@@ -130,18 +165,24 @@ def run_command(
     Results (metrics, timings, status, errors, package versions) go to RUNS/results.sqlite as each
     cell finishes, and each cell's artifacts to RUNS/<name>/<cell key>/. Run the same command again
     after a crash, a kill or Ctrl-C: finished cells are skipped, failed and interrupted ones re-run.
+
     Before anything runs, every cell is checked (its attack and defenses are built, its sections
     parsed, its data source looked up, unless the cells run on a remote Ray cluster) and every
     problem is listed; nothing runs if there is one.
+
     Any list in \\[data], \\[model], \\[train], \\[attack] or \\[task] is a grid axis (write a
     list-valued parameter as a list of lists: color = \\[\\[255, 0, 0]]). Exit status 1 if a cell
-    failed, 130 on Ctrl-C. Examples:
+    failed, 130 on Ctrl-C.
+
+    Examples:
 
         poisonlab run experiments/ci/seed002-table1-2-3.toml --dry-run
 
-        poisonlab run experiments/seed002-table1-2-3.toml --workers 2 --set attack.rate=[0.1,0.3]
+        poisonlab run experiments/seed002-table1-2-3.toml --workers 2 \\
+            --set attack.rate=[0.1,0.3]
 
-        poisonlab run experiments/seed004-table5.toml --executor ray --address auto --only seed=0
+        poisonlab run experiments/seed004-table5.toml --executor ray \\
+            --address auto --only seed=0
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)

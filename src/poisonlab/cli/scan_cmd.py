@@ -225,9 +225,11 @@ def scan_command(
 
         poisonlab scan data.npz --defense spectral-signatures --out runs/ss
 
-        poisonlab scan data.npz -D all --holdout clean.npz -m runs/model -o runs/all
+        poisonlab scan data.npz -D all --holdout clean.npz -m runs/model \\
+            -o runs/all
 
-        poisonlab scan data.npz -D deep-features --holdout clean.npz -t fpr:0.01 -o runs/df
+        poisonlab scan data.npz -D deep-features --holdout clean.npz \\
+            -t fpr:0.01 -o runs/df
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)

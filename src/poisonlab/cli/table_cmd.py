@@ -104,7 +104,7 @@ def table_command(
 ) -> None:
     """Print experiment results as tables; write each as Markdown and CSV.
 
-    Without a layout option every published table an experiment reproduces (its config's \\[paper] table) is shown with our numbers beside the paper's: ours as mean ± sample std over repeats and seeds, in percent like the papers, with n; other experiments get a table of every metric by grid setting. Seed 004 Table 5's spread row (labelled σ² in the paper) is compared with both our std and our variance.
+    Without a layout option every published table an experiment reproduces (its config's \\[paper] table) is shown with our numbers beside the paper's: ours as mean ± sample std over repeats and seeds, in percent like the papers, with n; other experiments get a table of every metric by grid setting. The spread row of Schulth et al. 2022 (arXiv:2204.12848) Table 5 (labelled σ² there) is compared with both our std and our variance.
 
     The CSV files are long-format: one line per row × column with mean, std, var, n, the paper's value and the unit.
 
@@ -114,9 +114,11 @@ def table_command(
 
         poisonlab table runs --like seed002-table2 --experiment seed002
 
-        poisonlab table runs --rows attack.target_rate --values 'defense.*.tpr,defense.*.tnr'
+        poisonlab table runs --rows attack.target_rate \\
+            --values 'defense.*.tpr,defense.*.tnr'
 
-        poisonlab table runs --rows data.source --cols attack.rate --values val.bnn.aupr
+        poisonlab table runs --rows data.source --cols attack.rate \\
+            --values val.bnn.aupr
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)

@@ -44,7 +44,11 @@ def train_command(
     lr: float | None = typer.Option(None, help="Learning rate (default: recipe)."),
     optimizer: str | None = typer.Option(None, help="adam or sgd (default: recipe)."),
     patience: int | None = typer.Option(None, help="Early-stopping patience in epochs."),
-    limit: int | None = typer.Option(None, help="Use at most this many training images."),
+    limit: int | None = typer.Option(
+        None,
+        help="Use at most this many training images, a stratified subset; the held-out and "
+        "test parts shrink in the same proportion.",
+    ),
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,

@@ -1,0 +1,61 @@
+"""Every command's --help read at 80 columns (issue: help broke lines mid-sentence because
+docstrings are wrapped in the source; examples lost their indentation or wrapped)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from typer.testing import CliRunner
+
+from poisonlab.cli.main import app, unwrap_help
+
+runner = CliRunner()
+WIDTH = 80
+COMMANDS = [[], ["run"], ["scan"], ["attack"], ["train"], ["demo"], ["table"], ["report"]]
+COMMANDS += [["data"], ["data", "info"]]
+
+
+def help_text(args: list[str]) -> str:
+    result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": str(WIDTH)})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def description(text: str) -> list[str]:
+    """The lines between the usage line and the first option panel."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Usage:" in line) + 1
+    end = next((i for i, line in enumerate(lines) if line.startswith("╭")), len(lines))
+    return [line.rstrip() for line in lines[start:end]]
+
+
+def is_example(line: str) -> bool:
+    return line.startswith("     ") and line.strip() != ""
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "poisonlab")
+def test_help_reads_well_at_80_columns(args):
+    text = help_text(args)
+    assert max(len(line) for line in text.splitlines()) <= WIDTH
+    lines = description(text)
+    for line, after in itertools.pairwise(lines):
+        if not line.strip() or not after.strip():
+            continue
+        if is_example(line):  # an example never wraps: its next line is indented too
+            assert is_example(after), (line, after)
+            continue
+        # prose is wrapped only where the next word does not fit (text area: WIDTH - 2)
+        assert len(line.strip()) + 1 + len(after.split()[0]) > WIDTH - 2, (line, after)
+    for line in lines:  # a command line shown in the text is an indented example
+        if line.strip().startswith("poisonlab "):
+            assert is_example(line), line
+
+
+def test_unwrap_help_joins_prose_and_keeps_examples():
+    text = (
+        "Title.\n\n    Prose wrapped\n    in the source.\n\n        poisonlab x \\\n            --y"
+    )
+    assert unwrap_help(text) == (
+        "Title.\n\nProse wrapped in the source.\n\n    poisonlab x \\\n        --y"
+    )

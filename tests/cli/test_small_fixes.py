@@ -1,0 +1,133 @@
+"""The smaller things a new user hit (issue 13, item 9), each replayed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import poisonlab.data.loaders
+from poisonlab.cli import console, run_cmd
+from poisonlab.cli.main import app
+from poisonlab.experiments.runner import CellResult, RunSummary
+
+runner = CliRunner()
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_python_dash_m_poisonlab_is_the_cli():
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    version = subprocess.run(
+        [sys.executable, "-m", "poisonlab", "--version"], capture_output=True, text=True, env=env
+    )
+    assert version.returncode == 0 and version.stdout.startswith("poisonlab "), version.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "poisonlab", "data", "info", "no/such.npz"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert missing.returncode == 2 and "no/such.npz: no such file" in missing.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "poisonlab", "scan", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert "Usage: poisonlab scan" in helped.stdout
+
+
+def test_ctrl_c_outside_an_output_folder_is_one_line_and_130(monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(poisonlab.data.loaders, "load_dataset", interrupt)
+    result = runner.invoke(app, ["data", "info", "digits"])
+    assert result.exit_code == 130
+    assert result.output.strip() == "interrupted"
+
+
+def test_attack_says_the_test_part_shrank_and_warns_of_a_weak_backdoor(tmp_path):
+    """--limit shrinks the test part too (now said); a backdoor the victim barely learned
+    (one epoch on 300 images) gets a warning with its ASR."""
+    out = tmp_path / "bn"
+    args = ["attack", "badnets", "--limit", "300", "--victim-epochs", "1", "-o", str(out), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "attack.json").read_text())
+    text = " ".join(result.output.split())
+    test_images = report["counts"]["test"]
+    assert test_images < 360  # digits' test part is 360 images without --limit
+    assert f"measured on {test_images} test images (--limit shrank it" in text
+    asr = report["metrics"]["victim"]["asr"]
+    assert asr < 0.9
+    assert f"the victim learned the backdoor poorly: ASR {100 * asr:.1f}% (below 90%)" in text
+
+
+def test_strong_backdoor_gets_no_warning(capsys):
+    from poisonlab.cli.attack_cmd import warn_low_asr
+
+    warn_low_asr({"victim": {"asr": 0.97}})
+    warn_low_asr({"victim (transfer)": {"asr": 0.1}})  # not a backdoor victim
+    assert capsys.readouterr().err == ""
+
+
+def summary() -> RunSummary:
+    metrics = {
+        "model.clean_accuracy": 0.9812,
+        "attack.asr": 0.991,
+        "defense.activation-clustering.auroc": 0.9934,
+        "defense.spectral-signatures.auroc": 0.8812,
+        "defense.deep-features.aupr": 0.7512,
+        "defense.heatmap-clustering.auroc": 0.6612,
+    }
+    cells = tuple(
+        CellResult(
+            f"{i}abcdef0123456789",
+            i,
+            f"data.source=fashion-mnist attack.rate={rate} defense.name=all seed={i}",
+            "done",
+            True,
+            1234.5,
+            metrics,
+            None,
+            1,
+        )
+        for i, rate in enumerate((0.1, 0.3, 0.5))
+    )
+    return RunSummary("seed002-table1-2-3", "runs", "local", cells, 400.0)
+
+
+def test_run_summary_fits_80_columns_uncut(monkeypatch, tmp_path):
+    """In a log (80 columns, no terminal) the tables used to be cut with ellipses."""
+    log = tmp_path / "log.txt"
+    with log.open("w") as handle:
+        monkeypatch.setattr(run_cmd, "out", Console(file=handle, width=80, force_terminal=False))
+        run_cmd.print_summary(summary())
+    text = log.read_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for value in ("0.9812", "0.991", "0.9934", "0.8812", "0.6612", "1234.5", "0abcdef0"):
+        assert value in text
+    assert "seed=2" in text and "1 more metrics: poisonlab table runs" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        ("defense.activation-clustering.auroc", "defense.\nactivation-\nclustering.\nauroc"),
+        ("attack.asr", "attack.asr"),
+    ],
+)
+def test_stacked_header(name, header):
+    assert run_cmd.stacked_header(name) == header
+
+
+def test_console_streams_are_the_ones_commands_print_to():
+    assert console.err.stderr and not console.out.stderr
