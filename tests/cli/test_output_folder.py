@@ -166,3 +166,16 @@ def test_output_folder_swaps_only_on_success(tmp_path):
         (folder.work / "a.txt").write_text("3")
     assert (target / "a.txt").read_text() == "3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_linked_or_file_output_is_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "file").write_text("x")
+    for name, message in (("link", "is a symbolic link"), ("file", "is not a folder")):
+        with (
+            pytest.raises(ConfigError, match=message),
+            output_folder(tmp_path / name, force=True, owned=()),
+        ):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "link", "real"]

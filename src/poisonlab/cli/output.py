@@ -40,6 +40,8 @@ def check_output_dir(path: Path, *, force: bool, owned: Collection[str]) -> None
     A missing or empty folder is fine; a non-empty one needs ``force``, and even then every
     entry in it must be one of ``owned`` (the files and folders the command writes).
     """
+    if path.is_symlink():  # the swap would replace the link, not the folder it points to
+        raise ConfigError(f"output {path} is a symbolic link; give the folder it points to")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output {path} exists and is not a folder")
     if not path.exists():
