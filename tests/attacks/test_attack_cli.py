@@ -55,8 +55,13 @@ def test_an_existing_output_is_not_overwritten(tmp_path) -> None:
     result = _invoke("badnets", "--no-eval", "--out", str(out))
     assert result.exit_code == 2 and "--force" in result.output
     assert (out / "keep.txt").read_text() == "mine"
+    forced = _invoke("badnets", "--no-eval", "--force", "--out", str(out), "-q")
+    assert forced.exit_code == 2 and "keep.txt" in forced.output  # --force never deletes it
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    assert _invoke("badnets", "--no-eval", "--out", str(out), "-q").exit_code == 0  # empty: fine
     assert _invoke("badnets", "--no-eval", "--force", "--out", str(out), "-q").exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "poisoned.npz").is_file()
+    assert (out / "poisoned.npz").is_file()
 
 
 @pytest.mark.parametrize(
