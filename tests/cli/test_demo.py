@@ -239,3 +239,25 @@ def test_force_starts_over_and_a_demo_folder_is_resumed(tmp_path):
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match=r"did not write here \(notes.txt\)"):
         demo_cmd.demo_folder(folder, force=True)
+
+
+def test_an_interrupted_forced_demo_keeps_the_earlier_one(quick_demo, monkeypatch):
+    """--force used to delete the demo folder first; Ctrl-C then left nothing."""
+    import poisonlab.workflows.demo
+
+    out, first = quick_demo
+    assert first.exit_code == 0, first.output
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+
+    def interrupted_tour(folder, **kwargs):
+        (folder / "runs").mkdir()
+        (folder / "runs" / "half.txt").write_text("half done")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(poisonlab.workflows.demo, "run_demo", interrupted_tour)
+    result = runner.invoke(app, ["demo", "--out", str(out), "--force", "--quiet"])
+    assert result.exit_code == 130
+    text = " ".join(result.output.split())
+    assert f"interrupted: the earlier results in {out} are unchanged" in text
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]

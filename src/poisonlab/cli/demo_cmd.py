@@ -169,7 +169,6 @@ def demo_command(
             force=True,
             owned=DEMO_FILES,
             interrupt_message=note,
-            interrupts=(RunInterrupted,),
         ) as folder:
             made = tour(folder.work)
         result = replace(

@@ -120,13 +120,12 @@ def output_folder(
     force: bool,
     owned: Collection[str],
     interrupt_message: str = "",
-    interrupts: tuple[type[BaseException], ...] = (),
 ) -> Iterator[OutputFolder]:
     """Yield an :class:`OutputFolder` to write into; swap it in as ``path`` on success.
 
     On an exception the temporary folder (and any parent folder created for it) is removed and
-    the exception propagates; on Ctrl-C (KeyboardInterrupt, or one of ``interrupts``) one yellow
-    line says what was kept (plus ``interrupt_message``), then exit 130.
+    the exception propagates; on Ctrl-C (KeyboardInterrupt) one yellow line says what was kept
+    (plus ``interrupt_message``), then exit 130.
     """
     path = path.expanduser()
     check_output_dir(path, force=force, owned=owned)
@@ -143,7 +142,7 @@ def output_folder(
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         _remove_if_empty(created)
-        if isinstance(exc, (KeyboardInterrupt, *interrupts)):
+        if isinstance(exc, KeyboardInterrupt):
             from poisonlab.cli.console import interrupted
 
             raise interrupted(f"{folder.kept()}{interrupt_message}") from None
