@@ -105,15 +105,15 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     """Iterate over ``items``, drawing a bar (or writing lines) when progress is enabled."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    if lines_enabled():
-        stage = _Lines(description, total)
-        for item in items:
-            yield item
-            stage.advance(1)
-        stage.finish()
-        return
     if not is_enabled():
-        yield from items
+        if lines_enabled():
+            stage = _Lines(description, total)
+            for item in items:
+                yield item
+                stage.advance(1)
+            stage.finish()
+        else:
+            yield from items
         return
     with _make_progress() as progress:
         task = progress.add_task(description, total=total, info="")
@@ -145,13 +145,11 @@ class Bar:
 @contextmanager
 def bar(description: str, total: float | None) -> Iterator[Bar]:
     """Context manager yielding a :class:`Bar`; silent unless progress is enabled."""
-    if lines_enabled():
-        stage = _Lines(description, total)
-        yield Bar(None, None, stage)
-        stage.finish()
-        return
     if not is_enabled():
-        yield Bar(None, None)
+        stage = _Lines(description, total) if lines_enabled() else None
+        yield Bar(None, None, stage)
+        if stage is not None:
+            stage.finish()
         return
     with _make_progress() as progress:
         yield Bar(progress, progress.add_task(description, total=total, info=""))
