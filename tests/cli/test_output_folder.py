@@ -179,3 +179,15 @@ def test_a_linked_or_file_output_is_refused(tmp_path):
         ):
             pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "link", "real"]
+
+
+def test_a_file_added_while_the_command_ran_is_not_deleted(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    refused = pytest.raises(ConfigError, match=r"\(b.txt\); .* the new results are in ")
+    with refused, output_folder(target, force=True, owned=("a.txt",)) as folder:
+        (folder.work / "a.txt").write_text("new")
+        (target / "b.txt").write_text("the user's")
+    assert (target / "a.txt").read_text() == "old" and (target / "b.txt").exists()
+    assert (folder.work / "a.txt").read_text() == "new"  # nothing computed is lost either

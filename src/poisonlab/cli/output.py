@@ -147,4 +147,8 @@ def output_folder(
 
             raise interrupted(f"{folder.kept()}{interrupt_message}") from None
         raise
+    try:  # again: a file may have been put there while the command ran
+        check_output_dir(path, force=force, owned=owned)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; the new results are in {work}") from None
     _swap(work, path)
