@@ -5,7 +5,8 @@ automatically; its evidence and fast settings come from the hooks in ``conftest.
 (``CONTRACT_VARIANTS``, ``PREPARE``, ``BAD_PARAMS``). Checked: the registry name, score shape
 (N,) and dtype float64, finiteness on analysed samples and NaN exactly on the others, a
 class subset for per-class detectors, determinism, flags consistent with every threshold kind,
-the model left exactly as it was (parameters, buffers, hooks, train/eval mode, requires_grad),
+the model left exactly as it was (parameters, buffers, hooks, every module's own train/eval
+mode, requires_grad, device: no in-place .to()), the caller's global random state untouched,
 clear ConfigErrors for bad hyper-parameters and missing inputs, JSON-ready params and extras,
 inductive scoring of new samples (or a TransductiveError), and one run on a real backdoored model.
 """
@@ -20,7 +21,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from poisonlab.defenses import (
     DETECTORS,
@@ -35,6 +35,13 @@ from poisonlab.defenses import (
     detector_names,
 )
 from poisonlab.errors import ConfigError
+from tests.borrowing import (
+    assert_same_model,
+    global_random_state,
+    mixed_modes,
+    model_snapshot,
+    moves_of,
+)
 from tests.defenses.conftest import (
     BAD_PARAMS,
     CONTRACT_VARIANTS,
@@ -64,35 +71,6 @@ def build_case(name: str, **kwargs: Any) -> SyntheticCase:
 
 def fit(name: str, params: dict[str, Any], case: SyntheticCase, **extra: Any) -> Detector:
     return build_detector(name, **{**params, **extra}).fit(case.evidence)
-
-
-def model_snapshot(model: nn.Module) -> dict[str, Any]:
-    """Everything a detector could change on a borrowed model."""
-    hook_dicts = (
-        "_forward_hooks",
-        "_forward_pre_hooks",
-        "_backward_hooks",
-        "_backward_pre_hooks",
-        "_state_dict_hooks",
-        "_load_state_dict_pre_hooks",
-    )
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [p.grad is None for p in model.parameters()],
-        "hooks": [len(getattr(m, d, {})) for m in model.modules() for d in hook_dicts],
-        "devices": {p.device for p in model.parameters()},
-        "modules": [name for name, _ in model.named_modules()],
-    }
-
-
-def assert_same_model(before: dict[str, Any], after: dict[str, Any]) -> None:
-    assert before["state"].keys() == after["state"].keys()
-    for key, value in before["state"].items():
-        assert torch.equal(value, after["state"][key]), f"{key} changed"
-    for field in ("training", "requires_grad", "grads", "hooks", "devices", "modules"):
-        assert before[field] == after[field], f"model {field} changed"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -259,11 +237,38 @@ def test_model_left_unchanged(name: str, variant: str, params: dict[str, Any]) -
     case = build_case(name)
     model = case.evidence.model
     assert model is not None
-    model.train()  # a mode the detector must not flip
+    mixed_modes(model)  # per-module modes the detector must restore, not flatten
     before = model_snapshot(model)
     fit(name, params, case)
     assert_same_model(before, model_snapshot(model))
     assert not torch.nn.modules.module._global_forward_hooks
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_model_is_not_moved_in_place(name: str, variant: str, params: dict[str, Any]) -> None:
+    """Neither the Evidence nor the detector calls .to()/.cuda()/.float() on the caller's model."""
+    case = build_case(name)
+    model = case.evidence.model
+    assert model is not None
+    with moves_of(model) as moves:
+        evidence = Evidence(case.evidence.data, model, holdout=case.evidence.holdout, device="cpu")
+        evidence._cache.update(case.evidence._cache)  # the planted representations
+        fit(
+            name,
+            params,
+            SyntheticCase(evidence, case.is_poison, case.features, case.holdout_features),
+        )
+    assert moves == [], f"the caller's model was moved in place ({moves[0]})"
+
+
+@pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
+def test_caller_random_state_untouched(name: str, variant: str, params: dict[str, Any]) -> None:
+    """A detector draws from its own seeded generators; the caller's global RNGs are left as is."""
+    case = build_case(name)
+    torch.manual_seed(12345)
+    before = global_random_state()
+    fit(name, params, case)
+    assert global_random_state() == before
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from poisonlab.errors import ConfigError
 from poisonlab.models.activations import resolve_layers
+from poisonlab.models.borrow import borrowed
 from poisonlab.validation import (
     FRACTION,
     LAYER,
@@ -199,10 +200,6 @@ def feature_extractor(model: nn.Module, layer: str) -> Iterator[Callable[[Tensor
         captured.append(output)
         raise _FeatureReady
 
-    modes = [(m, m.training) for m in model.modules()]
-    handle = module.register_forward_hook(hook)
-    model.eval()
-
     def extract(x: Tensor) -> Tensor:
         captured.clear()
         with suppress(_FeatureReady):
@@ -211,12 +208,12 @@ def feature_extractor(model: nn.Module, layer: str) -> Iterator[Callable[[Tensor
             raise ConfigError(f"layer {layer!r} did not run in the model's forward pass")
         return captured.pop().flatten(1)
 
-    try:
-        yield extract
-    finally:
-        handle.remove()
-        for m, training in modes:
-            m.training = training
+    with borrowed(model):
+        handle = module.register_forward_hook(hook)
+        try:
+            yield extract
+        finally:
+            handle.remove()
 
 
 @dataclass(frozen=True, eq=False)

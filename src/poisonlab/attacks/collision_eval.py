@@ -29,6 +29,7 @@ from poisonlab.attacks.base import PoisonedDataset
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError
 from poisonlab.metrics.collision import RateInterval, success_rate
+from poisonlab.models.borrow import borrowed
 from poisonlab.models.heads import SoftmaxHead
 from poisonlab.models.network import Network
 from poisonlab.models.registry import build_model
@@ -161,16 +162,11 @@ def _groups(group: Tensor, num_targets: int, per_target: bool) -> Tensor:
 def _features(model: Network, images: Tensor, batch: int = 512) -> Tensor:
     """Penultimate features (N, D) on the model's device, computed in eval mode."""
     first = next(model.parameters())
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with borrowed(model):
         parts = [
             model.features(images[i : i + batch].to(first.device, first.dtype))
             for i in range(0, len(images), batch)
         ]
-    finally:
-        for m, training in modes:
-            m.training = training
     return torch.cat(parts) if parts else images.new_zeros((0, 0))
 
 
@@ -443,13 +439,9 @@ def evaluate_end_to_end(
             target_logits[j] = logits[j]
         else:
             target_logits = logits.float()
-    with torch.no_grad():
+    with torch.no_grad(), borrowed(model):
         first = next(model.parameters())
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
         baseline = model(targets.images.to(first.device, first.dtype)).argmax(1).cpu()
-        for m, training in modes:
-            m.training = training
     params = {**config.to_dict(), "per_target": per_target}
     return _evaluation(
         "end-to-end",

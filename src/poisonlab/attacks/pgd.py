@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poisonlab.errors import ConfigError
+from poisonlab.models.borrow import borrowed
 from poisonlab.validation import (
     POSITIVE_INT,
     ConstraintList,
@@ -133,13 +134,8 @@ def pgd_maximize_loss(
         raise ConfigError("pgd needs images (N, C, H, W) and labels (N,)")
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
-    was_training = model.training
-    flags = [p.requires_grad for p in params]
-    model.eval()
-    for p in params:
-        p.requires_grad_(False)
     outputs, before, after = [], [], []
-    try:
+    with borrowed(model, freeze=True):
         for first in range(0, len(images), batch_size):
             x0 = images[first : first + batch_size].to(device)
             y = labels[first : first + batch_size].to(device)
@@ -147,10 +143,6 @@ def pgd_maximize_loss(
             before.append(_losses(model, x0, y).cpu())
             after.append(_losses(model, x, y).cpu())
             outputs.append(x.cpu())
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
     if not outputs:
         empty = torch.empty(0)
         return PGDResult(images.clone(), empty, empty.clone())

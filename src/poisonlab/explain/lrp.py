@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from poisonlab import progress
 from poisonlab.errors import ConfigError
+from poisonlab.models.borrow import borrowed
 from poisonlab.models.heads import LGMHead
 from poisonlab.models.resnet import BasicBlock
 
@@ -122,18 +123,8 @@ def preserved(model: nn.Module) -> Iterator[nn.Module]:
     Eval mode makes Dropout the identity and BatchNorm use (and keep) its running statistics;
     frozen parameters keep the backward pass to the input only, so no ``.grad`` is written.
     """
-    modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        model.eval()
-        for param, _ in flags:
-            param.requires_grad_(False)
+    with borrowed(model, freeze=True):
         yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-        for param, flag in flags:
-            param.requires_grad_(flag)
 
 
 def input_layers(model: nn.Module, example: Tensor) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from poisonlab.models.activations import capture_activations, recording, resolve_layers
+from poisonlab.models.borrow import borrowed
 from poisonlab.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from poisonlab.models.config import ModelConfig
 from poisonlab.models.heads import LGMHead, SoftmaxHead
@@ -17,6 +18,7 @@ __all__ = [
     "ModelConfig",
     "Network",
     "SoftmaxHead",
+    "borrowed",
     "build_model",
     "capture_activations",
     "load_checkpoint",

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from poisonlab.errors import ConfigError
-from poisonlab.models.modes import eval_mode
+from poisonlab.models.borrow import borrowed
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
@@ -62,7 +62,8 @@ def capture_activations(
     """Outputs of the named layers for all ``images`` (in eval mode), as CPU tensors.
 
     With ``pool`` conv maps are globally average-pooled to one value per channel; otherwise every
-    output is flattened to (N, D). Every module's train/eval mode is restored afterwards.
+    output is flattened to (N, D). Every module's train/eval mode is restored afterwards
+    (:func:`~poisonlab.models.borrow.borrowed`).
     """
     requests = [(name, pool) for name in dict.fromkeys(layers)]
     outputs, _ = capture_representations(
@@ -99,7 +100,7 @@ def capture_representations(
     layers = list(dict.fromkeys(name for name, _ in requests))
     chunks: dict[tuple[str, bool], list[Tensor]] = {(n, p): [] for n, p in requests}
     outputs_seen: list[Tensor] = []
-    with eval_mode(model), recording(model, layers) as outputs:
+    with borrowed(model), recording(model, layers) as outputs:
         for start in range(0, len(images), batch_size):
             outputs_seen.append(model(images[start : start + batch_size].to(device)).cpu())
             for name in layers:

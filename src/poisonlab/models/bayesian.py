@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +61,9 @@ from torch import Tensor, nn
 from poisonlab import progress
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError
+from poisonlab.models.borrow import borrowed
 from poisonlab.models.network import Network
-from poisonlab.seeding import make_generator
+from poisonlab.seeding import make_generator, seeded_global_rng
 
 PRIOR_MEANS = ("mle", "zero")
 
@@ -75,15 +74,6 @@ _WEIGHT_NAMES = {
     "kernel": ("mu_kernel", "rho_kernel", "prior_weight_mu", "prior_weight_sigma"),
 }
 _BIAS_NAMES = ("mu_bias", "rho_bias", "prior_bias_mu", "prior_bias_sigma")
-
-
-@contextmanager
-def seeded_global_rng(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG inside the block and restore its previous state afterwards."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        yield
 
 
 def variational_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -318,25 +308,20 @@ def mc_probabilities(
     if samples < 1 or batch_size < 1 or replicas < 1:
         raise ConfigError("samples, batch_size and replicas must be >= 1")
     device = next(bnn.parameters()).device
-    was_training = bnn.training
-    bnn.eval()
     n = len(images)
     chunks: list[Tensor] = []
     groups = [min(replicas, samples - t) for t in range(0, samples, replicas)]
     total = len(groups) * ((n + batch_size - 1) // batch_size)
-    try:
-        with seeded_global_rng(seed), progress.bar(description, total=total) as bar:
-            for first in range(0, n, batch_size):
-                x = images[first : first + batch_size].to(device)
-                parts = []
-                for r in groups:
-                    stacked = x.expand(r, *x.shape).reshape(r * len(x), *x.shape[1:])
-                    logits = bnn(stacked).float().reshape(r, len(x), -1)
-                    parts.append(torch.softmax(logits, dim=-1).cpu())
-                    bar.advance(1)
-                chunks.append(torch.cat(parts))
-    finally:
-        bnn.train(was_training)
+    with borrowed(bnn), seeded_global_rng(seed), progress.bar(description, total=total) as bar:
+        for first in range(0, n, batch_size):
+            x = images[first : first + batch_size].to(device)
+            parts = []
+            for r in groups:
+                stacked = x.expand(r, *x.shape).reshape(r * len(x), *x.shape[1:])
+                logits = bnn(stacked).float().reshape(r, len(x), -1)
+                parts.append(torch.softmax(logits, dim=-1).cpu())
+                bar.advance(1)
+            chunks.append(torch.cat(parts))
     if not chunks:
         num_classes = bnn.config.num_classes if isinstance(bnn, Network) else 0
         return torch.empty(samples, 0, num_classes)

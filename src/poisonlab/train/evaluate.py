@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from poisonlab.data.dataset import ImageDataset
+from poisonlab.models.borrow import borrowed
 from poisonlab.models.network import Network
 
 
@@ -29,17 +30,13 @@ def predict_logits(
     device: torch.device | str | None = None,
     batch_size: int = 512,
 ) -> Tensor:
-    """Inference logits for ``images`` (eval mode), as a CPU float tensor (N, K)."""
+    """Inference logits for ``images`` (eval mode, every module's mode restored after), CPU (N, K)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with borrowed(model):
         parts = [
             model(images[i : i + batch_size].to(device)).float().cpu()
             for i in range(0, len(images), batch_size)
         ]
-    finally:
-        model.train(was_training)
     if not parts:
         return torch.empty(0, model.config.num_classes)
     return torch.cat(parts)

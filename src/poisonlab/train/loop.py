@@ -17,7 +17,7 @@ from poisonlab.data.splits import split_indices
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
 from poisonlab.models.network import Network
-from poisonlab.seeding import make_generator
+from poisonlab.seeding import make_generator, seeded_global_rng
 from poisonlab.train.config import TrainConfig
 from poisonlab.train.evaluate import evaluate
 
@@ -101,11 +101,11 @@ def train_model(
     ``data``. With validation, the weights of the epoch with the lowest validation loss are kept,
     and training stops after ``config.patience`` epochs without improvement. ``trainable``
     restricts which parameters move (e.g. only the last layer for transfer learning); the others
-    stay frozen. Seeds the global torch RNG with ``config.seed`` (dropout), so CPU runs repeat.
+    stay frozen. Dropout draws from torch's global RNG, seeded with ``config.seed`` inside the
+    loop and restored afterwards: runs repeat for a seed and the caller's random state is untouched.
     """
     config = config or TrainConfig()
     device = pick_device(device)
-    torch.manual_seed(config.seed)
     if data.shape != model.config.input_shape:
         raise ConfigError(
             f"data {data.name!r} has images {data.shape}, model expects {model.config.input_shape}"
@@ -131,7 +131,7 @@ def train_model(
     stopped = False
     steps = config.epochs * ((len(images) + config.batch_size - 1) // config.batch_size)
     try:
-        with progress.bar(description, total=steps) as bar:
+        with seeded_global_rng(config.seed), progress.bar(description, total=steps) as bar:
             for epoch in range(1, config.epochs + 1):
                 start = time.perf_counter()
                 model.train()
