@@ -34,6 +34,22 @@ def test_same_seed_same_weights() -> None:
         assert torch.equal(p, q)
 
 
+def test_the_callers_random_state_is_untouched() -> None:
+    """Dropout is seeded inside a forked RNG: the caller's stream continues as if no training ran,
+    and the weights do not depend on it."""
+    data = blobs_dataset(n_per_class=10)
+    config = TrainConfig(epochs=1, batch_size=16, seed=3)
+    weights = []
+    for outer in (0, 1):
+        torch.manual_seed(outer)
+        expected = torch.rand(3, generator=torch.Generator().manual_seed(outer))
+        model = _model()
+        train_model(model, data, config)
+        assert torch.equal(torch.rand(3), expected)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*weights, strict=True))
+
+
 def test_early_stopping_restores_the_best_epoch() -> None:
     data = blobs_dataset()
     model = _model()
