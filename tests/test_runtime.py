@@ -28,9 +28,9 @@ def _restore_policy(monkeypatch):
 @pytest.mark.parametrize("bad", [0, -1, "-3", "two", "1.5", 2.0, True, ""])
 def test_bad_counts_are_one_line_errors_naming_their_origin(bad):
     with pytest.raises(ConfigError) as info:
-        runtime.parse_threads(bad, origin="--threads")
+        runtime.parse_threads(bad)
     message = str(info.value)
-    assert message.startswith(f"--threads {str(bad).strip()}:")
+    assert message.startswith(f"`threads` {str(bad).strip()}:")  # the CLI shows --threads
     assert "\n" not in message and f"1 to {runtime.cpu_count()}" in message
 
 
@@ -47,7 +47,7 @@ def test_more_than_the_cores_is_clamped_with_one_warning(caplog):
         assert runtime.parse_threads(str(cores + 5)) == cores
     warnings = [r for r in caplog.records if "more than this machine" in r.getMessage()]
     assert len(warnings) == 1
-    assert f"--threads {cores + 5}" in warnings[0].getMessage()
+    assert f"`threads` {cores + 5}" in warnings[0].getMessage()
 
 
 def test_explicit_count_wins_over_the_variables(monkeypatch):

@@ -105,7 +105,7 @@ def prepare() -> None:
         _wait = ("OMP_WAIT_POLICY=PASSIVE", "poisonlab")
 
 
-def parse_threads(value: object, *, origin: str = "--threads") -> int:
+def parse_threads(value: object, *, origin: str = "threads") -> int:
     """A thread count from ``value`` (an int or its text), checked against the machine.
 
     Raises ConfigError naming ``origin`` for anything that is not a whole number >= 1; a count
@@ -138,8 +138,9 @@ def parse_threads(value: object, *, origin: str = "--threads") -> int:
 
 
 def _given(origin: str, text: str) -> str:
-    """``--threads 0`` for an option, ``POISONLAB_THREADS=0`` for a variable."""
-    return f"{origin}={text}" if origin.isupper() else f"{origin} {text}"
+    """```threads` 0`` for a parameter (``--threads 0`` in the CLI), ``POISONLAB_THREADS=0`` for a
+    variable."""
+    return f"{origin}={text}" if origin.isupper() else f"`{origin}` {text}"
 
 
 def auto_threads(image_shape: Sequence[int] | None = None) -> int:
@@ -171,7 +172,7 @@ def requested_threads(threads: int | None = None) -> tuple[int | None, str]:
     """
     prepare()
     if threads is not None:
-        return parse_threads(threads, origin="--threads"), "--threads"
+        return parse_threads(threads), "--threads"
     text = os.environ.get(THREADS_ENV, "").strip()  # poisonlab never sets it: read it live
     if text:
         return parse_threads(text, origin=THREADS_ENV), THREADS_ENV

@@ -137,7 +137,7 @@ def unmet_need(
     Without a model one is trained, so only a given non-LGM model blocks LGM detectors.
     """
     if detector.needs_holdout and holdout is None:
-        return "needs a clean held-out set (--holdout); none given"
+        return "needs a clean held-out set (`holdout`); none given"
     if detector.needs_lgm and model is not None and not model.is_lgm:
         return "needs a model trained with the LGM loss; the given model has a softmax head"
     return None
@@ -292,7 +292,7 @@ def scan(
             role = "lgm-model" if detector.needs_lgm and models.has("lgm-model") else "model"
             notes = ()
             if classes is not None and not detector.per_class:
-                notes = ("scores every class; --classes applies to per-class defenses only",)
+                notes = ("scores every class; `classes` applies to per-class defenses only",)
             try:
                 result = detector.fit(models.get(role)).result
             except PoisonlabError as exc:

@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from poisonlab import progress
+from poisonlab.cli.flags import OptionNames, as_flags
 from poisonlab.errors import PoisonlabError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -22,8 +23,11 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one red line on stderr and return the Exit to raise (no traceback)."""
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print one red line on stderr and return the Exit to raise (no traceback).
+
+    Parameters the library names in backticks are shown as the CLI's options (:mod:`.flags`).
+    """
+    err.print(f"[bold red]error:[/] {escape(as_flags(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -32,6 +36,11 @@ def interrupted(kept: str = "") -> typer.Exit:
     detail = f": {kept}" if kept else ""
     err.print(f"[yellow]interrupted[/]{escape(detail)}", highlight=False, soft_wrap=True)
     return typer.Exit(130)
+
+
+def _with_flags(handler: logging.Handler) -> logging.Handler:
+    handler.addFilter(OptionNames())
+    return handler
 
 
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
@@ -45,7 +54,7 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
     logging.basicConfig(
         level=level,
         format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        handlers=[_with_flags(RichHandler(console=err, show_path=False, show_time=False))],
         force=True,
     )
     progress.enable(not quiet)

@@ -29,6 +29,7 @@ from poisonlab.cli.common import (
     existing_file,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
+from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
@@ -266,7 +267,7 @@ def scan_command(
     early = {n: unmet_need(DETECTORS.get(n), holdout=held, model=given) for n in names}
     for name, reason in early.items():
         if reason:
-            err.print(f"[yellow]skipping {name}: {reason}[/]", highlight=False)
+            err.print(f"[yellow]skipping {name}: {as_flags(reason)}[/]", highlight=False)
     if all(early.values()):
         raise ConfigError("no selected defense can run with these inputs (see above)")
     with output_folder(out_dir, force=force, owned=SCAN_FILES) as folder:

@@ -71,7 +71,7 @@ class Evidence:
         if part == "data":
             return self.data
         if self.holdout is None:
-            raise ConfigError("this defense needs a clean held-out set (--holdout), none given")
+            raise ConfigError("this defense needs a clean held-out set (`holdout`), none given")
         return self.holdout
 
     def labels(self, part: Part = "data") -> Tensor:
@@ -85,7 +85,7 @@ class Evidence:
         moved there (made once): the caller's model is never moved. Detectors only read it.
         """
         if self.model is None:
-            raise ConfigError("this defense needs a model trained on the suspect data (--model)")
+            raise ConfigError("this defense needs a model trained on the suspect data (`model`)")
         if self._working is None:
             here = all(
                 _same_device(t.device, self.device)

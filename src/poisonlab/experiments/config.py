@@ -223,7 +223,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], where: str) -
         key, sep, text = item.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+            raise ConfigError(f"`overrides` expect section.key=value, got {item!r}")
         value = _parse_value(text.strip())
         if parts[0] == "defenses" and len(parts) >= 3:
             defenses = raw.get("defenses", [])
@@ -231,7 +231,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], where: str) -
             if not match:
                 names = ", ".join(str(d.get("name")) for d in defenses if isinstance(d, dict))
                 raise ConfigError(
-                    f"--set {key}: {where} has no defense {parts[1]!r}; defenses: {names or '(none)'}"
+                    f"`overrides` {key}: {where} has no defense {parts[1]!r}; defenses: {names or '(none)'}"
                 )
             target, parts = match[0], parts[2:]
         else:
@@ -239,7 +239,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], where: str) -
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a table in {where}")
+                raise ConfigError(f"`overrides` {key}: {part!r} is not a table in {where}")
         target[parts[-1]] = value
     return raw
 

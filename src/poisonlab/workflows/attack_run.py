@@ -161,7 +161,7 @@ def _evaluator(attack: Attack) -> Callable[[EvalContext], dict[str, Any]]:
         return EVALUATORS[attack.name]
     if isinstance(attack, BackdoorAttack):
         return evaluate_backdoor_attack
-    raise ConfigError(f"no evaluation is defined for {attack.name!r}; pass --no-eval")
+    raise ConfigError(f"no evaluation is defined for {attack.name!r}; pass `evaluate=False`")
 
 
 def _check_model_fits(network: Any, path: Path, split: Split) -> None:
