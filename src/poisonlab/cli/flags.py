@@ -18,7 +18,18 @@ OPTIONS: dict[str, str] = {
 }
 #: Parameters that are options of some command (translated as ``--name-with-dashes``).
 PARAMETERS = frozenset(
-    {"address", "classes", "cpus_per_task", "executor", "holdout", "model", "threads", "workers"}
+    {
+        "address",
+        "classes",
+        "cpus_per_task",
+        "data",
+        "executor",
+        "holdout",
+        "max_cells",
+        "model",
+        "threads",
+        "workers",
+    }
 )
 _BACKTICKED = re.compile(r"`([A-Za-z_][A-Za-z0-9_=]*)`")
 

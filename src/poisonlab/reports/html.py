@@ -202,7 +202,7 @@ def write_report(folder: str | Path, *, data: str | None = None, max_cells: int 
     folder = Path(folder)
     kind = folder_kind(folder)
     if data is not None and kind != "scan":
-        raise ConfigError("--data applies to scan output folders only")
+        raise ConfigError("`data` applies to scan output folders only")
     if kind == "scan":
         from poisonlab.reports.scan_report import scan_page
 
