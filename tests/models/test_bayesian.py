@@ -20,7 +20,6 @@ from poisonlab.metrics.uncertainty import mc_accuracy
 from poisonlab.models import ModelConfig, Network, build_model
 from poisonlab.models.bayesian import (
     backdoor_accuracy,
-    fine_tune_elbo,
     kl_divergence,
     mc_probabilities,
     posterior_sigma_ratio,
@@ -29,6 +28,7 @@ from poisonlab.models.bayesian import (
     variational_layers,
 )
 from poisonlab.train import predict
+from poisonlab.train.elbo import fine_tune_elbo
 from tests.conftest import blobs_dataset
 
 

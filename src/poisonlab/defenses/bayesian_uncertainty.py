@@ -56,9 +56,10 @@ from poisonlab.metrics.uncertainty import (
     predictive_entropy,
 )
 from poisonlab.models import bayesian
-from poisonlab.models.bayesian import PRIOR_MEANS, ElboHistory
+from poisonlab.models.bayesian import PRIOR_MEANS
 from poisonlab.models.network import Network
 from poisonlab.seeding import derive_seed
+from poisonlab.train.elbo import ElboHistory, fine_tune_elbo
 from poisonlab.validation import (
     FRACTION,
     NON_NEGATIVE,
@@ -250,7 +251,7 @@ class BayesianUncertainty(_UncertaintyDetector):
             )
             history = ElboHistory()
             if self.epochs:
-                history = bayesian.fine_tune_elbo(
+                history = fine_tune_elbo(
                     bnn,
                     evidence.data,
                     epochs=self.epochs,

@@ -17,18 +17,12 @@ named ``prior_variance``. Other modules stay deterministic point estimates: Batc
 statistics frozen) and the LGM head, which has no Conv/Linear layer to convert (its class means
 are fine-tuned as ordinary parameters); so for an LGM model only the body is Bayesian.
 
-ELBO (:func:`fine_tune_elbo`). Per mini-batch, loss = NLL + kl_weight · KL(q‖p) / N_train, where
-NLL is the network's own training loss (cross-entropy, or the LGM loss for an LGM head) averaged
-over the batch, N_train the number of training samples, and KL(q‖p) the SUM over every variational
-weight and bias (:func:`kl_divergence`). With kl_weight = 1 this is the negative ELBO per sample,
-−ELBO / N_train, in an unbiased mini-batch estimate. bayesian-torch's ``get_kl_loss`` returns
-something else: Σ over layers of (mean KL over the layer's weights + mean KL over its biases), so
+ELBO fine-tuning lives in :mod:`poisonlab.train.elbo`, with the KL term :func:`kl_divergence`
+here (the KL(q‖p) of the ELBO, summed over every weight). bayesian-torch's ``get_kl_loss``
+returns something else: Σ over layers of (mean KL over the layer's weights + mean KL over its biases), so
 its README recipe ``CE + get_kl_loss / B`` gives each weight of an n-weight tensor the factor
 1/(n·B) where the ELBO has 1/N_train: n·B/N_train times too weak for big tensors (≈ 2,500× for
-cnn-small's 1.2M-weight dense layer, B = 128, N_train = 60,000), too strong for small ones. All non-variational modules stay in eval mode while fine-tuning (BatchNorm
-uses and keeps its running statistics, dropout is off): the weight posterior is the only source of
-randomness, as during inference. With Adam, each ρ = softplus⁻¹(σ) moves by about ``lr`` per step
-whatever the KL scale, so a few epochs leave σ within a small factor of its MOPED start.
+cnn-small's 1.2M-weight dense layer, B = 128, N_train = 60,000), too strong for small ones.
 
 Inference (:func:`mc_probabilities`). T stochastic passes (default 40, seed 002) give (T, N, K)
 softmax probabilities, computed per batch with a Python loop over passes and batches only.
@@ -50,8 +44,7 @@ is left as it was. Runs on the model's device (CUDA when the model is there).
 from __future__ import annotations
 
 import copy
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,7 +56,7 @@ from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError
 from poisonlab.models.borrow import borrowed
 from poisonlab.models.network import Network
-from poisonlab.seeding import make_generator, seeded_global_rng
+from poisonlab.seeding import seeded_global_rng
 
 PRIOR_MEANS = ("mle", "zero")
 
@@ -187,89 +180,6 @@ def posterior_sigma_ratio(bnn: nn.Module) -> float:
                 keep = mu.abs() > 1e-6
                 ratios.append((F.softplus(rho[keep]) / mu[keep].abs()).flatten().cpu())
     return float(torch.cat(ratios).median()) if ratios else float("nan")
-
-
-@dataclass(frozen=True)
-class ElboHistory:
-    """Per-epoch mean NLL, KL(q‖p)/N_train (before kl_weight), stochastic-pass accuracy, seconds."""
-
-    nll: list[float] = field(default_factory=list)
-    kl_per_sample: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (rounded)."""
-        return {key: [round(v, 6) for v in values] for key, values in vars(self).items()}
-
-
-def fine_tune_elbo(
-    bnn: Network,
-    data: ImageDataset,
-    *,
-    epochs: int = 3,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    kl_weight: float = 1.0,
-    seed: int = 0,
-    description: str = "BNN: ELBO fine-tuning",
-) -> ElboHistory:
-    """Fine-tune ``bnn`` in place with Adam on loss = NLL + kl_weight · KL(q‖p) / len(data).
-
-    Parameters
-    ----------
-    bnn : Network
-        A Bayesian network from :func:`to_bayesian` (fine-tuned on its own device).
-    data : ImageDataset
-        The data the deterministic model was trained on (the suspect data, claimed labels).
-    epochs, batch_size, lr : int, int, float
-        Passes over ``data``, mini-batch size and Adam learning rate.
-    kl_weight : float >= 0
-        Multiplies the ELBO-consistent KL weight 1/N_train (1 = the ELBO; 0 = no KL term).
-    seed : int
-        Seeds the shuffling and the Flipout samples.
-
-    Returns
-    -------
-    ElboHistory
-    """
-    if epochs < 1 or batch_size < 1 or not lr > 0 or not kl_weight >= 0:
-        raise ConfigError("epochs and batch_size must be >= 1, lr > 0 and kl_weight >= 0")
-    if len(data) == 0:
-        raise ConfigError("cannot fine-tune on an empty data set")
-    device = next(bnn.parameters()).device
-    images, labels = data.images.to(device), data.labels.to(device)
-    optimizer = torch.optim.Adam(bnn.parameters(), lr=lr)
-    order_generator = make_generator(seed)
-    history = ElboHistory()
-    steps = epochs * ((len(data) + batch_size - 1) // batch_size)
-    bnn.eval()  # BatchNorm frozen, dropout off: the weight posterior is the only randomness
-    with seeded_global_rng(seed), progress.bar(description, total=steps) as bar:
-        for _ in range(epochs):
-            started = time.perf_counter()
-            order = torch.randperm(len(data), generator=order_generator).to(device)
-            nll_sum = kl_sum = 0.0
-            correct = 0
-            for first in range(0, len(order), batch_size):
-                batch = order[first : first + batch_size]
-                nll, logits = bnn.loss(images[batch], labels[batch])
-                kl = kl_divergence(bnn) / len(data)
-                loss = nll + kl_weight * kl
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                nll_value, kl_value = float(nll.detach()), float(kl.detach())
-                nll_sum += nll_value * len(batch)
-                kl_sum += kl_value * len(batch)
-                correct += int((logits.argmax(1) == labels[batch]).sum())
-                bar.advance(1, info=f"nll {nll_value:.3f} kl/N {kl_value:.3f}")
-            history.nll.append(nll_sum / len(data))
-            history.kl_per_sample.append(kl_sum / len(data))
-            history.accuracy.append(correct / len(data))
-            history.seconds.append(time.perf_counter() - started)
-    optimizer.zero_grad(set_to_none=True)
-    bnn.eval()
-    return history
 
 
 @torch.no_grad()

@@ -1,12 +1,18 @@
-"""One training loop for softmax and LGM heads: Adam or SGD, validation, early stopping."""
+"""One training loop for softmax, LGM and Bayesian networks: Adam or SGD, validation, early stopping.
+
+:func:`run_epochs` is the mini-batch loop every trainer uses (:func:`train_model` here, the ELBO
+fine-tuning of :mod:`poisonlab.train.elbo`); what differs between them is a hook: an extra
+loss term (the KL divergence) and the mode the modules train in.
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +91,90 @@ def _split_validation(data: ImageDataset, config: TrainConfig) -> tuple[Tensor, 
     return train_idx, (val_idx if len(val_idx) else None)
 
 
+#: An extra loss term of the model, added to its own loss per mini-batch (e.g. the ELBO's KL).
+Penalty = Callable[[nn.Module], Tensor]
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One pass over the training data by :func:`run_epochs` (means over its samples)."""
+
+    epoch: int
+    loss: float
+    penalty: float
+    accuracy: float
+    seconds: float
+
+
+def run_epochs(
+    model: Network,
+    images: Tensor,
+    labels: Tensor,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    modules: Literal["train", "eval"] = "train",
+    penalty: Penalty | None = None,
+    penalty_weight: float = 1.0,
+    description: str = "training",
+) -> Iterator[EpochStats]:
+    """The one mini-batch loop of poisonlab; yields after every epoch (the caller may stop early).
+
+    Per epoch the rows are shuffled by a generator seeded with ``seed``; per mini-batch the loss
+    is the model's own (cross-entropy, or the LGM loss for an LGM head), plus ``penalty_weight ·
+    penalty(model)`` when a penalty is given. Everything that draws from torch's global RNG
+    (dropout, Flipout weight samples) runs inside a fork of it seeded with ``seed``, so results
+    repeat and the caller's random state is left alone. ``modules`` is the mode of every module
+    while training: "train" (dropout on, BatchNorm updating its statistics; set again at the start
+    of each epoch) or "eval" (e.g. fine-tuning a Bayesian copy, where the weight posterior must
+    be the only randomness and BatchNorm keeps its statistics). Gradients are cleared at the end.
+
+    Yields
+    ------
+    EpochStats
+        ``loss`` is the model's own loss and ``penalty`` the unweighted penalty, both averaged
+        over the samples; ``accuracy`` that of the training-mode logits.
+    """
+    n = len(images)
+    generator = make_generator(seed)
+    steps = epochs * ((n + batch_size - 1) // batch_size)
+    if modules == "eval":
+        model.eval()
+    try:
+        with seeded_global_rng(seed), progress.bar(description, total=steps) as bar:
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                if modules == "train":
+                    model.train()
+                order = torch.randperm(n, generator=generator).to(images.device)
+                loss_sum = penalty_sum = 0.0
+                correct = 0
+                for first in range(0, n, batch_size):
+                    batch = order[first : first + batch_size]
+                    loss, logits = model.loss(images[batch], labels[batch])
+                    extra = penalty(model) if penalty is not None else None
+                    total = loss + penalty_weight * extra if extra is not None else loss
+                    optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    optimizer.step()
+                    loss_value = float(loss.detach())
+                    loss_sum += loss_value * len(batch)
+                    correct += int((logits.argmax(1) == labels[batch]).sum())
+                    info = f"epoch {epoch} loss {loss_value:.3f}"
+                    if extra is not None:
+                        penalty_value = float(extra.detach())
+                        penalty_sum += penalty_value * len(batch)
+                        info += f" penalty {penalty_value:.3f}"
+                    bar.advance(1, info=info)
+                yield EpochStats(
+                    epoch, loss_sum / n, penalty_sum / n, correct / n, time.perf_counter() - start
+                )
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+
+
 def train_model(
     model: Network,
     data: ImageDataset,
@@ -103,6 +193,7 @@ def train_model(
     restricts which parameters move (e.g. only the last layer for transfer learning); the others
     stay frozen. Dropout draws from torch's global RNG, seeded with ``config.seed`` inside the
     loop and restored afterwards: runs repeat for a seed and the caller's random state is untouched.
+    The mini-batch loop is :func:`run_epochs`.
     """
     config = config or TrainConfig()
     device = pick_device(device)
@@ -123,53 +214,45 @@ def train_model(
         val_part = data.subset(val_idx) if val_idx is not None else None
     else:
         train_part, val_part = data, val_data
-    images = train_part.images.to(device)
-    labels = train_part.labels.to(device)
-    generator = make_generator(config.seed)
     history: list[EpochRecord] = []
     best_loss, best_state, best_epoch, since_best = float("inf"), None, 0, 0
     stopped = False
-    steps = config.epochs * ((len(images) + config.batch_size - 1) // config.batch_size)
+    epochs = run_epochs(
+        model,
+        train_part.images.to(device),
+        train_part.labels.to(device),
+        optimizer,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        description=description,
+    )
     try:
-        with seeded_global_rng(config.seed), progress.bar(description, total=steps) as bar:
-            for epoch in range(1, config.epochs + 1):
-                start = time.perf_counter()
-                model.train()
-                order = torch.randperm(len(images), generator=generator).to(device)
-                total_loss, correct = 0.0, 0
-                for first in range(0, len(order), config.batch_size):
-                    batch = order[first : first + config.batch_size]
-                    loss, logits = model.loss(images[batch], labels[batch])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    batch_loss = loss.item()
-                    total_loss += batch_loss * len(batch)
-                    correct += int((logits.argmax(1) == labels[batch]).sum())
-                    bar.advance(1, info=f"epoch {epoch} loss {batch_loss:.3f}")
-                val = evaluate(model, val_part, device=device) if val_part is not None else None
-                record = EpochRecord(
-                    epoch,
-                    total_loss / len(images),
-                    correct / len(images),
-                    val.loss if val else None,
-                    val.accuracy if val else None,
-                    time.perf_counter() - start,
-                )
-                history.append(record)
-                log.debug("epoch %d: %s", epoch, record)
-                if val is None:
-                    best_epoch = epoch
-                    continue
-                if val.loss < best_loss - 1e-6:
-                    best_loss, best_epoch, since_best = val.loss, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    since_best += 1
-                    if config.patience is not None and since_best >= config.patience:
-                        stopped = True
-                        break
+        for stats in epochs:
+            val = evaluate(model, val_part, device=device) if val_part is not None else None
+            record = EpochRecord(
+                stats.epoch,
+                stats.loss,
+                stats.accuracy,
+                val.loss if val else None,
+                val.accuracy if val else None,
+                stats.seconds,
+            )
+            history.append(record)
+            log.debug("epoch %d: %s", stats.epoch, record)
+            if val is None:
+                best_epoch = stats.epoch
+                continue
+            if val.loss < best_loss - 1e-6:
+                best_loss, best_epoch, since_best = val.loss, stats.epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+                if config.patience is not None and since_best >= config.patience:
+                    stopped = True
+                    break
     finally:
+        epochs.close()
         for p, flag in zip(frozen, saved_flags, strict=True):
             p.requires_grad_(flag)
     if best_state is not None:
