@@ -290,7 +290,7 @@ def scan(
     try:
         for detector in progress.track(ordered_detectors, "running defenses"):
             role = "lgm-model" if detector.needs_lgm and models.has("lgm-model") else "model"
-            notes = ()
+            notes: tuple[str, ...] = ()
             if classes is not None and not detector.per_class:
                 notes = ("scores every class; `classes` applies to per-class defenses only",)
             try:
@@ -323,7 +323,7 @@ def scan(
 
 def check_threshold(threshold: Threshold | None, *, holdout_given: bool) -> None:
     """Refuse, before any work, a threshold that needs clean held-out scores without a held-out set."""
-    if getattr(threshold, "needs_reference", False) and not holdout_given:
+    if threshold is not None and threshold.needs_reference and not holdout_given:
         raise ConfigError(
             f"threshold {threshold.describe()} cuts on the scores of clean held-out samples; "
             "give a clean held-out set (holdout), or use paper, contamination:F or value:V"

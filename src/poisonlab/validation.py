@@ -34,7 +34,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral, Real
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from poisonlab.errors import ConfigError
 
@@ -434,6 +434,11 @@ class Validated:
     """
 
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {}
+
+    if TYPE_CHECKING:
+        # The hyper-parameters are set by _set_params from the declaration, which a type checker
+        # cannot follow; each is checked at run time against its constraints instead.
+        def __getattr__(self, name: str) -> Any: ...
 
     def _owner(self) -> str:
         return str(getattr(self, "name", type(self).__name__))

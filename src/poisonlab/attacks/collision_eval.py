@@ -175,7 +175,7 @@ class _HeadCall(nn.Module):
 
     def __init__(self, head: nn.Module) -> None:
         super().__init__()
-        self.head = head
+        self.head: Any = head  # a SoftmaxHead or LGMHead: both have .loss
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         if labels is None:

@@ -90,7 +90,7 @@ def choose_pairs(
         )
     targets = pool[torch.randperm(len(pool), generator=generator)[:num_targets]]
     unused = torch.ones(len(base_labels), dtype=torch.bool)
-    chosen = []
+    chosen: list[Tensor] = []
     for row in targets.tolist():
         label = int(target_labels[row])
         counts = torch.bincount(base_labels[unused], minlength=int(base_labels.max()) + 1)

@@ -185,6 +185,7 @@ class LabelConsistent(BackdoorAttack):
     def attacker_labels(self, num_classes: int) -> Tensor:
         """int64 (K,): every class except the target → target (the target itself: -1)."""
         check_class("target", self.target, num_classes)
+        assert self.target is not None  # a CLASS_INDEX constraint: never None here
         mapping = torch.full((num_classes,), self.target, dtype=torch.long)
         mapping[self.target] = -1
         return mapping

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -391,6 +392,6 @@ def trigger_test_set(
         test.num_classes,
         test.class_names,
         f"{test.name}+{tag}",
-        [f"{i}+{tag}" for i in chosen.ids],
+        np.asarray([f"{i}+{tag}" for i in chosen.ids]),
     )
     return TriggeredSet(data, chosen.labels.clone(), target)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -173,7 +174,7 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     as_bytes = np.round(x * 255.0)
     if np.array_equal((as_bytes / 255.0).astype(np.float32), x):
         x = as_bytes.astype(np.uint8)
-    arrays = {
+    arrays: dict[str, Any] = {
         "x": x,
         "y": dataset.labels.numpy(),
         "ids": dataset.ids.astype(str),

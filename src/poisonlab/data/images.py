@@ -59,8 +59,8 @@ def read_image(
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("L" if channels == 1 else "RGB")
             if box is not None:
                 image = image.crop(box)
             height, width = size

@@ -216,7 +216,9 @@ def check_opcodes(data: bytes) -> None:
     that run past the end of the data raise ValueError here, before anything is allocated.
     """
     for count, (opcode, arg, _) in enumerate(pickletools.genops(data)):
-        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= count:
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and (
+            arg is None or not 0 <= int(arg) <= count
+        ):
             raise UnsafePickleError(f"refused memo index {arg} at opcode {count}")
 
 

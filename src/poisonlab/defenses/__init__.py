@@ -71,4 +71,4 @@ def build_detector(name: str, **params: object) -> Detector:
     _load_detectors()
     cls = DETECTORS.get(name)
     check_keywords(name, cls, params)
-    return cls(**params)
+    return cls(**params)  # type: ignore[arg-type]  # each value checked by the constructor

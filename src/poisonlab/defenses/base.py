@@ -98,8 +98,10 @@ class Detector(Validated, ABC):
                 threshold = parse_threshold(threshold)
             except ConfigError as exc:
                 raise ConfigError(f"{self.name} {exc}") from None
-        threshold = check_param(self.name, "threshold", threshold, self._threshold_constraints)
-        self.threshold = threshold or PaperRule()
+        checked: Threshold | None = check_param(
+            self.name, "threshold", threshold, self._threshold_constraints
+        )
+        self.threshold: Threshold = checked or PaperRule()
         if classes is not None and not self.per_class:
             raise ConfigError(f"{self.name} scores all classes at once; it takes no classes=")
         self.classes = check_param(self.name, "classes", classes, [None, CLASSES])

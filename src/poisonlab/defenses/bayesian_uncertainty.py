@@ -315,7 +315,7 @@ class BayesianUncertainty(_UncertaintyDetector):
         )
 
     def scores_of(self, probabilities: Tensor) -> Tensor:
-        """This detector's score (BALD or predictive entropy) of (T, N, K) MC probabilities."""
+        """The detector's score (BALD or predictive entropy) of (T, N, K) MC probabilities."""
         if self.score == "bald":
             return mutual_information(probabilities).cpu()
         return predictive_entropy(probabilities).cpu()

@@ -245,7 +245,7 @@ def split_two_means(
 def cluster_is_suspect(
     split: TwoMeansSplit, rule: str, size_threshold: float, silhouette_threshold: float
 ) -> bool:
-    """Does ``rule`` call the small cluster poisoned?"""
+    """Whether ``rule`` calls the small cluster poisoned."""
     if rule == "smaller":
         return True
     small_enough = split.small_fraction < size_threshold

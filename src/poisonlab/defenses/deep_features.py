@@ -288,7 +288,9 @@ class DeepFeatures(Detector):
         ref_acts = [a[ref_idx][usable] for a in held]
         reference = fitted.scores(ref_acts, ref_labels[usable])
         cutoff = float(torch.quantile(reference, 1.0 - self.rule_fpr)) if len(reference) else None
-        rule_flags = scores > cutoff if cutoff is not None else torch.zeros_like(scores, dtype=bool)
+        rule_flags = (
+            scores > cutoff if cutoff is not None else torch.zeros_like(scores, dtype=torch.bool)
+        )
         predicted = fitted.classify(ref_acts)
         extras = {
             "layers": list(layers),

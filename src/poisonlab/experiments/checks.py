@@ -36,7 +36,12 @@ from poisonlab.validation import ParameterError, short_repr
 if TYPE_CHECKING:
     from poisonlab.experiments.config import ExperimentConfig
 
-_PLACEHOLDER_GEOMETRY = {"in_channels": 1, "height": 32, "width": 32, "num_classes": 10}
+_PLACEHOLDER_GEOMETRY: dict[str, Any] = {
+    "in_channels": 1,
+    "height": 32,
+    "width": 32,
+    "num_classes": 10,
+}
 _MAX_CELLS_SHOWN = 3
 _MAX_REPLANS = 4
 
@@ -119,13 +124,13 @@ def _cell_problems(
             planner(CellSpec(spec.experiment, spec.kind, planned))
             break
         except PoisonlabError as exc:
-            section = _section_of(exc)
-            message = _explain(exc, section, config, cell)
+            culprit = _section_of(exc)
+            message = _explain(exc, culprit, config, cell)
             if message not in problems:
                 problems.append(message)
-            if section is None or section in before or section == "attack":
+            if culprit is None or culprit in before or culprit == "attack":
                 break
-            failed.add(section)
+            failed.add(culprit)
     source = data_spec.source if data_spec is not None else spec.section("data").get("source")
     if data and isinstance(source, str) and source:  # also when another [data] key is wrong
         if source not in sources:

@@ -182,5 +182,4 @@ def describe(axes: Mapping[str, Any]) -> str:
 
 def stable_json(value: Any) -> str:
     """Compact JSON for a value in a description (lists without spaces)."""
-
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

@@ -347,7 +347,8 @@ class Store:
         """Cells in grid order, filtered by experiment and status; ``in_grid=False`` adds old ones."""
         if status is not None and status not in STATUSES:
             raise ConfigError(f"unknown status {status!r}; choose one of: {', '.join(STATUSES)}")
-        query, args = "SELECT * FROM cells WHERE 1", []
+        query = "SELECT * FROM cells WHERE 1"
+        args: list[Any] = []
         if experiment is not None:
             query, args = query + " AND experiment = ?", [*args, experiment]
         if status is not None:

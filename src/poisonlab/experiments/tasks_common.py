@@ -280,7 +280,8 @@ def write_npz(folder: Path, name: str, arrays: Mapping[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     tmp = folder / (name + ".partial.npz")
-    np.savez_compressed(tmp, **{k: as_array(v) for k, v in arrays.items()})
+    payload: dict[str, Any] = {k: as_array(v) for k, v in arrays.items()}
+    np.savez_compressed(tmp, **payload)
     tmp.replace(path)
     return path
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -161,7 +161,7 @@ def _residual_forward(block: BasicBlock, x: Tensor) -> Tensor:
     """:meth:`BasicBlock.forward` with the residual sum through the ``canonizer_sum`` module."""
     out = block.relu1(block.bn1(block.conv1(x)))
     out = block.bn2(block.conv2(out))
-    summed = block.canonizer_sum(torch.stack([block.shortcut(x), out], dim=-1))
+    summed = cast(nn.Module, block.canonizer_sum)(torch.stack([block.shortcut(x), out], dim=-1))
     return block.relu2(summed)  # type: ignore[no-any-return]
 
 

@@ -120,7 +120,7 @@ def _as_numpy(values: Tensor | np.ndarray | Any, dtype: type) -> np.ndarray:
     """A 1-d NumPy copy of a tensor or array-like."""
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
-    array = np.asarray(values, dtype=dtype)
+    array: np.ndarray = np.asarray(values, dtype=dtype)
     if array.ndim != 1:
         raise ValueError(f"expected a 1-d array, got shape {array.shape}")
     return array

@@ -69,7 +69,7 @@ _WEIGHT_NAMES = {
 _BIAS_NAMES = ("mu_bias", "rho_bias", "prior_bias_mu", "prior_bias_sigma")
 
 
-def variational_layers(model: nn.Module) -> dict[str, nn.Module]:
+def variational_layers(model: nn.Module) -> dict[str, Any]:
     """The bayesian-torch variational layers of ``model`` by module name."""
     from bayesian_torch.layers.base_variational_layer import BaseVariationalLayer_
 

@@ -32,7 +32,7 @@ class Network(nn.Module):
         self.feature_dim = feature_dim
         self.probe_layers = probe_layers
         if config.head == "lgm":
-            self.head: nn.Module = LGMHead(
+            self.head: LGMHead | SoftmaxHead = LGMHead(
                 feature_dim,
                 config.num_classes,
                 alpha=config.lgm_alpha,

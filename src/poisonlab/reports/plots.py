@@ -237,7 +237,7 @@ def image_grid_png(
     captions: Sequence[str],
     *,
     heatmaps: np.ndarray | None = None,
-    highlight: Sequence[bool] | None = None,
+    highlight: Sequence[bool] | np.ndarray | None = None,
     columns: int = 8,
 ) -> bytes:
     """Images in a grid with captions, each followed by its heatmap when given; captions of

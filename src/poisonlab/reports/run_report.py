@@ -185,20 +185,22 @@ def artifact_sections(page: Page, folder: Path, *, where: str = "", level: int =
         page.lack(
             f"{where}suspicious images with heatmaps: no heatmaps.npz (no defense exposed relevance maps)"
         )
-    examples = read_npz(folder / "examples.npz")
-    rows = {k: v for k, v in (examples or {}).items() if v.ndim == 4 and v.shape[1] in (1, 3)}
+    example_arrays = read_npz(folder / "examples.npz") or {}
+    rows = {k: v for k, v in example_arrays.items() if v.ndim == 4 and v.shape[1] in (1, 3)}
     if rows:
-        labels = {k: examples[f"{k}_labels"] for k in rows if f"{k}_labels" in examples}  # type: ignore[index]
+        row_labels = {
+            k: example_arrays[f"{k}_labels"] for k in rows if f"{k}_labels" in example_arrays
+        }
         page.add(
             f"{where}Attack examples",
             figure(
-                plots.examples_png(rows, labels),
+                plots.examples_png(rows, row_labels),
                 "rows: " + ", ".join(rows) + " (with their labels)",
             ),
             level=level,
         )
         extra = {
-            k: v for k, v in (examples or {}).items() if v.ndim == 1 and not k.endswith("_labels")
+            k: v for k, v in example_arrays.items() if v.ndim == 1 and not k.endswith("_labels")
         }
         if extra:
             header = ["example", *extra]

@@ -185,8 +185,8 @@ def generic_table(
         for c in col_values:
             chosen = in_row if cols is None else [r for r in in_row if _value(r, cols) == c]
             for metric in metrics:
-                values = [r.metrics[metric] for r in chosen if metric in r.metrics]
-                stat = summarize(values)
+                measured = [r.metrics[metric] for r in chosen if metric in r.metrics]
+                stat = summarize(measured)
                 stats.append(stat)
                 cells.append(stat.text(digits=4, general=metric in counts))
                 column = metric if cols is None else f"{cols}={_display(c)}"

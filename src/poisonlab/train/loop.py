@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,7 +72,7 @@ def _optimizer(model: Network, config: TrainConfig, trainable: list[nn.Parameter
     head_ids = {id(p) for p in model.head.parameters()}
     body = [p for p in trainable if id(p) not in head_ids]
     head = [p for p in model.head.parameters() if id(p) in wanted]
-    groups = [g for g in ({"params": body}, {"params": head}) if g["params"]]
+    groups: list[dict[str, Any]] = [g for g in ({"params": body}, {"params": head}) if g["params"]]
     if config.head_lr is not None and head:
         groups[-1]["lr"] = config.head_lr
     if config.optimizer == "sgd":
@@ -119,7 +119,7 @@ def run_epochs(
     penalty: Penalty | None = None,
     penalty_weight: float = 1.0,
     description: str = "training",
-) -> Iterator[EpochStats]:
+) -> Generator[EpochStats, None, None]:
     """The one mini-batch loop of poisonlab; yields after every epoch (the caller may stop early).
 
     Per epoch the rows are shuffled by a generator seeded with ``seed``; per mini-batch the loss

@@ -114,6 +114,7 @@ def evaluate_collision_attack(ctx: EvalContext) -> dict[str, Any]:
     from poisonlab.train import TrainConfig
 
     run = ctx.settings
+    assert run.model is not None, "run_attack trains a model for attacks that need one"
     if run.protocol == "transfer":
         config = TransferConfig(epochs=run.victim_epochs or 100, seed=run.seed)
         result = evaluate_transfer(

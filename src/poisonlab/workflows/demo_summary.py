@@ -98,7 +98,7 @@ class Claim:
         return {True: "yes", False: "no", None: "not measured"}[self.reproduced]
 
     def line(self) -> str:
-        """``reproduced: yes — Paper: claim. Measured ... (criterion: ...).``"""
+        """The verdict as one line: ``reproduced: yes — Paper: claim. Measured ... (criterion: ...)``."""
         return (
             f"reproduced: {self.verdict} — {self.paper}: {self.claim}. "
             f"Measured: {self.measured} (criterion: {self.criterion})."
@@ -146,7 +146,7 @@ def backdoor_block(metrics: Metrics, heatmap_class: int, rate: float) -> Block:
     clean_asr = _get(metrics, "model.asr")
     acc = _get(metrics, "attack.clean_accuracy")
     asr = _get(metrics, "attack.asr")
-    rows = [
+    rows: list[tuple[str, ...]] = [
         ("cnn-small, clean data", percent(clean_acc), percent(clean_asr), "", "", "", ""),
         (f"cnn-small, BadNets {100 * rate:.0f}%", percent(acc), percent(asr), "", "", "", ""),
     ]
