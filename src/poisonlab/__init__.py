@@ -12,9 +12,15 @@ the numeric libraries. Why, and the measurements: :mod:`poisonlab.runtime`.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
+
 from poisonlab import runtime as _runtime
 
-__version__ = "0.1.0"
+try:  # one version number: pyproject.toml's, as installed
+    __version__ = _version("poisonlab")
+except _NotInstalled:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 _runtime.prepare()
 
