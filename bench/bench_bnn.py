@@ -35,11 +35,11 @@ from poisonlab.attacks import build_attack
 from poisonlab.data.prepare import prepare_splits
 from poisonlab.defenses import Evidence, build_detector
 from poisonlab.metrics.detection import auroc, average_precision
-from poisonlab.metrics.uncertainty import entropy, mutual_information
+from poisonlab.metrics.uncertainty import backdoor_accuracy, entropy, mutual_information
 from poisonlab.models import ModelConfig, Network, build_model, load_checkpoint, save_checkpoint
-from poisonlab.models.bayesian import backdoor_accuracy, mc_probabilities
+from poisonlab.models.bayesian import mc_probabilities
 from poisonlab.seeding import make_generator
-from poisonlab.train import TrainConfig, predict_logits, train_model
+from poisonlab.train import TrainConfig, predict, predict_logits, train_model
 
 SEED_002 = "MNIST, 10%: BNN AUROC 83.22 / AUPR 97.47; DNN AUROC 83.60 / AUPR 83.18"
 
@@ -119,7 +119,14 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     mc_clean = mc_probabilities(bnn, test.images, samples=args.samples, seed=11)
     mc_trig = mc_probabilities(bnn, triggered.images, samples=args.samples, seed=12)
     mc_seconds = time.perf_counter() - started
-    acc = backdoor_accuracy(model, test, triggered, mc_clean, mc_trig)
+    acc = backdoor_accuracy(
+        predict(model, test.images),
+        predict(model, triggered.images),
+        test,
+        triggered,
+        mc_clean,
+        mc_trig,
+    )
     truth_test = np.r_[np.zeros(len(test), bool), np.ones(len(triggered), bool)]
     bald_test = torch.cat([mutual_information(mc_clean), mutual_information(mc_trig)]).numpy()
     dnn_probs = torch.softmax(predict_logits(model, torch.cat([test.images, triggered.images])), -1)

@@ -1,4 +1,5 @@
-"""ASR, per-class ASR, MASR and clean accuracy: known answers from predictions and from a model."""
+"""ASR, per-class ASR, MASR and clean accuracy: known answers from predictions, and from a model
+through the workflow step that predicts (metrics never run a model)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from poisonlab.metrics.attack import (
     mean_attack_success_rate,
     per_class_attack_success_rate,
 )
+from poisonlab.workflows.backdoor_eval import measure_backdoor
 
 
 def _set(labels: list[int], num_classes: int = 4) -> ImageDataset:
@@ -60,16 +62,25 @@ def test_clean_accuracy() -> None:
     assert clean_accuracy(torch.tensor([0, 1, 0, 3]), clean) == pytest.approx(0.75)
 
 
-def test_a_model_is_run_to_get_predictions() -> None:
+def test_a_model_is_measured_through_its_predictions() -> None:
     model = Constant(3)
-    assert attack_success_rate(model, TRIGGERED) == 1.0
-    assert clean_accuracy(model, _set([0, 3, 3, 1])) == pytest.approx(0.5)
-    metrics = evaluate_backdoor(
+    metrics = measure_backdoor(
         model, _set([0, 3]), TRIGGERED, masr_set=TRIGGERED, masr_source_labels=SOURCES, target=3
     )
     assert metrics.asr == 1.0 and metrics.masr == 1.0 and metrics.clean_accuracy == 0.5
     assert metrics.to_dict()["per_class_asr"] == {"0": 1.0, "1": 1.0, "2": 1.0}
     assert metrics.n_triggered == 8 and metrics.n_clean == 2
+    threes = torch.full((8,), 3)
+    direct = evaluate_backdoor(
+        torch.tensor([3, 3]), _set([0, 3]), threes, TRIGGERED,
+        masr_predictions=threes, masr_set=TRIGGERED, masr_source_labels=SOURCES, target=3,
+    )  # fmt: skip
+    assert direct == metrics
+
+
+def test_a_model_is_not_a_prediction() -> None:
+    with pytest.raises(DataError, match="tensor of labels"):
+        clean_accuracy(Constant(3), _set([0, 3]))  # type: ignore[arg-type]
 
 
 def test_empty_sets_and_mismatched_predictions_are_errors() -> None:
@@ -79,5 +90,7 @@ def test_empty_sets_and_mismatched_predictions_are_errors() -> None:
         attack_success_rate(torch.tensor([1, 2, 3]), TRIGGERED)
     with pytest.raises(DataError, match="no non-target class"):
         mean_attack_success_rate(PREDS[:4], _set([3] * 4), SOURCES[:4], target=0)
-    with pytest.raises(DataError, match="masr_source_labels"):
-        evaluate_backdoor(Constant(0), _set([0]), TRIGGERED, masr_set=TRIGGERED)
+    with pytest.raises(DataError, match="masr_predictions, masr_source_labels"):
+        evaluate_backdoor(
+            torch.tensor([0]), _set([0]), torch.zeros(8), TRIGGERED, masr_set=TRIGGERED
+        )

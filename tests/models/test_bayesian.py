@@ -16,10 +16,9 @@ from torch import nn
 
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError
-from poisonlab.metrics.uncertainty import mc_accuracy
+from poisonlab.metrics.uncertainty import backdoor_accuracy, mc_accuracy
 from poisonlab.models import ModelConfig, Network, build_model
 from poisonlab.models.bayesian import (
-    backdoor_accuracy,
     kl_divergence,
     mc_probabilities,
     posterior_sigma_ratio,
@@ -248,8 +247,8 @@ def test_backdoor_accuracy_is_table_one() -> None:
     gen = torch.Generator().manual_seed(0)
     mc_clean = torch.softmax(torch.randn(5, len(clean), 3, generator=gen), -1)
     mc_trig = torch.softmax(torch.randn(5, len(clean), 3, generator=gen), -1)
-    result = backdoor_accuracy(model, clean, triggered, mc_clean, mc_trig)
     predicted = predict(model, clean.images)
+    result = backdoor_accuracy(predicted, predicted, clean, triggered, mc_clean, mc_trig)
     assert result.dnn_clean == pytest.approx(float((predicted == clean.labels).float().mean()))
     assert result.dnn_triggered == pytest.approx(
         float((predicted == triggered.labels).float().mean())
@@ -258,5 +257,6 @@ def test_backdoor_accuracy_is_table_one() -> None:
     assert result.bnn_triggered == mc_accuracy(mc_trig, triggered.labels)
     assert result.n_clean == result.n_triggered == len(clean)
     empty = ImageDataset(clean.images[:0], clean.labels[:0], 3)
-    nothing = backdoor_accuracy(model, empty, empty, mc_clean[:, :0], mc_trig[:, :0])
+    none = predicted[:0]
+    nothing = backdoor_accuracy(none, none, empty, empty, mc_clean[:, :0], mc_trig[:, :0])
     assert math.isnan(nothing.dnn_clean) and math.isnan(nothing.bnn_triggered)

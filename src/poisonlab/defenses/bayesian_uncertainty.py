@@ -4,7 +4,7 @@ Seed 002 (Subedar, Ahuja, Krishnan, Ndiour, Tickoo, "Deep Probabilistic Models t
 Poisoning Attacks", Intel Labs) turns the model trained on the suspect data into a mean-field
 Bayesian network (Flipout layers, MOPED priors; :mod:`poisonlab.models.bayesian`), fine-tunes it
 with the ELBO on the same data, and scores inputs by BALD, the mutual information between the
-prediction and the weights over T = 40 Monte-Carlo passes (:mod:`poisonlab.metrics.uncertainty`).
+prediction and the weights over T = 40 Monte-Carlo passes (:mod:`poisonlab.models.uncertainty`).
 Definitions and pitfalls: METHODS.md §6.
 
 ``bnn`` scores every suspect sample with BALD (``score="bald"``, default) or the predictive
@@ -48,16 +48,16 @@ from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses.base import Detector, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, top_k
-from poisonlab.metrics.uncertainty import (
+from poisonlab.models import bayesian
+from poisonlab.models.bayesian import PRIOR_MEANS
+from poisonlab.models.network import Network
+from poisonlab.models.uncertainty import (
     entropy,
     max_softmax,
     mc_accuracy,
     mutual_information,
     predictive_entropy,
 )
-from poisonlab.models import bayesian
-from poisonlab.models.bayesian import PRIOR_MEANS
-from poisonlab.models.network import Network
 from poisonlab.seeding import derive_seed
 from poisonlab.train.elbo import ElboHistory, fine_tune_elbo
 from poisonlab.validation import (

@@ -40,8 +40,9 @@ from poisonlab.experiments.executors import (
     make_executor,
 )
 from poisonlab.experiments.grid import GridCell, expand_cells
-from poisonlab.experiments.store import FILENAME, NewCell, Store, package_versions
+from poisonlab.experiments.store import FILENAME, NewCell, Store
 from poisonlab.experiments.tasks_base import TASKS
+from poisonlab.versions import package_versions
 
 try:
     import fcntl

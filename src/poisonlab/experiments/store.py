@@ -41,23 +41,21 @@ thrown away, and :meth:`Store.cells` leaves them out unless asked.
 from __future__ import annotations
 
 import json
-import platform
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from poisonlab.errors import ConfigError
+from poisonlab.versions import PACKAGES as PACKAGES  # re-exported: the store's record
+from poisonlab.versions import package_versions as package_versions
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "failed")
 FILENAME = "results.sqlite"
-PACKAGES = ("poisonlab", "torch", "numpy", "scikit-learn", "POT", "zennit", "bayesian-torch")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -93,19 +91,6 @@ CREATE TABLE IF NOT EXISTS cells (
 );
 CREATE INDEX IF NOT EXISTS cells_by_status ON cells (experiment, status);
 """
-
-
-@lru_cache(maxsize=1)
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of poisonlab and the packages its numbers depend on, plus Python."""
-    versions: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    versions["python"] = platform.python_version()
-    return versions
 
 
 @dataclass(frozen=True)

@@ -81,11 +81,14 @@ from poisonlab.experiments.tasks_common import (
     train_recipe,
     write_npz,
 )
-from poisonlab.metrics.attack import attack_success_rate, clean_accuracy, evaluate_backdoor
+from poisonlab.metrics.attack import attack_success_rate, clean_accuracy
 from poisonlab.metrics.detection import detection_metrics as rank_metrics
 from poisonlab.metrics.detection import evaluate_detection
+from poisonlab.metrics.uncertainty import backdoor_accuracy
 from poisonlab.seeding import derive_seed, make_generator
+from poisonlab.train import predict
 from poisonlab.validation import NON_NEGATIVE_INT, POSITIVE_INT, Boolean, ParameterError
+from poisonlab.workflows.backdoor_eval import measure_backdoor
 
 TASK_KEYS = ("clean_model", "victim", "table1", "examples", "batch_size")
 BUDGET_KEYS = ("rate", "target_rate", "count")
@@ -210,8 +213,12 @@ def run_backdoor(cell: CellSpec, context: TaskContext) -> dict[str, float | int]
     if victim is not None:
         metrics |= _attack_metrics(attack, victim, split.test, triggered, cell.seed, device)
     if clean is not None:
-        metrics["model.clean_accuracy"] = clean_accuracy(clean, split.test, device=device)
-        metrics["model.asr"] = attack_success_rate(clean, triggered, device=device)
+        metrics["model.clean_accuracy"] = clean_accuracy(
+            predict(clean, split.test.images, device=device), split.test
+        )
+        metrics["model.asr"] = attack_success_rate(
+            predict(clean, triggered.images, device=device), triggered
+        )
 
     evidence = Evidence(
         poisoned.dataset, victim, holdout=split.holdout, device=device, batch_size=plan.batch_size
@@ -287,7 +294,7 @@ def _attack_metrics(
     masr_set = None
     if attack.target is not None:
         masr_set = attack.masr_set(test, generator=make_generator(derive_seed(seed, "masr")))
-    result = evaluate_backdoor(
+    result = measure_backdoor(
         victim,
         test,
         triggered,
@@ -328,8 +335,6 @@ def _seed002(
     (:meth:`~poisonlab.defenses.base.Detector.score_samples`, DeepFeatures' ``predict`` and the
     BNN's ``predict_mc``), never by refitting them on the validation set.
     """
-    from poisonlab.models import bayesian
-
     both = concatenate([test, triggered])
     is_triggered = torch.cat(
         [torch.zeros(len(test), dtype=torch.bool), torch.ones(len(triggered), dtype=torch.bool)]
@@ -353,7 +358,14 @@ def _seed002(
 
     bnn: Any = _listed(detectors, "bnn", evidence, seed)
     mc = bnn.predict_mc(both, stream="seed002-val", batch_size=evidence.batch_size)
-    accuracy = bayesian.backdoor_accuracy(victim, test, triggered, mc[:, :n_clean], mc[:, n_clean:])
+    accuracy = backdoor_accuracy(
+        predict(victim, test.images, batch_size=512),
+        predict(victim, triggered.images, batch_size=512),
+        test,
+        triggered,
+        mc[:, :n_clean],
+        mc[:, n_clean:],
+    )
     out["accuracy.bnn.clean"] = accuracy.bnn_clean
     out["accuracy.bnn.triggered"] = accuracy.bnn_triggered
     scores["bnn"] = bnn.scores_of(mc)

@@ -91,7 +91,7 @@ from poisonlab.metrics.attack import clean_accuracy
 from poisonlab.metrics.detection import evaluate_detection
 from poisonlab.models import Network
 from poisonlab.seeding import derive_seed, make_generator
-from poisonlab.train import TrainConfig, train_model
+from poisonlab.train import TrainConfig, predict, train_model
 from poisonlab.validation import (
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -213,7 +213,7 @@ def run_collision(cell: CellSpec, context: TaskContext) -> dict[str, float | int
             device=device,
         )
         metrics[f"model.{short}.clean_accuracy"] = clean_accuracy(
-            models[short], split.holdout, device=device
+            predict(models[short], split.holdout.images, device=device), split.holdout
         )
 
     context.log(f"crafting feature-collision poisons on {len(split.test)} D_f images")

@@ -9,9 +9,11 @@ Definitions (METHODS.md §8):
 - MASR (seed 004 §5.1): the unweighted mean of the per-class ASR over every class except the
   target, on full-amplitude triggered test images.
 
-Every function takes either a model (predictions are made with :func:`poisonlab.train.predict`)
-or the predicted labels as an int64 tensor of shape (N,). Rates are floats in [0, 1]; an empty
-set raises DataError rather than returning a NaN that would look like a number in a report.
+Every function takes the predicted labels, an int64 tensor of shape (N,) (a model's predictions:
+:func:`poisonlab.train.predict`, or :func:`poisonlab.workflows.backdoor_eval.measure_backdoor`
+for a model), never a model: metrics measure, they do not run inference. Rates are floats in
+[0, 1]; an empty set raises DataError rather than returning a NaN that would look like a number
+in a report.
 """
 
 from __future__ import annotations
@@ -20,25 +22,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import DataError
 
-Predictor = nn.Module | Tensor
-"""A model (called in eval mode, in batches) or already computed predictions (N,)."""
 
-
-def predictions(model_or_predictions: Predictor, data: ImageDataset, **kwargs: Any) -> Tensor:
-    """Predicted labels (N,) for ``data``: computed with the model, or checked when given."""
-    if isinstance(model_or_predictions, Tensor):
-        preds = model_or_predictions
-        if preds.shape != (len(data),):
-            raise DataError(f"{tuple(preds.shape)} predictions for {len(data)} samples")
-        return preds.long().cpu()
-    from poisonlab.train import predict
-
-    return predict(model_or_predictions, data.images, **kwargs)  # type: ignore[arg-type]
+def predictions(preds: Tensor, data: ImageDataset) -> Tensor:
+    """``preds`` checked against ``data``: one predicted label per sample, int64 (N,) on the CPU."""
+    if not isinstance(preds, Tensor):
+        raise DataError(f"predictions must be a tensor of labels, got {type(preds).__name__}")
+    if preds.shape != (len(data),):
+        raise DataError(f"{tuple(preds.shape)} predictions for {len(data)} samples")
+    return preds.long().cpu()
 
 
 def _rate(hits: Tensor, what: str) -> float:
@@ -47,25 +43,20 @@ def _rate(hits: Tensor, what: str) -> float:
     return float(hits.float().mean())
 
 
-def clean_accuracy(model_or_predictions: Predictor, data: ImageDataset, **kwargs: Any) -> float:
-    """Fraction of ``data`` (clean images, true labels) predicted correctly."""
-    preds = predictions(model_or_predictions, data, **kwargs)
+def clean_accuracy(preds: Tensor, data: ImageDataset) -> float:
+    """Fraction of ``data`` (clean images, true labels) whose prediction is the true label."""
+    preds = predictions(preds, data)
     return _rate(preds == data.labels, "clean accuracy")
 
 
-def attack_success_rate(
-    model_or_predictions: Predictor, triggered: ImageDataset, **kwargs: Any
-) -> float:
+def attack_success_rate(preds: Tensor, triggered: ImageDataset) -> float:
     """Fraction of ``triggered`` (labelled with the attacker's labels) predicted as that label."""
-    preds = predictions(model_or_predictions, triggered, **kwargs)
+    preds = predictions(preds, triggered)
     return _rate(preds == triggered.labels, "the attack success rate")
 
 
 def per_class_attack_success_rate(
-    model_or_predictions: Predictor,
-    triggered: ImageDataset,
-    source_labels: Tensor,
-    **kwargs: Any,
+    preds: Tensor, triggered: ImageDataset, source_labels: Tensor
 ) -> dict[int, float]:
     """ASR per true class: {c: fraction of triggered class-c images predicted as their attacker label}.
 
@@ -74,7 +65,7 @@ def per_class_attack_success_rate(
     """
     if source_labels.shape != (len(triggered),):
         raise DataError(f"{tuple(source_labels.shape)} source labels for {len(triggered)} images")
-    hits = predictions(model_or_predictions, triggered, **kwargs) == triggered.labels
+    hits = predictions(preds, triggered) == triggered.labels
     return {
         int(c): float(hits[source_labels == c].float().mean())
         for c in torch.unique(source_labels).tolist()
@@ -82,15 +73,10 @@ def per_class_attack_success_rate(
 
 
 def mean_attack_success_rate(
-    model_or_predictions: Predictor,
-    triggered: ImageDataset,
-    source_labels: Tensor,
-    *,
-    target: int | None = None,
-    **kwargs: Any,
+    preds: Tensor, triggered: ImageDataset, source_labels: Tensor, *, target: int | None = None
 ) -> float:
     """MASR: unweighted mean of the per-class ASR over the classes present, ``target`` excluded."""
-    rates = per_class_attack_success_rate(model_or_predictions, triggered, source_labels, **kwargs)
+    rates = per_class_attack_success_rate(preds, triggered, source_labels)
     kept = [r for c, r in rates.items() if c != target]
     if not kept:
         raise DataError("cannot compute MASR: no non-target class in the triggered set")
@@ -119,28 +105,34 @@ class BackdoorMetrics:
 
 
 def evaluate_backdoor(
-    model: nn.Module,
+    clean_predictions: Tensor,
     clean: ImageDataset,
+    triggered_predictions: Tensor,
     triggered: ImageDataset,
     *,
+    masr_predictions: Tensor | None = None,
     masr_set: ImageDataset | None = None,
     masr_source_labels: Tensor | None = None,
     target: int | None = None,
-    **kwargs: Any,
 ) -> BackdoorMetrics:
-    """All backdoor metrics of ``model``: clean accuracy on ``clean``, ASR on ``triggered``, and
-    per-class ASR and MASR on ``masr_set`` (true classes in ``masr_source_labels``)."""
+    """All backdoor metrics of one model's predictions: clean accuracy on ``clean``, ASR on
+    ``triggered``, and per-class ASR and MASR on ``masr_set`` (true classes in
+    ``masr_source_labels``, predictions in ``masr_predictions``)."""
     per_class: dict[int, float] = {}
     masr = None
     if masr_set is not None:
-        if masr_source_labels is None:
-            raise DataError("a MASR set needs the true class of each image (masr_source_labels)")
-        preds = predictions(model, masr_set, **kwargs)
-        per_class = per_class_attack_success_rate(preds, masr_set, masr_source_labels)
-        masr = mean_attack_success_rate(preds, masr_set, masr_source_labels, target=target)
+        if masr_source_labels is None or masr_predictions is None:
+            raise DataError(
+                "a MASR set needs its predictions and the true class of each image "
+                "(masr_predictions, masr_source_labels)"
+            )
+        per_class = per_class_attack_success_rate(masr_predictions, masr_set, masr_source_labels)
+        masr = mean_attack_success_rate(
+            masr_predictions, masr_set, masr_source_labels, target=target
+        )
     return BackdoorMetrics(
-        clean_accuracy=clean_accuracy(model, clean, **kwargs),
-        asr=attack_success_rate(model, triggered, **kwargs),
+        clean_accuracy=clean_accuracy(clean_predictions, clean),
+        asr=attack_success_rate(triggered_predictions, triggered),
         n_clean=len(clean),
         n_triggered=len(triggered),
         masr=masr,

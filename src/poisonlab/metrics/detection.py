@@ -34,15 +34,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from poisonlab.defenses.base import DetectionResult
-
 NAN = float("nan")
+
+
+class Scored(Protocol):
+    """What :func:`evaluate_detection` reads from a detector's result (a ``DetectionResult``):
+    per-sample scores, flags, and which samples were analysed. A protocol, so metrics need not
+    import the defenses that produce it."""
+
+    @property
+    def scores(self) -> Tensor: ...  # noqa: D102
+    @property
+    def flagged(self) -> Tensor: ...  # noqa: D102
+    @property
+    def analysed(self) -> Tensor: ...  # noqa: D102
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,7 @@ def detection_metrics(
 
 
 def evaluate_detection(
-    result: DetectionResult, is_poison: Tensor | np.ndarray, *, target_fpr: float = 0.05
+    result: Scored, is_poison: Tensor | np.ndarray, *, target_fpr: float = 0.05
 ) -> DetectionMetrics:
     """Metrics of a detector's result against the ground truth, over its analysed samples.
 

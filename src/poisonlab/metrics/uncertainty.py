@@ -1,149 +1,107 @@
-"""Uncertainty of Monte-Carlo predictions: entropy, BALD (mutual information), MC accuracy.
+"""Accuracy of a Bayesian network's Monte-Carlo predictions, beside its deterministic model's.
 
-Seed 002 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks", App. A.1,
-eq. 1–3) scores inputs with BALD (Houlsby et al. 2011, arXiv:1112.5745): for T posterior samples
-p_t = softmax(g_t(x)) and their mean p̄ = (1/T) Σ_t p_t,
+Subedar et al. 2019 ("Deep Probabilistic Models to Detect Data Poisoning Attacks",
+arXiv:1912.01206), Table 1: the accuracy of the deterministic network (DNN) and of its Bayesian
+copy (BNN, predicting with the MC-averaged probabilities p̄) on clean data and on triggered data.
+Like every metric, :func:`backdoor_accuracy` takes predictions, never a model.
 
-    H(p) = −Σ_k p_k log(p_k + 1e-15)                       (entropy, in nats)
-    predictive entropy = H(p̄)                              (total uncertainty)
-    expected entropy   = (1/T) Σ_t H(p_t)                   (aleatoric part)
-    BALD               = H(p̄) − (1/T) Σ_t H(p_t)            (epistemic part, ≥ 0)
-
-The 1e-15 inside the logarithm is METHODS.md §6's (and bayesian-torch's ``utils.util.entropy``),
-so p = 0 contributes 0 instead of NaN. The map p ↦ −p log(p + 1e-15) is still concave, so BALD is
-non-negative up to rounding; it is 0 exactly when every pass gives the same distribution.
-
-Everything here is a pure function of tensors: (T, N, K) Monte-Carlo probabilities (or (N, K)
-single-model probabilities) in, float64 per-sample values out, on the input's device. Nothing is
-clamped: a tiny negative BALD (−1e-16) is rounding, reported as is.
+The uncertainty scores themselves (entropy, BALD, MC accuracy) are functions of the MC
+probabilities that the detectors use: :mod:`poisonlab.models.uncertainty`, re-exported here.
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
-LOG_EPS = 1e-15
-"""Added inside the logarithm of every entropy (seed 002 / bayesian-torch convention)."""
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.models.uncertainty import (
+    LOG_EPS,
+    entropy,
+    expected_entropy,
+    max_softmax,
+    mc_accuracy,
+    mc_predictions,
+    mutual_information,
+    predictive_entropy,
+)
+
+__all__ = [
+    "LOG_EPS",
+    "BackdoorAccuracy",
+    "backdoor_accuracy",
+    "entropy",
+    "expected_entropy",
+    "max_softmax",
+    "mc_accuracy",
+    "mc_predictions",
+    "mutual_information",
+    "predictive_entropy",
+]
 
 
-def _check_mc(mc_probs: Tensor) -> None:
-    if mc_probs.ndim != 3:
-        raise ValueError(
-            f"Monte-Carlo probabilities must have shape (T, N, K), got {mc_probs.shape}"
-        )
-    if mc_probs.shape[0] < 1:
-        raise ValueError("at least one Monte-Carlo sample is needed")
+@dataclass(frozen=True)
+class BackdoorAccuracy:
+    """Table 1 of Subedar et al. 2019 for one model pair: accuracy on clean and triggered data.
+
+    "Triggered" accuracy is the fraction of triggered inputs predicted as their backdoor label
+    (the attack success rate); the BNN predicts with its MC-averaged probabilities p̄.
+    """
+
+    dnn_clean: float
+    dnn_triggered: float
+    bnn_clean: float
+    bnn_triggered: float
+    n_clean: int
+    n_triggered: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dict(vars(self))
 
 
-def entropy(probs: Tensor, eps: float = LOG_EPS) -> Tensor:
-    """Shannon entropy −Σ_k p_k log(p_k + eps) over the last axis, in nats.
+def backdoor_accuracy(
+    dnn_clean: Tensor,
+    dnn_triggered: Tensor,
+    clean: ImageDataset,
+    triggered: ImageDataset,
+    mc_clean: Tensor,
+    mc_triggered: Tensor,
+) -> BackdoorAccuracy:
+    """DNN and BNN accuracy on clean data and on triggered data (Subedar et al. 2019, Table 1).
 
     Parameters
     ----------
-    probs : Tensor of shape (..., K)
-        Class probabilities (rows summing to 1).
-    eps : float
-        Added inside the logarithm.
+    dnn_clean, dnn_triggered : Tensor of shape (N,), int64
+        The deterministic model's predicted labels on ``clean`` and on ``triggered``.
+    clean : ImageDataset
+        Clean test images with their true labels.
+    triggered : ImageDataset
+        Triggered test images labelled with the attacker's labels ((y+1) mod K for all-to-all).
+    mc_clean, mc_triggered : Tensor of shape (T, N, K)
+        The BNN's Monte-Carlo probabilities on ``clean`` and ``triggered``
+        (:func:`poisonlab.models.bayesian.mc_probabilities`, reusable for BALD).
 
     Returns
     -------
-    Tensor of shape (...,), float64
+    BackdoorAccuracy
+        NaN accuracies for an empty set.
     """
-    p = probs.double()
-    return -(p * torch.log(p + eps)).sum(-1)
 
+    def accuracy(predicted: Tensor, data: ImageDataset) -> float:
+        if len(data) == 0:
+            return float("nan")
+        if predicted.shape != (len(data),):
+            raise ValueError(f"{tuple(predicted.shape)} predictions for {len(data)} samples")
+        return float((predicted.cpu() == data.labels).float().mean())
 
-def predictive_entropy(mc_probs: Tensor) -> Tensor:
-    """H(p̄), the entropy of the mean of T Monte-Carlo predictions (seed 002 eq. 3).
-
-    Parameters
-    ----------
-    mc_probs : Tensor of shape (T, N, K)
-
-    Returns
-    -------
-    Tensor of shape (N,), float64
-    """
-    _check_mc(mc_probs)
-    return entropy(mc_probs.double().mean(0))
-
-
-def expected_entropy(mc_probs: Tensor) -> Tensor:
-    """(1/T) Σ_t H(p_t), the mean entropy of the individual passes.
-
-    Parameters
-    ----------
-    mc_probs : Tensor of shape (T, N, K)
-
-    Returns
-    -------
-    Tensor of shape (N,), float64
-    """
-    _check_mc(mc_probs)
-    return entropy(mc_probs).mean(0)
-
-
-def mutual_information(mc_probs: Tensor) -> Tensor:
-    """BALD = H(p̄) − (1/T) Σ_t H(p_t) (seed 002 eq. 2; Houlsby et al. 2011).
-
-    The mutual information between the prediction and the weights: high when the passes disagree
-    with each other while each is confident, 0 when they all agree.
-
-    Parameters
-    ----------
-    mc_probs : Tensor of shape (T, N, K)
-
-    Returns
-    -------
-    Tensor of shape (N,), float64
-
-    References
-    ----------
-    N. Houlsby, F. Huszár, Z. Ghahramani, M. Lengyel, "Bayesian Active Learning for
-    Classification and Preference Learning", arXiv:1112.5745, 2011.
-    """
-    return predictive_entropy(mc_probs) - expected_entropy(mc_probs)
-
-
-def max_softmax(probs: Tensor) -> Tensor:
-    """Largest class probability per sample (Hendrycks & Gimpel's baseline confidence).
-
-    Parameters
-    ----------
-    probs : Tensor of shape (N, K)
-
-    Returns
-    -------
-    Tensor of shape (N,), float64
-    """
-    return probs.double().max(-1).values
-
-
-def mc_predictions(mc_probs: Tensor) -> Tensor:
-    """argmax_k p̄_k, the Monte-Carlo-averaged prediction (seed 002 eq. 1), int64 (N,)."""
-    _check_mc(mc_probs)
-    return mc_probs.double().mean(0).argmax(-1)
-
-
-def mc_accuracy(mc_probs: Tensor, labels: Tensor) -> float:
-    """Fraction of samples whose MC-averaged prediction equals ``labels``.
-
-    With the attacker's labels of a triggered set this is seed 002 Table 1's "accuracy on
-    poisoned" (the attack success rate); with true labels, the clean accuracy.
-
-    Parameters
-    ----------
-    mc_probs : Tensor of shape (T, N, K)
-    labels : Tensor of shape (N,), int64
-
-    Returns
-    -------
-    float in [0, 1] (NaN for N = 0)
-    """
-    predicted = mc_predictions(mc_probs).cpu()
-    if predicted.shape != labels.shape:
-        raise ValueError(f"{tuple(labels.shape)} labels for {tuple(predicted.shape)} predictions")
-    if len(labels) == 0:
-        return float("nan")
-    return float((predicted == labels.cpu()).double().mean())
+    return BackdoorAccuracy(
+        dnn_clean=accuracy(dnn_clean, clean),
+        dnn_triggered=accuracy(dnn_triggered, triggered),
+        bnn_clean=mc_accuracy(mc_clean, clean.labels),
+        bnn_triggered=mc_accuracy(mc_triggered, triggered.labels),
+        n_clean=len(clean),
+        n_triggered=len(triggered),
+    )

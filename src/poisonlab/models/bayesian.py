@@ -44,7 +44,6 @@ is left as it was. Runs on the model's device (CUDA when the model is there).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,7 +51,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poisonlab import progress
-from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError
 from poisonlab.models.borrow import borrowed
 from poisonlab.models.network import Network
@@ -236,70 +234,3 @@ def mc_probabilities(
         num_classes = bnn.config.num_classes if isinstance(bnn, Network) else 0
         return torch.empty(samples, 0, num_classes)
     return torch.cat(chunks, dim=1)
-
-
-@dataclass(frozen=True)
-class BackdoorAccuracy:
-    """Seed 002 Table 1 for one model pair: accuracy on clean data and on triggered data.
-
-    "Triggered" accuracy is the fraction of triggered inputs predicted as their backdoor label
-    (the attack success rate); the BNN predicts with its MC-averaged probabilities p̄.
-    """
-
-    dnn_clean: float
-    dnn_triggered: float
-    bnn_clean: float
-    bnn_triggered: float
-    n_clean: int
-    n_triggered: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return dict(vars(self))
-
-
-def backdoor_accuracy(
-    dnn: Network,
-    clean: ImageDataset,
-    triggered: ImageDataset,
-    mc_clean: Tensor,
-    mc_triggered: Tensor,
-    *,
-    batch_size: int = 512,
-) -> BackdoorAccuracy:
-    """Seed 002 Table 1: DNN and BNN accuracy on clean data and on triggered data.
-
-    Parameters
-    ----------
-    dnn : Network
-        The deterministic model (predicts in eval mode on its own device).
-    clean : ImageDataset
-        Clean test images with their true labels.
-    triggered : ImageDataset
-        Triggered test images labelled with the attacker's labels ((y+1) mod K for all-to-all).
-    mc_clean, mc_triggered : Tensor of shape (T, N, K)
-        The BNN's :func:`mc_probabilities` on ``clean`` and ``triggered`` (reusable for BALD).
-    batch_size : int
-
-    Returns
-    -------
-    BackdoorAccuracy
-    """
-    from poisonlab.metrics.uncertainty import mc_accuracy
-    from poisonlab.train import predict
-
-    def dnn_accuracy(data: ImageDataset) -> float:
-        if len(data) == 0:
-            return float("nan")
-        return float(
-            (predict(dnn, data.images, batch_size=batch_size) == data.labels).float().mean()
-        )
-
-    return BackdoorAccuracy(
-        dnn_clean=dnn_accuracy(clean),
-        dnn_triggered=dnn_accuracy(triggered),
-        bnn_clean=mc_accuracy(mc_clean, clean.labels),
-        bnn_triggered=mc_accuracy(mc_triggered, triggered.labels),
-        n_clean=len(clean),
-        n_triggered=len(triggered),
-    )

@@ -124,7 +124,7 @@ def note(text: str) -> str:
 
 def versions_table(recorded: dict[str, Any] | None) -> str:
     """Package versions the results were produced with, beside the ones rendering the report."""
-    from poisonlab.experiments.store import package_versions
+    from poisonlab.versions import package_versions
 
     now = package_versions()
     recorded = recorded or {}

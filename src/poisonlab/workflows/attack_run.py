@@ -75,7 +75,7 @@ def train_victim(
 
 def evaluate_backdoor_attack(ctx: EvalContext) -> dict[str, Any]:
     """Train a victim on the poisoned set: clean accuracy, ASR, per-class ASR and MASR."""
-    from poisonlab.metrics.attack import evaluate_backdoor
+    from poisonlab.workflows.backdoor_eval import measure_backdoor
 
     attack, poisoned = ctx.attack, ctx.poisoned
     assert isinstance(attack, BackdoorAttack) and poisoned.test_set is not None
@@ -86,7 +86,7 @@ def evaluate_backdoor_attack(ctx: EvalContext) -> dict[str, Any]:
         models["baseline"] = train_victim(ctx, ctx.split.train, "baseline", "baseline (clean data)")
     metrics: dict[str, Any] = {}
     for role, (model, summary) in models.items():
-        measured = evaluate_backdoor(
+        measured = measure_backdoor(
             model,
             ctx.split.test,
             poisoned.test_set,
