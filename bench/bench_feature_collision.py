@@ -31,8 +31,6 @@ from torch import Tensor, nn
 from bench.common import RESULTS, markdown_table, write_result
 from poisonlab.attacks.base import PoisonedDataset
 from poisonlab.attacks.collision_craft import CollisionSettings, craft_poisons, feature_extractor
-from poisonlab.attacks.collision_eval import TransferConfig, evaluate_end_to_end, evaluate_transfer
-from poisonlab.attacks.collision_seed000 import run_seed000
 from poisonlab.attacks.feature_collision import FeatureCollision, choose_pairs
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.prepare import prepare_splits
@@ -41,6 +39,12 @@ from poisonlab.models import ModelConfig, Network, build_model
 from poisonlab.seeding import make_generator
 from poisonlab.train import TrainConfig, evaluate, train_model
 from poisonlab.train.recipes import default_recipe
+from poisonlab.workflows.collision_eval import (
+    TransferConfig,
+    evaluate_end_to_end,
+    evaluate_transfer,
+)
+from poisonlab.workflows.lgm_paper_collision import run_seed000
 
 # β = 0.25 per [0, 1] pixel unit (β0 ≈ 6.1e-5 with the paper's (2048/64)² factor on seed 000's
 # [-1, 1] scale), λ = 1 on [0, 1] (65025 on [0, 255], half the paper's 500·255).

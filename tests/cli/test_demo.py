@@ -1,6 +1,6 @@
 """`poisonlab demo` end to end: the quick tour through the CLI, its summary, claims, report, resume.
 
-The quick tour (:data:`poisonlab.workflows.demo.QUICK`: 300 digits images, 2 epochs, every
+The quick tour (:data:`poisonlab.reports.demo.QUICK`: 300 digits images, 2 epochs, every
 defense) runs once per module; the full tour (about half a minute) is marked slow and checks the
 verdicts the demo exists to show.
 """
@@ -18,7 +18,7 @@ from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
 from poisonlab.experiments.runner import plan
 from poisonlab.reports.records import load_records
-from poisonlab.workflows.demo import (
+from poisonlab.reports.demo import (
     BACKDOOR,
     BACKDOOR_DEFENSES,
     COLLISION,

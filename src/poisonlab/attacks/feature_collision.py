@@ -8,7 +8,7 @@ For each target t (a test image the attacker wants misclassified) the attack tak
 of another class and perturbs them into poisons p whose features collide with f(t) while the
 images stay close to b (see :mod:`poisonlab.attacks.collision_craft` for the optimisation and its
 units). The poisons keep their base labels (clean label) and are appended to the training set.
-Success is measured later, after a victim retrains (:mod:`poisonlab.attacks.collision_eval`): the
+Success is measured later, after a victim retrains (:mod:`poisonlab.workflows.collision_eval`): the
 target is predicted as the base class.
 
 Assumptions and limits: white-box access to the feature extractor; one base class per target; the

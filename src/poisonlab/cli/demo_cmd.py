@@ -20,12 +20,12 @@ from poisonlab.errors import ConfigError
 if TYPE_CHECKING:  # torch loads with these: only when the demo runs, not for --help
     from rich.table import Table
 
-    from poisonlab.workflows.demo import DemoResult, DemoSettings
+    from poisonlab.reports.demo import DemoResult, DemoSettings
     from poisonlab.workflows.demo_summary import Block
 
 SETTINGS: DemoSettings | None = None
 """The tour ``poisonlab demo`` runs: None = ``DemoSettings()`` (tests swap in
-:data:`poisonlab.workflows.demo.QUICK`)."""
+:data:`poisonlab.reports.demo.QUICK`)."""
 
 
 DEMO_FILES = ("report.html", "runs")
@@ -74,7 +74,7 @@ def block_table(block: Block) -> Table:
 def print_summary(result: DemoResult, seconds: float) -> None:
     """Each block's table and the verdict on each paper claim it tests, failed steps, and where
     every file is."""
-    from poisonlab.workflows.demo import BACKDOOR, summary_title
+    from poisonlab.reports.demo import BACKDOOR, summary_title
     from poisonlab.workflows.demo_summary import MIN_ASR
 
     out.print(escape(summary_title(result.summaries)), highlight=False)
@@ -141,7 +141,7 @@ def demo_command(
     check_threads(threads)
     from poisonlab.device import pick_device
     from poisonlab.experiments.runner import RunInterrupted
-    from poisonlab.workflows.demo import DemoSettings, run_demo
+    from poisonlab.reports.demo import DemoSettings, run_demo
 
     pick_device(device)  # a bad --device fails here, before the folder is touched
     resumed = demo_folder(out_dir, force=force)

@@ -13,7 +13,7 @@ One cell, in order:
 2. a **CE** and an **LGM** model of the same architecture (``[model] arch``, default ``lgm-net``,
    seed 000's network with 2-d features), trained on D_C through the cache;
 3. the poisons, crafted on D_f with the **same (target, base) pairs** against both models:
-   seed 000's settings (:data:`~poisonlab.attacks.collision_seed000.SEED000_SETTINGS`: 100
+   seed 000's settings (:data:`~poisonlab.workflows.lgm_paper_collision.SEED000_SETTINGS`: 100
    poisons, β0 = 0.0083, 1000 iterations...) with any ``[attack]`` keyword of
    :class:`~poisonlab.attacks.feature_collision.FeatureCollision` overriding them, or only the
    ``[attack]`` keywords with ``[task] preset = "none"``. Seed 000 draws the targets from D_f
@@ -30,7 +30,7 @@ One cell, in order:
    ``[task] filter_ce = true`` also for the CE model with the filter reading the LGM model (seed
    000's Algorithm 1 lets the victim filter with F_LGM and fine-tune another model f′);
 5. optionally (``[task] oneshot = true``) Poison Frogs' own one-shot-kill protocol
-   (:func:`~poisonlab.attacks.collision_eval.evaluate_transfer`: a cold head retrained per target
+   (:func:`~poisonlab.workflows.collision_eval.evaluate_transfer`: a cold head retrained per target
    for 100 epochs on frozen features) for both models, without a filter.
 
 Metrics: ``attack.success_rate`` (CE model, no filter), ``attack.n_poison``, ``attack.n_train``
@@ -61,12 +61,6 @@ from typing import Any
 import torch
 
 from poisonlab.attacks import PoisonedDataset
-from poisonlab.attacks.collision_eval import TransferConfig, evaluate_transfer
-from poisonlab.attacks.collision_seed000 import (
-    SEED000_SETTINGS,
-    Seed000Result,
-    craft_on_same_pairs,
-)
 from poisonlab.attacks.feature_collision import FeatureCollision
 from poisonlab.data.dataset import ImageDataset, concatenate
 from poisonlab.data.splits import Split
@@ -101,7 +95,13 @@ from poisonlab.validation import (
     ParameterError,
 )
 from poisonlab.workflows import attack_success, filter_and_finetune
+from poisonlab.workflows.collision_eval import TransferConfig, evaluate_transfer
 from poisonlab.workflows.filtering import FilterReport, default_finetune_config
+from poisonlab.workflows.lgm_paper_collision import (
+    SEED000_SETTINGS,
+    Seed000Result,
+    craft_on_same_pairs,
+)
 
 TASK_KEYS = (
     "preset",

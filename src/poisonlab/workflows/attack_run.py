@@ -106,12 +106,12 @@ def evaluate_collision_attack(ctx: EvalContext) -> dict[str, Any]:
     """Feature collision: the victim retrains on clean + each target's poisons (transfer: only the
     last layer on frozen features; end-to-end: every weight); success = target → base class.
     ``asr`` is that success rate, so the summary table reads like the backdoor one."""
-    from poisonlab.attacks.collision_eval import (
+    from poisonlab.train import TrainConfig
+    from poisonlab.workflows.collision_eval import (
         TransferConfig,
         evaluate_end_to_end,
         evaluate_transfer,
     )
-    from poisonlab.train import TrainConfig
 
     run = ctx.settings
     assert run.model is not None, "run_attack trains a model for attacks that need one"

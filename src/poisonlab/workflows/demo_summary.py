@@ -1,6 +1,6 @@
 """What the demo found: its numbers in three blocks, and each source paper's claim tested against them.
 
-The demo (:mod:`poisonlab.workflows.demo`) stores two experiment cells' flat metrics. This module
+The demo (:mod:`poisonlab.reports.demo`) stores two experiment cells' flat metrics. This module
 turns them into what a newcomer reads: one table per block (the BadNets backdoor and its
 defenses, feature collision against a cross-entropy and an LGM model, the LGM likelihood filter)
 and, under each table, one line per paper claim the block tests, with the criterion this run used

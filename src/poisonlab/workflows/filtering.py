@@ -16,7 +16,7 @@ for feature collision, Poison Frogs' one-shot kill (``"head-per-target"``, Shafa
 arXiv:1804.00792): for each target the head alone is retrained on frozen features of the clean rows
 plus that target's own poisons, so the targets do not interfere and a target whose poison was
 filtered out is retrained on clean data only
-(:func:`~poisonlab.attacks.collision_eval.evaluate_transfer` with the filter's ``keep`` mask).
+(:func:`~poisonlab.workflows.collision_eval.evaluate_transfer` with the filter's ``keep`` mask).
 
 The model that scores the set (``scorer``) may differ from the one fine-tuned: in seed 000's
 Algorithm 1 the victim downloads F_LGM to filter D_t and then fine-tunes "his model f′(x)", which
@@ -43,7 +43,6 @@ import torch
 from torch import Tensor
 
 from poisonlab.attacks.base import PoisonedDataset
-from poisonlab.attacks.collision_eval import TransferConfig, evaluate_transfer
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses.base import DetectionResult, Detector
 from poisonlab.defenses.evidence import Evidence
@@ -53,6 +52,7 @@ from poisonlab.errors import ConfigError, DataError
 from poisonlab.metrics.detection import DetectionMetrics, evaluate_detection
 from poisonlab.models.network import Network
 from poisonlab.train import TrainConfig, evaluate, predict, train_model
+from poisonlab.workflows.collision_eval import TransferConfig, evaluate_transfer
 
 FINETUNE = ("all", "head", "head-per-target")
 

@@ -11,14 +11,6 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from poisonlab.attacks.base import PoisonedDataset
-from poisonlab.attacks.collision_eval import (
-    TransferConfig,
-    _HeadCall,
-    _softmax_losses,
-    evaluate_end_to_end,
-    evaluate_transfer,
-)
-from poisonlab.attacks.collision_seed000 import SEED000_SETTINGS, run_seed000, seed000_attack
 from poisonlab.attacks.feature_collision import FeatureCollision
 from poisonlab.data import load_dataset
 from poisonlab.data.dataset import ImageDataset, concatenate
@@ -26,6 +18,14 @@ from poisonlab.errors import ConfigError
 from poisonlab.models import ModelConfig, build_model
 from poisonlab.seeding import make_generator
 from poisonlab.train import TrainConfig, train_model
+from poisonlab.workflows.collision_eval import (
+    TransferConfig,
+    _HeadCall,
+    _softmax_losses,
+    evaluate_end_to_end,
+    evaluate_transfer,
+)
+from poisonlab.workflows.lgm_paper_collision import SEED000_SETTINGS, run_seed000, seed000_attack
 
 QUICK = {"beta0": 0.03, "beta_scaling": "none", "pixel_scale": 1.0, "lr": 1.0, "max_iter": 2}
 
