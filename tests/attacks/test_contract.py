@@ -69,7 +69,8 @@ def test_caller_random_state_untouched(name: str) -> None:
     """With a model and, when the attack can train its own surrogate, without one."""
     model_options = [tiny_model()] + ([] if ATTACKS.get(name).needs_model else [None])
     for model in model_options:
-        torch.manual_seed(777)
-        before = global_random_state()
-        run(name, model)
-        assert global_random_state() == before, f"model={'given' if model else 'none'}"
+        with torch.random.fork_rng():
+            torch.manual_seed(777)
+            before = global_random_state()
+            run(name, model)
+            assert global_random_state() == before, f"model={'given' if model else 'none'}"

@@ -17,7 +17,6 @@ from poisonlab.cli import demo_cmd
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
 from poisonlab.experiments.runner import plan
-from poisonlab.reports.records import load_records
 from poisonlab.reports.demo import (
     BACKDOOR,
     BACKDOOR_DEFENSES,
@@ -28,6 +27,7 @@ from poisonlab.reports.demo import (
     demo_configs,
     run_demo,
 )
+from poisonlab.reports.records import load_records
 from poisonlab.workflows.demo_summary import SCHULTH, SHAFAHI, YASEEN, summary_blocks
 
 runner = CliRunner()

@@ -43,4 +43,5 @@ def test_warnings_are_shown_with_option_names() -> None:
     record = logging.LogRecord(
         "x", logging.WARNING, __file__, 1, "%s is too many", ("`threads` 9",), None
     )
-    assert OptionNames().filter(record) and record.getMessage() == "--threads 9 is too many"
+    assert OptionNames("%(message)s").format(record) == "--threads 9 is too many"
+    assert record.getMessage() == "`threads` 9 is too many"  # the record itself is untouched

@@ -269,10 +269,11 @@ def test_model_is_not_moved_in_place(name: str, variant: str, params: dict[str, 
 def test_caller_random_state_untouched(name: str, variant: str, params: dict[str, Any]) -> None:
     """A detector draws from its own seeded generators; the caller's global RNGs are left as is."""
     case = build_case(name)
-    torch.manual_seed(12345)
-    before = global_random_state()
-    fit(name, params, case)
-    assert global_random_state() == before
+    with torch.random.fork_rng():
+        torch.manual_seed(12345)
+        before = global_random_state()
+        fit(name, params, case)
+        assert global_random_state() == before
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -23,7 +23,12 @@ def _model(arch: str = "cnn-small", head: str = "softmax"):
 
 def _reference_train(model, data, config: TrainConfig) -> list[float]:
     """The former train_model without validation: the global RNG seeded, Adam, model.train()."""
-    torch.manual_seed(config.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return _reference_epochs(model, data, config)
+
+
+def _reference_epochs(model, data, config: TrainConfig) -> list[float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = make_generator(config.seed)
     losses = []

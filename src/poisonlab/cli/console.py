@@ -39,7 +39,7 @@ def interrupted(kept: str = "") -> typer.Exit:
 
 
 def _with_flags(handler: logging.Handler) -> logging.Handler:
-    handler.addFilter(OptionNames())
+    handler.setFormatter(OptionNames("%(message)s"))
     return handler
 
 

@@ -48,13 +48,13 @@ def as_flags(message: str) -> str:
     return _BACKTICKED.sub(lambda m: option(m.group(1)) or m.group(0), message)
 
 
-class OptionNames(logging.Filter):
-    """A logging filter that shows library warnings with the CLI's option names."""
+class OptionNames(logging.Formatter):
+    """A log formatter that shows library warnings with the CLI's option names.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message in place; never drops a record."""
-        message = record.getMessage()
-        translated = as_flags(message)
-        if translated != message:
-            record.msg, record.args = translated, ()
-        return True
+    A formatter, not a filter: the record itself is left as the library wrote it, so other
+    handlers (a log file, pytest's capture) see the library's parameter names.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted message with backticked parameters shown as options."""
+        return as_flags(super().format(record))
