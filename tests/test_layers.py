@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "experiments": 8,
     "reports": 9,
     "cli": 10,
+    "__main__": 10,  # python -m poisonlab: the CLI
 }
 #: Layers whose members may not import each other (siblings, not a stack).
 SIBLINGS = [{"attacks", "defenses"}]

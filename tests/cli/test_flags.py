@@ -21,6 +21,7 @@ def test_backticked_parameters_become_options_and_other_words_stay() -> None:
     )
     assert as_flags("`cpus_per_task` must be > 0") == "--cpus-per-task must be > 0"
     assert as_flags("pass `evaluate=False`") == "pass --no-eval"
+    assert as_flags("`address` needs the ray `executor`") == "--address needs the ray --executor"
     assert as_flags("`overrides` expect section.key=value") == "--set expect section.key=value"
     assert as_flags("layer `body.fc1` and `rate`") == "layer `body.fc1` and `rate`"
 

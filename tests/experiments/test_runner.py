@@ -176,9 +176,9 @@ def test_a_second_driver_on_the_same_experiment_is_refused(write_config, tmp_pat
             ConfigError, match="unknown executor 'slurm'; choose one of: local, ray"
         ):
             run_experiment(config, tmp_path / "other", executor="slurm")
-        with pytest.raises(ConfigError, match="--workers must be >= 1"):
+        with pytest.raises(ConfigError, match="`workers` must be >= 1"):
             run_experiment(config, tmp_path / "other", workers=0)
-        with pytest.raises(ConfigError, match="--address needs --executor ray"):
+        with pytest.raises(ConfigError, match="`address` needs the ray `executor`"):
             run_experiment(config, tmp_path / "other", address="auto")
 
 

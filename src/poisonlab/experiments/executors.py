@@ -498,7 +498,7 @@ class RayExecutor(Executor):
         except ImportError:
             raise ConfigError("the ray executor needs Ray: pip install 'poisonlab[ray]'") from None
         if cpus_per_task <= 0:
-            raise ConfigError(f"--cpus-per-task must be > 0, got {cpus_per_task}")
+            raise ConfigError(f"`cpus_per_task` must be > 0, got {cpus_per_task}")
         self._ray = ray
         self._owned = not ray.is_initialized()
         if self._owned:
@@ -560,10 +560,10 @@ def make_executor(
 
 
 def check_executor(name: str, *, workers: int | None = None, address: str | None = None) -> None:
-    """ConfigError for an unknown executor, a bad worker count, or --address without Ray."""
+    """ConfigError for an unknown executor, a bad worker count, or an address without Ray."""
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"`workers` must be >= 1, got {workers}")
     if address is not None and name != "ray":
-        raise ConfigError("--address needs --executor ray")
+        raise ConfigError("`address` needs the ray `executor`")
