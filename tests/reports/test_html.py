@@ -101,7 +101,7 @@ def test_experiment_page(runs):
     assert_self_contained(page)
     titles = sections(page)
     assert titles[0] == "Overview"
-    assert any(t.startswith("seed 002, Table 2") for t in titles)
+    assert any(t.startswith("Subedar et al. 2019, Table 2") for t in titles)
     assert "Metrics by grid setting" in titles and "Configuration" in titles
     assert sum(t.startswith("Cell ") for t in titles) == 1
     assert "99.43" in page and "98.00 ± 1.00" in page  # paper beside ours

@@ -167,7 +167,7 @@ def test_markdown_and_csv_writers(runs, tmp_path):
     tables = default_tables(load_records(runs))
     assert [t.name for t in tables] == ["seed002-table2", "plain_table"]
     md = to_markdown(tables[0])
-    assert md.startswith("### seed 002, Table 2")
+    assert md.startswith("### Subedar et al. 2019, Table 2")
     assert "| Data | Model | n | 10% ours | 10% paper |" in md
     assert "| digits (paper: MNIST) | DF | 3 | 98.00 ± 1.00 | 99.43 |" in md
     plain = to_markdown(tables[1])

@@ -118,7 +118,8 @@ class PaperTable:
     """A published table with the mapping of each cell onto our parameters and metrics.
 
     ``source`` is the short label that starts the printed title and ``caption`` the rest;
-    ``paper`` is the citation of the paper the table comes from.
+    ``paper`` is the citation of the paper the table comes from. In the data file ``source``
+    defaults to the citation's short form and table (``Subedar et al. 2019, Table 2``).
     """
 
     name: str
@@ -295,16 +296,18 @@ def _table(entry: _Entry) -> PaperTable:
     )
     name = str(entry.text("name"))
     entry.where = f"{entry.where} ({name})"
+    paper = _citation(_Entry(entry.data.get("paper"), f"{entry.where}, paper"))
+    source = entry.text("source", required=paper is None)
     try:
         return PaperTable(
             name=name,
-            source=str(entry.text("source")),
+            source=str(source) if source else f"{paper.short}, {paper.table}",  # type: ignore[union-attr]
             caption=str(entry.text("caption")),
             row_header=entry.texts("row_header"),
             columns=tuple(_column(c) for c in entry.entries("columns")),
             rows=tuple(_row(r) for r in entry.entries("rows")),
             notes=entry.texts("notes", required=False),
-            paper=_citation(_Entry(entry.data.get("paper"), f"{entry.where}, paper")),
+            paper=paper,
         )
     except ConfigError:
         raise
