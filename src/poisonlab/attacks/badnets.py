@@ -2,19 +2,20 @@
 
 Poisons are triggered copies of chosen clean training images, relabelled by a label map:
 
-- ``all-to-all``: y → (y + 1) mod K, every class a source (seed 002);
+- ``all-to-all``: y → (y + 1) mod K, every class a source (Subedar et al. 2019);
 - ``all-to-one``: every class except ``target`` → ``target``;
-- ``one-to-one``: ``source`` → ``target`` (seed 004's standard attack, 2 → 5 on GTSRB).
+- ``one-to-one``: ``source`` → ``target`` (Schulth et al. 2022's standard attack, 2 → 5 on GTSRB).
 
 By default they are **appended** (``mode="append"``), so the victim also sees the clean original
-(seed 002 / seed 004 semantics, METHODS.md §3–4). ``mode="replace"`` modifies the chosen rows in
+(Subedar et al. 2019 / Schulth et al. 2022 semantics, docs/methods.md#badnets). ``mode="replace"``
+modifies the chosen rows in
 place instead, which keeps the training-set size (the usual BackdoorBench setting); the budget
 formulas follow the mode (see :mod:`poisonlab.attacks.selection`).
 
 The triggered test set holds, for all-to-all, every test image relabelled (y + 1) mod K; for
 one-to-one, the source-class test images labelled ``target``; for all-to-one, every non-target
 image labelled ``target``. :meth:`BackdoorAttack.masr_set` triggers every non-target class (MASR,
-METHODS.md §8). Limits: BadNets is dirty-label; a human looking at the poisons sees both the
+docs/methods.md#asr). Limits: BadNets is dirty-label; a human looking at the poisons sees both the
 trigger and the wrong label.
 """
 
@@ -119,7 +120,8 @@ class BackdoorAttack(Attack):
     def masr_set(
         self, test: ImageDataset, *, generator: torch.Generator | None = None
     ) -> TriggeredSet:
-        """Every class except the target triggered and labelled ``target`` (MASR, seed 004 §5.1).
+        """Every class except the target triggered and labelled ``target`` (MASR, Schulth et al.
+        2022 §5.1).
 
         With no single target (all-to-all) this is the test set itself: the mean of its
         per-class rates is then the unweighted mean ASR over source classes.
@@ -147,7 +149,8 @@ class BadNets(BackdoorAttack):
         Source and target classes (one-to-one needs both, all-to-one the target only).
     rate, target_rate, count : at most one
         Budget (see :mod:`poisonlab.attacks.selection`): fraction of the poisoned training set
-        (default 0.1, seed 002), fraction of the target class (seed 004), or an exact count.
+        (default 0.1, Subedar et al. 2019), fraction of the target class (Schulth et al. 2022), or
+        an exact count.
     mode : {"append", "replace"}
         Add the poisons as new rows (default) or modify the chosen rows in place.
     trigger, size, color, gray, position, offset, window, amplitude
@@ -239,7 +242,8 @@ class BadNets(BackdoorAttack):
         )
 
     def attacker_labels(self, num_classes: int) -> Tensor:
-        """int64 (K,): (y+1) mod K, the target for every other class, or the target for the source."""
+        """int64 (K,): (y+1) mod K, the target for every other class, or the target for the
+        source."""
         check_class("source", self.source, num_classes)
         check_class("target", self.target, num_classes)
         if self.label_map == "all-to-all":

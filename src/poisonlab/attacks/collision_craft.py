@@ -2,7 +2,8 @@
 
 Shafahi et al., "Poison Frogs! Targeted Clean-Label Poisoning Attacks on Neural Networks",
 NeurIPS 2018 (arXiv:1804.00792), Algorithm 1, as run by the authors' code
-(ashafahi/inceptionv3-transferLearn-poison) and by seed 000 (muneebaadil/likelihoods-for-poison).
+(ashafahi/inceptionv3-transferLearn-poison) and by Yaseen et al. 2020
+(muneebaadil/likelihoods-for-poison).
 
 Iteration. For each poison (target t, base b), starting from x = b: a forward (gradient) step on
 the un-squared feature distance h(x) = ||f(x) - f(t)||, x̂ = x - λ·∇h(x), as both codes take
@@ -24,16 +25,19 @@ float64: 1e-13). This needs a model whose eval-mode outputs are per-sample indep
 linear, pooling, dropout and batch-norm in eval mode are).
 
 Units. Images are in [0, 1]. ``lr`` (λ) and ``beta0`` are given on a reference pixel scale of
-width ``pixel_scale`` (255 for the paper's [0, 255] images, 2 for seed 000's [-1, 1], 1 for
+width ``pixel_scale`` (255 for the paper's [0, 255] images, 2 for Yaseen et al. 2020's [-1, 1], 1
+for
 [0, 1]). The iteration on [0, 1] images uses λ/pixel_scale² and the same product λβ, which
 reproduces the reference iterates exactly (divided by pixel_scale); objectives measure ||x - b||
 in reference units (pixel_scale·||x - b||). On [0, 1] pixels the penalty weight is
 β·pixel_scale², and a poison that has not collided settles where
 ||x - b|| ≈ ||∇h|| / (β·pixel_scale²). β = β0·(2048/D_in)² ("paper"; 2048 is InceptionV3's
-feature width, kept literally as seed 000 does), β0·(D_feat/D_in)² ("feature-dim", IBM ART's
+feature width, kept literally as Yaseen et al. 2020 does), β0·(D_feat/D_in)² ("feature-dim", IBM
+ART's
 variant, default β0 there 256) or β0 ("none"); D_in = C·H·W, D_feat = the feature layer's width.
 
-Defaults are seed 000's MNIST setting (β0 = 0.0083 on [-1, 1]: β·pixel_scale² ≈ 0.23 for 28×28
+Defaults are Yaseen et al. 2020's MNIST setting (β0 = 0.0083 on [-1, 1]: β·pixel_scale² ≈ 0.23 for
+28×28
 images). The paper's β0 = 0.25 with λ = 500·255 on [0, 255] is tuned for 299×299×3 InceptionV3
 inputs (β·255² ≈ 0.95); the (2048/D_in)² factor grows so fast for small images (≈ 1.1e5 for
 28×28, 1.7e7 for 8×8) that the poisons cannot move, so choose β0 for the image size at hand.
@@ -93,21 +97,22 @@ class CollisionSettings:
     ----------
     beta0 : float
         Base trade-off β0 > 0 before the dimension scaling (paper: 0.25 with ``pixel_scale``
-        255; seed 000 and the default here: 0.0083 with ``pixel_scale`` 2).
+        255; Yaseen et al. 2020 and the default here: 0.0083 with ``pixel_scale`` 2).
     beta_scaling : {"paper", "feature-dim", "none"}
-        β = β0·(2048/D_in)² (paper and seed 000), β0·(D_feat/D_in)² (IBM ART) or β0 itself.
+        β = β0·(2048/D_in)² (paper and Yaseen et al. 2020), β0·(D_feat/D_in)² (IBM ART) or β0
+        itself.
     lr : float
         Initial step size λ > 0 on the ``pixel_scale`` reference scale (paper/ART: 500·255 on
-        [0, 255]; seed 000 and the default: 3.825e7 on [-1, 1]).
+        [0, 255]; Yaseen et al. 2020 and the default: 3.825e7 on [-1, 1]).
     pixel_scale : float
         Width of the pixel range ``lr`` and ``beta0`` refer to (255, 2 or 1; default 2).
     max_iter : int
-        Iterations per poison (paper's main script and seed 000: 1000; ART: 120).
+        Iterations per poison (paper's main script and Yaseen et al. 2020: 1000; ART: 120).
     decay : float
         Factor in (0, 1) applied to a poison's λ when its step is rejected (0.5 in both codes).
     step_rule : {"every-iteration", "mean-of-last"}
         Reject (and decay λ) when the candidate objective is not below the poison's current
-        objective, checked every iteration (seed 000), or not below the mean of its last
+        objective, checked every iteration (Yaseen et al. 2020), or not below the mean of its last
         ``num_old_obj`` candidate objectives, checked only every ``check_every`` iterations (the
         official code and ART; between checks every step is accepted). The default is
         every-iteration: the objective never increases, and on digits it collided about 8× closer
@@ -123,7 +128,8 @@ class CollisionSettings:
     stop_tol : float
         A poison stops when ||x_new − x|| / ||x_new|| falls below this (official: 1e-10).
     obj_threshold : float or None
-        A poison also stops once its objective is at most this (official: 2.9; seed 000: 1e-4).
+        A poison also stops once its objective is at most this (official: 2.9; Yaseen et al. 2020:
+        1e-4).
     layer : str
         Name of the feature module (``dict(model.named_modules())``); "body" is poisonlab's
         penultimate layer.
@@ -173,7 +179,8 @@ def scaled_beta(beta0: float, input_dim: int, feature_dim: int, scaling: str = "
 
 
 def watermark(base: Tensor, target: Tensor, opacity: float) -> Tensor:
-    """The paper's watermark γ·t + (1−γ)·b (opacity γ in [0, 1]); shapes broadcast, stays in [0, 1]."""
+    """The paper's watermark γ·t + (1−γ)·b (opacity γ in [0, 1]); shapes broadcast, stays in [0,
+    1]."""
     if not 0.0 <= opacity <= 1.0:
         raise ConfigError(f"watermark opacity must lie in [0, 1], got {opacity!r}")
     return opacity * target + (1.0 - opacity) * base
@@ -185,7 +192,8 @@ class _FeatureReady(Exception):
 
 @contextmanager
 def feature_extractor(model: nn.Module, layer: str) -> Iterator[Callable[[Tensor], Tensor]]:
-    """Within the block, ``extract(x)`` returns the named layer's output for ``x``, flattened (N, D).
+    """Within the block, ``extract(x)`` returns the named layer's output for ``x``, flattened (N,
+    D).
 
     The forward pass stops right after that layer (later layers are not computed). The model is
     put in eval mode inside the block; on exit the hook is removed and every module's train/eval
@@ -276,7 +284,8 @@ def _optimise_chunk(
     settings: CollisionSettings,
     beta: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Run forward-backward splitting on one chunk; returns (x, objective, iterations, converged, λ).
+    """Run forward-backward splitting on one chunk; returns (x, objective, iterations, converged,
+    λ).
 
     λ, the objective history and the stopping state are per poison (one row each). Each
     iteration costs one forward and one backward pass over the still-active poisons: the gradient
@@ -372,7 +381,8 @@ def craft_poisons(
         after it.
     watermark_mode : {"blend", "additive"}
     feature_weights : Tensor (D_feat,) or None
-        Per-dimension scale of feature differences inside the objective (seed 000's min-max
+        Per-dimension scale of feature differences inside the objective (Yaseen et al. 2020's
+        min-max
         normalisation of features to [-1, 1] is 2/(max − min)); reported distances are raw.
 
     Returns

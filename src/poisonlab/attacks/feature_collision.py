@@ -1,7 +1,8 @@
 """Feature-collision clean-label poisoning ("Poison Frogs"), many poisons crafted as one batch.
 
 Shafahi et al., "Poison Frogs! Targeted Clean-Label Poisoning Attacks on Neural Networks",
-NeurIPS 2018 (arXiv:1804.00792); seed 000 (Yaseen, Aadil, Sargsyan) applies it to MNIST models
+NeurIPS 2018 (arXiv:1804.00792); Yaseen et al. 2020 (Yaseen, Aadil, Sargsyan) applies it to MNIST
+models
 trained with cross-entropy and with the LGM loss.
 
 For each target t (a test image the attacker wants misclassified) the attack takes k base images b
@@ -60,14 +61,16 @@ def choose_pairs(
     target_features: Tensor | None = None,
     base_features: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Seed 000's pair choice: a random target, a random base class ≠ its class, random bases.
+    """Yaseen et al. 2020's pair choice: a random target, a random base class ≠ its class, random
+    bases.
 
     Targets are drawn without replacement from the target pool (optionally only ``target_class``);
     for each, the base class is drawn uniformly from the classes other than the target's that
     still hold ``bases_per_target`` unused images (or is ``base_class``), and the bases are drawn
     without replacement, never reused across targets. With ``target_features`` (Nt, D) and
     ``base_features`` (Nb, D) the bases are instead the unused images of that class closest to the
-    target in feature space (the official code's choice). Seed 000 draws the base class with
+    target in feature space (the official code's choice). Yaseen et al. 2020 draws the base class
+    with
     probability proportional to its size; on balanced data the two coincide.
 
     Returns
@@ -129,7 +132,8 @@ def _pool_features(model: nn.Module, images: Tensor, layer: str, batch: int = 51
 
 
 def minmax_feature_weights(features: Tensor) -> Tensor:
-    """Seed 000's feature normalisation as weights on differences: 2 / (max − min) per dimension.
+    """Yaseen et al. 2020's feature normalisation as weights on differences: 2 / (max − min) per
+    dimension.
 
     Mapping each feature to [-1, 1] with min/max over a data set scales every difference by
     2/(max − min); constant dimensions (range 0) keep weight 1.
@@ -149,21 +153,25 @@ class FeatureCollision(Attack):
     bases_per_target : int
         Poisons per target k (1 = the paper's one-shot kill; 50 for end-to-end training).
     target_class, base_class : int or None
-        Restrict targets to one class and/or force the base class (None: random, seed 000).
+        Restrict targets to one class and/or force the base class (None: random, Yaseen et al.
+        2020).
     base_selection : {"random", "closest"}
-        Random base images (seed 000) or the base-class images closest to the target in features.
+        Random base images (Yaseen et al. 2020) or the base-class images closest to the target in
+        features.
     watermark : float
         Opacity γ in [0, 1) of the target watermark (paper: up to 0.3 for end-to-end training).
     watermark_mode : {"blend", "additive"}
         "blend": base ← γ·t + (1−γ)·b before optimising (the paper); "additive": p ← clip(p + γ·t)
         after it (IBM ART). Perturbation sizes are always measured against the original base.
     normalize_features : bool
-        Seed 000's ``--normalize_feats``: feature differences are scaled to the [-1, 1] range the
+        Yaseen et al. 2020's ``--normalize_feats``: feature differences are scaled to the [-1, 1]
+        range the
         features span on the (clean) training set given to :meth:`poison`.
     beta0, beta_scaling, lr, pixel_scale, max_iter, decay, step_rule, objective, num_old_obj,
     check_every, stop_tol, obj_threshold, layer, batch_size :
         Optimisation settings, documented (with units) in
-        :class:`~poisonlab.attacks.collision_craft.CollisionSettings`; defaults are seed 000's.
+        :class:`~poisonlab.attacks.collision_craft.CollisionSettings`; defaults are Yaseen et al.
+        2020's.
     """
 
     name = "feature-collision"
@@ -271,7 +279,7 @@ class FeatureCollision(Attack):
             The pre-trained victim network (required); it is left unchanged.
         test : ImageDataset or None
             Where targets come from (the paper: test images); None takes them from ``train``
-            (seed 000, which poisons the test split it also draws targets from).
+            (Yaseen et al. 2020, which poisons the test split it also draws targets from).
         target_index, base_index : Tensor (T,) and Tensor (T, k), or None
             Explicit pairs (rows of the target pool and of ``train``) instead of random ones.
 

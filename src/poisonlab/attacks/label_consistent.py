@@ -1,22 +1,27 @@
-"""Label-consistent backdoor (Turner, Tsipras, Madry 2019, arXiv:1912.02771; seed 004 §3.1, §6.1.2).
+"""Label-consistent backdoor (Turner, Tsipras, Madry 2019, arXiv:1912.02771; Schulth et al. 2022
+§3.1, §6.1.2).
 
 Clean-label: the poisons are target-class training images that keep their true label.
 
 1. A surrogate model: the one given, or one trained on the clean data with the same recipe
    (:func:`poisonlab.train.recipes.default_recipe` for ``surrogate_arch``).
 2. Choose the poisons among the target class: round(p·n_target) images for ``target_rate`` p
-   (default 0.33, seed 004's main setting), or a ``rate`` of the whole set, or a ``count``.
+   (default 0.33, Schulth et al. 2022's main setting), or a ``rate`` of the whole set, or a
+   ``count``.
 3. Make them hard to learn from their content: L∞ PGD that *maximises* the surrogate's
    cross-entropy on their true label (:func:`poisonlab.attacks.pgd.pgd_maximize_loss`; seed
    defaults 5 steps of 0.015 with a real ε = 0.075 projection).
-4. Paste the trigger (seed 004's 3×3 yellow-green sticker by default, or Turner's checkerboard
+4. Paste the trigger (Schulth et al. 2022's 3×3 yellow-green sticker by default, or Turner's
+checkerboard
    at a reduced ``amplitude`` ∈ {32, 64, 128, 255}), labels unchanged. The poisons replace the
    chosen rows in place.
 
-At test time the trigger is applied at full amplitude to every non-target class (MASR, METHODS.md
-§8). Limits and assumptions: the surrogate is a standard (not adversarially trained) model, as in
-seed 004 (METHODS.md §10.6); the attack works only if the victim relies on the trigger for the
-hardened images, which is weaker when the victim's architecture or data differ from the surrogate's.
+At test time the trigger is applied at full amplitude to every non-target class (MASR,
+docs/methods.md#masr). Limits and assumptions: the surrogate is a standard (not adversarially
+trained) model, as in
+Schulth et al. 2022 (docs/methods.md#label-consistent); the attack works only if the victim
+relies on the trigger for the hardened images, which is weaker when the victim's architecture or
+data differ from the surrogate's.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ def train_surrogate(
     epochs: int | None = None,
     device: torch.device | str | None = None,
 ) -> Any:
-    """A ``arch`` softmax model trained on ``train`` with the default recipe (``epochs`` overrides)."""
+    """A ``arch`` softmax model trained on ``train`` with the default recipe (``epochs``
+    overrides)."""
     from poisonlab.models import ModelConfig, build_model
     from poisonlab.train import train_model
     from poisonlab.train.recipes import default_recipe
@@ -77,7 +83,7 @@ class LabelConsistent(BackdoorAttack):
     Parameters
     ----------
     target : int
-        The class the trigger should send every input to (seed 004: 5).
+        The class the trigger should send every input to (Schulth et al. 2022: 5).
     rate, target_rate, count : at most one
         Budget; default ``target_rate=0.33`` (round(0.33·n_target) poisons, in place).
     eps : float in (0, 1]
@@ -93,7 +99,8 @@ class LabelConsistent(BackdoorAttack):
     batch_size : int >= 1
         PGD batch size (memory only; the poisons do not depend on it).
     trigger, size, color, gray, position, offset, window, amplitude
-        The trigger (default the seed-004 yellow-green 3×3 sticker at random positions in a
+        The trigger (default the Schulth et al. 2022 yellow-green 3×3 sticker at random positions in
+        a
         centred 10×15 window). ``amplitude`` < 255 gives Turner's reduced-amplitude checkerboard
         on the training poisons; test-time triggers are always full amplitude.
     device : str or None

@@ -3,9 +3,10 @@
 x_{t+1} = Π(x_t + α·sign(∇_x CE(g(x_t), y))), where Π projects onto the intersection of the L∞
 ball of radius ε around the original image x_0 and the pixel box [0, 1]. Both sets are boxes, so
 the projection is exact: clamp to [max(0, x_0 - ε), min(1, x_0 + ε)] per pixel. There is no random
-start (Turner et al. and seed 004 start from the clean image). Seed 004's loop has no effective
+start (Turner et al. and Schulth et al. 2022 start from the clean image). Schulth et al. 2022's loop
+has no effective
 projection (its L2 ε = 300 never binds), so its bound is steps·α = 5·0.015 = 0.075 in L∞; here ε
-is a real, separate parameter (METHODS.md §4, §10.5).
+is a real, separate parameter (docs/methods.md#pgd-hardening).
 
 The model is used in eval mode (no dropout, batch-norm statistics frozen), its parameters get no
 gradients and its mode and ``requires_grad`` flags are restored afterwards. Each sample's ascent
@@ -115,11 +116,11 @@ def pgd_maximize_loss(
     labels : Tensor of shape (N,), int64
         The labels whose loss is increased (the images' own labels).
     eps : float in (0, 1]
-        L∞ radius on the [0, 1] pixel scale (seed 004's effective bound: 0.075).
+        L∞ radius on the [0, 1] pixel scale (Schulth et al. 2022's effective bound: 0.075).
     steps : int >= 0
-        Sign-gradient steps (seed 004: 5); 0 returns the images unchanged.
+        Sign-gradient steps (Schulth et al. 2022: 5); 0 returns the images unchanged.
     step_size : float in (0, 1]
-        α per step (seed 004: 0.015).
+        α per step (Schulth et al. 2022: 0.015).
     batch_size : int >= 1
         Images per forward/backward pass (the result does not depend on it).
         The computation runs where the model's parameters are (CUDA when the model is there).

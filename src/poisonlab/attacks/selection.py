@@ -1,15 +1,18 @@
-"""Poison budgets and the choice of poisoned samples: no replacement, an explicit generator, never shrunk.
+"""Poison budgets and the choice of poisoned samples: no replacement, an explicit generator, never
+shrunk.
 
 Three budget kinds, named so the reader knows what the fraction is of:
 
 - ``rate`` p: poisons form a fraction p of the training set the victim sees. Appended poisons:
-  round(p·n_s/(1-p)) per source class s when every class is a source (seed 002, METHODS.md §3);
+  round(p·n_s/(1-p)) per source class s when every class is a source (Subedar et al. 2019,
+  docs/methods.md#poison-budgets);
   in general each source class contributes its share n_s/N_src of p·N/(1-p). Poisons made in place:
   p·N in total, shared the same way.
 - ``target_rate`` p: poisons form a fraction p of the attacker-label class t (n_t counted before the
   attack). Poisons that join class t (appended, or relabelled into it): round(p·n_t/(1-p)) (seed
   004's standard attack); target-class images modified in place (clean-label): round(p·n_t)
-  (Turner et al., seed 004's label-consistent attack). Shared over the sources of t by size.
+  (Turner et al., Schulth et al. 2022's label-consistent attack). Shared over the sources of t by
+  size.
 - ``count`` c: exactly c poisons, shared over the source classes by size (largest remainder).
 
 Rounding is Python's ``round`` (half to even, as ``np.round`` in the seed code). A budget that
@@ -148,7 +151,8 @@ def poison_quotas(
 def choose_indices(
     labels: Tensor, quotas: Mapping[int, int], *, generator: torch.Generator, budget: object = ""
 ) -> Tensor:
-    """Indices of ``quotas[s]`` distinct samples of each class s, chosen uniformly with ``generator``.
+    """Indices of ``quotas[s]`` distinct samples of each class s, chosen uniformly with
+    ``generator``.
 
     Parameters
     ----------

@@ -10,15 +10,18 @@ Kinds (:class:`Trigger`):
 - ``pattern``: the BadNets MNIST four-pixel pattern as in ART's ``add_pattern_bd`` with distance
   d = 2: pixels (H-d, W-d), (H-d-1, W-d-1), (H-d, W-d-2), (H-d-2, W-d) set to the maximum value
   on all channels. Its 3×3 bounding box ends at (H-2, W-2), i.e. ``offset = d - 1 = 1``.
-  METHODS.md §3.
+  docs/methods.md#triggers.
 - ``square``: a solid s×s patch, by default the CIFAR-10 4×4 white square 1 px from the bottom
-  and right edges (METHODS.md §3, [choice]).
-- ``sticker``: a solid s×s patch, by default seed 004's 3×3 yellow-green RGB (245, 255, 0) at a
-  random position inside a 10×15 (rows × columns) window centred in the image (METHODS.md §4).
+  and right edges (docs/methods.md#triggers, [choice]).
+- ``sticker``: a solid s×s patch, by default Schulth et al. 2022's 3×3 yellow-green RGB (245, 255,
+0) at a
+  random position inside a 10×15 (rows × columns) window centred in the image
+  (docs/methods.md#triggers).
 - ``checkerboard``: Turner et al.'s 3×3 ± pattern (MadryLab ``poison_attack.py``), full amplitude
   (+ → 1, − → 0) or reduced amplitude amp/255 added (+) or subtracted (−) on all channels with
   clipping to [0, 1]. Its lower-right pixel sits ``offset`` px from the bottom/right edges
-  (Turner: 0; seed 004: 10). Test-time triggers use full amplitude (seed 004 §5.1).
+  (Turner: 0; Schulth et al. 2022: 10). Test-time triggers use full amplitude (Schulth et al. 2022
+  §5.1).
 
 Colours are RGB integers in 0..255. On 1-channel images a colour becomes its ITU-R BT.601
 luminance round(0.299 R + 0.587 G + 0.114 B), or the ``gray`` value when one is given, so every
@@ -59,7 +62,7 @@ PATTERN_MASK = torch.tensor([[0, 0, 1], [0, 1, 0], [1, 0, 1]], dtype=torch.bool)
 
 CHECKERBOARD_SIGNS = torch.tensor([[-1, -1, 1], [-1, 1, -1], [1, -1, 1]], dtype=torch.int8)
 """Turner's 3×3 sign mask in image orientation. By (row from the bottom, column from the right):
-row 0 = (+, −, +), row 1 = (−, +, −), row 2 = (+, −, −) (METHODS.md §4)."""
+row 0 = (+, −, +), row 1 = (−, +, −), row 2 = (+, −, −) (docs/methods.md#triggers)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +89,8 @@ class Stamp:
 
 
 def paste(images: Tensor, stamp: Stamp, rows: Tensor, cols: Tensor) -> Tensor:
-    """A copy of ``images`` (N, C, H, W) with ``stamp`` whose top-left pixel is at (rows[i], cols[i]).
+    """A copy of ``images`` (N, C, H, W) with ``stamp`` whose top-left pixel is at (rows[i],
+    cols[i]).
 
     ``rows`` and ``cols`` are int64 tensors of shape (N,). Only the masked pixels of each patch
     change; the dtype of ``images`` is kept. Raises ConfigError when a patch leaves the image.
@@ -205,12 +209,13 @@ class Trigger:
         ``window`` (default for sticker), drawn per image from the generator given to :meth:`apply`.
     offset : int >= 0
         Gap in pixels to the corner's edges (pattern 1 = ART distance 2, square 1,
-        checkerboard 0 = Turner; seed 004 uses 10). Only for corner positions.
+        checkerboard 0 = Turner; Schulth et al. 2022 uses 10). Only for corner positions.
     window : (rows, cols)
-        Centred window for random positions (default 10×15, seed 004). Only for ``random``.
+        Centred window for random positions (default 10×15, Schulth et al. 2022). Only for
+        ``random``.
     amplitude : int in [1, 255]
         Checkerboard amplitude on the 0..255 scale; 255 is full amplitude (+ → 1, − → 0),
-        smaller values are added/subtracted with clipping (seed 004: 32, 64, 128).
+        smaller values are added/subtracted with clipping (Schulth et al. 2022: 32, 64, 128).
     """
 
     kind: str = "pattern"
@@ -274,12 +279,14 @@ class Trigger:
         return self.size, self.size
 
     def to_params(self) -> dict[str, Any]:
-        """The resolved fields, named as the attack constructors take them (``kind`` → ``trigger``)."""
+        """The resolved fields, named as the attack constructors take them (``kind`` →
+        ``trigger``)."""
         params = asdict(self)
         return {"trigger": params.pop("kind"), **params}
 
     def stamp(self, channels: int, *, full_amplitude: bool = False) -> Stamp:
-        """The patch for ``channels``-channel images (full amplitude on request, e.g. at test time)."""
+        """The patch for ``channels``-channel images (full amplitude on request, e.g. at test
+        time)."""
         h, w = self.patch_shape
         if self.kind == "pattern":
             return Stamp(torch.ones(channels, 3, 3), PATTERN_MASK.clone())

@@ -4,8 +4,10 @@ Activation Clustering", arXiv:1811.03728).
 A backdoored model classifies a poisoned sample as its (wrong) label for a different reason than
 the genuine members of that label: the trigger. Its last-hidden-layer activations therefore form
 a separate mode inside the claimed class. Per claimed class: take the penultimate activations,
-reduce them to 10 dimensions (PCA by default, as ART and seed 004's text; FastICA as the paper and
-seed 004's code, see ``reduce``), split them with 2-means, and call a cluster poisoned by one of the rules in
+reduce them to 10 dimensions (PCA by default, as ART and Schulth et al. 2022's text; FastICA as the
+paper and
+Schulth et al. 2022's code, see ``reduce``), split them with 2-means, and call a cluster poisoned by
+one of the rules in
 :mod:`poisonlab.defenses.clustering`, optionally confirmed by **exclusionary reclassification**:
 
     retrain a fresh copy of the architecture on the data without the suspect clusters, classify
@@ -68,7 +70,8 @@ class ActivationClustering(TwoMeansDetector):
         Layer whose activations are clustered (conv maps average-pooled); None = the penultimate
         features ``body`` (the paper's "last hidden layer").
     reduce : {"pca", "fastica", "none"}, default "pca"
-        PCA (ART's default and seed 004's text). FastICA is the paper's and seed 004 code's choice;
+        PCA (ART's default and Schulth et al. 2022's text). FastICA is the paper's and Schulth et
+        al. 2022 code's choice;
         it whitens every component to unit variance, so the poison direction no longer dominates
         and k-means often splits along clean variation instead: on backdoored digits (20% of a
         class) it found 41% of the poisons where PCA found all, and it trails PCA on
@@ -135,7 +138,8 @@ class ActivationClustering(TwoMeansDetector):
     def _review(
         self, evidence: Evidence, suspects: dict[int, Tensor], report: dict[str, dict[str, Any]]
     ) -> dict[int, Tensor]:
-        """Exclusionary reclassification of the suspect clusters (when ``ex_re_threshold`` is set)."""
+        """Exclusionary reclassification of the suspect clusters (when ``ex_re_threshold`` is
+        set)."""
         if self.ex_re_threshold is None or not suspects:
             return suspects
         excluded = torch.zeros(len(evidence.data), dtype=torch.bool)

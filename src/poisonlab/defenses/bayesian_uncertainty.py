@@ -1,17 +1,21 @@
-"""Uncertainty detectors of seed 002: a MOPED Bayesian copy scored by BALD, and the DNN baseline.
+"""Uncertainty detectors of Subedar et al. 2019: a MOPED Bayesian copy scored by BALD, and the DNN
+baseline.
 
-Seed 002 (Subedar, Ahuja, Krishnan, Ndiour, Tickoo, "Deep Probabilistic Models to Detect Data
+Subedar et al. 2019 (Subedar, Ahuja, Krishnan, Ndiour, Tickoo, "Deep Probabilistic Models to Detect
+Data
 Poisoning Attacks", Intel Labs) turns the model trained on the suspect data into a mean-field
 Bayesian network (Flipout layers, MOPED priors; :mod:`poisonlab.models.bayesian`), fine-tunes it
 with the ELBO on the same data, and scores inputs by BALD, the mutual information between the
 prediction and the weights over T = 40 Monte-Carlo passes (:mod:`poisonlab.models.uncertainty`).
-Definitions and pitfalls: METHODS.md §6.
+Definitions and pitfalls: docs/methods.md#bnn.
 
 ``bnn`` scores every suspect sample with BALD (``score="bald"``, default) or the predictive
 entropy H(p̄) (``score="entropy"``); both come from the same passes, and the other one is in
 ``extras`` per sample, beside the MC accuracy against the claimed labels. ``dnn-uncertainty`` is
-the deterministic "DNN" row of seed 002's Tables 2–3, whose score the seed does not name:
-the softmax entropy (METHODS.md's choice, default) or 1 − max-softmax. Higher = more suspicious
+the deterministic "DNN" row of Subedar et al. 2019's Tables 2–3, whose score the paper does not
+name:
+the softmax entropy (poisonlab's choice, docs/methods.md#dnn-uncertainty; the default) or 1 −
+max-softmax. Higher = more suspicious
 for all of them.
 
 Rule (the seed flags nothing; it reports AUPR/AUROC only). With a clean held-out set, the scores
@@ -26,9 +30,11 @@ flags almost none of them (0% of the poisons and 0% of the clean samples on digi
 Fashion-MNIST at 10% BadNets); what BALD knows is in its ranking (AUROC 94 and 72 there). For
 recall, use a ``Contamination`` or a looser ``TargetFPR`` threshold.
 
-Limits and assumptions (seed 002's own conclusion): the BNN is fitted to the poisoned data, so a
+Limits and assumptions (Subedar et al. 2019's own conclusion): the BNN is fitted to the poisoned
+data, so a
 backdoor it has learned well is predicted confidently and consistently; BALD separates poisons
-only as far as they stay harder to fit than clean samples (seed 002: AUROC 83 on MNIST at 10%,
+only as far as they stay harder to fit than clean samples (Subedar et al. 2019: AUROC 83 on MNIST at
+10%,
 falling to chance at 50%). Cost: T forward passes of a network with Flipout layers (about twice a
 deterministic pass each) plus the fine-tuning epochs. The Bayesian copy and its passes are cached
 in the Evidence, so detectors with the same BNN settings share them; the caller's model is never
@@ -145,14 +151,14 @@ class _UncertaintyDetector(Detector):
 
 @register_detector("bnn")
 class BayesianUncertainty(_UncertaintyDetector):
-    """BALD of a MOPED mean-field Flipout copy of the model, ELBO-fine-tuned (seed 002).
+    """BALD of a MOPED mean-field Flipout copy of the model, ELBO-fine-tuned (Subedar et al. 2019).
 
     Parameters
     ----------
     score : {"bald", "entropy"}
-        BALD (mutual information, seed 002) or the predictive entropy H(p̄).
+        BALD (mutual information, Subedar et al. 2019) or the predictive entropy H(p̄).
     samples : int
-        T, Monte-Carlo passes per sample (seed 002: 40).
+        T, Monte-Carlo passes per sample (Subedar et al. 2019: 40).
     delta : float > 0
         MOPED δ, posterior σ = δ·|w_MLE| at the start (MOPED paper: 0.1).
     prior_sigma : float > 0
@@ -344,12 +350,12 @@ class BayesianUncertainty(_UncertaintyDetector):
 
 @register_detector("dnn-uncertainty")
 class DeterministicUncertainty(_UncertaintyDetector):
-    """Softmax uncertainty of the deterministic model: seed 002's "DNN" baseline.
+    """Softmax uncertainty of the deterministic model: Subedar et al. 2019's "DNN" baseline.
 
     Parameters
     ----------
     score : {"entropy", "max-softmax"}
-        Softmax entropy (METHODS.md's choice for the seed's unnamed score) or 1 − max_k p_k.
+        Softmax entropy (poisonlab's choice for the paper's unnamed score) or 1 − max_k p_k.
     rule_fpr, rule_fraction : float in (0, 1)
         The default rule (module docstring).
     threshold : Threshold, its text, or None (the rule above)

@@ -1,8 +1,9 @@
 """DeepFeatures: class-conditional Gaussians on several layers, fitted on clean held-out data.
 
-Seed 002 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks") after
+Subedar et al. 2019 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks")
+after
 Ahuja et al. 2019, "Probabilistic modeling of deep features for out-of-distribution and adversarial
-detection" (arXiv:1909.11786); definitions in METHODS.md §5.
+detection" (arXiv:1909.11786); definitions in docs/methods.md#deep-features.
 
 The model was trained on the suspect (possibly poisoned) data, but the densities are fitted on
 half of a **clean** held-out set, so they anchor what clean features look like. For each layer l
@@ -13,13 +14,15 @@ and fused into one suspicion score u(x) = −Σ_l z_l(x):
 * ``fusion="claimed"`` (default): m_l = LL_{l,y}, the likelihood under the claimed label y. A
   dirty-label backdoor sample keeps the features of its true class in the early layers while
   claiming another class, so its claimed-class likelihood is very low there.
-* ``fusion="max"``: m_l = max_c LL_lc, METHODS.md §5's label-free variant (an input unlike any
+* ``fusion="max"``: m_l = max_c LL_lc, docs/methods.md#deep-features's label-free variant (an input
+unlike any
   clean class is suspicious).
 
 ``claimed`` is the default because it separated poisons better on Fashion-MNIST with BadNets at
 10% all-to-all (cnn-small, 60,000 images: training-set AUROC 99.97% vs 98.08% for ``max``;
 every fusion × covariance pair is in bench/results/scan.md, from ``python -m bench scan``).
-Full covariance + εI (METHODS.md §5) stays the default: Ledoit–Wolf tied it there (99.97%) and
+Full covariance + εI (docs/methods.md#deep-features) stays the default: Ledoit–Wolf tied it there
+(99.97%) and
 was below it on a 6,000-image subset (99.32% vs 99.74%).
 
 Inductive: :meth:`~poisonlab.defenses.base.Detector.score_samples` scores new samples with the
@@ -190,7 +193,7 @@ def fit_deep_features(
 
 @register_detector("deep-features")
 class DeepFeatures(Detector):
-    """Per-layer class-conditional Gaussians fitted on clean held-out data (seed 002).
+    """Per-layer class-conditional Gaussians fitted on clean held-out data (Subedar et al. 2019).
 
     Parameters
     ----------
@@ -202,7 +205,7 @@ class DeepFeatures(Detector):
         Per-layer statistic: claimed-class log-likelihood, or the maximum over classes.
     fit_fraction : float in (0, 1)
         Part of the held-out set the densities are fitted on (stratified); the rest is the clean
-        reference (seed 002 fits on one half and evaluates on the other).
+        reference (Subedar et al. 2019 fits on one half and evaluates on the other).
     rule_fpr : float in (0, 1)
         The default rule flags scores above the (1 − rule_fpr) quantile of the reference scores.
     eps : float

@@ -1,6 +1,7 @@
 """Class-conditional Gaussian densities: fitting, Mahalanobis distances and log-likelihoods.
 
-The numerics behind DeepFeatures (seed 002; Ahuja et al. 2019, "Probabilistic modeling of deep
+The numerics behind DeepFeatures (Subedar et al. 2019; Ahuja et al. 2019, "Probabilistic modeling of
+deep
 features for out-of-distribution and adversarial detection", arXiv:1909.11786): one full-covariance
 Gaussian N(μ_c, Σ_c) per class, evaluated for every sample and every class at once.
 
@@ -9,7 +10,8 @@ Mahalanobis distance is ||L_c⁻¹(x − μ_c)||² (one batched triangular solve
 log|Σ_c| = 2 Σ log diag(L_c). Covariances are regularised because they are singular whenever a
 class has about as many samples as dimensions, or dead (always-zero) ReLU units:
 
-* ``full``: the unbiased sample covariance plus ε·I with ε = ``eps``·tr(Σ)/d (METHODS.md §5);
+* ``full``: the unbiased sample covariance plus ε·I with ε = ``eps``·tr(Σ)/d
+(docs/methods.md#deep-features);
 * ``ledoit-wolf``: scikit-learn's Ledoit–Wolf shrinkage towards a scaled identity, plus the same
   ε·I (it only matters when the shrinkage happens to be 0).
 

@@ -1,11 +1,13 @@
 """LGM likelihood filter: low p(f(x) | claimed class) under a Gaussian-mixture-trained model.
 
-Seed 000 (Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture
+Yaseen et al. 2020 (Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian
+Mixture
 Loss", Algorithm 1 step 5), on the Large-Margin Gaussian Mixture loss of Wan et al., CVPR 2018
-(arXiv:1803.02988); definitions in METHODS.md §2.
+(arXiv:1803.02988); definitions in docs/methods.md#lgm-likelihood.
 
 A model trained with the L-GM loss models its penultimate features as one Gaussian per class,
-N(μ_k, Σ_k) (identity covariance in seed 000). A clean-label feature-collision poison keeps its
+N(μ_k, Σ_k) (identity covariance in Yaseen et al. 2020). A clean-label feature-collision poison
+keeps its
 base label but has the features of a target from another class, so its claimed-class likelihood
 p(f(x) | y) is low. The score is s(x) = −log p(f(x) | y) (higher = more suspicious); the paper
 keeps a sample when p(f | y) > T and sweeps T for an ROC curve.
@@ -17,13 +19,14 @@ sample is flagged when its χ² p-value is below ``alpha`` (default 0.001): D² 
 * ``scale="robust"`` (default): s_y² = median{D² of the samples claiming y} / median(χ²_d), the
   model's covariance shape with each class's spread measured on the scanned data (the median
   holds while poisons are under half of a class). A trained LGM network does not give its
-  features the unit spread its loss assumes: seed-000's lgm-net on digits gives clean features a
+  features the unit spread its loss assumes: Yaseen et al. 2020's lgm-net on digits gives clean
+  features a
   per-class standard deviation of about 0.1–0.2, so the literal rule below flags no clean sample
   and no poison closer to its claimed mean than √13.8 ≈ 3.7, the distance between class means.
 * ``scale="model"``: s_y = 1, the χ² rule literally under the model's covariance.
 
 This is the paper's rule "keep if p(f | y) > T" with T the density at the critical distance; for
-``scale="model"`` in seed 000's un-normalised units (s = exp(−½ ||f − μ_y||²), identity
+``scale="model"`` in Yaseen et al. 2020's un-normalised units (s = exp(−½ ||f − μ_y||²), identity
 covariance) T = exp(−½ χ²_{d, 1−α}), reported as ``extras["seed_threshold_T"]``.
 
 The nominal false-positive rate α holds only for Gaussian features. Trained ones have heavier
@@ -133,7 +136,8 @@ def lgm_claimed_likelihood(evidence: Evidence, part: Part = "data") -> ClaimedLi
 
 @register_detector("lgm-likelihood")
 class LGMLikelihood(Detector):
-    """Seed 000's filter: score −log p(f(x) | y); flag when the χ² p-value is below ``alpha``.
+    """Yaseen et al. 2020's filter: score −log p(f(x) | y); flag when the χ² p-value is below
+    ``alpha``.
 
     Parameters
     ----------

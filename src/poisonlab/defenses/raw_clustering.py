@@ -1,13 +1,14 @@
-"""Raw-pixel clustering: the model-free baseline of seed 004 (Table 3, §6.2).
+"""Raw-pixel clustering: the model-free baseline of Schulth et al. 2022 (Table 3, §6.2).
 
 Per claimed class: flatten the images, reduce them with PCA or FastICA, split them with 2-means
 (k-means++), and call the smaller cluster poisoned. It asks whether the poisons are visible in the
-pixels at all, without a model; seed 004 reports about two-thirds accuracy on GTSRB with a 3×3
+pixels at all, without a model; Schulth et al. 2022 reports about two-thirds accuracy on GTSRB with
+a 3×3
 sticker at 33% (TPR 51.5% with PCA, 32.0% with FastICA), i.e. a small trigger barely moves the
 dominant pixel directions.
 
 The score is the separation score of :mod:`poisonlab.defenses.clustering`, so AUROC exists.
-Seed 004 does not give the number of components ("a few"); we use 10, as for Activation
+Schulth et al. 2022 does not give the number of components ("a few"); we use 10, as for Activation
 Clustering. Limits: pixel-space clusters follow pose, brightness and background long before a
 small trigger; expect this baseline to be weak except for large or bright triggers.
 """
@@ -28,7 +29,7 @@ class RawClustering(TwoMeansDetector):
     Parameters
     ----------
     reduce : {"pca", "fastica", "none"}, default "pca"
-        Seed 004 Table 3 reports both; PCA did better there.
+        Schulth et al. 2022 Table 3 reports both; PCA did better there.
     n_components, rule, size_threshold, silhouette_threshold, n_init, select, seed
         See :class:`~poisonlab.defenses.clustering.TwoMeansDetector`.
     threshold, classes

@@ -2,7 +2,7 @@
 
 The runner imports this module (``import poisonlab.experiments.tasks``) before it looks a cell's
 ``kind`` up: ``backdoor`` (seeds 002 and 004, :mod:`~poisonlab.experiments.tasks_backdoor`) and
-``feature-collision`` (seed 000, :mod:`~poisonlab.experiments.tasks_collision`).
+``feature-collision`` (Yaseen et al. 2020, :mod:`~poisonlab.experiments.tasks_collision`).
 """
 
 from __future__ import annotations

@@ -1,36 +1,44 @@
-"""Task ``backdoor``: a trigger backdoor against one model, then every listed defense (seeds 002, 004).
+"""Task ``backdoor``: a trigger backdoor against one model, then every listed defense (seeds 002,
+004).
 
 One cell, in order:
 
 1. the data split (:class:`~poisonlab.experiments.tasks_common.DataSpec`);
 2. the **clean model** (cached), for ``model.clean_accuracy`` and as the label-consistent attack's
-   surrogate (seed 004: "the same architecture and training recipe, on clean data");
+   surrogate (Schulth et al. 2022: "the same architecture and training recipe, on clean data");
 3. the **attack** ``[attack] name`` (``badnets``, ``label-consistent``) with its keyword
    parameters, seeded by ``derive_seed(seed, "attack")``. A zero budget (``rate``, ``target_rate``
-   or ``count`` = 0: the 0% column of seed 002 Table 1) is a clean cell: nothing is poisoned, the
+   or ``count`` = 0: the 0% column of Subedar et al. 2019 Table 1) is a clean cell: nothing is
+   poisoned, the
    victim is the clean model, and the trigger is still applied to the test set;
 4. the **victim** trained on the poisoned set (cached under the data, the attack's resolved
    parameters and seed, the model config and the recipe);
 5. attack metrics on the clean test split and its triggered copy (full-amplitude triggers);
 6. one :class:`~poisonlab.defenses.Evidence` (the poisoned training set, the victim, the clean
    held-out split) shared by every ``[[defenses]]`` entry, each scored with
-   :func:`~poisonlab.metrics.detection.evaluate_detection` over the samples it analysed (seed 004:
+   :func:`~poisonlab.metrics.detection.evaluate_detection` over the samples it analysed (Schulth et
+   al. 2022:
    give a defense ``classes = [target]`` for rates over the target class only);
-7. with ``[task] table1 = true``, seed 002's Table 1 and its held-out-set detection (below);
+7. with ``[task] table1 = true``, Subedar et al. 2019's Table 1 and its held-out-set detection
+(below);
 8. artifacts in ``cell_dir``: ``scores.npz``, ``examples.npz`` and, when a defense exposes its
-   most suspicious relevance maps (``extras["top_heatmaps"]``, Heatmap Clustering), ``heatmaps.npz``.
+   most suspicious relevance maps (``extras["top_heatmaps"]``, Heatmap Clustering),
+   ``heatmaps.npz``.
 
 Metrics (tasks_base naming): ``attack.clean_accuracy``, ``attack.asr`` (the triggered test set
-predicted as the attacker's labels), ``attack.masr`` (seed 004 §5.1, when the attack has one
+predicted as the attacker's labels), ``attack.masr`` (Schulth et al. 2022 §5.1, when the attack has
+one
 target), ``attack.n_poison``, ``attack.n_train``, ``model.clean_accuracy`` and ``model.asr`` (the
 clean model: the control), ``defense.<name>.<metric>`` (over the poisoned **training** set,
 positive = poison; also ``n_poison``, the poisons among the analysed samples).
 
-Seed 002 (``table1``): ``accuracy.<model>.<set>`` for model ∈ {dnn, df, bnn} and set ∈ {clean,
+Subedar et al. 2019 (``table1``): ``accuracy.<model>.<set>`` for model ∈ {dnn, df, bnn} and set ∈
+{clean,
 triggered} — the victim's accuracy, DeepFeatures' maximum-likelihood classification
 (``DeepFeaturesModel.classify`` with the densities the ``deep-features`` defense fitted on half of
 the held-out split), and the BNN's MC-averaged prediction (``backdoor_accuracy``); "triggered" is
-the fraction predicted as the backdoor label (y+1) mod K. Seed 002 also scores D_val^BD against
+the fraction predicted as the backdoor label (y+1) mod K. Subedar et al. 2019 also scores D_val^BD
+against
 clean validation data; ``val.<model>.auroc``, ``val.<model>.aupr`` and ``val.<model>.aupr_in``
 give that protocol: the clean test split (claimed = true labels) against its triggered copy
 (claimed = backdoor labels), scored by the victim's softmax entropy (dnn; or the listed
@@ -235,7 +243,9 @@ def run_backdoor(cell: CellSpec, context: TaskContext) -> dict[str, float | int]
     arrays["original_labels"] = as_array(poisoned.original_labels)
     if plan.table1:
         assert victim is not None
-        context.log("seed 002 Table 1: DNN / DF / BNN on the clean and triggered test split")
+        context.log(
+            "Subedar et al. 2019 Table 1: DNN / DF / BNN on the clean and triggered test split"
+        )
         table, val_arrays = _seed002(
             victim, evidence, list(plan.detectors), split.test, triggered, cell.seed, device
         )
@@ -329,7 +339,7 @@ def _seed002(
     seed: int,
     device: torch.device,
 ) -> tuple[dict[str, float | int], dict[str, np.ndarray]]:
-    """Seed 002's Table 1 accuracies and the held-out (D_val) detection protocol.
+    """Subedar et al. 2019's Table 1 accuracies and the held-out (D_val) detection protocol.
 
     The validation images are scored by the fitted detectors' public inductive API
     (:meth:`~poisonlab.defenses.base.Detector.score_samples`, DeepFeatures' ``predict`` and the

@@ -1,22 +1,27 @@
-"""Task ``feature-collision``: seed 000's CE-vs-LGM experiment with the likelihood filter.
+"""Task ``feature-collision``: Yaseen et al. 2020's CE-vs-LGM experiment with the likelihood filter.
 
-Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture Loss" (seed 000;
-METHODS.md §1.4, §2): a model pre-trained on D_C is fine-tuned by its victim on D_t = D_f ∪ D_p,
+Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture Loss" (Yaseen et
+al. 2020;
+docs/methods.md#lgm-paper-variant): a model pre-trained on D_C is fine-tuned by its victim on D_t =
+D_f ∪ D_p,
 where D_p are feature-collision poisons (Poison Frogs) crafted on D_f. The defence pre-trains with
 the LGM loss and keeps only the pairs (x, y) of D_t whose claimed-class likelihood p(f(x) | y) is
 high enough (:class:`~poisonlab.defenses.lgm_likelihood.LGMLikelihood`).
 
 One cell, in order:
 
-1. the split: D_C = the training part, D_f = the test part (seed 000: the MNIST train and test
+1. the split: D_C = the training part, D_f = the test part (Yaseen et al. 2020: the MNIST train and
+test
    sets), the held-out part measures clean accuracy;
 2. a **CE** and an **LGM** model of the same architecture (``[model] arch``, default ``lgm-net``,
-   seed 000's network with 2-d features), trained on D_C through the cache;
+   Yaseen et al. 2020's network with 2-d features), trained on D_C through the cache;
 3. the poisons, crafted on D_f with the **same (target, base) pairs** against both models:
-   seed 000's settings (:data:`~poisonlab.workflows.lgm_paper_collision.SEED000_SETTINGS`: 100
+   Yaseen et al. 2020's settings (:data:`~poisonlab.workflows.lgm_paper_collision.SEED000_SETTINGS`:
+   100
    poisons, β0 = 0.0083, 1000 iterations...) with any ``[attack]`` keyword of
    :class:`~poisonlab.attacks.feature_collision.FeatureCollision` overriding them, or only the
-   ``[attack]`` keywords with ``[task] preset = "none"``. Seed 000 draws the targets from D_f
+   ``[attack]`` keywords with ``[task] preset = "none"``. Yaseen et al. 2020 draws the targets from
+   D_f
    itself, so each target stays in D_t with its true label (``[task] drop_targets = true``
    removes them from the fine-tuning set);
 4. attack success = the fraction of targets predicted as their base class, after the victim
@@ -42,9 +47,10 @@ Metrics: ``attack.success_rate`` (CE model, no filter), ``attack.n_poison``, ``a
 for m ∈ {ce, lgm}; ``collision.lgm_larger_fraction`` (pairs whose LGM poison is larger);
 ``defense.<name>.<metric>`` over D_t (positive = poison, **clean = D_f**, the paper's text), with
 ``defense.<name>.success_with_filter``, ``clean_accuracy_with_filter``, ``n_poison_removed``,
-``n_clean_removed``, and ``defense.<name>.ce.<metric>`` the same for the CE model's set (``filter_ce``), and
+``n_clean_removed``, and ``defense.<name>.ce.<metric>`` the same for the CE model's set
+(``filter_ce``), and
 ``defense.<name>.auroc_train_clean`` (the same detector refitted on
-D_C ∪ poisons, **clean = D_C**, what seed 000's ROC code used; ``[task] auroc_on_train``).
+D_C ∪ poisons, **clean = D_C**, what Yaseen et al. 2020's ROC code used; ``[task] auroc_on_train``).
 
 Artifacts: ``features.npz`` (the LGM model's features of D_t with ``labels``, ``is_poison``,
 the class ``means``, the targets' features, true labels and base classes), ``scores.npz`` (per
@@ -166,7 +172,9 @@ def plan_collision(cell: CellSpec) -> CollisionPlan:
     except ConfigError as exc:
         raise ConfigError(f"[attack] feature-collision: {exc}") from None
     if attack.base_selection != "random":
-        raise ConfigError("seed 000 compares CE and LGM on the same random pairs: base_selection")
+        raise ConfigError(
+            "Yaseen et al. 2020 compares CE and LGM on the same random pairs: base_selection"
+        )
     overrides = {
         "epochs": task_option(task, "finetune_epochs", None, [POSITIVE_INT]),
         "lr": task_option(task, "finetune_lr", None, [POSITIVE]),
@@ -193,7 +201,7 @@ def plan_collision(cell: CellSpec) -> CollisionPlan:
 
 @register_task("feature-collision")
 def run_collision(cell: CellSpec, context: TaskContext) -> dict[str, float | int]:
-    """Run one seed-000 cell (module docstring) and return its flat metrics."""
+    """Run one Yaseen et al. 2020 cell (module docstring) and return its flat metrics."""
     plan = plan_collision(cell)
     device = pick_device(context.device)
     split = load_split(plan.data)
@@ -326,7 +334,7 @@ def _perturbation_metrics(crafted: Seed000Result) -> dict[str, float | int]:
 
 
 def _without_targets(poisoned: PoisonedDataset) -> PoisonedDataset:
-    """``poisoned`` without the rows of its targets (which seed 000 leaves in D_t)."""
+    """``poisoned`` without the rows of its targets (which Yaseen et al. 2020 leaves in D_t)."""
     keep = torch.ones(len(poisoned.dataset), dtype=torch.bool)
     keep[torch.as_tensor(poisoned.extras["target_index"], dtype=torch.long)] = False
     return PoisonedDataset(

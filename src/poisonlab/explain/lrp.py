@@ -3,7 +3,8 @@
 LRP (Bach et al. 2015, PLoS ONE 10(7): e0130140; Montavon et al. 2019, "Layer-Wise Relevance
 Propagation: An Overview") explains one logit g_c(x): relevance starts as R = g_c(x) on that logit
 (all others 0) and is redistributed layer by layer back to the pixels by per-layer rules that
-(approximately) conserve its sum. Heatmap Clustering (seed 004 §5.4, METHODS §7.4) sums the pixel
+(approximately) conserve its sum. Heatmap Clustering (Schulth et al. 2022 §5.4, docs/methods.md#lrp)
+sums the pixel
 relevance over colour channels into an (H, W) map per image.
 
 What this module adds to zennit (Anders et al., "Software for dataset-wide XAI: from local
@@ -13,7 +14,7 @@ explanations to global insights with Zennit, CoRelAy, and ViRelAy", arXiv:2106.1
   al. 2020's recommendation: flat on the input layer, z+ on convolutions, ε on dense layers),
   ``epsilon-gamma-box`` (zB on the input layer with the [0, 1] pixel box, γ on convolutions),
   ``epsilon-plus``, ``epsilon-alpha2-beta1``, ``epsilon-alpha2-beta1-flat`` (zennit's registry),
-  and ``epsilon``: LRP-ε on every linear layer, the uniform "e-rule" seed 004 used.
+  and ``epsilon``: LRP-ε on every linear layer, the uniform "e-rule" Schulth et al. 2022 used.
 - **Every input layer gets the input rule.** zennit's "first layer" is the first linear module in
   module order; inception-mini has four layers reading the image (its Inception branches), so the
   flat / zB rule would reach only one of them. We find all layers whose input *is* the image (one
@@ -30,7 +31,8 @@ explanations to global insights with Zennit, CoRelAy, and ViRelAy", arXiv:2106.1
   original tensors; we also set eval mode and ``requires_grad=False`` for the duration and restore
   every module's mode and every parameter's flag, and no gradient is written to ``.grad``.
 
-Relevance is explained for the predicted class (max logit, seed 004) or a given class per image
+Relevance is explained for the predicted class (max logit, Schulth et al. 2022) or a given class per
+image
 (e.g. the claimed training label), starting from the logit's value: LRP's definition. For
 max-normalised point clouds the scale is irrelevant, but the sign is not: an image whose explained
 logit is negative gets the heatmap of the evidence *against* that class.
@@ -192,7 +194,7 @@ def _composite(
     from zennit.types import Linear
 
     registry_name, input_rule = COMPOSITES[name]
-    if registry_name is None:  # uniform LRP-ε (seed 004's "e-rule")
+    if registry_name is None:  # uniform LRP-ε (Schulth et al. 2022's "e-rule")
         layer_map = [*composites.layer_map_base(stabilizer), (Linear, rules.Epsilon(epsilon))]
         base = composites.LayerMapComposite(layer_map=layer_map)
     else:
@@ -347,7 +349,7 @@ def lrp_heatmaps(
     stabilizer: float = 1e-6,
     batch_size: int = 128,
 ) -> Tensor:
-    """LRP heatmaps (relevance summed over colour channels), seed 004 §5.4.
+    """LRP heatmaps (relevance summed over colour channels), Schulth et al. 2022 §5.4.
 
     Parameters
     ----------
@@ -358,7 +360,7 @@ def lrp_heatmaps(
     labels : Tensor of shape (N,), int64, optional
         Claimed labels; required when ``explain="claimed"``.
     explain : {"predicted", "claimed"}
-        Explain the max-logit class (seed 004) or the claimed label.
+        Explain the max-logit class (Schulth et al. 2022) or the claimed label.
     composite, epsilon, gamma, stabilizer, batch_size
         See :func:`lrp_relevance`.
 

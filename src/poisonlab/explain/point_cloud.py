@@ -1,6 +1,7 @@
 """Relevance heatmaps as metric-measure spaces (point clouds) for Gromov–Wasserstein clustering.
 
-Heatmap Clustering (seed 004 §5.4–5.5, METHODS §7.5(a)) compares two images by where their
+Heatmap Clustering (Schulth et al. 2022 §5.4–5.5, docs/methods.md#point-clouds) compares two images
+by where their
 relevance lies and how it is spread, not by pixel values: each heatmap becomes a pair ``(C, p)``
 of pairwise pixel distances and relevance masses, restricted to the pixels that carry the top 99%
 of the relevance.  GW distances between such pairs are invariant to translation, rotation and

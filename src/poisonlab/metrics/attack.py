@@ -1,12 +1,15 @@
 """Attack metrics: clean accuracy, attack success rate (ASR), per-class ASR and MASR.
 
-Definitions (METHODS.md §8):
+Definitions (docs/methods.md#asr):
 
 - clean accuracy: fraction of clean test images predicted as their true label;
-- ASR: fraction of a triggered test set predicted as its attacker label (seed 002's "accuracy on
-  poisoned" for all-to-all; seed 004's triggered source-class images predicted as the target);
+- ASR: fraction of a triggered test set predicted as its attacker label (Subedar et al. 2019's
+"accuracy on
+  poisoned" for all-to-all; Schulth et al. 2022's triggered source-class images predicted as the
+  target);
 - per-class ASR: the same restricted to the images whose true class is c;
-- MASR (seed 004 §5.1): the unweighted mean of the per-class ASR over every class except the
+- MASR (Schulth et al. 2022 §5.1): the unweighted mean of the per-class ASR over every class except
+the
   target, on full-amplitude triggered test images.
 
 Every function takes the predicted labels, an int64 tensor of shape (N,) (a model's predictions:
@@ -58,7 +61,8 @@ def attack_success_rate(preds: Tensor, triggered: ImageDataset) -> float:
 def per_class_attack_success_rate(
     preds: Tensor, triggered: ImageDataset, source_labels: Tensor
 ) -> dict[int, float]:
-    """ASR per true class: {c: fraction of triggered class-c images predicted as their attacker label}.
+    """ASR per true class: {c: fraction of triggered class-c images predicted as their attacker
+    label}.
 
     ``source_labels`` (N,) holds each triggered image's true class; classes absent from it are
     absent from the result.

@@ -1,8 +1,9 @@
 """Detection metrics: how well a detector's scores and flags separate poisons from clean samples.
 
-Positive always means **poisoned** (METHODS.md §8). Everything is computed over the samples the
+Positive always means **poisoned** (docs/methods.md#detection-metrics). Everything is computed over
+the samples the
 detector analysed (``DetectionResult.analysed``); samples of classes it did not look at are left
-out, as in seed 004, whose ACC/TPR/TNR are computed over the analysed class only.
+out, as in Schulth et al. 2022, whose ACC/TPR/TNR are computed over the analysed class only.
 
 Definitions
 -----------
@@ -16,7 +17,7 @@ Definitions
 - AUPR is **average precision** (step-wise, not interpolated): AP = Σ_k (R_k − R_{k−1})·P_k over
   the distinct score thresholds taken from the highest down:
   ``sklearn.metrics.average_precision_score``. ``aupr_in`` is the same with clean samples as the
-  positive class and the scores negated (seed 002 does not state its positive class).
+  positive class and the scores negated (Subedar et al. 2019 does not state its positive class).
 - ROC and PR curves are ``sklearn.metrics.roc_curve`` (every threshold kept) and
   ``precision_recall_curve``.
 
@@ -70,7 +71,8 @@ class RocCurve:
 
 @dataclass(frozen=True)
 class PrCurve:
-    """Precision and recall for ``score >= thresholds[i]``, thresholds decreasing (recall rising)."""
+    """Precision and recall for ``score >= thresholds[i]``, thresholds decreasing (recall
+    rising)."""
 
     precision: np.ndarray
     recall: np.ndarray

@@ -1,4 +1,4 @@
-"""cnn-small: the seed-002 "SCNN" (2 conv + 2 dense), the Keras MNIST CNN shape."""
+"""cnn-small: the Subedar et al. 2019 "SCNN" (2 conv + 2 dense), the Keras MNIST CNN shape."""
 
 from __future__ import annotations
 

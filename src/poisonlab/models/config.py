@@ -53,9 +53,9 @@ class ModelConfig:
     feature_dim : int or None
         Width of the penultimate (feature) layer; None takes the architecture's default.
     lgm_alpha, lgm_lambda : float
-        LGM margin α and likelihood weight λ (seed 000: α = 1.0, λ = 0.1).
+        LGM margin α and likelihood weight λ (Yaseen et al. 2020: α = 1.0, λ = 0.1).
     lgm_covariance : {"identity", "diagonal"}
-        Class covariances of the LGM head; identity is the seed-000 choice.
+        Class covariances of the LGM head; identity is the Yaseen et al. 2020 choice.
     """
 
     arch: str

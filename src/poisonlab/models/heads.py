@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Bounds on the log-variance of the diagonal LGM head: without them the variances collapse and
-# the likelihood term runs to -inf (the pitfall METHODS.md §2.1 reports from the Gluon port).
+# the likelihood term runs to -inf (the pitfall docs/methods.md#lgm-loss reports from the Gluon
+# port).
 _LOG_VAR_MIN, _LOG_VAR_MAX = -4.0, 4.0
 
 

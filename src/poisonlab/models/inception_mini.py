@@ -1,4 +1,5 @@
-"""inception-mini: the seed-004 GTSRB network (one Inception-A module, about 1.1M parameters)."""
+"""inception-mini: the Schulth et al. 2022 GTSRB network (one Inception-A module, about 1.1M
+parameters)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""lgm-net: the seed-000 MNIST network (six 5×5 convolutions with PReLU, a 2-d feature layer)."""
+"""lgm-net: the Yaseen et al. 2020 MNIST network (six 5×5 convolutions with PReLU, a 2-d feature
+layer)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from poisonlab.models.registry import register_model
 @register_model("lgm-net")
 def lgm_net(config: ModelConfig) -> Network:
     """Three stages of [Conv5×5-PReLU-Conv5×5-PReLU-MaxPool2] with 32, 64, 128 channels, then
-    Flatten-PReLU-Linear to a 2-d feature (``feature_dim`` overrides it), as in seed 000 App. C.
+    Flatten-PReLU-Linear to a 2-d feature (``feature_dim`` overrides it), as in Yaseen et al. 2020
+    App. C.
 
     Inputs must be at least 8×8 (three 2×2 pools).
     """

@@ -1,6 +1,7 @@
 """Uncertainty of Monte-Carlo predictions: entropy, BALD (mutual information), MC accuracy.
 
-Seed 002 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks", App. A.1,
+Subedar et al. 2019 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks",
+App. A.1,
 eq. 1–3) scores inputs with BALD (Houlsby et al. 2011, arXiv:1112.5745): for T posterior samples
 p_t = softmax(g_t(x)) and their mean p̄ = (1/T) Σ_t p_t,
 
@@ -9,7 +10,8 @@ p_t = softmax(g_t(x)) and their mean p̄ = (1/T) Σ_t p_t,
     expected entropy   = (1/T) Σ_t H(p_t)                   (aleatoric part)
     BALD               = H(p̄) − (1/T) Σ_t H(p_t)            (epistemic part, ≥ 0)
 
-The 1e-15 inside the logarithm is METHODS.md §6's (and bayesian-torch's ``utils.util.entropy``),
+The 1e-15 inside the logarithm is docs/methods.md#bald's (and bayesian-torch's
+``utils.util.entropy``),
 so p = 0 contributes 0 instead of NaN. The map p ↦ −p log(p + 1e-15) is still concave, so BALD is
 non-negative up to rounding; it is 0 exactly when every pass gives the same distribution.
 
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor
 
 LOG_EPS = 1e-15
-"""Added inside the logarithm of every entropy (seed 002 / bayesian-torch convention)."""
+"""Added inside the logarithm of every entropy (Subedar et al. 2019 / bayesian-torch convention)."""
 
 
 def _check_mc(mc_probs: Tensor) -> None:
@@ -57,7 +59,7 @@ def entropy(probs: Tensor, eps: float = LOG_EPS) -> Tensor:
 
 
 def predictive_entropy(mc_probs: Tensor) -> Tensor:
-    """H(p̄), the entropy of the mean of T Monte-Carlo predictions (seed 002 eq. 3).
+    """H(p̄), the entropy of the mean of T Monte-Carlo predictions (Subedar et al. 2019 eq. 3).
 
     Parameters
     ----------
@@ -87,7 +89,7 @@ def expected_entropy(mc_probs: Tensor) -> Tensor:
 
 
 def mutual_information(mc_probs: Tensor) -> Tensor:
-    """BALD = H(p̄) − (1/T) Σ_t H(p_t) (seed 002 eq. 2; Houlsby et al. 2011).
+    """BALD = H(p̄) − (1/T) Σ_t H(p_t) (Subedar et al. 2019 eq. 2; Houlsby et al. 2011).
 
     The mutual information between the prediction and the weights: high when the passes disagree
     with each other while each is confident, 0 when they all agree.
@@ -123,7 +125,8 @@ def max_softmax(probs: Tensor) -> Tensor:
 
 
 def mc_predictions(mc_probs: Tensor) -> Tensor:
-    """argmax_k p̄_k, the Monte-Carlo-averaged prediction (seed 002 eq. 1), int64 (N,)."""
+    """argmax_k p̄_k, the Monte-Carlo-averaged prediction (Subedar et al. 2019 eq. 1), int64
+    (N,)."""
     _check_mc(mc_probs)
     return mc_probs.double().mean(0).argmax(-1)
 
@@ -131,7 +134,7 @@ def mc_predictions(mc_probs: Tensor) -> Tensor:
 def mc_accuracy(mc_probs: Tensor, labels: Tensor) -> float:
     """Fraction of samples whose MC-averaged prediction equals ``labels``.
 
-    With the attacker's labels of a triggered set this is seed 002 Table 1's "accuracy on
+    With the attacker's labels of a triggered set this is Subedar et al. 2019 Table 1's "accuracy on
     poisoned" (the attack success rate); with true labels, the clean accuracy.
 
     Parameters

@@ -37,7 +37,8 @@ from poisonlab.reports.tables import (
 )
 
 STAND_INS = {"digits": "mnist", "fashion-mnist": "mnist", "mnist": "mnist", "cifar10": "cifar10"}
-"""Our data sets → the paper data set they stand in for (seed 002 has MNIST and CIFAR-10)."""
+"""Our data sets → the paper data set they stand in for (Subedar et al. 2019 has MNIST and
+CIFAR-10)."""
 DATA_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR10", "gtsrb": "GTSRB"}
 
 
@@ -104,7 +105,8 @@ def paper_style_table(
 
     One display row per published row and per data set of ours that stands in for its data set
     (and per experiment when several fill it); the published row alone, with empty ``ours``,
-    when nothing does. A ``spread`` row (seed 004 Table 5) becomes two rows: our std and our
+    when nothing does. A ``spread`` row (Schulth et al. 2022 Table 5) becomes two rows: our std and
+    our
     variance (%²), each beside the published σ².
     """
     table = paper_table(table) if isinstance(table, str) else table

@@ -19,7 +19,8 @@ report page built from their artifacts, so the demo exercises exactly the code o
    LGM model, ``filter_ce``).
 
 Why these settings (measured on this machine, see the bench and the issue that chose them): the
-2-d features of seed 000's ``lgm-net`` leave one poison no room to move a retrained last layer
+2-d features of Yaseen et al. 2020's ``lgm-net`` leave one poison no room to move a retrained last
+layer
 (0–2% success), whereas ``cnn-small``'s 128-d features do; retraining per target keeps the
 targets from interfering (85–100% success over six pair draws, against 60–90% when twenty
 poisons share one retraining); targets are dropped from the fine-tuning set (they would sit there
@@ -83,7 +84,8 @@ class DemoSettings:
         Forward-backward steps per feature-collision poison.
     craft_beta : float
         Weight β of the poisons' pixel penalty on [0, 1] pixels (no dimension scaling): the
-        bench's setting (96% transfer success on 50 pairs). Seed 000's β0 = 0.0083 with its
+        bench's setting (96% transfer success on 50 pairs). Yaseen et al. 2020's β0 = 0.0083 with
+        its
         (2048 / pixels)² factor becomes 34 on 8×8 digits and pins every poison to its base.
     craft_lr : float
         Initial step size λ of the crafting on [0, 1] pixels.

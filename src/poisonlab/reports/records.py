@@ -6,7 +6,8 @@ holds exactly that, so table code is tested on hand-made records and reads the r
 store (``RUNS/results.sqlite``) through :func:`load_records` alone.
 
 Parameter paths: ``attack.rate`` is ``params["attack"]["rate"]``; ``defenses.<name>.<key>`` is
-keyword ``<key>`` of the entry named ``<name>`` in the ``defenses`` list (seed 004 Table 3 selects
+keyword ``<key>`` of the entry named ``<name>`` in the ``defenses`` list (Schulth et al. 2022 Table
+3 selects
 ``defenses.raw-clustering.reduce``); a top-level key (``seed``) is its own path.
 """
 
@@ -69,7 +70,8 @@ class CellRecord:
     def paper_table(self) -> str | None:
         """The published table this cell's experiment reproduces, or None.
 
-        A ``[paper] table`` naming no transcribed table (seed 000 publishes plots, not tables)
+        A ``[paper] table`` naming no transcribed table (Yaseen et al. 2020 publishes plots, not
+        tables)
         counts as none, so such experiments get the generic tables instead of an error.
         """
         name = self._paper("table")

@@ -4,7 +4,7 @@ A cell leaves optional artifacts (:mod:`poisonlab.experiments.tasks_base`); each
 
 - ``scores.npz`` → ROC and PR curves per defense, clean-vs-poison score histograms and a detection
   table recomputed from the same arrays (``is_poison``, ``score__<d>``, ``flagged__<d>``,
-  ``analysed__<d>``); with ``val_is_triggered`` / ``val_score__<m>`` (seed 002's held-out
+  ``analysed__<d>``); with ``val_is_triggered`` / ``val_score__<m>`` (Subedar et al. 2019's held-out
   protocol) a second pair of curves;
 - ``features.npz`` → the 2-d feature scatter (``features``, ``labels``, ``is_poison``, optional
   class ``means`` and ``target_features``);
@@ -134,7 +134,7 @@ def score_sections(page: Page, arrays: Mapping[str, np.ndarray], where: str, lev
             f"{where}Held-out protocol (clean test vs triggered test)",
             figure(
                 plots.curves_png(val, val_truth.astype(bool)),
-                "seed 002 D_val^BD: positive = triggered test image",
+                "Subedar et al. 2019 D_val^BD: positive = triggered test image",
             ),
             level=level,
         )

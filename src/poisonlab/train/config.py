@@ -49,7 +49,8 @@ class TrainConfig:
         SGD momentum (ignored by Adam).
     weight_decay : float
     head_lr : float or None
-        Separate learning rate for the head's parameters (the LGM class means; seed 000 uses 1e-3
+        Separate learning rate for the head's parameters (the LGM class means; Yaseen et al. 2020
+        uses 1e-3
         with a backbone lr of 5e-4). None uses ``lr``.
     val_fraction : float
         Fraction of the training data held out (stratified) to measure validation loss; 0 disables.

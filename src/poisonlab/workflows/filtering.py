@@ -1,4 +1,5 @@
-"""Seed 000's full defence loop: filter the fine-tuning set, fine-tune, and re-measure the attack.
+"""Yaseen et al. 2020's full defence loop: filter the fine-tuning set, fine-tune, and re-measure the
+attack.
 
 Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture Loss", Algorithm
 1: a model F_LGM is pre-trained (on D_C) with the L-GM loss; the victim downloads a fine-tuning
@@ -7,7 +8,8 @@ fine-tunes on D_w. :func:`filter_and_finetune` runs this on a :class:`PoisonedDa
 carries the ground truth) and measures the attack three times from the same pre-trained weights:
 before fine-tuning, after fine-tuning on all of D_t (no defence) and after fine-tuning on D_w.
 
-Attack success is the attack's own measure (METHODS.md §8): for feature collision the fraction of
+Attack success is the attack's own measure (docs/methods.md#metrics): for feature collision the
+fraction of
 targets predicted as their base class; for backdoors the accuracy on the triggered test set
 labelled with the attacker's classes (the ASR).
 
@@ -18,13 +20,14 @@ plus that target's own poisons, so the targets do not interfere and a target who
 filtered out is retrained on clean data only
 (:func:`~poisonlab.workflows.collision_eval.evaluate_transfer` with the filter's ``keep`` mask).
 
-The model that scores the set (``scorer``) may differ from the one fine-tuned: in seed 000's
+The model that scores the set (``scorer``) may differ from the one fine-tuned: in Yaseen et al.
+2020's
 Algorithm 1 the victim downloads F_LGM to filter D_t and then fine-tunes "his model f′(x)", which
 can be, e.g., a cross-entropy network the poisons were crafted against.
 
 Detection quality (AUROC, ROC points) is computed with poison as the positive class over D_t:
 "clean" means the clean part of the filtered set itself, D_f (the paper's text; its ROC code used
-the 60k MNIST training set instead, METHODS.md §2.3).
+the 60k MNIST training set instead, docs/methods.md#filter-and-fine-tune-loop).
 
 The caller's model is never altered: every step works on deep copies, and the pre-trained
 weights are restored for each fine-tuning run. Any registered detector can replace the LGM
@@ -88,7 +91,7 @@ class FilterReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def clean_positive_roc(self) -> tuple[np.ndarray, np.ndarray]:
-        """Seed 000's ROC: clean is positive and scored by the likelihood p(f | y).
+        """Yaseen et al. 2020's ROC: clean is positive and scored by the likelihood p(f | y).
 
         Returns (false-positive rate, true-positive rate) over the same cuts as ``metrics.roc``
         (poison positive, scored by −log p): a cut keeps clean samples at rate 1 − FPR and

@@ -1,8 +1,10 @@
-"""Seed 000's poisoning setting, ready-made: 100 feature-collision poisons against a CE and an LGM model.
+"""Yaseen et al. 2020's poisoning setting, ready-made: 100 feature-collision poisons against a CE
+and an LGM model.
 
 Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture Loss" (seed
 000), code muneebaadil/likelihoods-for-poison ``code/poisoning.py`` and ``code/scripts.sh``
-(METHODS.md §1.4): the poisons are crafted on the test split (the fine-tuning set D_f), which
+(docs/methods.md#lgm-paper-variant): the poisons are crafted on the test split (the fine-tuning set
+D_f), which
 also supplies the random targets and bases; β0 = 0.0083 with the (2048/D_in)² scaling on the
 [-1, 1] pixel scale, λ = 3.825e7, 1000 iterations, the every-iteration step rule, stop when the
 objective falls below 1e-4, and features min-max normalised to [-1, 1] over that split
@@ -39,7 +41,7 @@ SEED000_SETTINGS: dict[str, Any] = {
     "step_rule": "every-iteration",
     "obj_threshold": 1e-4,
 }
-"""Seed 000's hyper-parameters as FeatureCollision keyword arguments."""
+"""Yaseen et al. 2020's hyper-parameters as FeatureCollision keyword arguments."""
 
 
 def _relative_size(poisons: torch.Tensor, bases: torch.Tensor) -> float:
@@ -50,7 +52,8 @@ def _relative_size(poisons: torch.Tensor, bases: torch.Tensor) -> float:
 
 
 def seed000_attack(**overrides: Any) -> FeatureCollision:
-    """A FeatureCollision configured as seed 000, with any keyword overridden (e.g. max_iter)."""
+    """A FeatureCollision configured as Yaseen et al. 2020, with any keyword overridden (e.g.
+    max_iter)."""
     return FeatureCollision(**{**SEED000_SETTINGS, **overrides})
 
 
@@ -95,18 +98,20 @@ def run_seed000(
     generator: torch.Generator,
     **overrides: Any,
 ) -> Seed000Result:
-    """Craft seed 000's poisons on ``data`` (the test split) against both models, same pairs.
+    """Craft Yaseen et al. 2020's poisons on ``data`` (the test split) against both models, same
+    pairs.
 
     Parameters
     ----------
     ce_model, lgm_model : nn.Module
-        The cross-entropy and the LGM-trained network (seed 000: the same architecture).
+        The cross-entropy and the LGM-trained network (Yaseen et al. 2020: the same architecture).
     data : ImageDataset
-        The split that is poisoned and supplies targets and bases (seed 000: the test split).
+        The split that is poisoned and supplies targets and bases (Yaseen et al. 2020: the test
+        split).
     generator : torch.Generator
         Draws the pairs.
     **overrides
-        FeatureCollision keywords replacing seed 000's values (e.g. ``num_targets=20``).
+        FeatureCollision keywords replacing Yaseen et al. 2020's values (e.g. ``num_targets=20``).
     """
     attack = seed000_attack(**overrides)
     return craft_on_same_pairs(attack, ce_model, lgm_model, data, generator=generator)
