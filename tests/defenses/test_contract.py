@@ -244,10 +244,6 @@ def test_model_left_unchanged(name: str, variant: str, params: dict[str, Any]) -
     assert not torch.nn.modules.module._global_forward_hooks
 
 
-# Evidence still calls model.to(device) / model.head.to(device) on the caller's model; the fix is
-# being made in defenses/evidence.py on another branch (issue 10 item 1). Strict: remove this mark
-# when that lands, or the suite fails.
-@pytest.mark.xfail(strict=True, reason="Evidence moves the caller's model in place (issue 10)")
 @pytest.mark.parametrize(("name", "variant", "params"), VARIANTS)
 def test_model_is_not_moved_in_place(name: str, variant: str, params: dict[str, Any]) -> None:
     """Neither the Evidence nor the detector calls .to()/.cuda()/.float() on the caller's model."""

@@ -14,6 +14,7 @@ import re
 #: Python parameter → command-line option, where the option is not simply ``--name-with-dashes``.
 OPTIONS: dict[str, str] = {
     "evaluate=False": "--no-eval",
+    "head=lgm": "--loss lgm",
     "overrides": "--set",
 }
 #: Parameters that are options of some command (translated as ``--name-with-dashes``).

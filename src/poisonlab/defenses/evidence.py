@@ -160,7 +160,7 @@ class Evidence:
             model = self.require_model()
             if not model.is_lgm:
                 raise ConfigError(
-                    "this defense needs a model trained with the LGM loss (--loss lgm)"
+                    "this defense needs a model trained with the LGM loss (`head=lgm`)"
                 )
             head = model.head  # on self.device with the rest of the model
             with torch.no_grad():
