@@ -243,7 +243,7 @@ def test_force_starts_over_and_a_demo_folder_is_resumed(tmp_path):
 
 def test_an_interrupted_forced_demo_keeps_the_earlier_one(quick_demo, monkeypatch):
     """--force used to delete the demo folder first; Ctrl-C then left nothing."""
-    import poisonlab.workflows.demo
+    import poisonlab.reports.demo
 
     out, first = quick_demo
     assert first.exit_code == 0, first.output
@@ -254,7 +254,7 @@ def test_an_interrupted_forced_demo_keeps_the_earlier_one(quick_demo, monkeypatc
         (folder / "runs" / "half.txt").write_text("half done")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(poisonlab.workflows.demo, "run_demo", interrupted_tour)
+    monkeypatch.setattr(poisonlab.reports.demo, "run_demo", interrupted_tour)
     result = runner.invoke(app, ["demo", "--out", str(out), "--force", "--quiet"])
     assert result.exit_code == 130
     text = " ".join(result.output.split())

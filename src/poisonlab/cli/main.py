@@ -33,6 +33,7 @@ class Typer(typer.Typer):
     """typer.Typer whose commands' help is their docstring through :func:`unwrap_help`."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        """typer's ``command`` decorator, with the help text unwrapped."""
         register = super().command(*args, **kwargs)
 
         def decorator(function: F) -> F:
