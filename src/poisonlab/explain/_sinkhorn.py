@@ -32,6 +32,7 @@ Sinkhorn–Knopp algorithm for regularized optimal transport", arXiv:1711.01851,
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import Tensor
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 #: Over-relaxation factor between checks (1 = plain Sinkhorn–Knopp).
 OMEGA = 1.5
+
+#: Cost callers may put on padded entries instead of passing a mask: ``exp(-PAD_COST / ε)`` is 0
+#: in float32 and float64 for every ε below 1e3.
+PAD_COST = 1e6
 
 
 def initial_potentials(a: Tensor, b: Tensor, M: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,27 +72,60 @@ class _State:
 
     names = ("todo", "active", "a", "b", "M", "f", "g", "pad_a", "pad_b", "K", "u", "v", "ktu")
 
-    def __init__(self, a: Tensor, b: Tensor, M: Tensor, f: Tensor, g: Tensor, eps: float) -> None:
+    def __init__(
+        self,
+        a: Tensor,
+        b: Tensor,
+        M: Tensor,
+        f: Tensor,
+        g: Tensor,
+        eps: float,
+        pad: Tensor | None,
+        warm: bool,
+    ) -> None:
         self.todo = torch.arange(M.shape[0], device=M.device)
         self.active = torch.ones(M.shape[0], dtype=torch.bool, device=M.device)
         self.a, self.b, self.M, self.f, self.g, self.eps = a, b, M, f, g, eps
         self.pad_a, self.pad_b = (a <= 0).to(a.dtype), (b <= 0).to(b.dtype)
-        self.reset()
+        self.pad = pad
+        self.reset(check=warm)
 
-    def reset(self) -> None:
-        self.K = _kernel(self.f, self.g, self.M, self.eps, self.pad_a, self.pad_b)
+    def reset(self, check: bool = False) -> None:
+        """Kernel of the current potentials, scalings 1; with ``check``, a kernel entry above
+        the stabilisation bound (warm potentials from a different cost can be far off) first
+        triggers :meth:`log_sweep`."""
+        logk = _log_kernel(self.f, self.g, self.M, self.eps, self.pad)
+        if check and float(logk.amax()) > math.log(_big(self.M.dtype)):
+            self.log_sweep()
+            return
+        self.K = logk.exp_()
         self.u, self.v = 1.0 - self.pad_a, 1.0 - self.pad_b
         self.ktu = torch.bmm(self.u.unsqueeze(1), self.K).squeeze(1)
+
+    def log_sweep(self) -> None:
+        """One Sinkhorn sweep on the potentials in the log domain, then :meth:`reset`.
+
+        Always finite: afterwards every column of the plan ``exp((f ⊕ g - M) / ε)`` sums to its
+        marginal exactly, so no kernel entry exceeds 1.  Used when the kernel form would
+        overflow or underflow (far-off warm starts, very small ε in float32).
+        """
+        logk = _log_kernel(self.f, self.g, self.M, self.eps, self.pad)
+        f = self.f + self.eps * (_log0(self.a) - torch.logsumexp(logk, dim=2))
+        self.f = torch.where(self.a > 0, f, 0.0)
+        logk = _log_kernel(self.f, self.g, self.M, self.eps, self.pad)
+        g = self.g + self.eps * (_log0(self.b) - torch.logsumexp(logk, dim=1))
+        self.g = torch.where(self.b > 0, g, 0.0)
+        self.reset()
 
     def sweep(self, omega: float, relax_rows: bool) -> None:
         v = self.b / (self.ktu + self.pad_b)
         if omega != 1.0:
-            v = (self.v + self.pad_b) ** (1.0 - omega) * (v + self.pad_b) ** omega - self.pad_b
+            v = _relax(self.v, v, self.pad_b, omega)
         self.v = v
         kv = torch.bmm(v.unsqueeze(1), self.K.transpose(1, 2)).squeeze(1)
         u = self.a / (kv + self.pad_a)
         if omega != 1.0 and relax_rows:
-            u = (self.u + self.pad_a) ** (1.0 - omega) * (u + self.pad_a) ** omega - self.pad_a
+            u = _relax(self.u, u, self.pad_a, omega)
         self.u = u
         self.ktu = torch.bmm(u.unsqueeze(1), self.K).squeeze(1)
 
@@ -105,12 +143,41 @@ class _State:
     def keep(self, sel: Tensor) -> None:
         for name in self.names:
             setattr(self, name, getattr(self, name)[sel])
+        if self.pad is not None:
+            self.pad = self.pad[sel]
 
 
-def _kernel(f: Tensor, g: Tensor, M: Tensor, eps: float, pad_a: Tensor, pad_b: Tensor) -> Tensor:
-    logk = torch.add(f.unsqueeze(2), g.unsqueeze(1)).sub_(M).div_(eps)
-    pad = (pad_a.unsqueeze(2) + pad_b.unsqueeze(1)) > 0
-    return logk.masked_fill_(pad, -torch.inf).exp_()
+def _relax(old: Tensor, new: Tensor, pad: Tensor, omega: float) -> Tensor:
+    """Over-relaxed scaling ``old^(1-ω) new^ω`` (0 on padding, where ``new`` is 0)."""
+    if omega == 1.5:  # new·sqrt(new/old): two cheap ops instead of two powers
+        return new * torch.sqrt(new / (old + pad))
+    return (old + pad) ** (1.0 - omega) * (new + pad) ** omega - pad
+
+
+def padding_mask(a: Tensor, b: Tensor) -> Tensor | None:
+    """Bool (B, n, m) mask of the padded entries of a batch of plans, None without padding."""
+    row, col = a <= 0, b <= 0
+    if not bool(row.any() or col.any()):
+        return None
+    return row.unsqueeze(2) | col.unsqueeze(1)
+
+
+def _log_kernel(f: Tensor, g: Tensor, M: Tensor, eps: float, pad: Tensor | None) -> Tensor:
+    """``(f ⊕ g - M) / ε``, -inf where ``pad`` is set."""
+    logk = torch.add(f.unsqueeze(2), g.unsqueeze(1)).sub_(M).mul_(1.0 / eps)
+    if pad is not None:
+        logk.masked_fill_(pad, -torch.inf)
+    return logk
+
+
+def _kernel(f: Tensor, g: Tensor, M: Tensor, eps: float, pad: Tensor | None) -> Tensor:
+    """``exp((f ⊕ g - M) / ε)``, 0 where ``pad`` is set (or where ``M`` is :data:`PAD_COST`)."""
+    return _log_kernel(f, g, M, eps, pad).exp_()
+
+
+def _big(dtype: torch.dtype) -> float:
+    """Bound on the scalings before they are absorbed: the fourth root of the largest float."""
+    return float(torch.finfo(dtype).max) ** 0.25
 
 
 def sinkhorn(
@@ -124,6 +191,7 @@ def sinkhorn(
     max_iter: int = 1000,
     tol: float | Tensor = 1e-9,
     check_every: int = 10,
+    padded_cost: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batched entropic OT with POT ``sinkhorn_knopp``'s stopping rule (see the module docstring).
 
@@ -145,6 +213,10 @@ def sinkhorn(
         Sweeps between checks after the first 10, which are all checked.  POT checks sweeps
         1, 11, 21, ...; the extra early checks stop at the first plan within ``tol`` instead of
         up to 9 sweeps later, a difference below ``tol`` itself.
+    padded_cost : bool
+        The caller has set ``M`` to at least :data:`PAD_COST` on padded entries (rows where
+        ``a`` is 0, columns where ``b`` is 0), so their kernel underflows to 0 by itself and no
+        mask is built (:func:`~poisonlab.explain.gromov.entropic_gw` does this at no cost).
 
     Returns
     -------
@@ -156,13 +228,15 @@ def sinkhorn(
         Sweeps run per problem; ``max_iter`` where ``tol`` was not reached.
     """
     batch = M.shape[0]
+    warm = f is not None and g is not None
     if f is None or g is None:
         f, g = initial_potentials(a, b, M)
     tols = torch.as_tensor(tol, dtype=M.dtype, device=M.device).expand(batch)
     f_out, g_out = torch.zeros_like(f), torch.zeros_like(g)
     n_sweeps = torch.full((batch,), max_iter, dtype=torch.int64, device=M.device)
-    st = _State(a, b, M, f, g, epsilon)
-    big = torch.finfo(M.dtype).max ** 0.25
+    pad = None if padded_cost else padding_mask(a, b)
+    st = _State(a, b, M, f, g, epsilon, pad, warm)
+    big = _big(M.dtype)
     omega, last_err, fresh = OMEGA, torch.inf, True
     saved = (st.u, st.v)
 
@@ -183,11 +257,15 @@ def sinkhorn(
         err = torch.linalg.vector_norm(st.v * st.ktu - st.b, dim=1)
         err = torch.where(st.active, err, 0.0)
         done = st.active & (err < tols[st.todo])
-        flags = [err.isfinite().all(), done.any(), st.active.sum() - done.sum(), err.max()]
-        finite, any_done, n_active, worst = torch.stack(flags).tolist()  # one host sync
+        ends = [st.u.amax(), st.v.amax(), -(st.u + st.pad_a).amin(), -(st.v + st.pad_b).amin()]
+        flags = [err.isfinite().all(), done.any(), st.active.sum() - done.sum(), err.max(), *ends]
+        finite, any_done, n_active, worst, *bounds = torch.stack(flags).tolist()  # one sync
         if not finite:
-            st.u, st.v = saved  # POT stops at the last finite scalings; we restart from them
+            # POT stops at the last finite scalings; we restart from them, in the log domain
+            # (a kernel row or column underflowed or overflowed: the kernel form cannot go on).
+            st.u, st.v = saved
             st.absorb()
+            st.log_sweep()
             saved, fresh, omega = (st.u, st.v), True, 1.0
             continue
         if any_done:
@@ -199,15 +277,12 @@ def sinkhorn(
         if worst > last_err:
             omega = 1.0  # safeguard: over-relaxation is only locally convergent
         last_err = worst
-        if sweep % 10 == 0:
-            ends = [st.u.amax(), st.v.amax(), -(st.u + st.pad_a).amin(), -(st.v + st.pad_b).amin()]
-            hi, hi_v, lo, lo_v = torch.stack(ends).tolist()
-            if max(hi, hi_v) > big or -max(lo, lo_v) < 1.0 / big:
-                st.absorb()
-                fresh = True
+        hi, hi_v, lo, lo_v = bounds  # scalings leaving [1/big, big] move into the potentials
+        if max(hi, hi_v) > big or -max(lo, lo_v) < 1.0 / big:
+            st.absorb()
+            fresh = True
         saved = (st.u, st.v)
     if bool(st.active.any()):
         logger.debug("Sinkhorn hit max_iter=%d on %d of %d", max_iter, int(st.active.sum()), batch)
         freeze(st.active.clone(), max_iter)
-    pad_a, pad_b = (a <= 0).to(a.dtype), (b <= 0).to(b.dtype)
-    return _kernel(f_out, g_out, M, epsilon, pad_a, pad_b), f_out, g_out, n_sweeps
+    return _kernel(f_out, g_out, M, epsilon, pad), f_out, g_out, n_sweeps

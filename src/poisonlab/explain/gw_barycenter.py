@@ -121,6 +121,9 @@ def gw_barycenter(
     warm_start: bool = True,
     generator: torch.Generator | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
+    check_every: int = 10,
+    gw_value_rtol: float = 0.0,
+    objective_rtol: float = 0.0,
 ) -> GWBarycenter:
     """Square-loss entropic GW barycenter of a batch of clouds (POT's algorithm, batched).
 
@@ -163,6 +166,20 @@ def gw_barycenter(
         Needed when ``init_C`` is None.
     chunk_elements : int
         Memory budget per batched solve (see :func:`~poisonlab.explain.gromov.gw_to_one`).
+    check_every : int
+        Outer iterations between the couplings' plan tests (POT: 10; clustering: 1, so a
+        warm-started coupling that moved little stops after the iterations it needs).
+    gw_value_rtol : float
+        ``value_rtol`` of the coupling solves (:func:`~poisonlab.explain.gromov.entropic_gw`;
+        0 = POT's plan criterion only).
+    objective_rtol : float
+        Also stop once the barycenter objective ``Σ_s λ_s GW(C, C_s)`` (the couplings' losses
+        before an update) fell by at most this fraction in one update, or rose (0 = off, POT).
+        Measured on heatmap clusters with warm-started couplings: the objective settles within
+        5-10 updates while ``‖ΔC‖ / ‖C‖`` stalls near 2e-4 for hundreds of updates, the
+        structure drifting along directions that do not lower the objective (it even rose by
+        1e-4 relative over 50 such updates), so the relative ``rtol`` alone would spend its
+        whole update budget there.
 
     Returns
     -------
@@ -195,6 +212,7 @@ def gw_barycenter(
     plans, pots = (init_plans, init_potentials) if warm_start else (None, None)
     chunks = chunk_clouds(clouds, n_support, chunk_elements)  # sorted and padded once
     converged = False
+    objective = torch.inf
     for it in range(1, max_iter + 1):  # noqa: B007 (it is reported)
         res = gw_to_one(
             clouds,
@@ -207,13 +225,20 @@ def gw_barycenter(
             tol=gw_tol,
             max_iter=gw_max_iter,
             inexact=inexact,
+            check_every=check_every,
+            value_rtol=gw_value_rtol,
         )
         if warm_start:
             plans, pots = res.plan, res.potentials
         C_prev, C = C, update_structure(clouds.C, res.plan, weights, p_bar)  # type: ignore[arg-type]
         change, size = torch.linalg.matrix_norm(torch.stack([C - C_prev, C])).tolist()
-        if change <= max(tol, rtol * size) and (not warm_start or bool(res.converged.all())):
+        couplings_done = not warm_start or bool(res.converged.all())
+        if change <= max(tol, rtol * size) and couplings_done:
             converged = True
+            break
+        previous, objective = objective, float(weights @ res.value)
+        if objective_rtol > 0 and previous - objective <= objective_rtol * abs(objective):
+            converged = couplings_done
             break
     return GWBarycenter(C, p_bar, res.plan, res.potentials, res.value, it, converged)  # type: ignore[arg-type]
 

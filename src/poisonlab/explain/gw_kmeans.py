@@ -69,18 +69,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from poisonlab.explain.gromov import CHUNK_ELEMENTS, gw_to_one
-from poisonlab.explain.gw_barycenter import GWBarycenter, gw_barycenter
+from poisonlab.explain.gromov import CHUNK_ELEMENTS, GWResult, gw_to_one
+from poisonlab.explain.gw_barycenter import gw_barycenter
 from poisonlab.explain.point_cloud import PointClouds
 
-__all__ = ["GWKMeansResult", "gw_kmeans"]
+__all__ = ["GWKMeansResult", "farthest_points", "gw_kmeans"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
 class GWKMeansResult:
-    """Outcome of :func:`gw_kmeans`.
+    """Outcome of :func:`gw_kmeans` (the restart with the lowest objective).
 
     Attributes
     ----------
@@ -89,8 +89,8 @@ class GWKMeansResult:
     distances : Tensor of shape (B, k)
         GW distance of each cloud to each final center.
     centers : tuple of (Tensor, Tensor)
-        Final ``(C, p)`` of each center: a barycenter (N, N), (N,) after at least one update,
-        otherwise the seeding cloud.
+        Final ``(C, p)`` of each center, all of ``n_support`` points: a barycenter after at
+        least one update, otherwise the seed cloud's own N-point barycenter.
     seeds : Tensor of shape (k,), int64
         Indices of the k-means++ seed clouds.
     n_iter : int
@@ -99,6 +99,12 @@ class GWKMeansResult:
         True if the last update changed no assignment.
     minority : int
         The smaller cluster (ties to the higher index), flagged as poisoned by Heatmap Clustering.
+    objective : float
+        Mean GW distance of the clouds to their own center (what k-means lowers).
+    objectives : tuple of float
+        The objective of every restart, in order; ``restart`` indexes the kept one.
+    restart : int
+        The kept restart.
     """
 
     labels: Tensor
@@ -108,11 +114,25 @@ class GWKMeansResult:
     n_iter: int
     converged: bool
     minority: int
+    objective: float = float("nan")
+    objectives: tuple[float, ...] = ()
+    restart: int = 0
 
     @property
     def in_minority(self) -> Tensor:
         """Bool mask (B,) of the clouds in the smaller cluster."""
         return self.labels == self.minority
+
+
+@dataclass
+class _Center:
+    """A center and the latest plans of every cloud to it (warm starts for the next solve)."""
+
+    C: Tensor
+    p: Tensor
+    plans: Tensor
+    potentials: tuple[Tensor, Tensor]
+    members: Tensor | None = None
 
 
 def gw_kmeans(
@@ -124,11 +144,14 @@ def gw_kmeans(
     n_support: int = 10,
     max_iter: int = 5,
     generator: torch.Generator,
+    n_init: int = 1,
     gw_max_iter: int = 1000,
     gw_tol: float | None = None,
+    value_rtol: float = 1e-5,
     seed_gw_max_iter: int = 100,
     bary_max_iter: int = 100,
     bary_tol: float = 1e-4,
+    bary_objective_rtol: float = 1e-4,
     bary_gw_max_iter: int = 50,
     bary_inexact: float = 1e-2,
     warm_start: bool = True,
@@ -144,46 +167,44 @@ def gw_kmeans(
     k : int
         Number of clusters (Heatmap Clustering: 2).
     epsilon : float
-        ε of the distances (seed clustering script: 0.02).
+        ε of the distances.
     bary_epsilon : float
-        ε of the barycenter couplings; default ε (the seed helpers' 0.1: see the module
-        docstring for why not).
+        ε of the barycenter couplings (see the module docstring).
     n_support : int
-        Barycenter size N (seed clustering script: 10).
+        Points N of every center (seed clustering script: 10).
     max_iter : int
-        Maximum center updates (seed: 5).
+        Maximum center updates per run.
     generator : torch.Generator
-        Randomness for the seeding and the barycenters' starts (CPU generator).
+        Randomness for the seeding and the barycenters' starts (CPU generator); restarts draw
+        from it in turn, so the whole call is deterministic for a fixed generator state.
+    n_init : int
+        Independent k-means++ runs; the one with the lowest objective (mean GW distance of the
+        clouds to their own center) is returned, ties to the earlier run.
     gw_max_iter, gw_tol : int, float or None
-        Outer iteration cap and tolerance of the distance solves (POT: 1000, 1e-9; None = 1e-9
-        in float64, 1e-6 in float32, see :func:`~poisonlab.explain.gromov.entropic_gw`).
+        Outer iteration cap and plan tolerance of the distance solves (see
+        :func:`~poisonlab.explain.gromov.entropic_gw`).
+    value_rtol : float
+        Distance solves stop once the GW loss changes by at most this fraction in one iteration
+        (:func:`~poisonlab.explain.gromov.entropic_gw`'s ``value_rtol``; 0 = POT's plan
+        criterion only).  1e-5 kept values within ~1e-3 of POT's float64 ones at worst (median
+        ~5e-6), far below the gaps that decide assignments.
     seed_gw_max_iter : int
-        Outer iteration cap of the cloud-to-cloud solves of the seeding.  These dominate the
-        cost (n × n plans; on near-isotropic clouds ε = 0.02 trajectories often run the full
-        1000 iterations), yet only set the D² sampling weights and the first assignment, and
-        after 100 iterations their values are within ~1% of POT's (bench/bench_gromov.py).
+        Outer iteration cap of the distance solves to the k-means++ seeds.
     bary_max_iter, bary_tol : int, float
         Update cap and *relative* tolerance ``‖C - C_prev‖_F ≤ bary_tol·‖C‖_F`` of the
-        barycenters (POT: 1000 updates, 1e-9 absolute).  POT's 1e-9 lies below the level at
-        which the update map is itself reproducible (its couplings stop at the loose tolerance
-        1e-4, so the last bits of the arithmetic decide their last iterate): on synthetic
-        heatmap clusters ``‖C - C_prev‖`` fell geometrically to ~2e-8 and then stalled there
-        for hundreds of updates.  Measured on 200 heatmap clouds, the relative change fell by
-        ~10× every 5 updates; at 1e-4 (15-20 updates from a random start) the mean GW loss of
-        the members was within 1e-4 of its limit, and flags equalled those of a run at 1e-6 in
-        float64 with fully solved couplings (bench).
+        barycenters (POT: 1000 updates, 1e-9 absolute; see the module docstring).
+    bary_objective_rtol : float
+        Barycenters also stop once their objective fell by at most this fraction in one update
+        (:func:`~poisonlab.explain.gw_barycenter.gw_barycenter`'s ``objective_rtol``).
     bary_gw_max_iter : int
         Outer iterations per coupling and barycenter update (warm-started, so capped couplings
-        resume in the next update; POT solves each coupling to the end, up to 1000).
+        resume in the next update).
     bary_inexact : float
-        ``inexact`` of the coupling solves (see :func:`~poisonlab.explain.gromov.entropic_gw`):
-        inner Sinkhorn stopped at 1% of the last step, except on tested iterations.
+        ``inexact`` of the coupling solves (see :func:`~poisonlab.explain.gromov.entropic_gw`).
     warm_start : bool
-        Start each barycenter after the first from the cluster's previous one, the couplings of
-        clouds that stay in the cluster from their previous plans, and the distances of members
-        from the barycenter's couplings.  Much faster (a few updates instead of ~20); it can in
-        principle end in a different local solution than cold starts from a random structure
-        (POT's behaviour, ``False``); on the bench's 1,000 clouds the flags were identical.
+        Start each solve from the latest plans to the same center (module docstring); False
+        starts every distance and coupling from the product coupling and every barycenter from
+        a random structure (POT's behaviour).
     chunk_elements : int
         Memory budget per batched solve, in elements.
     dtype : torch.dtype or None
@@ -204,112 +225,232 @@ def gw_kmeans(
     n_clouds = len(clouds)
     if k < 1 or n_clouds < k:
         raise ValueError(f"need 1 <= k <= number of clouds, got k={k} for {n_clouds} clouds")
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
-
-    def distances_to(C: Tensor, p: Tensor, max_iter: int = gw_max_iter, **warm: object) -> Tensor:
-        res = gw_to_one(
-            clouds,
-            C,
-            p,
-            epsilon=epsilon,
-            keep_plans=False,
-            chunk_elements=chunk_elements,
-            max_iter=max_iter,
-            tol=gw_tol,
-            **warm,  # type: ignore[arg-type]
+    if max_iter < 0 or n_init < 1 or n_support < 1:
+        raise ValueError(
+            f"need max_iter >= 0, n_init >= 1 and n_support >= 1, got {max_iter}, {n_init}, "
+            f"{n_support}"
         )
-        return res.value
-
-    # 1. k-means++ seeding.
-    dist = clouds.C.new_empty(n_clouds, k)
-    seeds = [int(torch.randint(n_clouds, (1,), generator=generator))]
-    centers: list[tuple[Tensor, Tensor]] = [clouds.cloud(seeds[0])]
-    dist[:, 0] = distances_to(*centers[0], max_iter=seed_gw_max_iter)
-    for j in range(1, k):
-        nearest = dist[:, :j].amin(dim=1).clamp(min=0).cpu().double()
-        top = float(nearest.max())
-        weights = (nearest / top) ** 2 if top > 0 else torch.ones_like(nearest)
-        weights[seeds] = 0.0
-        if float(weights.sum()) <= 0:  # every other cloud coincides with a center
-            weights = torch.ones_like(nearest)
-            weights[seeds] = 0.0
-        seeds.append(int(torch.multinomial(weights, 1, generator=generator)))
-        centers.append(clouds.cloud(seeds[-1]))
-        dist[:, j] = distances_to(*centers[j], max_iter=seed_gw_max_iter)
-        logger.debug("k-means++ seed %d: cloud %d", j, seeds[-1])
-    labels = _assign(dist, k)
-
-    # 2-3. Lloyd iterations with barycenters.
-    barys: list[GWBarycenter | None] = [None] * k
-    members: list[Tensor | None] = [None] * k
-    n_iter, converged = 0, False
-    for _ in range(max_iter):
-        n_iter += 1
-        for j in range(k):
-            idx = torch.nonzero(labels == j).flatten()
-            if members[j] is not None and torch.equal(members[j], idx):
-                continue  # same members: same barycenter and distances
-            prev, prev_idx, members[j] = barys[j], members[j], idx
-            init_plans = None
-            if warm_start and prev is not None and prev_idx is not None:
-                init_plans = _continued_plans(clouds, idx, prev_idx, prev)
-            bary = gw_barycenter(
-                clouds.subset(idx),
-                n_support=n_support,
-                epsilon=bary_epsilon,
-                max_iter=bary_max_iter,
-                tol=0.0,
-                rtol=bary_tol,
-                gw_max_iter=bary_gw_max_iter,
-                inexact=bary_inexact,
-                init_C=prev.C if (warm_start and prev is not None) else None,
-                init_plans=init_plans,
-                warm_start=True,
-                generator=generator,
-                chunk_elements=chunk_elements,
-            )
-            barys[j] = bary
-            centers[j] = (bary.C, bary.p)
-            warm = {}
-            if warm_start:
-                T0 = clouds.C.new_zeros(n_clouds, clouds.n_max, n_support)
-                T0[:] = clouds.p.unsqueeze(2) * bary.p  # non-members: product start
-                T0[idx, : bary.plans.shape[1]] = bary.plans
-                warm = {"T0": T0}
-            dist[:, j] = distances_to(bary.C, bary.p, **warm)
-            logger.debug("update %d, cluster %d: %d members", n_iter, j, idx.numel())
-        new = _assign(dist, k)
-        if torch.equal(new, labels):
-            converged = True
-            break
-        labels = new
-    counts = torch.bincount(labels, minlength=k)
-    minority = int(k - 1 - torch.argmin(counts.flip(0)))
+    run = _Run(
+        clouds,
+        k=k,
+        epsilon=epsilon,
+        bary_epsilon=bary_epsilon,
+        n_support=n_support,
+        generator=generator,
+        dist_solver={
+            "max_iter": gw_max_iter,
+            "tol": gw_tol,
+            "check_every": 1,
+            "value_rtol": value_rtol,
+        },
+        seed_gw_max_iter=seed_gw_max_iter,
+        bary={
+            "max_iter": bary_max_iter,
+            "tol": 0.0,
+            "rtol": bary_tol,
+            "objective_rtol": bary_objective_rtol,
+            "gw_max_iter": bary_gw_max_iter,
+            "gw_value_rtol": value_rtol,
+            "inexact": bary_inexact,
+            "check_every": 1,
+        },
+        warm_start=warm_start,
+        chunk_elements=chunk_elements,
+    )
+    results = [run.once(max_iter) for _ in range(n_init)]
+    objectives = tuple(r.objective for r in results)
+    best = min(range(n_init), key=lambda i: (objectives[i], i))
+    chosen = results[best]
+    logger.debug("GW k-means restarts: objectives %s, kept %d", objectives, best)
     return GWKMeansResult(
-        labels=labels,
-        distances=dist.to(out_dtype),
-        centers=tuple((C.to(out_dtype), p.to(out_dtype)) for C, p in centers),
-        seeds=torch.tensor(seeds, dtype=torch.int64),
-        n_iter=n_iter,
-        converged=converged,
-        minority=minority,
+        labels=chosen.labels,
+        distances=chosen.distances.to(out_dtype),
+        centers=tuple((C.to(out_dtype), p.to(out_dtype)) for C, p in chosen.centers),
+        seeds=chosen.seeds,
+        n_iter=chosen.n_iter,
+        converged=chosen.converged,
+        minority=chosen.minority,
+        objective=chosen.objective,
+        objectives=objectives,
+        restart=best,
     )
 
 
-def _continued_plans(
-    clouds: PointClouds, idx: Tensor, prev_idx: Tensor, prev: GWBarycenter
-) -> Tensor:
-    """Starting couplings for a cluster's new members: the previous barycenter's plan for clouds
-    that stay, the product coupling for clouds that join."""
-    sub_p = clouds.p[idx, : int(clouds.sizes[idx].max())]
-    plans = sub_p.unsqueeze(2) * prev.p
-    pos = torch.full((len(clouds),), -1, dtype=torch.int64, device=idx.device)
-    pos[prev_idx] = torch.arange(prev_idx.numel(), device=idx.device)
-    stay = pos[idx] >= 0
-    width = min(plans.shape[1], prev.plans.shape[1])
-    plans[stay, :width] = prev.plans[pos[idx][stay], :width]
-    return plans
+class _Run:
+    """One configuration of GW k-means; :meth:`once` performs one k-means++ run."""
+
+    def __init__(
+        self,
+        clouds: PointClouds,
+        *,
+        k: int,
+        epsilon: float,
+        bary_epsilon: float,
+        n_support: int,
+        generator: torch.Generator,
+        dist_solver: dict[str, float | int | None],
+        seed_gw_max_iter: int,
+        bary: dict[str, float | int],
+        warm_start: bool,
+        chunk_elements: int,
+    ) -> None:
+        self.clouds, self.k, self.epsilon = clouds, k, epsilon
+        self.bary_epsilon, self.n_support, self.generator = bary_epsilon, n_support, generator
+        self.dist_solver, self.seed_gw_max_iter = dist_solver, seed_gw_max_iter
+        self.bary, self.warm_start, self.chunk_elements = bary, warm_start, chunk_elements
+
+    def distances(
+        self, C: Tensor, p: Tensor, warm: _Center | None = None, max_iter: int | None = None
+    ) -> GWResult:
+        """GW distances (and plans) of every cloud to the center ``(C, p)``."""
+        solver = dict(self.dist_solver)
+        if max_iter is not None:
+            solver["max_iter"] = max_iter
+        use = warm is not None and self.warm_start
+        return gw_to_one(
+            self.clouds,
+            C,
+            p,
+            epsilon=self.epsilon,
+            T0=warm.plans if use else None,  # type: ignore[union-attr]
+            potentials=warm.potentials if use else None,  # type: ignore[union-attr]
+            keep_plans=True,
+            chunk_elements=self.chunk_elements,
+            **solver,  # type: ignore[arg-type]
+        )
+
+    def quantize(self, i: int) -> tuple[Tensor, Tensor]:
+        """Cloud ``i`` summarised as an ``n_support``-point GW barycenter of itself.
+
+        k-means++ draws its seeds among the clouds, but every later center is an N-point
+        barycenter: summarising each seed the same way makes the seeding distances as cheap as
+        an update's (n × N plans instead of n × n, measured 20-50× cheaper) and of the same kind
+        as the distances to barycenters that follow.  The start is ``n_support`` of the cloud's
+        own points spread by farthest-point sampling (:func:`farthest_points`).
+        """
+        one = self.clouds.subset(torch.tensor([i], device=self.clouds.C.device))
+        C, _ = one.cloud(0)
+        pick = farthest_points(C, self.n_support)
+        init = C[pick][:, pick]
+        top = init.max()
+        init = init / top if top > 0 else init
+        bary = gw_barycenter(
+            one,
+            n_support=self.n_support,
+            epsilon=self.bary_epsilon,
+            init_C=init,
+            chunk_elements=self.chunk_elements,
+            **self.bary,  # type: ignore[arg-type]
+        )
+        return bary.C, bary.p
+
+    def once(self, max_iter: int) -> GWKMeansResult:
+        clouds, k, gen = self.clouds, self.k, self.generator
+        n_clouds = len(clouds)
+        dist = clouds.C.new_empty(n_clouds, k)
+        centers: list[_Center] = []
+
+        def add_center(C: Tensor, p: Tensor) -> None:
+            res = self.distances(C, p, max_iter=self.seed_gw_max_iter)
+            dist[:, len(centers)] = res.value
+            centers.append(_Center(C, p, res.plan, res.potentials))  # type: ignore[arg-type]
+
+        # 1. k-means++ seeding on N-point summaries of the seed clouds.
+        seeds = [int(torch.randint(n_clouds, (1,), generator=gen))]
+        add_center(*self.quantize(seeds[0]))
+        for j in range(1, k):
+            nearest = dist[:, :j].amin(dim=1).clamp(min=0).cpu().double()
+            top = float(nearest.max())
+            weights = (nearest / top) ** 2 if top > 0 else torch.ones_like(nearest)
+            weights[seeds] = 0.0
+            if float(weights.sum()) <= 0:  # every other cloud coincides with a center
+                weights = torch.ones_like(nearest)
+                weights[seeds] = 0.0
+            seeds.append(int(torch.multinomial(weights, 1, generator=gen)))
+            add_center(*self.quantize(seeds[-1]))
+            logger.debug("k-means++ seed %d: cloud %d", j, seeds[-1])
+        labels = _assign(dist, k)
+
+        # 2-3. Lloyd iterations with barycenters.
+        n_iter, converged = 0, False
+        for _ in range(max_iter):
+            n_iter += 1
+            for j, center in enumerate(centers):
+                idx = torch.nonzero(labels == j).flatten()
+                if center.members is not None and torch.equal(center.members, idx):
+                    continue  # same members: same barycenter and distances
+                self._update(center, idx)
+                dist[:, j] = self._refresh(center)
+                logger.debug("update %d, cluster %d: %d members", n_iter, j, idx.numel())
+            new = _assign(dist, k)
+            if torch.equal(new, labels):
+                converged = True
+                break
+            labels = new
+        counts = torch.bincount(labels, minlength=k)
+        minority = int(k - 1 - torch.argmin(counts.flip(0)))
+        own = dist.gather(1, labels.unsqueeze(1)).squeeze(1)
+        return GWKMeansResult(
+            labels=labels,
+            distances=dist,
+            centers=tuple((c.C, c.p) for c in centers),
+            seeds=torch.tensor(seeds, dtype=torch.int64),
+            n_iter=n_iter,
+            converged=converged,
+            minority=minority,
+            objective=float(own.double().mean()),
+        )
+
+    def _update(self, center: _Center, idx: Tensor) -> None:
+        """Move ``center`` to the GW barycenter of the clouds ``idx``, from where it was."""
+        members = self.clouds.subset(idx)
+        width = members.n_max
+        warm = self.warm_start
+        bary = gw_barycenter(
+            members,
+            n_support=self.n_support,
+            epsilon=self.bary_epsilon,
+            init_C=center.C if warm else None,
+            init_plans=center.plans[idx, :width] if warm else None,
+            init_potentials=(
+                (center.potentials[0][idx, :width], center.potentials[1][idx]) if warm else None
+            ),
+            warm_start=True,
+            generator=self.generator,
+            chunk_elements=self.chunk_elements,
+            **self.bary,  # type: ignore[arg-type]
+        )
+        center.C, center.p, center.members = bary.C, bary.p, idx
+        if warm:  # members restart from their couplings to the barycenter's last iterate
+            center.plans[idx] = 0.0
+            center.plans[idx, :width] = bary.plans
+            center.potentials[0][idx] = 0.0
+            center.potentials[0][idx, :width] = bary.potentials[0]
+            center.potentials[1][idx] = bary.potentials[1]
+
+    def _refresh(self, center: _Center) -> Tensor:
+        """Distances of every cloud to ``center``, warm-started from its previous plans."""
+        res = self.distances(center.C, center.p, warm=center)
+        center.plans, center.potentials = res.plan, res.potentials  # type: ignore[assignment]
+        return res.value
+
+
+def farthest_points(C: Tensor, count: int) -> Tensor:
+    """``count`` indices of a space spread by farthest-point sampling on its distances ``C``.
+
+    Starts from the point with the largest eccentricity (row sum of ``C``) and repeatedly adds
+    the point farthest from those chosen; when ``count`` exceeds the number of points the
+    sequence repeats.
+    """
+    n = C.shape[0]
+    chosen = [int(torch.argmax(C.sum(dim=1)))]
+    nearest = C[chosen[0]].clone()
+    while len(chosen) < min(count, n):
+        i = int(torch.argmax(nearest))
+        chosen.append(i)
+        nearest = torch.minimum(nearest, C[i])
+    reps = -(-count // len(chosen))
+    return torch.tensor((chosen * reps)[:count], dtype=torch.int64, device=C.device)
 
 
 def _assign(dist: Tensor, k: int) -> Tensor:
