@@ -26,10 +26,6 @@ from poisonlab.validation import (
     validate_params,
 )
 
-PENDING = {"heatmap-clustering"}
-"""Detectors that adopt the validator in their own change (their constructor is not ours)."""
-
-
 # -- the rules -----------------------------------------------------------------------------
 
 
@@ -130,8 +126,6 @@ def _build(role: str, name: str, **params: Any) -> Any:
 
 @pytest.mark.parametrize(("role", "name", "cls"), _classes())
 def test_every_keyword_has_declared_constraints(role: str, name: str, cls: type) -> None:
-    if name in PENDING and not cls._parameter_constraints:
-        pytest.skip(f"{name} adopts poisonlab.validation in its own change")
     skip = ("threshold", "classes") if role == "detector" else ()
     assert set(cls._parameter_constraints) == _keywords(cls, skip)
 
@@ -144,8 +138,6 @@ def test_every_bad_value_is_one_line_naming_parameter_and_value(
     role: str, name: str, cls: type
 ) -> None:
     """bools are not numbers, floats are not integers, strings are not numbers, no NaN/inf."""
-    if name in PENDING and not cls._parameter_constraints:
-        pytest.skip(f"{name} adopts poisonlab.validation in its own change")
     checked = 0
     for param, constraints in cls._parameter_constraints.items():
         for value in BAD_CANDIDATES:

@@ -21,11 +21,7 @@ from torch import Tensor
 
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import Evidence, build_detector
-from poisonlab.defenses.heatmap_clustering import (
-    HeatmapClustering,
-    auto_pool,
-    margin_scale,
-)
+from poisonlab.defenses.heatmap_clustering import HeatmapClustering, auto_pool, silhouette
 from poisonlab.explain.lrp import lrp_heatmaps
 from poisonlab.metrics.detection import auroc
 from poisonlab.models import ModelConfig, Network, build_model
@@ -40,6 +36,7 @@ FAST: dict[str, Any] = {
     "max_iter": 1,
     "epsilon": 0.1,
     "n_support": 4,
+    "n_init": 2,
 }
 POISONED, CLEAN = 1, 2
 
@@ -110,9 +107,10 @@ def test_clean_class_is_cut_but_its_barycenters_coincide(
     """No poison in the class: the paper's rule still flags its smaller k-means cluster (a
     non-empty minority, as for every k = 2 rule; use a contamination or FPR threshold, or look at
     the class report, to avoid it). What tells the classes apart is the distance between the two
-    barycenters: nearly 0 for a clean class (both halves are the same single square), two orders
-    of magnitude larger for the poisoned one (measured 0.0007 vs 0.068). Scores stay finite and
-    every poison outranks every clean-class sample across the two classes."""
+    barycenters: nearly 0 for a clean class (both halves are the same single square), far larger
+    for the poisoned one. The silhouette score sees it: every clean-class sample stays near 0,
+    every poison outranks every clean-class sample across the two classes, and the class
+    report's mean |silhouette| is several times larger for the poisoned class."""
     result = fitted.result
     clean = planted.data.labels == CLEAN
     assert torch.isfinite(result.scores[clean]).all()
@@ -124,6 +122,9 @@ def test_clean_class_is_cut_but_its_barycenters_coincide(
     )
     poison_scores = result.scores[planted.is_poison]
     assert poison_scores.min() > result.scores[clean].max()
+    assert result.scores[clean].abs().max() < 0.5 * poison_scores.min()
+    assert report[str(CLEAN)]["silhouette"] < 0.25 * report[str(POISONED)]["silhouette"]
+    assert len(report[str(POISONED)]["objectives"]) == FAST["n_init"]
     # the other classes were not analysed
     others = ~(clean | (planted.data.labels == POISONED))
     assert torch.isnan(result.scores[others]).all() and not result.flagged[others].any()
@@ -163,10 +164,11 @@ def test_claimed_or_predicted_class_is_explained() -> None:
     x = evidence.data.images[members]
     claimed = HeatmapClustering(explain="claimed").heatmaps(evidence, "data", 0)
     predicted = HeatmapClustering(explain="predicted").heatmaps(evidence, "data", 0)
+    rule = {"composite": "epsilon", "epsilon": 1e-6}  # the detector's defaults
     torch.testing.assert_close(
-        claimed, lrp_heatmaps(model, x, labels=case.labels[members], explain="claimed")
+        claimed, lrp_heatmaps(model, x, labels=case.labels[members], explain="claimed", **rule)
     )
-    torch.testing.assert_close(predicted, lrp_heatmaps(model, x))
+    torch.testing.assert_close(predicted, lrp_heatmaps(model, x, **rule))
     wrong = model(x.to(next(model.parameters()).device)).argmax(1).cpu() != 0
     assert wrong.any()
     assert not torch.allclose(claimed[wrong], predicted[wrong])
@@ -182,13 +184,12 @@ def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering)
     assert result.threshold["rule"] == "paper"
 
 
-def test_auto_pool_and_margin_scale() -> None:
+def test_auto_pool_and_silhouette() -> None:
     assert [auto_pool(s, s) for s in (8, 16, 28, 32, 64)] == [1, 1, 2, 2, 4]
-    margin = torch.tensor([1.0, 3.0, -2.0, -4.0], dtype=torch.float64)
-    small = torch.tensor([True, True, False, False])
-    assert margin_scale(margin, small) == pytest.approx(1.0)  # deviations ±1 in both clusters
-    same = torch.zeros(4, dtype=torch.float64)
-    assert margin_scale(same, small) > 0  # floored, never a division by zero
+    d_large = torch.tensor([4.0, 1.0, 2.0, 0.0], dtype=torch.float64)
+    d_small = torch.tensor([1.0, 4.0, 2.0, 0.0], dtype=torch.float64)
+    expected = torch.tensor([0.75, -0.75, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(silhouette(d_large, d_small), expected)  # 0/0 gives 0, not NaN
 
 
 def test_build_by_name_and_params() -> None:
@@ -203,8 +204,8 @@ def test_positive_relevance_clouds_keep_only_positive_pixels() -> None:
     map gives every pixel above the minimum some mass."""
     case = make_case()
     evidence = case.evidence
-    raw = HeatmapClustering(max_points=None)
-    positive = HeatmapClustering(relevance="positive", max_points=None)
+    raw = HeatmapClustering(relevance="raw")
+    positive = HeatmapClustering()
     maps = raw.heatmaps(evidence, "data", 0)
     clouds = positive.clouds(evidence, "data", 0)
     n_positive = (maps > 0).flatten(1).sum(1)
