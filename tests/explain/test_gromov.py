@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from poisonlab.explain._sinkhorn import sinkhorn
-from poisonlab.explain.gromov import entropic_gw, gw_loss, gw_to_one
+from poisonlab.explain.gromov import entropic_gw, gw_loss, gw_to_centers, gw_to_one
 from poisonlab.explain.point_cloud import pad_clouds
 
 
@@ -65,6 +65,32 @@ def test_clustering_path_equals_pot_for_clouds_of_unequal_size(dtype: torch.dtyp
     torch.testing.assert_close(
         res.value.double(), torch.tensor(ref, dtype=torch.float64), rtol=1e-4, atol=0
     )
+
+
+def test_several_centers_in_one_batch_equal_one_center_at_a_time() -> None:
+    """gw_to_centers (k-means' refresh of both centers at once) gives each center's gw_to_one
+    values, plans and potentials, cold and warm-started, across size chunks."""
+    rng = np.random.default_rng(3)
+    clouds = [_cloud(rng, n) for n in (4, 31, 12, 26, 9, 18)]
+    batch = pad_clouds(*zip(*[_t(C, p) for C, p, _ in clouds], strict=True))  # type: ignore[arg-type]
+    centers = [tuple(_t(*_cloud(rng, 7)[:2])) for _ in range(2)]
+    kw = {"epsilon": 0.05, "chunk_elements": 6000, "check_every": 1, "value_rtol": 1e-5}
+    together = gw_to_centers(batch, centers, **kw)  # type: ignore[arg-type]
+    alone = [gw_to_one(batch, C, p, **kw) for C, p in centers]  # type: ignore[arg-type]
+    warm = gw_to_centers(
+        batch,
+        centers,  # type: ignore[arg-type]
+        T0=[r.plan for r in alone],  # type: ignore[misc]
+        potentials=[r.potentials for r in alone],
+        **kw,  # type: ignore[arg-type]
+    )
+    for r, ref in zip(together, alone, strict=True):
+        torch.testing.assert_close(r.value, ref.value, rtol=1e-12, atol=0)
+        torch.testing.assert_close(r.plan, ref.plan, rtol=0, atol=1e-12)
+        torch.testing.assert_close(r.potentials[1], ref.potentials[1], rtol=0, atol=1e-10)
+    for r, ref, (C, p) in zip(warm, alone, centers, strict=True):
+        again = gw_to_one(batch, C, p, T0=ref.plan, potentials=ref.potentials, **kw)  # type: ignore[arg-type]
+        torch.testing.assert_close(r.value, again.value, rtol=1e-12, atol=0)
 
 
 def test_padding_and_sharing_do_not_change_values() -> None:

@@ -130,3 +130,19 @@ def test_kmeans_rejects_too_few_clouds() -> None:
     clouds = heatmaps_to_clouds(_heatmaps(1, 0)[0])
     with pytest.raises(ValueError, match="k"):
         gw_kmeans(clouds, generator=torch.Generator())
+
+
+def test_restarts_keep_the_lowest_objective() -> None:
+    """``n_init`` k-means++ runs draw from one generator in turn: the first is the single run,
+    and the result is the restart with the lowest objective (the mean GW distance of the clouds
+    to their own center), whatever its position."""
+    maps, _ = _heatmaps(n_one=12, n_two=5)
+    clouds = heatmaps_to_clouds(maps, max_points=24)
+    single = gw_kmeans(clouds, generator=torch.Generator().manual_seed(3), max_iter=1)
+    many = gw_kmeans(clouds, generator=torch.Generator().manual_seed(3), max_iter=1, n_init=4)
+    assert len(many.objectives) == 4 and many.objectives[0] == single.objective
+    assert many.objective == min(many.objectives)
+    assert many.restart == many.objectives.index(min(many.objectives))
+    assert many.restart > 0  # here a later restart wins (measured: the third)
+    own = many.distances.gather(1, many.labels[:, None])[:, 0]
+    assert float(own.double().mean()) == pytest.approx(many.objective, rel=1e-6)

@@ -50,7 +50,15 @@ from torch import Tensor
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 from poisonlab.explain.point_cloud import PointClouds
 
-__all__ = ["GWResult", "chunk_clouds", "entropic_gw", "gw_loss", "gw_to_one", "size_chunks"]
+__all__ = [
+    "GWResult",
+    "chunk_clouds",
+    "entropic_gw",
+    "gw_loss",
+    "gw_to_centers",
+    "gw_to_one",
+    "size_chunks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +314,7 @@ def entropic_gw(
     missing = torch.isnan(value)
     if bool(missing.any()):
         rows = missing.nonzero().flatten()
-        sub = (lambda x: x if x.dim() == 2 else x[rows])  # noqa: E731
+        sub = lambda x: x if x.dim() == 2 else x[rows]  # noqa: E731
         value[rows] = gw_loss(sub(C1), p[rows], sub(C2), q[rows], plan[rows])
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
 
@@ -397,6 +405,102 @@ def gw_to_one(
         if plan is not None and res.plan is not None:
             plan[idx, :n] = res.plan
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
+
+
+def gw_to_centers(
+    clouds: PointClouds,
+    centers: list[tuple[Tensor, Tensor]],
+    *,
+    epsilon: float,
+    T0: list[Tensor] | None = None,
+    potentials: list[tuple[Tensor, Tensor]] | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    **solver: float,
+) -> list[GWResult]:
+    """:func:`gw_to_one` for several shared spaces of one size at once: one batched solve.
+
+    Every cloud is paired with every center in the same batch (cloud-major within a chunk,
+    center by center), so the per-iteration overhead of the solver (many small kernels, one
+    Python loop) is paid once for all centers instead of once per center; each problem still
+    iterates and stops on its own, so the values are those of :func:`gw_to_one` per center (up
+    to the rounding of a batched instead of a shared matrix product). k-means refreshes the
+    distances to both of its centers this way.
+
+    Parameters
+    ----------
+    clouds : PointClouds
+        The B first spaces.
+    centers : list of (Tensor, Tensor)
+        k shared spaces ``(C, p)``, all with the same number m of points.
+    epsilon : float
+        Entropic regularisation.
+    T0 : list of Tensor of shape (B, n_max, m), optional
+        Starting plans per center (all or none).
+    potentials : list of (Tensor, Tensor), optional
+        Matching Sinkhorn potentials per center, shapes (B, n_max) and (B, m).
+    chunk_elements : int
+        Memory budget per chunk, in elements, for all centers together.
+    **solver
+        As for :func:`gw_to_one`.
+
+    Returns
+    -------
+    list of GWResult
+        One per center, plans included.
+    """
+    k = len(centers)
+    m = centers[0][0].shape[0]
+    if any(C.shape != (m, m) or p.shape != (m,) for C, p in centers):
+        raise ValueError("gw_to_centers needs centers of one size")
+    batch, n_max = len(clouds), clouds.n_max
+    dev, dt = clouds.C.device, clouds.C.dtype
+    out = [
+        GWResult(
+            torch.empty(batch, dtype=dt, device=dev),
+            torch.zeros(batch, n_max, m, dtype=dt, device=dev),
+            torch.empty(batch, dtype=torch.int64, device=dev),
+            torch.empty(batch, dtype=torch.bool, device=dev),
+            (
+                torch.zeros(batch, n_max, dtype=dt, device=dev),
+                torch.zeros(batch, m, dtype=dt, device=dev),
+            ),
+        )
+        for _ in range(k)
+    ]
+    C2 = torch.stack([C for C, _ in centers])
+    q = torch.stack([p for _, p in centers])
+    for idx, sub in chunk_clouds(clouds, m, max(chunk_elements // k, 1)):
+        b, n = len(idx), sub.n_max
+        res = entropic_gw(
+            sub.C.repeat(k, 1, 1),
+            sub.p.repeat(k, 1),
+            C2.repeat_interleave(b, dim=0),
+            q.repeat_interleave(b, dim=0),
+            epsilon=epsilon,
+            T0=None if T0 is None else torch.cat([T[idx, :n] for T in T0]),
+            potentials=(
+                None
+                if potentials is None
+                else (
+                    torch.cat([f[idx, :n] for f, _ in potentials]),
+                    torch.cat([g[idx] for _, g in potentials]),
+                )
+            ),
+            **solver,  # type: ignore[arg-type]
+        )
+        for j, r in enumerate(out):
+            part = slice(j * b, (j + 1) * b)
+            r.value[idx], r.n_iter[idx], r.converged[idx] = (
+                res.value[part],
+                res.n_iter[part],
+                res.converged[part],
+            )
+            r.potentials[0][idx, :n], r.potentials[1][idx] = (
+                res.potentials[0][part],
+                res.potentials[1][part],
+            )
+            r.plan[idx, :n] = res.plan[part]  # type: ignore[index]
+    return out
 
 
 def chunk_clouds(

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from poisonlab.explain.gromov import CHUNK_ELEMENTS, GWResult, gw_to_one
+from poisonlab.explain.gromov import CHUNK_ELEMENTS, GWResult, gw_to_centers, gw_to_one
 from poisonlab.explain.gw_barycenter import gw_barycenter
 from poisonlab.explain.point_cloud import PointClouds
 
@@ -375,13 +375,16 @@ class _Run:
         n_iter, converged = 0, False
         for _ in range(max_iter):
             n_iter += 1
+            moved = []
             for j, center in enumerate(centers):
                 idx = torch.nonzero(labels == j).flatten()
                 if center.members is not None and torch.equal(center.members, idx):
                     continue  # same members: same barycenter and distances
                 self._update(center, idx)
-                dist[:, j] = self._refresh(center)
+                moved.append(j)
                 logger.debug("update %d, cluster %d: %d members", n_iter, j, idx.numel())
+            for j, value in zip(moved, self._refresh([centers[j] for j in moved]), strict=True):
+                dist[:, j] = value
             new = _assign(dist, k)
             if torch.equal(new, labels):
                 converged = True
@@ -428,11 +431,23 @@ class _Run:
             center.potentials[0][idx, :width] = bary.potentials[0]
             center.potentials[1][idx] = bary.potentials[1]
 
-    def _refresh(self, center: _Center) -> Tensor:
-        """Distances of every cloud to ``center``, warm-started from its previous plans."""
-        res = self.distances(center.C, center.p, warm=center)
-        center.plans, center.potentials = res.plan, res.potentials  # type: ignore[assignment]
-        return res.value
+    def _refresh(self, centers: list[_Center]) -> list[Tensor]:
+        """Distances of every cloud to each of ``centers``, warm-started from their previous
+        plans, all in one batched solve (:func:`~poisonlab.explain.gromov.gw_to_centers`)."""
+        if not centers:
+            return []
+        results = gw_to_centers(
+            self.clouds,
+            [(c.C, c.p) for c in centers],
+            epsilon=self.epsilon,
+            T0=[c.plans for c in centers] if self.warm_start else None,
+            potentials=[c.potentials for c in centers] if self.warm_start else None,
+            chunk_elements=self.chunk_elements,
+            **self.dist_solver,  # type: ignore[arg-type]
+        )
+        for center, res in zip(centers, results, strict=True):
+            center.plans, center.potentials = res.plan, res.potentials  # type: ignore[assignment]
+        return [res.value for res in results]
 
 
 def farthest_points(C: Tensor, count: int) -> Tensor:
