@@ -13,22 +13,23 @@ class draw relevance from the object. Per claimed class:
    normalised by the largest, and their masses
    (:func:`poisonlab.explain.point_cloud.heatmaps_to_clouds`, after average pooling by ``pool``;
    no point cap by default, as in the paper);
-3. k-means with k = 2 under the entropic Gromov–Wasserstein distance (square loss, ε = 0.02),
+3. k-means with k = 2 under the entropic Gromov–Wasserstein distance (square loss, ε = 0.01),
    k-means++ seeding and GW barycenters of ``n_support`` = 10 points as means, at most
    ``max_iter`` = 5 updates (:func:`poisonlab.explain.gw_kmeans.gw_kmeans`), ``n_init``
    restarts of which the one with the **lowest GW objective** is kept;
 4. the paper's rule: the **smaller cluster is poisoned**.
 
 Where we differ from the paper's code, and why (measured on Fashion-MNIST pullover → coat, a
-3×3 sticker, 896 coats of which 296 poisons, docs/methods.md and
-bench/results/heatmap_clustering.md): the paper's code explains the predicted class and cuts the
+3×3 sticker, 896 coats of which 296 poisons; docs/methods.md and
+bench/results/heatmap_table1.md): the paper's code explains the predicted class and cuts the
 min-max rescaled *signed* relevance; on images with an empty background the rescaling lifts every
 background pixel to the same small mass, the 99% cut keeps nearly the whole frame, and the GW
 distances then follow the clouds' global spread, not the trigger (AUROC 2.3 with those
 settings). The positive relevance of the claimed label keeps only the evidence for the label the
-sample claims: the trigger for a poison, the garment for a clean coat (AUROC 99.4). Pooling by 2
-on 28×28 or 32×32 images (:func:`auto_pool`) halves the cloud size, cuts the GW cost ~8× and gave
-the same AUROC as full resolution.
+sample claims: the trigger for a poison, the garment for a clean coat (AUROC 99.5). Pooling by 2
+on 28×28 or 32×32 images (:func:`auto_pool`) halves the cloud size (93 instead of 208 points),
+cut one k-means run from 27 s to 6 s and gave the same AUROC as full resolution (99.4). ε = 0.01
+instead of the paper's 0.02 keeps the split on the trigger at low poison rates.
 
 **Continuous score.** The paper gives only the binary verdict. To rank samples (AUROC,
 contamination and target-FPR thresholds) each sample gets the silhouette of its GW distances to
@@ -41,8 +42,7 @@ the "simplified silhouette"):
   cluster, so ranking by s agrees with the paper's rule;
 - s is free of the units of GW (which depend on ε, the pooling and the cloud size), so scores of
   different classes are comparable, and it is small for every member of a class whose two
-  barycenters coincide (a clean class that k-means merely cuts in two: |s| ≲ 0.1 on the planted
-  test case), whereas members of a poison cluster far from the clean barycenter score near 1;
+  barycenters coincide (a clean class that k-means merely cuts in two), whereas members of a poison cluster far from the clean barycenter score near 1;
 - a margin divided by the within-cluster spread (Activation Clustering's normalisation) does not
   have the second property: when the two halves of a clean class are nearly the same, margin
   and spread shrink together and their ratio can reach the poisons' scores (measured: up to 6.9
@@ -153,7 +153,9 @@ class HeatmapClustering(Detector):
         Cap on points per cloud after the cut (the heaviest are kept); None (default, the
         paper) for no cap.
     epsilon : float
-        ε of the entropic GW distances on max-normalised distances (paper: 0.02).
+        ε of the entropic GW distances on max-normalised distances. The paper's clustering
+        script uses 0.02; on Fashion-MNIST clouds that blurs the couplings past the trigger at
+        low poison rates (5%: AUROC 6.8% at 0.02, 99.6% at 0.01; docs/methods.md).
     bary_epsilon : float or None
         ε of the barycenter couplings; None = ``epsilon`` (see :mod:`poisonlab.explain.gw_kmeans`).
     n_support : int
@@ -205,11 +207,11 @@ class HeatmapClustering(Detector):
         pool: int | None = None,
         relevance: str = "positive",
         max_points: int | None = None,
-        epsilon: float = 0.02,
+        epsilon: float = 0.01,
         bary_epsilon: float | None = None,
         n_support: int = 10,
         max_iter: int = 5,
-        n_init: int = 3,
+        n_init: int = 2,
         seed_gw_max_iter: int = 100,
         top_heatmaps: int = 8,
         seed: int = 0,
