@@ -17,6 +17,7 @@ from poisonlab.defenses.thresholds import (
     ScoreSet,
     TargetFPR,
     Threshold,
+    VerdictRule,
     parse_threshold,
 )
 from poisonlab.validation import check_keywords
@@ -33,6 +34,7 @@ __all__ = [
     "TargetFPR",
     "Threshold",
     "TransductiveError",
+    "VerdictRule",
     "build_detector",
     "detector_names",
     "parse_threshold",

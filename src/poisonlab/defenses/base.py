@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -28,7 +28,8 @@ from torch import Tensor
 
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses.evidence import Evidence, Part
-from poisonlab.defenses.thresholds import PaperRule, ScoreSet, Threshold, parse_threshold
+from poisonlab.defenses.thresholds import ScoreSet, Threshold, VerdictRule, parse_threshold
+from poisonlab.defenses.verdicts import BreakTest, ClassVerdict, class_verdicts
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.registry import Registry
 from poisonlab.validation import CLASSES, ConstraintList, InstanceOf, Validated, check_param
@@ -43,6 +44,8 @@ class DetectionResult:
     analysed : bool (N,), samples the detector looked at (e.g. only the chosen classes)
     threshold : how flags were decided (rule name and cut values)
     extras : JSON-ready details the detector returned in its :class:`ScoreSet`
+    verdicts : per-class verdicts (:mod:`poisonlab.defenses.verdicts`) of detectors that give
+        them (``gives_verdicts``), computed whatever the threshold; empty for the others
     """
 
     detector: str
@@ -53,6 +56,12 @@ class DetectionResult:
     threshold: dict[str, Any]
     seconds: float
     extras: dict[str, Any] = field(default_factory=dict)
+    verdicts: tuple[ClassVerdict, ...] = ()
+
+    @property
+    def poisoned_classes(self) -> list[int]:
+        """Classes the verdicts call poisoned (empty for detectors without verdicts)."""
+        return [v.label for v in self.verdicts if v.poisoned]
 
     def flagged_per_class(self, labels: Tensor, num_classes: int) -> list[int]:
         """Number of flagged samples per claimed class."""
@@ -71,6 +80,9 @@ class Detector(Validated, ABC):
     ``needs_lgm``. ``per_class`` detectors analyse each claimed class separately and honour
     ``classes`` (None = every class). ``inductive`` detectors score new samples after fitting
     (:meth:`score_samples`); the others are transductive (module docstring).
+    ``gives_verdicts`` detectors rank samples within each claimed class; :meth:`fit` then also
+    says per class whether it looks poisoned (:mod:`poisonlab.defenses.verdicts`), and the
+    default threshold (:class:`VerdictRule`) flags nothing in a class judged clean.
 
     Hyper-parameters are declared in ``_parameter_constraints`` (:mod:`poisonlab.validation`) and
     checked in ``__init__`` through ``_set_params``, so a bad value fails when the detector is
@@ -85,9 +97,13 @@ class Detector(Validated, ABC):
     needs_lgm: ClassVar[bool] = False
     per_class: ClassVar[bool] = False
     inductive: ClassVar[bool] = False
+    gives_verdicts: ClassVar[bool] = False
     _threshold_constraints: ClassVar[ConstraintList] = [
         None,
-        InstanceOf(Threshold, "a Threshold or its text (paper, contamination:F, fpr:F, value:V)"),
+        InstanceOf(
+            Threshold,
+            "a Threshold or its text (verdict, verdict:A, paper, contamination:F, fpr:F, value:V)",
+        ),
     ]
 
     def __init__(
@@ -101,7 +117,7 @@ class Detector(Validated, ABC):
         checked: Threshold | None = check_param(
             self.name, "threshold", threshold, self._threshold_constraints
         )
-        self.threshold: Threshold = checked or PaperRule()
+        self.threshold: Threshold = checked or VerdictRule()
         if classes is not None and not self.per_class:
             raise ConfigError(f"{self.name} scores all classes at once; it takes no classes=")
         self.classes = check_param(self.name, "classes", classes, [None, CLASSES])
@@ -212,16 +228,24 @@ class Detector(Validated, ABC):
         if scores.shape != (len(evidence.data),):
             raise RuntimeError(f"{self.name} returned {tuple(scores.shape)} scores")
         analysed = ~torch.isnan(scores)
-        flags, description = self.threshold.flag(scored, evidence.labels())
+        labels = evidence.labels()
+        if self.gives_verdicts:
+            alpha = getattr(self.threshold, "alpha", VerdictRule.alpha)
+            verdicts, verdict_flags = class_verdicts(scores, labels, BreakTest(alpha=alpha))
+            scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)
+        flags, description = self.threshold.flag(scored, labels)
+        flags = flags.bool() & analysed
+        description = {**description, "per_class": class_cutoffs(scores, flags, labels, analysed)}
         self.result_ = DetectionResult(
             detector=self.name,
             params=self.params(),
             scores=scores,
-            flagged=flags.bool() & analysed,
+            flagged=flags,
             analysed=analysed,
             threshold=description,
             seconds=seconds,
             extras=dict(scored.extras),
+            verdicts=tuple(scored.verdicts),
         )
         return self
 
@@ -236,6 +260,26 @@ class Detector(Validated, ABC):
 
 DETECTORS: Registry[type[Detector]] = Registry("defense")
 register_detector = DETECTORS.register
+
+
+def class_cutoffs(
+    scores: Tensor, flags: Tensor, labels: Tensor, analysed: Tensor
+) -> dict[str, dict[str, Any]]:
+    """Per analysed class: samples analysed and flagged, and the cut-off in effect.
+
+    Every rule flags the highest scores of a class, so the lowest flagged score is the cut-off
+    actually used there (None when the class has no flag), whatever the rule's own form.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for c in labels[analysed].unique().tolist():
+        members = analysed & (labels == c)
+        chosen = scores[members & flags]
+        out[str(c)] = {
+            "analysed": int(members.sum()),
+            "flagged": len(chosen),
+            "cutoff": float(chosen.min()) if len(chosen) else None,
+        }
+    return out
 
 
 def per_class_scores(n: int) -> Tensor:

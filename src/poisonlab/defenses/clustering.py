@@ -288,6 +288,7 @@ class TwoMeansDetector(Detector):
     """
 
     per_class = True
+    gives_verdicts = True
     inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "reduce": [Options(REDUCTIONS)],

@@ -102,6 +102,7 @@ class SpectralSignatures(Detector):
     name = "spectral-signatures"
     needs_model = True
     per_class = True
+    gives_verdicts = True
     inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "eps": [

@@ -1,8 +1,11 @@
 """Thresholds turn scores into flags, separately from the scores themselves.
 
 A detector's scores never depend on the threshold; the threshold decides which samples are
-flagged: the paper's own rule (the default), a contamination quantile, a target false-positive rate
-on clean held-out data, or a fixed value.
+flagged: the per-class verdict (the default, :class:`VerdictRule`: nothing in a class judged clean,
+the samples above the break in a class judged poisoned, :mod:`poisonlab.defenses.verdicts`; the
+paper's rule for detectors that give no verdicts), the paper's own rule, a contamination quantile,
+a target false-positive rate on clean held-out data, or a fixed value. The last three are the
+user's and override the verdicts.
 
 Thresholds are checked when they are built, before any model is trained: a fraction must lie in
 (0, 1) and a fixed value must be a finite number (``value:nan`` would flag nothing and ``value:inf``
@@ -38,12 +41,17 @@ class ScoreSet:
     reference : float64 (M,) or None, scores of clean held-out samples (inductive detectors only).
     extras : JSON-ready details of the run (per-class reports, fitted settings...), kept in the
         :class:`~poisonlab.defenses.base.DetectionResult`.
+    verdicts, verdict_flags : per-class verdicts and the flags they imply, filled by
+        :meth:`~poisonlab.defenses.base.Detector.fit` for detectors that give verdicts (None
+        for the others); detectors do not set them.
     """
 
     scores: Tensor
     rule_flags: Tensor
     reference: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    verdicts: tuple[Any, ...] = ()
+    verdict_flags: Tensor | None = None
 
 
 def top_k(scores: Tensor, k: int) -> Tensor:
@@ -72,6 +80,36 @@ class Threshold(ABC):
     def describe(self) -> str:
         """Short text for tables, e.g. ``contamination:0.1``."""
         return type(self).__name__
+
+
+@dataclass(frozen=True)
+class VerdictRule(Threshold):
+    """The default: flags from the per-class verdicts at family-wise level ``alpha``.
+
+    A class judged clean flags nothing; a class judged poisoned flags its samples above the break
+    (:mod:`poisonlab.defenses.verdicts`). Detectors that give no verdicts (they do not rank
+    within classes) keep their paper's rule, and say so.
+    """
+
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", check_param("verdict", "alpha", self.alpha, [FRACTION]))
+
+    def flag(self, result: ScoreSet, labels: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """The verdict flags, or the rule flags when the detector gives no verdicts."""
+        if result.verdict_flags is None:
+            return result.rule_flags.clone(), {"rule": "paper", "why": "gives no class verdicts"}
+        poisoned = [v.label for v in result.verdicts if v.poisoned]
+        return result.verdict_flags.clone(), {
+            "rule": "verdict",
+            "alpha": self.alpha,
+            "poisoned_classes": poisoned,
+        }
+
+    def describe(self) -> str:
+        """``verdict`` (``verdict:ALPHA`` for another level than 0.05)."""
+        return "verdict" if self.alpha == 0.05 else f"verdict:{self.alpha:g}"
 
 
 class PaperRule(Threshold):
@@ -171,13 +209,15 @@ class FixedValue(Threshold):
 
 
 THRESHOLD_FORMS = (
-    "paper, contamination:F with F in (0, 1), fpr:F with F in (0, 1) (needs clean held-out "
-    "data) or value:V with V a finite number"
+    "verdict (or verdict:A with A in (0, 1), the family-wise level), paper, contamination:F with "
+    "F in (0, 1), fpr:F with F in (0, 1) (needs clean held-out data) or value:V with V a finite "
+    "number"
 )
 
 
 def parse_threshold(spec: str) -> Threshold:
-    """Parse ``paper``, ``contamination:0.1``, ``fpr:0.05`` or ``value:3.5`` (CLI and configs).
+    """Parse ``verdict``, ``verdict:0.01``, ``paper``, ``contamination:0.1``, ``fpr:0.05`` or
+    ``value:3.5`` (CLI and configs).
 
     Raises
     ------
@@ -190,7 +230,14 @@ def parse_threshold(spec: str) -> Threshold:
     name, arg = name.strip(), arg.strip()
     if name == "paper" and not sep:
         return PaperRule()
-    kinds = {"contamination": Contamination, "fpr": TargetFPR, "value": FixedValue}
+    if name == "verdict" and not sep:
+        return VerdictRule()
+    kinds: dict[str, Any] = {
+        "verdict": VerdictRule,
+        "contamination": Contamination,
+        "fpr": TargetFPR,
+        "value": FixedValue,
+    }
     if name not in kinds or not arg:
         raise ConfigError(f"threshold {spec!r} not understood; use {THRESHOLD_FORMS}")
     try:

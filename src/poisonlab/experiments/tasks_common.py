@@ -214,7 +214,9 @@ def build_detectors(entries: list[dict[str, Any]], *, seed: int) -> list[Detecto
     """One detector per ``[[defenses]]`` entry (``name`` + constructor keywords).
 
     Detectors that take a ``seed`` get the cell's unless the entry sets one; a ``threshold`` may be
-    written as text (``contamination:0.1``...). Names must be unique (metrics are per name).
+    written as text (``contamination:0.1``...) and defaults to ``paper``: experiments reproduce
+    the papers' rules, where ``poisonlab scan`` defaults to the per-class verdicts. Names must be
+    unique (metrics are per name).
     """
     names = detector_names()
     detectors: list[Detector] = []
@@ -231,6 +233,7 @@ def build_detectors(entries: list[dict[str, Any]], *, seed: int) -> list[Detecto
             raise ConfigError(f"{name} does not take {wrong[0]!r}; it takes: {sorted(accepted)}")
         if "seed" in accepted and "seed" not in params:
             params["seed"] = seed
+        params.setdefault("threshold", "paper")
         if isinstance(params.get("classes"), int):
             params["classes"] = [params["classes"]]
         detectors.append(build_detector(name, **params))

@@ -1,0 +1,137 @@
+"""Per-class verdicts: the break test's calibration on clean classes, its power on a planted
+group, and the verdicts of the detectors that give them (planted one-class backdoor, clean set)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poisonlab.defenses import Contamination, VerdictRule, build_detector, parse_threshold
+from poisonlab.defenses.verdicts import BreakTest, class_verdicts, null_p_value
+from poisonlab.errors import ConfigError
+from tests.defenses.conftest import make_case
+
+CLEAN_TAILS = {
+    "exponential": lambda n, g: torch.empty(n, dtype=torch.float64).exponential_(generator=g),
+    "gaussian": lambda n, g: torch.randn(n, generator=g, dtype=torch.float64),
+    "chi2-1": lambda n, g: torch.randn(n, generator=g, dtype=torch.float64) ** 2,
+    "uniform": lambda n, g: torch.rand(n, generator=g, dtype=torch.float64),
+}
+
+
+@pytest.mark.parametrize("tail", list(CLEAN_TAILS))
+def test_false_alarm_rate_on_many_clean_classes(tail: str) -> None:
+    """300 clean classes of 150 samples: P(p ≤ a) stays within three binomial standard errors
+    of a (a = 0.05 and 0.01) for exponential, Gaussian, χ²₁ and uniform score tails."""
+    generator = torch.Generator().manual_seed(0)
+    test = BreakTest()
+    p = torch.tensor(
+        [test.verdict(0, CLEAN_TAILS[tail](150, generator), 1).p_value for _ in range(300)]
+    )
+    for a in (0.05, 0.01):
+        tolerance = 3 * (a * (1 - a) / len(p)) ** 0.5
+        assert float((p <= a).double().mean()) <= a + tolerance, f"{tail} at {a}"
+
+
+def test_a_separated_group_is_found_with_its_size() -> None:
+    generator = torch.Generator().manual_seed(1)
+    clean = torch.randn(180, generator=generator, dtype=torch.float64)
+    group = 6.0 + 0.5 * torch.randn(20, generator=generator, dtype=torch.float64)
+    verdict = BreakTest().verdict(8, torch.cat([clean, group]), tested=10)
+    assert verdict.poisoned and verdict.label == 8
+    assert verdict.suspects == 20 and verdict.cutoff == pytest.approx(float(group.min()))
+    assert verdict.p_value <= verdict.level == pytest.approx(0.005)
+
+
+def test_a_group_inside_the_clean_tail_is_not_named() -> None:
+    generator = torch.Generator().manual_seed(2)
+    clean = torch.randn(180, generator=generator, dtype=torch.float64)
+    group = 1.5 + 0.5 * torch.randn(20, generator=generator, dtype=torch.float64)
+    assert not BreakTest().verdict(8, torch.cat([clean, group]), tested=10).poisoned
+
+
+def test_class_verdicts_flag_only_the_group_of_the_named_class() -> None:
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.arange(5).repeat_interleave(120)
+    scores = torch.randn(len(labels), generator=generator, dtype=torch.float64)
+    planted = (labels == 2).nonzero().flatten()[:15]
+    scores[planted] += 8.0
+    scores[labels == 4] = float("nan")  # a class not analysed
+    verdicts, flags = class_verdicts(scores, labels)
+    assert [v.label for v in verdicts] == [0, 1, 2, 3]
+    assert [v.label for v in verdicts if v.poisoned] == [2]
+    expected = torch.zeros(len(labels), dtype=torch.bool)
+    expected[planted] = True
+    assert torch.equal(flags, expected)
+    assert all(v.level == pytest.approx(0.05 / 4) for v in verdicts)
+
+
+def test_small_or_constant_classes_are_not_tested() -> None:
+    test = BreakTest()
+    tiny = test.verdict(0, torch.arange(10, dtype=torch.float64), 1)
+    assert not tiny.poisoned and tiny.p_value == 1.0 and tiny.suspects == 0
+    flat = test.verdict(0, torch.zeros(100, dtype=torch.float64), 1)
+    assert not flat.poisoned and flat.statistic == 0.0
+
+
+def test_null_p_value_is_monotone_and_never_zero() -> None:
+    values = [null_p_value(t, 3, 30, 60) for t in (0.0, 2.0, 5.0, 10.0, 1e6)]
+    assert values == sorted(values, reverse=True)
+    assert values[0] == 1.0 and 0.0 < values[-1] < 1e-4
+
+
+@pytest.mark.parametrize("name", ["activation-clustering", "raw-clustering"])
+def test_planted_one_class_backdoor_names_only_that_class(name: str) -> None:
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    result = build_detector(name, n_init=2).fit(case.evidence).result
+    assert result.poisoned_classes == [1]
+    assert result.threshold["rule"] == "verdict"
+    assert not result.flagged[case.labels != 1].any()
+    assert torch.equal(result.flagged, case.is_poison)
+
+
+@pytest.mark.parametrize("name", ["activation-clustering", "raw-clustering", "spectral-signatures"])
+def test_clean_set_names_no_class_and_flags_nothing(name: str) -> None:
+    case = make_case(poison_fraction=0.0, n_per_class=120)
+    result = build_detector(name).fit(case.evidence).result
+    assert result.poisoned_classes == []
+    assert not result.flagged.any()
+    assert {int(k) for k in result.threshold["per_class"]} == {0, 1, 2}
+    assert all(v["cutoff"] is None for v in result.threshold["per_class"].values())
+
+
+def test_spectral_signatures_names_a_strongly_shifted_class() -> None:
+    case = make_case(poisoned_classes=(2,), n_per_class=150, shift=16.0)
+    result = build_detector("spectral-signatures").fit(case.evidence).result
+    assert result.poisoned_classes == [2]
+    assert torch.equal(result.flagged, case.is_poison)
+
+
+def test_user_thresholds_override_the_verdicts_which_are_still_reported() -> None:
+    case = make_case(poison_fraction=0.0, n_per_class=100)
+    result = (
+        build_detector("activation-clustering", threshold=Contamination(0.1))
+        .fit(case.evidence)
+        .result
+    )
+    assert int(result.flagged.sum()) == 30  # 10% of every class, judged clean or not
+    assert len(result.verdicts) == 3 and result.poisoned_classes == []
+    assert result.threshold["rule"] == "contamination"
+
+
+def test_detectors_without_verdicts_keep_their_paper_rule_and_say_so() -> None:
+    case = make_case()
+    result = build_detector("dnn-uncertainty").fit(case.evidence).result
+    assert result.verdicts == ()
+    assert result.threshold["rule"] == "paper" and "verdict" in result.threshold["why"]
+
+
+def test_verdict_threshold_text() -> None:
+    assert parse_threshold("verdict") == VerdictRule()
+    assert parse_threshold("verdict:0.01") == VerdictRule(0.01)
+    assert VerdictRule(0.01).describe() == "verdict:0.01" and VerdictRule().describe() == "verdict"
+    for bad in ("verdict:2", "verdict:0", "verdict:x"):
+        with pytest.raises(ConfigError, match="verdict"):
+            parse_threshold(bad)
+    with pytest.raises(ConfigError, match="max_fraction"):
+        BreakTest(max_fraction=0.8)
