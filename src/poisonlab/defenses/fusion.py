@@ -1,0 +1,330 @@
+"""One combined decision from several detectors: which classes look poisoned, which samples go.
+
+Every detector scores on its own scale (a separation in σ, a squared projection over its median,
+an uncertainty...), so scores are never averaged as they are. The combination reads only the
+*members*: the detectors that rank within classes and give per-class verdicts
+(:mod:`poisonlab.defenses.verdicts`). Documented in docs/methods.md ("Verdicts and the combined
+decision").
+
+1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m}. The combined
+   p-value is Bonferroni's min-p, p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence
+   between members (they read the same features, so Fisher's or Stouffer's independence
+   assumption would not hold). Class c is named when p_c ≤ α / K over the K classes tested: on a
+   clean data set the chance that the scan names any class stays at most α (default 0.05) when
+   each member's null holds.
+2. **Which samples of a named class go.** The **combined score** of a sample is the mean, over
+   the members, of its within-class rank percentile (0 = least, 1 = most suspicious among the
+   samples of its claimed class, ties averaged): Borda-count fusion, which needs no common scale.
+   In a named class, the members that named it on their own (M · p_{c,m} ≤ α / K) are averaged,
+   and the k highest go, k the number above the break of the most significant of them. A class
+   named by nobody loses nothing.
+
+A user threshold replaces both steps with a cut on the combined score: ``contamination:F`` (the
+top F of each class), ``value:V`` (combined score above V, in [0, 1]) or ``fpr:F`` (above the
+(1 − F) quantile of the combined scores of clean held-out samples: each held-out sample is scored
+by every member through its inductive ``score_samples`` and placed among the training scores of
+its claimed class, :func:`holdout_combined_score`). The union rule (removed
+when any detector that ran flagged it) stays available as ``rule="union"``.
+
+Detectors that give no verdicts are reported beside the decision, not mixed into it, each with
+the reason (:data:`NOT_MEMBERS`): uncertainty scores rank the whole set and have no per-class
+cut; the LGM likelihood filter targets feature-collision poisons, which sit far from their claimed
+class, while dirty-label backdoor poisons the model has fitted look typical to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from poisonlab.defenses.base import DetectionResult
+from poisonlab.defenses.thresholds import (
+    PaperRule,
+    ScoreSet,
+    Threshold,
+    VerdictRule,
+)
+from poisonlab.errors import ConfigError
+
+RULES = ("verdict", "union")
+NOT_MEMBERS = {
+    "lgm-likelihood": (
+        "feature-collision filter: flags samples unlike their claimed class; a dirty-label "
+        "backdoor the model has fitted looks typical to it, so it is not part of a backdoor "
+        "decision (its own flags are in its columns)"
+    ),
+    "bnn": "ranks uncertainty over the whole set; no per-class verdict (flags reported only)",
+    "dnn-uncertainty": (
+        "ranks uncertainty over the whole set; no per-class verdict (flags reported only)"
+    ),
+    "deep-features": "ranks the whole set against clean densities; no per-class verdict",
+}
+
+
+def within_class_percentiles(scores: Tensor, labels: Tensor) -> Tensor:
+    """Rank percentile of every score among the analysed scores of its class, float64 (N,).
+
+    (rank − 1) / (n − 1) with average ranks for ties: the least suspicious sample of a class is
+    0, the most suspicious 1; a class of one sample gets 0.5; NaN scores stay NaN.
+    """
+    from scipy.stats import rankdata
+
+    out = torch.full((len(scores),), float("nan"), dtype=torch.float64)
+    analysed = ~torch.isnan(scores)
+    for c in labels[analysed].unique().tolist():
+        members = (analysed & (labels == c)).nonzero().flatten()
+        if len(members) == 1:
+            out[members] = 0.5
+            continue
+        ranks = rankdata(scores[members].numpy(), method="average")
+        out[members] = torch.from_numpy((ranks - 1.0) / (len(members) - 1.0))
+    return out
+
+
+def percentile_among(reference: Tensor, values: Tensor) -> Tensor:
+    """Where each of ``values`` falls among ``reference`` on the (rank − 1) / (n − 1) scale of
+    :func:`within_class_percentiles` (mid-rank for ties, clipped to [0, 1])."""
+    ref = torch.sort(reference.double()).values
+    n = len(ref)
+    if n < 2:
+        return torch.full((len(values),), 0.5, dtype=torch.float64)
+    below = torch.searchsorted(ref, values.double(), right=False).double()
+    at_or_below = torch.searchsorted(ref, values.double(), right=True).double()
+    # a value equal to one reference score takes its rank; between two, the midpoint
+    rank = (below + at_or_below) / 2.0 + 0.5  # 1-based, fractional between neighbours
+    return ((rank - 1.0) / (n - 1.0)).clamp(0.0, 1.0)
+
+
+def holdout_combined_score(
+    results: Sequence[DetectionResult],
+    labels: Tensor,
+    held_scores: Sequence[Tensor],
+    held_labels: Tensor,
+) -> Tensor:
+    """Combined scores of clean held-out samples: per member, the percentile of each held-out
+    score among that member's training scores of the same claimed class, then the mean.
+
+    ``held_scores[i]`` are member ``i``'s scores of the held-out samples (its ``score_samples``);
+    samples of classes a member did not analyse are left out of its mean. Returns float64 (M,)
+    with NaN where no member scored the sample.
+    """
+    stacked = torch.full((len(results), len(held_labels)), float("nan"), dtype=torch.float64)
+    for i, (result, held) in enumerate(zip(results, held_scores, strict=True)):
+        for c in held_labels.unique().tolist():
+            train = result.scores[(labels == c) & result.analysed]
+            rows = (held_labels == c) & ~torch.isnan(held)
+            if len(train) and rows.any():
+                stacked[i, rows] = percentile_among(train, held[rows])
+    counts = (~torch.isnan(stacked)).sum(0)
+    total = torch.nan_to_num(stacked, nan=0.0).sum(0)
+    return torch.where(counts > 0, total / counts.clamp_min(1), torch.nan)
+
+
+def combined_score(results: Sequence[DetectionResult], labels: Tensor) -> Tensor:
+    """Mean within-class rank percentile over ``results`` (NaN where none analysed a sample)."""
+    if not results:
+        return torch.full((len(labels),), float("nan"), dtype=torch.float64)
+    stacked = torch.stack([within_class_percentiles(r.scores, labels) for r in results])
+    counts = (~torch.isnan(stacked)).sum(0)
+    total = torch.nan_to_num(stacked, nan=0.0).sum(0)
+    return torch.where(counts > 0, total / counts.clamp_min(1), torch.nan)
+
+
+@dataclass(frozen=True, eq=False)
+class CombinedDecision:
+    """The combined decision of a scan (module docstring).
+
+    score : float64 (N,), mean within-class rank percentile over the members (NaN: no member
+        analysed the sample)
+    removed : bool (N,), the samples the decision removes
+    poisoned_classes : classes named poisoned (empty under a user threshold or the union rule
+        when no member named one)
+    rule : "verdict", "union" or the user threshold's text
+    members : detectors whose scores and verdicts were combined
+    excluded : detectors that ran but were left out of the decision, with the reason
+    per_class : JSON-ready detail per class: combined p-value, who named it, removed, cut-off
+    alpha : the family-wise level of the verdict rule
+    """
+
+    score: Tensor
+    removed: Tensor
+    poisoned_classes: list[int]
+    rule: str
+    members: list[str]
+    excluded: dict[str, str] = field(default_factory=dict)
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alpha: float = VerdictRule.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the per-sample tensors)."""
+        return {
+            "rule": self.rule,
+            "alpha": self.alpha if self.rule == "verdict" else None,
+            "members": self.members,
+            "excluded": self.excluded,
+            "poisoned_classes": self.poisoned_classes,
+            "removed": int(self.removed.sum()),
+            "kept": int((~self.removed).sum()),
+            "per_class": self.per_class,
+        }
+
+
+def combine(
+    results: Sequence[DetectionResult],
+    labels: Tensor,
+    *,
+    rule: str = "verdict",
+    threshold: Threshold | None = None,
+    reference: Tensor | None = None,
+) -> CombinedDecision:
+    """The combined decision over the results of every detector that ran (module docstring).
+
+    Parameters
+    ----------
+    results : every detector that ran; those with verdicts are the members
+    labels : claimed labels, int64 (N,)
+    rule : "verdict" (default) or "union" (removed when any detector flagged it)
+    threshold : None, ``verdict`` (its ``alpha``) or ``paper`` keep the verdict rule;
+        ``contamination:F``, ``value:V`` or ``fpr:F`` cut the combined score instead
+    reference : combined scores of clean held-out samples (:func:`holdout_combined_score`),
+        needed by ``fpr:F``
+
+    Raises
+    ------
+    ConfigError
+        For an unknown rule, or ``fpr:F`` without a reference.
+    """
+    if rule not in RULES:
+        raise ConfigError(f"combination rule must be one of {', '.join(RULES)}, got {rule!r}")
+    members = [r for r in results if r.verdicts]
+    excluded = {
+        r.detector: NOT_MEMBERS.get(r.detector, "gives no per-class verdict")
+        for r in results
+        if not r.verdicts
+    }
+    score = combined_score(members, labels)
+    names = [r.detector for r in members]
+    if rule == "union":
+        removed = torch.zeros(len(labels), dtype=torch.bool)
+        for r in results:
+            removed |= r.flagged
+        named = sorted({c for r in results for c in r.poisoned_classes})
+        return CombinedDecision(score, removed, named, "union", names, excluded)
+    if threshold is not None and not isinstance(threshold, VerdictRule | PaperRule):
+        return _user_cut(score, labels, threshold, names, excluded, reference)
+    alpha = threshold.alpha if isinstance(threshold, VerdictRule) else VerdictRule.alpha
+    return _verdict_rule(members, labels, score, alpha, excluded)
+
+
+def _verdict_rule(
+    members: Sequence[DetectionResult],
+    labels: Tensor,
+    score: Tensor,
+    alpha: float,
+    excluded: dict[str, str],
+) -> CombinedDecision:
+    removed = torch.zeros(len(labels), dtype=torch.bool)
+    per_class: dict[str, dict[str, Any]] = {}
+    named: list[int] = []
+    m = max(len(members), 1)
+    tested = sorted({v.label for r in members for v in r.verdicts})
+    level = alpha / max(len(tested), 1)
+    for c in tested:
+        votes = [(r, v) for r in members for v in r.verdicts if v.label == c]
+        p = min(1.0, m * min(v.p_value for _, v in votes))
+        namers = sorted((v.p_value, r.detector, r, v) for r, v in votes if m * v.p_value <= level)
+        entry: dict[str, Any] = {
+            "p_value": p,
+            "level": level,
+            "poisoned": p <= level,
+            "named_by": [name for _, name, _, _ in namers],
+            "removed": 0,
+            "cutoff": None,
+        }
+        if namers:
+            named.append(c)
+            k = namers[0][3].suspects  # the break of the most significant member
+            local = combined_score([r for _, _, r, _ in namers], labels)
+            idx = ((labels == c) & ~torch.isnan(local)).nonzero().flatten()
+            order = torch.sort(local[idx], descending=True, stable=True).indices[:k]
+            removed[idx[order]] = True
+            entry["removed"] = len(order)
+            entry["cutoff"] = float(local[idx[order]].min()) if len(order) else None
+        per_class[str(c)] = entry
+    names = [r.detector for r in members]
+    return CombinedDecision(score, removed, named, "verdict", names, excluded, per_class, alpha)
+
+
+def _user_cut(
+    score: Tensor,
+    labels: Tensor,
+    threshold: Threshold,
+    members: list[str],
+    excluded: dict[str, str],
+    reference: Tensor | None,
+) -> CombinedDecision:
+    """A contamination, value or target-FPR threshold applied to the combined score."""
+    if threshold.needs_reference and (reference is None or not len(reference)):
+        raise ConfigError(
+            f"threshold {threshold.describe()} cuts the combined score on clean held-out "
+            "samples scored by the members; give a held-out set, or use verdict, "
+            "contamination:F or value:V"
+        )
+    scored = ScoreSet(score, torch.zeros(len(score), dtype=torch.bool), reference)
+    flags, _ = threshold.flag(scored, labels)
+    removed = flags.bool() & ~torch.isnan(score)
+    per_class: dict[str, dict[str, Any]] = {}
+    for c in labels.unique().tolist():
+        chosen = score[removed & (labels == c)]
+        per_class[str(c)] = {
+            "removed": len(chosen),
+            "cutoff": float(chosen.min()) if len(chosen) else None,
+        }
+    return CombinedDecision(score, removed, [], threshold.describe(), members, excluded, per_class)
+
+
+def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> str:
+    """The verdict in one line, e.g. "class 8 looks poisoned: 31 suspicious samples; classes
+    0–7, 9 look clean"."""
+
+    def name(c: int) -> str:
+        label = class_names[c] if c < len(class_names) else str(c)
+        return str(c) if label == str(c) else f"{c} ({label})"
+
+    tested = sorted(int(c) for c in decision.per_class)
+    if decision.rule != "verdict":
+        return (
+            f"{int(decision.removed.sum())} samples removed by the {decision.rule} rule "
+            "(no class verdict)"
+        )
+    if not tested:
+        return "no defense that gives class verdicts ran"
+    named = decision.poisoned_classes
+    clean = [c for c in tested if c not in named]
+    parts = []
+    for c in named:
+        n = decision.per_class[str(c)]["removed"]
+        parts.append(f"class {name(c)} looks poisoned: {n} suspicious samples")
+    if clean:
+        word = "class" if len(clean) == 1 else "classes"
+        verb = "looks" if len(clean) == 1 else "look"
+        parts.append(f"{word} {_ranges(clean)} {verb} clean")
+    return "; ".join(parts)
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """0, 1, 2, 3, 5 → "0–3, 5"."""
+    out: list[str] = []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        out.append(str(start) if start == prev else f"{start}–{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(out)

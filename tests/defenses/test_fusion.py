@@ -1,0 +1,94 @@
+"""The combined decision: Bonferroni min-p over members, Borda fusion, user cuts, the union."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poisonlab.defenses import Contamination, FixedValue, TargetFPR, build_detector
+from poisonlab.defenses.fusion import (
+    combine,
+    combined_score,
+    verdict_sentence,
+    within_class_percentiles,
+)
+from poisonlab.errors import ConfigError
+from tests.defenses.conftest import make_case
+
+
+def fitted(case, *names: str):  # type: ignore[no-untyped-def]
+    params = {"activation-clustering": {"n_init": 2}, "raw-clustering": {"n_init": 2}}
+    return [build_detector(n, **params.get(n, {})).fit(case.evidence).result for n in names]
+
+
+def test_within_class_percentiles_rank_each_class_on_its_own() -> None:
+    scores = torch.tensor([1.0, 5.0, 3.0, 100.0, -1.0, float("nan")], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    out = within_class_percentiles(scores, labels)
+    assert out[:5].tolist() == [0.0, 1.0, 0.5, 1.0, 0.0]
+    assert torch.isnan(out[5])
+
+
+def test_one_class_backdoor_is_named_and_only_its_poisons_removed() -> None:
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    results = fitted(case, "activation-clustering", "raw-clustering", "dnn-uncertainty")
+    decision = combine(results, case.labels)
+    assert decision.poisoned_classes == [1]
+    assert decision.members == ["activation-clustering", "raw-clustering"]
+    assert "dnn-uncertainty" in decision.excluded
+    assert torch.equal(decision.removed, case.is_poison)
+    entry = decision.per_class["1"]
+    assert entry["poisoned"] and entry["removed"] == int(case.is_poison.sum())
+    assert entry["p_value"] <= entry["level"] == pytest.approx(0.05 / 3)
+    sentence = verdict_sentence(decision, ["0", "1", "2"])
+    assert (
+        sentence
+        == f"class 1 looks poisoned: {entry['removed']} suspicious samples; classes 0, 2 look clean"
+    )
+
+
+def test_clean_set_removes_nothing_and_names_no_class() -> None:
+    case = make_case(poison_fraction=0.0, n_per_class=120)
+    decision = combine(fitted(case, "activation-clustering", "spectral-signatures"), case.labels)
+    assert decision.poisoned_classes == [] and not decision.removed.any()
+    assert verdict_sentence(decision, ["a", "b", "c"]) == "classes 0–2 look clean"
+
+
+def test_min_p_is_bonferroni_corrected_over_members() -> None:
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    results = fitted(case, "activation-clustering", "raw-clustering")
+    decision = combine(results, case.labels)
+    for c, entry in decision.per_class.items():
+        ps = [v.p_value for r in results for v in r.verdicts if v.label == int(c)]
+        assert entry["p_value"] == pytest.approx(min(1.0, 2 * min(ps)))
+
+
+def test_combined_score_is_the_mean_member_percentile() -> None:
+    case = make_case()
+    results = fitted(case, "activation-clustering", "spectral-signatures")
+    expected = (
+        within_class_percentiles(results[0].scores, case.labels)
+        + within_class_percentiles(results[1].scores, case.labels)
+    ) / 2
+    torch.testing.assert_close(combined_score(results, case.labels), expected)
+    assert torch.isnan(combined_score([], case.labels)).all()
+
+
+def test_user_thresholds_cut_the_combined_score() -> None:
+    case = make_case(poison_fraction=0.0, n_per_class=100)
+    results = fitted(case, "activation-clustering", "spectral-signatures")
+    decision = combine(results, case.labels, threshold=Contamination(0.1))
+    assert int(decision.removed.sum()) == 30 and decision.rule == "contamination:0.1"
+    high = combine(results, case.labels, threshold=FixedValue(0.9))
+    assert torch.equal(high.removed, high.score > 0.9)
+    with pytest.raises(ConfigError, match="combined score"):
+        combine(results, case.labels, threshold=TargetFPR(0.05))
+
+
+def test_union_rule_removes_every_flag() -> None:
+    case = make_case()
+    results = fitted(case, "activation-clustering", "dnn-uncertainty")
+    decision = combine(results, case.labels, rule="union")
+    assert torch.equal(decision.removed, results[0].flagged | results[1].flagged)
+    with pytest.raises(ConfigError, match="union"):
+        combine(results, case.labels, rule="majority")
