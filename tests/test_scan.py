@@ -1,4 +1,5 @@
-"""The library-level scan: needs checking and skipping, models, the union rule and the files written.
+"""The library-level scan: needs checking and skipping, models, the combined decision, the union
+rule and the files written.
 
 Everything runs on the 8×8 ``blobs`` images with an untrained (seeded) cnn-small unless a test is
 about training, so each test takes about a second.
@@ -43,6 +44,7 @@ def test_union_rule_and_outputs(tmp_path, data, holdout):
         holdout=holdout,
         model=tiny_model(),
         threshold="contamination:0.1",
+        decision="union",
     )
     assert [o.name for o in result.ran] == ["deep-features", "spectral-signatures"]
     union = result.ran[0].result.flagged | result.ran[1].result.flagged
@@ -66,6 +68,73 @@ def test_union_rule_and_outputs(tmp_path, data, holdout):
     assert summary["dataset"]["size"] == len(data)
     assert summary["models"][0]["source"] == "given"
     assert summary["clean"]["removed"] == int(union.sum())
+
+
+def planted(data, count: int = 6):
+    """``data`` with ``count`` class-0 images carrying a corner trigger, labelled 1, appended."""
+    from poisonlab.attacks import build_attack
+    from poisonlab.seeding import make_generator
+
+    attack = build_attack("badnets", source=0, target=1, count=count, trigger="square", size=2)
+    return attack.poison(data, generator=make_generator(0))
+
+
+def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path, data):
+    poisoned = planted(data)
+    result = scan(
+        poisoned.dataset, defenses="raw-clustering,spectral-signatures,dnn-uncertainty",
+        model=tiny_model(),
+    )  # fmt: skip
+    decision = result.decision
+    assert decision.poisoned_classes == [1] and decision.rule == "verdict"
+    assert decision.members == ["raw-clustering", "spectral-signatures"]
+    assert "dnn-uncertainty" in decision.excluded
+    assert torch.equal(decision.removed, poisoned.is_poison)
+    paths = write_scan(result, tmp_path)
+    with paths["scores"].open() as handle:
+        rows = list(csv.DictReader(handle))
+    removed = np.array([r["removed"] == "1" for r in rows])
+    assert np.array_equal(removed, poisoned.is_poison.numpy())
+    assert all(0.0 <= float(r["combined_score"]) <= 1.0 for r in rows)
+    summary = json.loads(paths["summary"].read_text())
+    assert (
+        summary["verdict"]
+        == "class 1 looks poisoned: 6 suspicious samples; classes 0, 2 look clean"
+    )
+    assert summary["decision"]["poisoned_classes"] == [1]
+    assert "raw-clustering" in summary["decision"]["per_class"]["1"]["named_by"]
+    assert summary["defenses"]["dnn-uncertainty"]["role"].startswith("reported only")
+    raw = summary["defenses"]["raw-clustering"]
+    assert [v["poisoned"] for v in raw["verdicts"]] == [False, True, False]
+    assert raw["threshold"]["per_class"]["1"]["flagged"] == 6
+    assert raw["threshold"]["per_class"]["0"]["cutoff"] is None
+    assert summary["clean"]["removed"] == 6 and summary["clean"]["union_would_remove"] >= 6
+    assert len(load_dataset(paths["clean"])) == len(poisoned.dataset) - 6
+    from poisonlab.reports.html import render
+    from poisonlab.reports.scan_report import scan_page
+
+    page = render(scan_page(tmp_path))
+    assert "Per-class verdicts" in page and summary["verdict"] in page
+    assert "Combined score of the classes named poisoned" in page
+
+
+def test_clean_data_names_no_class_and_keeps_everything(data):
+    result = scan(data, defenses="raw-clustering,spectral-signatures", model=tiny_model())
+    assert result.decision.poisoned_classes == [] and not result.removed.any()
+    assert len(result.clean()) == len(data)
+
+
+def test_user_thresholds_cut_the_combined_score(data, holdout):
+    poisoned = planted(data)
+    result = scan(
+        poisoned.dataset, defenses="raw-clustering,spectral-signatures", holdout=holdout,
+        model=tiny_model(), threshold="fpr:0.1",
+    )  # fmt: skip
+    decision = result.decision
+    assert decision.rule == "fpr:0.1" and decision.poisoned_classes == []
+    assert decision.removed.any()
+    with pytest.raises(ConfigError, match="decision"):
+        scan(data, defenses="raw-clustering", model=tiny_model(), decision="majority")
 
 
 def test_skips_unmet_needs_with_reasons(data):

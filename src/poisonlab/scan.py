@@ -21,9 +21,15 @@ only LGM detectors read it. On the CPU with a core to spare it trains in a child
 model and runs the other detectors; LGM detectors run last. Representations (activations,
 logits) come from one forward pass per part shared by every detector (:class:`Evidence`).
 
-Clean set. ``ScanResult.clean()`` drops every sample flagged by **any** detector that ran (the
-union): a scan is a filter, and a sample one method finds suspicious is not kept on the word of
-another.
+Decision and clean set. The detectors that rank within classes give per-class verdicts
+(:mod:`poisonlab.defenses.verdicts`); :func:`poisonlab.defenses.fusion.combine` turns them into one
+decision: the classes that look poisoned (Bonferroni min-p over the members at family-wise level
+α = 0.05) and, in them only, the samples above the break by the fused within-class rank. That
+decision is ``ScanResult.decision`` and ``ScanResult.clean()`` drops its removed samples. A user
+threshold (``contamination:``, ``value:``) cuts the combined score instead, and
+``decision="union"`` keeps the former rule: drop every sample any detector that ran flagged.
+Detectors without verdicts (uncertainty, DeepFeatures, the LGM likelihood filter) are reported
+beside the decision with the reason they are not part of it.
 
 File output (``scores.csv``, ``summary.json``, ``clean.npz``) is
 :func:`poisonlab.scan_output.write_scan`'s job; the command line lives in
@@ -45,6 +51,7 @@ from poisonlab import progress, runtime
 from poisonlab.data.checks import check_training_data, data_warnings
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, DetectionResult, Detector, Evidence, detector_names
+from poisonlab.defenses.fusion import RULES, CombinedDecision, combine, holdout_combined_score
 from poisonlab.defenses.thresholds import Threshold, parse_threshold
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError, DataError, PoisonlabError
@@ -96,6 +103,7 @@ class ScanResult:
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     networks: dict[str, Network] = field(default_factory=dict)  # role → the model it read
+    decision: CombinedDecision | None = None
 
     @property
     def ran(self) -> tuple[DefenseOutcome, ...]:
@@ -110,9 +118,14 @@ class ScanResult:
             flags |= outcome.result.flagged  # type: ignore[union-attr]
         return flags
 
+    @property
+    def removed(self) -> Tensor:
+        """bool (N,): the samples the decision removes (the union when there is no decision)."""
+        return self.decision.removed if self.decision is not None else self.flagged_any
+
     def clean(self) -> ImageDataset:
-        """The data without any flagged sample, in the original order and with the original ids."""
-        return self.data.subset(~self.flagged_any)
+        """The data without the removed samples, in the original order and with the original ids."""
+        return self.data.subset(~self.removed)
 
 
 def resolve_defenses(defenses: str | Sequence[str]) -> list[str]:
@@ -232,6 +245,7 @@ def scan(
     seed: int = 0,
     device: torch.device | str | None = None,
     batch_size: int = 256,
+    decision: str = "verdict",
 ) -> ScanResult:
     """Run the selected defenses on ``data`` and return every outcome (see the module docstring).
 
@@ -241,12 +255,14 @@ def scan(
     defenses : "all", a registry name, a comma-separated list or a sequence of names
     holdout : clean held-out data (DeepFeatures, target-FPR thresholds)
     model : a model trained on ``data`` (Network or Checkpoint); None trains the default one
-    threshold : one threshold for every defense (default: each paper's rule)
+    threshold : one threshold for every defense and the combined decision (default: the per-class
+        verdicts, each paper's rule for detectors without verdicts)
     classes : classes analysed by per-class defenses (others note that they score all classes)
     params : extra constructor keywords per defense name
     arch, epochs : architecture and epochs of the trained default model(s)
     seed : seeds model initialisation, training and detectors that take a ``seed``
     device, batch_size : where and in what batches representations are computed
+    decision : "verdict" (the combined decision, default) or "union" (drop every flag)
 
     Raises
     ------
@@ -254,6 +270,8 @@ def scan(
         Bad names, parameters or inputs, or no selected defense could run.
     """
     started = time.perf_counter()
+    if decision not in RULES:
+        raise ConfigError(f"decision must be one of {', '.join(RULES)}, got {decision!r}")
     _check_inputs(data, holdout, classes)
     names = resolve_defenses(defenses)
     cut = parse_threshold(threshold) if isinstance(threshold, str) else threshold
@@ -305,11 +323,17 @@ def scan(
     if not any(o.result is not None for o in ordered):
         reasons = "; ".join(f"{o.name}: {o.skipped}" for o in ordered)
         raise ConfigError(f"no defense could run ({reasons})")
+    results = [o.result for o in ordered if o.result is not None]
+    reference = None
+    if cut is not None and cut.needs_reference and decision == "verdict" and holdout is not None:
+        fitted = [d for d in detectors if d.name in outcomes and outcomes[d.name].result]
+        reference = _combined_reference(fitted, data, holdout)
+    combined = combine(results, data.labels, rule=decision, threshold=cut, reference=reference)
     return ScanResult(
         data=data,
         outcomes=ordered,
         models=tuple(models.used),
-        threshold=cut.describe() if cut is not None else "paper",
+        threshold=cut.describe() if cut is not None else "verdict",
         holdout=holdout,
         seconds=time.perf_counter() - started,
         settings={
@@ -318,7 +342,20 @@ def scan(
             "threads": runtime.record(),
         },
         networks={role: e.model for role, e in models.evidence.items() if e.model is not None},
+        decision=combined,
     )
+
+
+def _combined_reference(
+    detectors: Sequence[Detector], data: ImageDataset, holdout: ImageDataset
+) -> Tensor:
+    """Combined scores of the clean held-out samples under the members that can score them."""
+    members = [d for d in detectors if d.result.verdicts and d.inductive]
+    held = [d.score_samples(holdout) for d in members]
+    combined = holdout_combined_score(
+        [d.result for d in members], data.labels, held, holdout.labels
+    )
+    return combined[~torch.isnan(combined)]
 
 
 def check_threshold(threshold: Threshold | None, *, holdout_given: bool) -> None:

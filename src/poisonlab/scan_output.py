@@ -5,11 +5,18 @@ Kept apart from :mod:`poisonlab.scan` so the pipeline stays free of file formats
 * ``scores.csv``: one row per input sample, in input order: ``index``, ``id`` (the sample's
   source id, e.g. ``data.npz#41``), ``label`` (claimed class), then per defense that ran
   ``<defense>_score`` (empty where the defense did not analyse the sample) and
-  ``<defense>_flagged`` (0/1).
-* ``summary.json``: versions, the dataset and held-out set, the models used, the threshold, per
-  defense its status (ran / skipped with the reason), threshold, parameters, flags per class,
-  run time and small extras, and the union rule's kept/removed counts.
-* ``clean.npz``: :meth:`ScanResult.clean` written by :func:`poisonlab.data.save_npz`, so
+  ``<defense>_flagged`` (0/1), then ``combined_score`` (the mean within-class rank percentile
+  over the defenses that give class verdicts, empty where none analysed the sample) and
+  ``removed`` (0/1, the decision that made clean.npz).
+* ``summary.json``: leads with ``verdict`` (one sentence: which classes look poisoned, how many
+  suspicious samples, which look clean) and ``decision`` (the rule, its members and the
+  defenses left out with the reason, the classes named, per class the combined p-value, who named
+  it, the samples removed and the cut-off), then versions, the dataset and held-out set, the models
+  used, the threshold, per defense its status (ran / skipped with the reason), role in the
+  decision, per-class verdicts, threshold with the cut-off used per class, parameters, flags per
+  class, run time and small extras, and the clean set's kept/removed counts.
+* ``clean.npz``: :meth:`ScanResult.clean` (the decision's kept samples) written by
+  :func:`poisonlab.data.save_npz`, so
   ``load_dataset`` reads it back; ``kept_index`` (each kept sample's row in the input) is stored
   beside it.
 """
@@ -29,6 +36,7 @@ from torch import Tensor
 
 from poisonlab import __version__
 from poisonlab.data.dataset import save_npz
+from poisonlab.defenses.fusion import verdict_sentence
 from poisonlab.scan import UNION_RULE, ScanResult
 
 
@@ -62,15 +70,21 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
     """The JSON-ready content of summary.json."""
     data = result.data
     k = data.num_classes
+    decision = result.decision
     defenses: dict[str, Any] = {}
     for o in result.outcomes:
         if o.result is None:
             defenses[o.name] = {"status": "skipped", "reason": o.skipped}
             continue
         r = o.result
+        role = "member of the decision"
+        if decision is not None and o.name in decision.excluded:
+            role = "reported only: " + decision.excluded[o.name]
         defenses[o.name] = {
             "status": "ran",
+            "role": role,
             "model": o.model_role,
+            "verdicts": [v.to_dict() for v in r.verdicts],
             "threshold": r.threshold,
             "parameters": r.params,
             "analysed": int(r.analysed.sum()),
@@ -80,10 +94,13 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
             "extras": _compact(r.extras, len(data)),
             "notes": list(o.notes),
         }
-    removed = int(result.flagged_any.sum())
+    removed = int(result.removed.sum())
     holdout = result.holdout
+    rule = UNION_RULE if decision is None or decision.rule == "union" else decision.rule
     return jsonable(
         {
+            "verdict": verdict_sentence(decision, data.class_names) if decision else None,
+            "decision": decision.to_dict() if decision else None,
             "poisonlab": __version__,
             "torch": torch.__version__,
             "dataset": {
@@ -99,7 +116,12 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
             "threshold": result.threshold,
             "settings": result.settings,
             "defenses": defenses,
-            "clean": {"rule": UNION_RULE, "kept": len(data) - removed, "removed": removed},
+            "clean": {
+                "rule": rule,
+                "kept": len(data) - removed,
+                "removed": removed,
+                "union_would_remove": int(result.flagged_any.sum()),
+            },
             "seconds": round(result.seconds, 3),
         }
     )
@@ -123,6 +145,10 @@ def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
     for outcome in ran:
         header += [f"{outcome.name}_score", f"{outcome.name}_flagged"]
     columns = [(o.result.scores.tolist(), o.result.flagged.tolist()) for o in ran]  # type: ignore[union-attr]
+    header += ["combined_score", "removed"]
+    decision = result.decision
+    combined = decision.score.tolist() if decision is not None else [math.nan] * len(result.data)
+    removed = result.removed.tolist()
     with paths["scores"].open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -132,8 +158,9 @@ def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
             row: list[object] = [i, sample_id, label]
             for scores, flags in columns:
                 row += ["" if math.isnan(scores[i]) else f"{scores[i]:.10g}", int(flags[i])]
+            row += ["" if math.isnan(combined[i]) else f"{combined[i]:.6g}", int(removed[i])]
             writer.writerow(row)
     paths["summary"].write_text(json.dumps(scan_summary(result), indent=2) + "\n")
-    kept = (~result.flagged_any).nonzero().flatten()
+    kept = (~result.removed).nonzero().flatten()
     save_npz(result.clean(), paths["clean"], kept_index=kept.numpy())
     return paths

@@ -47,16 +47,41 @@ def test_scan_writes_scores_summary_and_clean_set(files):
     with (out / "scores.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 120
-    flagged = [
-        r["deep-features_flagged"] == "1" or r["spectral-signatures_flagged"] == "1" for r in rows
-    ]
+    removed = [r["removed"] == "1" for r in rows]
+    # the user's threshold cuts the combined score of the defenses with verdicts (SS here)
+    assert removed == [r["spectral-signatures_flagged"] == "1" for r in rows]
     clean = load_dataset(out / "clean.npz")
-    assert len(clean) == 120 - sum(flagged) and sum(flagged) > 0
+    assert len(clean) == 120 - sum(removed) and sum(removed) > 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["decision"]["rule"] == "contamination:0.1"
+    assert summary["defenses"]["deep-features"]["role"].startswith("reported only")
     assert summary["dataset"]["size"] == 120
     assert summary["models"][0]["source"] == "checkpoint"
     assert summary["defenses"]["deep-features"]["threshold"]["rule"] == "contamination"
     assert "spectral-signatures" in result.output  # the summary table
+
+
+def test_verdict_leads_and_union_stays_available(files):
+    out = files["tmp"] / "verdict"
+    result = run(files["data"], "-D", "raw-clustering,dnn-uncertainty", "--model", files["model"],
+                 "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert result.output.lstrip().startswith(summary["verdict"].split(";")[0])
+    flat = result.output.replace("\n", "")  # rich wraps long lines at the terminal width
+    assert "report.html" in flat and "combined decision" in flat
+    union_out = files["tmp"] / "union"
+    union = run(files["data"], "-D", "raw-clustering,dnn-uncertainty", "--model", files["model"],
+                "--decision", "union", "-t", "paper", "-o", union_out, "-q")  # fmt: skip
+    assert union.exit_code == 0, union.output
+    with (union_out / "scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    flags = [
+        r["raw-clustering_flagged"] == "1" or r["dnn-uncertainty_flagged"] == "1" for r in rows
+    ]
+    assert [r["removed"] == "1" for r in rows] == flags and any(flags)
+    bad = run(files["data"], "-D", "raw-clustering", "--decision", "vote", "-o", files["tmp"] / "x")
+    assert bad.exit_code == 2 and "--decision" in bad.output
 
 
 def test_existing_output_is_refused_unless_forced(files):
@@ -181,3 +206,20 @@ def test_model_based_defenses_run_with_progress(files, progress_seen, defense, p
     assert record["flagged"] == sum(r[f"{defense}_flagged"] == "1" for r in rows)
     assert record["parameters"][params[0].split("=")[0]] == int(params[0].split("=")[1])
     assert defense in result.output  # the summary table
+
+
+def test_ground_truth_in_the_data_is_scored_on_the_console(files):
+    """An attack's .npz carries is_poison: the console gives AUROC/TPR and the decision's rates."""
+    from poisonlab.attacks import build_attack
+    from poisonlab.seeding import make_generator
+
+    attack = build_attack("badnets", source=0, target=1, count=6, trigger="square", size=2)
+    poisoned = attack.poison(blobs_dataset(n_per_class=40, seed=0), generator=make_generator(0))
+    path = files["tmp"] / "poisoned.npz"
+    poisoned.save(path)
+    out = files["tmp"] / "truth"
+    result = run(path, "-D", "raw-clustering", "--model", files["model"], "-o", out)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "AUROC" in flat and "TPR" in flat
+    assert "against the data's is_poison: removed 100.0% of 6 poisons and 0.0% of 120" in flat

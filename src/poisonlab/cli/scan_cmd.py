@@ -127,30 +127,85 @@ def save_trained_models(
     return replace(result, models=tuple(models))
 
 
-def _print_summary(result: ScanResult, target: Path) -> None:
+def _named(classes: list[int]) -> str:
+    return ",".join(str(c) for c in classes) or "none"
+
+
+def _truth(result: ScanResult, source: str) -> Any:
+    """``is_poison`` when the scanned data carries it with both kinds of sample, else None."""
+    import numpy as np
+
+    from poisonlab.reports.scan_report import ground_truth
+
+    truth = ground_truth(source, np.asarray(result.data.ids).astype(str))
+    return None if truth is None or not truth.any() or truth.all() else truth
+
+
+def _auroc(truth: Any, scores: Any) -> str:
+    from poisonlab.metrics.detection import auroc
+
+    known = ~scores.isnan().numpy()
+    return f"{auroc(truth[known], scores.numpy()[known]):.3f}" if known.any() else "-"
+
+
+def _truth_line(result: ScanResult, truth: Any) -> str:
+    """The decision's removals and the combined score's AUROC against ``is_poison``."""
+    removed = result.removed.numpy()
+    tpr = float(removed[truth].mean())
+    tnr = float((~removed[~truth]).mean())
+    text = f"against the data's is_poison: removed {tpr:.1%} of {int(truth.sum())} poisons"
+    text += f" and {1 - tnr:.1%} of {int((~truth).sum())} clean samples"
+    if result.decision is not None and not bool(result.decision.score.isnan().all()):
+        text += f"; combined score AUROC {_auroc(truth, result.decision.score)}"
+    return text
+
+
+def _print_summary(result: ScanResult, target: Path, source: str) -> None:
     from rich.table import Table
 
+    from poisonlab.defenses.fusion import verdict_sentence
+
     data = result.data
+    decision = result.decision
+    if decision is not None:
+        out.print(f"[bold]{verdict_sentence(decision, data.class_names)}[/]", highlight=False)
     table = Table(title=f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes")
+    truth = _truth(result, source)
     table.add_column("defense", no_wrap=True)
-    for column in ("threshold", "flagged", "per class (class:n)", "seconds"):
+    columns = ["threshold", "classes named", "flagged", "per class (class:n)", "seconds"]
+    if truth is not None:  # the data says which samples are poisons (an attack's .npz)
+        columns += ["AUROC", "TPR"]
+    for column in columns:
         table.add_column(column, justify="left" if column.startswith("per") else "right")
     for outcome in result.ran:
         r = outcome.result
         assert r is not None
-        table.add_row(
-            outcome.name,
+        member = decision is None or outcome.name not in decision.excluded
+        cells = [
+            outcome.name if member else f"{outcome.name} (reported only)",
             str(r.threshold.get("rule", "")),
+            _named(r.poisoned_classes) if r.verdicts else "-",
             f"{int(r.flagged.sum())} / {int(r.analysed.sum())}",
             _per_class(r.flagged_per_class(data.labels, data.num_classes)),
             f"{r.seconds:.2f}",
-        )
+        ]
+        if truth is not None:
+            cells += [_auroc(truth, r.scores), f"{r.flagged.numpy()[truth].mean():.3f}"]
+        table.add_row(*cells)
     out.print(table)
-    removed = int(result.flagged_any.sum())
+    removed = int(result.removed.sum())
+    if decision is None or decision.rule == "union":
+        how = "removed when any defense flagged them"
+    elif decision.rule == "verdict":
+        how = "the combined decision: " + ", ".join(decision.members) + " per class"
+    else:
+        how = f"the combined score cut at {decision.rule}"
+    if truth is not None:
+        out.print(_truth_line(result, truth))
     out.print(
-        f"kept {len(data) - removed} of {len(data)} samples (removed when any defense flagged "
-        f"them) in {target / 'clean.npz'}; scores in {target / 'scores.csv'}, "
-        f"details in {target / 'summary.json'}"
+        f"kept {len(data) - removed} of {len(data)} samples ({how}) in {target / 'clean.npz'}; "
+        f"scores in {target / 'scores.csv'}, details in {target / 'summary.json'}, "
+        f"figures in {target / 'report.html'}"
     )
 
 
@@ -186,10 +241,19 @@ def scan_command(
         "default: train cnn-small (and lgm-net for lgm-likelihood) on DATA.",
     ),
     threshold: str = typer.Option(
-        "paper",
+        "verdict",
         "--threshold",
         "-t",
-        help="paper (each method's own rule), contamination:F, fpr:F (needs --holdout) or value:V.",
+        help="verdict (per-class verdicts: a class judged clean loses nothing; verdict:A sets "
+        "the family-wise level, default 0.05), paper (each method's own rule), contamination:F, "
+        "fpr:F (needs --holdout) or value:V. Applies to every defense and to the combined "
+        "decision.",
+    ),
+    decision: str = typer.Option(
+        "verdict",
+        "--decision",
+        help="What clean.npz drops: verdict (the combined decision of the defenses that give "
+        "class verdicts) or union (every sample any defense flagged).",
     ),
     classes: str | None = typer.Option(
         None, "--classes", help="Comma-separated classes analysed by per-class defenses."
@@ -218,7 +282,9 @@ def scan_command(
 ) -> None:
     """Score every sample of DATA with the chosen defenses; write scores, a summary and a clean set.
 
-    Writes --out/scores.csv (one row per sample: index, id, label, then a score and a 0/1 flag column per defense), --out/summary.json (thresholds, parameters, flags per class, timings, the models used, the thread settings), --out/model/ (a model trained here, reusable with --model; --out/lgm-model/ too when one was trained) and --out/clean.npz (DATA without every sample that any defense flagged; load it like any .npz). Input files are only read.
+    Prints the verdict first ("class 8 looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean"): the defenses that rank within classes (activation-clustering, raw-clustering, spectral-signatures) each test every class for a break in its highest scores, and a class is named when the most significant of them passes the family-wise 5% level; a class judged clean loses nothing.
+
+    Writes --out/scores.csv (one row per sample: index, id, label, a score and a 0/1 flag column per defense, the combined score and the 0/1 removed decision), --out/summary.json (the verdict and the decision first, then per defense its verdicts, the cut-off used per class, parameters, flags per class, timings, the models used, the thread settings), --out/model/ (a model trained here, reusable with --model; --out/lgm-model/ too when one was trained), --out/clean.npz (DATA without the removed samples; load it like any .npz) and --out/report.html (figures). Input files are only read.
 
     Without --model, cnn-small (resnet20 above 32×32 pixels) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line; --defense all runs every registered defense that can run.
 
@@ -251,8 +317,10 @@ def scan_command(
     if cut.needs_reference and holdout is None:
         raise ConfigError(
             f"--threshold {threshold} cuts on the scores of clean held-out samples; give "
-            "--holdout, or use paper, contamination:F or value:V"
+            "--holdout, or use verdict, paper, contamination:F or value:V"
         )
+    if decision not in ("verdict", "union"):
+        raise ConfigError(f"--decision must be verdict or union, got {decision!r}")
     # every selected defense is built now, so a bad --param fails before any file is read
     build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
     dataset = load_dataset(data)
@@ -283,6 +351,7 @@ def scan_command(
             epochs=epochs,
             seed=seed,
             device=device,
+            decision=decision,
         )
         for outcome in result.outcomes:
             if outcome.skipped and not early.get(outcome.name):
@@ -295,4 +364,4 @@ def scan_command(
 
     # after the swap, so the page names the folder it lives in; `poisonlab report` rewrites it
     write_scan_report(out_dir, dataset=dataset, source=data)
-    _print_summary(result, out_dir)
+    _print_summary(result, out_dir, data)

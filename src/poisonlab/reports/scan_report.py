@@ -47,6 +47,8 @@ def read_scores(
     scores, flags = {}, {}
     for name in names:
         s, f = column[f"{name}_score"], column.get(f"{name}_flagged")
+        if name == "combined":  # the combined decision's flags are the removed column
+            f = column.get("removed")
         scores[name] = np.array([float(r[s]) if r[s] else math.nan for r in rows], dtype=np.float64)
         flags[name] = np.array(
             [r[f] == "1" for r in rows] if f is not None else [False] * len(rows)
@@ -100,6 +102,26 @@ def _overview(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("run time", f"{summary.get('seconds', '-')} s"),
     ]
+
+
+def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Per class tested: combined p-value, its level, who named it, removed and the cut-off."""
+    rows = []
+    per_class = (summary.get("decision") or {}).get("per_class") or {}
+    named_first = sorted(per_class.items(), key=lambda kv: (not kv[1].get("poisoned"), int(kv[0])))
+    for c, info in named_first:
+        p = info.get("p_value")
+        rows.append(
+            [
+                c,
+                "poisoned" if info.get("poisoned") else "clean",
+                "-" if p is None else f"{p:.2g}",
+                "-" if info.get("level") is None else f"{info['level']:.2g}",
+                ", ".join(info.get("named_by") or []) or "-",
+                str(info.get("removed", 0)),
+            ]
+        )
+    return rows
 
 
 def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -160,6 +182,31 @@ def scan_page(
         f"poisonlab report: scan of {summary.get('dataset', {}).get('name', folder.name)}", folder
     )
     page.add("Overview", table(["", ""], _overview(summary), labels=2))
+    if summary.get("verdict"):
+        page.add("Verdict", note(str(summary["verdict"])))
+        rows = _verdict_rows(summary)
+        if rows:
+            page.add(
+                "Per-class verdicts",
+                table(
+                    ["class", "verdict", "p-value", "level", "named by", "removed"], rows, labels=2
+                ),
+                level=3,
+            )
+        named = (summary.get("decision") or {}).get("poisoned_classes") or []
+        if named and "combined" in scores:
+            shown = np.where(np.isin(labels, named), scores["combined"], np.nan)
+            names = summary.get("dataset", {}).get("class_names") or [
+                str(c) for c in range(int(labels.max()) + 1)
+            ]
+            png = plots.class_histograms_png(
+                shown, labels, flags["combined"], names, title="combined"
+            )
+            page.add(
+                "Combined score of the classes named poisoned",
+                figure(png, "kept vs removed samples of each class named poisoned"),
+                level=3,
+            )
     page.add(
         "Defenses",
         table(
