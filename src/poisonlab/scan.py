@@ -363,7 +363,7 @@ def check_threshold(threshold: Threshold | None, *, holdout_given: bool) -> None
     if threshold is not None and threshold.needs_reference and not holdout_given:
         raise ConfigError(
             f"threshold {threshold.describe()} cuts on the scores of clean held-out samples; "
-            "give a clean held-out set (holdout), or use paper, contamination:F or value:V"
+            "give a clean held-out set (holdout), or use verdict, paper, contamination:F or value:V"
         )
 
 
