@@ -28,7 +28,7 @@ from tests.defenses.conftest import RealCase, make_case, plant_features
 )
 def test_planted_poisons_are_found(reduce: str, auroc_floor: float, tpr_floor: float) -> None:
     case = make_case(n_per_class=80)
-    result = ActivationClustering(reduce=reduce).fit(case.evidence).result
+    result = ActivationClustering(reduce=reduce, threshold="paper").fit(case.evidence).result
     metrics = evaluate_detection(result, case.is_poison)
     assert metrics.auroc >= auroc_floor
     assert metrics.tpr >= tpr_floor
@@ -36,7 +36,7 @@ def test_planted_poisons_are_found(reduce: str, auroc_floor: float, tpr_floor: f
 
 def test_smaller_rule_flags_exactly_the_positive_scores() -> None:
     case = make_case()
-    result = ActivationClustering().fit(case.evidence).result
+    result = ActivationClustering(threshold="paper").fit(case.evidence).result
     assert torch.equal(result.flagged, result.scores > 0)
 
 
@@ -44,7 +44,7 @@ def test_poisoned_class_outranks_clean_classes() -> None:
     """Scores are comparable across classes: a separated poison cluster in one class scores
     above (nearly) every sample of two clean classes that k-means merely cuts in half."""
     case = make_case(n_per_class=100, poisoned_classes=(0,), poison_fraction=0.15)
-    result = ActivationClustering().fit(case.evidence).result
+    result = ActivationClustering(threshold="paper").fit(case.evidence).result
     assert evaluate_detection(result, case.is_poison).auroc >= 0.99
     clean_classes = case.labels != 0
     above = result.scores[case.is_poison] > result.scores[clean_classes].max()
@@ -55,9 +55,9 @@ def test_poisoned_class_outranks_clean_classes() -> None:
 
 def test_scores_do_not_depend_on_the_scale_of_the_features() -> None:
     case = make_case()
-    base = ActivationClustering(reduce="none").fit(case.evidence).result.scores
+    base = ActivationClustering(reduce="none", threshold="paper").fit(case.evidence).result.scores
     plant_features(case.evidence, 1000.0 * case.features)
-    scaled = ActivationClustering(reduce="none").fit(case.evidence).result.scores
+    scaled = ActivationClustering(reduce="none", threshold="paper").fit(case.evidence).result.scores
     torch.testing.assert_close(base, scaled, rtol=1e-5, atol=1e-5)  # float32 features
 
 
@@ -115,7 +115,7 @@ def test_unsplittable_classes_score_zero() -> None:
         split_two_means(np.eye(2), reduce="pca", n_components=2, n_init=1, random_state=0) is None
     )
     case = make_case(n_per_class=2, poison_fraction=0.0)
-    result = ActivationClustering().fit(case.evidence).result
+    result = ActivationClustering(threshold="paper").fit(case.evidence).result
     assert torch.equal(result.scores, torch.zeros(len(case.labels), dtype=torch.float64))
     assert not result.flagged.any()
 
@@ -124,10 +124,10 @@ def test_clean_data_gives_few_flags_under_size_and_silhouette_rules() -> None:
     """Without poisons k-means still halves each class: the smaller-cluster rule flags about half
     (documented), while the relative-size and silhouette rules flag nothing."""
     case = make_case(n_per_class=120, poison_fraction=0.0)
-    smaller = ActivationClustering().fit(case.evidence).result
+    smaller = ActivationClustering(threshold="paper").fit(case.evidence).result
     assert 0.2 <= smaller.flagged.float().mean() <= 0.5
     for rule in ("relative-size", "silhouette"):
-        result = ActivationClustering(rule=rule).fit(case.evidence).result
+        result = ActivationClustering(rule=rule, threshold="paper").fit(case.evidence).result
         assert not result.flagged.any(), rule
         assert torch.isfinite(result.scores).all()
     report = smaller.extras["classes"]
@@ -189,7 +189,9 @@ def test_exclusionary_reclassification_clears_clean_clusters() -> None:
 
 def test_named_layer_and_build_detector() -> None:
     case = make_case()
-    detector = build_detector("activation-clustering", layer="body.relu2", n_components=5)
+    detector = build_detector(
+        "activation-clustering", layer="body.relu2", n_components=5, threshold="paper"
+    )
     result = detector.fit(case.evidence).result
     assert result.params["layer"] == "body.relu2"
     assert ("activations", "body.relu2", "data", True) in case.evidence._cache
@@ -200,7 +202,11 @@ def test_real_backdoor_is_found(digits_backdoor: RealCase) -> None:
     """cnn-small on digits, BadNets 2 → 5 (20% of class 5): the analysed target class."""
     assert digits_backdoor.attack_success >= 0.7, "the backdoor must be learned for this test"
     target = digits_backdoor.target
-    result = ActivationClustering(classes=[target]).fit(digits_backdoor.evidence_factory()).result
+    result = (
+        ActivationClustering(classes=[target], threshold="paper")
+        .fit(digits_backdoor.evidence_factory())
+        .result
+    )
     metrics = evaluate_detection(result, digits_backdoor.is_poison)
     assert metrics.n_poison > 0 and metrics.n == int(result.analysed.sum())
     assert metrics.auroc >= 0.95 and metrics.tpr >= 0.9
@@ -210,7 +216,11 @@ def test_real_clean_classes(digits_backdoor: RealCase) -> None:
     """Classes 0 and 1 hold no poison: no crash, finite scores, undefined AUROC reported as NaN,
     and the relative-size rule flags at most the size threshold's share of them."""
     evidence = digits_backdoor.evidence_factory()
-    result = ActivationClustering(rule="relative-size", classes=[0, 1]).fit(evidence).result
+    result = (
+        ActivationClustering(rule="relative-size", classes=[0, 1], threshold="paper")
+        .fit(evidence)
+        .result
+    )
     assert torch.isfinite(result.scores[result.analysed]).all()
     assert result.flagged.sum() <= 0.35 * result.analysed.sum()
     metrics = evaluate_detection(result, digits_backdoor.is_poison)

@@ -15,7 +15,7 @@ from tests.defenses.conftest import RealCase, make_case
 @pytest.mark.parametrize(("reduce", "floor"), [("pca", 0.95), ("fastica", 0.85)])
 def test_visible_trigger_is_found_without_a_model(reduce: str, floor: float) -> None:
     case = make_case(n_per_class=80, poison_fraction=0.2, with_model=False)
-    result = RawClustering(reduce=reduce).fit(case.evidence).result
+    result = RawClustering(reduce=reduce, threshold="paper").fit(case.evidence).result
     metrics = evaluate_detection(result, case.is_poison)
     assert metrics.auroc >= floor
     assert metrics.tpr >= (0.9 if reduce == "pca" else 0.6)
@@ -24,22 +24,26 @@ def test_visible_trigger_is_found_without_a_model(reduce: str, floor: float) -> 
 def test_reads_pixels_not_features() -> None:
     """Planted features are ignored: scrambling them changes nothing."""
     case = make_case()
-    first = RawClustering().fit(case.evidence).result.scores
+    first = RawClustering(threshold="paper").fit(case.evidence).result.scores
     case.evidence.put(("activations", "body", "data", False), torch.zeros_like(case.features))
-    assert torch.equal(RawClustering().fit(case.evidence).result.scores, first)
+    assert torch.equal(RawClustering(threshold="paper").fit(case.evidence).result.scores, first)
     assert ("pixels", "data") in case.evidence._cache
 
 
 def test_clean_images_with_relative_size_rule() -> None:
     case = make_case(n_per_class=100, poison_fraction=0.0, with_model=False)
-    result = RawClustering(rule="relative-size").fit(case.evidence).result
+    result = RawClustering(rule="relative-size", threshold="paper").fit(case.evidence).result
     assert torch.isfinite(result.scores).all()
     assert result.flagged.float().mean() <= 0.35
 
 
 def test_images_smaller_than_the_components_are_not_reduced() -> None:
     case = make_case(with_model=False)
-    result = build_detector("raw-clustering", n_components=100).fit(case.evidence).result
+    result = (
+        build_detector("raw-clustering", n_components=100, threshold="paper")
+        .fit(case.evidence)
+        .result
+    )
     assert torch.isfinite(result.scores).all()
     assert evaluate_detection(result, case.is_poison).auroc >= 0.95
 
@@ -47,7 +51,7 @@ def test_images_smaller_than_the_components_are_not_reduced() -> None:
 def test_real_digits_with_a_large_trigger(digits_backdoor: RealCase) -> None:
     """A white 3×3 square on 8×8 digits is a dominant pixel direction: the baseline finds it."""
     evidence = digits_backdoor.evidence_factory()
-    result = RawClustering(classes=[digits_backdoor.target]).fit(evidence).result
+    result = RawClustering(classes=[digits_backdoor.target], threshold="paper").fit(evidence).result
     assert evaluate_detection(result, digits_backdoor.is_poison).auroc >= 0.95
 
 

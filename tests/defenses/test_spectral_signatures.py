@@ -35,7 +35,7 @@ def test_tau_matches_the_paper_oracle() -> None:
 
 def test_scores_are_tau_over_the_class_median() -> None:
     case = make_case()
-    result = SpectralSignatures().fit(case.evidence).result
+    result = SpectralSignatures(threshold="paper").fit(case.evidence).result
     for c in range(3):
         members = case.labels == c
         tau = paper_tau(case.features[members].double().numpy())
@@ -45,7 +45,7 @@ def test_scores_are_tau_over_the_class_median() -> None:
 
 def test_paper_rule_removes_one_and_a_half_eps_per_class() -> None:
     case = make_case(n_per_class=60)
-    result = SpectralSignatures(eps=0.1).fit(case.evidence).result
+    result = SpectralSignatures(eps=0.1, threshold="paper").fit(case.evidence).result
     for c in range(3):
         members = case.labels == c
         n = int(members.sum())
@@ -58,7 +58,7 @@ def test_paper_rule_removes_one_and_a_half_eps_per_class() -> None:
 
 def test_planted_poisons_are_found() -> None:
     case = make_case(n_per_class=100, poison_fraction=0.1)
-    result = SpectralSignatures(eps=0.1).fit(case.evidence).result
+    result = SpectralSignatures(eps=0.1, threshold="paper").fit(case.evidence).result
     metrics = evaluate_detection(result, case.is_poison)
     assert metrics.auroc >= 0.97
     assert metrics.tpr >= 0.9
@@ -69,10 +69,10 @@ def test_translation_invariant_unlike_an_uncentred_projection() -> None:
     ART 1.20.1's score |v · R_i| changes with it, and with a large offset it ranks poisons by
     the sign of their deviation rather than its size."""
     case = make_case(n_per_class=100, poisoned_classes=(0,), poison_fraction=0.1)
-    base = SpectralSignatures().fit(case.evidence).result.scores
+    base = SpectralSignatures(threshold="paper").fit(case.evidence).result.scores
     shifted = case.features + 50.0
     plant_features(case.evidence, shifted)
-    moved = SpectralSignatures().fit(case.evidence).result.scores
+    moved = SpectralSignatures(threshold="paper").fit(case.evidence).result.scores
     torch.testing.assert_close(base, moved, rtol=1e-4, atol=1e-6)
     art = pytest.importorskip("art.defences.detector.poison.spectral_signature_defense")
     members = (case.labels == 0).numpy()
@@ -92,12 +92,15 @@ def test_translation_invariant_unlike_an_uncentred_projection() -> None:
 def test_scores_comparable_across_classes() -> None:
     """Multiplying one class's representations by 100 leaves every score unchanged."""
     case = make_case()
-    base = SpectralSignatures().fit(case.evidence).result.scores
+    base = SpectralSignatures(threshold="paper").fit(case.evidence).result.scores
     scaled = case.features.clone()
     scaled[case.labels == 1] *= 100.0
     plant_features(case.evidence, scaled)
     torch.testing.assert_close(
-        SpectralSignatures().fit(case.evidence).result.scores, base, rtol=1e-4, atol=1e-6
+        SpectralSignatures(threshold="paper").fit(case.evidence).result.scores,
+        base,
+        rtol=1e-4,
+        atol=1e-6,
     )
 
 
@@ -105,7 +108,7 @@ def test_clean_data_behaves() -> None:
     """Without poisons the paper's rule still removes 1.5·ε·n per class (as documented); a
     contamination or target-FPR threshold flags what it promises, and nothing is NaN."""
     case = make_case(n_per_class=100, poison_fraction=0.0)
-    paper = SpectralSignatures(eps=0.05).fit(case.evidence).result
+    paper = SpectralSignatures(eps=0.05, threshold="paper").fit(case.evidence).result
     assert torch.isfinite(paper.scores).all()
     assert int(paper.flagged.sum()) == 3 * removal_count(100, 0.05, 1.5)
     clean = SpectralSignatures(threshold=TargetFPR(0.05)).fit(case.evidence).result
@@ -116,14 +119,14 @@ def test_clean_data_behaves() -> None:
 
 def test_tiny_classes() -> None:
     case = make_case(n_per_class=1, poison_fraction=0.0, holdout_per_class=1)
-    result = SpectralSignatures().fit(case.evidence).result
+    result = SpectralSignatures(threshold="paper").fit(case.evidence).result
     assert torch.equal(result.scores, torch.zeros(3, dtype=torch.float64))
 
 
 def test_real_backdoor_is_found(digits_backdoor: RealCase) -> None:
     target = digits_backdoor.target
     evidence = digits_backdoor.evidence_factory()
-    result = SpectralSignatures(eps=0.2, classes=[target]).fit(evidence).result
+    result = SpectralSignatures(eps=0.2, classes=[target], threshold="paper").fit(evidence).result
     metrics = evaluate_detection(result, digits_backdoor.is_poison)
     assert metrics.auroc >= 0.9
     assert metrics.tpr >= 0.8
