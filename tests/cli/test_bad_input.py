@@ -82,7 +82,7 @@ def test_a_skipped_defense_still_has_its_parameters_checked(tmp_path, data, no_t
         ("value:nan", "value must be a finite number, got nan"),
         ("contamination:1.5", "contamination must be a number in (0, 1), got 1.5"),
         ("fpr:2", "fpr must be a number in (0, 1), got 2"),
-        ("top:3", "use paper, contamination:F with F in (0, 1)"),
+        ("top:3", "use verdict (or verdict:A with A in (0, 1), the family-wise level), paper"),
     ],
 )
 def test_thresholds_are_checked_up_front_with_their_range(
