@@ -118,7 +118,8 @@ def run_cell(cell: str, data: ImageDataset, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"truth": truth, "classes": classes, "labels": labels.numpy()}
     results = []
     for name in OURS:
-        result = build_detector(name, seed=seed).fit(evidence).result
+        seeded = {} if name == "spectral-signatures" else {"seed": seed}
+        result = build_detector(name, **seeded).fit(evidence).result
         results.append(result)
         out[name] = (result.flagged.numpy(), result.poisoned_classes, result.verdicts)
     decision = combine(results, labels)
