@@ -363,14 +363,7 @@ def _finetuned_success(
     import copy
 
     if finetune == "head-per-target":
-        transfer = TransferConfig(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            start="warm",
-            per_target=True,
-            seed=config.seed,
-        )
+        transfer = TransferConfig.warm_per_target(config)
         return evaluate_transfer(model, poisoned, config=transfer).rate.rate
 
     victim = copy.deepcopy(model)

@@ -44,19 +44,17 @@ from typing import Any
 from poisonlab.experiments.config import ExperimentConfig, config_from_dict
 from poisonlab.experiments.runner import RunSummary, run_experiment
 from poisonlab.reports.html import Page, esc, figure, note, table, write_page
-from poisonlab.workflows.demo_summary import Block, Claim, claims_of, summary_blocks
+from poisonlab.workflows.demo_summary import (
+    DEFENSE_ORDER,
+    Block,
+    Claim,
+    claims_of,
+    summary_blocks,
+)
 
 BACKDOOR = "demo-backdoor"
 COLLISION = "demo-collision"
-BACKDOOR_DEFENSES = (
-    "activation-clustering",
-    "spectral-signatures",
-    "raw-clustering",
-    "deep-features",
-    "dnn-uncertainty",
-    "bnn",
-    "heatmap-clustering",
-)
+BACKDOOR_DEFENSES = DEFENSE_ORDER
 COLLISION_DEFENSES = ("lgm-likelihood",)
 TITLES = {BACKDOOR: "BadNets backdoor", COLLISION: "Feature collision"}
 STEPS = {

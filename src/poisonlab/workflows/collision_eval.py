@@ -76,6 +76,19 @@ class TransferConfig:
         if self.start not in STARTS:
             raise ConfigError(f"start {self.start!r} is not one of {', '.join(STARTS)}")
 
+    @classmethod
+    def warm_per_target(cls, schedule: TrainConfig) -> TransferConfig:
+        """Poison Frogs' per-target retraining of the trained head, on ``schedule``'s epochs,
+        batch size, learning rate and seed (what the filter-and-fine-tune loops compare)."""
+        return cls(
+            epochs=schedule.epochs,
+            batch_size=schedule.batch_size,
+            lr=schedule.lr,
+            start="warm",
+            per_target=True,
+            seed=schedule.seed,
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class CollisionEvaluation:

@@ -182,14 +182,7 @@ def _one_shot(
     and on the kept rows, warm-started from the pre-trained head, frozen features."""
     if poisoned.targets is None:
         raise ConfigError("finetune='head-per-target' needs a feature-collision poisoned set")
-    transfer = TransferConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        start="warm",
-        per_target=True,
-        seed=config.seed,
-    )
+    transfer = TransferConfig.warm_per_target(config)
     out: list[tuple[float, float | None]] = []
     for keep in (None, kept):
         evaluation = evaluate_transfer(model, poisoned, config=transfer, clean_test=test, keep=keep)
