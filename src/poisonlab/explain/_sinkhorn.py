@@ -66,11 +66,16 @@ class _State:
     """Working set: kernel, scalings and potentials of the problems still iterating.
 
     Padding: padded rows/columns have kernel 0 and scaling 0; adding ``pad`` (1 there) to the
-    zero denominators keeps them exactly 0 without branching.  Both kernel products are written
-    as row vector × matrix, the fast form of a batched matrix-vector product on CPU.
+    zero denominators keeps them exactly 0 without branching (and is skipped where a side has
+    no padding: adding 0 changes no value).  Both kernel products are written as row vector ×
+    matrix, the fast form of a batched matrix-vector product on CPU; the scalings are kept as
+    (B, 1, n) rows so a sweep needs no reshaping (each tensor call costs a few microseconds of
+    dispatch, which dominates the sweeps of small problems).
     """
 
     names = ("todo", "active", "a", "b", "M", "f", "g", "pad_a", "pad_b", "K", "u", "v", "ktu")
+    K: Tensor
+    Kt: Tensor  # K.transpose(1, 2), a view
 
     def __init__(
         self,
@@ -85,8 +90,10 @@ class _State:
     ) -> None:
         self.todo = torch.arange(M.shape[0], device=M.device)
         self.active = torch.ones(M.shape[0], dtype=torch.bool, device=M.device)
-        self.a, self.b, self.M, self.f, self.g, self.eps = a, b, M, f, g, eps
-        self.pad_a, self.pad_b = (a <= 0).to(a.dtype), (b <= 0).to(b.dtype)
+        self.M, self.f, self.g, self.eps = M, f, g, eps
+        self.a, self.b = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, n) and (B, 1, m)
+        self.pad_a, self.pad_b = (self.a <= 0).to(a.dtype), (self.b <= 0).to(b.dtype)
+        self.padded_a, self.padded_b = torch.stack([self.pad_a.any(), self.pad_b.any()]).tolist()
         self.pad = pad
         self.reset(check=warm)
 
@@ -99,8 +106,9 @@ class _State:
             self.log_sweep()
             return
         self.K = logk.exp_()
+        self.Kt = self.K.transpose(1, 2)
         self.u, self.v = 1.0 - self.pad_a, 1.0 - self.pad_b
-        self.ktu = torch.bmm(self.u.unsqueeze(1), self.K).squeeze(1)
+        self.ktu = torch.bmm(self.u, self.K)
 
     def log_sweep(self) -> None:
         """One Sinkhorn sweep on the potentials in the log domain, then :meth:`reset`.
@@ -109,30 +117,35 @@ class _State:
         marginal exactly, so no kernel entry exceeds 1.  Used when the kernel form would
         overflow or underflow (far-off warm starts, very small ε in float32).
         """
+        a, b = self.a[:, 0], self.b[:, 0]
         logk = _log_kernel(self.f, self.g, self.M, self.eps, self.pad)
-        f = self.f + self.eps * (_log0(self.a) - torch.logsumexp(logk, dim=2))
-        self.f = torch.where(self.a > 0, f, 0.0)
+        f = self.f + self.eps * (_log0(a) - torch.logsumexp(logk, dim=2))
+        self.f = torch.where(a > 0, f, 0.0)
         logk = _log_kernel(self.f, self.g, self.M, self.eps, self.pad)
-        g = self.g + self.eps * (_log0(self.b) - torch.logsumexp(logk, dim=1))
-        self.g = torch.where(self.b > 0, g, 0.0)
+        g = self.g + self.eps * (_log0(b) - torch.logsumexp(logk, dim=1))
+        self.g = torch.where(b > 0, g, 0.0)
         self.reset()
 
     def sweep(self, omega: float, relax_rows: bool) -> None:
-        v = self.b / (self.ktu + self.pad_b)
+        v = self.b / (self.ktu + self.pad_b if self.padded_b else self.ktu)
         if omega != 1.0:
-            v = _relax(self.v, v, self.pad_b, omega)
+            v = _relax(self.v, v, self.pad_b if self.padded_b else None, omega)
         self.v = v
-        kv = torch.bmm(v.unsqueeze(1), self.K.transpose(1, 2)).squeeze(1)
-        u = self.a / (kv + self.pad_a)
+        kv = torch.bmm(v, self.Kt)
+        u = self.a / (kv + self.pad_a if self.padded_a else kv)
         if omega != 1.0 and relax_rows:
-            u = _relax(self.u, u, self.pad_a, omega)
+            u = _relax(self.u, u, self.pad_a if self.padded_a else None, omega)
         self.u = u
-        self.ktu = torch.bmm(u.unsqueeze(1), self.K).squeeze(1)
+        self.ktu = torch.bmm(u, self.K)
 
-    def potentials(self) -> tuple[Tensor, Tensor]:
-        """``f + ε log u`` and ``g + ε log v`` (0 on padding): the plan's own potentials."""
-        f = torch.where(self.u > 0, self.f + self.eps * _log0(self.u), 0.0)
-        g = torch.where(self.v > 0, self.g + self.eps * _log0(self.v), 0.0)
+    def potentials(self, sel: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``f + ε log u`` and ``g + ε log v`` (0 on padding): the plan's own potentials, of
+        the problems ``sel`` (default all)."""
+        f, g, u, v = self.f, self.g, self.u[:, 0], self.v[:, 0]
+        if sel is not None:
+            f, g, u, v = f[sel], g[sel], u[sel], v[sel]
+        f = torch.where(u > 0, f + self.eps * _log0(u), 0.0)
+        g = torch.where(v > 0, g + self.eps * _log0(v), 0.0)
         return f, g
 
     def absorb(self) -> None:
@@ -143,14 +156,18 @@ class _State:
     def keep(self, sel: Tensor) -> None:
         for name in self.names:
             setattr(self, name, getattr(self, name)[sel])
+        self.Kt = self.K.transpose(1, 2)
         if self.pad is not None:
             self.pad = self.pad[sel]
 
 
-def _relax(old: Tensor, new: Tensor, pad: Tensor, omega: float) -> Tensor:
-    """Over-relaxed scaling ``old^(1-ω) new^ω`` (0 on padding, where ``new`` is 0)."""
+def _relax(old: Tensor, new: Tensor, pad: Tensor | None, omega: float) -> Tensor:
+    """Over-relaxed scaling ``old^(1-ω) new^ω`` (0 on padding, where ``new`` is 0; ``pad``
+    None: no padding)."""
     if omega == 1.5:  # new·sqrt(new/old): two cheap ops instead of two powers
-        return new * torch.sqrt(new / (old + pad))
+        return new * (new / (old if pad is None else old + pad)).sqrt_()
+    if pad is None:
+        return old ** (1.0 - omega) * new**omega
     return (old + pad) ** (1.0 - omega) * (new + pad) ** omega - pad
 
 
@@ -241,9 +258,9 @@ def sinkhorn(
     saved = (st.u, st.v)
 
     def freeze(sel: Tensor, sweeps: int) -> None:
-        f_sel, g_sel = st.potentials()
+        f_sel, g_sel = st.potentials(sel)
         idx = st.todo[sel]
-        f_out[idx], g_out[idx], n_sweeps[idx] = f_sel[sel], g_sel[sel], sweeps
+        f_out[idx], g_out[idx], n_sweeps[idx] = f_sel, g_sel, sweeps
         st.active &= ~sel
 
     for sweep in range(max_iter):
@@ -254,13 +271,15 @@ def sinkhorn(
         fresh = False
         if not check:
             continue
-        err = torch.linalg.vector_norm(st.v * st.ktu - st.b, dim=1)
+        err = torch.linalg.vector_norm(st.v * st.ktu - st.b, dim=(1, 2))
         err = torch.where(st.active, err, 0.0)
         done = st.active & (err < tols[st.todo])
-        ends = [st.u.amax(), st.v.amax(), -(st.u + st.pad_a).amin(), -(st.v + st.pad_b).amin()]
-        flags = [err.isfinite().all(), done.any(), st.active.sum() - done.sum(), err.max(), *ends]
-        finite, any_done, n_active, worst, *bounds = torch.stack(flags).tolist()  # one sync
-        if not finite:
+        # extremes of the scalings (padding counted as 1: only values beyond [1/big, big] matter)
+        u_lo, u_hi = torch.aminmax(st.u + st.pad_a if st.padded_a else st.u)
+        v_lo, v_hi = torch.aminmax(st.v + st.pad_b if st.padded_b else st.v)
+        flags = [done.any(), st.active.sum() - done.sum(), err.max(), u_hi, v_hi, -u_lo, -v_lo]
+        any_done, n_active, worst, *bounds = torch.stack(flags).tolist()  # one sync
+        if not math.isfinite(worst):  # max propagates NaN
             # POT stops at the last finite scalings; we restart from them, in the log domain
             # (a kernel row or column underflowed or overflowed: the kernel form cannot go on).
             st.u, st.v = saved

@@ -214,13 +214,17 @@ def entropic_gw(
             f"need epsilon > 0 and max_iter, sinkhorn_max_iter, check_every >= 1, got {epsilon}, "
             f"{max_iter}, {sinkhorn_max_iter}, {check_every}"
         )
-    shapes = [C1.shape[:-2], p.shape[:-1], C2.shape[:-2], q.shape[:-1]]
+    # the batch size: every batched input has one batch dimension, all of one size (a plain
+    # check: torch.broadcast_shapes costs ~2 ms, called once per solve)
+    batched = [x.shape[0] for x, dims in ((C1, 3), (p, 2), (C2, 3), (q, 2)) if x.dim() == dims]
     if T0 is not None:
-        shapes.append(T0.shape[:-2])
-    batch_shape = torch.broadcast_shapes(*shapes)
-    if len(batch_shape) != 1:
+        batched.append(T0.shape[0] if T0.dim() == 3 else -1)
+    sizes = set(batched)
+    if any(x.dim() not in (dims - 1, dims) for x, dims in ((C1, 3), (p, 2), (C2, 3), (q, 2))) or (
+        len(sizes - {1}) > 1 or not sizes or -1 in sizes
+    ):
         raise ValueError("entropic_gw expects exactly one batch dimension on some input")
-    batch = batch_shape[0]
+    batch = max(sizes)
     n, m = C1.shape[-1], C2.shape[-1]
     if C1.shape[-2] != n or C2.shape[-2] != m or p.shape[-1] != n or q.shape[-1] != m:
         raise ValueError(
