@@ -132,9 +132,9 @@ def gw_barycenter(
     clouds : PointClouds
         The S members.
     n_support : int
-        Number N of barycenter points (seed clustering script: 10).
+        Number N of barycenter points (the paper's clustering script: 10).
     epsilon : float
-        Entropic regularisation of the couplings (POT's default and the seed helpers': 0.1).
+        Entropic regularisation of the couplings (POT's default and the paper's helpers': 0.1).
     weights : Tensor of shape (S,), optional
         Weights λ_s summing to 1; default uniform.
     max_iter : int

@@ -1,7 +1,8 @@
 """k-means with Gromov–Wasserstein distances and GW barycenters as means (Heatmap Clustering).
 
-Seed 004 §5.3–5.5 / METHODS §7.5(d): the heatmap point clouds of one (suspicious) class are split
-into k = 2 clusters and the smaller one is flagged as poisoned.
+Schulth, Berghoff & Neu 2022 (arXiv:2204.12848) §5.3–5.5, docs/methods.md: the heatmap point
+clouds of one (suspicious) class are split into k = 2 clusters and the smaller one is flagged as
+poisoned.
 
 1. **k-means++ seeding** (Arthur & Vassilvitskii 2007): the first center is a cloud drawn
    uniformly; each further center is drawn with probability ∝ D_i², where D_i is the GW distance
@@ -12,15 +13,15 @@ into k = 2 clusters and the smaller one is flagged as poisoned.
 3. **Update** each cluster's center to the GW barycenter of its members
    (:func:`~poisonlab.explain.gw_barycenter.gw_barycenter`: N points, ε_b), recompute all
    distances, reassign; stop when no assignment changes, or after ``max_iter`` updates
-   (seed: 5).  A cluster whose membership did not change keeps its barycenter and distances.
+   (the paper: 5).  A cluster whose membership did not change keeps its barycenter and distances.
 
 Distances are entropic GW values (square loss, ε, POT's criteria) from every cloud to a center,
 all solved in batches (:func:`~poisonlab.explain.gromov.gw_to_one`).  All randomness (the first
 center, the D² draws, the barycenters' random starts) comes from the explicit ``generator``, so a
 run is deterministic for a fixed generator state.
 
-Choice of ε_b (METHODS §10 lists 0.02, 0.1 and 5e-4): we use ε_b = ε = 0.02.  The seed's
-helpers default to ε_b = 0.1, but on max-normalised clouds that collapses the barycenter of a
+Choice of ε_b (the paper's code uses 0.02, 0.1 and 5e-4 in different places): we use ε_b = ε
+(Heatmap Clustering: 0.01).  The paper's helpers default to ε_b = 0.1, but on max-normalised clouds that collapses the barycenter of a
 homogeneous cluster to a constant matrix (it keeps only the mean pairwise distance), and the
 iterations then alternate between two different objectives: on 300 synthetic heatmap clouds
 (blob vs blob + corner patch) they wandered away from the planted split that the seeding had
@@ -171,7 +172,7 @@ def gw_kmeans(
     bary_epsilon : float
         ε of the barycenter couplings (see the module docstring).
     n_support : int
-        Points N of every center (seed clustering script: 10).
+        Points N of every center (the paper's clustering script: 10).
     max_iter : int
         Maximum center updates per run.
     generator : torch.Generator

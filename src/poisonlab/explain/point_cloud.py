@@ -26,15 +26,16 @@ Size bound (defaults ``pool=2``, ``max_points=256``).  GW costs grow as ``n²m +
 iteration, the k-means++ seeding solves B cloud-to-cloud problems per seed, and on
 near-isotropic clouds entropic GW at ε = 0.02 often needs hundreds of iterations, so n decides
 the run time.  Measured on synthetic 32×32 heatmaps (bench/bench_gromov.py, blob plus corner
-patch): the seed's cut keeps ~220 points (up to ~350); average-pooling by 2 first (16×16 grid)
+patch): the paper's cut keeps ~220 points (up to ~350); average-pooling by 2 first (16×16 grid)
 keeps ~60 points (up to ~95) *and still 99% of the relevance*, whereas capping unpooled clouds at
 128 points keeps only 92% of it on average (81% at worst).  Pooling coarsens the geometry to
 2-pixel cells, which a 3×3 trigger survives, and the full Heatmap Clustering of 1,000 clouds
 then fits in minutes on 2 CPU cores.  ``max_points`` is a safety cap for larger maps (never
 reached at 32×32 with ``pool=2``): it keeps the heaviest points and renormalises.
-``pool=1, max_points=None`` reproduces the seed exactly.  Memory: ``B·n_max²`` numbers for C.
+``pool=1, max_points=None`` reproduces the paper's clouds exactly.  Memory: ``B·n_max²`` numbers for C.
 The solvers do not need the bound to beat POT (bench/results/gromov.md times one k-means
-iteration on the seed's unpooled ~220-point clouds), but the k-means++ seeding's cloud-to-cloud
+iteration on Heatmap Clustering's pooled clouds, ``--iteration-pool 1`` on the unpooled
+~220-point ones), but the k-means++ seeding's cloud-to-cloud
 solves cost n³ per iteration, which is why Heatmap Clustering pools by default.
 """
 
@@ -151,10 +152,10 @@ def heatmaps_to_clouds(
     heatmaps : Tensor of shape (B, H, W)
         Relevance summed over colour channels (any sign, any scale).
     mass : float
-        Fraction of relevance to keep, in (0, 1]; the seed's "top 99%" is 0.99.
+        Fraction of relevance to keep, in (0, 1]; the paper's "top 99%" is 0.99.
     pool : int
         Average-pooling factor applied before the cut (default 2); H and W must be divisible by
-        it; 1 for the seed's full resolution.
+        it; 1 for the paper's full resolution.
     max_points : int or None
         Keep at most this many (heaviest) points after the cut; None for no cap.
     dtype : torch.dtype
