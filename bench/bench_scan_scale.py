@@ -82,13 +82,14 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench scan_scale")
     parser.add_argument("--cache", type=Path, default=None, help="keep the case files here")
     parser.add_argument("--no-art", action="store_true", help="skip the ART rows")
+    parser.add_argument("--out", type=Path, default=None, help="keep the scan folder here")
     parser.add_argument("--src", type=Path, default=None, help="another checkout's src folder")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.cache or Path(tmp)
         data_path, holdout_path = fashion_case(folder)
         truth = ground_truth(data_path)
-        out = Path(tmp) / "out"
+        out = args.out or Path(tmp) / "out"
         scan_args = [str(data_path), "--defense", ",".join(DEFENSES)]
         scan_args += ["--holdout", str(holdout_path)]
         run = timed_scan(scan_args, out, src=args.src)

@@ -102,7 +102,9 @@ def _read_scores(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     names = [c.removesuffix("_score") for c in rows[0] if c.endswith("_score")]
-    flags = {n: np.array([r[f"{n}_flagged"] == "1" for r in rows]) for n in names}
+    # the combined score's decision is the "removed" column (scores.csv since the verdicts)
+    column = {n: f"{n}_flagged" if f"{n}_flagged" in rows[0] else "removed" for n in names}
+    flags = {n: np.array([r[column[n]] == "1" for r in rows]) for n in names}
     scores = {
         n: np.array([float(r[f"{n}_score"]) if r[f"{n}_score"] else np.nan for r in rows])
         for n in names
