@@ -42,12 +42,12 @@ from poisonlab.attacks.label_consistent import LabelConsistent
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.prepare import prepare_splits
 from poisonlab.defenses import Evidence, build_detector
-from poisonlab.metrics.attack import evaluate_backdoor
 from poisonlab.metrics.detection import detection_metrics
 from poisonlab.models import ModelConfig, Network, build_model, load_checkpoint, save_checkpoint
 from poisonlab.seeding import derive_seed, make_generator
 from poisonlab.train import train_model
 from poisonlab.train.recipes import default_recipe
+from poisonlab.workflows.backdoor_eval import measure_backdoor
 
 DATA = "fashion-mnist"
 ARCH = "cnn-small"
@@ -171,7 +171,7 @@ def attack_metrics(setting: Setting, test: ImageDataset, seed: int) -> None:
     """Clean test accuracy and ASR (full-amplitude triggers) of the setting's model."""
     assert setting.model is not None
     asr_set = setting.attack.test_set(test, generator=make_generator(derive_seed(seed, "asr")))
-    metrics = evaluate_backdoor(setting.model, test, asr_set.data)
+    metrics = measure_backdoor(setting.model, test, asr_set.data)
     setting.clean_accuracy, setting.asr = metrics.clean_accuracy, metrics.asr
 
 

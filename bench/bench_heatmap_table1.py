@@ -44,12 +44,12 @@ from bench.common import markdown_table, write_result
 from poisonlab.attacks import build_attack
 from poisonlab.data.prepare import prepare_splits
 from poisonlab.defenses import Evidence, build_detector
-from poisonlab.metrics.attack import evaluate_backdoor
 from poisonlab.metrics.detection import detection_metrics
 from poisonlab.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from poisonlab.seeding import derive_seed, make_generator
 from poisonlab.train import train_model
 from poisonlab.train.recipes import default_recipe
+from poisonlab.workflows.backdoor_eval import measure_backdoor
 
 SOURCE, TARGET = 2, 4
 ARCH = "cnn-small"
@@ -102,7 +102,7 @@ def victim(args: argparse.Namespace, split: Any, seed: int, rate: float) -> dict
         if folder is not None:
             save_checkpoint(model, folder)
     model.eval()
-    backdoor = evaluate_backdoor(model, split.test, poisoned.test_set)
+    backdoor = measure_backdoor(model, split.test, poisoned.test_set)
     return {
         "data": data,
         "is_poison": poisoned.is_poison,
