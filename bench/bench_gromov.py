@@ -474,6 +474,7 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", choices=["iteration", "kmeans"], default=None)
+    parser.add_argument("--name", default="gromov", help="results file name")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.pot_subset = 200, 20
@@ -491,7 +492,7 @@ def main(argv: list[str]) -> None:
         "other jobs were running, so wall times are inflated; compare rows of one run.\n"
     )
     command = "python -m bench gromov " + " ".join(argv)
-    path = write_result("gromov", "Heatmap Clustering GW core: ours vs POT", command.strip(), body)
+    path = write_result(args.name, "Heatmap Clustering GW core: ours vs POT", command.strip(), body)
     print(path.read_text())
 
 
