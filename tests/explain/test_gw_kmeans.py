@@ -146,3 +146,35 @@ def test_restarts_keep_the_lowest_objective() -> None:
     assert many.restart > 0  # here a later restart wins (measured: the third)
     own = many.distances.gather(1, many.labels[:, None])[:, 0]
     assert float(own.double().mean()) == pytest.approx(many.objective, rel=1e-6)
+
+
+def test_kmeans_runs_on_one_thread_whatever_the_callers_count() -> None:
+    """The solves run with one intra-op thread (their tensors are small: a second thread made
+    them slower) and the caller's count is restored; the result does not depend on it."""
+    maps, _ = _heatmaps(n_one=12, n_two=5)
+    clouds = heatmaps_to_clouds(maps, max_points=24)
+    seen: list[int] = []
+    import poisonlab.explain.gw_kmeans as module
+
+    original = module.gw_to_one
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            module.gw_to_one = spy
+            try:
+                results.append(gw_kmeans(clouds, generator=torch.Generator().manual_seed(7)))
+            finally:
+                module.gw_to_one = original
+            assert torch.get_num_threads() == count  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    assert torch.equal(results[0].labels, results[1].labels)
+    assert torch.equal(results[0].distances, results[1].distances)

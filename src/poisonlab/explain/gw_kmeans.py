@@ -49,6 +49,8 @@ Speed rules (issue 5; measured in bench/bench_gromov.py, results in bench/result
   barycenter restarts from its previous one, and clouds that stay in the cluster from their
   previous couplings; a cluster whose members did not change is not recomputed at all.  The
   loop stops as soon as an update changes no assignment.
+- **One thread** on CPU while the runs iterate (:func:`_one_thread`): the tensors are small
+  and a second intra-op thread made the 1,000-coat class 1.5× slower.
 - Cloud size is bounded upstream (pooling and ``max_points`` in
   :func:`~poisonlab.explain.point_cloud.heatmaps_to_clouds`).
 
@@ -65,6 +67,8 @@ distance of a cloud to itself is small but not 0.  The seeding's cloud-to-cloud 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -258,7 +262,8 @@ def gw_kmeans(
         warm_start=warm_start,
         chunk_elements=chunk_elements,
     )
-    results = [run.once(max_iter) for _ in range(n_init)]
+    with _one_thread(clouds.C.device):
+        results = [run.once(max_iter) for _ in range(n_init)]
     objectives = tuple(r.objective for r in results)
     best = min(range(n_init), key=lambda i: (objectives[i], i))
     chosen = results[best]
@@ -449,6 +454,27 @@ class _Run:
         for center, res in zip(centers, results, strict=True):
             center.plans, center.potentials = res.plan, res.potentials  # type: ignore[assignment]
         return [res.value for res in results]
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """One intra-op CPU thread for the duration (restored after).
+
+    Every tensor of the solves is small (a batch of n × N plans, N = 10): waking a second
+    thread costs more than it saves.  Measured on the 1,000-image coat class of
+    bench/results/hc_class_1000.md: full Heatmap Clustering 31.1 s with one torch thread,
+    46.6 s with two (poisonlab's automatic choice for 28×28 images).  It also makes the
+    clustering independent of the caller's thread count.
+    """
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def farthest_points(C: Tensor, count: int) -> Tensor:
