@@ -13,7 +13,9 @@ from poisonlab.defenses.activation_clustering import (
     reclassification_verdict,
 )
 from poisonlab.defenses.clustering import (
+    AXIS_FRACTIONS,
     axis_spread,
+    axis_starts,
     cluster_is_suspect,
     separation_scores,
     split_two_means,
@@ -106,6 +108,40 @@ def test_silhouette_selection_finds_a_compact_cluster_that_inertia_misses() -> N
     assert by_silhouette.silhouette > by_inertia.silhouette
 
 
+@pytest.mark.parametrize("seed", [0, 4, 5])
+def test_axis_starts_find_a_tenth_of_the_class_that_kmeans_pp_restarts_miss(seed: int) -> None:
+    """A clean class wide along one axis and a poison group of 10% six clean standard deviations
+    out along another: every k-means++ restart cuts the wide clean axis (the group lands in both
+    halves); starts at cuts of the principal axes converge to the group, whose split has the
+    higher silhouette."""
+    rng = np.random.default_rng(seed)
+    clean = rng.normal(size=(270, 10)) * np.array([3.0] + [1.0] * 9)
+    poison = rng.normal(scale=0.7, size=(30, 10)) + np.array([0.0, 6.0] + [0.0] * 8)
+    x, truth = np.vstack([clean, poison]), np.r_[np.zeros(270, bool), np.ones(30, bool)]
+    kwargs = {"reduce": "none", "n_components": 10, "n_init": 10, "random_state": 0}
+    restarts_only = split_two_means(x, axis_splits=0, **kwargs)
+    with_axes = split_two_means(x, axis_splits=3, **kwargs)
+    assert restarts_only is not None and with_axes is not None
+    assert (restarts_only.small & ~truth).sum() > 100  # a balanced cut of the clean class
+    assert (with_axes.small & truth).sum() == 30 and (with_axes.small & ~truth).sum() <= 1
+    assert with_axes.silhouette > restarts_only.silhouette
+
+
+def test_axis_starts_are_group_and_rest_centroids_along_the_leading_axes() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(100, 4)) * np.array([5.0, 2.0, 1.0, 0.5])
+    starts = axis_starts(z, 2)
+    assert len(starts) == 2 * 2 * len(AXIS_FRACTIONS)
+    assert all(s.shape == (2, 4) for s in starts)
+    # the first start: the top 5% along the widest axis (x0) against the rest
+    top = np.argsort(z[:, 0] - z[:, 0].mean())[::-1][:5]
+    sign = np.sign(np.linalg.svd(z - z.mean(0))[2][0][0])
+    if sign < 0:
+        top = np.argsort(z[:, 0])[:5]
+    assert np.allclose(starts[0][1], z[top].mean(axis=0))
+    assert axis_starts(z, 0) == []
+
+
 def test_unsplittable_classes_score_zero() -> None:
     assert (
         split_two_means(np.ones((10, 4)), reduce="pca", n_components=2, n_init=1, random_state=0)
@@ -122,16 +158,22 @@ def test_unsplittable_classes_score_zero() -> None:
 
 def test_clean_data_gives_few_flags_under_size_and_silhouette_rules() -> None:
     """Without poisons k-means still halves each class: the smaller-cluster rule flags about half
-    (documented), while the relative-size and silhouette rules flag nothing."""
+    (documented), while the relative-size and silhouette rules flag nothing when the splits come
+    from k-means++ restarts alone (the papers' procedure). The principal-axis starts may find a
+    small tail cut of a clean class with a higher silhouette, which these size rules then read as
+    suspicious: with them, only the per-class verdict keeps a clean class clean."""
     case = make_case(n_per_class=120, poison_fraction=0.0)
-    smaller = ActivationClustering(threshold="paper").fit(case.evidence).result
+    smaller = ActivationClustering(threshold="paper", axis_splits=0).fit(case.evidence).result
     assert 0.2 <= smaller.flagged.float().mean() <= 0.5
     for rule in ("relative-size", "silhouette"):
-        result = ActivationClustering(rule=rule, threshold="paper").fit(case.evidence).result
+        detector = ActivationClustering(rule=rule, threshold="paper", axis_splits=0)
+        result = detector.fit(case.evidence).result
         assert not result.flagged.any(), rule
         assert torch.isfinite(result.scores).all()
     report = smaller.extras["classes"]
     assert all(entry["separation"] < 4 for entry in report.values())
+    verdict = ActivationClustering().fit(case.evidence).result
+    assert not verdict.flagged.any() and verdict.poisoned_classes == []
 
 
 def test_cluster_rules() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from poisonlab.defenses import Contamination, VerdictRule, build_detector, parse_threshold
-from poisonlab.defenses.verdicts import BreakTest, class_verdicts, null_p_value
+from poisonlab.defenses.verdicts import BreakTest, class_verdicts, position_p_values
 from poisonlab.errors import ConfigError
 from tests.defenses.conftest import make_case
 
@@ -31,6 +31,34 @@ def test_false_alarm_rate_on_many_clean_classes(tail: str) -> None:
     for a in (0.05, 0.01):
         tolerance = 3 * (a * (1 - a) / len(p)) ** 0.5
         assert float((p <= a).double().mean()) <= a + tolerance, f"{tail} at {a}"
+
+
+def test_spectral_signatures_verdicts_on_gaussian_classes_are_calibrated() -> None:
+    """τ of clean Gaussian classes read through the detector's verdict scale (√τ): the rate of
+    p ≤ a over 300 classes stays within three binomial standard errors of a."""
+    from poisonlab.defenses.spectral_signatures import SpectralSignatures, spectral_scores
+
+    generator = torch.Generator().manual_seed(6)
+    test = BreakTest()
+    p = []
+    for _ in range(300):
+        tau = spectral_scores(torch.randn(300, 16, generator=generator, dtype=torch.float64))[0]
+        p.append(test.verdict(0, SpectralSignatures._verdict_scale(tau), 1).p_value)
+    for a in (0.05, 0.01):
+        tolerance = 3 * (a * (1 - a) / len(p)) ** 0.5
+        assert float((torch.tensor(p) <= a).double().mean()) <= a + tolerance, a
+
+
+def test_a_scale_changes_the_test_not_the_suspects_or_cutoffs() -> None:
+    generator = torch.Generator().manual_seed(7)
+    labels = torch.zeros(220, dtype=torch.long)
+    scores = torch.randn(220, generator=generator, dtype=torch.float64).abs()
+    scores[:20] += 8.0
+    plain, flags = class_verdicts(scores, labels)
+    scaled, scaled_flags = class_verdicts(scores, labels, scale=torch.sqrt)
+    assert scaled[0].poisoned and torch.equal(flags, scaled_flags)
+    assert scaled[0].cutoff == pytest.approx(float(scores[:20].min()))
+    assert scaled[0].suspects == plain[0].suspects == 20
 
 
 def test_a_separated_group_is_found_with_its_size() -> None:
@@ -74,10 +102,28 @@ def test_small_or_constant_classes_are_not_tested() -> None:
     assert not flat.poisoned and flat.statistic == 0.0
 
 
-def test_null_p_value_is_monotone_and_never_zero() -> None:
-    values = [null_p_value(t, 3, 30, 60) for t in (0.0, 2.0, 5.0, 10.0, 1e6)]
-    assert values == sorted(values, reverse=True)
-    assert values[0] == 1.0 and 0.0 < values[-1] < 1e-4
+def test_window_p_values_are_exact_under_iid_exponential_spacings() -> None:
+    """Every window's p-value is uniform when the spacings are i.i.d. Exp(1): its rate of
+    p ≤ a over 4,000 simulated tails stays within three binomial standard errors of a."""
+    generator = torch.Generator().manual_seed(5)
+    spacings = torch.empty(4000, 80, dtype=torch.float64).exponential_(generator=generator)
+    p = torch.stack([position_p_values(row, 3, 30)[0] for row in spacings])
+    for a in (0.1, 0.01):
+        rates = (p <= a).double().mean(dim=0)
+        tolerance = 3 * (a * (1 - a) / len(spacings)) ** 0.5
+        assert float((rates - a).abs().max()) <= tolerance + 0.004, a
+
+
+def test_a_wide_gap_across_several_spacings_is_found() -> None:
+    """A group whose lowest members trail into the gap: no single spacing stands out, the window
+    of eight does, and the cut falls at its largest spacing."""
+    generator = torch.Generator().manual_seed(4)
+    clean = torch.randn(600, generator=generator, dtype=torch.float64)
+    group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
+    trail = torch.tensor([4.0, 3.6, 3.3, 3.0], dtype=torch.float64)
+    verdict = BreakTest().verdict(3, torch.cat([clean, group, trail]), tested=10)
+    assert verdict.poisoned and verdict.p_value < 1e-4
+    assert 60 <= verdict.suspects <= 64
 
 
 @pytest.mark.parametrize("name", ["activation-clustering", "raw-clustering"])
@@ -88,6 +134,44 @@ def test_planted_one_class_backdoor_names_only_that_class(name: str) -> None:
     assert result.threshold["rule"] == "verdict"
     assert not result.flagged[case.labels != 1].any()
     assert torch.equal(result.flagged, case.is_poison)
+
+
+@pytest.mark.parametrize("goes_to", ["own label", "source class"])
+def test_exclusionary_reclassification_confirms_or_clears_a_named_class(
+    goes_to: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The named class's suspects, classified by the model retrained without them: kept as their
+    claimed label, the group is a genuine mode and the verdict is cleared; sent to another class,
+    the verdict stands and names that class as the source."""
+    import poisonlab.defenses.activation_clustering as ac
+    import poisonlab.train as train
+
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    excluded: list[torch.Tensor] = []
+
+    def retrain(evidence: object, flags: torch.Tensor, **kwargs: object) -> str:
+        excluded.append(flags.clone())
+        return "retrained"
+
+    def predict(model: str, images: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        assert model == "retrained"
+        return torch.full((len(images),), 1 if goes_to == "own label" else 0)
+
+    monkeypatch.setattr(ac, "retrain_without", retrain)
+    monkeypatch.setattr(train, "predict", predict)
+    result = build_detector("activation-clustering", n_init=2).fit(case.evidence).result
+    assert len(excluded) == 1 and torch.equal(excluded[0], case.is_poison)
+    (verdict,) = [v for v in result.verdicts if v.label == 1]
+    assert verdict.check is not None and verdict.check["test"] == "exclusionary reclassification"
+    if goes_to == "own label":
+        assert result.poisoned_classes == [] and not result.flagged.any()
+        assert verdict.check["legitimate"] and not verdict.poisoned
+    else:
+        assert result.poisoned_classes == [1] and torch.equal(result.flagged, case.is_poison)
+        assert verdict.check["source_class"] == 0 and not verdict.check["legitimate"]
+    unconfirmed = build_detector("activation-clustering", n_init=2, confirm=None)
+    assert unconfirmed.fit(case.evidence).result.poisoned_classes == [1]
+    assert len(excluded) == 1  # confirm=None never retrains
 
 
 @pytest.mark.parametrize("name", ["activation-clustering", "raw-clustering", "spectral-signatures"])

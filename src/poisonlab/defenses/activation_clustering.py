@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.defenses.base import register_detector
-from poisonlab.defenses.clustering import TwoMeansDetector
+from poisonlab.defenses.clustering import AXIS_SPLITS, CONFIRM, TwoMeansDetector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import Threshold
 from poisonlab.models.network import Network
@@ -80,7 +80,8 @@ class ActivationClustering(TwoMeansDetector):
         T of exclusionary reclassification (> 0); None disables it (no retraining).
     retrain_epochs : int or None
         Epochs of the retraining (None: the architecture's default recipe).
-    n_components, rule, size_threshold, silhouette_threshold, n_init, select, seed
+    n_components, rule, size_threshold, silhouette_threshold, n_init, select, axis_splits,
+        confirm, seed
         See :class:`~poisonlab.defenses.clustering.TwoMeansDetector`; ``seed`` also seeds the
         retraining.
     threshold, classes
@@ -109,6 +110,8 @@ class ActivationClustering(TwoMeansDetector):
         retrain_epochs: int | None = None,
         n_init: int = 10,
         select: str = "silhouette",
+        axis_splits: int = AXIS_SPLITS,
+        confirm: float | None = CONFIRM,
         seed: int = 0,
         threshold: Threshold | str | None = None,
         classes: Sequence[int] | None = None,
@@ -121,6 +124,8 @@ class ActivationClustering(TwoMeansDetector):
             silhouette_threshold=silhouette_threshold,
             n_init=n_init,
             select=select,
+            axis_splits=axis_splits,
+            confirm=confirm,
             seed=seed,
             threshold=threshold,
             classes=classes,

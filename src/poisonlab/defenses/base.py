@@ -46,6 +46,8 @@ class DetectionResult:
     extras : JSON-ready details the detector returned in its :class:`ScoreSet`
     verdicts : per-class verdicts (:mod:`poisonlab.defenses.verdicts`) of detectors that give
         them (``gives_verdicts``), computed whatever the threshold; empty for the others
+    verdict_scores : float64 (N,) or None, the within-class statistic the verdicts read when it
+        is not ``scores`` (e.g. the clustering detectors' Fisher projection)
     """
 
     detector: str
@@ -57,6 +59,7 @@ class DetectionResult:
     seconds: float
     extras: dict[str, Any] = field(default_factory=dict)
     verdicts: tuple[ClassVerdict, ...] = ()
+    verdict_scores: Tensor | None = None
 
     @property
     def poisoned_classes(self) -> list[int]:
@@ -140,6 +143,19 @@ class Detector(Validated, ABC):
         if bad:
             raise ConfigError(f"class {bad[0]} does not exist (0..{evidence.num_classes - 1})")
         return [c for c in self.classes if c in present]
+
+    def _confirm(
+        self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: Tensor
+    ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
+        """Hook: a second look at the classes the verdicts name (default: none); returns the
+        verdicts and flags, cleared for the classes it finds legitimate."""
+        return verdicts, flags
+
+    @staticmethod
+    def _verdict_scale(scores: Tensor) -> Tensor:
+        """The increasing map under which the per-class break test reads this detector's scores
+        (:func:`~poisonlab.defenses.verdicts.class_verdicts`); the identity by default."""
+        return scores
 
     @abstractmethod
     def _score(self, evidence: Evidence) -> ScoreSet:
@@ -231,7 +247,11 @@ class Detector(Validated, ABC):
         labels = evidence.labels()
         if self.gives_verdicts:
             alpha = getattr(self.threshold, "alpha", VerdictRule.alpha)
-            verdicts, verdict_flags = class_verdicts(scores, labels, BreakTest(alpha=alpha))
+            tested = scores if scored.verdict_scores is None else scored.verdict_scores.double()
+            verdicts, verdict_flags = class_verdicts(
+                tested.cpu(), labels, BreakTest(alpha=alpha), scale=self._verdict_scale
+            )
+            verdicts, verdict_flags = self._confirm(evidence, verdicts, verdict_flags)
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)
         flags, description = self.threshold.flag(scored, labels)
         flags = flags.bool() & analysed
@@ -246,6 +266,9 @@ class Detector(Validated, ABC):
             seconds=seconds,
             extras=dict(scored.extras),
             verdicts=tuple(scored.verdicts),
+            verdict_scores=(
+                None if scored.verdict_scores is None else scored.verdict_scores.double().cpu()
+            ),
         )
         return self
 

@@ -29,6 +29,13 @@ whose points are all identical, cannot be split: their samples score 0 and are n
 Silhouettes are computed on at most 2,000 samples per class (sklearn's ``sample_size``, a fixed
 subsample per class).
 
+**What the per-class verdict reads.** The separation score sums the clean spread of every
+reduced dimension, so a poison group that stands apart along one direction blurs into the clean
+tail. The verdict (:mod:`poisonlab.defenses.verdicts`) therefore reads the kept split's Fisher
+projection (Fisher 1936: z·S_w⁻¹(c_small − c_large), S_w the pooled within-cluster covariance,
+centred between the centroids, in within-cluster standard deviations; ``verdict_scores``), while
+the separation score stays the ranking score, bounded and comparable across classes.
+
 **Which k-means restart.** k-means is run ``n_init`` times from k-means++ seeds. Plain k-means
 keeps the lowest inertia (``select="inertia"``). By default we keep the highest silhouette
 instead (``select="silhouette"``): on a backdoored Fashion-MNIST model the lowest-inertia split of
@@ -39,11 +46,12 @@ cluster, while another restart isolated the poisons exactly and had the higher s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -54,8 +62,17 @@ from torch import Tensor
 from poisonlab.defenses.base import Detector, per_class_scores
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
+from poisonlab.defenses.verdicts import ClassVerdict
 from poisonlab.seeding import derive_seed
-from poisonlab.validation import POSITIVE_INT, SEED, ConstraintList, Interval, Options
+from poisonlab.validation import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    ConstraintList,
+    Interval,
+    Options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +162,7 @@ class TwoMeansSplit:
     scale: float
     silhouette: float
     scores: np.ndarray
+    fisher: np.ndarray | None = None
 
     @property
     def small_fraction(self) -> float:
@@ -162,6 +180,31 @@ class TwoMeansSplit:
         if self.reducer is not None:
             z = self.reducer.transform(z)
         return separation_scores(z, self.centroids, self.scale)
+
+
+def fisher_direction(z: np.ndarray, small: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """w = S_w⁻¹ (c_small − c_large): Fisher's discriminant of the split (S_w the pooled
+    within-cluster covariance, with a ridge of 10⁻⁶ of its mean variance so it is invertible)."""
+    deviations = np.vstack([z[small] - centroids[1], z[~small] - centroids[0]])
+    within = deviations.T @ deviations / len(z)
+    ridge = 1e-6 * max(float(np.trace(within)) / len(within), 1e-12)
+    return np.linalg.solve(within + ridge * np.eye(len(within)), centroids[1] - centroids[0])
+
+
+def fisher_spread(z: np.ndarray, small: np.ndarray, centroids: np.ndarray, w: np.ndarray) -> float:
+    """Pooled within-cluster standard deviation of z·w (floored like :func:`axis_spread`)."""
+    projected = z @ w
+    deviations = np.concatenate(
+        [projected[small] - centroids[1] @ w, projected[~small] - centroids[0] @ w]
+    )
+    gap = abs(float((centroids[1] - centroids[0]) @ w))
+    return max(float(np.sqrt(np.mean(deviations**2))), 1e-6 * gap, 1e-300)
+
+
+def fisher_scores(z: np.ndarray, centroids: np.ndarray, w: np.ndarray, scale: float) -> np.ndarray:
+    """(z − (c_small + c_large)/2)·w / scale: positive on the small cluster's side of Fisher's
+    boundary, in within-cluster standard deviations."""
+    return (z - (centroids[0] + centroids[1]) / 2.0) @ w / scale
 
 
 def silhouette(z: np.ndarray, small: np.ndarray, random_state: int) -> float:
@@ -194,6 +237,41 @@ def _candidate(
     return centroids, small
 
 
+AXIS_SPLITS = 3
+CONFIRM = 1.0  # Chen et al.'s T for exclusionary reclassification
+AXIS_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def axis_starts(z: np.ndarray, axes: int) -> list[np.ndarray]:
+    """k-means starts from cuts of the leading principal axes of z: for each of the first
+    ``axes`` directions of largest variance and each end, the centroids of the top ``f`` of the
+    projection and of the rest, f in :data:`AXIS_FRACTIONS`.
+
+    A small, compact group far out along one direction (a poison mode holding a tenth of a
+    class) is a good split by silhouette, yet k-means++ seeds rarely start there and Lloyd's
+    iterations from a balanced start drift to a balanced cut of the clean variation; a start at
+    the group itself converges to it. This is the principal-direction cut of Boley's PDDP
+    (1998, "Principal Direction Divisive Partitioning") used as k-means starts;
+    :func:`split_two_means` also keeps each cut as it is (one nearest-centroid assignment), since
+    Lloyd's iterations from it can still drift to a balanced cut.
+    """
+    if axes < 1 or len(z) < 2 * MIN_CLASS_SIZE:
+        return []
+    centred = z - z.mean(axis=0)
+    _, _, vh = np.linalg.svd(centred, full_matrices=False)
+    starts = []
+    for direction in vh[:axes]:
+        projection = centred @ direction
+        order = np.argsort(projection, kind="stable")
+        for ranked in (order[::-1], order):
+            for fraction in AXIS_FRACTIONS:
+                top = max(MIN_CLASS_SIZE, round(fraction * len(z)))
+                group = np.zeros(len(z), dtype=bool)
+                group[ranked[:top]] = True
+                starts.append(np.stack([z[~group].mean(axis=0), z[group].mean(axis=0)]))
+    return starts
+
+
 def split_two_means(
     x: np.ndarray,
     *,
@@ -202,6 +280,7 @@ def split_two_means(
     n_init: int,
     random_state: int,
     select: str = "silhouette",
+    axis_splits: int = 0,
 ) -> TwoMeansSplit | None:
     """Reduce, run k-means (k = 2, k-means++) ``n_init`` times, and score the kept split.
 
@@ -225,10 +304,17 @@ def split_two_means(
         if found is not None:
             best = (silhouette(z, found[1], random_state), *found)
     else:
-        for restart in range(n_init):
-            state = sklearn_seed(random_state, "restart", restart)
-            kmeans = KMeans(n_clusters=2, init="k-means++", n_init=1, random_state=state)
-            found = _candidate(z, kmeans.fit(z).cluster_centers_, kmeans.labels_)
+        axes = axis_starts(z, axis_splits)
+        starts: list[Any] = ["k-means++"] * n_init + axes + [None] * len(axes)
+        for restart, init in enumerate(starts):
+            if init is None:  # an axis cut as it is (one nearest-centroid assignment)
+                centers = axes[restart - n_init - len(axes)]
+                nearest = np.linalg.norm(z[:, None, :] - centers[None], axis=2).argmin(axis=1)
+                found = _candidate(z, centers, nearest)
+            else:
+                state = sklearn_seed(random_state, "restart", restart)
+                kmeans = KMeans(n_clusters=2, init=init, n_init=1, random_state=state)
+                found = _candidate(z, kmeans.fit(z).cluster_centers_, kmeans.labels_)
             if found is None:
                 continue
             value = silhouette(z, found[1], random_state)
@@ -239,7 +325,9 @@ def split_two_means(
     value, centroids, small = best
     scale = axis_spread(z, small, centroids)
     scores = separation_scores(z, centroids, scale)
-    return TwoMeansSplit(reducer, centroids, small, scale, value, scores)
+    w = fisher_direction(z, small, centroids)
+    fisher = fisher_scores(z, centroids, w, fisher_spread(z, small, centroids, w))
+    return TwoMeansSplit(reducer, centroids, small, scale, value, scores, fisher)
 
 
 def cluster_is_suspect(
@@ -281,8 +369,16 @@ class TwoMeansDetector(Detector):
     select : {"silhouette", "inertia"}
         Which restart is kept: the highest silhouette (default) or the lowest inertia (plain
         k-means); see the module docstring.
+    axis_splits : int
+        Principal axes whose cuts also start k-means (:func:`axis_starts`); 0 = k-means++
+        restarts only (the papers' procedure).
+    confirm : float or None
+        T of the exclusionary reclassification that confirms a class the verdict names
+        (:meth:`_confirm`, one retraining when a class is named and a model is given); None
+        trusts the break test alone.
     seed : int
-        Seeds the reduction and k-means of every class (each class gets its own derived seed).
+        Seeds the reduction and k-means of every class (each class gets its own derived seed)
+        and the confirming retraining.
     threshold, classes
         See :class:`~poisonlab.defenses.base.Detector`.
     """
@@ -298,6 +394,8 @@ class TwoMeansDetector(Detector):
         "silhouette_threshold": [Interval(Real, -1, 1, closed="left")],
         "n_init": [POSITIVE_INT],
         "select": [Options(SELECTIONS)],
+        "axis_splits": [NON_NEGATIVE_INT],
+        "confirm": [None, POSITIVE],
         "seed": [SEED],
     }
 
@@ -311,6 +409,8 @@ class TwoMeansDetector(Detector):
         silhouette_threshold: float = 0.10,
         n_init: int = 10,
         select: str = "silhouette",
+        axis_splits: int = AXIS_SPLITS,
+        confirm: float | None = CONFIRM,
         seed: int = 0,
         threshold: Threshold | str | None = None,
         classes: Sequence[int] | None = None,
@@ -324,6 +424,8 @@ class TwoMeansDetector(Detector):
             silhouette_threshold=silhouette_threshold,
             n_init=n_init,
             select=select,
+            axis_splits=axis_splits,
+            confirm=confirm,
             seed=seed,
         )
 
@@ -342,6 +444,7 @@ class TwoMeansDetector(Detector):
         labels = evidence.labels()
         vectors = self._representation(evidence, "data").double().cpu().numpy()
         scores = per_class_scores(len(labels))
+        fisher = per_class_scores(len(labels))
         splits: dict[int, TwoMeansSplit] = {}
         suspects: dict[int, Tensor] = {}
         report: dict[str, dict[str, Any]] = {}
@@ -353,14 +456,17 @@ class TwoMeansDetector(Detector):
                 n_components=self.n_components,
                 n_init=self.n_init,
                 select=self.select,
+                axis_splits=self.axis_splits,
                 random_state=sklearn_seed(self.seed, self.name, c),
             )
             if split is None:
                 scores[idx] = 0.0
+                fisher[idx] = 0.0
                 report[str(c)] = {"n": len(idx), "split": False}
                 continue
             splits[c] = split
             scores[idx] = torch.from_numpy(split.scores)
+            fisher[idx] = torch.from_numpy(split.fisher)
             suspect = cluster_is_suspect(
                 split, self.rule, self.size_threshold, self.silhouette_threshold
             )
@@ -385,7 +491,60 @@ class TwoMeansDetector(Detector):
             flags,
             self._holdout_reference(evidence, classes=list(splits)),
             extras={"classes": report},
+            verdict_scores=fisher,
         )
+
+    def _confirm(
+        self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: Tensor
+    ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
+        """Exclusionary reclassification (Chen et al. 2018 §4) of the classes the verdicts name.
+
+        A class with a genuine minority mode (a second way of writing a digit) splits as clearly
+        as a poisoned one, so shape alone cannot tell them apart. A fresh copy of the model is
+        trained once without every suspect; each named class's suspects are then classified by
+        it. With l of them predicted as their claimed label and q as the most frequent other class
+        C, the group is legitimate when l/q > ``confirm`` (T), and the verdict is cleared; a
+        poison group, whose label only its trigger explained, goes to its source class C. Runs
+        only when a class is named and the evidence has a model (one training of the
+        architecture); ``confirm=None`` skips it.
+        """
+        named = [v for v in verdicts if v.poisoned]
+        if self.confirm is None or evidence.model is None or not named:
+            return verdicts, flags
+        from poisonlab.defenses.activation_clustering import (
+            reclassification_verdict,
+            retrain_without,
+        )
+        from poisonlab.train import predict
+
+        key = ("retrained without", self.seed, hashlib.sha256(flags.numpy().tobytes()).hexdigest())
+        model = evidence.cached(
+            key, lambda: retrain_without(evidence, flags, seed=self.seed, epochs=None)
+        )  # detectors naming the same suspects share one retraining
+        labels = evidence.labels()
+        flags = flags.clone()
+        kept = []
+        for verdict in verdicts:
+            if verdict.poisoned:
+                members = (flags & (labels == verdict.label)).nonzero().flatten()
+                images = evidence.data.images[members]
+                predictions = predict(model, images, device=evidence.device)
+                legit, own, q, other = reclassification_verdict(
+                    predictions, verdict.label, evidence.num_classes, self.confirm
+                )
+                check = {
+                    "test": "exclusionary reclassification",
+                    "threshold": self.confirm,
+                    "own": own,
+                    "other": q,
+                    "source_class": other if q else None,
+                    "legitimate": legit,
+                }
+                verdict = replace(verdict, poisoned=not legit, check=check)
+                if legit:
+                    flags[members] = False
+            kept.append(verdict)
+        return tuple(kept), flags
 
     def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
         """Samples of ``part`` scored with their class's fitted reducer, centroids and σ.

@@ -6,8 +6,9 @@ an uncertainty...), so scores are never averaged as they are. The combination re
 (:mod:`poisonlab.defenses.verdicts`). Documented in docs/methods.md ("Verdicts and the combined
 decision").
 
-1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m}. The combined
-   p-value is Bonferroni's min-p, p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence
+1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m} (taken as 1
+   when the member's own confirmation, exclusionary reclassification for the clustering
+   detectors, found the group legitimate). The combined p-value is Bonferroni's min-p, p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence
    between members (they read the same features, so Fisher's or Stouffer's independence
    assumption would not hold). Class c is named when p_c ≤ α / K over the K classes tested: on a
    clean data set the chance that the scan names any class stays at most α (default 0.05) when
@@ -16,7 +17,8 @@ decision").
    the members, of its within-class rank percentile (0 = least, 1 = most suspicious among the
    samples of its claimed class, ties averaged): Borda-count fusion, which needs no common scale.
    In a named class, the members that named it on their own (M · p_{c,m} ≤ α / K) are averaged,
-   and the k highest go, k the number above the break of the most significant of them. A class
+   each by the scores its verdict read (``verdict_scores`` when it has them), and the k highest
+   go, k the number above the break of the most significant of them. A class
    named by nobody loses nothing.
 
 A user threshold replaces both steps with a cut on the combined score: ``contamination:F`` (the
@@ -35,7 +37,7 @@ class, while dirty-label backdoor poisons the model has fitted look typical to i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -48,6 +50,7 @@ from poisonlab.defenses.thresholds import (
     Threshold,
     VerdictRule,
 )
+from poisonlab.defenses.verdicts import ClassVerdict
 from poisonlab.errors import ConfigError
 
 RULES = ("verdict", "union")
@@ -132,6 +135,22 @@ def combined_score(results: Sequence[DetectionResult], labels: Tensor) -> Tensor
     counts = (~torch.isnan(stacked)).sum(0)
     total = torch.nan_to_num(stacked, nan=0.0).sum(0)
     return torch.where(counts > 0, total / counts.clamp_min(1), torch.nan)
+
+
+def effective_p(verdict: ClassVerdict) -> float:
+    """The member's p-value for the combination: 1 when its own confirmation (e.g. exclusionary
+    reclassification) found the named group legitimate, else the break test's."""
+    if verdict.check is not None and verdict.check.get("legitimate"):
+        return 1.0
+    return verdict.p_value
+
+
+def verdict_view(result: DetectionResult) -> DetectionResult:
+    """The result with the scores its verdicts read (``verdict_scores``) in place of ``scores``:
+    a named class's samples go in the order that found the break."""
+    if result.verdict_scores is None:
+        return result
+    return replace(result, scores=result.verdict_scores)
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,8 +254,10 @@ def _verdict_rule(
     level = alpha / max(len(tested), 1)
     for c in tested:
         votes = [(r, v) for r in members for v in r.verdicts if v.label == c]
-        p = min(1.0, m * min(v.p_value for _, v in votes))
-        namers = sorted((v.p_value, r.detector, r, v) for r, v in votes if m * v.p_value <= level)
+        p = min(1.0, m * min(effective_p(v) for _, v in votes))
+        namers = sorted(
+            (v.p_value, r.detector, r, v) for r, v in votes if m * effective_p(v) <= level
+        )
         entry: dict[str, Any] = {
             "p_value": p,
             "level": level,
@@ -248,7 +269,7 @@ def _verdict_rule(
         if namers:
             named.append(c)
             k = namers[0][3].suspects  # the break of the most significant member
-            local = combined_score([r for _, _, r, _ in namers], labels)
+            local = combined_score([verdict_view(r) for _, _, r, _ in namers], labels)
             idx = ((labels == c) & ~torch.isnan(local)).nonzero().flatten()
             order = torch.sort(local[idx], descending=True, stable=True).indices[:k]
             removed[idx[order]] = True

@@ -30,7 +30,8 @@ class RawClustering(TwoMeansDetector):
     ----------
     reduce : {"pca", "fastica", "none"}, default "pca"
         Schulth et al. 2022 Table 3 reports both; PCA did better there.
-    n_components, rule, size_threshold, silhouette_threshold, n_init, select, seed
+    n_components, rule, size_threshold, silhouette_threshold, n_init, select, axis_splits,
+        confirm, seed
         See :class:`~poisonlab.defenses.clustering.TwoMeansDetector`.
     threshold, classes
         See :class:`~poisonlab.defenses.base.Detector`.

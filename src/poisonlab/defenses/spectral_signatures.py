@@ -130,6 +130,14 @@ class SpectralSignatures(Detector):
         super().__init__(threshold=threshold, classes=classes)
         self._set_params(eps=eps, eps_multiplier=eps_multiplier, layer=layer)
 
+    @staticmethod
+    def _verdict_scale(scores: Tensor) -> Tensor:
+        """√τ = |(R − R̄)·v| for the per-class verdict: τ of a clean class is χ²₁-like, whose
+        density rises without bound towards 0, so the spacings just below a window shrink with
+        depth and the break test would read a clean class as broken; |projection| has a
+        half-normal, lighter-than-exponential tail, under which the test is conservative."""
+        return scores.clamp(min=0).sqrt()
+
     def _representation(self, evidence: Evidence, part: Part) -> Tensor:
         if self.layer is None:
             return evidence.features(part)

@@ -44,6 +44,9 @@ class ScoreSet:
     verdicts, verdict_flags : per-class verdicts and the flags they imply, filled by
         :meth:`~poisonlab.defenses.base.Detector.fit` for detectors that give verdicts (None
         for the others); detectors do not set them.
+    verdict_scores : float64 (N,) or None, what the per-class verdict reads instead of
+        ``scores`` (same NaN pattern; its suspects are the highest of these), for detectors whose
+        best within-class statistic is not the score they rank across classes with.
     """
 
     scores: Tensor
@@ -52,6 +55,7 @@ class ScoreSet:
     extras: dict[str, Any] = field(default_factory=dict)
     verdicts: tuple[Any, ...] = ()
     verdict_flags: Tensor | None = None
+    verdict_scores: Tensor | None = None
 
 
 def top_k(scores: Tensor, k: int) -> Tensor:

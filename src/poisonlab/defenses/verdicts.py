@@ -8,25 +8,29 @@ the same way for every detector that ranks within classes, from its scores alone
 under a stated null. A class judged clean flags nothing.
 
 **The test: a break in the upper tail.** A poisoned class holds a group of samples that share one
-cause (a trigger) and score together, above the clean majority: between the k-th and the
-(k + 1)-th highest score there is a gap much larger than the gaps around it. With the class's
-scores sorted s₍₁₎ ≥ s₍₂₎ ≥ … ≥ s₍ₙ₎, the normalised spacings
+cause (a trigger) and score together, above the clean majority: below the group the scores thin
+out, so the gaps between consecutive order statistics there are much larger than the gaps just
+below. With the class's scores sorted s₍₁₎ ≥ s₍₂₎ ≥ … ≥ s₍ₙ₎, the normalised spacings
 
     D_k = k · (s₍ₖ₎ − s₍ₖ₊₁₎),  k = 1 … k_max
 
 are independent and identically exponential when the upper tail of the clean scores is
 exponential (Rényi's representation of order statistics: the same fact behind the Hill estimator
-of tail indices), and shrink towards the top for lighter, Gaussian-like tails. The statistic is
-the largest spacing of a group of at least ``min_group`` samples and at most ``max_fraction`` of
-the class, in units of the class's own typical spacing (the median of the D_k, a robust scale the
-break itself barely moves):
+of tail indices), and shrink towards the top for lighter, Gaussian-like tails. A group's lowest
+members often trail into the gap, so no single spacing stands out while a few consecutive ones
+do: for every window of w = 1, 2, 4 or 8 consecutive spacings starting at k (k ≥ ``min_group``,
+ending at most at ``max_fraction`` of the class) the statistic is the window's sum over the mean
+of the m = min(max(k, 10), 40) spacings just below it,
 
-    T = max_{k_min ≤ k ≤ k_max} D_k / (median_j D_j / ln 2).
+    t_{k,w} = (D_k + … + D_{k+w−1}) / ((D_{k+w} + … + D_{k+w+m−1}) / m).
 
-Its null distribution, clean scores with an exponential upper tail, depends only on
-(k_min, k_max) and is simulated exactly from i.i.d. Exp(1) spacings (``null_draws`` draws, a fixed
-seed), giving the p-value. Lighter tails make the test conservative. The suspect samples of a
-class judged poisoned are its k̂ highest scores, k̂ the argmax.
+Under the null the two sums are independent Γ(w) and Γ(m) variables, so t/(t + m) is Beta(w, m)
+and each window's p-value is exact, with no simulation. Scale from below only, because the
+spacings above a break are those of the poison group; at most 40 of them, because the density
+of real scores changes with depth (a χ²₁-like τ rises towards 0) and a deeper scale makes the
+test anti-conservative. The class's p-value is Bonferroni's over the L windows tried,
+min(1, L · min p_{k,w}), valid whatever their dependence. The suspect samples of a class judged
+poisoned are its k̂ highest scores, k̂ the position of the largest spacing in the best window.
 
 **Calibration.** A class is called poisoned when its p-value is at most ``alpha / classes`` (a
 Bonferroni correction over the classes tested), so on a clean data set the chance that a detector
@@ -43,8 +47,8 @@ outside every minority-cluster rule.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from numbers import Real
 from typing import Any
 
@@ -53,13 +57,13 @@ from torch import Tensor
 
 from poisonlab.validation import FRACTION, POSITIVE_INT, ConstraintList, Interval, check_param
 
-TEST = "upper-tail break (Rényi spacings, exponential-tail null)"
+TEST = "upper-tail break (windows of Rényi spacings, exponential-tail null)"
 DEFAULT_ALPHA = 0.05
 DEFAULT_MIN_GROUP = 3
 DEFAULT_MAX_FRACTION = 0.35
-NULL_DRAWS = 20000
 MIN_NEIGHBOURS = 10
-_NULL_SEED = 20181103  # fixed: the p-value of a score vector never depends on run or order
+MAX_NEIGHBOURS = 40
+WINDOWS = (1, 2, 4, 8)
 
 VERDICT_CONSTRAINTS: dict[str, ConstraintList] = {
     "alpha": [FRACTION],
@@ -74,12 +78,14 @@ class ClassVerdict:
 
     label : the claimed class
     poisoned : True when the p-value is at most ``level``
-    statistic : T, the largest normalised spacing of the upper tail (module docstring)
-    p_value : P(T ≥ observed) under the exponential-tail null
+    statistic : t of the most significant window of spacings (module docstring)
+    p_value : the class's p-value under the exponential-tail null (Bonferroni over windows)
     level : the cut the p-value was compared with (``alpha`` / classes tested)
     suspects : k̂, the number of highest scores above the break (flagged only when poisoned)
     cutoff : the lowest score above the break (the cut-off in effect when poisoned)
     n : samples of the class that were scored
+    check : the confirmation a detector ran on a class the test named (e.g. exclusionary
+        reclassification), None when none ran; a class it cleared has ``poisoned`` False
     """
 
     label: int
@@ -90,6 +96,7 @@ class ClassVerdict:
     suspects: int
     cutoff: float | None
     n: int
+    check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -115,18 +122,22 @@ class BreakTest:
             return None
         return self.min_group, k_max
 
-    def statistic(self, scores: Tensor) -> tuple[float, int, float] | None:
-        """(T, k̂, lowest score above the break) of one class's finite scores, or None."""
+    def statistic(self, scores: Tensor) -> tuple[float, int, float, float] | None:
+        """(t, k̂, lowest score above the break, p-value) of one class's finite scores, or None."""
         s = torch.sort(scores.double(), descending=True).values
         window = self.window(len(s))
         if window is None:
             return None
         k_min, k_max = window
-        reach = min(2 * k_max, len(s) - 1)  # spacings below k_max serve as neighbours only
+        reach = min(2 * k_max + max(WINDOWS), len(s) - 1)  # spacings below k_max: scale only
         k = torch.arange(1, reach + 1, dtype=torch.float64)
         spacings = k * (s[:reach] - s[1 : reach + 1])
-        t, j = local_max(spacings, k_min, k_max)
-        return t, j, float(s[j - 1])
+        p, t, cut = position_p_values(spacings, k_min, k_max)
+        if not len(p):
+            return None
+        best = int(torch.argmin(p))
+        j = int(cut[best])
+        return float(t[best]), j, float(s[j - 1]), min(1.0, len(p) * float(p[best]))
 
     def verdict(self, label: int, scores: Tensor, tested: int) -> ClassVerdict:
         """The verdict on one class among ``tested`` classes (Bonferroni level alpha / tested)."""
@@ -134,79 +145,77 @@ class BreakTest:
         found = self.statistic(scores)
         if found is None:
             return ClassVerdict(label, False, math.nan, 1.0, level, 0, None, len(scores))
-        t, k, cutoff = found
-        k_min, k_max = self.window(len(scores)) or (0, 0)
-        p = null_p_value(t, k_min, k_max, min(2 * k_max, len(scores) - 1))
+        t, k, cutoff, p = found
         return ClassVerdict(label, p <= level, t, p, level, k, cutoff, len(scores))
 
 
-def neighbours(k: int, reach: int) -> tuple[int, int]:
-    """0-based slice [lo, hi) of the spacings that set the scale of D_k: the ``max(k, 10)`` next
-    ones below the break (j = k + 1 …), clipped to ``reach``."""
-    return k, min(reach, k + max(k, MIN_NEIGHBOURS))
+def position_p_values(spacings: Tensor, k_min: int, k_max: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(p-value, ratio t, cut k̂) of every window (k, w) of the upper tail, flattened.
 
-
-def local_scales(spacings: Tensor, k_max: int) -> Tensor:
-    """θ̂_k for k = 1 … k_max: the median of the spacings just below the break, over ln 2.
-
-    Local, because the spacings of a smooth density drift with k; from below only, because the
-    spacings above a break are those of the poison group, not of the clean tail. Gaussian-like
-    tails (spacings growing with k) make the test conservative.
+    For each width w in :data:`WINDOWS` and start k (k_min ≤ k, k + w − 1 ≤ k_max), the window's
+    spacings G = D_k + … + D_{k+w−1} are compared with the mean of the m = max(k, 10) spacings
+    just below it: t = G / (S / m). Under the null the D_j are i.i.d. exponential, G ~ Γ(w) and
+    S ~ Γ(m) are independent, so G / (G + S) ~ Beta(w, m) and the window's p-value is exact:
+    P(Beta(w, m) ≥ t / (t + m)). k̂ is the position of the window's largest spacing.
     """
-    out = torch.empty(k_max, dtype=spacings.dtype)
-    for k in range(1, k_max + 1):
-        lo, hi = neighbours(k, len(spacings))
-        out[k - 1] = spacings[lo:hi].median() / math.log(2.0) if hi > lo else math.nan
-    return out
+    from scipy.stats import beta
 
-
-def local_max(spacings: Tensor, k_min: int, k_max: int) -> tuple[float, int]:
-    """(max_{k_min ≤ k ≤ k_max} D_k / θ̂_k, the 1-based k of the max); ties give 0."""
-    scales = local_scales(spacings, k_max)[k_min - 1 :]
-    ratio = spacings[k_min - 1 : k_max] / scales
-    ratio = torch.where(scales > 0, ratio, torch.zeros_like(ratio))
-    ratio = torch.nan_to_num(ratio, nan=0.0, posinf=0.0)
-    j = int(torch.argmax(ratio))
-    return float(ratio[j]), j + k_min
-
-
-@lru_cache(maxsize=256)
-def null_statistics(k_min: int, k_max: int, reach: int, draws: int = NULL_DRAWS) -> Tensor:
-    """Sorted draws of T under the null: i.i.d. Exp(1) spacings D_1 … D_reach (fixed seed)."""
-    generator = torch.Generator().manual_seed(_NULL_SEED + 7919 * reach + 104729 * k_max + k_min)
-    d = torch.empty(draws, reach, dtype=torch.float64).exponential_(generator=generator)
-    ratios = torch.empty(draws, k_max - k_min + 1, dtype=torch.float64)
-    for k in range(k_min, k_max + 1):
-        lo, hi = neighbours(k, reach)
-        ratios[:, k - k_min] = d[:, k - 1] / (d[:, lo:hi].median(dim=1).values / math.log(2.0))
-    return torch.sort(ratios.max(dim=1).values).values
-
-
-def null_p_value(t: float, k_min: int, k_max: int, reach: int) -> float:
-    """(1 + #{null T ≥ t}) / (1 + draws): a valid Monte-Carlo p-value, never 0."""
-    null = null_statistics(k_min, k_max, reach)
-    above = len(null) - int(torch.searchsorted(null, torch.tensor([t], dtype=torch.float64)))
-    return (1 + above) / (1 + len(null))
+    reach = len(spacings)
+    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), spacings.cumsum(0)])
+    ps, ts, cuts = [], [], []
+    for w in WINDOWS:
+        last = min(k_max - w + 1, reach - w)  # 1-based starts k_min … last
+        if last < k_min:
+            continue
+        k = torch.arange(k_min, last + 1)
+        group = cumulative[k - 1 + w] - cumulative[k - 1]
+        lo = k - 1 + w  # 0-based first neighbour
+        hi = torch.clamp(lo + torch.clamp(k, min=MIN_NEIGHBOURS, max=MAX_NEIGHBOURS), max=reach)
+        m = (hi - lo).double()
+        below = cumulative[hi] - cumulative[lo]
+        valid = (m > 0) & (below > 0)
+        t = torch.where(valid, group * m / torch.where(valid, below, 1.0), 0.0)
+        x = (t / (t + m.clamp(min=1))).numpy()
+        p = torch.from_numpy(beta.sf(x, w, m.clamp(min=1).numpy()))
+        p = torch.where(valid & (group > 0), p, torch.ones_like(p))
+        windows = torch.stack([spacings[j - 1 : j - 1 + w] for j in k.tolist()])
+        ps.append(p)
+        ts.append(t)
+        cuts.append(k + windows.argmax(dim=1))
+    if not ps:
+        empty = torch.empty(0, dtype=torch.float64)
+        return empty, empty, torch.empty(0, dtype=torch.long)
+    return torch.cat(ps), torch.cat(ts), torch.cat(cuts)
 
 
 def class_verdicts(
-    scores: Tensor, labels: Tensor, test: BreakTest | None = None
+    scores: Tensor,
+    labels: Tensor,
+    test: BreakTest | None = None,
+    scale: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
     """Verdicts on every analysed class (finite scores) and the flags they imply.
+
+    ``scale`` is an increasing map applied to the scores before the test (a detector's scores
+    may have a tail the test reads better in another unit, e.g. Spectral Signatures' τ); the
+    ranking, the suspects and the reported cut-offs stay those of ``scores``.
 
     Returns the verdicts in class order and bool (N,) flags: the k̂ highest scores of each class
     judged poisoned, nothing elsewhere.
     """
     test = test or BreakTest()
+    tested_scores = scale(scores) if scale is not None else scores
     analysed = ~torch.isnan(scores)
     classes = labels[analysed].unique().tolist()
     flags = torch.zeros(len(scores), dtype=torch.bool)
     verdicts = []
     for c in classes:
         idx = (analysed & (labels == c)).nonzero().flatten()
-        verdict = test.verdict(int(c), scores[idx], len(classes))
+        verdict = test.verdict(int(c), tested_scores[idx], len(classes))
+        order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
+        if verdict.cutoff is not None:
+            verdict = replace(verdict, cutoff=float(scores[idx[order[verdict.suspects - 1]]]))
         verdicts.append(verdict)
         if verdict.poisoned:
-            order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
             flags[idx[order[: verdict.suspects]]] = True
     return tuple(verdicts), flags
