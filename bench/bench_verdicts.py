@@ -14,7 +14,15 @@ Cells: clean data (no poisons); one-to-one BadNets at 10% of the target class wi
 4-pixel pattern and with a single-pixel trigger; all-to-all BadNets at 10% of the set; the
 label-consistent (clean-label) attack at 33% of the target class; and ART's own poisoning
 function ``PoisoningAttackBackdoor`` with ``add_pattern_bd`` and with ``add_single_bd`` (one-to-one,
-10% of the target class, appended). Source → target is (s, s + 5 mod 10) for seed s.
+10% of the target class, appended) and with ``add_pattern_bd`` all-to-all (10% of every class,
+y → y + 1, appended). Source → target is (s, s + 5 mod 10) for seed s.
+
+``--subset N`` scans a stratified N-image subset (Fashion-MNIST at 6,000 images keeps a cell under
+a few minutes), ``--epochs`` caps the victim's training, ``--first-seed`` and ``--seeds`` choose
+the seeds, so one locked command can run one cell. Each victim's attack success rate is measured
+on the data set's test part when it has one, else on triggered copies of the clean training
+images (digits has no test part), so a missed backdoor can be told from one the model never
+learned.
 
 Reported per cell, as mean (min–max) over seeds: % of poisons removed, % of clean samples removed,
 and for ours the classes named (right = exactly the target class, or every class all-to-all).
@@ -56,7 +64,18 @@ CELLS = (
     "label-consistent",
     "art-pattern-1to1",
     "art-pixel-1to1",
+    "art-pattern-all-to-all",
 )
+
+
+def attack_of(cell: str, source: int, target: int) -> Any:
+    """poisonlab's attack of ``cell``."""
+    if cell == "badnets-all-to-all":
+        return build_attack("badnets", rate=0.1)
+    if cell == "label-consistent":
+        return build_attack("label-consistent", target=target, target_rate=0.33)
+    trigger = {"trigger": "square", "size": 1} if "pixel" in cell else {}
+    return build_attack("badnets", source=source, target=target, target_rate=0.1, **trigger)
 
 
 def poisoned(
@@ -64,58 +83,102 @@ def poisoned(
 ) -> tuple[ImageDataset, np.ndarray, list[int]]:
     """(the data set of ``cell``, is_poison, the poisoned classes)."""
     source, target = seed % 10, (seed + 5) % 10
-    generator = make_generator(seed)
     if cell == "clean":
         return data, np.zeros(len(data), dtype=bool), []
     if cell.startswith("art-"):
         return art_poison(cell, data, source, target, seed)
-    if cell == "badnets-all-to-all":
-        attack = build_attack("badnets", rate=0.1)
-        classes = list(range(data.num_classes))
-    elif cell == "label-consistent":
-        attack = build_attack("label-consistent", target=target, target_rate=0.33)
-        classes = [target]
-    else:
-        trigger = {"trigger": "square", "size": 1} if "pixel" in cell else {}
-        attack = build_attack("badnets", source=source, target=target, target_rate=0.1, **trigger)
-        classes = [target]
-    result = attack.poison(data, generator=generator)
+    attack = attack_of(cell, source, target)
+    classes = list(range(data.num_classes)) if cell == "badnets-all-to-all" else [target]
+    result = attack.poison(data, generator=make_generator(seed))
     return result.dataset, result.is_poison.numpy(), classes
 
 
 def art_poison(
     cell: str, data: ImageDataset, source: int, target: int, seed: int
 ) -> tuple[ImageDataset, np.ndarray, list[int]]:
-    """ART's PoisoningAttackBackdoor on copies of source images, labelled target, appended."""
+    """ART's PoisoningAttackBackdoor on copies of clean images, appended: source images labelled
+    target (one-to-one), or 10% of every class c labelled c + 1 (all-to-all)."""
+    rng = np.random.default_rng(seed)
+    labels = data.labels.numpy()
+    if "all-to-all" in cell:
+        count = round(0.1 * len(labels) / 0.9)
+        rows = np.sort(rng.choice(len(labels), size=count, replace=False))
+        new = (labels[rows] + 1) % data.num_classes
+        classes = list(range(data.num_classes))
+    else:
+        count = round(0.1 * int((labels == target).sum()) / 0.9)
+        rows = rng.choice(np.flatnonzero(labels == source), size=count, replace=False)
+        new = np.full(count, target)
+        classes = [target]
+    poison_x = art_trigger(cell, data.images[rows].numpy())
+    images = torch.cat([data.images, torch.from_numpy(poison_x).float()])
+    new_labels = torch.cat([data.labels, torch.from_numpy(new).long()])
+    out = ImageDataset(images, new_labels, data.num_classes, name=f"{data.name}+art")
+    truth = np.concatenate([np.zeros(len(data), dtype=bool), np.ones(count, dtype=bool)])
+    return out, truth, classes
+
+
+def art_trigger(cell: str, images: np.ndarray) -> np.ndarray:
+    """ART's ``add_pattern_bd`` / ``add_single_bd`` (pixel value 1) through its
+    PoisoningAttackBackdoor, on gray (n, 1, H, W) images."""
     from art.attacks.poisoning import PoisoningAttackBackdoor
     from art.attacks.poisoning.perturbations import add_pattern_bd, add_single_bd
 
-    rng = np.random.default_rng(seed)
-    labels = data.labels.numpy()
-    count = round(0.1 * int((labels == target).sum()) / 0.9)
-    rows = rng.choice(np.flatnonzero(labels == source), size=count, replace=False)
-    x = data.images[rows].numpy()[:, 0]  # (n, H, W): ART's perturbations take gray images so
     perturbation = add_pattern_bd if "pattern" in cell else add_single_bd
     attack = PoisoningAttackBackdoor(lambda z: perturbation(z, pixel_value=1.0))
-    poison_x, _ = attack.poison(x, y=np.full(count, target))
-    images = torch.cat([data.images, torch.from_numpy(poison_x[:, None]).float()])
-    new_labels = torch.cat([data.labels, torch.full((count,), target, dtype=torch.long)])
-    out = ImageDataset(images, new_labels, data.num_classes, name=f"{data.name}+art")
-    truth = np.concatenate([np.zeros(len(data), dtype=bool), np.ones(count, dtype=bool)])
-    return out, truth, [target]
+    poison_x, _ = attack.poison(images[:, 0], y=np.zeros(len(images)))  # ART takes (n, H, W)
+    return np.asarray(poison_x)[:, None]
 
 
-def run_cell(cell: str, data: ImageDataset, seed: int) -> dict[str, Any]:
+def attack_success(
+    cell: str, model: Any, data: ImageDataset, test: ImageDataset | None, seed: int
+) -> float:
+    """Share of triggered images (the source class, one-to-one; every class but the target for the
+    label-consistent attack; every class all-to-all) the victim predicts as the attacker's label,
+    on ``test`` or else on the clean training images; NaN for clean data."""
+    from poisonlab.train import predict
+
+    if cell == "clean":
+        return float("nan")
+    base = test if test is not None else data
+    source, target = seed % 10, (seed + 5) % 10
+    labels = base.labels
+    if cell.startswith("art-"):
+        if "all-to-all" in cell:
+            keep = torch.ones(len(labels), dtype=torch.bool)
+            wanted = (labels + 1) % base.num_classes
+        else:
+            keep = labels == source
+            wanted = torch.full((len(labels),), target)
+        images = torch.from_numpy(art_trigger(cell, base.images[keep].numpy())).float()
+        wanted = wanted[keep]
+    else:
+        triggered = attack_of(cell, source, target).test_set(
+            base, generator=make_generator(seed + 1)
+        )
+        images, wanted = triggered.data.images, triggered.data.labels
+    return float((predict(model, images) == wanted).float().mean())
+
+
+def run_cell(
+    cell: str,
+    data: ImageDataset,
+    seed: int,
+    *,
+    test: ImageDataset | None = None,
+    epochs: int | None = None,
+) -> dict[str, Any]:
     """Every method's removal on one poisoned set and one trained model."""
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
     dataset, truth, classes = poisoned(cell, data, seed)
     c, h, w = dataset.shape
     model = build_model(ModelConfig("cnn-small", c, h, w, dataset.num_classes), seed=seed)
-    train_model(model, dataset, default_recipe("cnn-small", len(dataset), seed=seed))
+    train_model(model, dataset, default_recipe("cnn-small", len(dataset), epochs=epochs, seed=seed))
     evidence = Evidence(dataset, model, device="cpu")
     labels = dataset.labels
     out: dict[str, Any] = {"truth": truth, "classes": classes, "labels": labels.numpy()}
+    out["asr"] = attack_success(cell, model, data, test, seed)
     results = []
     for name in OURS:
         seeded = {} if name == "spectral-signatures" else {"seed": seed}
@@ -138,8 +201,17 @@ def run_cell(cell: str, data: ImageDataset, seed: int) -> dict[str, Any]:
     return out
 
 
-def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
-    """The targets table and the calibration table."""
+def named_classes(run: dict[str, Any], method: str) -> list[int]:
+    """Classes a method names: ours, the verdicts; ART's detectors (no verdicts), every class in
+    which they flagged a sample."""
+    flags, named, _ = run[method]
+    if named is not None:
+        return sorted(named)
+    return sorted(np.unique(run["labels"][flags]).tolist())
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str, str]:
+    """The targets table, the calibration table and the victims table."""
     methods = [*OURS, "combined", "ART ActivationDefence", "ART SpectralSignatureDefense"]
 
     def spread(values: list[float]) -> str:
@@ -152,23 +224,23 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
         for method in methods:
             tpr, fpr, right = [], [], 0
             for run in cell_runs:
-                flags, named, _ = run[method]
+                flags = run[method][0]
                 truth = run["truth"]
                 if truth.any():
                     tpr.append(float(flags[truth].mean()))
                 fpr.append(float(flags[~truth].mean()))
-                if named is not None:
-                    right += sorted(named) == sorted(run["classes"])
-                    clean_classes = set(np.unique(run["labels"]).tolist()) - set(run["classes"])
-                    false_names[method][0] += len(set(named) & clean_classes)
-                    false_names[method][1] += len(clean_classes)
+                named = named_classes(run, method)
+                right += named == sorted(run["classes"])
+                clean_classes = set(np.unique(run["labels"]).tolist()) - set(run["classes"])
+                false_names[method][0] += len(set(named) & clean_classes)
+                false_names[method][1] += len(clean_classes)
             rows.append(
                 [
                     cell,
                     method,
                     spread(tpr) if tpr else "—",
                     spread(fpr),
-                    f"{right}/{len(cell_runs)}" if cell_runs[0][method][1] is not None else "—",
+                    f"{right}/{len(cell_runs)}",
                 ]
             )
     table = markdown_table(
@@ -178,36 +250,63 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
         ["method", "clean classes named", "clean classes tested", "rate %"],
         [[m, str(a), str(b), f"{100 * a / max(b, 1):.2f}"] for m, (a, b) in false_names.items()],
     )
-    return table, calibration
+    victims = markdown_table(
+        ["cell", "poisons per run", "attack success %"],
+        [
+            [
+                cell,
+                "/".join(str(int(r["truth"].sum())) for r in cell_runs),
+                "—" if cell == "clean" else spread([r["asr"] for r in cell_runs]),
+            ]
+            for cell, cell_runs in runs.items()
+        ],
+    )
+    return table, calibration, victims
 
 
 def main(argv: list[str]) -> None:
-    """Run every cell for every seed; print and write bench/results/verdicts.md."""
+    """Run the cells for the seeds; print and write bench/results/NAME.md."""
     parser = argparse.ArgumentParser(prog="python -m bench verdicts")
     parser.add_argument("--data", default="digits", help="a poisonlab data set name")
+    parser.add_argument("--subset", type=int, default=None, help="a stratified subset of N images")
+    parser.add_argument("--epochs", type=int, default=None, help="cap the victim's epochs")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells")
+    parser.add_argument("--name", default="verdicts", help="result file bench/results/NAME.md")
     parser.add_argument("--calibration", action="store_true", help="add the false-alarm table")
     parser.add_argument("--quick", action="store_true", help="one seed, three cells (smoke run)")
     args = parser.parse_args(argv)
     cells = args.cells.split(",")
+    unknown = sorted(set(cells) - set(CELLS))
+    if unknown:
+        parser.error(f"unknown cells {unknown}; choose from {', '.join(CELLS)}")
     if args.quick:
         args.seeds, cells = 1, ["clean", "badnets-pattern-1to1", "art-pixel-1to1"]
     torch.set_num_threads(1)
-    data = load_dataset(args.data)
+    data, test = load_data(args.data, args.subset)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     started = time.perf_counter()
     for cell in cells:
-        for seed in range(args.seeds):
-            runs[cell].append(run_cell(cell, data, seed))
+        for seed in seeds:
+            runs[cell].append(run_cell(cell, data, seed, test=test, epochs=args.epochs))
             print(cell, seed, f"{time.perf_counter() - started:.0f}s", flush=True)
-    table, calibration = summarise(runs)
+    table, calibration, victims = summarise(runs)
+    where = "the test part" if test is not None else "triggered copies of the training images"
     text = [
-        f"{args.data} ({len(data)} images), cnn-small with its default recipe, seeds 0–"
-        f"{args.seeds - 1}; one model per cell and seed, shared by every method. Mean (min–max) "
-        "over seeds.",
+        f"{data.name} ({len(data)} images{' , stratified subset' if args.subset else ''}), "
+        f"cnn-small with its default recipe{f' capped at {args.epochs} epochs' if args.epochs else ''}"
+        f", seeds {seeds[0]}–{seeds[-1]}; one model per cell and seed, shared by every method. "
+        "Mean (min–max) over seeds. Classes named: ours, the verdicts (the combined decision's "
+        "for `combined`); ART's detectors give no verdict, so a class counts as named when they "
+        "flag any of its samples.",
         "",
         table,
+        "",
+        f"Victims: attack success on {where}.",
+        "",
+        victims,
     ]
     if args.calibration:
         text += ["", "False alarms: clean classes named, over every clean class of every run.", "",
@@ -215,5 +314,21 @@ def main(argv: list[str]) -> None:
     print("\n".join(text))
     command = "python -m bench verdicts " + " ".join(argv)
     write_result(
-        "verdicts", "Scan decisions: per-class verdicts vs ART", command.strip(), "\n".join(text)
+        args.name, "Scan decisions: per-class verdicts vs ART", command.strip(), "\n".join(text)
     )
+
+
+def load_data(name: str, subset: int | None) -> tuple[ImageDataset, ImageDataset | None]:
+    """(the training part, or a stratified ``subset`` of it; the test part when there is one)."""
+    from poisonlab.data.splits import split_indices
+    from poisonlab.errors import DataError
+
+    data = load_dataset(name)
+    if subset is not None and subset < len(data):
+        part, _ = split_indices(data.labels, (subset / len(data), 1 - subset / len(data)), 0)
+        data = data.subset(part)
+    try:
+        test = load_dataset(name, part="test")
+    except DataError:
+        test = None
+    return data, test
