@@ -40,9 +40,8 @@ LAYERS: dict[str, int] = {
     "defenses": 5,
     "metrics": 6,
     "workflows": 7,
-    # scan runs the detectors over a data set: a workflow (it is to move into workflows/)
+    # poisonlab.scan only re-exports poisonlab.workflows.scan / scan_output (the public name)
     "scan": 7,
-    "scan_output": 7,
     "experiments": 8,
     "reports": 9,
     "cli": 10,
@@ -128,3 +127,19 @@ def test_the_check_catches_an_upward_and_a_sideways_import(tmp_path: Path, monke
     assert "imports poisonlab.defenses.base" in violations(fake / "attacks" / "bad.py")[0]
     assert "imports poisonlab.reports" in violations(fake / "attacks" / "worse.py")[0]
     assert violations(fake / "attacks" / "fine.py") == []
+
+
+def test_scan_is_a_workflow_under_its_public_name() -> None:
+    """The scan pipeline and its file output live in workflows/; ``poisonlab.scan`` re-exports the
+    very same objects (no second implementation, no wrapper)."""
+    import poisonlab.scan
+    import poisonlab.workflows.scan
+    import poisonlab.workflows.scan_output
+
+    for module in (poisonlab.workflows.scan, poisonlab.workflows.scan_output):
+        assert Path(module.__file__).parent == PACKAGE / "workflows"
+    for name in poisonlab.scan.__all__:
+        home = getattr(poisonlab.workflows.scan, name, None) or getattr(
+            poisonlab.workflows.scan_output, name
+        )
+        assert getattr(poisonlab.scan, name) is home

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import poisonlab.scan
+import poisonlab.workflows.scan
 from poisonlab.cli.main import app
 from poisonlab.data import save_npz
 from tests.conftest import blobs_dataset
@@ -25,7 +25,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was trained before the input was refused")
 
-    monkeypatch.setattr(poisonlab.scan, "train_default_model", refuse)
+    monkeypatch.setattr(poisonlab.workflows.scan, "train_default_model", refuse)
 
 
 def one_red_line(result) -> str:
@@ -111,4 +111,6 @@ def test_the_library_refuses_target_fpr_without_holdout_before_training(no_train
     from poisonlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="clean held-out set"):
-        poisonlab.scan.scan(blobs_dataset(), defenses="spectral-signatures", threshold="fpr:0.1")
+        poisonlab.workflows.scan.scan(
+            blobs_dataset(), defenses="spectral-signatures", threshold="fpr:0.1"
+        )

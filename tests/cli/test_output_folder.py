@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from typer.testing import CliRunner
 
-import poisonlab.scan
+import poisonlab.workflows.scan
 from poisonlab.cli.attack_cmd import ATTACK_FILES
 from poisonlab.cli.main import app
 from poisonlab.cli.output import PARTIAL, output_folder
@@ -64,7 +64,7 @@ def test_interrupted_force_keeps_the_earlier_scan(scanned, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(poisonlab.scan, "scan", interrupt)
+    monkeypatch.setattr(poisonlab.workflows.scan, "scan", interrupt)
     result = scan(data, out, "--force")
     assert result.exit_code == 130, result.output
     assert f"interrupted: the earlier results in {out} are unchanged" in result.output
@@ -79,7 +79,7 @@ def test_failing_force_keeps_the_earlier_scan(scanned, monkeypatch):
     def broken(*args, **kwargs):
         raise DataError("the data went bad halfway")
 
-    monkeypatch.setattr(poisonlab.scan, "scan", broken)
+    monkeypatch.setattr(poisonlab.workflows.scan, "scan", broken)
     result = scan(data, out, "--force")
     assert result.exit_code == 2 and "the data went bad halfway" in result.output
     assert snapshot(out) == before
@@ -119,13 +119,13 @@ def test_a_failed_first_run_leaves_no_folder(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise DataError("the data went bad halfway")
 
-    monkeypatch.setattr(poisonlab.scan, "scan", broken)
+    monkeypatch.setattr(poisonlab.workflows.scan, "scan", broken)
     assert scan(data, tmp_path / "a" / "b" / "out").exit_code == 2
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(poisonlab.scan, "scan", interrupt)
+    monkeypatch.setattr(poisonlab.workflows.scan, "scan", interrupt)
     result = scan(data, tmp_path / "a" / "out")
     assert result.exit_code == 130 and "nothing was written to" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "data.npz"]

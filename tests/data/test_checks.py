@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import poisonlab.scan
+import poisonlab.workflows.scan
 from poisonlab.cli.main import app
 from poisonlab.data import ImageDataset, load_dataset
 from poisonlab.data.checks import MIN_PER_CLASS, check_label_range, check_training_data
@@ -111,7 +111,9 @@ def test_scan_refuses_data_no_classifier_can_learn_before_training(
 ) -> None:
     """Issue: a single-class set failed later with a model error; 0 images went through."""
     monkeypatch.setattr(
-        poisonlab.scan, "train_default_model", lambda *a, **k: pytest.fail("trained a model")
+        poisonlab.workflows.scan,
+        "train_default_model",
+        lambda *a, **k: pytest.fail("trained a model"),
     )
     path = write_npz(tmp_path / "odd.npz", labels)
     result = runner.invoke(

@@ -27,8 +27,8 @@ from poisonlab.metrics.uncertainty import (
     predictive_entropy,
 )
 from poisonlab.models import ModelConfig, build_model
-from poisonlab.scan import scan
 from poisonlab.train import TrainConfig, predict_logits, train_model
+from poisonlab.workflows.scan import scan
 from tests.defenses.conftest import RealCase, make_case
 
 FAST = {"epochs": 1, "samples": 6}

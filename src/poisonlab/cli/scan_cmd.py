@@ -1,10 +1,10 @@
 """`poisonlab scan DATA`: score every sample of a suspect training set with one or more defenses.
 
-A thin shell over :func:`poisonlab.scan.scan` and :func:`poisonlab.scan_output.write_scan`: it parses
-options, loads the data, held-out set and checkpoint, refuses an output folder that exists or
-overlaps an input, prints skipped defenses as yellow lines and the results as a table. Names,
-paths, folders and thread counts are checked before torch is imported, so those errors are
-immediate.
+A thin shell over :func:`poisonlab.workflows.scan.scan` and
+:func:`poisonlab.workflows.scan_output.write_scan`: it parses options, loads the data, held-out
+set and checkpoint, refuses an output folder that exists or overlaps an input, prints skipped
+defenses as yellow lines and the results as a table. Names, paths, folders and thread counts are
+checked before torch is imported, so those errors are immediate.
 """
 
 from __future__ import annotations
@@ -35,17 +35,18 @@ from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from poisonlab.scan import ScanResult
+    from poisonlab.workflows.scan import ScanResult
 
 SCAN_FILES = ("scores.csv", "summary.json", "clean.npz", "report.html", "model", "lgm-model")
-"""What a scan writes into --out (poisonlab.scan_output, the report, trained models): --force
-replaces a folder holding only these."""
+"""What a scan writes into --out (poisonlab.workflows.scan_output, the report, trained models):
+--force replaces a folder holding only these."""
 
 
 def defense_names(defenses: list[str]) -> list[str]:
     """Registry names from ``all``, names and comma-separated lists, in registry order (torch-free).
 
-    The same rules as :func:`poisonlab.scan.resolve_defenses`, checked against the catalog.
+    The same rules as :func:`poisonlab.workflows.scan.resolve_defenses`, checked against the
+    catalog.
     """
     names = [n.strip() for item in defenses for n in item.split(",") if n.strip()]
     if not names:
@@ -309,8 +310,8 @@ def scan_command(
     from poisonlab.data import load_dataset
     from poisonlab.defenses import DETECTORS, parse_threshold
     from poisonlab.models import load_checkpoint
-    from poisonlab.scan import build_detectors, resolve_defenses, scan, unmet_need
-    from poisonlab.scan_output import write_scan
+    from poisonlab.workflows.scan import build_detectors, resolve_defenses, scan, unmet_need
+    from poisonlab.workflows.scan_output import write_scan
 
     names = resolve_defenses(names)  # loads the detectors (and checks the catalog was right)
     cut = parse_threshold(threshold)

@@ -4,7 +4,8 @@ the doubtful.
 Loaders check that every value is well formed (shapes, pixel ranges, label ranges). What they
 cannot know is whether the data set as a whole can train a classifier, so these checks run where
 training is about to start (:func:`poisonlab.data.prepare.prepare_splits`, used by ``train``,
-``attack`` and the experiment tasks, and :func:`poisonlab.scan.scan`) and in ``data info``:
+``attack`` and the experiment tasks, and :func:`poisonlab.workflows.scan.scan`) and in
+``data info``:
 
 - **errors** (:class:`~poisonlab.errors.DataError`): no images at all, or images of a single
   class: a classifier cannot be trained (a model error would follow, far from the cause);

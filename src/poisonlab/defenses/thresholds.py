@@ -12,7 +12,7 @@ Thresholds are checked when they are built, before any model is trained: a fract
 nothing or everything, silently), and the messages give the valid range
 (:mod:`poisonlab.validation`). A threshold that needs clean held-out scores says so in
 ``needs_reference``, so callers refuse it without a held-out set up front instead of after
-training (:func:`poisonlab.scan.scan`).
+training (:func:`poisonlab.workflows.scan.scan`).
 """
 
 from __future__ import annotations

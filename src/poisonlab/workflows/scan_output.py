@@ -1,6 +1,6 @@
 """The files a scan leaves behind: scores.csv, summary.json and clean.npz.
 
-Kept apart from :mod:`poisonlab.scan` so the pipeline stays free of file formats. Formats:
+Kept apart from :mod:`poisonlab.workflows.scan` so the pipeline stays free of file formats. Formats:
 
 * ``scores.csv``: one row per input sample, in input order: ``index``, ``id`` (the sample's
   source id, e.g. ``data.npz#41``), ``label`` (claimed class), then per defense that ran
@@ -37,7 +37,7 @@ from torch import Tensor
 from poisonlab import __version__
 from poisonlab.data.dataset import save_npz
 from poisonlab.defenses.fusion import verdict_sentence
-from poisonlab.scan import UNION_RULE, ScanResult
+from poisonlab.workflows.scan import UNION_RULE, ScanResult
 
 
 def _compact(extras: Mapping[str, Any], n: int) -> dict[str, Any]:

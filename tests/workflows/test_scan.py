@@ -18,8 +18,8 @@ from poisonlab.data import load_dataset
 from poisonlab.defenses import DETECTORS, Detector, Evidence, ScoreSet
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.models import ModelConfig, build_model
-from poisonlab.scan import default_architecture, resolve_defenses, scan
-from poisonlab.scan_output import write_scan
+from poisonlab.workflows.scan import default_architecture, resolve_defenses, scan
+from poisonlab.workflows.scan_output import write_scan
 from tests.conftest import blobs_dataset
 
 

@@ -32,7 +32,7 @@ Detectors without verdicts (uncertainty, DeepFeatures, the LGM likelihood filter
 beside the decision with the reason they are not part of it.
 
 File output (``scores.csv``, ``summary.json``, ``clean.npz``) is
-:func:`poisonlab.scan_output.write_scan`'s job; the command line lives in
+:func:`poisonlab.workflows.scan_output.write_scan`'s job; the command line lives in
 ``poisonlab.cli.scan_cmd``.
 """
 
