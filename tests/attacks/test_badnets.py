@@ -35,6 +35,18 @@ def test_registered_under_its_name() -> None:
     assert isinstance(build_attack("badnets", rate=0.2), BadNets)
 
 
+def test_default_budget_is_a_fifth_of_the_poisoned_set() -> None:
+    """No budget given: poisons are 20% of the poisoned training set, as documented."""
+    attack = BadNets()
+    assert (attack.rate, attack.target_rate, attack.count) == (0.2, None, None)
+    data = _data()
+    result = _poison(attack, data)
+    assert result.n_poison == 4 * round(0.2 * 30 / 0.8)  # appended: p·n_s / (1 − p) per class
+    assert result.n_poison / len(result.dataset) == pytest.approx(
+        0.2, abs=0.02
+    )  # rounded per class
+
+
 def test_all_to_all_append_ground_truth() -> None:
     data = _data()
     result = _poison(BadNets(rate=0.1), data)

@@ -50,6 +50,9 @@ from poisonlab.validation import (
 
 LABEL_MAPS = ("all-to-all", "all-to-one", "one-to-one")
 MODES = ("append", "replace")
+DEFAULT_RATE = 0.2
+"""The budget when none is given: poisons are 20% of the poisoned training set
+(docs/methods.md#badnets)."""
 
 
 BUDGET_CONSTRAINTS: dict[str, ConstraintList] = {
@@ -149,8 +152,9 @@ class BadNets(BackdoorAttack):
         Source and target classes (one-to-one needs both, all-to-one the target only).
     rate, target_rate, count : at most one
         Budget (see :mod:`poisonlab.attacks.selection`): fraction of the poisoned training set
-        (default 0.1, Subedar et al. 2019), fraction of the target class (Schulth et al. 2022), or
-        an exact count.
+        (default 0.2, a rate of Subedar et al. 2019's Table 1; at 0.1 an all-to-all backdoor is
+        learned only partly on small or low-resolution data, docs/methods.md#badnets), fraction
+        of the target class (Schulth et al. 2022), or an exact count.
     mode : {"append", "replace"}
         Add the poisons as new rows (default) or modify the chosen rows in place.
     trigger, size, color, gray, position, offset, window, amplitude
@@ -222,7 +226,7 @@ class BadNets(BackdoorAttack):
             rate=checked["rate"],
             target_rate=checked["target_rate"],
             count=checked["count"],
-            default=Budget("rate", 0.1),
+            default=Budget("rate", DEFAULT_RATE),
         )
         self.label_map = label_map
         self.source = source

@@ -165,7 +165,7 @@ def attack_command(
     ),
     rate: float | None = typer.Option(
         None,
-        help="Poisons as a fraction of the poisoned training set (0..1).",
+        help="Poisons as a fraction of the poisoned training set (0..1; badnets default: 0.2).",
         rich_help_panel=BUDGET,
     ),
     target_rate: float | None = typer.Option(
@@ -268,7 +268,8 @@ def attack_command(
     ),
     victim_epochs: int | None = typer.Option(
         None,
-        help="Epochs of the victim model (default: the architecture's recipe).",
+        help="Epochs of the victim model (default: the architecture's recipe, raised to at "
+        "least 1,500 training steps, at most 100 epochs, on small data).",
         rich_help_panel=EVAL,
     ),
     baseline: bool = typer.Option(
@@ -294,7 +295,7 @@ def attack_command(
 ) -> None:
     """Poison a training set; write DIR/poisoned.npz and DIR/attack.json, then measure the attack.
 
-    The data is split from --seed as in `poisonlab train`. The training part is poisoned, and a victim model is trained on it to report clean accuracy, ASR and MASR on the test part (skip with --no-eval). poisoned.npz holds x, y, ids, is_poison, original_label, source_index and source_id; it loads with --data DIR/poisoned.npz.
+    The data is split from --seed as in `poisonlab train`. The training part is poisoned, and a victim model is trained on it to report clean accuracy, ASR and MASR on the test part (skip with --no-eval); on small data the victim trains at least 1,500 steps, so that it learns what the poisons teach. poisoned.npz holds x, y, ids, is_poison, original_label, source_index and source_id; it loads with --data DIR/poisoned.npz.
 
     Budgets: --rate is a fraction of the poisoned training set (as Subedar et al. 2019, arXiv:1912.01206), --target-rate a fraction of the target class (as Schulth et al. 2022, arXiv:2204.12848), --count an exact number; a budget the data cannot meet is an error. Triggers: pattern (MNIST 4 pixels), square (4×4 white), sticker (3×3 yellow-green, random in a centred 10x15 window), checkerboard (Turner's 3×3, --amplitude for reduced strength).
 
