@@ -23,9 +23,9 @@ cli = CliRunner()
 
 # config -> (paper table, metrics every finished cell must hold as finite numbers)
 PAPER_GRIDS = {
-    "seed000.toml": ("seed000", ["collision.ce.success_rate", "collision.lgm.success_rate"]),
-    "seed002-table1-2-3.toml": ("seed002-table3", ["accuracy.dnn.clean"]),
-    "seed004-table1.toml": ("seed004-table1", ["defense.activation-clustering.acc"]),
+    "yaseen2020.toml": ("seed000", ["collision.ce.success_rate", "collision.lgm.success_rate"]),
+    "subedar2019-table1-2-3.toml": ("seed002-table3", ["accuracy.dnn.clean"]),
+    "schulth2022-table1.toml": ("seed004-table1", ["defense.activation-clustering.acc"]),
 }
 
 

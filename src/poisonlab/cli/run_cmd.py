@@ -176,12 +176,12 @@ def run_command(
 
     Examples:
 
-        poisonlab run experiments/ci/seed002-table1-2-3.toml --dry-run
+        poisonlab run experiments/ci/subedar2019-table1-2-3.toml --dry-run
 
-        poisonlab run experiments/seed002-table1-2-3.toml --workers 2 \\
+        poisonlab run experiments/subedar2019-table1-2-3.toml --workers 2 \\
             --set attack.rate=[0.1,0.3]
 
-        poisonlab run experiments/seed004-table5.toml --executor ray \\
+        poisonlab run experiments/schulth2022-table5.toml --executor ray \\
             --address auto --only seed=0
     """
     configure(quiet=quiet, verbose=verbose)
