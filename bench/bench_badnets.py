@@ -2,15 +2,16 @@
 label-consistent sanity check.
 
 Target (issue 3): BadNets at 10% gives ASR >= 95% with clean accuracy within 1 point of the clean
-model. The budget is seed 002's: poisons are appended and form 10% of the poisoned training set
-(round(p·n_s/(1-p)) per source class). Rows:
+model. The budget is Subedar et al.'s: poisons are appended and form 10% of the poisoned training
+set (round(p·n_s/(1-p)) per source class). Rows:
 
 - all-to-one (every class except the target → target 0): the single-target BadNets backdoor;
-- all-to-all (y → y+1 mod 10, seed 002): its ASR is bounded by how well the model recognises
-  the true class of a triggered image, so it sits near the clean accuracy;
-- label-consistent (Turner et al., seed 004 defaults: 33% of the target class, 5 PGD steps of
-  0.015, ε = 0.075, yellow-green 3×3 sticker at random positions in a centred 10×15 window),
-  on a stratified subset, with a trigger-only ablation (0 PGD steps) against the same surrogate.
+- all-to-all (y → y+1 mod 10, Subedar et al. 2019): its ASR is bounded by how well the model
+  recognises the true class of a triggered image, so it sits near the clean accuracy;
+- label-consistent (Turner et al., Schulth et al. 2022 defaults: 33% of the target class, 5 PGD
+  steps of 0.015, ε = 0.075, yellow-green 3×3 sticker at random positions in a centred 10×15
+  window), on a stratified subset, with a trigger-only ablation (0 PGD steps) against the same
+  surrogate.
 
 Every model uses the default recipe for cnn-small (capped at --epochs) and the same seed.
 """

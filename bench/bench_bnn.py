@@ -1,19 +1,19 @@
-"""Seed 002's BNN detector (BALD) on BadNets at 10% all-to-all, beside the DNN baseline.
+"""Subedar et al.'s BNN detector (BALD) on BadNets at 10% all-to-all, beside the DNN baseline.
 
 For each data set (8×8 digits, and a stratified subset of Fashion-MNIST): BadNets with the MNIST
 4-pixel pattern, all-to-all (y → y+1 mod K), poisons appended to form 10% of the poisoned training
-set (METHODS.md §3); cnn-small trained on it; then the ``bnn`` detector (MOPED δ = 0.1, prior
-σ = 1 centred on w_MLE, ELBO fine-tuning with KL weight sum-KL/N_train, T = 40 passes) and the
-``dnn-uncertainty`` baseline on the SAME model.
+set (docs/methods.md#poison-budgets); cnn-small trained on it; then the ``bnn`` detector (MOPED δ =
+0.1, prior σ = 1 centred on w_MLE, ELBO fine-tuning with KL weight sum-KL/N_train, T = 40 passes)
+and the ``dnn-uncertainty`` baseline on the SAME model.
 
-Two evaluations, as seed 002 scored BALD on "D_val^BD and D_train^BD":
+Two evaluations, as Subedar et al. 2019 scored BALD on "D_val^BD and D_train^BD":
 
 - training set (what the detector does): D_train^clean vs D_train^BD, the suspect data itself;
 - test set: clean test images vs triggered copies of the same images (D_val^clean vs D_val^BD),
   scored by the same fine-tuned BNN (labels play no part in BALD).
 
-Reported: AUROC and AUPR (average precision, poison positive) with AUPR-in (clean positive,
-negated score) beside, |clean| and |poisoned|, the default rule's TPR/FPR, seed 002 Table 1's
+Reported: AUROC and AUPR (average precision, poison positive) with AUPR-in (clean positive, negated
+score) beside, |clean| and |poisoned|, the default rule's TPR/FPR, Subedar et al. 2019 Table 1's
 accuracies (DNN / BNN on clean and on triggered data), and what stacking the T passes into one
 forward call (``replicas = T``) changes against T separate calls, with a second seed of separate
 calls as the Monte-Carlo noise floor.
@@ -185,7 +185,8 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
         markdown_table([*head, "rule TPR %", "rule FPR %", "seconds"], r["rows"]),
         "### Scoring held-out test data (clean vs triggered copies, D_val^clean vs D_val^BD)\n",
         markdown_table(head, r["test_rows"]),
-        "### Seed 002 Table 1: accuracy (%), triggered = predicted as the backdoor label\n",
+        "### Subedar et al. 2019 Table 1: accuracy (%), triggered = predicted as the backdoor "
+        "label\n",
         markdown_table(
             ["model", "clean", "triggered"],
             [
@@ -237,7 +238,8 @@ def main(argv: list[str]) -> None:
     results = [run(name, args) for name in names]
     body = (
         "BadNets at 10% of the poisoned training set, all-to-all (y → y+1 mod K), MNIST 4-pixel "
-        f"pattern, poisons appended. Seed 002 reference ({SEED_002}); it does not say which "
+        f"pattern, poisons appended. Subedar et al. 2019 reference ({SEED_002}); it does not say "
+        "which "
         'class is positive in its AUPR nor exactly which sets it scored ("D_val^BD and '
         'D_train^BD"): AUPR 97.47 beside AUROC 83.22 is only possible with the majority class '
         "positive, so compare its AUPR with our AUPR-in. Detector settings: MOPED δ = 0.1, prior "
@@ -252,4 +254,4 @@ def main(argv: list[str]) -> None:
     )
     command = ("python -m bench bnn " + " ".join(argv)).strip()
     print(body)
-    print(write_result("bnn", "BNN (BALD) detector on BadNets, seed 002", command, body))
+    print(write_result("bnn", "BNN (BALD) detector on BadNets, Subedar et al. 2019", command, body))

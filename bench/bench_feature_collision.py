@@ -1,10 +1,11 @@
 """Feature collision (Poison Frogs): transfer-learning success, step control, CE vs LGM, speed vs ART.
 
-Targets (issue 3): in the transfer-learning setting on a CE cnn-small, >= 90% success over 50
-random (base, target) pairs, with its confidence interval; the mean ||p - b||₂ needed against an
-LGM-trained lgm-net beside the CE one (seed 000 claims LGM forces visibly larger perturbations);
-batched crafting >= 20× IBM ART's FeatureCollisionAttack throughput at an equal or better final
-feature distance, measured in the same run on the same model, poisons and iteration count.
+Targets (issue 3): in the transfer-learning setting on a CE cnn-small, >= 90% success over 50 random
+(base, target) pairs, with its confidence interval; the mean ||p - b||₂ needed against an
+LGM-trained lgm-net beside the CE one (Yaseen et al. 2020 claims LGM forces visibly larger
+perturbations); batched crafting >= 20× IBM ART's FeatureCollisionAttack throughput at an equal or
+better final feature distance, measured in the same run on the same model, poisons and iteration
+count.
 
 Data: scikit-learn's 8×8 digits, split 70/10/20 with seed 0 (1258 / 180 / 359 images). The models
 are pre-trained on the training part; the victim's fine-tuning set is the held-out part (180
@@ -46,7 +47,7 @@ from poisonlab.workflows.collision_eval import (
 )
 from poisonlab.workflows.lgm_paper_collision import run_seed000
 
-# β = 0.25 per [0, 1] pixel unit (β0 ≈ 6.1e-5 with the paper's (2048/64)² factor on seed 000's
+# β = 0.25 per [0, 1] pixel unit (β0 ≈ 6.1e-5 with the paper's (2048/64)² factor on Yaseen et al.'s
 # [-1, 1] scale), λ = 1 on [0, 1] (65025 on [0, 255], half the paper's 500·255).
 BENCH = {"beta0": 0.25, "beta_scaling": "none", "pixel_scale": 1.0, "lr": 1.0, "max_iter": 1000}
 
@@ -60,7 +61,7 @@ NOTES = """
 - Units: images in [0, 1]; ‖p−b‖₂ is the L2 norm of the whole perturbation (64 pixels), ×255 on
   the 0–255 scale; ‖p−b‖/‖b‖ relative to the base image's norm. β is per [0, 1] unit
   (``beta_scaling="none"``, ``pixel_scale=1``); the paper's formula gives the same β on 8×8 images
-  with β0 = β/(4·1024) on seed 000's [-1, 1] scale. Success rates carry 95% Wilson intervals.
+  with β0 = β/(4·1024) on Yaseen et al.'s [-1, 1] scale. Success rates carry 95% Wilson intervals.
 - "ratio" is ‖f(p)−f(t)‖ / ‖f(b)−f(t)‖ in the model's penultimate features; "poison fit" is the
   share of poisons the retrained model assigns to their own (base) label; "control" counts targets
   the untouched model already put in the base class. "judge" is a 3-nearest-neighbour classifier
@@ -260,7 +261,7 @@ def lgm_section(b: Bench, betas: list[float]) -> tuple[str, dict[str, PoisonedDa
 
 
 def save_grid(b: Bench, grid: dict[str, PoisonedDataset], count: int = 6) -> str:
-    """PNG of base / target / poison per model for the first pairs (seed 000 Fig. 3 layout)."""
+    """PNG of base / target / poison per model for the first pairs (Yaseen et al. Fig. 3)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,7 +288,7 @@ def save_grid(b: Bench, grid: dict[str, PoisonedDataset], count: int = 6) -> str
 
 
 def seed000_section(b: Bench, n: int) -> str:
-    """Seed 000's setting as published (test split poisoned, β0 = 0.0083 on [-1, 1] with the
+    """Yaseen et al.'s setting as published (test split poisoned, β0 = 0.0083 on [-1, 1] with the
     (2048/D_in)² factor, min-max normalised features) against its CE and LGM lgm-net."""
     started = time.perf_counter()
     result = run_seed000(b.models["lgm-net CE"], b.models["lgm-net LGM"], b.split.test,
@@ -430,9 +431,7 @@ def main(argv: list[str]) -> None:
     table, grid = lgm_section(b, [0.25] if args.quick else [0.25, 1.0])
     body += "\n## CE vs LGM: the same pairs against each model\n\n" + table
     body += f"\n![base, target, poisons at β = 0.25]({save_grid(b, grid)})\n"
-    body += (
-        "\n## Seed 000's setting as published (lgm-net CE vs LGM, pairs from the test split)\n\n"
-    )
+    body += "\n## Yaseen et al.'s setting as published (CE vs LGM lgm-net, test-split pairs)\n\n"
     body += seed000_section(b, 10 if args.quick else 100)
     body += "\n## End-to-end fine-tuning (cnn-small CE, all weights, 10 epochs Adam 1e-4)\n\n"
     body += end_to_end_section(b, 5 if args.quick else 10, 10)

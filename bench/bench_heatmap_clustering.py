@@ -1,10 +1,11 @@
-"""Heatmap Clustering vs Activation Clustering on backdoored Fashion-MNIST (issue 5, seed 004).
+"""Heatmap Clustering vs Activation Clustering on backdoored Fashion-MNIST (Schulth et al. 2022).
 
-Settings (seed 004 Tables 1 and 4, on Fashion-MNIST instead of GTSRB; METHODS §4, §7.1, §7.5):
+Settings (Schulth et al. 2022 Tables 1 and 4, on Fashion-MNIST instead of GTSRB;
+docs/methods.md#heatmap-clustering, #activation-clustering, #triggers):
 
-- **BadNets one-to-one**, source 2 → target 5 (seed 004's class indices; here pullover → sandal):
-  round(p·n_5/(1-p)) class-2 images get the 3×3 sticker (seed 004's yellow-green, luminance 223
-  on one channel) at a random place in a centred 10×15 window and label 5, appended, so poisons
+- **BadNets one-to-one**, source 2 → target 5 (Schulth et al.'s classes; here pullover → sandal):
+  round(p·n_5/(1-p)) class-2 images get the 3×3 sticker (Schulth et al.'s yellow-green, luminance
+  223 on one channel) at a random place in a centred 10×15 window and label 5, appended, so poisons
   are a fraction p ∈ {33%, 10%} of class 5.
 - **Label-consistent** (Turner et al.): round(0.33·n_5) class-5 images hardened by PGD against a
   clean cnn-small surrogate (5 steps of 0.015, ε = 0.075), then Turner's 3×3 checkerboard at
@@ -13,10 +14,10 @@ Settings (seed 004 Tables 1 and 4, on Fashion-MNIST instead of GTSRB; METHODS §
 
 For each setting one cnn-small is trained on the poisoned training subset (default recipe, at
 most ``--epochs``; cached with ``--cache``). On that model and data, both detectors analyse the
-target class only (as the seed does): Heatmap Clustering (LRP EpsilonPlusFlat heatmaps of the
+target class only (as the paper does): Heatmap Clustering (LRP EpsilonPlusFlat heatmaps of the
 predicted class → point clouds → GW k-means, k = 2, smaller cluster flagged; our defaults unless
 ``--hc-param``) and Activation Clustering (our default: PCA to 10 dims with the highest-
-silhouette k-means restart; and the seed's FastICA). ACC/TPR/TNR over the target class (positive
+silhouette k-means restart; and the paper's FastICA). ACC/TPR/TNR over the target class (positive
 = poison, predicted positive = the flagged cluster), AUROC of the continuous score, and seconds
 (HC's include the LRP pass). The seed's GTSRB numbers are printed beside ours.
 
@@ -53,7 +54,7 @@ DATA = "fashion-mnist"
 ARCH = "cnn-small"
 SOURCE, TARGET = 2, 5
 
-#: Seed 004's GTSRB numbers (ACC, TPR, TNR in %), METHODS §9 Tables 1 and 4.
+#: Schulth et al.'s GTSRB numbers (ACC, TPR, TNR in %), its Tables 1 and 4.
 SEED004 = {
     "badnets-33": {"AC": (94.76, 90.77, 96.73), "HC": (99.96, 99.88, 100.00)},
     "badnets-10": {"AC": (87.62, 96.17, 86.17), "HC": (99.29, 92.9, 100.00)},
@@ -61,7 +62,7 @@ SEED004 = {
     "lc-amp32": {"AC": (78.97, 74.26, 81.28), "HC": (81.58, 58.46, 92.95)},
 }
 
-#: The two HC rows of every setting: the seed's recipe (predicted class, signed relevance
+#: The two HC rows of every setting: the paper's recipe (predicted class, signed relevance
 #: min-max rescaled) and the variant that worked best in our checks (claimed class, positive
 #: relevance); both with ``--hc-param`` on top.
 HC_ROWS: dict[str, dict[str, Any]] = {
@@ -252,7 +253,7 @@ def main(argv: list[str]) -> None:
         choices=("corner", "sticker"),
         default="corner",
         help="BadNets trigger: white 3×3 square 1 px from the bottom-right corner (default) or "
-        "seed 004's yellow-green sticker at a random place in the centre window",
+        "Schulth et al.'s yellow-green sticker at a random place in the centre window",
     )
     parser.add_argument("--variants", action="store_true", help="HC ablations on BadNets 33%%")
     parser.add_argument("--train-only", action="store_true", help="train and cache models only")
@@ -350,12 +351,12 @@ def main(argv: list[str]) -> None:
         + f". HC settings: {hc_text}. "
         "ACC/TPR/TNR: the method's own rule (smaller cluster = poison) over class "
         f"{TARGET}, positive = poison. AUROC: the continuous score over the same samples. "
-        "Seed 004 column: its GTSRB numbers (ACC / TPR / TNR, METHODS §9 Tables 1 and 4; the "
+        "Schulth et al. 2022 column: its GTSRB numbers (ACC / TPR / TNR, its Tables 1 and 4; the "
         "seed ran AC with FastICA, so our PCA row has none).\n\n"
     )
     body += markdown_table(
         ["setting", "poisons / class size", "ASR %", "method", "ACC %", "TPR %", "TNR %",
-         "AUROC %", "seconds", "seed 004 ACC / TPR / TNR"],
+         "AUROC %", "seconds", "Schulth et al. 2022 ACC / TPR / TNR"],
         rows,
     )  # fmt: skip
     body += "\n### HC internals per setting\n\n" + markdown_table(

@@ -1,14 +1,15 @@
 """DeepFeatures on Fashion-MNIST BadNets and the LGM likelihood filter on feature-collision poisons.
 
-1. DeepFeatures (seed 002): cnn-small trained on Fashion-MNIST with BadNets at 10% of the training
-   set, all-to-all (y → y+1 mod 10, the MNIST 4-pixel pattern). Densities on half of a clean
-   held-out split (6,000 images from the training part). Reported for each fusion × covariance:
-   AUROC/AUPR over the poisoned training set (the scan's use), the seed-002 protocol (the unfitted
-   clean half vs the same images triggered and relabelled), DF maximum-likelihood accuracy on both
-   (the paper's Table 1 "DF" rows), and seconds. Target: AUROC >= 0.99 (seed: 99.67 on MNIST).
-2. LGM likelihood filter (seed 000) on digits: lgm-net with the LGM loss pre-trained on the
-   training split (D_C); feature-collision poisons crafted against it on the test split (D_f,
-   targets and bases from D_f as in the seed's code), 10% of D_f; then filter D_t = D_f ∪ D_p,
+1. DeepFeatures (Subedar et al. 2019): cnn-small trained on Fashion-MNIST with BadNets at 10% of the
+   training set, all-to-all (y → y+1 mod 10, the MNIST 4-pixel pattern). Densities on half of a
+   clean held-out split (6,000 images from the training part). Reported for each fusion ×
+   covariance: AUROC/AUPR over the poisoned training set (the scan's use), Subedar et al.'s protocol
+   (the unfitted clean half vs the same images triggered and relabelled), DF maximum-likelihood
+   accuracy on both (the paper's Table 1 "DF" rows), and seconds. Target: AUROC >= 0.99 (the paper:
+   99.67 on MNIST).
+2. LGM likelihood filter (Yaseen et al. 2020) on digits: lgm-net with the LGM loss pre-trained on
+   the training split (D_C); feature-collision poisons crafted against it on the test split (D_f,
+   targets and bases from D_f as in the paper's code), 10% of D_f; then filter D_t = D_f ∪ D_p,
    fine-tune on the kept set and re-measure the attack, beside fine-tuning on everything.
    Target: AUROC >= 0.95. Also the χ² rule's empirical false-positive rate on clean data.
 
@@ -114,7 +115,8 @@ def deep_features_part(quick: bool, cache: Path | None) -> str:
 
 
 class Seed002Protocol:
-    """Seed 002's evaluation on the unfitted clean half of the held-out set and its triggered copy."""
+    """Subedar et al.'s evaluation on the unfitted clean half of the held-out set and its triggered
+    copy."""
 
     def __init__(self, model: Network, holdout, attack, layers: list[str]) -> None:
         _, ref_idx = split_indices(holdout.labels, (0.5, 0.5), 0)  # DeepFeatures' seed-0 split
@@ -153,7 +155,7 @@ class Seed002Protocol:
 def _collision(n_targets: int, per_target: int, quick: bool):
     """Feature collision with the attack bench's digits setting (bench_feature_collision.py).
 
-    Seed 000's β formula freezes 8×8 poisons (β = β0·(2048/64)² ≈ 8.5); β = 0.25 on [0, 1]
+    Yaseen et al.'s β formula freezes 8×8 poisons (β = β0·(2048/64)² ≈ 8.5); β = 0.25 on [0, 1]
     pixels makes them collide.
     """
     return build_attack(
@@ -206,7 +208,7 @@ def lgm_part(quick: bool, cache: Path | None) -> str:
     lgm = _trained("digits-lgm-net", cache, "lgm-net", "lgm", split.train, 0, **epochs)
     d_f = split.test
     rows, lines = [], []
-    # A: 12 targets × 3 poisons = 36 (10% of D_f), seed 000's loop with the default fine-tuning
+    # A: 12 targets × 3 poisons = 36 (10% of D_f), Yaseen et al.'s loop with the default fine-tuning
     poisoned, craft_a = _crafted("digits-collision", _collision(12, 3, quick), d_f, lgm, 0, cache)
     rules = {
         "χ² robust (default)": {},
@@ -249,7 +251,7 @@ def lgm_part(quick: bool, cache: Path | None) -> str:
         f"digits: lgm-net (LGM loss, 2-d features) pre-trained on D_C = {len(split.train)} images "
         f"(accuracy {100 * evaluate(lgm, split.holdout).accuracy:.2f}% on the held-out split). "
         f"D_f = {len(d_f)} images; feature-collision poisons crafted against the LGM features "
-        "with targets and bases from D_f (seed 000's code), β = 0.25 on [0, 1] pixels, 1000 "
+        "with targets and bases from D_f (Yaseen et al.'s code), β = 0.25 on [0, 1] pixels, 1000 "
         "iterations. Fine-tuning from the pre-trained weights, by default Adam 1e-4 for 5 epochs; "
         "'head' = only the LGM means, 'all' = every weight. Success = targets predicted as their "
         "base class. AUROC: poison positive, clean = the clean part of D_t (= D_f). Clean "
@@ -280,7 +282,9 @@ def main(argv: list[str]) -> None:
         body += "## DeepFeatures, Fashion-MNIST BadNets 10% all-to-all\n\n"
         body += deep_features_part(args.quick, args.cache) + "\n"
     if args.part in ("lgm", "both"):
-        body += "## LGM likelihood filter, feature collision on digits (seed 000 loop)\n\n"
+        body += (
+            "## LGM likelihood filter, feature collision on digits (Yaseen et al. 2020 loop)\n\n"
+        )
         body += lgm_part(args.quick, args.cache) + "\n"
     command = "python -m bench scan" + (" --quick" if args.quick else "")
     command += f" --part {args.part}" if args.part != "both" else ""

@@ -166,7 +166,7 @@ def test_batch_equals_each_poison_alone(setup, rule: str) -> None:
 
 
 def _reference_poison(model, target, base, *, beta0, lr, max_iter, objective, decay=0.5):
-    """The official algorithm for one poison, literally on the [0, 255] scale, with seed 000's
+    """The official algorithm for one poison, literally on the [0, 255] scale, with Yaseen et al.'s
     every-iteration rule: the oracle for the batched code's unit conversion."""
     beta = beta0 * (2048 / base.numel()) ** 2
 
@@ -227,7 +227,7 @@ def test_the_official_objective_can_stall_where_splitting_moves(setup) -> None:
 def test_beta_scaling_formulas() -> None:
     inception = 3 * 299 * 299
     assert scaled_beta(0.25, inception, 2048) == pytest.approx(0.25 * (2048 / inception) ** 2)
-    assert scaled_beta(0.0083, 784, 2) == pytest.approx(0.0566, abs=5e-5)  # METHODS §1.4
+    assert scaled_beta(0.0083, 784, 2) == pytest.approx(0.0566, abs=5e-5)  # Yaseen et al.'s β
     assert scaled_beta(256.0, 784, 128, "feature-dim") == pytest.approx(256 * (128 / 784) ** 2)
     assert scaled_beta(0.7, 784, 128, "none") == 0.7
     with pytest.raises(ConfigError, match="beta_scaling"):

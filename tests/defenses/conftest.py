@@ -180,7 +180,7 @@ CONTRACT_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "dnn-uncertainty": {"default": {}, "max-softmax": {"score": "max-softmax"}},
     # heatmap-clustering: GW k-means is the cost; small clouds, few GW iterations, ε = 0.1 (at
-    # the seed's 0.02 entropic GW needs ~10× more iterations) and one barycenter update of 4
+    # the paper's 0.02 entropic GW needs ~10× more iterations) and one barycenter update of 4
     # points keep a fit to seconds (k-means++ seeding only, max_iter=0, took 157 s on the real
     # case: its centers are 16-point clouds, not 4-point barycenters)
     "heatmap-clustering": {
@@ -258,7 +258,7 @@ BAD_PARAMS: dict[str, list[dict[str, Any]]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# A small real case: cnn-small trained on 8×8 digits backdoored with BadNets (seed 004's setting).
+# A small real case: cnn-small trained on 8×8 digits backdoored with BadNets (Schulth et al. 2022).
 
 
 @dataclass
@@ -276,8 +276,8 @@ class RealCase:
 @pytest.fixture(scope="session")
 def digits_backdoor() -> RealCase:
     """Digits split 70/15/15 (train / clean held-out / test); BadNets one-to-one 2 → 5 with a white
-    3×3 square, poisons 20% of class 5 (seed 004 Table 1's setting); cnn-small with 32-d features
-    trained 5 epochs. One thread: a few seconds, where two threads on a busy 2-core machine
+    3×3 square, poisons 20% of class 5 (Schulth et al. 2022 Table 1's setting); cnn-small with 32-d
+    features trained 5 epochs. One thread: a few seconds, where two threads on a busy 2-core machine
     oversubscribe and take ten times longer."""
     from poisonlab.attacks import build_attack
     from poisonlab.data import load_dataset, split_dataset

@@ -163,8 +163,9 @@ def test_thresholds_apply_to_bald() -> None:
 def test_real_backdoor_poisons_are_more_uncertain(digits_backdoor: RealCase) -> None:
     """On the tiny digits backdoor (32 poisons among ~1,280, every poison fitted by the model,
     attack success ≈ 0.9), BALD ranks poisons above clean samples with AUROC ≈ 0.77 for these
-    settings (0.63–0.77 over seeds and 0–3 fine-tuning epochs; seed 002 reports 83.22 on MNIST).
-    The floor 0.65 fails for a score that ignores the poisons (≈ 0.5) or is reversed (≈ 0.25)."""
+    settings (0.63–0.77 over seeds and 0–3 fine-tuning epochs; Subedar et al. 2019 report 83.22
+    on MNIST). The floor 0.65 fails for a score that ignores the poisons (≈ 0.5) or is reversed
+    (≈ 0.25)."""
     assert digits_backdoor.attack_success > 0.8, "the backdoor must be learned for this test"
     evidence = digits_backdoor.evidence_factory()
     result = build_detector("bnn", epochs=1, samples=10).fit(evidence).result

@@ -1,5 +1,6 @@
-"""DeepFeatures (seed 002): Gaussian numerics against scipy/sklearn oracles, planted poisons,
-clean data, maximum-likelihood classification, and the fit/reference split of the held-out set.
+"""DeepFeatures (Subedar et al. 2019): Gaussian numerics against scipy/sklearn oracles, planted
+poisons, clean data, maximum-likelihood classification, and the fit/reference split of the held-out
+set.
 
 Activations are synthetic Gaussians put into the Evidence cache under the keys
 ``Evidence.activations`` reads, so no network is needed.

@@ -1,5 +1,5 @@
-"""LGM likelihood filter (seed 000): planted poisons, the χ² rule's false-positive rate, an oracle
-for the likelihood, and the filter → fine-tune → re-measure loop.
+"""LGM likelihood filter (Yaseen et al. 2020): planted poisons, the χ² rule's false-positive rate,
+an oracle for the likelihood, and the filter → fine-tune → re-measure loop.
 
 The networks here pass features straight through (a fixed affine map from [0, 1] "pixels" to
 features), so features can be drawn from known Gaussians while the real Evidence / LGM head path
@@ -236,7 +236,7 @@ def test_filter_loop_removes_poisons_and_leaves_model_unchanged():
     assert report.success_with_filter == 0.0
     assert report.success_without_filter == 1.0  # the attack works when nothing is filtered
     assert report.clean_accuracy_with_filter >= 0.9
-    fpr, tpr = report.clean_positive_roc()  # seed 000's view: clean positive
+    fpr, tpr = report.clean_positive_roc()  # Yaseen et al.'s view: clean positive
     assert fpr[0] == 0.0 and tpr[-1] == 1.0 and bool(np.all(np.diff(fpr) >= 0))
     area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
     assert area == pytest.approx(report.metrics.auroc)

@@ -49,7 +49,7 @@ def test_reduced_paper_grid_runs_and_fills_its_table(config, tmp_path):
                 assert math.isfinite(metrics[key]), (key, metrics[key])
     assert any(key in metrics for _, _, metrics in cells for key in required)
 
-    if table != "seed000":  # seed 000 publishes plots, not a table
+    if table != "seed000":  # Yaseen et al. 2020 publishes plots, not a table
         shown = cli.invoke(app, ["table", str(runs), "--like", table])
         assert shown.exit_code == 0, shown.output
         assert list((runs / "tables").glob(f"*{table}.md")), shown.output

@@ -70,7 +70,7 @@ def check_ranges(metrics: dict[str, float | int]) -> None:
 
 
 def backdoor_params(**changes: Any) -> dict[str, Any]:
-    """Seed 002 on a tiny digits subset: BadNets all-to-all at 20%, 1 epoch, cheap BNN."""
+    """Subedar et al. 2019 on a tiny digits subset: BadNets all-to-all at 20%, 1 epoch."""
     params: dict[str, Any] = {
         "data": dict(DATA),
         "model": {"arch": "cnn-small"},
@@ -108,7 +108,7 @@ def test_backdoor_cell_returns_the_documented_metrics(backdoor_run):
     assert "attack.masr" not in metrics  # all-to-all has no single target
     split = load_split_for(DATA)
     assert metrics["attack.n_train"] == len(split.train) + metrics["attack.n_poison"]
-    # seed 002: poisons are 20% of the poisoned training set (rounded per class)
+    # Subedar et al. 2019: poisons are 20% of the poisoned training set (rounded per class)
     assert metrics["attack.n_poison"] / metrics["attack.n_train"] == pytest.approx(0.2, abs=0.01)
     for name in ("dnn-uncertainty", "deep-features", "bnn", "activation-clustering"):
         for suffix in (*RATE_SUFFIXES, "n_flagged", "n_analysed", "n_poison", "seconds"):

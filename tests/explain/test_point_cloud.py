@@ -1,4 +1,5 @@
-"""Heatmap → metric-measure space (METHODS §7.5(a)): mass cut, size bound, padding, degenerate maps."""
+"""Heatmap → metric-measure space (docs/methods.md#point-clouds): mass cut, size bound, padding,
+degenerate maps."""
 
 from __future__ import annotations
 

@@ -44,10 +44,11 @@ def test_seed_fixes_initial_weights_and_leaves_global_rng_alone() -> None:
 def test_parameter_counts_match_the_papers() -> None:
     inception = build_model(ModelConfig("inception-mini", 3, 32, 32, 43))
     resnet = build_model(ModelConfig("resnet20", 3, 32, 32, 10))
-    assert 1.05e6 < sum(p.numel() for p in inception.parameters()) < 1.15e6  # seed 004: ~1.11M
+    # Schulth et al. 2022: ~1.11M
+    assert 1.05e6 < sum(p.numel() for p in inception.parameters()) < 1.15e6
     assert 0.26e6 < sum(p.numel() for p in resnet.parameters()) < 0.28e6  # He et al.: 0.27M
     lgm = build_model(ModelConfig("lgm-net", 1, 28, 28, 10, head="lgm"))
-    assert lgm.feature_dim == 2 and lgm.body.fc.in_features == 1152  # seed 000 App. C
+    assert lgm.feature_dim == 2 and lgm.body.fc.in_features == 1152  # Yaseen et al. 2020 App. C
 
 
 @pytest.mark.parametrize(("arch", "side"), [("cnn-small", 5), ("inception-mini", 16)])

@@ -1,4 +1,5 @@
-"""Feature-collision evaluation protocols (transfer learning, end to end) and the seed-000 setting."""
+"""Feature-collision evaluation protocols (transfer learning, end to end) and the setting of
+Yaseen et al. 2020."""
 
 from __future__ import annotations
 
@@ -253,7 +254,8 @@ def test_seed000_setting_uses_one_set_of_pairs_for_both_models(setup) -> None:
                          num_targets=3, max_iter=3)  # fmt: skip
     for key in ("target_index", "base_index"):
         assert result.ce.extras[key] == result.lgm.extras[key]
-    assert result.ce.extras["target_pool"] == "train"  # seed 000 draws targets from D_f itself
+    # Yaseen et al. 2020 draw their targets from D_f itself
+    assert result.ce.extras["target_pool"] == "train"
     summary = result.summary()
     assert set(summary) == {"ce", "lgm", "pairs"} and summary["pairs"]["n"] == 3
     assert summary["ce"]["l2_mean_255"] == pytest.approx(255 * summary["ce"]["l2_mean"])

@@ -15,8 +15,9 @@ Three budget kinds, named so the reader knows what the fraction is of:
   size.
 - ``count`` c: exactly c poisons, shared over the source classes by size (largest remainder).
 
-Rounding is Python's ``round`` (half to even, as ``np.round`` in the seed code). A budget that
-needs more images than a class holds, or that rounds to no poison at all, raises BudgetError.
+Rounding is Python's ``round`` (half to even, as ``np.round`` in Schulth et al. 2022's code). A
+budget that needs more images than a class holds, or that rounds to no poison at all, raises
+BudgetError.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ the softmax entropy (poisonlab's choice, docs/methods.md#dnn-uncertainty; the de
 max-softmax. Higher = more suspicious
 for all of them.
 
-Rule (the seed flags nothing; it reports AUPR/AUROC only). With a clean held-out set, the scores
-of the held-out samples are the ``reference`` and the rule flags suspect samples scoring above
-their (1 − ``rule_fpr``) quantile (default 0.99). Held-out samples were not trained on, so their
-uncertainty is, if anything, higher than that of clean training samples: the realised
-false-positive rate on the suspect data tends to be at or below ``rule_fpr``. Without a held-out
-set there is no clean anchor, and the rule flags the ``rule_fraction`` (default 0.1, the seed's
+Rule (Subedar et al. 2019 flag nothing; they report AUPR/AUROC only). With a clean held-out set, the
+scores of the held-out samples are the ``reference`` and the rule flags suspect samples scoring
+above their (1 − ``rule_fpr``) quantile (default 0.99). Held-out samples were not trained on, so
+their uncertainty is, if anything, higher than that of clean training samples: the realised
+false-positive rate on the suspect data tends to be at or below ``rule_fpr``. Without a held-out set
+there is no clean anchor, and the rule flags the ``rule_fraction`` (default 0.1, the paper's
 smallest poison rate) most uncertain samples, an explicit contamination guess. Measured
 (bench/results/bnn.md): poisons are shifted up in BALD, not tail outliers, so this cautious rule
 flags almost none of them (0% of the poisons and 0% of the clean samples on digits and on

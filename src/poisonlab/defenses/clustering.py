@@ -1,10 +1,10 @@
 """Per-class 2-means clustering shared by Activation Clustering and the raw-pixel baseline.
 
-Both defenses (Chen et al. 2018, arXiv:1811.03728; seed 004 §5.3 and Table 3) take the samples of
-one claimed class, reduce them to a few dimensions (PCA or FastICA), split them with k-means
-(k = 2, k-means++), and call one cluster poisoned by a rule on the clusters: the smaller one, a
-smaller one holding less than ``size_threshold`` of the class, or additionally a silhouette above
-``silhouette_threshold`` (ART's ``relative-size`` and ``silhouette-scores`` analyses).
+Both defenses (Chen et al. 2018, arXiv:1811.03728; Schulth et al. 2022 §5.3 and Table 3) take the
+samples of one claimed class, reduce them to a few dimensions (PCA or FastICA), split them with
+k-means (k = 2, k-means++), and call one cluster poisoned by a rule on the clusters: the smaller
+one, a smaller one holding less than ``size_threshold`` of the class, or additionally a silhouette
+above ``silhouette_threshold`` (ART's ``relative-size`` and ``silhouette-scores`` analyses).
 
 The papers give only that binary verdict. To rank samples (AUROC, contamination thresholds) we add
 a continuous **separation score** in the reduced space,
@@ -93,10 +93,10 @@ def reduce_dimensions(
 ) -> tuple[Any | None, np.ndarray]:
     """(fitted reducer or None, x reduced to at most ``n_components`` dims), float64.
 
-    FastICA uses the seed code's settings (``max_iter=1000, tol=0.005``), after dropping constant
-    features. Nothing is reduced when
-    ``method == "none"`` or x has no more than ``n_components`` features (ART does the same);
-    components are capped at ``n_samples - 1`` so tiny classes still work.
+    FastICA uses the settings of Schulth et al. 2022's code (``max_iter=1000, tol=0.005``), after
+    dropping constant features. Nothing is reduced when ``method == "none"`` or x has no more than
+    ``n_components`` features (ART does the same); components are capped at ``n_samples - 1`` so
+    tiny classes still work.
     """
     x = np.asarray(x, dtype=np.float64)
     k = min(n_components, len(x) - 1)
@@ -359,10 +359,11 @@ class TwoMeansDetector(Detector):
     reduce : {"pca", "fastica", "none"}
         Dimensionality reduction before k-means.
     n_components : int
-        Dimensions kept (10 in the paper and seed 004).
+        Dimensions kept (10 in the paper and Schulth et al. 2022).
     rule : {"smaller", "relative-size", "silhouette"}
-        Which cluster is poisoned: always the smaller one (seed 004, ART's default); the smaller one
-        if it holds < ``size_threshold`` of the class; or that and silhouette > ``silhouette_threshold``.
+        Which cluster is poisoned: always the smaller one (Schulth et al. 2022, ART's default); the
+        smaller one if it holds < ``size_threshold`` of the class; or that and silhouette >
+        ``silhouette_threshold``.
     size_threshold : float in (0, 0.5]
         ART's default 0.35.
     silhouette_threshold : float in [-1, 1)

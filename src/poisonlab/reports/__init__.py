@@ -3,7 +3,7 @@
 Nothing here is imported by ``import poisonlab``; matplotlib is imported only inside the plotting
 functions (Agg backend), so building a table never pulls in a plotting stack.
 
-- :mod:`poisonlab.reports.paper_tables`: the seed papers' published tables as data, with the
+- :mod:`poisonlab.reports.paper_tables`: the reproduced papers' published tables as data, with the
   mapping of their rows and columns onto our parameter paths and metric names;
 - :mod:`poisonlab.reports.records`: reading store records and parameter paths;
 - :mod:`poisonlab.reports.tables`: the table type, mean ± spread over repeats, generic layouts;

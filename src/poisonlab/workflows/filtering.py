@@ -66,7 +66,7 @@ class FilterReport:
 
     detection : the detector's scores and flags on D_t, computed with the pre-trained model
     metrics : detection metrics against the ground truth (poison = positive; clean = D_f), with
-        the ROC points in ``metrics.roc`` (:meth:`clean_positive_roc` gives the seed's view)
+        the ROC points in ``metrics.roc`` (:meth:`clean_positive_roc` gives Yaseen et al.'s view)
     kept : bool (N,), the filtered set D_w
     success_before, success_without_filter, success_with_filter : attack success (fraction)
     clean_accuracy_* : accuracy on ``test`` at the same three points (None without ``test``)
