@@ -8,9 +8,9 @@ Poisons are triggered copies of chosen clean training images, relabelled by a la
 
 By default they are **appended** (``mode="append"``), so the victim also sees the clean original
 (Subedar et al. 2019 / Schulth et al. 2022 semantics, docs/methods.md#badnets). ``mode="replace"``
-modifies the chosen rows in
-place instead, which keeps the training-set size (the usual BackdoorBench setting); the budget
-formulas follow the mode (see :mod:`poisonlab.attacks.selection`).
+modifies the chosen rows in place instead, which keeps the training-set size (the usual
+BackdoorBench setting); the budget formulas follow the mode (see
+:mod:`poisonlab.attacks.selection`).
 
 The triggered test set holds, for all-to-all, every test image relabelled (y + 1) mod K; for
 one-to-one, the source-class test images labelled ``target``; for all-to-one, every non-target

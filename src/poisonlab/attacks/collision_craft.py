@@ -24,23 +24,21 @@ crafting each alone up to floating point (on digits, float32: ≤ 3e-4 in L2 wit
 float64: 1e-13). This needs a model whose eval-mode outputs are per-sample independent (conv,
 linear, pooling, dropout and batch-norm in eval mode are).
 
-Units. Images are in [0, 1]. ``lr`` (λ) and ``beta0`` are given on a reference pixel scale of
-width ``pixel_scale`` (255 for the paper's [0, 255] images, 2 for Yaseen et al. 2020's [-1, 1], 1
-for
-[0, 1]). The iteration on [0, 1] images uses λ/pixel_scale² and the same product λβ, which
-reproduces the reference iterates exactly (divided by pixel_scale); objectives measure ||x - b||
-in reference units (pixel_scale·||x - b||). On [0, 1] pixels the penalty weight is
-β·pixel_scale², and a poison that has not collided settles where
+Units. Images are in [0, 1]. ``lr`` (λ) and ``beta0`` are given on a reference pixel scale of width
+``pixel_scale`` (255 for the paper's [0, 255] images, 2 for Yaseen et al. 2020's [-1, 1], 1 for [0,
+1]). The iteration on [0, 1] images uses λ/pixel_scale² and the same product λβ, which reproduces
+the reference iterates exactly (divided by pixel_scale); objectives measure ||x - b|| in reference
+units (pixel_scale·||x - b||). On [0, 1] pixels the penalty weight is β·pixel_scale², and a poison
+that has not collided settles where
 ||x - b|| ≈ ||∇h|| / (β·pixel_scale²). β = β0·(2048/D_in)² ("paper"; 2048 is InceptionV3's
 feature width, kept literally as Yaseen et al. 2020 does), β0·(D_feat/D_in)² ("feature-dim", IBM
-ART's
-variant, default β0 there 256) or β0 ("none"); D_in = C·H·W, D_feat = the feature layer's width.
+ART's variant, default β0 there 256) or β0 ("none"); D_in = C·H·W, D_feat = the feature layer's
+width.
 
 Defaults are Yaseen et al. 2020's MNIST setting (β0 = 0.0083 on [-1, 1]: β·pixel_scale² ≈ 0.23 for
-28×28
-images). The paper's β0 = 0.25 with λ = 500·255 on [0, 255] is tuned for 299×299×3 InceptionV3
-inputs (β·255² ≈ 0.95); the (2048/D_in)² factor grows so fast for small images (≈ 1.1e5 for
-28×28, 1.7e7 for 8×8) that the poisons cannot move, so choose β0 for the image size at hand.
+28×28 images). The paper's β0 = 0.25 with λ = 500·255 on [0, 255] is tuned for 299×299×3 InceptionV3
+inputs (β·255² ≈ 0.95); the (2048/D_in)² factor grows so fast for small images (≈ 1.1e5 for 28×28,
+1.7e7 for 8×8) that the poisons cannot move, so choose β0 for the image size at hand.
 """
 
 from __future__ import annotations

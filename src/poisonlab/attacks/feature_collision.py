@@ -1,8 +1,7 @@
 """Feature-collision clean-label poisoning ("Poison Frogs"), many poisons crafted as one batch.
 
-Shafahi et al., "Poison Frogs! Targeted Clean-Label Poisoning Attacks on Neural Networks",
-NeurIPS 2018 (arXiv:1804.00792); Yaseen et al. 2020 (Yaseen, Aadil, Sargsyan) applies it to MNIST
-models
+Shafahi et al., "Poison Frogs! Targeted Clean-Label Poisoning Attacks on Neural Networks", NeurIPS
+2018 (arXiv:1804.00792); Yaseen et al. 2020 (Yaseen, Aadil, Sargsyan) applies it to MNIST models
 trained with cross-entropy and with the LGM loss.
 
 For each target t (a test image the attacker wants misclassified) the attack takes k base images b
@@ -65,13 +64,12 @@ def choose_pairs(
     bases.
 
     Targets are drawn without replacement from the target pool (optionally only ``target_class``);
-    for each, the base class is drawn uniformly from the classes other than the target's that
-    still hold ``bases_per_target`` unused images (or is ``base_class``), and the bases are drawn
-    without replacement, never reused across targets. With ``target_features`` (Nt, D) and
-    ``base_features`` (Nb, D) the bases are instead the unused images of that class closest to the
-    target in feature space (the official code's choice). Yaseen et al. 2020 draws the base class
-    with
-    probability proportional to its size; on balanced data the two coincide.
+    for each, the base class is drawn uniformly from the classes other than the target's that still
+    hold ``bases_per_target`` unused images (or is ``base_class``), and the bases are drawn without
+    replacement, never reused across targets. With ``target_features`` (Nt, D) and ``base_features``
+    (Nb, D) the bases are instead the unused images of that class closest to the target in feature
+    space (the official code's choice). Yaseen et al. 2020 draws the base class with probability
+    proportional to its size; on balanced data the two coincide.
 
     Returns
     -------

@@ -18,10 +18,9 @@ checkerboard
 
 At test time the trigger is applied at full amplitude to every non-target class (MASR,
 docs/methods.md#masr). Limits and assumptions: the surrogate is a standard (not adversarially
-trained) model, as in
-Schulth et al. 2022 (docs/methods.md#label-consistent); the attack works only if the victim
-relies on the trigger for the hardened images, which is weaker when the victim's architecture or
-data differ from the surrogate's.
+trained) model, as in Schulth et al. 2022 (docs/methods.md#label-consistent); the attack works only
+if the victim relies on the trigger for the hardened images, which is weaker when the victim's
+architecture or data differ from the surrogate's.
 """
 
 from __future__ import annotations

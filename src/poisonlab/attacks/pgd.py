@@ -1,12 +1,11 @@
 """L∞ projected gradient ascent on a model's cross-entropy: the "make it hard" step of Turner et al.
 
-x_{t+1} = Π(x_t + α·sign(∇_x CE(g(x_t), y))), where Π projects onto the intersection of the L∞
-ball of radius ε around the original image x_0 and the pixel box [0, 1]. Both sets are boxes, so
-the projection is exact: clamp to [max(0, x_0 - ε), min(1, x_0 + ε)] per pixel. There is no random
-start (Turner et al. and Schulth et al. 2022 start from the clean image). Schulth et al. 2022's loop
-has no effective
-projection (its L2 ε = 300 never binds), so its bound is steps·α = 5·0.015 = 0.075 in L∞; here ε
-is a real, separate parameter (docs/methods.md#pgd-hardening).
+x_{t+1} = Π(x_t + α·sign(∇_x CE(g(x_t), y))), where Π projects onto the intersection of the L∞ ball
+of radius ε around the original image x_0 and the pixel box [0, 1]. Both sets are boxes, so the
+projection is exact: clamp to [max(0, x_0 - ε), min(1, x_0 + ε)] per pixel. There is no random start
+(Turner et al. and Schulth et al. 2022 start from the clean image). Schulth et al. 2022's loop has
+no effective projection (its L2 ε = 300 never binds), so its bound is steps·α = 5·0.015 = 0.075 in
+L∞; here ε is a real, separate parameter (docs/methods.md#pgd-hardening).
 
 The model is used in eval mode (no dropout, batch-norm statistics frozen), its parameters get no
 gradients and its mode and ``requires_grad`` flags are restored afterwards. Each sample's ascent

@@ -26,9 +26,9 @@ def prepare_splits(
     ``limit`` keeps a stratified random subset of at most that many training images (and
     proportionally fewer test images), for quick runs on large data.
 
-    Everything here precedes training, so the data is checked here
-    (:mod:`poisonlab.data.checks`): no images or a single class raise a DataError; classes with
-    few or no training images are logged as warnings.
+    Everything here precedes training, so the data is checked here (:mod:`poisonlab.data.checks`):
+    no images or a single class raise a DataError; classes with few or no training images are logged
+    as warnings.
     """
     from poisonlab.data.loaders import has_test_part, load_dataset
 

@@ -2,21 +2,18 @@
 baseline.
 
 Subedar et al. 2019 (Subedar, Ahuja, Krishnan, Ndiour, Tickoo, "Deep Probabilistic Models to Detect
-Data
-Poisoning Attacks", Intel Labs) turns the model trained on the suspect data into a mean-field
+Data Poisoning Attacks", Intel Labs) turns the model trained on the suspect data into a mean-field
 Bayesian network (Flipout layers, MOPED priors; :mod:`poisonlab.models.bayesian`), fine-tunes it
 with the ELBO on the same data, and scores inputs by BALD, the mutual information between the
 prediction and the weights over T = 40 Monte-Carlo passes (:mod:`poisonlab.models.uncertainty`).
 Definitions and pitfalls: docs/methods.md#bnn.
 
-``bnn`` scores every suspect sample with BALD (``score="bald"``, default) or the predictive
-entropy H(p̄) (``score="entropy"``); both come from the same passes, and the other one is in
-``extras`` per sample, beside the MC accuracy against the claimed labels. ``dnn-uncertainty`` is
-the deterministic "DNN" row of Subedar et al. 2019's Tables 2–3, whose score the paper does not
-name:
-the softmax entropy (poisonlab's choice, docs/methods.md#dnn-uncertainty; the default) or 1 −
-max-softmax. Higher = more suspicious
-for all of them.
+``bnn`` scores every suspect sample with BALD (``score="bald"``, default) or the predictive entropy
+H(p̄) (``score="entropy"``); both come from the same passes, and the other one is in ``extras`` per
+sample, beside the MC accuracy against the claimed labels. ``dnn-uncertainty`` is the deterministic
+"DNN" row of Subedar et al. 2019's Tables 2–3, whose score the paper does not name: the softmax
+entropy (poisonlab's choice, docs/methods.md#dnn-uncertainty; the default) or 1 − max-softmax.
+Higher = more suspicious for all of them.
 
 Rule (Subedar et al. 2019 flag nothing; they report AUPR/AUROC only). With a clean held-out set, the
 scores of the held-out samples are the ``reference`` and the rule flags suspect samples scoring
@@ -31,14 +28,12 @@ Fashion-MNIST at 10% BadNets); what BALD knows is in its ranking (AUROC 94 and 7
 recall, use a ``Contamination`` or a looser ``TargetFPR`` threshold.
 
 Limits and assumptions (Subedar et al. 2019's own conclusion): the BNN is fitted to the poisoned
-data, so a
-backdoor it has learned well is predicted confidently and consistently; BALD separates poisons
-only as far as they stay harder to fit than clean samples (Subedar et al. 2019: AUROC 83 on MNIST at
-10%,
-falling to chance at 50%). Cost: T forward passes of a network with Flipout layers (about twice a
-deterministic pass each) plus the fine-tuning epochs. The Bayesian copy and its passes are cached
-in the Evidence, so detectors with the same BNN settings share them; the caller's model is never
-changed.
+data, so a backdoor it has learned well is predicted confidently and consistently; BALD separates
+poisons only as far as they stay harder to fit than clean samples (Subedar et al. 2019: AUROC 83 on
+MNIST at 10%, falling to chance at 50%). Cost: T forward passes of a network with Flipout layers
+(about twice a deterministic pass each) plus the fine-tuning epochs. The Bayesian copy and its
+passes are cached in the Evidence, so detectors with the same BNN settings share them; the caller's
+model is never changed.
 """
 
 from __future__ import annotations

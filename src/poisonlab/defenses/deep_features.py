@@ -1,9 +1,8 @@
 """DeepFeatures: class-conditional Gaussians on several layers, fitted on clean held-out data.
 
 Subedar et al. 2019 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks")
-after
-Ahuja et al. 2019, "Probabilistic modeling of deep features for out-of-distribution and adversarial
-detection" (arXiv:1909.11786); definitions in docs/methods.md#deep-features.
+after Ahuja et al. 2019, "Probabilistic modeling of deep features for out-of-distribution and
+adversarial detection" (arXiv:1909.11786); definitions in docs/methods.md#deep-features.
 
 The model was trained on the suspect (possibly poisoned) data, but the densities are fitted on
 half of a **clean** held-out set, so they anchor what clean features look like. For each layer l
@@ -18,12 +17,11 @@ and fused into one suspicion score u(x) = −Σ_l z_l(x):
 unlike any
   clean class is suspicious).
 
-``claimed`` is the default because it separated poisons better on Fashion-MNIST with BadNets at
-10% all-to-all (cnn-small, 60,000 images: training-set AUROC 99.97% vs 98.08% for ``max``;
-every fusion × covariance pair is in bench/results/scan.md, from ``python -m bench scan``).
-Full covariance + εI (docs/methods.md#deep-features) stays the default: Ledoit–Wolf tied it there
-(99.97%) and
-was below it on a 6,000-image subset (99.32% vs 99.74%).
+``claimed`` is the default because it separated poisons better on Fashion-MNIST with BadNets at 10%
+all-to-all (cnn-small, 60,000 images: training-set AUROC 99.97% vs 98.08% for ``max``; every fusion
+× covariance pair is in bench/results/scan.md, from ``python -m bench scan``). Full covariance + εI
+(docs/methods.md#deep-features) stays the default: Ledoit–Wolf tied it there (99.97%) and was below
+it on a 6,000-image subset (99.32% vs 99.74%).
 
 Inductive: :meth:`~poisonlab.defenses.base.Detector.score_samples` scores new samples with the
 fitted densities (``model_``) and :meth:`DeepFeatures.predict` classifies them. The other half of

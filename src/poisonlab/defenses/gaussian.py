@@ -1,9 +1,8 @@
 """Class-conditional Gaussian densities: fitting, Mahalanobis distances and log-likelihoods.
 
 The numerics behind DeepFeatures (Subedar et al. 2019; Ahuja et al. 2019, "Probabilistic modeling of
-deep
-features for out-of-distribution and adversarial detection", arXiv:1909.11786): one full-covariance
-Gaussian N(μ_c, Σ_c) per class, evaluated for every sample and every class at once.
+deep features for out-of-distribution and adversarial detection", arXiv:1909.11786): one
+full-covariance Gaussian N(μ_c, Σ_c) per class, evaluated for every sample and every class at once.
 
 Everything is float64 and goes through a Cholesky factor L_c (Σ_c = L_c L_cᵀ): the squared
 Mahalanobis distance is ||L_c⁻¹(x − μ_c)||² (one batched triangular solve for all classes) and

@@ -1,16 +1,14 @@
 """LGM likelihood filter: low p(f(x) | claimed class) under a Gaussian-mixture-trained model.
 
 Yaseen et al. 2020 (Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian
-Mixture
-Loss", Algorithm 1 step 5), on the Large-Margin Gaussian Mixture loss of Wan et al., CVPR 2018
-(arXiv:1803.02988); definitions in docs/methods.md#lgm-likelihood.
+Mixture Loss", Algorithm 1 step 5), on the Large-Margin Gaussian Mixture loss of Wan et al., CVPR
+2018 (arXiv:1803.02988); definitions in docs/methods.md#lgm-likelihood.
 
-A model trained with the L-GM loss models its penultimate features as one Gaussian per class,
-N(μ_k, Σ_k) (identity covariance in Yaseen et al. 2020). A clean-label feature-collision poison
-keeps its
+A model trained with the L-GM loss models its penultimate features as one Gaussian per class, N(μ_k,
+Σ_k) (identity covariance in Yaseen et al. 2020). A clean-label feature-collision poison keeps its
 base label but has the features of a target from another class, so its claimed-class likelihood
-p(f(x) | y) is low. The score is s(x) = −log p(f(x) | y) (higher = more suspicious); the paper
-keeps a sample when p(f | y) > T and sweeps T for an ROC curve.
+p(f(x) | y) is low. The score is s(x) = −log p(f(x) | y) (higher = more suspicious); the paper keeps
+a sample when p(f | y) > T and sweeps T for an ROC curve.
 
 Default rule (the paper fixes no T): under the model, the squared Mahalanobis distance
 D²(x) = (f − μ_y)ᵀ Σ_y⁻¹ (f − μ_y) of a clean sample follows χ²(d), d = feature dimension, so a

@@ -27,24 +27,21 @@ One cell, in order:
 
 Metrics (tasks_base naming): ``attack.clean_accuracy``, ``attack.asr`` (the triggered test set
 predicted as the attacker's labels), ``attack.masr`` (Schulth et al. 2022 §5.1, when the attack has
-one
-target), ``attack.n_poison``, ``attack.n_train``, ``model.clean_accuracy`` and ``model.asr`` (the
-clean model: the control), ``defense.<name>.<metric>`` (over the poisoned **training** set,
+one target), ``attack.n_poison``, ``attack.n_train``, ``model.clean_accuracy`` and ``model.asr``
+(the clean model: the control), ``defense.<name>.<metric>`` (over the poisoned **training** set,
 positive = poison; also ``n_poison``, the poisons among the analysed samples).
 
 Subedar et al. 2019 (``table1``): ``accuracy.<model>.<set>`` for model ∈ {dnn, df, bnn} and set ∈
-{clean,
-triggered} — the victim's accuracy, DeepFeatures' maximum-likelihood classification
+{clean, triggered} — the victim's accuracy, DeepFeatures' maximum-likelihood classification
 (``DeepFeaturesModel.classify`` with the densities the ``deep-features`` defense fitted on half of
 the held-out split), and the BNN's MC-averaged prediction (``backdoor_accuracy``); "triggered" is
 the fraction predicted as the backdoor label (y+1) mod K. Subedar et al. 2019 also scores D_val^BD
-against
-clean validation data; ``val.<model>.auroc``, ``val.<model>.aupr`` and ``val.<model>.aupr_in``
-give that protocol: the clean test split (claimed = true labels) against its triggered copy
-(claimed = backdoor labels), scored by the victim's softmax entropy (dnn; or the listed
-``dnn-uncertainty``'s score), DeepFeatures' fused score (df) and BALD (bnn; or the listed
-``bnn``'s score), with ``val.n_clean`` and ``val.n_triggered``. The ``defense.*``
-numbers score the poisoned training set instead (the ``D_train^BD`` protocol).
+against clean validation data; ``val.<model>.auroc``, ``val.<model>.aupr`` and
+``val.<model>.aupr_in`` give that protocol: the clean test split (claimed = true labels) against its
+triggered copy (claimed = backdoor labels), scored by the victim's softmax entropy (dnn; or the
+listed ``dnn-uncertainty``'s score), DeepFeatures' fused score (df) and BALD (bnn; or the listed
+``bnn``'s score), with ``val.n_clean`` and ``val.n_triggered``. The ``defense.*`` numbers score the
+poisoned training set instead (the ``D_train^BD`` protocol).
 
 ``[task]`` options: ``clean_model`` (default true), ``victim`` (default true; false runs only
 model-free defenses such as raw-pixel clustering, without attack metrics), ``table1`` (false),

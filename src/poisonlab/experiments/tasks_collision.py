@@ -1,12 +1,10 @@
 """Task ``feature-collision``: Yaseen et al. 2020's CE-vs-LGM experiment with the likelihood filter.
 
 Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture Loss" (Yaseen et
-al. 2020;
-docs/methods.md#lgm-paper-variant): a model pre-trained on D_C is fine-tuned by its victim on D_t =
-D_f ∪ D_p,
-where D_p are feature-collision poisons (Poison Frogs) crafted on D_f. The defence pre-trains with
-the LGM loss and keeps only the pairs (x, y) of D_t whose claimed-class likelihood p(f(x) | y) is
-high enough (:class:`~poisonlab.defenses.lgm_likelihood.LGMLikelihood`).
+al. 2020; docs/methods.md#lgm-paper-variant): a model pre-trained on D_C is fine-tuned by its victim
+on D_t = D_f ∪ D_p, where D_p are feature-collision poisons (Poison Frogs) crafted on D_f. The
+defence pre-trains with the LGM loss and keeps only the pairs (x, y) of D_t whose claimed-class
+likelihood p(f(x) | y) is high enough (:class:`~poisonlab.defenses.lgm_likelihood.LGMLikelihood`).
 
 One cell, in order:
 
@@ -41,16 +39,15 @@ test
 Metrics: ``attack.success_rate`` (CE model, no filter), ``attack.n_poison``, ``attack.n_train``
 (|D_t|); ``collision.<m>.success_before`` (the pre-trained model), ``collision.<m>.success_rate``
 (after fine-tuning on D_t, no filter), ``collision.<m>.oneshot_success_rate``,
-``collision.<m>.l2_mean`` / ``l2_median`` / ``l2_mean_255`` / ``linf_mean`` (‖p − b‖ on the
-[0, 1] scale, and ×255), ``collision.<m>.ratio_median`` (‖f(p) − f(t)‖ / ‖f(b) − f(t)‖),
-``collision.<m>.iterations_mean`` and ``model.<m>.clean_accuracy`` (pre-trained, held-out part),
-for m ∈ {ce, lgm}; ``collision.lgm_larger_fraction`` (pairs whose LGM poison is larger);
+``collision.<m>.l2_mean`` / ``l2_median`` / ``l2_mean_255`` / ``linf_mean`` (‖p − b‖ on the [0, 1]
+scale, and ×255), ``collision.<m>.ratio_median`` (‖f(p) − f(t)‖ / ‖f(b) − f(t)‖),
+``collision.<m>.iterations_mean`` and ``model.<m>.clean_accuracy`` (pre-trained, held-out part), for
+m ∈ {ce, lgm}; ``collision.lgm_larger_fraction`` (pairs whose LGM poison is larger);
 ``defense.<name>.<metric>`` over D_t (positive = poison, **clean = D_f**, the paper's text), with
 ``defense.<name>.success_with_filter``, ``clean_accuracy_with_filter``, ``n_poison_removed``,
 ``n_clean_removed``, and ``defense.<name>.ce.<metric>`` the same for the CE model's set
-(``filter_ce``), and
-``defense.<name>.auroc_train_clean`` (the same detector refitted on
-D_C ∪ poisons, **clean = D_C**, what Yaseen et al. 2020's ROC code used; ``[task] auroc_on_train``).
+(``filter_ce``), and ``defense.<name>.auroc_train_clean`` (the same detector refitted on D_C ∪
+poisons, **clean = D_C**, what Yaseen et al. 2020's ROC code used; ``[task] auroc_on_train``).
 
 Artifacts: ``features.npz`` (the LGM model's features of D_t with ``labels``, ``is_poison``,
 the class ``means``, the targets' features, true labels and base classes), ``scores.npz`` (per

@@ -1,9 +1,9 @@
 """Detection metrics: how well a detector's scores and flags separate poisons from clean samples.
 
 Positive always means **poisoned** (docs/methods.md#detection-metrics). Everything is computed over
-the samples the
-detector analysed (``DetectionResult.analysed``); samples of classes it did not look at are left
-out, as in Schulth et al. 2022, whose ACC/TPR/TNR are computed over the analysed class only.
+the samples the detector analysed (``DetectionResult.analysed``); samples of classes it did not look
+at are left out, as in Schulth et al. 2022, whose ACC/TPR/TNR are computed over the analysed class
+only.
 
 Definitions
 -----------

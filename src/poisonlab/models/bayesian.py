@@ -1,9 +1,8 @@
 """Mean-field Bayesian copies of trained networks: MOPED conversion, ELBO fine-tuning, MC inference.
 
 Subedar et al. 2019 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks")
-turns the
-model trained on the suspect data into a Bayesian neural network with mean-field variational
-inference (MFVI) and Flipout (Wen et al. 2018, arXiv:1803.04386), with weight priors and
+turns the model trained on the suspect data into a Bayesian neural network with mean-field
+variational inference (MFVI) and Flipout (Wen et al. 2018, arXiv:1803.04386), with weight priors and
 posteriors from MOPED (Krishnan, Subedar, Tickoo, AAAI 2020, arXiv:1906.05323); docs/methods.md#bnn.
 The layers are bayesian-torch's (``dnn_to_bnn`` with ``type="Flipout"``).
 
@@ -18,26 +17,23 @@ named ``prior_variance``. Other modules stay deterministic point estimates: Batc
 statistics frozen) and the LGM head, which has no Conv/Linear layer to convert (its class means
 are fine-tuned as ordinary parameters); so for an LGM model only the body is Bayesian.
 
-ELBO fine-tuning lives in :mod:`poisonlab.train.elbo`, with the KL term :func:`kl_divergence`
-here (the KL(q‖p) of the ELBO, summed over every weight). bayesian-torch's ``get_kl_loss``
-returns something else: Σ over layers of (mean KL over the layer's weights + mean KL over its
-biases), so
+ELBO fine-tuning lives in :mod:`poisonlab.train.elbo`, with the KL term :func:`kl_divergence` here
+(the KL(q‖p) of the ELBO, summed over every weight). bayesian-torch's ``get_kl_loss`` returns
+something else: Σ over layers of (mean KL over the layer's weights + mean KL over its biases), so
 its README recipe ``CE + get_kl_loss / B`` gives each weight of an n-weight tensor the factor
 1/(n·B) where the ELBO has 1/N_train: n·B/N_train times too weak for big tensors (≈ 2,500× for
 cnn-small's 1.2M-weight dense layer, B = 128, N_train = 60,000), too strong for small ones.
 
 Inference (:func:`mc_probabilities`). T stochastic passes (default 40, Subedar et al. 2019) give (T,
-N, K)
-softmax probabilities, computed per batch with a Python loop over passes and batches only.
+N, K) softmax probabilities, computed per batch with a Python loop over passes and batches only.
 bayesian-torch's Flipout draws ONE Gaussian ε per layer per forward call and decorrelates the
-examples of a batch with random sign tensors, (x∘s)·ΔW∘r (for convolutions it draws the signs
-per input and output element, not per channel). ``replicas`` = r > 1 stacks r copies of
-the batch into one forward call: the r copies of an input then share |ε| and differ only in their
-signs, so their weight perturbations ΔW∘(r_t s_tᵀ) are pairwise uncorrelated with the right
-marginal N(0, σ²) but NOT independent (a pre-activation's spread across copies is Σ_i σ_i²ε_i²x_i²,
-one draw, instead of its expectation Σ_i σ_i²x_i²). The default r = 1 gives T independent weight
-samples per input, as eq. 1 of Subedar et al. 2019 assumes; bench/results/bnn.md measures what r = T
-changes.
+examples of a batch with random sign tensors, (x∘s)·ΔW∘r (for convolutions it draws the signs per
+input and output element, not per channel). ``replicas`` = r > 1 stacks r copies of the batch into
+one forward call: the r copies of an input then share |ε| and differ only in their signs, so their
+weight perturbations ΔW∘(r_t s_tᵀ) are pairwise uncorrelated with the right marginal N(0, σ²) but
+NOT independent (a pre-activation's spread across copies is Σ_i σ_i²ε_i²x_i², one draw, instead of
+its expectation Σ_i σ_i²x_i²). The default r = 1 gives T independent weight samples per input, as
+eq. 1 of Subedar et al. 2019 assumes; bench/results/bnn.md measures what r = T changes.
 
 Randomness. bayesian-torch samples from torch's GLOBAL generator (``normal_``/``uniform_`` inside
 the layers), so every function here that samples takes an integer ``seed``, forks the global RNG

@@ -1,9 +1,8 @@
 """Uncertainty of Monte-Carlo predictions: entropy, BALD (mutual information), MC accuracy.
 
 Subedar et al. 2019 (Subedar et al., "Deep Probabilistic Models to Detect Data Poisoning Attacks",
-App. A.1,
-eq. 1–3) scores inputs with BALD (Houlsby et al. 2011, arXiv:1112.5745): for T posterior samples
-p_t = softmax(g_t(x)) and their mean p̄ = (1/T) Σ_t p_t,
+App. A.1, eq. 1–3) scores inputs with BALD (Houlsby et al. 2011, arXiv:1112.5745): for T posterior
+samples p_t = softmax(g_t(x)) and their mean p̄ = (1/T) Σ_t p_t,
 
     H(p) = −Σ_k p_k log(p_k + 1e-15)                       (entropy, in nats)
     predictive entropy = H(p̄)                              (total uncertainty)
@@ -11,9 +10,9 @@ p_t = softmax(g_t(x)) and their mean p̄ = (1/T) Σ_t p_t,
     BALD               = H(p̄) − (1/T) Σ_t H(p_t)            (epistemic part, ≥ 0)
 
 The 1e-15 inside the logarithm is docs/methods.md#bald's (and bayesian-torch's
-``utils.util.entropy``),
-so p = 0 contributes 0 instead of NaN. The map p ↦ −p log(p + 1e-15) is still concave, so BALD is
-non-negative up to rounding; it is 0 exactly when every pass gives the same distribution.
+``utils.util.entropy``), so p = 0 contributes 0 instead of NaN. The map p ↦ −p log(p + 1e-15) is
+still concave, so BALD is non-negative up to rounding; it is 0 exactly when every pass gives the
+same distribution.
 
 These are the scores of the Bayesian detectors, so they sit beside the models they measure;
 :mod:`poisonlab.metrics.uncertainty` re-exports them with the BNN's accuracy metrics.

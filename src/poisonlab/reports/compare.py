@@ -103,11 +103,10 @@ def paper_style_table(
 ) -> Table:
     """Ours (mean ± std in percent, n) beside the published numbers of ``table``.
 
-    One display row per published row and per data set of ours that stands in for its data set
-    (and per experiment when several fill it); the published row alone, with empty ``ours``,
-    when nothing does. A ``spread`` row (Schulth et al. 2022 Table 5) becomes two rows: our std and
-    our
-    variance (%²), each beside the published σ².
+    One display row per published row and per data set of ours that stands in for its data set (and
+    per experiment when several fill it); the published row alone, with empty ``ours``, when nothing
+    does. A ``spread`` row (Schulth et al. 2022 Table 5) becomes two rows: our std and our variance
+    (%²), each beside the published σ².
     """
     table = paper_table(table) if isinstance(table, str) else table
     header = [*table.row_header, "n"]

@@ -18,14 +18,13 @@ report page built from their artifacts, so the demo exercises exactly the code o
    LGM likelihood filter in front of each victim's retraining (the CE victim's set scored by the
    LGM model, ``filter_ce``).
 
-Why these settings (measured on this machine, see the bench and the issue that chose them): the
-2-d features of Yaseen et al. 2020's ``lgm-net`` leave one poison no room to move a retrained last
-layer
-(0–2% success), whereas ``cnn-small``'s 128-d features do; retraining per target keeps the
-targets from interfering (85–100% success over six pair draws, against 60–90% when twenty
-poisons share one retraining); targets are dropped from the fine-tuning set (they would sit there
-with their true label, next to their own poison); a 20% BadNets rate and 60 epochs give an ASR of
-about 95% (10% gave 79–87%).
+Why these settings (measured on this machine, see the bench and the issue that chose them): the 2-d
+features of Yaseen et al. 2020's ``lgm-net`` leave one poison no room to move a retrained last layer
+(0–2% success), whereas ``cnn-small``'s 128-d features do; retraining per target keeps the targets
+from interfering (85–100% success over six pair draws, against 60–90% when twenty poisons share one
+retraining); targets are dropped from the fine-tuning set (they would sit there with their true
+label, next to their own poison); a 20% BadNets rate and 60 epochs give an ASR of about 95% (10%
+gave 79–87%).
 
 Everything lands in ``OUT/runs`` (``results.sqlite``, the model cache, one folder per
 experiment), so a second run of the same demo skips what is done, and ``OUT/report.html`` holds

@@ -7,8 +7,7 @@ store (``RUNS/results.sqlite``) through :func:`load_records` alone.
 
 Parameter paths: ``attack.rate`` is ``params["attack"]["rate"]``; ``defenses.<name>.<key>`` is
 keyword ``<key>`` of the entry named ``<name>`` in the ``defenses`` list (Schulth et al. 2022 Table
-3 selects
-``defenses.raw-clustering.reduce``); a top-level key (``seed``) is its own path.
+3 selects ``defenses.raw-clustering.reduce``); a top-level key (``seed``) is its own path.
 """
 
 from __future__ import annotations
@@ -71,8 +70,7 @@ class CellRecord:
         """The published table this cell's experiment reproduces, or None.
 
         A ``[paper] table`` naming no transcribed table (Yaseen et al. 2020 publishes plots, not
-        tables)
-        counts as none, so such experiments get the generic tables instead of an error.
+        tables) counts as none, so such experiments get the generic tables instead of an error.
         """
         name = self._paper("table")
         return name if name in PAPER_TABLES else None

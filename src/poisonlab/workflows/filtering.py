@@ -9,9 +9,8 @@ carries the ground truth) and measures the attack three times from the same pre-
 before fine-tuning, after fine-tuning on all of D_t (no defence) and after fine-tuning on D_w.
 
 Attack success is the attack's own measure (docs/methods.md#metrics): for feature collision the
-fraction of
-targets predicted as their base class; for backdoors the accuracy on the triggered test set
-labelled with the attacker's classes (the ASR).
+fraction of targets predicted as their base class; for backdoors the accuracy on the triggered test
+set labelled with the attacker's classes (the ASR).
 
 Three ways to fine-tune (``finetune``): every weight (``"all"``), the head only (``"head"``), or,
 for feature collision, Poison Frogs' one-shot kill (``"head-per-target"``, Shafahi et al. 2018,
@@ -21,9 +20,8 @@ filtered out is retrained on clean data only
 (:func:`~poisonlab.workflows.collision_eval.evaluate_transfer` with the filter's ``keep`` mask).
 
 The model that scores the set (``scorer``) may differ from the one fine-tuned: in Yaseen et al.
-2020's
-Algorithm 1 the victim downloads F_LGM to filter D_t and then fine-tunes "his model f′(x)", which
-can be, e.g., a cross-entropy network the poisons were crafted against.
+2020's Algorithm 1 the victim downloads F_LGM to filter D_t and then fine-tunes "his model f′(x)",
+which can be, e.g., a cross-entropy network the poisons were crafted against.
 
 Detection quality (AUROC, ROC points) is computed with poison as the positive class over D_t:
 "clean" means the clean part of the filtered set itself, D_f (the paper's text; its ROC code used
