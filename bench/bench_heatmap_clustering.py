@@ -9,8 +9,8 @@ docs/methods.md#heatmap-clustering, #activation-clustering, #triggers):
   are a fraction p ∈ {33%, 10%} of class 5.
 - **Label-consistent** (Turner et al.): round(0.33·n_5) class-5 images hardened by PGD against a
   clean cnn-small surrogate (5 steps of 0.015, ε = 0.075), then Turner's 3×3 checkerboard at
-  amplitude 64 or 32 (of 255) with its lower-right pixel 10 px from the bottom-right corner (seed
-  004 Table 4), labels unchanged.
+  amplitude 64 or 32 (of 255) with its lower-right pixel 10 px from the bottom-right corner (Schulth
+  et al. 2022, Table 4), labels unchanged.
 
 For each setting one cnn-small is trained on the poisoned training subset (default recipe, at
 most ``--epochs``; cached with ``--cache``). On that model and data, both detectors analyse the

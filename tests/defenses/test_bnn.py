@@ -160,19 +160,32 @@ def test_thresholds_apply_to_bald() -> None:
 # Real behaviour: a learned backdoor, and clean data.
 
 
+#: BALD AUROC on the digits backdoor with these settings (1 ELBO epoch, 10 passes), measured over
+#: 3 model seeds × 4 detector seeds (under the CPU lock): 0.715–0.837, mean 0.790; for the
+#: fixture's model (seed 0) 0.754, 0.765, 0.715, 0.837 with detector seeds 0–3. The floors sit
+#: below that band with a margin and far above a score that ignores the poisons (≈ 0.5) or is
+#: reversed (≈ 0.25).
+BALD_MEAN_FLOOR = 0.70
+BALD_SEED_FLOOR = 0.62
+
+
 def test_real_backdoor_poisons_are_more_uncertain(digits_backdoor: RealCase) -> None:
     """On the tiny digits backdoor (32 poisons among ~1,280, every poison fitted by the model,
-    attack success ≈ 0.9), BALD ranks poisons above clean samples with AUROC ≈ 0.77 for these
-    settings (0.63–0.77 over seeds and 0–3 fine-tuning epochs; Subedar et al. 2019 report 83.22
-    on MNIST). The floor 0.65 fails for a score that ignores the poisons (≈ 0.5) or is reversed
-    (≈ 0.25)."""
+    attack success ≈ 0.9), BALD ranks poisons above clean samples: over three detector seeds
+    (the variational posterior and its Monte-Carlo passes) the mean AUROC clears
+    :data:`BALD_MEAN_FLOOR` and each seed :data:`BALD_SEED_FLOOR` (Subedar et al. 2019 report
+    83.22 on MNIST)."""
     assert digits_backdoor.attack_success > 0.8, "the backdoor must be learned for this test"
-    evidence = digits_backdoor.evidence_factory()
-    result = build_detector("bnn", epochs=1, samples=10).fit(evidence).result
     truth = digits_backdoor.is_poison.numpy()
-    score = auroc(truth, result.scores.numpy())
-    assert score > 0.65, f"BALD AUROC {score:.3f}"
-    assert result.extras["mc_accuracy"] > 0.9  # the BNN still fits the (poisoned) training set
+    scores = []
+    for seed in (0, 1, 2):
+        evidence = digits_backdoor.evidence_factory()
+        result = build_detector("bnn", epochs=1, samples=10, seed=seed).fit(evidence).result
+        scores.append(auroc(truth, result.scores.numpy()))
+        assert result.extras["mc_accuracy"] > 0.9  # the BNN still fits the poisoned training set
+    shown = ", ".join(f"{s:.3f}" for s in scores)
+    assert min(scores) > BALD_SEED_FLOOR, f"BALD AUROC per seed: {shown}"
+    assert sum(scores) / len(scores) > BALD_MEAN_FLOOR, f"BALD AUROC per seed: {shown}"
     # The default rule cuts at the held-out 99th percentile. Unseen held-out samples are at least
     # as uncertain as fitted training samples, so the realised clean FPR stays near or below 1%;
     # poisons are shifted up, not tail outliers, so the rule finds few of them (0 of 32 here).

@@ -9,8 +9,8 @@ Three budget kinds, named so the reader knows what the fraction is of:
   in general each source class contributes its share n_s/N_src of p·N/(1-p). Poisons made in place:
   p·N in total, shared the same way.
 - ``target_rate`` p: poisons form a fraction p of the attacker-label class t (n_t counted before the
-  attack). Poisons that join class t (appended, or relabelled into it): round(p·n_t/(1-p)) (seed
-  004's standard attack); target-class images modified in place (clean-label): round(p·n_t)
+  attack). Poisons that join class t (appended, or relabelled into it): round(p·n_t/(1-p)) (Schulth
+  et al. 2022's standard attack); target-class images modified in place (clean-label): round(p·n_t)
   (Turner et al., Schulth et al. 2022's label-consistent attack). Shared over the sources of t by
   size.
 - ``count`` c: exactly c poisons, shared over the source classes by size (largest remainder).

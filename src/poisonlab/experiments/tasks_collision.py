@@ -30,8 +30,8 @@ test
    default schedule, 5 epochs of Adam at 1e-4, overridable by ``finetune_epochs``,
    ``finetune_lr``, ``finetune_batch_size``), for the CE model without a filter and for the LGM
    model without and with each ``[[defenses]]`` filter (default: ``lgm-likelihood``), and with
-   ``[task] filter_ce = true`` also for the CE model with the filter reading the LGM model (seed
-   000's Algorithm 1 lets the victim filter with F_LGM and fine-tune another model f′);
+   ``[task] filter_ce = true`` also for the CE model with the filter reading the LGM model (Yaseen
+   et al.'s Algorithm 1 lets the victim filter with F_LGM and fine-tune another model f′);
 5. optionally (``[task] oneshot = true``) Poison Frogs' own one-shot-kill protocol
    (:func:`~poisonlab.workflows.collision_eval.evaluate_transfer`: a cold head retrained per target
    for 100 epochs on frozen features) for both models, without a filter.

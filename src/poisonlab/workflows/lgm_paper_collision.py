@@ -1,14 +1,14 @@
 """Yaseen et al. 2020's poisoning setting, ready-made: 100 feature-collision poisons against a CE
 and an LGM model.
 
-Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture Loss" (seed 000),
+Yaseen, Aadil, Sargsyan, "Preventing Clean Label Poisoning using Gaussian Mixture Loss" (arXiv:2003.00798),
 code muneebaadil/likelihoods-for-poison ``code/poisoning.py`` and ``code/scripts.sh``
 (docs/methods.md#lgm-paper-variant): the poisons are crafted on the test split (the fine-tuning set
 D_f), which also supplies the random targets and bases; β0 = 0.0083 with the (2048/D_in)² scaling on
 the [-1, 1] pixel scale, λ = 3.825e7, 1000 iterations, the every-iteration step rule, stop when the
 objective falls below 1e-4, and features min-max normalised to [-1, 1] over that split
 (``--normalize_feats``). The same (target, base) pairs are used against both models, so their
-perturbations compare pair by pair. The seed reports no success rate, only that poisons against the
+perturbations compare pair by pair. The paper reports no success rate, only that poisons against the
 LGM model look visibly perturbed (its Fig. 3); :meth:`Seed000Result.summary` gives the numbers
 behind that comparison.
 """
