@@ -26,6 +26,7 @@ from poisonlab.cli.common import (
     DATA,
     DEVICE,
     FORCE,
+    LIMIT,
     QUIET,
     SEED,
     THREADS,
@@ -281,11 +282,7 @@ def attack_command(
         "(fine-tune every weight, 10 epochs); --victim-epochs overrides the epochs.",
         rich_help_panel=EVAL,
     ),
-    limit: int | None = typer.Option(
-        None,
-        help="Use at most this many training images, a stratified subset; the held-out and "
-        "test parts shrink in the same proportion.",
-    ),
+    limit: int | None = LIMIT,
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,

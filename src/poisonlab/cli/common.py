@@ -33,6 +33,12 @@ DATA = typer.Option(
     help="Data set: a name (digits, fashion-mnist) or a path (IDX folder, CIFAR-10 batches, "
     "GTSRB root, image folder, .npz).",
 )
+LIMIT = typer.Option(
+    None,
+    "--limit",
+    help="Use at most this many training images, a stratified subset; the held-out and test parts "
+    "shrink in the same proportion.",
+)
 THREADS = typer.Option(
     None,
     "--threads",

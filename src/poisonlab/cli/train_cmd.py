@@ -14,6 +14,7 @@ from poisonlab.cli.common import (
     DATA,
     DEVICE,
     FORCE,
+    LIMIT,
     QUIET,
     SEED,
     THREADS,
@@ -44,11 +45,7 @@ def train_command(
     lr: float | None = typer.Option(None, help="Learning rate (default: recipe)."),
     optimizer: str | None = typer.Option(None, help="adam or sgd (default: recipe)."),
     patience: int | None = typer.Option(None, help="Early-stopping patience in epochs."),
-    limit: int | None = typer.Option(
-        None,
-        help="Use at most this many training images, a stratified subset; the held-out and "
-        "test parts shrink in the same proportion.",
-    ),
+    limit: int | None = LIMIT,
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,
