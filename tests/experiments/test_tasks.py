@@ -322,8 +322,8 @@ def test_bad_parameters_name_the_key(kind, params, message):
 
 def test_the_configs_are_shipped():
     names = {path.stem for path in EXPERIMENTS.glob("*.toml")}
-    assert {"seed000", "seed002-table1-2-3"} <= names
-    assert {f"seed004-table{i}" for i in range(1, 6)} <= names
+    assert {"yaseen2020", "subedar2019-table1-2-3"} <= names
+    assert {f"schulth2022-table{i}" for i in range(1, 6)} <= names
     assert {path.stem for path in (EXPERIMENTS / "ci").glob("*.toml")} >= names
 
 
