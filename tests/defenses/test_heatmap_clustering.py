@@ -51,12 +51,12 @@ class Planted:
         return Evidence(self.data, self.model, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def planted() -> Planted:
-    """4 shape classes × 60 + 20 triggered class-0 squares labelled 1 (25% of class 1)."""
+def plant(seed: int) -> Planted:
+    """4 shape classes × 60 + 20 triggered class-0 squares labelled 1 (25% of class 1); ``seed``
+    draws the shapes and the model's initialisation and batches."""
     from poisonlab.train import TrainConfig, predict, train_model
 
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(4).repeat_interleave(60)
     poisons = stamp(shapes(torch.zeros(20, dtype=torch.long), generator))
     data = ImageDataset(
@@ -66,12 +66,20 @@ def planted() -> Planted:
         name="shapes",
     )
     is_poison = torch.cat([torch.zeros(240, dtype=torch.bool), torch.ones(20, dtype=torch.bool)])
-    model = build_model(ModelConfig("cnn-small", 1, SIDE, SIDE, 4, feature_dim=32), seed=0)
-    config = TrainConfig(epochs=5, batch_size=32, lr=3e-3, val_fraction=0.0, patience=None, seed=0)
+    model = build_model(ModelConfig("cnn-small", 1, SIDE, SIDE, 4, feature_dim=32), seed=seed)
+    config = TrainConfig(
+        epochs=5, batch_size=32, lr=3e-3, val_fraction=0.0, patience=None, seed=seed
+    )
     train_model(model, data, config, device="cpu")
     fresh = stamp(shapes(torch.zeros(30, dtype=torch.long), generator))
     assert (predict(model, fresh, device="cpu") == POISONED).float().mean() > 0.9, "no backdoor"
     return Planted(data, model, is_poison)
+
+
+@pytest.fixture(scope="module")
+def planted() -> Planted:
+    """The planted case at seed 0."""
+    return plant(0)
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +91,16 @@ def fitted(planted: Planted) -> HeatmapClustering:
 def test_planted_poisons_are_the_flagged_cluster(
     planted: Planted, fitted: HeatmapClustering
 ) -> None:
-    """On the poisoned class the smaller GW cluster is exactly the poisons and the score ranks
-    every poison above every clean member (AUROC 1; measured 1.0)."""
+    """On the poisoned class the smaller GW cluster is the poisons and the score ranks the poisons
+    above the clean members (margins as in :func:`test_planted_case_over_seeds`)."""
     result = fitted.result
     members = planted.data.labels == POISONED
     truth = planted.is_poison[members]
-    assert auroc(truth.numpy(), result.scores[members].numpy()) == 1.0
-    assert torch.equal(result.flagged[members], truth)
+    assert auroc(truth.numpy(), result.scores[members].numpy()) >= 0.95
+    flagged = result.flagged[members]
+    assert (flagged & truth).sum() >= 15 and (flagged & ~truth).sum() <= 2
     report = result.extras["classes"][str(POISONED)]
-    assert report["sizes"] == [60, 20] and report["split"]
+    assert report["split"] and min(report["sizes"]) >= 15
     # the most suspicious heatmaps shown in reports are poisons, and are their heatmaps
     top = result.extras["top_heatmaps"]
     assert planted.is_poison[top["index"]].all()
@@ -99,6 +108,24 @@ def test_planted_poisons_are_the_flagged_cluster(
     row = int((planted.data.labels[: top["index"][0]] == POISONED).sum())
     assert torch.equal(torch.tensor(top["heatmaps"][0]), maps[row])
     assert torch.tensor(top["heatmaps"][0]).shape == (SIDE, SIDE)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_planted_case_over_seeds(seed: int) -> None:
+    """The planted case's floors hold for other shapes, models and k-means draws, with margins.
+
+    Measured over 8 data/model seeds x 3 detector seeds (24 fits): AUROC 1.0 in all 24; the
+    flagged cluster held 17-20 of the 20 poisons and never a clean image (seed 3: 19 of 20 in
+    every fit). Floors: AUROC >= 0.95, >= 15 poisons flagged, <= 2 clean images flagged.
+    """
+    case = plant(seed)
+    detector = HeatmapClustering(classes=[POISONED, CLEAN], seed=seed - 1, **FAST)
+    result = detector.fit(case.evidence()).result
+    members = case.data.labels == POISONED
+    truth = case.is_poison[members]
+    flagged = result.flagged[members]
+    assert auroc(truth.numpy(), result.scores[members].numpy()) >= 0.95
+    assert (flagged & truth).sum() >= 15 and (flagged & ~truth).sum() <= 2
 
 
 def test_clean_class_is_cut_but_its_barycenters_coincide(
