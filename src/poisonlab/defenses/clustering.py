@@ -509,9 +509,8 @@ class TwoMeansDetector(Detector):
         it. With l of them predicted as their claimed label and q as the most frequent other class
         C, the group is legitimate when l/q > ``confirm`` (T, default :data:`CONFIRM`) and the
         verdict is cleared; a poison group, whose label only its trigger explained, goes to its
-        source class C. Runs
-        only when a class is named and the evidence has a model (one training of the
-        architecture); ``confirm=None`` skips it.
+        source class C. Runs only when a class is named and the evidence has a model (one
+        training of the architecture); ``confirm=None`` skips it.
         """
         named = [v for v in verdicts if v.poisoned]
         if self.confirm is None or evidence.model is None or not named:

@@ -178,7 +178,7 @@ def position_p_values(spacings: Tensor, k_min: int, k_max: int) -> tuple[Tensor,
         x = (t / (t + m.clamp(min=1))).numpy()
         p = torch.from_numpy(beta.sf(x, w, m.clamp(min=1).numpy()))
         p = torch.where(valid & (group > 0), p, torch.ones_like(p))
-        windows = torch.stack([spacings[j - 1 : j - 1 + w] for j in k.tolist()])
+        windows = spacings.unfold(0, w, 1)[k - 1]  # row i: D_k … D_{k+w−1} for k = k_min + i
         ps.append(p)
         ts.append(t)
         cuts.append(k + windows.argmax(dim=1))
