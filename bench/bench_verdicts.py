@@ -65,15 +65,21 @@ CELLS = (
     "art-pattern-1to1",
     "art-pixel-1to1",
     "art-pattern-all-to-all",
+    "art-clean-label",
 )
 
 
-def attack_of(cell: str, source: int, target: int) -> Any:
-    """poisonlab's attack of ``cell``."""
+def attack_of(cell: str, source: int, target: int, image_hw: tuple[int, int] = (28, 28)) -> Any:
+    """poisonlab's attack of ``cell`` for images of ``image_hw``.
+
+    The label-consistent sticker lands at random positions in a centred 10×15 window (Schulth et
+    al. 2022); on images smaller than that window (8×8 digits) it goes to the bottom-right corner,
+    as Turner et al. 2019 place theirs."""
+    placement = {} if image_hw[0] >= 10 and image_hw[1] >= 15 else {"position": "bottom-right"}
     if cell == "badnets-all-to-all":
         return build_attack("badnets", rate=0.1)
     if cell == "label-consistent":
-        return build_attack("label-consistent", target=target, target_rate=0.33)
+        return build_attack("label-consistent", target=target, target_rate=0.33, **placement)
     trigger = {"trigger": "square", "size": 1} if "pixel" in cell else {}
     return build_attack("badnets", source=source, target=target, target_rate=0.1, **trigger)
 
@@ -85,9 +91,11 @@ def poisoned(
     source, target = seed % 10, (seed + 5) % 10
     if cell == "clean":
         return data, np.zeros(len(data), dtype=bool), []
+    if cell == "art-clean-label":
+        return art_clean_label(data, target, seed)
     if cell.startswith("art-"):
         return art_poison(cell, data, source, target, seed)
-    attack = attack_of(cell, source, target)
+    attack = attack_of(cell, source, target, data.shape[1:])
     classes = list(range(data.num_classes)) if cell == "badnets-all-to-all" else [target]
     result = attack.poison(data, generator=make_generator(seed))
     return result.dataset, result.is_poison.numpy(), classes
@@ -118,6 +126,39 @@ def art_poison(
     return out, truth, classes
 
 
+def art_clean_label(
+    data: ImageDataset, target: int, seed: int
+) -> tuple[ImageDataset, np.ndarray, list[int]]:
+    """ART's PoisoningAttackCleanLabelBackdoor (Turner et al. 2019) with its defaults (33% of the
+    target class, L∞ PGD ε = 0.3, step 0.1, 100 iterations) and ``add_pattern_bd``: target-class
+    images made hard by PGD on a proxy model (a cnn-small trained on the clean set with its
+    default recipe), then triggered, labels unchanged, in place. ART draws the poisons with
+    replacement, so the poisons are the rows it changed."""
+    from art.attacks.poisoning import PoisoningAttackBackdoor, PoisoningAttackCleanLabelBackdoor
+    from art.attacks.poisoning.perturbations import add_pattern_bd
+
+    c, h, w = data.shape
+    proxy = build_model(ModelConfig("cnn-small", c, h, w, data.num_classes), seed=seed + 1000)
+    train_model(proxy, data, default_recipe("cnn-small", len(data), seed=seed + 1000))
+    backdoor = PoisoningAttackBackdoor(
+        lambda z: add_pattern_bd(z, pixel_value=1.0, channels_first=True)
+    )
+    onehot = np.eye(data.num_classes, dtype=np.float32)
+    attack = PoisoningAttackCleanLabelBackdoor(
+        backdoor,
+        art_classifier(proxy, data.shape, data.num_classes),
+        target=onehot[target],
+        pp_poison=0.33,
+    )
+    x = data.images.numpy()
+    np.random.seed(seed)
+    poison_x, _ = attack.poison(x, y=onehot[data.labels.numpy()])
+    truth = np.any((poison_x != x).reshape(len(x), -1), axis=1)
+    images = torch.from_numpy(np.asarray(poison_x, dtype=np.float32))
+    out = ImageDataset(images, data.labels.clone(), data.num_classes, name=f"{data.name}+art-cl")
+    return out, truth, [target]
+
+
 def art_trigger(cell: str, images: np.ndarray) -> np.ndarray:
     """ART's ``add_pattern_bd`` / ``add_single_bd`` (pixel value 1) through its
     PoisoningAttackBackdoor, on gray (n, 1, H, W) images."""
@@ -143,7 +184,11 @@ def attack_success(
     base = test if test is not None else data
     source, target = seed % 10, (seed + 5) % 10
     labels = base.labels
-    if cell.startswith("art-"):
+    if cell == "art-clean-label":
+        keep = labels != target
+        images = torch.from_numpy(art_trigger("art-pattern", base.images[keep].numpy())).float()
+        wanted = torch.full((int(keep.sum()),), target)
+    elif cell.startswith("art-"):
         if "all-to-all" in cell:
             keep = torch.ones(len(labels), dtype=torch.bool)
             wanted = (labels + 1) % base.num_classes
@@ -153,7 +198,7 @@ def attack_success(
         images = torch.from_numpy(art_trigger(cell, base.images[keep].numpy())).float()
         wanted = wanted[keep]
     else:
-        triggered = attack_of(cell, source, target).test_set(
+        triggered = attack_of(cell, source, target, base.shape[1:]).test_set(
             base, generator=make_generator(seed + 1)
         )
         images, wanted = triggered.data.images, triggered.data.labels
@@ -167,8 +212,11 @@ def run_cell(
     *,
     test: ImageDataset | None = None,
     epochs: int | None = None,
+    save: str | None = None,
 ) -> dict[str, Any]:
-    """Every method's removal on one poisoned set and one trained model."""
+    """Every method's removal on one poisoned set and one trained model; ``save`` (a folder)
+    keeps every member's scores, verdicts and the penultimate features of the run, so the
+    decision can be studied again without retraining."""
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
     dataset, truth, classes = poisoned(cell, data, seed)
@@ -187,6 +235,8 @@ def run_cell(
         out[name] = (result.flagged.numpy(), result.poisoned_classes, result.verdicts)
     decision = combine(results, labels)
     out["combined"] = (decision.removed.numpy(), decision.poisoned_classes, decision.per_class)
+    if save is not None:
+        save_run(save, f"{cell}-s{seed}", evidence, results, decision, out)
     classifier = art_classifier(model, dataset.shape, dataset.num_classes)
     x, y = dataset.images.numpy(), labels.numpy()
     np.random.seed(seed)
@@ -199,6 +249,39 @@ def run_cell(
     ).detect_poison()
     out["ART SpectralSignatureDefense"] = (np.asarray(clean) == 0, None, None)
     return out
+
+
+def save_run(
+    folder: str, name: str, evidence: Evidence, results: list[Any], decision: Any, out: dict
+) -> None:
+    """``folder/name.npz`` (truth, labels, features, every member's scores, verdict scores and
+    flags, the combined score and removal) and ``folder/name.json`` (verdicts, decision, ASR)."""
+    import json
+    from pathlib import Path
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "truth": out["truth"],
+        "labels": out["labels"],
+        "features": evidence.features().float().cpu().numpy(),
+        "combined_score": decision.score.numpy(),
+        "combined_removed": decision.removed.numpy(),
+    }
+    for r in results:
+        arrays[f"{r.detector}/scores"] = r.scores.numpy()
+        arrays[f"{r.detector}/flagged"] = r.flagged.numpy()
+        if r.verdict_scores is not None:
+            arrays[f"{r.detector}/verdict_scores"] = r.verdict_scores.numpy()
+    np.savez_compressed(Path(folder) / f"{name}.npz", **arrays)
+    meta = {
+        "asr": out["asr"],
+        "classes": out["classes"],
+        "verdicts": {r.detector: [v.to_dict() for v in r.verdicts] for r in results},
+        "extras": {r.detector: r.extras for r in results},
+        "decision": decision.to_dict(),
+    }
+    text = json.dumps(meta, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    (Path(folder) / f"{name}.json").write_text(text)
 
 
 def named_classes(run: dict[str, Any], method: str) -> list[int]:
@@ -275,6 +358,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells")
     parser.add_argument("--name", default="verdicts", help="result file bench/results/NAME.md")
     parser.add_argument("--calibration", action="store_true", help="add the false-alarm table")
+    parser.add_argument("--save", default=None, help="folder for each run's scores and verdicts")
     parser.add_argument("--quick", action="store_true", help="one seed, three cells (smoke run)")
     args = parser.parse_args(argv)
     cells = args.cells.split(",")
@@ -290,7 +374,9 @@ def main(argv: list[str]) -> None:
     started = time.perf_counter()
     for cell in cells:
         for seed in seeds:
-            runs[cell].append(run_cell(cell, data, seed, test=test, epochs=args.epochs))
+            runs[cell].append(
+                run_cell(cell, data, seed, test=test, epochs=args.epochs, save=args.save)
+            )
             print(cell, seed, f"{time.perf_counter() - started:.0f}s", flush=True)
     table, calibration, victims = summarise(runs)
     where = "the test part" if test is not None else "triggered copies of the training images"
