@@ -1,4 +1,5 @@
-"""The combined decision: Bonferroni min-p over members, Borda fusion, user cuts, the union."""
+"""The combined decision: Bonferroni min-p over members, Holm over classes, Borda fusion, user
+cuts, the union."""
 
 from __future__ import annotations
 
@@ -61,6 +62,53 @@ def test_min_p_is_bonferroni_corrected_over_members() -> None:
     for c, entry in decision.per_class.items():
         ps = [v.p_value for r in results for v in r.verdicts if v.label == int(c)]
         assert entry["p_value"] == pytest.approx(min(1.0, 2 * min(ps)))
+
+
+def member(name: str, p_values: list[float], named: list[int], labels: torch.Tensor):  # type: ignore[no-untyped-def]
+    """A hand-made member: class c's verdict has p-value p_values[c] (named when c in
+    ``named``, with 5 suspects); scores rank each class's first five samples highest."""
+    from poisonlab.defenses.base import DetectionResult
+    from poisonlab.defenses.verdicts import ClassVerdict
+
+    scores = torch.zeros(len(labels), dtype=torch.float64)
+    for c in range(len(p_values)):
+        scores[(labels == c).nonzero().flatten()[:5]] = 1.0
+    verdicts = tuple(
+        ClassVerdict(c, c in named, 9.0, p, 0.05, 5, 1.0, int((labels == c).sum()))
+        for c, p in enumerate(p_values)
+    )
+    flagged = torch.zeros(len(labels), dtype=torch.bool)
+    return DetectionResult(
+        name, {}, scores, flagged, torch.ones(len(labels), dtype=torch.bool), {}, 0.0,
+        verdicts=verdicts,
+    )  # fmt: skip
+
+
+def test_classes_are_judged_by_holms_step_down() -> None:
+    """One member, four classes: class 1 (p = 0.015) misses Bonferroni's 0.05 / 4 but passes
+    Holm's second step 0.05 / 3 once class 0 is named; class 2 (0.03 > 0.05 / 2) stops the
+    procedure, so class 3 (0.04 ≤ 0.05) is not reached."""
+    labels = torch.arange(4).repeat_interleave(20)
+    result = member("activation-clustering", [1e-6, 0.015, 0.03, 0.04], [0, 1, 2, 3], labels)
+    decision = combine([result], labels)
+    assert decision.poisoned_classes == [0, 1]
+    assert [decision.per_class[str(c)]["level"] for c in range(4)] == pytest.approx(
+        [0.05 / 4, 0.05 / 3, 0.05 / 2, 0.05]
+    )
+    assert int(decision.removed.sum()) == 10
+    assert decision.removed[(labels == 1).nonzero().flatten()[:5]].all()
+
+
+def test_a_class_is_named_only_through_a_member_that_named_it() -> None:
+    """Class 1 passes the combination's step but the one member with a small p did not name it
+    (its own step-down stopped, or it never confirmed the class): the class stays clean."""
+    labels = torch.arange(4).repeat_interleave(20)
+    first = member("activation-clustering", [1e-6, 0.004, 1.0, 1.0], [0], labels)
+    second = member("raw-clustering", [1e-6, 1.0, 1.0, 1.0], [0], labels)
+    decision = combine([first, second], labels)
+    assert decision.per_class["1"]["p_value"] <= decision.per_class["1"]["level"]
+    assert decision.poisoned_classes == [0]
+    assert not decision.removed[labels == 1].any()
 
 
 def test_combined_score_is_the_mean_member_percentile() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from poisonlab.defenses import Contamination, VerdictRule, build_detector, parse_threshold
-from poisonlab.defenses.verdicts import BreakTest, class_verdicts, position_p_values
+from poisonlab.defenses.verdicts import BreakTest, class_verdicts, holm, position_p_values
 from poisonlab.errors import ConfigError
 from tests.defenses.conftest import make_case
 
@@ -91,7 +91,28 @@ def test_class_verdicts_flag_only_the_group_of_the_named_class() -> None:
     expected = torch.zeros(len(labels), dtype=torch.bool)
     expected[planted] = True
     assert torch.equal(flags, expected)
-    assert all(v.level == pytest.approx(0.05 / 4) for v in verdicts)
+    # Holm: the named class (smallest p) at 0.05 / 4, the others at 0.05 / 3, / 2, / 1
+    assert verdicts[2].level == pytest.approx(0.05 / 4)
+    assert sorted(v.level for v in verdicts) == pytest.approx([0.05 / 4, 0.05 / 3, 0.05 / 2, 0.05])
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure() -> None:
+    levels, rejected = holm([0.001, 0.02, 0.013, 0.5], 0.05)
+    assert levels == pytest.approx([0.05 / 4, 0.05 / 2, 0.05 / 3, 0.05])
+    assert rejected == [True, True, True, False]  # Bonferroni (0.0125) would name only the first
+    _, rejected = holm([0.03, 0.04, 0.001], 0.05)
+    assert rejected == [False, False, True]  # 0.03 > 0.05 / 2 stops it; 0.04 is not reached
+    assert holm([], 0.05) == ([], [])
+
+
+def test_holm_keeps_the_family_wise_rate_on_clean_data() -> None:
+    """4,000 clean data sets of 10 classes with uniform p-values: the rate of naming any class
+    stays within three binomial standard errors of alpha, as Bonferroni's first step does."""
+    generator = torch.Generator().manual_seed(7)
+    p = torch.rand(4000, 10, generator=generator, dtype=torch.float64)
+    any_named = [any(holm(row.tolist(), 0.05)[1]) for row in p]
+    tolerance = 3 * (0.05 * 0.95 / len(p)) ** 0.5
+    assert sum(any_named) / len(p) <= 0.05 + tolerance
 
 
 def test_small_or_constant_classes_are_not_tested() -> None:

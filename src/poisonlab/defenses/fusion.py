@@ -8,11 +8,16 @@ decision").
 
 1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m} (taken as 1
    when the member's own confirmation, exclusionary reclassification for the clustering
-   detectors, found the group legitimate). The combined p-value is Bonferroni's min-p, p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence
-   between members (they read the same features, so Fisher's or Stouffer's independence
-   assumption would not hold). Class c is named when p_c ≤ α / K over the K classes tested: on a
-   clean data set the chance that the scan names any class stays at most α (default 0.05) when
-   each member's null holds.
+   detectors, found the group legitimate). The combined p-value is Bonferroni's min-p,
+   p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence between members (they read
+   the same features, so Fisher's or Stouffer's independence assumption would not hold). The K
+   classes tested are judged by Holm's step-down procedure on the p_c (Holm 1979; see
+   :func:`poisonlab.defenses.verdicts.holm`): the smallest is compared with α / K, the next with
+   α / (K − 1), and so on until one fails. Class c is named when it passes and a member that
+   named c itself (after its own confirmation) has M · p_{c,m} within c's level: on a clean
+   data set the chance that the scan names any class stays at most α (default 0.05) when each
+   member's null holds, as with Bonferroni's α / K, while in an all-to-all attack the last
+   poisoned classes are not held to the level of K tests.
 2. **Which samples of a named class go.** The **combined score** of a sample is the mean, over
    the members, of its within-class rank percentile (0 = least, 1 = most suspicious among the
    samples of its claimed class, ties averaged): Borda-count fusion, which needs no common scale.
@@ -50,7 +55,7 @@ from poisonlab.defenses.thresholds import (
     Threshold,
     VerdictRule,
 )
-from poisonlab.defenses.verdicts import ClassVerdict
+from poisonlab.defenses.verdicts import ClassVerdict, holm
 from poisonlab.errors import ConfigError
 
 RULES = ("verdict", "union")
@@ -251,17 +256,19 @@ def _verdict_rule(
     named: list[int] = []
     m = max(len(members), 1)
     tested = sorted({v.label for r in members for v in r.verdicts})
-    level = alpha / max(len(tested), 1)
-    for c in tested:
-        votes = [(r, v) for r in members for v in r.verdicts if v.label == c]
-        p = min(1.0, m * min(effective_p(v) for _, v in votes))
+    votes_of = {c: [(r, v) for r in members for v in r.verdicts if v.label == c] for c in tested}
+    p_of = [min(1.0, m * min(effective_p(v) for _, v in votes_of[c])) for c in tested]
+    levels, passed = holm(p_of, alpha)
+    for c, p, level, passes in zip(tested, p_of, levels, passed, strict=True):
         namers = sorted(
-            (v.p_value, r.detector, r, v) for r, v in votes if m * effective_p(v) <= level
+            (v.p_value, r.detector, r, v)
+            for r, v in votes_of[c]
+            if passes and v.poisoned and m * effective_p(v) <= level
         )
         entry: dict[str, Any] = {
             "p_value": p,
             "level": level,
-            "poisoned": p <= level,
+            "poisoned": bool(namers),
             "named_by": [name for _, name, _, _ in namers],
             "removed": 0,
             "cutoff": None,

@@ -32,9 +32,14 @@ test anti-conservative. The class's p-value is Bonferroni's over the L windows t
 min(1, L · min p_{k,w}), valid whatever their dependence. The suspect samples of a class judged
 poisoned are its k̂ highest scores, k̂ the position of the largest spacing in the best window.
 
-**Calibration.** A class is called poisoned when its p-value is at most ``alpha / classes`` (a
-Bonferroni correction over the classes tested), so on a clean data set the chance that a detector
-names any class is at most ``alpha`` when the null holds; the default ``alpha = 0.05``. The
+**Calibration.** The classes are tested together with Holm's step-down procedure (Holm 1979,
+"A simple sequentially rejective multiple test procedure", Scand. J. Statist. 6:65–70): with the
+K p-values sorted, p₍₁₎ ≤ … ≤ p₍K₎, class (j) is called poisoned when p₍ᵢ₎ ≤ ``alpha`` / (K − i + 1)
+for every i ≤ j. The first step is Bonferroni's ``alpha / K``, so on a clean data set the chance
+that a detector names any class is at most ``alpha`` when the null holds (the default
+``alpha = 0.05``), as with Bonferroni; once a class is named, the others are compared with
+``alpha / (K − 1)``, ``alpha / (K − 2)``, …, so when many classes are poisoned (all-to-all) the
+last ones are not held to the level of K tests. The
 false-alarm rate actually met on clean classes of real models (digits, Fashion-MNIST, several
 seeds) is measured in bench/results/verdicts.md and documented in docs/methods.md.
 
@@ -47,7 +52,7 @@ outside every minority-cluster rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from numbers import Real
 from typing import Any
@@ -77,10 +82,12 @@ class ClassVerdict:
     """One claimed class's verdict from one detector.
 
     label : the claimed class
-    poisoned : True when the p-value is at most ``level``
+    poisoned : True when Holm's procedure reaches and rejects the class (its p-value within
+        ``level``, and every smaller one within its own) and no confirmation cleared it
     statistic : t of the most significant window of spacings (module docstring)
     p_value : the class's p-value under the exponential-tail null (Bonferroni over windows)
-    level : the cut the p-value was compared with (``alpha`` / classes tested)
+    level : the cut the p-value was compared with: Holm's ``alpha`` / (K − i + 1) for the class
+        ranked i-th smallest p-value among the K tested (module docstring)
     suspects : k̂, the number of highest scores above the break (flagged only when poisoned)
     cutoff : the lowest score above the break (the cut-off in effect when poisoned)
     n : samples of the class that were scored
@@ -140,7 +147,8 @@ class BreakTest:
         return float(t[best]), j, float(s[j - 1]), min(1.0, len(p) * float(p[best]))
 
     def verdict(self, label: int, scores: Tensor, tested: int) -> ClassVerdict:
-        """The verdict on one class among ``tested`` classes (Bonferroni level alpha / tested)."""
+        """The verdict on one class among ``tested`` classes at Bonferroni's level alpha / tested
+        (the first step of Holm's procedure; :func:`class_verdicts` applies the rest)."""
         level = self.alpha / max(tested, 1)
         found = self.statistic(scores)
         if found is None:
@@ -188,6 +196,21 @@ def position_p_values(spacings: Tensor, k_min: int, k_max: int) -> tuple[Tensor,
     return torch.cat(ps), torch.cat(ts), torch.cat(cuts)
 
 
+def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[bool]]:
+    """Holm's step-down procedure (module docstring): each p-value's level and whether it is
+    rejected, in the input order. The family-wise error rate is at most ``alpha`` whatever the
+    dependence between the tests; ties keep their input order."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    levels = [0.0] * len(p_values)
+    rejected = [False] * len(p_values)
+    going = True
+    for rank, i in enumerate(order):
+        levels[i] = alpha / (len(p_values) - rank)
+        going = going and p_values[i] <= levels[i]
+        rejected[i] = going
+    return levels, rejected
+
+
 def class_verdicts(
     scores: Tensor,
     labels: Tensor,
@@ -200,8 +223,9 @@ def class_verdicts(
     may have a tail the test reads better in another unit, e.g. Spectral Signatures' τ); the
     ranking, the suspects and the reported cut-offs stay those of ``scores``.
 
-    Returns the verdicts in class order and bool (N,) flags: the k̂ highest scores of each class
-    judged poisoned, nothing elsewhere.
+    The classes are judged together by Holm's step-down procedure at ``test.alpha``
+    (:func:`holm`). Returns the verdicts in class order and bool (N,) flags: the k̂ highest scores
+    of each class judged poisoned, nothing elsewhere.
     """
     test = test or BreakTest()
     tested_scores = scale(scores) if scale is not None else scores
@@ -209,6 +233,7 @@ def class_verdicts(
     classes = labels[analysed].unique().tolist()
     flags = torch.zeros(len(scores), dtype=torch.bool)
     verdicts = []
+    members, orders = [], []
     for c in classes:
         idx = (analysed & (labels == c)).nonzero().flatten()
         verdict = test.verdict(int(c), tested_scores[idx], len(classes))
@@ -216,6 +241,12 @@ def class_verdicts(
         if verdict.cutoff is not None:
             verdict = replace(verdict, cutoff=float(scores[idx[order[verdict.suspects - 1]]]))
         verdicts.append(verdict)
-        if verdict.poisoned:
-            flags[idx[order[: verdict.suspects]]] = True
+        members.append(idx)
+        orders.append(order)
+    levels, rejected = holm([v.p_value for v in verdicts], test.alpha)
+    for i, verdict in enumerate(verdicts):
+        named = rejected[i] and verdict.suspects > 0  # an untested class (p = 1) is never named
+        verdicts[i] = replace(verdict, level=levels[i], poisoned=named)
+        if named:
+            flags[members[i][orders[i][: verdict.suspects]]] = True
     return tuple(verdicts), flags

@@ -23,8 +23,8 @@ logits) come from one forward pass per part shared by every detector (:class:`Ev
 
 Decision and clean set. The detectors that rank within classes give per-class verdicts
 (:mod:`poisonlab.defenses.verdicts`); :func:`poisonlab.defenses.fusion.combine` turns them into one
-decision: the classes that look poisoned (Bonferroni min-p over the members at family-wise level
-α = 0.05) and, in them only, the samples above the break by the fused within-class rank. That
+decision: the classes that look poisoned (Bonferroni min-p over the members, Holm's step-down over
+the classes at family-wise level α = 0.05) and, in them only, the samples above the break by the fused within-class rank. That
 decision is ``ScanResult.decision`` and ``ScanResult.clean()`` drops its removed samples. A user
 threshold (``contamination:``, ``value:``) cuts the combined score instead, and
 ``decision="union"`` keeps the former rule: drop every sample any detector that ran flagged.
