@@ -12,10 +12,13 @@ recipe, and on that SAME model and data run
 
 Cells: clean data (no poisons); one-to-one BadNets at 10% of the target class with poisonlab's
 4-pixel pattern and with a single-pixel trigger; all-to-all BadNets at 10% of the set; the
-label-consistent (clean-label) attack at 33% of the target class; and ART's own poisoning
-function ``PoisoningAttackBackdoor`` with ``add_pattern_bd`` and with ``add_single_bd`` (one-to-one,
-10% of the target class, appended) and with ``add_pattern_bd`` all-to-all (10% of every class,
-y → y + 1, appended). Source → target is (s, s + 5 mod 10) for seed s.
+label-consistent (clean-label) attack at 33% of the target class (its sticker in the bottom-right
+corner on images smaller than its 10×15 window); ART's own poisoning function
+``PoisoningAttackBackdoor`` with ``add_pattern_bd`` and with ``add_single_bd`` (one-to-one, 10% of
+the target class, appended) and with ``add_pattern_bd`` all-to-all (10% of every class, y → y + 1,
+appended); and ART's clean-label ``PoisoningAttackCleanLabelBackdoor`` (its defaults: 33% of the
+target class, PGD ε = 0.3 on a proxy cnn-small trained on the clean set, ``add_pattern_bd``).
+Source → target is (s, s + 5 mod 10) for seed s.
 
 ``--subset N`` scans a stratified N-image subset (Fashion-MNIST at 6,000 images keeps a cell under
 a few minutes), ``--epochs`` caps the victim's training, ``--first-seed`` and ``--seeds`` choose
@@ -28,6 +31,10 @@ Reported per cell, as mean (min–max) over seeds: % of poisons removed, % of cl
 and for ours the classes named (right = exactly the target class, or every class all-to-all).
 Targets (issue 11): clean ≤ 1% removed and no class named; one-to-one ≥ 95% / ≤ 1% and the right
 class; all-to-all ≥ 90% / ≤ 3%.
+
+``--save DIR`` keeps, per cell and seed, the members' scores and verdicts, the combined decision
+and the penultimate features (DIR/CELL-sSEED.npz and .json), so a decision rule can be studied
+offline on the same models.
 
 ``--calibration`` adds, over every clean class of every cell, how often each detector's verdict
 and the combination named a clean class (false alarms per class tested).
