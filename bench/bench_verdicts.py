@@ -242,8 +242,6 @@ def run_cell(
         out[name] = (result.flagged.numpy(), result.poisoned_classes, result.verdicts)
     decision = combine(results, labels)
     out["combined"] = (decision.removed.numpy(), decision.poisoned_classes, decision.per_class)
-    if save is not None:
-        save_run(save, f"{cell}-s{seed}", evidence, results, decision, out)
     classifier = art_classifier(model, dataset.shape, dataset.num_classes)
     x, y = dataset.images.numpy(), labels.numpy()
     np.random.seed(seed)
@@ -255,6 +253,8 @@ def run_cell(
         classifier, x, y, batch_size=256, eps_multiplier=1.5, expected_pp_poison=0.1
     ).detect_poison()
     out["ART SpectralSignatureDefense"] = (np.asarray(clean) == 0, None, None)
+    if save is not None:
+        save_run(save, f"{cell}-s{seed}", evidence, results, decision, out)
     return out
 
 
@@ -262,7 +262,7 @@ def save_run(
     folder: str, name: str, evidence: Evidence, results: list[Any], decision: Any, out: dict
 ) -> None:
     """``folder/name.npz`` (truth, labels, features, every member's scores, verdict scores and
-    flags, the combined score and removal) and ``folder/name.json`` (verdicts, decision, ASR)."""
+    flags, the combined score and removal, ART's two detectors' flags) and ``folder/name.json`` (verdicts, decision, ASR)."""
     import json
     from pathlib import Path
 
@@ -273,6 +273,8 @@ def save_run(
         "features": evidence.features().float().cpu().numpy(),
         "combined_score": decision.score.numpy(),
         "combined_removed": decision.removed.numpy(),
+        "art_activation_defence": out["ART ActivationDefence"][0],
+        "art_spectral_signature_defense": out["ART SpectralSignatureDefense"][0],
     }
     for r in results:
         arrays[f"{r.detector}/scores"] = r.scores.numpy()
