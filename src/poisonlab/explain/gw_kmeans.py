@@ -162,6 +162,7 @@ def gw_kmeans(
     warm_start: bool = True,
     chunk_elements: int = CHUNK_ELEMENTS,
     dtype: torch.dtype | None = torch.float32,
+    init: str = "k-means++",
 ) -> GWKMeansResult:
     """Cluster metric-measure spaces with GW k-means++ (see the module docstring).
 
@@ -261,6 +262,7 @@ def gw_kmeans(
         },
         warm_start=warm_start,
         chunk_elements=chunk_elements,
+        init=init,
     )
     with _one_thread(clouds.C.device):
         results = [run.once(max_iter) for _ in range(n_init)]
@@ -299,11 +301,15 @@ class _Run:
         bary: dict[str, float | int],
         warm_start: bool,
         chunk_elements: int,
+        init: str = "k-means++",
     ) -> None:
         self.clouds, self.k, self.epsilon = clouds, k, epsilon
         self.bary_epsilon, self.n_support, self.generator = bary_epsilon, n_support, generator
         self.dist_solver, self.seed_gw_max_iter = dist_solver, seed_gw_max_iter
         self.bary, self.warm_start, self.chunk_elements = bary, warm_start, chunk_elements
+        self.init = init
+        self._medoid: int | None = None
+        self.mean_distances: Tensor | None = None
 
     def distances(
         self, C: Tensor, p: Tensor, warm: _Center | None = None, max_iter: int | None = None
@@ -324,6 +330,22 @@ class _Run:
             chunk_elements=self.chunk_elements,
             **solver,  # type: ignore[arg-type]
         )
+
+    def medoid(self) -> int:
+        """The cloud nearest (in GW) to the barycenter of all clouds, computed once per call."""
+        if self._medoid is None:
+            bary = gw_barycenter(
+                self.clouds,
+                n_support=self.n_support,
+                epsilon=self.bary_epsilon,
+                generator=self.generator,
+                chunk_elements=self.chunk_elements,
+                **self.bary,  # type: ignore[arg-type]
+            )
+            res = self.distances(bary.C, bary.p, max_iter=self.seed_gw_max_iter)
+            self.mean_distances = res.value
+            self._medoid = int(torch.argmin(res.value))
+        return self._medoid
 
     def quantize(self, i: int) -> tuple[Tensor, Tensor]:
         """Cloud ``i`` summarised as an ``n_support``-point GW barycenter of itself.
@@ -361,20 +383,27 @@ class _Run:
             dist[:, len(centers)] = res.value
             centers.append(_Center(C, p, res.plan, res.potentials))  # type: ignore[arg-type]
 
-        # 1. k-means++ seeding on N-point summaries of the seed clouds.
-        seeds = [int(torch.randint(n_clouds, (1,), generator=gen))]
+        # 1. Seeding on N-point summaries of the seed clouds.
+        first = self.medoid() if self.init.startswith("medoid") else None
+        if first is None:
+            first = int(torch.randint(n_clouds, (1,), generator=gen))
+        seeds = [first]
         add_center(*self.quantize(seeds[0]))
         for j in range(1, k):
             nearest = dist[:, :j].amin(dim=1).clamp(min=0).cpu().double()
-            top = float(nearest.max())
-            weights = (nearest / top) ** 2 if top > 0 else torch.ones_like(nearest)
-            weights[seeds] = 0.0
-            if float(weights.sum()) <= 0:  # every other cloud coincides with a center
-                weights = torch.ones_like(nearest)
+            if self.init.endswith("farthest"):
+                nearest[seeds] = -1.0
+                seeds.append(int(torch.argmax(nearest)))
+            else:
+                top = float(nearest.max())
+                weights = (nearest / top) ** 2 if top > 0 else torch.ones_like(nearest)
                 weights[seeds] = 0.0
-            seeds.append(int(torch.multinomial(weights, 1, generator=gen)))
+                if float(weights.sum()) <= 0:  # every other cloud coincides with a center
+                    weights = torch.ones_like(nearest)
+                    weights[seeds] = 0.0
+                seeds.append(int(torch.multinomial(weights, 1, generator=gen)))
             add_center(*self.quantize(seeds[-1]))
-            logger.debug("k-means++ seed %d: cloud %d", j, seeds[-1])
+            logger.debug("seed %d (%s): cloud %d", j, self.init, seeds[-1])
         labels = _assign(dist, k)
 
         # 2-3. Lloyd iterations with barycenters.
