@@ -22,6 +22,7 @@ from torch import Tensor
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import Evidence, build_detector
 from poisonlab.defenses.heatmap_clustering import HeatmapClustering, auto_pool, silhouette
+from poisonlab.errors import ConfigError
 from poisonlab.explain.lrp import lrp_heatmaps
 from poisonlab.metrics.detection import auroc
 from poisonlab.models import ModelConfig, Network, build_model
@@ -223,6 +224,10 @@ def test_build_by_name_and_params() -> None:
     detector = build_detector("heatmap-clustering", composite="epsilon", pool=1)
     assert isinstance(detector, HeatmapClustering)
     assert detector.composite == "epsilon" and detector.pool == 1
+    assert detector.init == "k-means++"  # the paper's code; "farthest" is the paper's text
+    assert build_detector("heatmap-clustering", init="farthest").init == "farthest"
+    with pytest.raises(ConfigError, match="init"):
+        build_detector("heatmap-clustering", init="random")
 
 
 def test_positive_relevance_clouds_keep_only_positive_pixels() -> None:

@@ -132,6 +132,35 @@ def test_kmeans_rejects_too_few_clouds() -> None:
         gw_kmeans(clouds, generator=torch.Generator())
 
 
+def test_farthest_seeding_takes_the_cloud_farthest_from_the_first_seed() -> None:
+    """``init="farthest"`` (the paper's text): the same uniformly drawn first seed as k-means++,
+    then the cloud with the largest GW distance to it (the seeding distances are the returned
+    ones when no update runs), with no further draw from the generator."""
+    maps, _ = _heatmaps(n_one=12, n_two=5)
+    clouds = heatmaps_to_clouds(maps, max_points=24)
+    runs = {
+        init: gw_kmeans(clouds, generator=torch.Generator().manual_seed(5), max_iter=0, init=init)
+        for init in ("k-means++", "farthest")
+    }
+    far = runs["farthest"]
+    assert int(far.seeds[0]) == int(runs["k-means++"].seeds[0])
+    to_first = far.distances[:, 0].clone()
+    to_first[far.seeds[0]] = -1.0
+    assert int(far.seeds[1]) == int(torch.argmax(to_first))
+    assert far.n_iter == 0 and torch.equal(far.labels, torch.argmin(far.distances, dim=1))
+    # the generator moved by exactly the first seed's draw (k-means++ also draws the second)
+    gen, ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    gw_kmeans(clouds, generator=gen, max_iter=0, init="farthest")
+    torch.randint(len(clouds), (1,), generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())
+
+
+def test_kmeans_rejects_an_unknown_seeding() -> None:
+    clouds = heatmaps_to_clouds(_heatmaps(3, 2)[0], max_points=24)
+    with pytest.raises(ValueError, match="init must be one of"):
+        gw_kmeans(clouds, generator=torch.Generator(), init="random")
+
+
 def test_restarts_keep_the_lowest_objective() -> None:
     """``n_init`` k-means++ runs draw from one generator in turn: the first is the single run,
     and the result is the restart with the lowest objective (the mean GW distance of the clouds

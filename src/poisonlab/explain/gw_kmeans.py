@@ -4,10 +4,13 @@ Schulth, Berghoff & Neu 2022 (arXiv:2204.12848) §5.3–5.5, docs/methods.md: th
 clouds of one (suspicious) class are split into k = 2 clusters and the smaller one is flagged as
 poisoned.
 
-1. **k-means++ seeding** (Arthur & Vassilvitskii 2007): the first center is a cloud drawn
-   uniformly; each further center is drawn with probability ∝ D_i², where D_i is the GW distance
-   of cloud i to its nearest center, normalised by its maximum, centers excluded (uniform among
-   the others if all D_i are 0).  Centers are clouds at this stage.
+1. **Seeding** (``init``).  ``"k-means++"`` (Arthur & Vassilvitskii 2007; Heatmap
+   Clustering's code): the first center is a cloud drawn uniformly; each further center is
+   drawn with probability ∝ D_i², where D_i is the GW distance of cloud i to its nearest
+   center, normalised by its maximum, centers excluded (uniform among the others if all D_i
+   are 0).  ``"farthest"`` (the paper's text, §5.3: the further centers are chosen "depending
+   on the maximum distance to the first one"): the same first draw, then each further center
+   is the cloud with the largest D_i (no draw).  Centers are clouds at this stage.
 2. **Assign** each cloud to its nearest center (ties to the lower index).  A cluster left empty is
    reseeded with the cloud farthest from its own center, taken from a cluster with ≥ 2 members.
 3. **Update** each cluster's center to the GW barycenter of its members
@@ -78,7 +81,10 @@ from poisonlab.explain.gromov import CHUNK_ELEMENTS, GWResult, gw_to_centers, gw
 from poisonlab.explain.gw_barycenter import gw_barycenter
 from poisonlab.explain.point_cloud import PointClouds
 
-__all__ = ["GWKMeansResult", "farthest_points", "gw_kmeans"]
+__all__ = ["INITS", "GWKMeansResult", "farthest_points", "gw_kmeans"]
+
+#: Seedings of :func:`gw_kmeans` (module docstring, step 1).
+INITS = ("k-means++", "farthest")
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +103,7 @@ class GWKMeansResult:
         Final ``(C, p)`` of each center, all of ``n_support`` points: a barycenter after at
         least one update, otherwise the seed cloud's own N-point barycenter.
     seeds : Tensor of shape (k,), int64
-        Indices of the k-means++ seed clouds.
+        Indices of the seed clouds.
     n_iter : int
         Center updates performed (0 when the seeding assignment was returned).
     converged : bool
@@ -184,8 +190,11 @@ def gw_kmeans(
         Randomness for the seeding and the barycenters' starts (CPU generator); restarts draw
         from it in turn, so the whole call is deterministic for a fixed generator state.
     n_init : int
-        Independent k-means++ runs; the one with the lowest objective (mean GW distance of the
-        clouds to their own center) is returned, ties to the earlier run.
+        Independent runs; the one with the lowest objective (mean GW distance of the clouds to
+        their own center) is returned, ties to the earlier run.
+    init : {"k-means++", "farthest"}
+        Seeding (module docstring, step 1).  Both draw the first center from ``generator``;
+        ``"farthest"`` draws nothing more.
     gw_max_iter, gw_tol : int, float or None
         Outer iteration cap and plan tolerance of the distance solves (see
         :func:`~poisonlab.explain.gromov.entropic_gw`).
@@ -223,7 +232,8 @@ def gw_kmeans(
     Raises
     ------
     ValueError
-        If there are fewer clouds than clusters or parameters are out of range.
+        If there are fewer clouds than clusters, ``init`` is unknown or parameters are out of
+        range.
     """
     out_dtype = clouds.C.dtype
     if dtype is not None and dtype != out_dtype:
@@ -231,6 +241,8 @@ def gw_kmeans(
     n_clouds = len(clouds)
     if k < 1 or n_clouds < k:
         raise ValueError(f"need 1 <= k <= number of clouds, got k={k} for {n_clouds} clouds")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if max_iter < 0 or n_init < 1 or n_support < 1:
         raise ValueError(
             f"need max_iter >= 0, n_init >= 1 and n_support >= 1, got {max_iter}, {n_init}, "
@@ -285,7 +297,7 @@ def gw_kmeans(
 
 
 class _Run:
-    """One configuration of GW k-means; :meth:`once` performs one k-means++ run."""
+    """One configuration of GW k-means; :meth:`once` performs one seeded run."""
 
     def __init__(
         self,
@@ -308,8 +320,6 @@ class _Run:
         self.dist_solver, self.seed_gw_max_iter = dist_solver, seed_gw_max_iter
         self.bary, self.warm_start, self.chunk_elements = bary, warm_start, chunk_elements
         self.init = init
-        self._medoid: int | None = None
-        self.mean_distances: Tensor | None = None
 
     def distances(
         self, C: Tensor, p: Tensor, warm: _Center | None = None, max_iter: int | None = None
@@ -330,22 +340,6 @@ class _Run:
             chunk_elements=self.chunk_elements,
             **solver,  # type: ignore[arg-type]
         )
-
-    def medoid(self) -> int:
-        """The cloud nearest (in GW) to the barycenter of all clouds, computed once per call."""
-        if self._medoid is None:
-            bary = gw_barycenter(
-                self.clouds,
-                n_support=self.n_support,
-                epsilon=self.bary_epsilon,
-                generator=self.generator,
-                chunk_elements=self.chunk_elements,
-                **self.bary,  # type: ignore[arg-type]
-            )
-            res = self.distances(bary.C, bary.p, max_iter=self.seed_gw_max_iter)
-            self.mean_distances = res.value
-            self._medoid = int(torch.argmin(res.value))
-        return self._medoid
 
     def quantize(self, i: int) -> tuple[Tensor, Tensor]:
         """Cloud ``i`` summarised as an ``n_support``-point GW barycenter of itself.
@@ -383,15 +377,12 @@ class _Run:
             dist[:, len(centers)] = res.value
             centers.append(_Center(C, p, res.plan, res.potentials))  # type: ignore[arg-type]
 
-        # 1. Seeding on N-point summaries of the seed clouds.
-        first = self.medoid() if self.init.startswith("medoid") else None
-        if first is None:
-            first = int(torch.randint(n_clouds, (1,), generator=gen))
-        seeds = [first]
+        # 1. Seeding (k-means++ or farthest-first) on N-point summaries of the seed clouds.
+        seeds = [int(torch.randint(n_clouds, (1,), generator=gen))]
         add_center(*self.quantize(seeds[0]))
         for j in range(1, k):
             nearest = dist[:, :j].amin(dim=1).clamp(min=0).cpu().double()
-            if self.init.endswith("farthest"):
+            if self.init == "farthest":  # deterministic given the first center; no draw
                 nearest[seeds] = -1.0
                 seeds.append(int(torch.argmax(nearest)))
             else:
