@@ -37,6 +37,9 @@ paper's 99.96 and 99.48. The heatmaps carry the trigger (barycenters of the true
 poisons high), but the 2-means split does not always follow it: at 5% the coats' own shape modes
 lower the GW objective more than the 32 poisons do, and no measured rule for choosing among
 restarts (objective, barycenter separation, silhouette, votes) picks the trigger split reliably.
+Nor does the seeding: the paper's text's farthest-first seeding (``init="farthest"``) gathers
+the 5% poisons on one victim of three but starts from an extreme sub-group of them at 33%, and
+measured worse overall than the k-means++ of the paper's code (the default).
 
 **Continuous score.** The paper gives only the binary verdict. To rank samples (AUROC,
 contamination and target-FPR thresholds) each sample gets the silhouette of its GW distances to
