@@ -14,13 +14,16 @@ alike pair, standing in for the paper's look-alike GTSRB speed-limit signs; a st
 with ``--position`` (default ``bottom-right``: at 6,000 images cnn-small learns the sticker at a
 fixed place, while the paper's random position in the centred window stays at ~20% ASR, so the
 detectors would be judged on a backdoor the model never learned); one cnn-small per (seed, rate)
-with its default recipe and ``--epochs`` (10), seeded by the cell seed, the attack by
+with its default recipe and ``--epochs`` (10), seeded by the cell seed (the recipe keeps the
+epoch of lowest validation loss, where the backdoor of 5–10% poisons is half-learned; with
+``--val-fraction 0`` it trains on every image and keeps the last epoch), the attack by
 ``derive_seed(seed, "attack")`` (the experiment runner's streams). Each detector runs at its
 defaults (``--hc-param`` / ``--ac-param`` add keywords) with ``classes=[4]``.
 
 Per rate the table gives mean ± sd over ``--seeds`` of ACC / TPR / TNR and AUROC (the
 continuous score), the ASR and clean accuracy of the victims, and HC's seconds (LRP included).
-``--cache DIR`` keeps the trained victims (``DIR/L{limit}-r{rate%}-s{seed}-{position}-e{epochs}``)
+``--cache DIR`` keeps the trained victims (``DIR/L{limit}-r{rate%}-s{seed}-{position}-e{epochs}``,
+plus ``-v{fraction}`` when ``--val-fraction`` is given)
 so a rerun only re-detects.
 """
 
@@ -89,13 +92,17 @@ def victim(args: argparse.Namespace, split: Any, seed: int, rate: float) -> dict
     )
     data = poisoned.dataset
     key = f"L{args.limit}-r{round(rate * 100)}-s{seed}-{args.position}-e{args.epochs}"
+    if args.val_fraction is not None:
+        key += f"-v{args.val_fraction:g}"
     folder = args.cache / key if args.cache is not None else None
     if folder is not None and (folder / "model.json").exists():
         model = load_checkpoint(folder).model
         train_seconds = float("nan")
     else:
         c, h, w = data.shape
-        recipe = default_recipe(ARCH, len(data), epochs=args.epochs, seed=seed)
+        recipe = default_recipe(
+            ARCH, len(data), epochs=args.epochs, seed=seed, val_fraction=args.val_fraction
+        )
         model = build_model(ModelConfig(ARCH, c, h, w, data.num_classes), seed=recipe.seed)
         started = time.perf_counter()
         train_model(model, data, recipe)
@@ -171,6 +178,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--limit", type=int, default=6000, help="training images")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="held-out share of the recipe (0: train on all, keep the last epoch)",
+    )
+    parser.add_argument(
         "--position", default="bottom-right", help="sticker position (random = the paper's)"
     )
     parser.add_argument("--cache", type=Path, default=None, help="folder for trained victims")
@@ -225,7 +238,9 @@ def main(argv: list[str]) -> None:
     seeds = ", ".join(str(s) for s in args.seeds)
     body = (
         f"Fashion-MNIST 2 → 4 (pullover → coat), {args.limit} training images + poisons, 3×3 "
-        f"sticker at `{args.position}`, cnn-small ({args.epochs} epochs, default recipe), "
+        f"sticker at `{args.position}`, cnn-small ({args.epochs} epochs, default recipe"
+        + ("" if args.val_fraction is None else f", val_fraction {args.val_fraction:g}")
+        + "), "
         f"seeds {seeds}; detectors at their defaults"
         + (f" plus {dict(args.hc_param)} for HC" if args.hc_param else "")
         + (f" plus {dict(args.ac_param)} for AC" if args.ac_param else "")
