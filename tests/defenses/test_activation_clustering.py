@@ -14,10 +14,12 @@ from poisonlab.defenses.activation_clustering import (
 )
 from poisonlab.defenses.clustering import (
     AXIS_FRACTIONS,
+    SplitSilhouettes,
     axis_spread,
     axis_starts,
     cluster_is_suspect,
     separation_scores,
+    silhouette,
     split_two_means,
 )
 from poisonlab.metrics.detection import evaluate_detection
@@ -90,6 +92,20 @@ def test_split_matches_sklearn_kmeans_partition() -> None:
     minority = labels == np.argmin(np.bincount(labels))
     assert np.array_equal(split.small, minority)
     assert split.small_fraction == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("n", [7, 300, 2600])  # 2600 > SILHOUETTE_SAMPLES: the same subsample
+def test_split_silhouettes_equal_sklearn_silhouette_score(n: int) -> None:
+    rng = np.random.default_rng(n)
+    z = rng.normal(0, 1, (n, 4))
+    z[: n // 5] += 3.0
+    silhouettes = SplitSilhouettes(z, random_state=11)
+    splits = [np.arange(n) < n // 5, z[:, 1] > 0.5, np.arange(n) % 3 == 0]
+    for small in splits:
+        assert silhouettes(small) == pytest.approx(silhouette(z, small, 11), rel=1e-10, abs=1e-12)
+    one = np.zeros(n, dtype=bool)  # one cluster only: worst silhouette, never kept
+    one[np.setdiff1d(np.arange(n), silhouettes.index)[:1] if n > 2000 else []] = True
+    assert silhouettes(one) == -1.0
 
 
 def test_silhouette_selection_finds_a_compact_cluster_that_inertia_misses() -> None:
@@ -267,3 +283,32 @@ def test_real_clean_classes(digits_backdoor: RealCase) -> None:
     assert result.flagged.sum() <= 0.35 * result.analysed.sum()
     metrics = evaluate_detection(result, digits_backdoor.is_poison)
     assert metrics.n_poison == 0 and np.isnan(metrics.auroc) and metrics.notes
+
+
+def test_retraining_repeats_the_recipe_the_evidence_records(monkeypatch) -> None:
+    """A scan's own model was trained with a known recipe (2 epochs on a large set): the
+    exclusionary retraining repeats it; without one it falls back to the default recipe."""
+    from dataclasses import replace
+
+    import poisonlab.train
+    from poisonlab.defenses.activation_clustering import retrain_without
+    from poisonlab.defenses.evidence import Evidence
+    from poisonlab.train.config import TrainConfig
+    from poisonlab.train.recipes import default_recipe
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(poisonlab.train, "train_model", lambda m, d, c, **k: seen.append(c))
+    case = make_case(n_per_class=20)
+    excluded = case.is_poison.clone()
+    kept = int((~excluded).sum())
+    recipe = TrainConfig(epochs=2, batch_size=32, patience=None, seed=5)
+    given = Evidence(case.evidence.data, case.evidence.model, recipe=recipe)
+    retrain_without(given, excluded, seed=3, epochs=None)
+    retrain_without(given, excluded, seed=3, epochs=4)
+    retrain_without(case.evidence, excluded, seed=3, epochs=None)
+    arch = case.evidence.model.config.arch
+    assert seen == [
+        replace(recipe, seed=3),
+        replace(recipe, seed=3, epochs=4),
+        replace(default_recipe(arch, kept), seed=3),
+    ]

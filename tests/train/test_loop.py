@@ -89,3 +89,20 @@ def test_shape_mismatch_and_bad_config_are_clear() -> None:
         train_model(model, blobs_dataset(), TrainConfig(epochs=1))
     with pytest.raises(ConfigError, match="optimizer"):
         TrainConfig(optimizer="rmsprop")
+
+
+def test_bfloat16_precision_trains_in_mixed_precision() -> None:
+    """Convolutions run in bfloat16 inside the steps; weights stay float32, the model still
+    learns, and inference afterwards is float32."""
+    data = blobs_dataset()
+    model = _model()
+    seen: list[torch.dtype] = []
+    handle = model.body.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    config = TrainConfig(epochs=15, batch_size=32, val_fraction=0.2, precision="bfloat16")
+    train_model(model, data, config)
+    handle.remove()
+    assert torch.bfloat16 in seen  # the training steps
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
+    assert evaluate(model, blobs_dataset(seed=1)).accuracy >= 0.95
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="float16")

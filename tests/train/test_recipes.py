@@ -20,3 +20,21 @@ def test_scan_recipe_shortens_only_large_data_and_yields_to_overrides():
         "cnn-small", 60_000, epochs=8
     )
     assert scan_recipe("cnn-small", 60_000, epochs=None).epochs == SCAN_LARGE_EPOCHS
+
+
+def test_scan_recipe_trains_large_sets_in_bfloat16_only_when_asked():
+    assert scan_recipe("cnn-small", 60_000).precision == "float32"
+    assert scan_recipe("cnn-small", 60_000, bfloat16=True).precision == "bfloat16"
+    assert scan_recipe("cnn-small", 1828, bfloat16=True).precision == "float32"
+    assert scan_recipe("cnn-small", 60_000, bfloat16=True, epochs=8).precision == "float32"
+
+
+def test_float32_recipes_keep_their_former_record():
+    """Cache keys and records from before the precision field describe float32 training."""
+    from poisonlab.train.config import TrainConfig
+
+    recipe = default_recipe("cnn-small", 500)
+    assert "precision" not in recipe.to_dict()
+    mixed = scan_recipe("cnn-small", 60_000, bfloat16=True)
+    assert mixed.to_dict()["precision"] == "bfloat16"
+    assert TrainConfig(**mixed.to_dict()) == mixed and TrainConfig(**recipe.to_dict()) == recipe

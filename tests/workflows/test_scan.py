@@ -231,3 +231,40 @@ def test_helpers():
     assert default_architecture((3, 64, 64)) == "resnet20"
     assert default_architecture((1, 28, 28), lgm=True) == "lgm-net"
     assert default_architecture((1, 6, 6), lgm=True) == "cnn-small"
+
+
+def test_a_trained_models_evidence_carries_its_recipe(monkeypatch, data):
+    """Activation clustering's confirming retraining repeats the recipe the scan trained with:
+    the trained model's Evidence holds it; a given model's holds none (default recipe)."""
+    import poisonlab.workflows.scan as scan_module
+
+    seen = []
+    real = scan_module.Evidence
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("recipe"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scan_module, "Evidence", spy)
+    small = data.subset(torch.arange(0, len(data), 2))
+    result = scan(small, defenses="spectral-signatures", epochs=1, seed=3)
+    assert seen[-1] is not None and seen[-1].epochs == 1 and seen[-1].seed == 3
+    assert seen[-1].to_dict() == result.models[0].training["recipe"]
+    scan(data, defenses="spectral-signatures", model=tiny_model())
+    assert seen[-1] is None
+
+
+def test_large_softmax_scans_train_in_bfloat16_where_it_is_native(monkeypatch):
+    import poisonlab.workflows.scan as scan_module
+    from poisonlab.train.recipes import LARGE
+
+    big = blobs_dataset(n_per_class=LARGE // 3 + 1, seed=0)
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(scan_module, "fast_bfloat16", lambda device, native=native: native)
+        _, recipe = scan_module.default_setup(big, device=cpu)
+        assert recipe.precision == ("bfloat16" if native else "float32")
+        _, lgm = scan_module.default_setup(big, head="lgm", device=cpu)
+        assert lgm.precision == "float32"  # LGM heads stay float32
+    _, small = scan_module.default_setup(blobs_dataset(), device=cpu)
+    assert small.precision == "float32"

@@ -15,8 +15,9 @@ one of the rules in
     predicted as the most frequent other class C, the cluster is legitimate if q = 0 or l/q > T,
     and poisoned (with source class C) otherwise.
 
-Retraining costs one full training run of the architecture (the default recipe of
-:func:`poisonlab.train.recipes.default_recipe`, or ``retrain_epochs``) on the kept samples. Like
+Retraining costs one full training run of the architecture on the kept samples: with the recipe
+the model was trained with when the Evidence records it (a scan's own model), else the default
+recipe of :func:`poisonlab.train.recipes.default_recipe`; ``retrain_epochs`` sets the epochs. Like
 ART, we train **one** model without all suspect clusters at once rather than one per cluster (the
 paper's wording), which would cost one training per class. The user's model is never touched: the
 copy is built from its config with fresh weights, and the global RNG state is restored afterwards.
@@ -30,6 +31,7 @@ the smaller-cluster rule a clean class loses its smaller half.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -79,7 +81,8 @@ class ActivationClustering(TwoMeansDetector):
     ex_re_threshold : float or None
         T of exclusionary reclassification (> 0); None disables it (no retraining).
     retrain_epochs : int or None
-        Epochs of the retraining (None: the architecture's default recipe).
+        Epochs of the retraining (None: those of the model's own recipe when the Evidence records
+        it, else of the architecture's default recipe).
     n_components, rule, size_threshold, silhouette_threshold, n_init, select, axis_splits,
         confirm, seed
         See :class:`~poisonlab.defenses.clustering.TwoMeansDetector`; ``seed`` also seeds the
@@ -178,8 +181,11 @@ def retrain_without(
 ) -> Network:
     """A fresh copy of the evidence model's architecture trained on the non-excluded samples.
 
-    The copy starts from new weights (seeded by ``seed``) and the global RNG state is restored
-    afterwards, so neither the user's model nor the caller's random stream changes.
+    It is trained the way the model was (``evidence.recipe``, e.g. a scan's 2-epoch recipe on a
+    large data set), else with the architecture's default recipe for the kept samples
+    (:func:`poisonlab.train.recipes.default_recipe`); ``epochs`` overrides the epochs and ``seed``
+    seeds it. The copy starts from new weights (seeded by ``seed``) and the global RNG state is
+    restored afterwards, so neither the user's model nor the caller's random stream changes.
     """
     from poisonlab.models.registry import build_model
     from poisonlab.train import train_model
@@ -187,7 +193,8 @@ def retrain_without(
 
     original = evidence.require_model()
     data = evidence.data.subset(~excluded)
-    config = default_recipe(original.config.arch, len(data), epochs=epochs, seed=seed)
+    recipe = evidence.recipe or default_recipe(original.config.arch, len(data))
+    config = replace(recipe, seed=seed, epochs=recipe.epochs if epochs is None else epochs)
     device = evidence.device
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):

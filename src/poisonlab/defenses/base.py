@@ -239,7 +239,6 @@ class Detector(Validated, ABC):
         started = time.perf_counter()
         self._fit_context_ = (evidence.model, evidence.device, evidence.batch_size)
         scored = self._score(evidence)
-        seconds = time.perf_counter() - started
         scores = scored.scores.double().cpu()
         if scores.shape != (len(evidence.data),):
             raise RuntimeError(f"{self.name} returned {tuple(scores.shape)} scores")
@@ -253,6 +252,7 @@ class Detector(Validated, ABC):
             )
             verdicts, verdict_flags = self._confirm(evidence, verdicts, verdict_flags)
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)
+        seconds = time.perf_counter() - started  # scoring, verdicts and their confirmation
         flags, description = self.threshold.flag(scored, labels)
         flags = flags.bool() & analysed
         description = {**description, "per_class": class_cutoffs(scores, flags, labels, analysed)}

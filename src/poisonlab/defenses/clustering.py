@@ -221,6 +221,45 @@ def silhouette(z: np.ndarray, small: np.ndarray, random_state: int) -> float:
     )
 
 
+class SplitSilhouettes:
+    """:func:`silhouette` of many two-cluster splits of the same points, from one distance matrix.
+
+    scikit-learn's ``silhouette_score`` with ``sample_size`` and a fixed ``random_state`` draws the
+    same subsample for every split of a class and recomputes its pairwise distances each time
+    (and loops over its rows in Python): choosing among ~70 restarts of one 6,000-sample class
+    cost ~3 s. Here the subsample (drawn as scikit-learn draws it) and its Euclidean distances are
+    computed once; each split then costs two matrix-vector products. The values equal
+    ``silhouette_score``'s up to floating-point summation order (tests/defenses/test_clustering.py).
+    A split whose subsample holds one cluster only, which scikit-learn refuses, gets -1 (the worst
+    silhouette): it can then not be the kept split.
+    """
+
+    def __init__(self, z: np.ndarray, random_state: int) -> None:
+        from sklearn.metrics import pairwise_distances
+
+        order = np.random.RandomState(random_state).permutation(len(z))
+        self.index = order[:SILHOUETTE_SAMPLES]
+        self.distances = pairwise_distances(np.asarray(z, dtype=np.float64)[self.index])
+
+    def __call__(self, small: np.ndarray) -> float:
+        """Mean silhouette of the split ``small`` (bool membership of the full class)."""
+        inside = np.asarray(small, dtype=bool)[self.index]
+        n_small = int(inside.sum())
+        n_large = len(inside) - n_small
+        if n_small == 0 or n_large == 0:
+            return -1.0
+        to_small = self.distances @ inside.astype(np.float64)
+        to_large = self.distances.sum(axis=1) - to_small
+        own = np.where(inside, to_small, to_large)
+        other = np.where(inside, to_large, to_small)
+        own_size = np.where(inside, n_small, n_large)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = own / (own_size - 1)
+            b = other / np.where(inside, n_large, n_small)
+            values = (b - a) / np.maximum(a, b)
+        return float(np.mean(np.nan_to_num(values)))
+
+
 def _candidate(
     z: np.ndarray, centers: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -301,11 +340,12 @@ def split_two_means(
     from sklearn.cluster import KMeans
 
     best: tuple[float, np.ndarray, np.ndarray] | None = None
+    silhouette_of = SplitSilhouettes(z, random_state)
     if select == "inertia":
         kmeans = KMeans(n_clusters=2, init="k-means++", n_init=n_init, random_state=random_state)
         found = _candidate(z, kmeans.fit(z).cluster_centers_, kmeans.labels_)
         if found is not None:
-            best = (silhouette(z, found[1], random_state), *found)
+            best = (silhouette_of(found[1]), *found)
     else:
         axes = axis_starts(z, axis_splits)
         starts: list[Any] = ["k-means++"] * n_init + axes + [None] * len(axes)
@@ -320,7 +360,7 @@ def split_two_means(
                 found = _candidate(z, kmeans.fit(z).cluster_centers_, kmeans.labels_)
             if found is None:
                 continue
-            value = silhouette(z, found[1], random_state)
+            value = silhouette_of(found[1])
             if best is None or value > best[0]:
                 best = (value, *found)
     if best is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Hashable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -20,6 +20,9 @@ from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
 from poisonlab.models.activations import capture_representations
 from poisonlab.models.network import Network
+
+if TYPE_CHECKING:
+    from poisonlab.train.config import TrainConfig
 
 Part = Literal["data", "holdout"]
 
@@ -38,6 +41,11 @@ class Evidence:
     device : str or torch.device or None
         Where representations are computed (default: CUDA when present).
     batch_size : int
+    recipe : TrainConfig or None
+        How ``model`` was trained, when known (a scan records the recipe of the model it trained).
+        A defense that trains a fresh copy of the architecture (activation clustering's
+        exclusionary reclassification) repeats it; without it, it uses the architecture's default
+        recipe.
 
     The model is borrowed, never changed: it stays on its device and every module keeps its
     train/eval mode. When it is on another device than ``device``, detectors work on a private
@@ -52,9 +60,11 @@ class Evidence:
         holdout: ImageDataset | None = None,
         device: torch.device | str | None = None,
         batch_size: int = 256,
+        recipe: TrainConfig | None = None,
     ) -> None:
         self.data = data
         self.model = model
+        self.recipe = recipe
         self.holdout = holdout
         self.device = pick_device(device)
         self.batch_size = batch_size

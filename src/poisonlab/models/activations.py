@@ -98,18 +98,29 @@ def capture_representations(
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     layers = list(dict.fromkeys(name for name, _ in requests))
-    chunks: dict[tuple[str, bool], list[Tensor]] = {(n, p): [] for n, p in requests}
-    outputs_seen: list[Tensor] = []
+    n = len(images)
+    # Results go straight into (N, D) tensors allocated at the first batch: per-batch pieces
+    # joined at the end kept thousands of small blocks alive between each batch's large
+    # temporaries, and the heap then grew by several GB over 60,000 images (fragmentation).
+    captured: dict[tuple[str, bool], Tensor] = {}
+    logits = torch.empty(0)
     with borrowed(model), recording(model, layers) as outputs:
-        for start in range(0, len(images), batch_size):
-            outputs_seen.append(model(images[start : start + batch_size].to(device)).cpu())
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            batch_logits = model(images[start:stop].to(device))
+            if start == 0:
+                logits = torch.empty(n, *batch_logits.shape[1:], dtype=batch_logits.dtype)
+            logits[start:stop] = batch_logits
             for name in layers:
                 out = outputs[name].pop()
                 outputs[name].clear()
-                for key in chunks:
-                    if key[0] == name:
-                        value = pool_activation(out) if key[1] else out.flatten(1)
-                        chunks[key].append(value.cpu())
-    captured = {key: torch.cat(parts) if parts else torch.empty(0) for key, parts in chunks.items()}
-    logits = torch.cat(outputs_seen) if outputs_seen else torch.empty(0)
+                for key in requests:
+                    if key[0] != name:
+                        continue
+                    value = pool_activation(out) if key[1] else out.flatten(1)
+                    if start == 0:
+                        captured[key] = torch.empty(n, value.shape[1], dtype=value.dtype)
+                    captured[key][start:stop] = value
+    for key in requests:
+        captured.setdefault(key, torch.empty(0))
     return captured, logits

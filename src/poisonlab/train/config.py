@@ -18,6 +18,7 @@ from poisonlab.validation import (
 )
 
 OPTIMIZERS = ("adam", "sgd")
+PRECISIONS = ("float32", "bfloat16")
 TRAIN_CONSTRAINTS: dict[str, ConstraintList] = {
     "epochs": [POSITIVE_INT],
     "batch_size": [POSITIVE_INT],
@@ -29,6 +30,7 @@ TRAIN_CONSTRAINTS: dict[str, ConstraintList] = {
     "val_fraction": [Interval(Real, 0, 1, closed="left")],
     "patience": [None, POSITIVE_INT],
     "seed": [SEED],
+    "precision": [Options(PRECISIONS)],
 }
 """Every field's constraints (:mod:`poisonlab.validation`)."""
 
@@ -59,6 +61,14 @@ class TrainConfig:
         weights. None trains for all epochs (still restoring the best weights when validating).
     seed : int
         Seeds the shuffling, the validation split and dropout, so a CPU run is repeatable.
+    precision : {"float32", "bfloat16"}
+        "bfloat16" runs each training step's forward pass under ``torch.autocast`` in bfloat16
+        (convolutions and matrix products in bfloat16; weights, gradients and the optimizer stay
+        float32): 1.6× faster on CPUs with AMX/AVX-512-BF16 (2 epochs of cnn-small on 60,000
+        Fashion-MNIST images: 40.8 s against 67.1 s; 34.6 s with the channels-last layout
+        :func:`~poisonlab.train.train_model` then uses) and on recent GPUs, slower where bfloat16
+        is emulated (:func:`poisonlab.train.recipes.fast_bfloat16`). Inference is float32 either
+        way.
     """
 
     epochs: int = 10
@@ -71,6 +81,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     patience: int | None = 5
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -78,5 +89,9 @@ class TrainConfig:
             object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
+        """Plain JSON-ready dict; ``precision`` only when it is not float32, so the records and
+        cache keys written before that field existed still describe the same training."""
+        values = asdict(self)
+        if values["precision"] == "float32":
+            del values["precision"]
+        return values

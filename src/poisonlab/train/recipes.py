@@ -7,9 +7,12 @@ accuracies in README.md; every field can be overridden on the command line or in
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poisonlab.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 LARGE = 20_000  # images from which a data set counts as large (fewer epochs, bigger batches)
 
@@ -29,18 +32,36 @@ _BASE = {
 SCAN_LARGE_EPOCHS = 2
 
 
-def scan_recipe(arch: str, n_samples: int, **overrides: Any) -> TrainConfig:
+def scan_recipe(
+    arch: str, n_samples: int, *, bfloat16: bool = False, **overrides: Any
+) -> TrainConfig:
     """The recipe ``poisonlab scan`` trains its own model with: :func:`default_recipe`, except
     that large data sets (≥ 20,000 images) get ``SCAN_LARGE_EPOCHS`` epochs without early
-    stopping. That model exists to expose poisons to the defenses, not to be deployed, and its
-    training is most of a large scan's time (measurements above). ``overrides`` win: a scan with
-    ``--epochs 8`` trains the default recipe's 8 epochs.
+    stopping, in bfloat16 mixed precision when ``bfloat16`` (the caller's device computes it
+    natively, :func:`fast_bfloat16`). That model exists to expose poisons to the defenses, not to
+    be deployed, and its training is most of a large scan's time (measurements above and
+    bench/results/scan_scale.md). ``overrides`` win: a scan with ``--epochs 8`` trains the
+    default recipe's 8 epochs (in float32).
     """
     recipe = default_recipe(arch, n_samples, **overrides)
     if n_samples < LARGE or overrides.get("epochs") is not None:
         return recipe
     patience = overrides.get("patience")  # early stopping has no room in 2 epochs
-    return replace(recipe, epochs=SCAN_LARGE_EPOCHS, patience=patience)
+    precision = "bfloat16" if bfloat16 else recipe.precision
+    return replace(recipe, epochs=SCAN_LARGE_EPOCHS, patience=patience, precision=precision)
+
+
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions and matrix products natively: a CPU with
+    AMX tiles or AVX-512-BF16 (oneDNN's bfloat16 kernels; elsewhere they are emulated and slower
+    than float32), or a CUDA device with bfloat16 support."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type != "cpu":
+        return False
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
 def default_recipe(arch: str, n_samples: int, **overrides: Any) -> TrainConfig:

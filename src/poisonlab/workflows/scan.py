@@ -13,7 +13,10 @@ neither moves it nor changes its train/eval modes. Without a model, the default 
 on the suspect data: ``cnn-small`` for images up to 32×32 and ``resnet20`` above (or ``arch``),
 with :func:`~poisonlab.train.recipes.scan_recipe` (the default recipe, but 2 epochs from 20,000
 images: a quarter of the time of 8; activation clustering and deep features separate the poisons
-as well after 2 epochs, spectral signatures less well: bench/results/training_scan_recipe*.md).
+as well after 2 epochs, spectral signatures less well: bench/results/training_scan_recipe*.md;
+from 20,000 images a softmax model trains in bfloat16 mixed precision on a device that computes it
+natively: bench/results/scan_scale.md). The trained model's Evidence carries that recipe, so
+activation clustering's confirming retraining (exclusionary reclassification) repeats it.
 When an LGM detector is selected, an LGM-head model is trained too, ``lgm-net`` (Yaseen et al.'s
 network, 2-d features; docs/methods.md, LGM loss) unless the images are smaller than 8×8, and
 only LGM detectors read it. On the CPU with a core to spare it trains in a child process
@@ -58,7 +61,7 @@ from poisonlab.errors import ConfigError, DataError, PoisonlabError
 from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
 from poisonlab.train import TrainConfig, TrainResult, train_model
 from poisonlab.train.background import BackgroundTraining, worth_it
-from poisonlab.train.recipes import scan_recipe
+from poisonlab.train.recipes import fast_bfloat16, scan_recipe
 
 logger = logging.getLogger(__name__)
 UNION_RULE = "a sample is removed when any defense that ran flagged it"
@@ -171,12 +174,19 @@ def default_setup(
     arch: str | None = None,
     epochs: int | None = None,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> tuple[ModelConfig, TrainConfig]:
-    """The config and recipe of the default model (or ``arch``) for ``data``."""
+    """The config and recipe of the default model (or ``arch``) for ``data``.
+
+    A softmax model on a large data set trains in bfloat16 mixed precision on a ``device`` that
+    computes it natively (:func:`~poisonlab.train.recipes.scan_recipe`); LGM heads, whose
+    log-likelihoods are differences of large squared distances, stay float32.
+    """
     arch = arch or default_architecture(data.shape, lgm=head == "lgm")
     c, h, w = data.shape
     config = ModelConfig(arch, c, h, w, data.num_classes, head=head)
-    return config, scan_recipe(arch, len(data), epochs=epochs, seed=seed)
+    bfloat16 = head == "softmax" and device is not None and fast_bfloat16(device)
+    return config, scan_recipe(arch, len(data), bfloat16=bfloat16, epochs=epochs, seed=seed)
 
 
 def _trained_record(
@@ -205,11 +215,12 @@ def train_default_model(
     device: torch.device | str | None = None,
 ) -> tuple[Network, ModelUsed]:
     """Train the default model (or ``arch``) on ``data`` with its recipe; returns it and a record."""
-    config, recipe = default_setup(data, head=head, arch=arch, epochs=epochs, seed=seed)
+    dev = pick_device(device)
+    config, recipe = default_setup(data, head=head, arch=arch, epochs=epochs, seed=seed, device=dev)
     network = build_model(config, seed=seed)
     started = time.perf_counter()
     history = train_model(
-        network, data, recipe, device=device, description=f"training {config.arch} ({head})"
+        network, data, recipe, device=dev, description=f"training {config.arch} ({head})"
     )
     return network, _trained_record(config, recipe, history, time.perf_counter() - started)
 
@@ -421,15 +432,23 @@ class _ScanModels:
     """The model(s) the detectors read, one Evidence per role ("model", "lgm-model"), and the
     record of each; the LGM model may still be training in a child process until first read."""
 
-    def __init__(self, evidence_for: Callable[[Network | None], Evidence]) -> None:
+    def __init__(
+        self, evidence_for: Callable[[Network | None, TrainConfig | None], Evidence]
+    ) -> None:
         self.used: list[ModelUsed] = []
         self.evidence: dict[str, Evidence] = {}
         self._evidence_for = evidence_for
         self._pending: tuple[BackgroundTraining, ModelConfig, TrainConfig, float] | None = None
 
     def add(self, role: str, network: Network | None, record: ModelUsed | None = None) -> None:
-        """Record a model that is ready (None: no model, for detectors that need none)."""
-        self.evidence[role] = self._evidence_for(network)
+        """Record a model that is ready (None: no model, for detectors that need none).
+
+        A trained model's Evidence carries its recipe, so a defense that retrains the
+        architecture (activation clustering's exclusionary reclassification) trains it alike.
+        """
+        training = record.training if record is not None else None
+        recipe = TrainConfig(**training["recipe"]) if training else None
+        self.evidence[role] = self._evidence_for(network, recipe)
         if record is not None:
             self.used.append(record)
 
@@ -483,8 +502,10 @@ def _prepare_models(
     softmax model and runs the other detectors: the same weights, in less wall time.
     """
 
-    def evidence_for(network: Network | None) -> Evidence:
-        return Evidence(data, network, holdout=holdout, device=device, batch_size=batch_size)
+    def evidence_for(network: Network | None, recipe: TrainConfig | None) -> Evidence:
+        return Evidence(
+            data, network, holdout=holdout, device=device, batch_size=batch_size, recipe=recipe
+        )
 
     models = _ScanModels(evidence_for)
     if model is not None:  # borrowed: the Evidence neither moves it nor changes its modes
