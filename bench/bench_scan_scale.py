@@ -112,12 +112,16 @@ def main(argv: list[str]) -> None:
     )
     body += markdown_table(
         ["wall s", "CPU s", "peak MB", "load before / after", "training s",
-         "epochs run", "val accuracy %", "threads"],
+         "epochs run", "precision", "val accuracy %", "threads"],
         [[f"{run.wall:.1f}", f"{run.cpu:.1f}", f"{run.max_rss_mb:.0f}",
           f"{run.load_start:.2f} / {run.load_end:.2f}", f"{training['seconds']:.1f}",
-          training["epochs_run"], f"{100 * training['val_accuracy']:.2f}", run.threads]],
+          training["epochs_run"], training["recipe"].get("precision", "float32"),
+          f"{100 * training['val_accuracy']:.2f}", run.threads]],
     )  # fmt: skip
-    body += "\nOn the scan's trained model (poison = positive, each method's own rule):\n\n"
+    body += (
+        "\nOn the scan's trained model (poison = positive, each method's own rule; our seconds "
+        "include the per-class verdicts and activation clustering's confirming retraining):\n\n"
+    )
     body += markdown_table(["method", "TPR %", "TNR %", "AUROC %", "seconds"], rows)
     command = "python -m bench scan_scale" + (" --no-art" if args.no_art else "")
     print(write_result("scan_scale", "poisonlab scan at scale", command, body).read_text())
