@@ -227,10 +227,10 @@ class SplitSilhouettes:
     scikit-learn's ``silhouette_score`` with ``sample_size`` and a fixed ``random_state`` draws the
     same subsample for every split of a class and recomputes its pairwise distances each time
     (and loops over its rows in Python): choosing among ~70 restarts of one 6,000-sample class
-    cost ~3 s. Here the subsample (drawn as scikit-learn draws it) and its Euclidean distances are
+    cost ~2 s. Here the subsample (drawn as scikit-learn draws it) and its Euclidean distances are
     computed once; each split then costs two matrix-vector products. The values equal
-    ``silhouette_score``'s up to floating-point summation order (tests/defenses/test_clustering.py).
-    A split whose subsample holds one cluster only, which scikit-learn refuses, gets -1 (the worst
+    ``silhouette_score``'s up to floating-point summation order
+    (tests/defenses/test_activation_clustering.py). A split whose subsample holds one cluster only, which scikit-learn refuses, gets -1 (the worst
     silhouette): it can then not be the kept split.
     """
 
