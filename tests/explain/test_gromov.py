@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from poisonlab.explain._sinkhorn import sinkhorn
-from poisonlab.explain.gromov import entropic_gw, gw_loss, gw_to_centers, gw_to_one
+from poisonlab.explain.gromov import entropic_gw, gw_loss, gw_to_centers, gw_to_one, gw_to_spaces
 from poisonlab.explain.point_cloud import pad_clouds
 
 
@@ -176,3 +176,32 @@ def test_runs_on_cuda() -> None:
     gpu = entropic_gw(*(t[None].cuda() for t in _t(C1, p, C2, q)), epsilon=0.05)
     assert gpu.value.device.type == "cuda"
     torch.testing.assert_close(gpu.value.cpu(), cpu.value, rtol=1e-8, atol=0)
+
+
+def test_spaces_of_several_batches_solved_together_equal_each_pair_alone() -> None:
+    """gw_to_spaces (Heatmap Clustering's lockstep solve: every batch of clouds to its own
+    space, all problems in one batch) gives each batch's gw_to_one values, cold and warm."""
+    rng = np.random.default_rng(5)
+    batches = [
+        pad_clouds(*zip(*[_t(*_cloud(rng, n)[:2]) for n in sizes], strict=True))  # type: ignore[arg-type]
+        for sizes in ((4, 31, 12), (26, 9), (18, 7, 22, 5))
+    ]
+    spaces = [tuple(_t(*_cloud(rng, 7)[:2])) for _ in batches]
+    kw = {"epsilon": 0.05, "chunk_elements": 6000, "check_every": 1, "value_rtol": 1e-5}
+    alone = [gw_to_one(b, C, p, **kw) for b, (C, p) in zip(batches, spaces, strict=True)]  # type: ignore[arg-type]
+    pairs = [(b, C, p) for b, (C, p) in zip(batches, spaces, strict=True)]
+    together = gw_to_spaces(pairs, **kw)  # type: ignore[arg-type]
+    warm = gw_to_spaces(
+        pairs,  # type: ignore[arg-type]
+        T0=[r.plan for r in alone],
+        potentials=[r.potentials for r in alone],
+        **kw,  # type: ignore[arg-type]
+    )
+    for b, r, ref, w, (C, p) in zip(batches, together, alone, warm, spaces, strict=True):
+        assert r.plan is not None and r.plan.shape == (len(b), b.n_max, 7)
+        torch.testing.assert_close(r.value, ref.value, rtol=1e-9, atol=0)
+        torch.testing.assert_close(r.plan, ref.plan, rtol=0, atol=1e-9)
+        again = gw_to_one(b, C, p, T0=ref.plan, potentials=ref.potentials, **kw)  # type: ignore[arg-type]
+        torch.testing.assert_close(w.value, again.value, rtol=1e-9, atol=0)
+    with pytest.raises(ValueError, match="one size"):
+        gw_to_spaces([(batches[0], *_t(*_cloud(rng, 5)[:2])), pairs[1]], epsilon=0.05)  # type: ignore[list-item]

@@ -9,8 +9,13 @@ import ot
 import pytest
 import torch
 
-from poisonlab.explain.gw_barycenter import gw_barycenter, random_structure, update_structure
-from poisonlab.explain.gw_kmeans import _assign, gw_kmeans
+from poisonlab.explain.gw_barycenter import (
+    gw_barycenter,
+    gw_barycenters,
+    random_structure,
+    update_structure,
+)
+from poisonlab.explain.gw_kmeans import _assign, gw_kmeans, gw_kmeans_many
 from poisonlab.explain.point_cloud import heatmaps_to_clouds, pad_clouds
 
 
@@ -185,7 +190,7 @@ def test_kmeans_runs_on_one_thread_whatever_the_callers_count() -> None:
     seen: list[int] = []
     import poisonlab.explain.gw_kmeans as module
 
-    original = module.gw_to_one
+    original = module.gw_to_spaces
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(torch.get_num_threads())
@@ -196,14 +201,66 @@ def test_kmeans_runs_on_one_thread_whatever_the_callers_count() -> None:
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            module.gw_to_one = spy
+            module.gw_to_spaces = spy
             try:
                 results.append(gw_kmeans(clouds, generator=torch.Generator().manual_seed(7)))
             finally:
-                module.gw_to_one = original
+                module.gw_to_spaces = original
             assert torch.get_num_threads() == count  # restored
     finally:
         torch.set_num_threads(before)
     assert seen and set(seen) == {1}
     assert torch.equal(results[0].labels, results[1].labels)
     assert torch.equal(results[0].distances, results[1].distances)
+
+
+def test_barycenters_in_lockstep_equal_each_group_alone() -> None:
+    """gw_barycenters runs every group's own iteration and stopping rule; solving the groups'
+    couplings in one batch does not change the barycenters beyond the solver's tolerances."""
+    groups, starts = [], []
+    for seed, count in ((3, 4), (4, 2), (5, 6)):
+        Cs, ps = _members(seed, count=count)
+        groups.append(
+            pad_clouds([torch.as_tensor(C) for C in Cs], [torch.as_tensor(p) for p in ps])
+        )
+        starts.append(
+            random_structure(
+                4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64,
+                device=torch.device("cpu"),
+            )
+        )  # fmt: skip
+    kw = {"n_support": 4, "epsilon": 0.05, "max_iter": 30, "tol": 1e-7}
+    alone = [gw_barycenter(g, init_C=C0, **kw) for g, C0 in zip(groups, starts, strict=True)]  # type: ignore[arg-type]
+    together = gw_barycenters(groups, torch.stack(starts), **kw)  # type: ignore[arg-type]
+    for a, b, g in zip(alone, together, groups, strict=True):
+        assert b.n_iter == a.n_iter and b.converged == a.converged
+        assert b.plans.shape == (len(g), g.n_max, 4)
+        torch.testing.assert_close(b.C, a.C, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(b.values, a.values, rtol=1e-6, atol=1e-12)
+    with pytest.raises(ValueError, match="init_C"):
+        gw_barycenters(groups, torch.stack(starts[:2]), **kw)  # type: ignore[arg-type]
+
+
+def test_many_batches_in_lockstep_match_separate_runs() -> None:
+    """gw_kmeans_many clusters each batch as gw_kmeans alone would: the same seeds (each batch
+    has its own generator, restarts draw from it in turn) and splits, distances equal to the
+    solver's tolerances (the batched solves mix problems of all runs)."""
+    batches = []
+    for seed, (one, two) in enumerate(((12, 5), (9, 4), (14, 6))):
+        maps, _ = _heatmaps(n_one=one, n_two=two, seed=seed)
+        batches.append(heatmaps_to_clouds(maps, max_points=24))
+    kw = {"n_init": 2, "max_iter": 3}
+    alone = [
+        gw_kmeans(b, generator=torch.Generator().manual_seed(i), **kw)  # type: ignore[arg-type]
+        for i, b in enumerate(batches)
+    ]
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    together = gw_kmeans_many(batches, generators=gens, **kw)  # type: ignore[arg-type]
+    for a, b in zip(alone, together, strict=True):
+        assert torch.equal(a.seeds, b.seeds) and torch.equal(a.labels, b.labels)
+        assert a.restart == b.restart and len(b.objectives) == 2
+        torch.testing.assert_close(b.distances, a.distances, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="one generator per batch"):
+        gw_kmeans_many(batches, generators=gens[:2])
+    with pytest.raises(ValueError, match=r"batch 1"):
+        gw_kmeans_many([batches[0], batches[1].subset(torch.tensor([0]))], generators=gens[:2])

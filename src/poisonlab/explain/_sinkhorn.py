@@ -17,8 +17,8 @@ safely, that solution is reached, not the solution (to within ``tol``):
 - **over-relaxation** (Thibault et al. 2017): unchecked sweeps update the scalings as
   ``u ← u^(1-ω) (a / K v)^ω`` with ω = 1.5 (same fixed point, 2-3× fewer sweeps measured);
   checked sweeps update ``u`` plainly, so checks see POT's rows-exact plan; the first sweep after
-  a (re)start is plain, and once the worst error grows between two checks the run falls back to
-  ω = 1;
+  a (re)start is plain, and a problem whose error grows between two checks goes on with ω = 1
+  (per problem: one slow problem no longer switches off the relaxation of its whole batch);
 - **batching**: problems that meet their own criterion are frozen, as if solved alone, and leave
   the working set once half of it is frozen.
 
@@ -65,15 +65,18 @@ def _log0(x: Tensor) -> Tensor:
 class _State:
     """Working set: kernel, scalings and potentials of the problems still iterating.
 
-    Padding: padded rows/columns have kernel 0 and scaling 0; adding ``pad`` (1 there) to the
-    zero denominators keeps them exactly 0 without branching (and is skipped where a side has
-    no padding: adding 0 changes no value).  Both kernel products are written as row vector ×
+    Padding: padded rows/columns have kernel 0 and scaling 1: the kernel products add ``pad``
+    (1 there, 0 elsewhere) in the same call (``baddbmm``) and the marginals ``a1``, ``b1`` hold 1
+    there, so a padded scaling is 1 / 1 = 1 without branching or extra calls, and the real
+    entries are computed exactly as without padding.  Both kernel products are written as row vector ×
     matrix, the fast form of a batched matrix-vector product on CPU; the scalings are kept as
     (B, 1, n) rows so a sweep needs no reshaping (each tensor call costs a few microseconds of
     dispatch, which dominates the sweeps of small problems).
     """
 
-    names = ("todo", "active", "a", "b", "M", "f", "g", "pad_a", "pad_b", "K", "u", "v", "ktu")
+    names = (
+        "todo", "active", "a", "b", "a1", "b1", "M", "f", "g", "pad_a", "pad_b", "K", "u", "v", "ktu",
+    )  # fmt: skip
     K: Tensor
     Kt: Tensor  # K.transpose(1, 2), a view
 
@@ -94,7 +97,12 @@ class _State:
         self.a, self.b = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, n) and (B, 1, m)
         self.pad_a, self.pad_b = (self.a <= 0).to(a.dtype), (self.b <= 0).to(b.dtype)
         self.padded_a, self.padded_b = torch.stack([self.pad_a.any(), self.pad_b.any()]).tolist()
+        self.a1, self.b1 = self.a + self.pad_a, self.b + self.pad_b  # marginals, 1 on padding
         self.pad = pad
+        # per problem: the worst marginal error at the last check, and whether over-relaxation
+        # was switched off (None: for none of them)
+        self.last_err = torch.full((M.shape[0],), torch.inf, dtype=M.dtype, device=M.device)
+        self.plain: Tensor | None = None
         self.reset(check=warm)
 
     def reset(self, check: bool = False) -> None:
@@ -107,8 +115,8 @@ class _State:
             return
         self.K = logk.exp_()
         self.Kt = self.K.transpose(1, 2)
-        self.u, self.v = 1.0 - self.pad_a, 1.0 - self.pad_b
-        self.ktu = torch.bmm(self.u, self.K)
+        self.u, self.v = torch.ones_like(self.a), torch.ones_like(self.b)
+        self.ktu = self._ktu(self.u)
 
     def log_sweep(self) -> None:
         """One Sinkhorn sweep on the potentials in the log domain, then :meth:`reset`.
@@ -127,25 +135,35 @@ class _State:
         self.reset()
 
     def sweep(self, omega: float, relax_rows: bool) -> None:
-        v = self.b / (self.ktu + self.pad_b if self.padded_b else self.ktu)
+        v = self.b1 / self.ktu
         if omega != 1.0:
-            v = _relax(self.v, v, self.pad_b if self.padded_b else None, omega)
+            v = self._relaxed(self.v, v, omega)
         self.v = v
-        kv = torch.bmm(v, self.Kt)
-        u = self.a / (kv + self.pad_a if self.padded_a else kv)
+        kv = torch.baddbmm(self.pad_a, v, self.Kt) if self.padded_a else torch.bmm(v, self.Kt)
+        u = self.a1 / kv
         if omega != 1.0 and relax_rows:
-            u = _relax(self.u, u, self.pad_a if self.padded_a else None, omega)
+            u = self._relaxed(self.u, u, omega)
         self.u = u
-        self.ktu = torch.bmm(u, self.K)
+        self.ktu = self._ktu(u)
+
+    def _ktu(self, u: Tensor) -> Tensor:
+        """``uᵀK``, 1 on padded columns (where the kernel is 0), in one call."""
+        return torch.baddbmm(self.pad_b, u, self.K) if self.padded_b else torch.bmm(u, self.K)
+
+    def _relaxed(self, old: Tensor, new: Tensor, omega: float) -> Tensor:
+        """Over-relaxed update, plain for the problems whose safeguard tripped (``plain``)."""
+        relaxed = _relax(old, new, omega)
+        return relaxed if self.plain is None else torch.where(self.plain, new, relaxed)
 
     def potentials(self, sel: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``f + ε log u`` and ``g + ε log v`` (0 on padding): the plan's own potentials, of
         the problems ``sel`` (default all)."""
         f, g, u, v = self.f, self.g, self.u[:, 0], self.v[:, 0]
+        a, b = self.a[:, 0], self.b[:, 0]
         if sel is not None:
-            f, g, u, v = f[sel], g[sel], u[sel], v[sel]
-        f = torch.where(u > 0, f + self.eps * _log0(u), 0.0)
-        g = torch.where(v > 0, g + self.eps * _log0(v), 0.0)
+            f, g, u, v, a, b = f[sel], g[sel], u[sel], v[sel], a[sel], b[sel]
+        f = torch.where(a > 0, f + self.eps * _log0(u), 0.0)
+        g = torch.where(b > 0, g + self.eps * _log0(v), 0.0)
         return f, g
 
     def absorb(self) -> None:
@@ -157,18 +175,18 @@ class _State:
         for name in self.names:
             setattr(self, name, getattr(self, name)[sel])
         self.Kt = self.K.transpose(1, 2)
+        self.last_err = self.last_err[sel]
         if self.pad is not None:
             self.pad = self.pad[sel]
+        if self.plain is not None:
+            self.plain = self.plain[sel]
 
 
-def _relax(old: Tensor, new: Tensor, pad: Tensor | None, omega: float) -> Tensor:
-    """Over-relaxed scaling ``old^(1-ω) new^ω`` (0 on padding, where ``new`` is 0; ``pad``
-    None: no padding)."""
+def _relax(old: Tensor, new: Tensor, omega: float) -> Tensor:
+    """Over-relaxed scaling ``old^(1-ω) new^ω`` (padding: 1 in both, stays 1)."""
     if omega == 1.5:  # new·sqrt(new/old): two cheap ops instead of two powers
-        return new * (new / (old if pad is None else old + pad)).sqrt_()
-    if pad is None:
-        return old ** (1.0 - omega) * new**omega
-    return (old + pad) ** (1.0 - omega) * (new + pad) ** omega - pad
+        return new * (new / old).sqrt_()
+    return old ** (1.0 - omega) * new**omega
 
 
 def padding_mask(a: Tensor, b: Tensor) -> Tensor | None:
@@ -254,7 +272,7 @@ def sinkhorn(
     pad = None if padded_cost else padding_mask(a, b)
     st = _State(a, b, M, f, g, epsilon, pad, warm)
     big = _big(M.dtype)
-    omega, last_err, fresh = OMEGA, torch.inf, True
+    omega, fresh = OMEGA, True
     saved = (st.u, st.v)
 
     def freeze(sel: Tensor, sweeps: int) -> None:
@@ -271,14 +289,20 @@ def sinkhorn(
         fresh = False
         if not check:
             continue
-        err = torch.linalg.vector_norm(st.v * st.ktu - st.b, dim=(1, 2))
+        err = torch.linalg.vector_norm(st.v * st.ktu - st.b1, dim=(1, 2))  # 0 on padding
         err = torch.where(st.active, err, 0.0)
         done = st.active & (err < tols[st.todo])
         # extremes of the scalings (padding counted as 1: only values beyond [1/big, big] matter)
-        u_lo, u_hi = torch.aminmax(st.u + st.pad_a if st.padded_a else st.u)
-        v_lo, v_hi = torch.aminmax(st.v + st.pad_b if st.padded_b else st.v)
-        flags = [done.any(), st.active.sum() - done.sum(), err.max(), u_hi, v_hi, -u_lo, -v_lo]
-        any_done, n_active, worst, *bounds = torch.stack(flags).tolist()  # one sync
+        u_lo, u_hi = torch.aminmax(st.u)
+        v_lo, v_hi = torch.aminmax(st.v)
+        # safeguard, per problem: over-relaxation is only locally convergent, so a problem whose
+        # error grew between two checks goes on with plain sweeps
+        grew = st.active & (err > st.last_err)
+        st.last_err = err
+        flags = [done.any(), st.active.sum() - done.sum(), err.max(), grew.any(), u_hi, v_hi]
+        any_done, n_active, worst, any_grew, *bounds = torch.stack(
+            [*flags, -u_lo, -v_lo]
+        ).tolist()  # one sync
         if not math.isfinite(worst):  # max propagates NaN
             # POT stops at the last finite scalings; we restart from them, in the log domain
             # (a kernel row or column underflowed or overflowed: the kernel form cannot go on).
@@ -291,11 +315,11 @@ def sinkhorn(
             freeze(done, sweep + 1)
         if n_active == 0:
             break
+        if any_grew:
+            plain = grew[:, None, None]
+            st.plain = plain if st.plain is None else st.plain | plain
         if 2 * n_active <= st.active.numel():
             st.keep(st.active)
-        if worst > last_err:
-            omega = 1.0  # safeguard: over-relaxation is only locally convergent
-        last_err = worst
         hi, hi_v, lo, lo_v = bounds  # scalings leaving [1/big, big] move into the potentials
         if max(hi, hi_v) > big or -max(lo, lo_v) < 1.0 / big:
             st.absorb()

@@ -43,10 +43,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from poisonlab.explain.gromov import CHUNK_ELEMENTS, chunk_clouds, gw_to_one
+from poisonlab.explain.gromov import CHUNK_ELEMENTS, gather_chunks, solve_pairs
 from poisonlab.explain.point_cloud import PointClouds
 
-__all__ = ["GWBarycenter", "gw_barycenter", "random_structure"]
+__all__ = [
+    "GWBarycenter",
+    "gw_barycenter",
+    "gw_barycenters",
+    "random_structure",
+    "update_structure",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,38 +196,132 @@ def gw_barycenter(
     ValueError
         On an empty batch, bad weights, or neither ``init_C`` nor ``generator``.
     """
-    n_members = len(clouds)
-    if n_members == 0:
+    if len(clouds) == 0:
+        raise ValueError("gw_barycenter needs at least one cloud")
+    if init_C is None:
+        if generator is None:
+            raise ValueError("gw_barycenter needs init_C or a generator")
+        init_C = random_structure(
+            n_support, generator=generator, dtype=clouds.C.dtype, device=clouds.C.device
+        )
+    return gw_barycenters(
+        [clouds],
+        init_C[None],
+        n_support=n_support,
+        epsilon=epsilon,
+        weights=None if weights is None else [weights],
+        max_iter=max_iter,
+        tol=tol,
+        gw_tol=gw_tol,
+        gw_max_iter=gw_max_iter,
+        rtol=rtol,
+        inexact=inexact,
+        init_plans=None if init_plans is None else [init_plans],
+        init_potentials=None if init_potentials is None else [init_potentials],
+        warm_start=warm_start,
+        chunk_elements=chunk_elements,
+        check_every=check_every,
+        gw_value_rtol=gw_value_rtol,
+        objective_rtol=objective_rtol,
+    )[0]
+
+
+def gw_barycenters(
+    groups: list[PointClouds],
+    init_C: Tensor,
+    *,
+    n_support: int = 10,
+    epsilon: float = 0.1,
+    weights: list[Tensor] | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-9,
+    gw_tol: float = 1e-4,
+    gw_max_iter: int = 1000,
+    rtol: float = 0.0,
+    inexact: float = 0.0,
+    init_plans: list[Tensor] | None = None,
+    init_potentials: list[tuple[Tensor, Tensor]] | None = None,
+    warm_start: bool = True,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    check_every: int = 10,
+    gw_value_rtol: float = 0.0,
+    objective_rtol: float = 0.0,
+) -> list[GWBarycenter]:
+    """The barycenters of several groups of clouds, all updated in lockstep.
+
+    Every group runs exactly :func:`gw_barycenter`'s iteration with its own stopping rule; the
+    couplings of all groups still iterating are solved in one batch per update
+    (:func:`~poisonlab.explain.gromov.solve_pairs`), so the solver's Python loops run once per
+    update for all groups instead of once per group.  A group that stops leaves the batch.
+    Heatmap Clustering updates the centers of all classes and restarts this way
+    (:func:`~poisonlab.explain.gw_kmeans.gw_kmeans_many`).
+
+    Parameters
+    ----------
+    groups : list of PointClouds
+        The members of each of the G groups.
+    init_C : Tensor of shape (G, N, N)
+        Starting structure of each barycenter.
+    weights : list of Tensor of shape (S_g,), optional
+        Member weights per group (each summing to 1); default uniform.
+    init_plans : list of Tensor of shape (S_g, n_g, N), optional
+        Starting couplings per group (all groups or none; only with ``warm_start``).
+    init_potentials : list of (Tensor, Tensor), optional
+        Their Sinkhorn potentials, shapes (S_g, n_g) and (S_g, N).
+    n_support, epsilon, max_iter, tol, gw_tol, gw_max_iter, rtol, inexact, warm_start, \
+chunk_elements, check_every, gw_value_rtol, objective_rtol
+        As for :func:`gw_barycenter`.
+
+    Returns
+    -------
+    list of GWBarycenter
+        One per group, plans of shape (S_g, n_g, N) with n_g the group's ``n_max``.
+    """
+    n_groups = len(groups)
+    if n_groups == 0 or init_C.shape != (n_groups, n_support, n_support):
+        raise ValueError(
+            f"need init_C of shape {(n_groups, n_support, n_support)} for {n_groups} groups"
+        )
+    if any(len(g) == 0 for g in groups):
         raise ValueError("gw_barycenter needs at least one cloud")
     if n_support < 1 or max_iter < 1:
         raise ValueError(f"n_support and max_iter must be >= 1, got {n_support}, {max_iter}")
-    dt, dev = clouds.C.dtype, clouds.C.device
+    dt, dev = groups[0].C.dtype, groups[0].C.device
     if weights is None:
-        weights = torch.full((n_members,), 1.0 / n_members, dtype=dt, device=dev)
-    elif weights.shape != (n_members,) or bool((weights < 0).any()):
-        raise ValueError(f"weights must be non-negative of shape ({n_members},)")
-    if init_C is not None:
-        C = init_C.to(dev, dt)
-        if C.shape != (n_support, n_support):
-            raise ValueError(f"init_C must have shape {(n_support, n_support)}")
-    elif generator is not None:
-        C = random_structure(n_support, generator=generator, dtype=dt, device=dev)
-    else:
-        raise ValueError("gw_barycenter needs init_C or a generator")
+        weights = [torch.full((len(g),), 1.0 / len(g), dtype=dt, device=dev) for g in groups]
+    elif any(
+        w.shape != (len(g),) or bool((w < 0).any()) for w, g in zip(weights, groups, strict=True)
+    ):
+        raise ValueError("weights must be non-negative, one per member")
+    which = torch.cat(
+        [torch.full((len(g),), j, dtype=torch.int64) for j, g in enumerate(groups)]
+    ).to(dev)
+    index = torch.cat([torch.arange(len(g), device=dev) for g in groups])
+    lam = torch.cat(weights)
+    width = max(g.n_max for g in groups)
     p_bar = torch.full((n_support,), 1.0 / n_support, dtype=dt, device=dev)
-    plans, pots = (init_plans, init_potentials) if warm_start else (None, None)
-    chunks = chunk_clouds(clouds, n_support, chunk_elements)  # sorted and padded once
-    converged = False
-    objective = torch.inf
-    for it in range(1, max_iter + 1):  # noqa: B007 (it is reported)
-        res = gw_to_one(
-            clouds,
-            C,
-            p_bar,
+    plans = pots = None
+    if warm_start and init_plans is not None:
+        plans = torch.cat([_pad(T, width) for T in init_plans])
+        if init_potentials is not None:
+            f = torch.cat([_pad(fg[0], width) for fg in init_potentials])
+            pots = (f, torch.cat([fg[1] for fg in init_potentials]))
+    C = init_C.to(dev, dt).clone()
+    objective = [torch.inf] * n_groups
+    out: list[GWBarycenter | None] = [None] * n_groups
+    live = torch.arange(len(which), device=dev)  # members of groups still iterating
+    chunks = None
+    for it in range(1, max_iter + 1):
+        if chunks is None:
+            chunks = gather_chunks(groups, which[live], index[live], n_support, chunk_elements)
+        member_group = which[live]
+        res = solve_pairs(
+            chunks,
+            C[member_group],
+            p_bar.expand(len(live), n_support),
             epsilon=epsilon,
-            T0=plans,
-            potentials=pots if plans is not None else None,
-            chunks=chunks,
+            T0=None if plans is None else plans[live],
+            potentials=None if plans is None or pots is None else (pots[0][live], pots[1][live]),
             tol=gw_tol,
             max_iter=gw_max_iter,
             inexact=inexact,
@@ -229,18 +329,75 @@ def gw_barycenter(
             value_rtol=gw_value_rtol,
         )
         if warm_start:
-            plans, pots = res.plan, res.potentials
-        C_prev, C = C, update_structure(clouds.C, res.plan, weights, p_bar)  # type: ignore[arg-type]
-        change, size = torch.linalg.matrix_norm(torch.stack([C - C_prev, C])).tolist()
-        couplings_done = not warm_start or bool(res.converged.all())
-        if change <= max(tol, rtol * size) and couplings_done:
-            converged = True
-            break
-        previous, objective = objective, float(weights @ res.value)
-        if objective_rtol > 0 and previous - objective <= objective_rtol * abs(objective):
-            converged = couplings_done
-            break
-    return GWBarycenter(C, p_bar, res.plan, res.potentials, res.value, it, converged)  # type: ignore[arg-type]
+            if plans is None:
+                plans = res.plan.new_zeros(len(which), width, n_support)  # type: ignore[union-attr]
+                pots = (
+                    res.plan.new_zeros(len(which), width),
+                    res.plan.new_zeros(len(which), n_support),
+                )  # type: ignore[union-attr]
+            plans[live, : res.plan.shape[1]] = res.plan  # type: ignore[index,union-attr]
+            pots[0][live, : res.plan.shape[1]] = res.potentials[0]  # type: ignore[index,union-attr]
+            pots[1][live] = res.potentials[1]  # type: ignore[index]
+        # C ← Σ_s λ_s T_sᵀ C_s T_s / (p̄ p̄ᵀ) per group, summed over the chunks
+        active = torch.unique(member_group)
+        total = C.new_zeros(n_groups, n_support, n_support)
+        for idx, sub in chunks:
+            T = res.plan[idx, : sub.n_max]  # type: ignore[index]
+            left = torch.bmm((T * lam[live[idx], None, None]).transpose(1, 2), sub.C)
+            total.index_add_(0, member_group[idx], torch.bmm(left, T))
+        C_new = C.clone()
+        C_new[active] = total[active] / torch.outer(p_bar, p_bar)
+        norms = torch.linalg.matrix_norm(torch.stack([C_new[active] - C[active], C_new[active]]))
+        open_count = torch.bincount(member_group[~res.converged], minlength=n_groups)
+        values = torch.zeros(n_groups, dtype=dt, device=dev).index_add_(
+            0, member_group, lam[live] * res.value
+        )
+        C = C_new
+        finished = []
+        rows = zip(
+            active.tolist(),
+            *norms.tolist(),
+            open_count[active].tolist(),
+            values[active].tolist(),
+            strict=True,
+        )
+        for g, change, size, n_open, obj in rows:
+            couplings_done = not warm_start or n_open == 0
+            if change <= max(tol, rtol * size) and couplings_done:
+                converged = True
+            else:
+                previous, objective[g] = objective[g], obj
+                if objective_rtol > 0 and previous - obj <= objective_rtol * abs(obj):
+                    converged = couplings_done
+                elif it == max_iter:
+                    converged = False
+                else:
+                    continue
+            sel = torch.nonzero(member_group == g).flatten()
+            n_g = groups[g].n_max
+            out[g] = GWBarycenter(
+                C[g],
+                p_bar,
+                _pad(res.plan[sel], n_g),  # type: ignore[index]
+                (_pad(res.potentials[0][sel], n_g), res.potentials[1][sel]),
+                res.value[sel],
+                it,
+                converged,
+            )
+            finished.append(g)
+        if finished:
+            keep = ~torch.isin(member_group, torch.tensor(finished, device=dev))
+            live, chunks = live[keep], None
+            if live.numel() == 0:
+                break
+    return out  # type: ignore[return-value]
+
+
+def _pad(x: Tensor, n: int) -> Tensor:
+    """``x`` (S, w, ...) cut or zero-padded to width ``n`` along dimension 1."""
+    if x.shape[1] >= n:
+        return x[:, :n]
+    return torch.cat([x, x.new_zeros(x.shape[0], n - x.shape[1], *x.shape[2:])], dim=1)
 
 
 def update_structure(Cs: Tensor, plans: Tensor, weights: Tensor, p_bar: Tensor) -> Tensor:
