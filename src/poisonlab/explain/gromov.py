@@ -42,6 +42,7 @@ SIAM J. Sci. Comput. 41(3), 2019.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -466,8 +467,8 @@ def gw_to_spaces(
     pairs: list[tuple[PointClouds, Tensor, Tensor]],
     *,
     epsilon: float,
-    T0: list[Tensor | None] | None = None,
-    potentials: list[tuple[Tensor, Tensor] | None] | None = None,
+    T0: Sequence[Tensor | None] | None = None,
+    potentials: Sequence[tuple[Tensor, Tensor] | None] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
     **solver: float,
 ) -> list[GWResult]:
@@ -520,7 +521,7 @@ def gw_to_spaces(
         f = _stack_padded([fg[0] for fg in potentials], sources, None)  # type: ignore[index]
         pots = (f, torch.cat([fg[1] for fg in potentials]))  # type: ignore[index]
     chunks = gather_chunks(sources, which, index, m, chunk_elements)
-    res = solve_pairs(chunks, C2, q, epsilon=epsilon, T0=warm_T0, potentials=pots, **solver)
+    res = solve_pairs(chunks, C2, q, epsilon=epsilon, T0=warm_T0, potentials=pots, **solver)  # type: ignore[arg-type]
     out, start = [], 0
     for clouds in sources:
         part, n = slice(start, start + len(clouds)), clouds.n_max
@@ -546,7 +547,7 @@ def _width(x: Tensor, n: int) -> Tensor:
 
 
 def _stack_padded(
-    parts: list[Tensor | None] | list[Tensor], sources: list[PointClouds], m: int | None
+    parts: Sequence[Tensor | None], sources: list[PointClouds], m: int | None
 ) -> Tensor:
     """Concatenate per-batch tensors (B_j, n_j[, m]) into one (ΣB_j, max n_j[, m]), zero-padded."""
     width = max(c.n_max for c in sources)

@@ -328,16 +328,15 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol
             check_every=check_every,
             value_rtol=gw_value_rtol,
         )
+        plan = res.plan
+        assert plan is not None  # solve_pairs keeps plans by default
         if warm_start:
-            if plans is None:
-                plans = res.plan.new_zeros(len(which), width, n_support)  # type: ignore[union-attr]
-                pots = (
-                    res.plan.new_zeros(len(which), width),
-                    res.plan.new_zeros(len(which), n_support),
-                )  # type: ignore[union-attr]
-            plans[live, : res.plan.shape[1]] = res.plan  # type: ignore[index,union-attr]
-            pots[0][live, : res.plan.shape[1]] = res.potentials[0]  # type: ignore[index,union-attr]
-            pots[1][live] = res.potentials[1]  # type: ignore[index]
+            if plans is None or pots is None:
+                plans = plan.new_zeros(len(which), width, n_support)
+                pots = (plan.new_zeros(len(which), width), plan.new_zeros(len(which), n_support))
+            plans[live, : plan.shape[1]] = plan
+            pots[0][live, : plan.shape[1]] = res.potentials[0]
+            pots[1][live] = res.potentials[1]
         # C ← Σ_s λ_s T_sᵀ C_s T_s / (p̄ p̄ᵀ) per group, summed over the chunks
         active = torch.unique(member_group)
         total = C.new_zeros(n_groups, n_support, n_support)
