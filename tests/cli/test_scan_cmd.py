@@ -85,6 +85,13 @@ def test_verdict_leads_and_union_stays_available(files):
     assert bad.exit_code == 2 and "--decision" in bad.output
 
 
+def test_a_wrong_precision_is_refused_before_any_work(files):
+    out = files["tmp"] / "p"
+    bad = run(files["data"], "-D", "raw-clustering", "--precision", "half", "-o", out)
+    assert bad.exit_code == 2 and "--precision" in bad.output and "half" in bad.output
+    assert not out.exists()
+
+
 def test_existing_output_is_refused_unless_forced(files):
     out = files["tmp"] / "out"
     args = (files["data"], "-D", "raw-clustering", "-o", out, "-q")

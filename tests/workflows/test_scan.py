@@ -268,3 +268,22 @@ def test_large_softmax_scans_train_in_bfloat16_where_it_is_native(monkeypatch):
         assert lgm.precision == "float32"  # LGM heads stay float32
     _, small = scan_module.default_setup(blobs_dataset(), device=cpu)
     assert small.precision == "float32"
+
+
+def test_an_explicit_precision_overrides_the_automatic_choice(monkeypatch):
+    import poisonlab.workflows.scan as scan_module
+    from poisonlab.train.recipes import LARGE
+
+    monkeypatch.setattr(scan_module, "fast_bfloat16", lambda device: True)
+    big = blobs_dataset(n_per_class=LARGE // 3 + 1, seed=0)
+    cpu = torch.device("cpu")
+    _, kept = scan_module.default_setup(big, device=cpu, precision="float32")
+    assert kept.precision == "float32" and kept.epochs == 2  # still the short recipe
+    _, forced = scan_module.default_setup(blobs_dataset(), device=cpu, precision="bfloat16")
+    assert forced.precision == "bfloat16"
+    _, lgm = scan_module.default_setup(big, head="lgm", device=cpu, precision="bfloat16")
+    assert lgm.precision == "float32"  # LGM heads stay float32 whatever is asked
+    with pytest.raises(ConfigError, match="precision"):
+        scan_module.default_setup(big, device=cpu, precision="half")
+    with pytest.raises(ConfigError, match="precision"):
+        scan(blobs_dataset(), defenses="spectral-signatures", precision="fp16")

@@ -274,6 +274,15 @@ def scan_command(
         help="Epochs of a trained default model (default: its recipe's; 2 from 20,000 images, "
         "where the model only has to expose poisons: --epochs 8 for the full recipe).",
     ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="Training precision of a trained default model: auto (bfloat16 mixed precision "
+        "for the 2-epoch recipe of 20,000 images or more, on a device that computes it "
+        "natively, e.g. AMX CPUs and recent GPUs: about 1.7x faster, spectral signatures rank "
+        "a few AUROC points worse; float32 otherwise), float32 or bfloat16. The LGM model "
+        "always trains in float32; summary.json records the recipe used.",
+    ),
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,
@@ -322,6 +331,8 @@ def scan_command(
         )
     if decision not in ("verdict", "union"):
         raise ConfigError(f"--decision must be verdict or union, got {decision!r}")
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"--precision must be auto, float32 or bfloat16, got {precision!r}")
     # every selected defense is built now, so a bad --param fails before any file is read
     build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
     dataset = load_dataset(data)
@@ -353,6 +364,7 @@ def scan_command(
             seed=seed,
             device=device,
             decision=decision,
+            precision=precision,
         )
         for outcome in result.outcomes:
             if outcome.skipped and not early.get(outcome.name):

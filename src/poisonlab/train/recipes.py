@@ -41,7 +41,7 @@ def scan_recipe(
     natively, :func:`fast_bfloat16`). That model exists to expose poisons to the defenses, not to
     be deployed, and its training is most of a large scan's time (measurements above and
     bench/results/scan_scale.md). ``overrides`` win: a scan with ``--epochs 8`` trains the
-    default recipe's 8 epochs (in float32).
+    default recipe's 8 epochs (in float32 unless the scan's ``--precision`` says otherwise).
     """
     recipe = default_recipe(arch, n_samples, **overrides)
     if n_samples < LARGE or overrides.get("epochs") is not None:

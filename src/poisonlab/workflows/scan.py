@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -61,9 +61,12 @@ from poisonlab.errors import ConfigError, DataError, PoisonlabError
 from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
 from poisonlab.train import TrainConfig, TrainResult, train_model
 from poisonlab.train.background import BackgroundTraining, worth_it
+from poisonlab.train.config import PRECISIONS
 from poisonlab.train.recipes import fast_bfloat16, scan_recipe
 
 logger = logging.getLogger(__name__)
+# How a scan's own softmax model trains: "auto" picks bfloat16 on large data where it is native.
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 UNION_RULE = "a sample is removed when any defense that ran flagged it"
 
 
@@ -175,18 +178,28 @@ def default_setup(
     epochs: int | None = None,
     seed: int = 0,
     device: torch.device | None = None,
+    precision: str = "auto",
 ) -> tuple[ModelConfig, TrainConfig]:
     """The config and recipe of the default model (or ``arch``) for ``data``.
 
-    A softmax model on a large data set trains in bfloat16 mixed precision on a ``device`` that
-    computes it natively (:func:`~poisonlab.train.recipes.scan_recipe`); LGM heads, whose
-    log-likelihoods are differences of large squared distances, stay float32.
+    ``precision`` "auto": a softmax model on a large data set trains in bfloat16 mixed precision
+    on a ``device`` that computes it natively (:func:`~poisonlab.train.recipes.scan_recipe`);
+    "float32" or "bfloat16" force that precision on a softmax model. LGM heads, whose
+    log-likelihoods are differences of large squared distances, always stay float32.
     """
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}"
+        )
     arch = arch or default_architecture(data.shape, lgm=head == "lgm")
     c, h, w = data.shape
     config = ModelConfig(arch, c, h, w, data.num_classes, head=head)
-    bfloat16 = head == "softmax" and device is not None and fast_bfloat16(device)
-    return config, scan_recipe(arch, len(data), bfloat16=bfloat16, epochs=epochs, seed=seed)
+    softmax = head == "softmax"
+    bfloat16 = softmax and device is not None and fast_bfloat16(device)
+    recipe = scan_recipe(arch, len(data), bfloat16=bfloat16, epochs=epochs, seed=seed)
+    if softmax and precision != "auto":
+        recipe = replace(recipe, precision=precision)
+    return config, recipe
 
 
 def _trained_record(
@@ -213,10 +226,15 @@ def train_default_model(
     epochs: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
+    precision: str = "auto",
 ) -> tuple[Network, ModelUsed]:
-    """Train the default model (or ``arch``) on ``data`` with its recipe; returns it and a record."""
+    """Train the default model (or ``arch``) on ``data`` with its recipe; returns it and a record.
+
+    ``precision``: "auto", "float32" or "bfloat16" (:func:`default_setup`)."""
     dev = pick_device(device)
-    config, recipe = default_setup(data, head=head, arch=arch, epochs=epochs, seed=seed, device=dev)
+    config, recipe = default_setup(
+        data, head=head, arch=arch, epochs=epochs, seed=seed, device=dev, precision=precision
+    )
     network = build_model(config, seed=seed)
     started = time.perf_counter()
     history = train_model(
@@ -257,6 +275,7 @@ def scan(
     device: torch.device | str | None = None,
     batch_size: int = 256,
     decision: str = "verdict",
+    precision: str = "auto",
 ) -> ScanResult:
     """Run the selected defenses on ``data`` and return every outcome (see the module docstring).
 
@@ -274,6 +293,9 @@ def scan(
     seed : seeds model initialisation, training and detectors that take a ``seed``
     device, batch_size : where and in what batches representations are computed
     decision : "verdict" (the combined decision, default) or "union" (drop every flag)
+    precision : training precision of a trained default softmax model: "auto" (bfloat16 mixed
+        precision from 20,000 images on a device that computes it natively, else float32),
+        "float32" or "bfloat16"; the LGM model always trains in float32
 
     Raises
     ------
@@ -283,6 +305,10 @@ def scan(
     started = time.perf_counter()
     if decision not in RULES:
         raise ConfigError(f"decision must be one of {', '.join(RULES)}, got {decision!r}")
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}"
+        )
     _check_inputs(data, holdout, classes)
     names = resolve_defenses(defenses)
     cut = parse_threshold(threshold) if isinstance(threshold, str) else threshold
@@ -313,6 +339,7 @@ def scan(
         seed=seed,
         device=dev,
         batch_size=batch_size,
+        precision=precision,
     )
     # LGM detectors last: their model may still be training beside the others
     ordered_detectors = sorted(detectors, key=lambda d: d.needs_lgm)
@@ -494,6 +521,7 @@ def _prepare_models(
     seed: int,
     device: torch.device,
     batch_size: int,
+    precision: str = "auto",
 ) -> _ScanModels:
     """The model(s) the detectors need: the one given, or the default one(s) trained on ``data``.
 
@@ -527,7 +555,7 @@ def _prepare_models(
     try:
         if softmax:
             network, record = train_default_model(
-                data, arch=arch, epochs=epochs, seed=seed, device=device
+                data, arch=arch, epochs=epochs, seed=seed, device=device, precision=precision
             )
             models.add("model", network, record)
         else:
