@@ -42,7 +42,7 @@ SIAM J. Sci. Comput. 41(3), 2019.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -388,21 +388,53 @@ def gw_to_one(
         ``value`` (B,), ``plan`` (B, n_max, m) or None, ``n_iter`` and ``converged`` (B,), and
         ``potentials`` of shapes (B, n_max) and (B, m).
     """
-    batch, n_max, m = len(clouds), clouds.n_max, C.shape[0]
-    dev, dt = clouds.C.device, clouds.C.dtype
+    return _solve_chunks(
+        chunks if chunks is not None else chunk_clouds(clouds, C.shape[0], chunk_elements),
+        lambda idx: (C, p),
+        batch=len(clouds),
+        width=clouds.n_max,
+        like=clouds.C,
+        m=C.shape[0],
+        epsilon=epsilon,
+        T0=T0,
+        potentials=potentials,
+        keep_plans=keep_plans,
+        solver=solver,
+    )
+
+
+def _solve_chunks(
+    chunks: list[tuple[Tensor, PointClouds]],
+    second: Callable[[Tensor], tuple[Tensor, Tensor]],
+    *,
+    batch: int,
+    width: int,
+    like: Tensor,
+    m: int,
+    epsilon: float,
+    T0: Tensor | None,
+    potentials: tuple[Tensor, Tensor] | None,
+    keep_plans: bool,
+    solver: dict[str, float],
+) -> GWResult:
+    """:func:`entropic_gw` chunk by chunk, the second space of chunk ``idx`` being
+    ``second(idx)``, gathered into one batch-sized :class:`GWResult` (dtype and device of
+    ``like``; plans and first potentials ``width`` wide)."""
+    dev, dt = like.device, like.dtype
     value = torch.empty(batch, dtype=dt, device=dev)
     n_iter = torch.empty(batch, dtype=torch.int64, device=dev)
     converged = torch.empty(batch, dtype=torch.bool, device=dev)
-    plan = torch.zeros(batch, n_max, m, dtype=dt, device=dev) if keep_plans else None
-    pot_f = torch.zeros(batch, n_max, dtype=dt, device=dev)
+    plan = torch.zeros(batch, width, m, dtype=dt, device=dev) if keep_plans else None
+    pot_f = torch.zeros(batch, width, dtype=dt, device=dev)
     pot_g = torch.zeros(batch, m, dtype=dt, device=dev)
-    for idx, sub in chunks if chunks is not None else chunk_clouds(clouds, m, chunk_elements):
+    for idx, sub in chunks:
         n = sub.n_max
+        C2, p2 = second(idx)
         res = entropic_gw(
             sub.C,
             sub.p,
-            C,
-            p,
+            C2,
+            p2,
             epsilon=epsilon,
             T0=None if T0 is None else T0[idx, :n],
             potentials=None if potentials is None else (potentials[0][idx, :n], potentials[1][idx]),
@@ -628,32 +660,19 @@ def solve_pairs(
     GWResult
         Per pair, plans (P, w, m) and first potentials (P, w) with w the largest chunk width.
     """
-    batch, m = C.shape[0], C.shape[-1]
-    width = max(sub.n_max for _, sub in chunks)
-    dev, dt = C.device, C.dtype
-    value = torch.empty(batch, dtype=dt, device=dev)
-    n_iter = torch.empty(batch, dtype=torch.int64, device=dev)
-    converged = torch.empty(batch, dtype=torch.bool, device=dev)
-    plan = torch.zeros(batch, width, m, dtype=dt, device=dev) if keep_plans else None
-    pot_f = torch.zeros(batch, width, dtype=dt, device=dev)
-    pot_g = torch.zeros(batch, m, dtype=dt, device=dev)
-    for idx, sub in chunks:
-        n = sub.n_max
-        res = entropic_gw(
-            sub.C,
-            sub.p,
-            C[idx],
-            p[idx],
-            epsilon=epsilon,
-            T0=None if T0 is None else T0[idx, :n],
-            potentials=None if potentials is None else (potentials[0][idx, :n], potentials[1][idx]),
-            **solver,  # type: ignore[arg-type]
-        )
-        value[idx], n_iter[idx], converged[idx] = res.value, res.n_iter, res.converged
-        pot_f[idx, :n], pot_g[idx] = res.potentials
-        if plan is not None and res.plan is not None:
-            plan[idx, :n] = res.plan
-    return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
+    return _solve_chunks(
+        chunks,
+        lambda idx: (C[idx], p[idx]),
+        batch=C.shape[0],
+        width=max(sub.n_max for _, sub in chunks),
+        like=C,
+        m=C.shape[-1],
+        epsilon=epsilon,
+        T0=T0,
+        potentials=potentials,
+        keep_plans=keep_plans,
+        solver=solver,
+    )
 
 
 def chunk_clouds(
