@@ -55,8 +55,8 @@ if __package__ in (None, ""):  # run as `python bench/bench_gromov.py`: make `be
 
 import poisonlab.explain.gw_kmeans as gw_kmeans_module
 from bench.common import markdown_table, write_result
-from poisonlab.explain.gromov import gw_to_centers, gw_to_one
 from poisonlab.explain.gw_barycenter import gw_barycenters, random_structure
+from poisonlab.explain.gw_batches import gw_to_centers, gw_to_one
 from poisonlab.explain.gw_kmeans import gw_kmeans
 from poisonlab.explain.point_cloud import PointClouds, heatmaps_to_clouds
 

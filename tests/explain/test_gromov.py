@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from poisonlab.explain._sinkhorn import sinkhorn
-from poisonlab.explain.gromov import entropic_gw, gw_loss, gw_to_centers, gw_to_one, gw_to_spaces
+from poisonlab.explain.gromov import entropic_gw, gw_loss
+from poisonlab.explain.gw_batches import gw_to_centers, gw_to_one, gw_to_spaces
 from poisonlab.explain.point_cloud import pad_clouds
 
 

@@ -404,7 +404,7 @@ class HeatmapClustering(Detector):
         """Scores of clean held-out images of the split classes: silhouettes to the barycenters."""
         if evidence.holdout is None:
             return None
-        from poisonlab.explain.gromov import gw_to_one
+        from poisonlab.explain.gw_batches import gw_to_one
 
         held = evidence.labels("holdout")
         parts = []

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from poisonlab.explain.gromov import CHUNK_ELEMENTS, gather_chunks, solve_pairs
+from poisonlab.explain.gw_batches import CHUNK_ELEMENTS, gather_chunks, solve_pairs
 from poisonlab.explain.point_cloud import PointClouds
 
 __all__ = [
@@ -171,7 +171,7 @@ def gw_barycenter(
     generator : torch.Generator, optional
         Needed when ``init_C`` is None.
     chunk_elements : int
-        Memory budget per batched solve (see :func:`~poisonlab.explain.gromov.gw_to_one`).
+        Memory budget per batched solve (see :func:`~poisonlab.explain.gw_batches.gw_to_one`).
     check_every : int
         Outer iterations between the couplings' plan tests (POT: 10; clustering: 1, so a
         warm-started coupling that moved little stops after the iterations it needs).
@@ -251,7 +251,7 @@ def gw_barycenters(
 
     Every group runs exactly :func:`gw_barycenter`'s iteration with its own stopping rule; the
     couplings of all groups still iterating are solved in one batch per update
-    (:func:`~poisonlab.explain.gromov.solve_pairs`), so the solver's Python loops run once per
+    (:func:`~poisonlab.explain.gw_batches.solve_pairs`), so the solver's Python loops run once per
     update for all groups instead of once per group.  A group that stops leaves the batch.
     Heatmap Clustering updates the centers of all classes and restarts this way
     (:func:`~poisonlab.explain.gw_kmeans.gw_kmeans_many`).

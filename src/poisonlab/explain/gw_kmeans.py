@@ -19,7 +19,7 @@ poisoned.
    (the paper: 5).  A cluster whose membership did not change keeps its barycenter and distances.
 
 Distances are entropic GW values (square loss, ε, POT's criteria) from every cloud to a center,
-all solved in batches (:func:`~poisonlab.explain.gromov.gw_to_one`).  All randomness (the first
+all solved in batches (:func:`~poisonlab.explain.gw_batches.gw_to_one`).  All randomness (the first
 center, the D² draws, the barycenters' random starts) comes from the explicit ``generator``, so a
 run is deterministic for a fixed generator state.
 
@@ -83,8 +83,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from poisonlab.explain.gromov import CHUNK_ELEMENTS, gw_to_spaces
 from poisonlab.explain.gw_barycenter import GWBarycenter, gw_barycenters, random_structure
+from poisonlab.explain.gw_batches import CHUNK_ELEMENTS, gw_to_spaces
 from poisonlab.explain.point_cloud import PointClouds
 
 __all__ = ["INITS", "GWKMeansResult", "farthest_points", "gw_kmeans", "gw_kmeans_many"]
@@ -296,7 +296,7 @@ def gw_kmeans_many(
     generator=generators[i], ...)`` would (same draws, same steps), but every restart of every
     batch runs at once: each run yields its GW problems (distances to a center, barycenter
     updates) instead of solving them, and the problems of the same kind from all runs are
-    solved in one batched solve (:func:`~poisonlab.explain.gromov.gw_to_spaces`,
+    solved in one batched solve (:func:`~poisonlab.explain.gw_batches.gw_to_spaces`,
     :func:`~poisonlab.explain.gw_barycenter.gw_barycenters`).  On small clouds every solver
     step costs its tensor calls' dispatch rather than arithmetic, so solving the ten classes
     of a data set and their restarts together costs little more than one of them.  Restart r
