@@ -310,6 +310,10 @@ def scan_command(
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
+    if decision not in ("verdict", "union"):
+        raise ConfigError(f"--decision must be verdict or union, got {decision!r}")
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"--precision must be auto, float32 or bfloat16, got {precision!r}")
     chosen = parse_classes(classes)
     names = defense_names(defense)
     params = parse_params(param, names)
@@ -329,10 +333,6 @@ def scan_command(
             f"--threshold {threshold} cuts on the scores of clean held-out samples; give "
             "--holdout, or use verdict, paper, contamination:F or value:V"
         )
-    if decision not in ("verdict", "union"):
-        raise ConfigError(f"--decision must be verdict or union, got {decision!r}")
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise ConfigError(f"--precision must be auto, float32 or bfloat16, got {precision!r}")
     # every selected defense is built now, so a bad --param fails before any file is read
     build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
     dataset = load_dataset(data)
