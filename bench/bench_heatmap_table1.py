@@ -126,7 +126,10 @@ def detect(name: str, params: dict[str, Any], cell: dict[str, Any]) -> dict[str,
 
     Flags of the paper's rule (the smaller cluster), and ACC of the per-class verdict
     (:mod:`poisonlab.defenses.verdicts`: the scores above an upper-tail break, nothing when the
-    class is judged clean) computed from the same scores.
+    class is judged clean). A detector that gives verdicts (Activation Clustering) is judged by
+    its own: the break in the scores it reads (the split's Fisher projection) and its confirming
+    exclusionary reclassification, whose l/q is reported; for the others (HC) the break test
+    reads their scores.
     """
     evidence = Evidence(cell["data"], cell["model"], device="cpu")
     detector = build_detector(name, classes=[TARGET], **{"threshold": "paper", **params})
@@ -138,13 +141,31 @@ def detect(name: str, params: dict[str, Any], cell: dict[str, Any]) -> dict[str,
     m = detection_metrics(
         cell["is_poison"][members], result.scores[members], result.flagged[members]
     )
-    verdicts, verdict_flags = class_verdicts(result.scores, cell["data"].labels)
+    labels = cell["data"].labels
+    own = [v for v in result.verdicts if v.label == TARGET]
+    if own:  # the detector's own verdict: its verdict scores, then its confirmation
+        verdict = own[0]
+        read = result.scores if result.verdict_scores is None else result.verdict_scores
+        verdict_flags = torch.zeros(len(labels), dtype=torch.bool)
+        if verdict.poisoned:
+            idx = members.nonzero().flatten()
+            order = torch.sort(read[idx], descending=True, stable=True).indices
+            verdict_flags[idx[order[: verdict.suspects]]] = True
+    else:
+        verdicts, verdict_flags = class_verdicts(result.scores, labels)
+        verdict = verdicts[0] if verdicts else None
     v = detection_metrics(
         cell["is_poison"][members], result.scores[members], verdict_flags[members]
     )
+    check = verdict.check if verdict is not None else None
     return {
         "verdict_acc": 100 * v.accuracy,
-        "verdict_p": verdicts[0].p_value if verdicts else float("nan"),
+        "verdict_p": verdict.p_value if verdict is not None else float("nan"),
+        "verdict_check": (
+            f", l/q {check['own']}/{check['other']}{' cleared' if check['legitimate'] else ''}"
+            if check
+            else ""
+        ),
         "acc": 100 * m.accuracy,
         "tpr": 100 * m.tpr,
         "tnr": 100 * m.tnr,
@@ -215,7 +236,8 @@ def main(argv: list[str]) -> None:
                     f"{100 * rate:g}%", seed, label, f"{out['n_poison']} / {out['n']}",
                     f"{cell['asr']:.1f}", f"{out['acc']:.2f}", f"{out['tpr']:.2f}",
                     f"{out['tnr']:.2f}", f"{out['auroc']:.2f}",
-                    f"{out['verdict_acc']:.2f} (p {out['verdict_p']:.2g})", f"{out['wall']:.1f}",
+                    f"{out['verdict_acc']:.2f} (p {out['verdict_p']:.2g}{out['verdict_check']})",
+                    f"{out['wall']:.1f}",
                     out["restarts"],
                 ])  # fmt: skip
                 print(" | ".join(str(c) for c in per_seed[-1]), flush=True)
@@ -245,8 +267,9 @@ def main(argv: list[str]) -> None:
         + (f" plus {dict(args.hc_param)} for HC" if args.hc_param else "")
         + (f" plus {dict(args.ac_param)} for AC" if args.ac_param else "")
         + f", on class {TARGET} only. Mean ± sd over the seeds (%). ACC / TPR / TNR: the papers' "
-        "rule (the smaller cluster is poisoned); verdict ACC: the per-class verdict on the same "
-        "scores (flags above an upper-tail break, none when the class is judged clean); "
+        "rule (the smaller cluster is poisoned); verdict ACC: the per-class verdict (flags above "
+        "an upper-tail break, none when the class is judged clean): AC's own (its Fisher "
+        "projection, then its exclusionary reclassification, l/q per seed), HC's on its scores; "
         "seconds: wall per detector run (HC's include the LRP pass). "
         "Paper: Schulth et al. 2022, Table 1 (GTSRB).\n\n"
         + markdown_table(
