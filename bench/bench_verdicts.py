@@ -38,6 +38,12 @@ offline on the same models.
 
 ``--calibration`` adds, over every clean class of every cell, how often each detector's verdict
 and the combination named a clean class (false alarms per class tested).
+
+``--replay DIR`` trains nothing: it reads every run ``--save DIR`` kept, runs the combined
+decision of the current code (``combine``) on the members' saved scores, verdicts and
+confirmations, and prints the same tables (calibration included) and how many runs it
+reproduces exactly. A change to the combination can so be judged on every saved model in
+seconds; a change to a member (its scores, test or confirmation) still needs the runs again.
 """
 
 from __future__ import annotations
@@ -273,8 +279,7 @@ def save_run(
         "features": evidence.features().float().cpu().numpy(),
         "combined_score": decision.score.numpy(),
         "combined_removed": decision.removed.numpy(),
-        "art_activation_defence": out["ART ActivationDefence"][0],
-        "art_spectral_signature_defense": out["ART SpectralSignatureDefense"][0],
+        **{key: out[method][0] for method, key in ART_ARRAYS.items()},
     }
     for r in results:
         arrays[f"{r.detector}/scores"] = r.scores.numpy()
@@ -293,6 +298,81 @@ def save_run(
     (Path(folder) / f"{name}.json").write_text(text)
 
 
+ART_ARRAYS = {
+    "ART ActivationDefence": "art_activation_defence",
+    "ART SpectralSignatureDefense": "art_spectral_signature_defense",
+}
+
+
+def replay_run(npz: Any, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """One saved run (``save_run``'s arrays and JSON) through the current ``combine``: the run in
+    ``summarise``'s form and whether the decision equals the saved one."""
+    from poisonlab.defenses.base import DetectionResult
+    from poisonlab.defenses.verdicts import ClassVerdict
+
+    labels = torch.from_numpy(npz["labels"])
+    results = []
+    out: dict[str, Any] = {
+        "truth": npz["truth"],
+        "classes": meta["classes"],
+        "labels": npz["labels"],
+        "asr": meta["asr"],
+    }
+    for name in OURS:
+        scores = torch.from_numpy(npz[f"{name}/scores"])
+        key = f"{name}/verdict_scores"
+        verdicts = tuple(ClassVerdict(**v) for v in meta["verdicts"][name])
+        result = DetectionResult(
+            detector=name,
+            params={},
+            scores=scores,
+            flagged=torch.from_numpy(npz[f"{name}/flagged"]),
+            analysed=~torch.isnan(scores),
+            threshold={},
+            seconds=0.0,
+            verdicts=verdicts,
+            verdict_scores=torch.from_numpy(npz[key]) if key in npz.files else None,
+        )
+        results.append(result)
+        out[name] = (result.flagged.numpy(), result.poisoned_classes, result.verdicts)
+    decision = combine(results, labels)
+    out["combined"] = (decision.removed.numpy(), decision.poisoned_classes, decision.per_class)
+    for method, key in ART_ARRAYS.items():
+        if key in npz.files:  # runs saved before the ART flags were kept have none
+            out[method] = (npz[key], None, None)
+    same = bool(
+        np.array_equal(decision.removed.numpy(), npz["combined_removed"])
+        and decision.poisoned_classes == meta["decision"]["poisoned_classes"]
+    )
+    return out, same
+
+
+def replay(folder: str) -> str:
+    """The tables of every run saved in ``folder`` under the current combination (module
+    docstring), with how many saved decisions it reproduces."""
+    import json
+    from pathlib import Path
+
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    same = 0
+    paths = sorted(Path(folder).glob("*.json"))
+    if not paths:
+        raise SystemExit(f"--replay: no saved runs (*.json with their .npz) in {folder}")
+    for path in paths:
+        cell = path.stem.rsplit("-s", 1)[0]
+        with np.load(path.with_suffix(".npz")) as npz:
+            run, equal = replay_run(npz, json.loads(path.read_text()))
+        runs[cell].append(run)
+        same += equal
+    table, calibration, _ = summarise(runs)
+    return "\n".join([
+        f"Replay of {len(paths)} saved runs in {folder} through the current combination: "
+        f"{same} of {len(paths)} decisions equal to the saved ones.",
+        "", table, "", "False alarms: clean classes named, over every clean class of every run.",
+        "", calibration,
+    ])  # fmt: skip
+
+
 def named_classes(run: dict[str, Any], method: str) -> list[int]:
     """Classes a method names: ours, the verdicts; ART's detectors (no verdicts), every class in
     which they flagged a sample."""
@@ -304,7 +384,8 @@ def named_classes(run: dict[str, Any], method: str) -> list[int]:
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str, str]:
     """The targets table, the calibration table and the victims table."""
-    methods = [*OURS, "combined", "ART ActivationDefence", "ART SpectralSignatureDefense"]
+    every = [*OURS, "combined", *ART_ARRAYS]
+    methods = [m for m in every if all(m in run for cell in runs.values() for run in cell)]
 
     def spread(values: list[float]) -> str:
         v = 100 * np.asarray(values)
@@ -369,7 +450,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--calibration", action="store_true", help="add the false-alarm table")
     parser.add_argument("--save", default=None, help="folder for each run's scores and verdicts")
     parser.add_argument("--quick", action="store_true", help="one seed, three cells (smoke run)")
+    parser.add_argument("--replay", default=None, help="re-decide the runs saved in this folder")
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        print(replay(args.replay))
+        return
     cells = args.cells.split(",")
     unknown = sorted(set(cells) - set(CELLS))
     if unknown:
