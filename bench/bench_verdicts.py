@@ -39,11 +39,12 @@ offline on the same models.
 ``--calibration`` adds, over every clean class of every cell, how often each detector's verdict
 and the combination named a clean class (false alarms per class tested).
 
-``--replay DIR`` trains nothing: it reads every run ``--save DIR`` kept, runs the combined
-decision of the current code (``combine``) on the members' saved scores, verdicts and
-confirmations, and prints the same tables (calibration included) and how many runs it
-reproduces exactly. A change to the combination can so be judged on every saved model in
-seconds; a change to a member (its scores, test or confirmation) still needs the runs again.
+``--replay DIR [DIR ...]`` trains nothing: it reads every run ``--save`` kept there, runs the
+combined decision of the current code (``combine``) on the members' saved scores, verdicts and
+confirmations, and prints the same tables (calibration included) and how many saved decisions it
+reproduces exactly; ``--combinations`` adds other p-value combinations judged on the same runs
+(bench/verdict_combinations.py). A change to the combination can so be judged on every saved
+model in seconds; a change to a member (its scores, test or confirmation) needs the runs again.
 """
 
 from __future__ import annotations
@@ -331,14 +332,14 @@ def replay_run(npz: Any, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
             threshold={},
             seconds=0.0,
             verdicts=verdicts,
-            verdict_scores=torch.from_numpy(npz[key]) if key in npz.files else None,
+            verdict_scores=torch.from_numpy(npz[key]) if key in npz else None,
         )
         results.append(result)
         out[name] = (result.flagged.numpy(), result.poisoned_classes, result.verdicts)
     decision = combine(results, labels)
     out["combined"] = (decision.removed.numpy(), decision.poisoned_classes, decision.per_class)
     for method, key in ART_ARRAYS.items():
-        if key in npz.files:  # runs saved before the ART flags were kept have none
+        if key in npz:  # runs saved before the ART flags were kept have none
             out[method] = (npz[key], None, None)
     same = bool(
         np.array_equal(decision.removed.numpy(), npz["combined_removed"])
@@ -347,30 +348,44 @@ def replay_run(npz: Any, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return out, same
 
 
-def replay(folder: str) -> str:
-    """The tables of every run saved in ``folder`` under the current combination (module
-    docstring), with how many saved decisions it reproduces."""
+def replay(folders: list[str], combinations: bool = False) -> str:
+    """The tables of every run saved in ``folders`` under the current combination (module
+    docstring), with how many saved decisions it reproduces; ``combinations`` adds the table of
+    :mod:`bench.verdict_combinations` over the same runs."""
     import json
     from pathlib import Path
 
+    from poisonlab.defenses.verdicts import ClassVerdict
+
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    kept = []
     same = 0
-    paths = sorted(Path(folder).glob("*.json"))
+    paths = sorted(path for folder in folders for path in Path(folder).glob("*.json"))
     if not paths:
-        raise SystemExit(f"--replay: no saved runs (*.json with their .npz) in {folder}")
+        raise SystemExit(f"--replay: no saved runs (*.json with their .npz) in {folders}")
     for path in paths:
         cell = path.stem.rsplit("-s", 1)[0]
+        meta = json.loads(path.read_text())
         with np.load(path.with_suffix(".npz")) as npz:
-            run, equal = replay_run(npz, json.loads(path.read_text()))
-        runs[cell].append(run)
+            arrays = {key: npz[key] for key in npz.files if key != "features"}
+        run, equal = replay_run(arrays, meta)
+        runs[f"{path.parent.name}/{cell}"].append(run)
         same += equal
+        verdicts = {name: [ClassVerdict(**v) for v in meta["verdicts"][name]] for name in OURS}
+        kept.append((f"{path.parent.name}/{path.stem}", arrays, verdicts))
     table, calibration, _ = summarise(runs)
-    return "\n".join([
-        f"Replay of {len(paths)} saved runs in {folder} through the current combination: "
+    text = [
+        f"Replay of {len(paths)} saved runs through the current combination: "
         f"{same} of {len(paths)} decisions equal to the saved ones.",
         "", table, "", "False alarms: clean classes named, over every clean class of every run.",
         "", calibration,
-    ])  # fmt: skip
+    ]  # fmt: skip
+    if combinations:
+        from bench.verdict_combinations import compare
+
+        text += ["", "Other combinations of the member p-values (bench/verdict_combinations.py):",
+                 "", compare(kept, OURS)]  # fmt: skip
+    return "\n".join(text)
 
 
 def named_classes(run: dict[str, Any], method: str) -> list[int]:
@@ -450,10 +465,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--calibration", action="store_true", help="add the false-alarm table")
     parser.add_argument("--save", default=None, help="folder for each run's scores and verdicts")
     parser.add_argument("--quick", action="store_true", help="one seed, three cells (smoke run)")
-    parser.add_argument("--replay", default=None, help="re-decide the runs saved in this folder")
+    parser.add_argument(
+        "--replay", nargs="+", default=None, help="re-decide the runs saved in these folders"
+    )
+    parser.add_argument(
+        "--combinations", action="store_true", help="with --replay: compare other combinations"
+    )
     args = parser.parse_args(argv)
     if args.replay is not None:
-        print(replay(args.replay))
+        print(replay(args.replay, args.combinations))
         return
     cells = args.cells.split(",")
     unknown = sorted(set(cells) - set(CELLS))
