@@ -34,9 +34,12 @@ instead of the paper's 0.02 kept the split on the trigger at 5% on one victim (s
 What the defaults reach there, over three victims (docs/methods.md, "Measured limits"): ACC
 92.3 ± 7.9 / AUROC 96.6 ± 5.2 at 33% and ACC 67.0 ± 13.6 / AUROC 69.5 ± 26.9 at 5%, against the
 paper's 99.96 and 99.48. The heatmaps carry the trigger (barycenters of the true groups rank the
-poisons high), but the 2-means split does not always follow it: at 5% the coats' own shape modes
-lower the GW objective more than the 32 poisons do, and no measured rule for choosing among
-restarts (objective, barycenter separation, silhouette, votes) picks the trigger split reliably.
+poisons high), but the 2-means split does not always follow it. Even the barycenters of the
+*true* groups put 2.5-38% of the coats on the wrong side on six of the nine victims
+(bench/results/hc_oracle.md): the trigger holds only 12-41% of a poison's positive relevance and
+GW compares whole clouds. The GW barycenters are local optima whose start moves the k-means
+objective more than the choice of split does, so no measured rule for choosing among restarts
+(objective, barycenter separation, silhouette, votes) picks the trigger split reliably.
 Nor does the seeding: the paper's text's farthest-first seeding (``init="farthest"``) did
 better at 10% and 5% (mean ACC 89.7 / 77.0%) but worse at 33% (81.1%: it starts from an extreme
 sub-group of the poisons), on the demo's class and on the digits case than the k-means++ of the
