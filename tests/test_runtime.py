@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import subprocess
 import sys
 
@@ -128,3 +129,30 @@ def test_a_users_wait_policy_is_kept_and_a_late_import_is_reported():
     )
     first, second = done.stdout.strip().splitlines()
     assert first == "None" and "torch was loaded before poisonlab" in second
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="mallopt is glibc's",
+)
+def test_freed_memory_is_kept_unless_the_user_tuned_malloc():
+    """Rule 4: importing poisonlab raises glibc's trim threshold (freed heap memory stays for the
+    next training step instead of being faulted in again); a user's MALLOC_* setting wins."""
+    code = (
+        "import resource, poisonlab, torch\n"
+        "print(poisonlab.runtime.keep_freed_memory())\n"
+        "def step():\n"  # 3 x 16 MB, allocated, written and freed, like a training step's
+        "    y = [torch.ones(4 << 20) for _ in range(3)]\n"
+        "for _ in range(10):\n"  # the heap settles
+        "    step()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(10):\n"
+        "    step()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    pages = 10 * 3 * (16 << 20) // 4096  # faults if every step's pages came fresh from the OS
+    kept, faults = _python(code).stdout.split("\n")[:2]
+    assert kept.startswith("freed memory kept") and int(faults) < pages // 20
+    user, faults = _python(code, MALLOC_TRIM_THRESHOLD_="131072").stdout.split("\n")[:2]
+    assert user == "user's malloc settings"
+    assert int(faults) > pages // 2  # glibc's own behaviour: the pages are faulted in again

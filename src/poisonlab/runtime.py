@@ -24,6 +24,15 @@ workers, local and Ray, and the test session).
    libraries that load later and for child processes).
 3. A count below 1 is an error naming where it came from; more than the machine's cores is
    clamped to the cores with a warning (oversubscription is what this policy prevents).
+4. Freed memory is kept for reuse (glibc only, unless the user tuned malloc through
+   ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or
+   ``GLIBC_TUNABLES``): :func:`keep_freed_memory`. Each training step and forward pass frees
+   and re-allocates tens of MB of activations; by default glibc gives the top of its heap back
+   to the OS as soon as 64 MB are free there and serves blocks above its adaptive threshold with
+   fresh ``mmap``, so the next step faults every page in again (zero-filled by the kernel).
+   Measured on cnn-small, 28×28, bfloat16, batch 128, 2 threads (bench/results/scan_scale.md):
+   150 training steps 8.1 s wall with 3.2 s system time and 1.9 million page faults, 6.3 s
+   with 0.3 s and 3,500 faults once freed memory stays; the weights are bit-identical.
 
 Library use: ``import poisonlab`` (before torch) gives rule 1; ``poisonlab.runtime.use_threads()``
 applies rule 2 (``use_threads(1)``, ``use_threads(image_shape=(1, 28, 28))``). Nothing here
@@ -93,6 +102,7 @@ def prepare() -> None:
     global _wait
     if _wait is not None:
         return
+    keep_freed_memory()
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         _user_counts["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"].strip()
     if any(var in os.environ for var in _WAIT_VARS):
@@ -103,6 +113,57 @@ def prepare() -> None:
     else:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         _wait = ("OMP_WAIT_POLICY=PASSIVE", "poisonlab")
+
+
+# glibc's mallopt parameters (malloc.h) and the environment variables a user tunes them with
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MALLOC_VARS = (
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "GLIBC_TUNABLES",
+)
+#: Free memory glibc may keep at the top of its heap before returning it to the OS (default:
+#: twice the adaptive mmap threshold, i.e. at most 64 MB).
+KEEP_FREED_BYTES = 1 << 30
+#: Blocks from this size on come from mmap (glibc's largest allowed value on 64-bit systems;
+#: by default the threshold starts at 128 kB and only adapts after the first large free).
+MMAP_THRESHOLD_BYTES = 32 << 20
+#: Extra memory requested whenever the heap grows (fewer, larger growths).
+TOP_PAD_BYTES = 64 << 20
+_malloc: str | None = None  # what keep_freed_memory did, for describe()
+
+
+def keep_freed_memory() -> str:
+    """Let glibc keep freed memory for reuse instead of returning it to the OS (rule 4 of the
+    module docstring); returns what it did. Idempotent; does nothing on other C libraries or
+    when the user tuned malloc through the environment. Only the allocator's bookkeeping
+    changes: every computation gives bit-identical results."""
+    global _malloc
+    if _malloc is not None:
+        return _malloc
+    if any(var in os.environ for var in _MALLOC_VARS):
+        _malloc = "user's malloc settings"
+        return _malloc
+    _malloc = "C library default"
+    if not sys.platform.startswith("linux"):
+        return _malloc
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return _malloc
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    done = [
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+        mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES),
+        mallopt(_M_TOP_PAD, TOP_PAD_BYTES),
+    ]
+    if all(done):
+        _malloc = f"freed memory kept up to {KEEP_FREED_BYTES >> 20} MB (glibc mallopt)"
+    return _malloc
 
 
 def parse_threads(value: object, *, origin: str = "threads") -> int:
@@ -263,7 +324,8 @@ def record() -> dict[str, Any]:
 
 
 def describe() -> str:
-    """One line for logs and benchmark headers: torch threads, their source, the wait policy."""
+    """One line for logs and benchmark headers: torch threads, their source, the wait policy,
+    the malloc setting."""
     prepare()
     assert _wait is not None
     policy = f"{_wait[0]} (set by {_wait[1]})"
@@ -272,5 +334,8 @@ def describe() -> str:
         count = (
             f"torch {torch.get_num_threads()} threads" if torch is not None else "torch not loaded"
         )
-        return f"{count} (torch's default), {policy}, {cpu_count()} cores"
-    return f"{_settings.threads} threads ({_settings.source}), {policy}, {_settings.cores} cores"
+        return f"{count} (torch's default), {policy}, {cpu_count()} cores; malloc: {_malloc}"
+    return (
+        f"{_settings.threads} threads ({_settings.source}), {policy}, {_settings.cores} cores; "
+        f"malloc: {_malloc}"
+    )

@@ -61,3 +61,25 @@ def test_pooling_averages_conv_maps() -> None:
     full = capture_activations(model, x, ["body.relu2"], pool=False)["body.relu2"]
     # the same maps averaged by two reductions: float32 rounding only
     assert torch.allclose(pooled, full.view(4, 64, -1).mean(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_pass_runs_in_slices_of_cpu_rows_with_the_same_outputs() -> None:
+    """On the CPU at most CPU_ROWS images go through the model at a time (faster: the slice's
+    activations stay in cache); the rows come out as one batch of 150 would give them."""
+    from poisonlab.models.activations import CPU_ROWS, capture_representations
+
+    model = build_model(ModelConfig("cnn-small", 1, 12, 12, 10), seed=0).eval()
+    x = _images(150, 1, 12, 12)
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: sizes.append(len(args[0])))
+    try:
+        outputs, logits = capture_representations(
+            model, x, [("body.relu3", False), ("body.relu2", True)], batch_size=256
+        )
+    finally:
+        handle.remove()
+    assert sizes == [CPU_ROWS, CPU_ROWS, 150 - 2 * CPU_ROWS]
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(outputs[("body.relu3", False)], model.features(x))
+    assert outputs[("body.relu2", True)].shape == (150, 64)

@@ -72,6 +72,15 @@ def capture_activations(
     return {name: outputs[(name, pool)] for name in layers}
 
 
+#: Rows per forward pass of :func:`capture_representations` on the CPU, whatever ``batch_size``
+#: says: a 64-image slice's activations stay in the caches (cnn-small at 28×28: 9 MB for its
+#: widest layer, against 38 MB at 256 rows, which glibc also hands out as fresh mmap pages).
+#: 60,000 Fashion-MNIST images through cnn-small in float32 on 2 threads: 20.3 s at 256 rows,
+#: 14.5 s at 128, 12.6 s at 64, 14.1 s at 32; every row's outputs bit-identical
+#: (bench/results/scan_scale.md).
+CPU_ROWS = 64
+
+
 @torch.no_grad()
 def capture_representations(
     model: nn.Module,
@@ -90,7 +99,8 @@ def capture_representations(
     requests : (layer name, pool) pairs
         Each layer's output average-pooled (``pool=True``, conv maps → one value per channel) or
         flattened; a layer may be requested both ways.
-    batch_size, device : how the pass runs (CUDA when the model is there)
+    batch_size, device : how the pass runs (CUDA when the model is there); on the CPU at most
+        ``CPU_ROWS`` images go through the model at a time
 
     Returns
     -------
@@ -99,6 +109,8 @@ def capture_representations(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     layers = list(dict.fromkeys(name for name, _ in requests))
     n = len(images)
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_ROWS)
     # Results go straight into (N, D) tensors allocated at the first batch: per-batch pieces
     # joined at the end kept thousands of small blocks alive between each batch's large
     # temporaries, and the heap then grew by several GB over 60,000 images (fragmentation).
