@@ -21,9 +21,10 @@ from tests.defenses.test_contract import (
 
 
 def _counted(model):
-    """The model with a counter of its forward calls (a hook, removed by the caller)."""
+    """The model with a record of its forward calls: the rows of each (a hook, removed by the
+    caller)."""
     calls = []
-    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    handle = model.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
     return calls, handle
 
 
@@ -79,7 +80,9 @@ def test_one_pass_serves_several_defenses_in_a_scan_like_run():
         build_detector("deep-features").fit(evidence)
     finally:
         handle.remove()
-    assert len(calls) == 2  # one pass over the data, one over the held-out set
+    # one pass over the data, one over the held-out set: every image through the model once
+    # (on the CPU in slices of at most CPU_ROWS images)
+    assert sum(calls) == len(data) + len(evidence.holdout)
 
 
 def test_capture_representations_records_a_layer_both_ways_and_the_outputs():
