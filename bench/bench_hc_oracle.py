@@ -42,6 +42,7 @@ import torch
 if __package__ in (None, ""):  # run as `python bench/bench_hc_oracle.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_gromov import FAST_BARY, FAST_DIST
 from bench.bench_heatmap_table1 import TARGET, _param, victim
 from bench.common import markdown_table, write_result
 from poisonlab.data.prepare import prepare_splits
@@ -53,19 +54,9 @@ from poisonlab.explain.point_cloud import PointClouds
 from poisonlab.metrics.detection import detection_metrics
 from poisonlab.seeding import derive_seed, make_generator
 
-#: Barycenter settings of gw_kmeans (its defaults, see poisonlab.explain.gw_kmeans).
-BARY = {
-    "max_iter": 100,
-    "tol": 0.0,
-    "rtol": 1e-4,
-    "objective_rtol": 1e-4,
-    "gw_max_iter": 50,
-    "gw_value_rtol": 1e-5,
-    "inexact": 1e-2,
-    "check_every": 1,
-}
-#: Distance settings of gw_kmeans.
-DIST = {"max_iter": 1000, "value_rtol": 1e-5, "check_every": 1}
+#: Barycenter and distance settings of gw_kmeans (its defaults, as bench gromov's clustering path).
+BARY = {"max_iter": 100, **FAST_BARY}
+DIST = {"max_iter": 1000, **FAST_DIST}
 CORNER = 6
 
 
