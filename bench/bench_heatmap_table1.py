@@ -47,7 +47,7 @@ from bench.common import markdown_table, write_result
 from poisonlab.attacks import build_attack
 from poisonlab.data.prepare import prepare_splits
 from poisonlab.defenses import Evidence, build_detector
-from poisonlab.defenses.verdicts import class_verdicts
+from poisonlab.defenses.verdicts import BreakTest, class_verdicts
 from poisonlab.metrics.detection import detection_metrics
 from poisonlab.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from poisonlab.seeding import derive_seed, make_generator
@@ -129,7 +129,7 @@ def detect(name: str, params: dict[str, Any], cell: dict[str, Any]) -> dict[str,
     class is judged clean). A detector that gives verdicts (Activation Clustering) is judged by
     its own: the break in the scores it reads (the split's Fisher projection) and its confirming
     exclusionary reclassification, whose l/q is reported; for the others (HC) the break test
-    reads their scores.
+    reads their scores, in its valley form (``BreakTest.valley``) for HC's silhouettes.
     """
     evidence = Evidence(cell["data"], cell["model"], device="cpu")
     detector = build_detector(name, classes=[TARGET], **{"threshold": "paper", **params})
@@ -151,8 +151,8 @@ def detect(name: str, params: dict[str, Any], cell: dict[str, Any]) -> dict[str,
             idx = members.nonzero().flatten()
             order = torch.sort(read[idx], descending=True, stable=True).indices
             verdict_flags[idx[order[: verdict.suspects]]] = True
-    else:
-        verdicts, verdict_flags = class_verdicts(result.scores, labels)
+    else:  # HC's silhouettes: the valley test (poisonlab.defenses.verdicts)
+        verdicts, verdict_flags = class_verdicts(result.scores, labels, BreakTest.valley())
         verdict = verdicts[0] if verdicts else None
     v = detection_metrics(
         cell["is_poison"][members], result.scores[members], verdict_flags[members]
@@ -269,7 +269,8 @@ def main(argv: list[str]) -> None:
         + f", on class {TARGET} only. Mean ± sd over the seeds (%). ACC / TPR / TNR: the papers' "
         "rule (the smaller cluster is poisoned); verdict ACC: the per-class verdict (flags above "
         "an upper-tail break, none when the class is judged clean): AC's own (its Fisher "
-        "projection, then its exclusionary reclassification, l/q per seed), HC's on its scores; "
+        "projection, then its exclusionary reclassification, l/q per seed), HC's on its scores "
+        "(the valley test for silhouettes: windows up to 64 spacings, to 40% of the class); "
         "seconds: wall per detector run (HC's include the LRP pass). "
         "Paper: Schulth et al. 2022, Table 1 (GTSRB).\n\n"
         + markdown_table(

@@ -19,12 +19,14 @@ CLEAN_TAILS = {
 }
 
 
+@pytest.mark.parametrize("valley", [False, True], ids=["default", "valley"])
 @pytest.mark.parametrize("tail", list(CLEAN_TAILS))
-def test_false_alarm_rate_on_many_clean_classes(tail: str) -> None:
+def test_false_alarm_rate_on_many_clean_classes(tail: str, valley: bool) -> None:
     """300 clean classes of 150 samples: P(p ≤ a) stays within three binomial standard errors
-    of a (a = 0.05 and 0.01) for exponential, Gaussian, χ²₁ and uniform score tails."""
+    of a (a = 0.05 and 0.01) for exponential, Gaussian, χ²₁ and uniform score tails, with the
+    default windows and with the valley test's."""
     generator = torch.Generator().manual_seed(0)
-    test = BreakTest()
+    test = BreakTest.valley() if valley else BreakTest()
     p = torch.tensor(
         [test.verdict(0, CLEAN_TAILS[tail](150, generator), 1).p_value for _ in range(300)]
     )
@@ -147,6 +149,59 @@ def test_a_wide_gap_across_several_spacings_is_found() -> None:
     assert 60 <= verdict.suspects <= 64
 
 
+def two_cluster_silhouettes(
+    n: int, planted: int, distance: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Silhouettes (b − a) / max(a, b) of a class split in two, as Heatmap Clustering scores it:
+    a, b the distances to the centres of the planted group (the last ``planted`` of ``n`` 2-D
+    Gaussian points, shifted by ``distance``) and of the rest; with ``planted = 0`` the split is
+    2-means' cut of one elongated Gaussian at its middle, the smaller side taken as "planted"."""
+    x = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    if planted:
+        x[n - planted :, 0] += distance
+        group = torch.arange(n) >= n - planted
+    else:
+        x[:, 0] *= 2.0
+        group = x[:, 0] > 0
+        group = group if int(group.sum()) <= n // 2 else ~group
+    a = (x - x[group].mean(0)).norm(dim=1)
+    b = (x - x[~group].mean(0)).norm(dim=1)
+    return (b - a) / torch.maximum(a, b)
+
+
+def test_a_third_of_the_class_is_named_across_the_valley_of_its_silhouettes() -> None:
+    """Regression (Schulth et al. 2022 Table 1 setting, 33% poisons): the silhouettes of a
+    2-cluster split have a valley, not a gap, between the groups, and the valley under a group of
+    a third of the class runs past ``max_fraction`` (35%). The valley test (windows of up to 64
+    spacings that may end at 40% of the class) names every one of ten such classes at Holm's
+    first step over ten classes (0.005); the default windows (at most 8, ending at 35%) missed
+    several, as they judged Heatmap Clustering's 33% coats clean."""
+    generator = torch.Generator().manual_seed(12)
+    test = BreakTest.valley()
+    for _ in range(10):
+        scores = two_cluster_silhouettes(600, 198, 4.5, generator)
+        verdict = test.verdict(4, scores, tested=10)
+        assert verdict.poisoned, verdict
+        assert 170 <= verdict.suspects <= test.window(600)[1]
+
+
+def test_silhouettes_of_clean_two_means_splits_are_calibrated() -> None:
+    """The same silhouettes for clean classes (one Gaussian cut in two, its valley at 40–50% of
+    the class): the valley test's wider and deeper windows keep P(p ≤ a) within three binomial
+    standard errors of a over 300 classes of 150."""
+    generator = torch.Generator().manual_seed(13)
+    test = BreakTest.valley()
+    p = torch.tensor(
+        [
+            test.verdict(0, two_cluster_silhouettes(150, 0, 0.0, generator), 1).p_value
+            for _ in range(300)
+        ]
+    )
+    for a in (0.05, 0.01):
+        tolerance = 3 * (a * (1 - a) / len(p)) ** 0.5
+        assert float((p <= a).double().mean()) <= a + tolerance, a
+
+
 @pytest.mark.parametrize("name", ["activation-clustering", "raw-clustering"])
 def test_planted_one_class_backdoor_names_only_that_class(name: str) -> None:
     case = make_case(poisoned_classes=(1,), n_per_class=120)
@@ -240,3 +295,24 @@ def test_verdict_threshold_text() -> None:
             parse_threshold(bad)
     with pytest.raises(ConfigError, match="max_fraction"):
         BreakTest(max_fraction=0.8)
+    with pytest.raises(ConfigError, match="widths"):
+        BreakTest(widths=(1, 0))
+    with pytest.raises(ConfigError, match="gap_margin"):
+        BreakTest(gap_margin=-0.1)
+
+
+def test_the_default_windows_are_unchanged_by_the_valley_options() -> None:
+    """A zero margin reproduces the windows ending at k_max: the same p-value and cut for every
+    detector that keeps the default test."""
+    generator = torch.Generator().manual_seed(14)
+    scores = torch.cat(
+        [
+            torch.randn(300, generator=generator, dtype=torch.float64),
+            5 + torch.rand(40, generator=generator, dtype=torch.float64),
+        ]
+    )
+    a = BreakTest().statistic(scores)
+    b = BreakTest(widths=(1, 2, 4, 8), gap_margin=0.0).statistic(scores)
+    assert a == b and a is not None and a[1] == 40
+    wide = BreakTest.valley().statistic(scores)
+    assert wide is not None and wide[1] == 40
