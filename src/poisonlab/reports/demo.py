@@ -95,7 +95,10 @@ class DemoSettings:
         The one class heatmap clustering analyses (it receives the class-2 poisons).
     heatmap : mapping
         Keywords of :class:`~poisonlab.defenses.heatmap_clustering.HeatmapClustering` beyond
-        ``classes``; the tour uses none (the detector's defaults).
+        ``classes``; the tour uses none (the detector's defaults): on these 8×8 digits its
+        AUROC swings with the victim and the k-means seed (71 ± 26% over 15 runs) and no
+        measured setting does better (docs/methods.md#heatmap-clustering-demo,
+        ``python -m bench hc_demo``).
     """
 
     limit: int | None = None
