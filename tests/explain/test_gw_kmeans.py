@@ -15,7 +15,8 @@ from poisonlab.explain.gw_barycenter import (
     random_structure,
     update_structure,
 )
-from poisonlab.explain.gw_kmeans import _assign, gw_kmeans, gw_kmeans_many
+from poisonlab.explain.gw_kmeans import gw_kmeans, gw_kmeans_many
+from poisonlab.explain.gw_lloyd import assign_nearest
 from poisonlab.explain.point_cloud import heatmaps_to_clouds, pad_clouds
 
 
@@ -106,7 +107,7 @@ def test_barycenter_is_unique_up_to_a_permutation_of_its_points() -> None:
 
 def test_assign_reseeds_an_empty_cluster_with_the_farthest_point() -> None:
     dist = torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.7, 0.95], [0.3, 0.9]])
-    labels = _assign(dist, 2)
+    labels = assign_nearest(dist, 2)
     assert labels.tolist() == [0, 0, 1, 0]  # cloud 2 is farthest from its own center
 
 
@@ -188,7 +189,7 @@ def test_kmeans_runs_on_one_thread_whatever_the_callers_count() -> None:
     maps, _ = _heatmaps(n_one=12, n_two=5)
     clouds = heatmaps_to_clouds(maps, max_points=24)
     seen: list[int] = []
-    import poisonlab.explain.gw_kmeans as module
+    import poisonlab.explain.gw_lloyd as module
 
     original = module.gw_to_spaces
 
