@@ -12,7 +12,7 @@ from poisonlab.defenses.activation_clustering import (
     ActivationClustering,
     reclassification_verdict,
 )
-from poisonlab.defenses.clustering import (
+from poisonlab.defenses.two_means import (
     AXIS_FRACTIONS,
     SplitSilhouettes,
     axis_spread,

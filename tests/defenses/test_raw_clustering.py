@@ -57,7 +57,7 @@ def test_real_digits_with_a_large_trigger(digits_backdoor: RealCase) -> None:
 
 def test_fastica_survives_a_constant_first_pixel() -> None:
     """scikit-learn's FastICA signs components by the first feature; a constant one gave NaN."""
-    from poisonlab.defenses.clustering import reduce_dimensions
+    from poisonlab.defenses.two_means import reduce_dimensions
 
     # The size of one Fashion-MNIST class (plain FastICA returns NaN on exactly this input).
     x = torch.rand(800, 784, generator=torch.Generator().manual_seed(0)).double().numpy()

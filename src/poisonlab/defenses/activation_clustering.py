@@ -38,9 +38,10 @@ import torch
 from torch import Tensor
 
 from poisonlab.defenses.base import register_detector
-from poisonlab.defenses.clustering import AXIS_SPLITS, CONFIRM, TwoMeansDetector
+from poisonlab.defenses.clustering import TwoMeansDetector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import Threshold
+from poisonlab.defenses.two_means import AXIS_SPLITS, CONFIRM
 from poisonlab.models.network import Network
 from poisonlab.validation import LAYER, POSITIVE, POSITIVE_INT, ConstraintList
 
