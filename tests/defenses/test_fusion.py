@@ -3,6 +3,8 @@ cuts, the union."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -140,3 +142,17 @@ def test_union_rule_removes_every_flag() -> None:
     assert torch.equal(decision.removed, results[0].flagged | results[1].flagged)
     with pytest.raises(ConfigError, match="union"):
         combine(results, case.labels, rule="majority")
+
+
+def test_a_verdict_outside_the_members_is_reported_not_combined() -> None:
+    """Heatmap Clustering gives verdicts but is not a member (fusion.NOT_MEMBERS): its result,
+    however it judged the classes, leaves the combined decision as the members made it."""
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    (ac,) = fitted(case, "activation-clustering")
+    every_class = torch.ones_like(ac.flagged)
+    hc = dataclasses.replace(ac, detector="heatmap-clustering", flagged=every_class)
+    alone, both = combine([ac], case.labels), combine([ac, hc], case.labels)
+    assert hc.verdicts and both.members == ["activation-clustering"]
+    assert "heatmap-clustering" in both.excluded
+    assert torch.equal(both.removed, alone.removed)
+    assert both.poisoned_classes == alone.poisoned_classes == [1]

@@ -85,8 +85,27 @@ def planted() -> Planted:
 
 @pytest.fixture(scope="module")
 def fitted(planted: Planted) -> HeatmapClustering:
-    detector = HeatmapClustering(classes=[POISONED, CLEAN], **FAST)
+    """The paper's rule (smaller cluster flagged), which the tests below examine."""
+    detector = HeatmapClustering(classes=[POISONED, CLEAN], threshold="paper", **FAST)
     return detector.fit(planted.evidence())  # type: ignore[return-value]
+
+
+def test_default_verdict_names_the_poisoned_class_and_clears_the_clean_one(
+    planted: Planted,
+) -> None:
+    """At the default threshold each class is judged by the break test's valley form on its
+    silhouettes: the poisoned class is named and loses its poisons, the clean class (which the
+    paper's rule cuts in two) is judged clean and loses nothing."""
+    detector = HeatmapClustering(classes=[POISONED, CLEAN], **FAST)
+    result = detector.fit(planted.evidence()).result
+    assert result.threshold["rule"] == "verdict"
+    assert result.threshold["poisoned_classes"] == [POISONED]
+    named = {v.label: v.poisoned for v in result.verdicts}
+    assert named == {POISONED: True, CLEAN: False}
+    members = planted.data.labels == POISONED
+    flagged, truth = result.flagged[members], planted.is_poison[members]
+    assert (flagged & truth).sum() >= 15 and (flagged & ~truth).sum() <= 2
+    assert not result.flagged[planted.data.labels == CLEAN].any()
 
 
 def test_planted_poisons_are_the_flagged_cluster(
@@ -170,7 +189,8 @@ def test_deterministic_and_model_left_as_it_was(
     first.requires_grad_(False)
     before = model_snapshot(model)
     try:
-        again = HeatmapClustering(classes=[POISONED, CLEAN], **FAST).fit(planted.evidence()).result
+        detector = HeatmapClustering(classes=[POISONED, CLEAN], threshold="paper", **FAST)
+        again = detector.fit(planted.evidence()).result
         after = model_snapshot(model)
     finally:
         first.requires_grad_(True)
@@ -204,8 +224,8 @@ def test_claimed_or_predicted_class_is_explained() -> None:
 
 
 def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering) -> None:
-    """The flagged samples are exactly those with a positive score (nearer the small barycenter),
-    and the paper rule is the default threshold."""
+    """Under the paper's rule the flagged samples are exactly those with a positive score
+    (nearer the small barycenter)."""
     result = fitted.result
     analysed = result.analysed
     assert torch.equal(result.flagged[analysed], result.scores[analysed] > 0)

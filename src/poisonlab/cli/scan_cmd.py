@@ -292,7 +292,7 @@ def scan_command(
 ) -> None:
     """Score every sample of DATA with the chosen defenses; write scores, a summary and a clean set.
 
-    Prints the verdict first ("class 8 looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean"): the defenses that rank within classes (activation-clustering, raw-clustering, spectral-signatures) each test every class for a break in its highest scores, and a class is named when the most significant of them passes the family-wise 5% level; a class judged clean loses nothing.
+    Prints the verdict first ("class 8 looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean"): the defenses that rank within classes (activation-clustering, raw-clustering, spectral-signatures) each test every class for a break in its highest scores, and a class is named when the most significant of them passes the family-wise 5% level; a class judged clean loses nothing. heatmap-clustering judges its classes the same way (in the test's valley form) and flags nothing in a class it judges clean; its verdict is reported, not combined.
 
     Writes --out/scores.csv (one row per sample: index, id, label, a score and a 0/1 flag column per defense, the combined score and the 0/1 removed decision), --out/summary.json (the verdict and the decision first, then per defense its verdicts, the cut-off used per class, parameters, flags per class, timings, the models used, the thread settings), --out/model/ (a model trained here, reusable with --model; --out/lgm-model/ too when one was trained), --out/clean.npz (DATA without the removed samples; load it like any .npz) and --out/report.html (figures). Input files are only read.
 

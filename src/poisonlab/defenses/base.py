@@ -152,6 +152,12 @@ class Detector(Validated, ABC):
         return verdicts, flags
 
     @staticmethod
+    def _break_test(alpha: float) -> BreakTest:
+        """The per-class test of :meth:`fit` at level ``alpha``: the default windows of
+        :class:`~poisonlab.defenses.verdicts.BreakTest`."""
+        return BreakTest(alpha=alpha)
+
+    @staticmethod
     def _verdict_scale(scores: Tensor) -> Tensor:
         """The increasing map under which the per-class break test reads this detector's scores
         (:func:`~poisonlab.defenses.verdicts.class_verdicts`); the identity by default."""
@@ -248,7 +254,7 @@ class Detector(Validated, ABC):
             alpha = getattr(self.threshold, "alpha", VerdictRule.alpha)
             tested = scores if scored.verdict_scores is None else scored.verdict_scores.double()
             verdicts, verdict_flags = class_verdicts(
-                tested.cpu(), labels, BreakTest(alpha=alpha), scale=self._verdict_scale
+                tested.cpu(), labels, self._break_test(alpha), scale=self._verdict_scale
             )
             verdicts, verdict_flags = self._confirm(evidence, verdicts, verdict_flags)
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)

@@ -70,6 +70,11 @@ NOT_MEMBERS = {
         "ranks uncertainty over the whole set; no per-class verdict (flags reported only)"
     ),
     "deep-features": "ranks the whole set against clean densities; no per-class verdict",
+    "heatmap-clustering": (
+        "its per-class verdict (the break test's valley form on its silhouettes) is measured on "
+        "Schulth et al.'s Table 1 setting and simulations only, not on the verdict bench's clean "
+        "and poisoned sets; its verdicts and flags are in its own columns"
+    ),
 }
 
 
@@ -224,11 +229,11 @@ def combine(
     """
     if rule not in RULES:
         raise ConfigError(f"combination rule must be one of {', '.join(RULES)}, got {rule!r}")
-    members = [r for r in results if r.verdicts]
+    members = [r for r in results if r.verdicts and r.detector not in NOT_MEMBERS]
     excluded = {
         r.detector: NOT_MEMBERS.get(r.detector, "gives no per-class verdict")
         for r in results
-        if not r.verdicts
+        if not any(r is m for m in members)
     }
     score = combined_score(members, labels)
     names = [r.detector for r in members]
@@ -330,7 +335,7 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
             "(no class verdict)"
         )
     if not tested:
-        return "no defense that gives class verdicts ran"
+        return "no defense of the combined decision ran"
     named = decision.poisoned_classes
     clean = [c for c in tested if c not in named]
     parts = []
