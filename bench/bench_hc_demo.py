@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 import time
 import uuid
@@ -41,7 +40,7 @@ if __package__ in (None, ""):  # run as `python bench/bench_hc_demo.py`
 
 from bench.bench_hc_oracle import _split
 from bench.bench_heatmap_table1 import _param
-from bench.common import markdown_table, write_result
+from bench.common import markdown_table, mean_sd, write_result
 from poisonlab.defenses import Evidence, build_detector
 from poisonlab.defenses.base import DETECTORS, register_detector
 from poisonlab.defenses.heatmap_clustering import HeatmapClustering, silhouette
@@ -101,12 +100,6 @@ def bound(evidence: Evidence, truth: torch.Tensor, detector: Any, starts: int) -
             "points": float(clouds.sizes.double().mean())}  # fmt: skip
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
 def main(argv: list[str]) -> None:
     """HC on the demo's class over ``--seeds`` (victims) × ``--hc-seeds`` (k-means draws)."""
     parser = argparse.ArgumentParser(prog="python -m bench hc_demo")
@@ -155,10 +148,10 @@ def main(argv: list[str]) -> None:
     summary = markdown_table(
         ["", "AUROC %", "ACC %", "runs with AUROC ≥ 95"],
         [
-            ["k-means runs", _mean_sd(runs_auroc), "",
+            ["k-means runs", mean_sd(runs_auroc, 1), "",
              f"{sum(a >= 95 for a in runs_auroc)} / {len(runs_auroc)}"],
-            ["bound (true groups' barycenters)", _mean_sd([b["auroc"] for b in bounds]),
-             _mean_sd([b["acc"] for b in bounds]), f"{sum(b['auroc'] >= 95 for b in bounds)} / {len(bounds)}"],
+            ["bound (true groups' barycenters)", mean_sd([b["auroc"] for b in bounds], 1),
+             mean_sd([b["acc"] for b in bounds], 1), f"{sum(b['auroc'] >= 95 for b in bounds)} / {len(bounds)}"],
         ],
     )  # fmt: skip
     body = (

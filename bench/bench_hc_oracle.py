@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ if __package__ in (None, ""):  # run as `python bench/bench_hc_oracle.py`
 
 from bench.bench_gromov import FAST_BARY, FAST_DIST
 from bench.bench_heatmap_table1 import TARGET, _param, victim
-from bench.common import markdown_table, write_result
+from bench.common import markdown_table, mean_sd, write_result
 from poisonlab.data.prepare import prepare_splits
 from poisonlab.defenses import Evidence, build_detector
 from poisonlab.defenses.heatmap_clustering import silhouette
@@ -138,12 +137,6 @@ def oracle(cell: dict[str, Any], params: dict[str, Any], starts: int, seed: int)
     return out
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def main(argv: list[str]) -> None:
     """Run the bound over ``--seeds`` × ``--rates`` (victims as in ``bench_heatmap_table1``)."""
     parser = argparse.ArgumentParser(prog="python -m bench hc_oracle")
@@ -184,8 +177,8 @@ def main(argv: list[str]) -> None:
     summary = [
         [
             f"{100 * rate:g}%",
-            *(_mean_sd([o[k] for o in outs]) for k in ("acc", "tpr", "tnr", "auroc", "acc_after")),
-            _mean_sd([o["share_auroc"] for o in outs]),
+            *(mean_sd([o[k] for o in outs]) for k in ("acc", "tpr", "tnr", "auroc", "acc_after")),
+            mean_sd([o["share_auroc"] for o in outs]),
         ]
         for rate, outs in per_rate.items()
     ]

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ import torch
 if __package__ in (None, ""):  # run as `python bench/bench_heatmap_table1.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import markdown_table, write_result
+from bench.common import markdown_table, mean_sd, write_result
 from poisonlab.attacks import build_attack
 from poisonlab.data.prepare import prepare_splits
 from poisonlab.defenses import Evidence, build_detector
@@ -183,13 +182,6 @@ def detect(name: str, params: dict[str, Any], cell: dict[str, Any]) -> dict[str,
     }
 
 
-def _mean_sd(values: list[float], digits: int = 2) -> str:
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def main(argv: list[str]) -> None:
     """Run the table; ``--quick`` for one seed at 33% on 2,000 images."""
     parser = argparse.ArgumentParser(prog="python -m bench heatmap_table1")
@@ -249,12 +241,12 @@ def main(argv: list[str]) -> None:
             paper = PAPER.get(round(rate, 2), {}).get(label)
             rows.append([
                 f"{100 * rate:g}%", label,
-                _mean_sd([c["asr"] for c in cells], 1),
+                mean_sd([c["asr"] for c in cells], 1),
                 *(
-                    _mean_sd([o[k] for o in outs])
+                    mean_sd([o[k] for o in outs])
                     for k in ("acc", "tpr", "tnr", "auroc", "verdict_acc")
                 ),
-                _mean_sd([o["wall"] for o in outs], 1),
+                mean_sd([o["wall"] for o in outs], 1),
                 " / ".join(f"{v:.2f}" for v in paper) if paper else "-",
             ])  # fmt: skip
     seeds = ", ".join(str(s) for s in args.seeds)

@@ -13,6 +13,7 @@ import contextlib
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -101,6 +102,14 @@ def write_result(name: str, title: str, command: str, body: str) -> Path:
     )
     path.write_text(header + body.rstrip() + "\n")
     return path
+
+
+def mean_sd(values: list[float], digits: int = 2) -> str:
+    """``mean ± sd`` of ``values`` at ``digits`` decimals (the mean alone for one value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
