@@ -181,6 +181,12 @@ def test_each_verdict_follows_its_stated_criterion():
     assert set(changed.values()) == {"no"}
 
 
+def test_the_heatmap_claim_says_its_auroc_is_one_k_means_draw():
+    blocks = summary_blocks(*_metrics(), heatmap_class=3, rate=0.2)
+    (hc,) = [c for b in blocks for c in b.claims if c.paper == SCHULTH]
+    assert "on class 3, one k-means draw" in hc.measured and "bench hc_demo" in hc.measured
+
+
 def test_a_claim_about_stopping_a_failed_attack_is_not_judged():
     backdoor, collision = _metrics()
     collision["collision.ce.success_rate"] = 0.0
