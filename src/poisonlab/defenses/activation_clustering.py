@@ -30,6 +30,7 @@ the smaller-cluster rule a clean class loses its smaller half.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -42,6 +43,7 @@ from poisonlab.defenses.clustering import TwoMeansDetector
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import Threshold
 from poisonlab.defenses.two_means import AXIS_SPLITS, CONFIRM
+from poisonlab.defenses.verdicts import ClassVerdict
 from poisonlab.models.network import Network
 from poisonlab.validation import LAYER, POSITIVE, POSITIVE_INT, ConstraintList
 
@@ -204,3 +206,57 @@ def retrain_without(
             model, data, config, device=evidence.device, description="exclusionary retraining"
         )
     return model
+
+
+def confirm_by_reclassification(
+    evidence: Evidence,
+    verdicts: tuple[ClassVerdict, ...],
+    flags: Tensor,
+    *,
+    confirm: float,
+    seed: int,
+) -> tuple[tuple[ClassVerdict, ...], Tensor]:
+    """Exclusionary reclassification (Chen et al. 2018 §4) of the classes ``verdicts`` name.
+
+    A class with a genuine minority mode (a second way of writing a digit) splits as clearly
+    as a poisoned one, so the split alone cannot tell them apart. A fresh copy of the model is
+    trained once without every suspect (``flags``); each named class's suspects are then
+    classified by it. With l of them predicted as their claimed label and q as the most frequent
+    other class C, the group is legitimate when l/q > ``confirm`` (T) and the verdict is
+    cleared (its flags dropped); a poison group, whose label only its trigger explained, goes
+    to its source class C. Runs only when a class is named and the evidence has a model;
+    detectors naming the same suspects share one retraining. Returns the verdicts and flags.
+    """
+    named = [v for v in verdicts if v.poisoned]
+    if evidence.model is None or not named:
+        return verdicts, flags
+    from poisonlab.train import predict
+
+    key = ("retrained without", seed, hashlib.sha256(flags.numpy().tobytes()).hexdigest())
+    model = evidence.cached(
+        key, lambda: retrain_without(evidence, flags, seed=seed, epochs=None)
+    )  # detectors naming the same suspects share one retraining
+    labels = evidence.labels()
+    flags = flags.clone()
+    kept = []
+    for verdict in verdicts:
+        if verdict.poisoned:
+            members = (flags & (labels == verdict.label)).nonzero().flatten()
+            images = evidence.data.images[members]
+            predictions = predict(model, images, device=evidence.device)
+            legit, own, q, other = reclassification_verdict(
+                predictions, verdict.label, evidence.num_classes, confirm
+            )
+            check = {
+                "test": "exclusionary reclassification",
+                "threshold": confirm,
+                "own": own,
+                "other": q,
+                "source_class": other if q else None,
+                "legitimate": legit,
+            }
+            verdict = replace(verdict, poisoned=not legit, check=check)
+            if legit:
+                flags[members] = False
+        kept.append(verdict)
+    return tuple(kept), flags

@@ -46,10 +46,8 @@ cluster, while another restart isolated the poisons exactly and had the higher s
 
 from __future__ import annotations
 
-import hashlib
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import replace
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -238,54 +236,16 @@ class TwoMeansDetector(Detector):
     def _confirm(
         self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: Tensor
     ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
-        """Exclusionary reclassification (Chen et al. 2018 §4) of the classes the verdicts name.
-
-        A class with a genuine minority mode (a second way of writing a digit) splits as clearly
-        as a poisoned one, so shape alone cannot tell them apart. A fresh copy of the model is
-        trained once without every suspect; each named class's suspects are then classified by
-        it. With l of them predicted as their claimed label and q as the most frequent other class
-        C, the group is legitimate when l/q > ``confirm`` (T, default :data:`CONFIRM`) and the
-        verdict is cleared; a poison group, whose label only its trigger explained, goes to its
-        source class C. Runs only when a class is named and the evidence has a model (one
-        training of the architecture); ``confirm=None`` skips it.
-        """
-        named = [v for v in verdicts if v.poisoned]
-        if self.confirm is None or evidence.model is None or not named:
+        """Exclusionary reclassification of the classes the verdicts name
+        (:func:`~poisonlab.defenses.activation_clustering.confirm_by_reclassification`, one
+        retraining when a class is named and a model is given); ``confirm=None`` skips it."""
+        if self.confirm is None:
             return verdicts, flags
-        from poisonlab.defenses.activation_clustering import (
-            reclassification_verdict,
-            retrain_without,
-        )
-        from poisonlab.train import predict
+        from poisonlab.defenses.activation_clustering import confirm_by_reclassification
 
-        key = ("retrained without", self.seed, hashlib.sha256(flags.numpy().tobytes()).hexdigest())
-        model = evidence.cached(
-            key, lambda: retrain_without(evidence, flags, seed=self.seed, epochs=None)
-        )  # detectors naming the same suspects share one retraining
-        labels = evidence.labels()
-        flags = flags.clone()
-        kept = []
-        for verdict in verdicts:
-            if verdict.poisoned:
-                members = (flags & (labels == verdict.label)).nonzero().flatten()
-                images = evidence.data.images[members]
-                predictions = predict(model, images, device=evidence.device)
-                legit, own, q, other = reclassification_verdict(
-                    predictions, verdict.label, evidence.num_classes, self.confirm
-                )
-                check = {
-                    "test": "exclusionary reclassification",
-                    "threshold": self.confirm,
-                    "own": own,
-                    "other": q,
-                    "source_class": other if q else None,
-                    "legitimate": legit,
-                }
-                verdict = replace(verdict, poisoned=not legit, check=check)
-                if legit:
-                    flags[members] = False
-            kept.append(verdict)
-        return tuple(kept), flags
+        return confirm_by_reclassification(
+            evidence, verdicts, flags, confirm=self.confirm, seed=self.seed
+        )
 
     def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
         """Samples of ``part`` scored with their class's fitted reducer, centroids and σ.
