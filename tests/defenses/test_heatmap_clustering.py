@@ -264,3 +264,34 @@ def test_positive_relevance_clouds_keep_only_positive_pixels() -> None:
     assert (clouds.sizes <= n_positive.clamp(min=1)).all()
     assert (clouds.sizes <= raw.clouds(evidence, "data", 0).sizes).all()
     assert clouds is not raw.clouds(evidence, "data", 0)  # cached apart
+
+
+def test_a_named_class_whose_suspects_stay_in_it_is_cleared(
+    planted: Planted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exclusionary reclassification (``confirm``): retrained without the suspects, a model
+    that still calls them their claimed label makes the group a genuine mode, and the verdict
+    is cleared; ``confirm=None`` keeps the verdict and never retrains."""
+    import poisonlab.defenses.activation_clustering as ac
+    import poisonlab.train as train
+
+    retrained: list[torch.Tensor] = []
+
+    def retrain(evidence: object, flags: torch.Tensor, **kwargs: object) -> str:
+        retrained.append(flags.clone())
+        return "retrained"
+
+    def predict(model: str, images: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        assert model == "retrained"
+        return torch.full((len(images),), POISONED)
+
+    monkeypatch.setattr(ac, "retrain_without", retrain)
+    monkeypatch.setattr(train, "predict", predict)
+    result = HeatmapClustering(classes=[POISONED, CLEAN], **FAST).fit(planted.evidence()).result
+    assert len(retrained) == 1
+    (verdict,) = [v for v in result.verdicts if v.label == POISONED]
+    assert verdict.check is not None and verdict.check["legitimate"] and not verdict.poisoned
+    assert not result.flagged.any()
+    kept = HeatmapClustering(classes=[POISONED, CLEAN], confirm=None, **FAST)
+    assert kept.fit(planted.evidence()).result.poisoned_classes == [POISONED]
+    assert len(retrained) == 1
