@@ -46,7 +46,6 @@ from bench.common import markdown_table, mean_sd, write_result
 from poisonlab.attacks import build_attack
 from poisonlab.data.prepare import prepare_splits
 from poisonlab.defenses import Evidence, build_detector
-from poisonlab.defenses.verdicts import BreakTest, class_verdicts
 from poisonlab.metrics.detection import detection_metrics
 from poisonlab.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from poisonlab.seeding import derive_seed, make_generator
@@ -125,10 +124,10 @@ def detect(name: str, params: dict[str, Any], cell: dict[str, Any]) -> dict[str,
 
     Flags of the paper's rule (the smaller cluster), and ACC of the per-class verdict
     (:mod:`poisonlab.defenses.verdicts`: the scores above an upper-tail break, nothing when the
-    class is judged clean). A detector that gives verdicts (Activation Clustering) is judged by
-    its own: the break in the scores it reads (the split's Fisher projection) and its confirming
-    exclusionary reclassification, whose l/q is reported; for the others (HC) the break test
-    reads their scores, in its valley form (``BreakTest.valley``) for HC's silhouettes.
+    class is judged clean). Each detector is judged by its own verdict: the break in the scores
+    it reads (Activation Clustering: the split's Fisher projection; Heatmap Clustering: its
+    silhouettes, in the test's valley form) and its confirming exclusionary reclassification,
+    whose l/q is reported.
     """
     evidence = Evidence(cell["data"], cell["model"], device="cpu")
     detector = build_detector(name, classes=[TARGET], **{"threshold": "paper", **params})
@@ -142,17 +141,13 @@ def detect(name: str, params: dict[str, Any], cell: dict[str, Any]) -> dict[str,
     )
     labels = cell["data"].labels
     own = [v for v in result.verdicts if v.label == TARGET]
-    if own:  # the detector's own verdict: its verdict scores, then its confirmation
-        verdict = own[0]
-        read = result.scores if result.verdict_scores is None else result.verdict_scores
-        verdict_flags = torch.zeros(len(labels), dtype=torch.bool)
-        if verdict.poisoned:
-            idx = members.nonzero().flatten()
-            order = torch.sort(read[idx], descending=True, stable=True).indices
-            verdict_flags[idx[order[: verdict.suspects]]] = True
-    else:  # HC's silhouettes: the valley test (poisonlab.defenses.verdicts)
-        verdicts, verdict_flags = class_verdicts(result.scores, labels, BreakTest.valley())
-        verdict = verdicts[0] if verdicts else None
+    verdict = own[0] if own else None  # its verdict scores, then its confirmation
+    read = result.scores if result.verdict_scores is None else result.verdict_scores
+    verdict_flags = torch.zeros(len(labels), dtype=torch.bool)
+    if verdict is not None and verdict.poisoned:
+        idx = members.nonzero().flatten()
+        order = torch.sort(read[idx], descending=True, stable=True).indices
+        verdict_flags[idx[order[: verdict.suspects]]] = True
     v = detection_metrics(
         cell["is_poison"][members], result.scores[members], verdict_flags[members]
     )
@@ -260,9 +255,9 @@ def main(argv: list[str]) -> None:
         + (f" plus {dict(args.ac_param)} for AC" if args.ac_param else "")
         + f", on class {TARGET} only. Mean ± sd over the seeds (%). ACC / TPR / TNR: the papers' "
         "rule (the smaller cluster is poisoned); verdict ACC: the per-class verdict (flags above "
-        "an upper-tail break, none when the class is judged clean): AC's own (its Fisher "
-        "projection, then its exclusionary reclassification, l/q per seed), HC's on its scores "
-        "(the valley test for silhouettes: windows up to 64 spacings, to 40% of the class); "
+        "an upper-tail break, none when the class is judged clean), each detector's own, then "
+        "its exclusionary reclassification (l/q per seed): AC's on its Fisher projection, HC's "
+        "on its silhouettes (the valley test: windows up to 64 spacings, to 40% of the class); "
         "seconds: wall per detector run (HC's include the LRP pass). "
         "Paper: Schulth et al. 2022, Table 1 (GTSRB).\n\n"
         + markdown_table(

@@ -27,7 +27,8 @@ class draw relevance from the object. Per claimed class:
    (class 9, seed 2), which the confirmation clears (23 of its suspects stay 9s); on 6,000 clean
    Fashion-MNIST images (seeds 0-1) one of 20 classes named and confirmed (T-shirts, seed 1:
    54 of the 65 suspects go to shirts without them). The Schulth et al. Table 1 coats are named
-   at 33% on 2 of 3 victims (bench/results/heatmap_table1.md). Not calibrated on real clean
+   at 33% on 2 of 3 victims and the confirmation clears one of them (seed 1: 128 of its
+   suspects stay coats against 141 that go elsewhere; bench/results/heatmap_table1.md). Not calibrated on real clean
    classes as the members are, the verdict is kept out of the combined decision of
    :mod:`poisonlab.defenses.fusion`.
 
