@@ -30,7 +30,6 @@ Output: bench/results/hc_oracle.md.  Run ``bench_heatmap_table1`` with the same 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -229,7 +228,6 @@ def main(argv: list[str]) -> None:
             ],
             rows,
         )
-        + f"\nLoad average at the end {os.getloadavg()[0]:.2f} (1 min).\n"
     )
     command = "python -m bench hc_oracle " + " ".join(argv)
     path = write_result(

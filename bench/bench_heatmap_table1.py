@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -293,7 +292,6 @@ def main(argv: list[str]) -> None:
             ],
             per_seed,
         )
-        + f"\nLoad average at the end {os.getloadavg()[0]:.2f} (1 min).\n"
     )
     command = "python -m bench heatmap_table1 " + " ".join(argv)
     path = write_result(
