@@ -158,6 +158,15 @@ class Detector(Validated, ABC):
         return BreakTest(alpha=alpha)
 
     @staticmethod
+    def _escalation_test(alpha: float) -> BreakTest | None:
+        """The second stage of :meth:`fit`'s verdicts at level ``alpha``: when the first names
+        at least half of the classes (evidence of an all-to-all attack), the classes it left are
+        tested again in the valley form (:meth:`~poisonlab.defenses.verdicts.BreakTest.valley`;
+        :func:`~poisonlab.defenses.verdicts.class_verdicts`). None runs no second stage; a
+        detector whose first test already is the valley form gets none."""
+        return BreakTest.valley(alpha)
+
+    @staticmethod
     def _verdict_scale(scores: Tensor) -> Tensor:
         """The increasing map under which the per-class break test reads this detector's scores
         (:func:`~poisonlab.defenses.verdicts.class_verdicts`); the identity by default."""
@@ -254,7 +263,11 @@ class Detector(Validated, ABC):
             alpha = getattr(self.threshold, "alpha", VerdictRule.alpha)
             tested = scores if scored.verdict_scores is None else scored.verdict_scores.double()
             verdicts, verdict_flags = class_verdicts(
-                tested.cpu(), labels, self._break_test(alpha), scale=self._verdict_scale
+                tested.cpu(),
+                labels,
+                self._break_test(alpha),
+                scale=self._verdict_scale,
+                escalation=self._escalation_test(alpha),
             )
             verdicts, verdict_flags = self._confirm(evidence, verdicts, verdict_flags)
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)

@@ -94,6 +94,7 @@ MAX_NEIGHBOURS = 40
 WINDOWS = (1, 2, 4, 8)
 VALLEY_WINDOWS = (1, 2, 4, 8, 16, 32, 64)
 VALLEY_MARGIN = 0.05
+ESCALATION_SHARE = 0.5
 
 VERDICT_CONSTRAINTS: dict[str, ConstraintList] = {
     "alpha": [FRACTION],
@@ -120,6 +121,8 @@ class ClassVerdict:
     n : samples of the class that were scored
     check : the confirmation a detector ran on a class the test named (e.g. exclusionary
         reclassification), None when none ran; a class it cleared has ``poisoned`` False
+    stage : 1 for the detector's test, 2 when the second stage judged the class (module
+        docstring, "The second stage"): the statistic, p-value and level are then its
     """
 
     label: int
@@ -131,6 +134,7 @@ class ClassVerdict:
     cutoff: float | None
     n: int
     check: dict[str, Any] | None = None
+    stage: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -271,11 +275,18 @@ def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[boo
     return levels, rejected
 
 
+def escalation_quorum(tested: int) -> int:
+    """Classes the first stage must name before the second stage runs (module docstring, "The
+    second stage"): at least half of the ``tested`` classes, and at least 2."""
+    return max(2, math.ceil(ESCALATION_SHARE * tested))
+
+
 def class_verdicts(
     scores: Tensor,
     labels: Tensor,
     test: BreakTest | None = None,
     scale: Callable[[Tensor], Tensor] | None = None,
+    escalation: BreakTest | None = None,
 ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
     """Verdicts on every analysed class (finite scores) and the flags they imply.
 
@@ -284,19 +295,46 @@ def class_verdicts(
     ranking, the suspects and the reported cut-offs stay those of ``scores``.
 
     The classes are judged together by Holm's step-down procedure at ``test.alpha``
-    (:func:`holm`). Returns the verdicts in class order and bool (N,) flags: the k̂ highest scores
-    of each class judged poisoned, nothing elsewhere.
+    (:func:`holm`). With ``escalation`` (a test other than ``test``, e.g.
+    :meth:`BreakTest.valley`), when this first stage names at least :func:`escalation_quorum`
+    of the K classes, the classes it left are judged again by ``escalation``, Holm's procedure
+    over them at ``escalation.alpha`` (module docstring, "The second stage"); their verdicts
+    then carry ``stage`` 2. Returns the verdicts in class order and bool (N,) flags: the k̂
+    highest scores of each class judged poisoned, nothing elsewhere.
     """
     test = test or BreakTest()
     tested_scores = scale(scores) if scale is not None else scores
     analysed = ~torch.isnan(scores)
     classes = labels[analysed].unique().tolist()
     flags = torch.zeros(len(scores), dtype=torch.bool)
+    verdicts = _holm_stage(scores, tested_scores, labels, classes, test, flags, stage=1)
+    if escalation is not None and escalation != test:
+        named = {v.label for v in verdicts if v.poisoned}
+        if len(named) >= escalation_quorum(len(classes)):
+            rest = [c for c in classes if c not in named]
+            second = _holm_stage(scores, tested_scores, labels, rest, escalation, flags, stage=2)
+            again = {v.label: v for v in second}
+            verdicts = [again.get(v.label, v) for v in verdicts]
+    return tuple(verdicts), flags
+
+
+def _holm_stage(
+    scores: Tensor,
+    tested_scores: Tensor,
+    labels: Tensor,
+    classes: Sequence[int],
+    test: BreakTest,
+    flags: Tensor,
+    stage: int,
+) -> list[ClassVerdict]:
+    """``test`` on each of ``classes`` and Holm's procedure over them; sets ``flags`` (in place)
+    on the k̂ highest scores of every class it names. Verdicts in the order of ``classes``."""
+    analysed = ~torch.isnan(scores)
     verdicts = []
     members, orders = [], []
     for c in classes:
         idx = (analysed & (labels == c)).nonzero().flatten()
-        verdict = test.verdict(int(c), tested_scores[idx], len(classes))
+        verdict = replace(test.verdict(int(c), tested_scores[idx], len(classes)), stage=stage)
         order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
         if verdict.cutoff is not None:
             verdict = replace(verdict, cutoff=float(scores[idx[order[verdict.suspects - 1]]]))
@@ -309,4 +347,4 @@ def class_verdicts(
         verdicts[i] = replace(verdict, level=levels[i], poisoned=named)
         if named:
             flags[members[i][orders[i][: verdict.suspects]]] = True
-    return tuple(verdicts), flags
+    return verdicts
