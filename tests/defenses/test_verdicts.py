@@ -316,3 +316,97 @@ def test_the_default_windows_are_unchanged_by_the_valley_options() -> None:
     assert a == b and a is not None and a[1] == 40
     wide = BreakTest.valley().statistic(scores)
     assert wide is not None and wide[1] == 40
+
+
+def planted_classes(kinds: dict[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of ten classes of 600: "strong" a Gaussian class with 60 samples 8σ above it (the
+    default test names it), "weak" a two-cluster split's silhouettes with a third planted whose
+    valley the default windows miss and the valley test names (p 1 and 4·10⁻⁶ for seed 7),
+    "mode" the same shape as a clean class's genuine second mode (seeds 8, 9, 20), any other
+    class plain Gaussian."""
+    generator = torch.Generator().manual_seed(15)
+    modes = iter((8, 9, 20))
+    parts = []
+    for c in range(10):
+        kind = kinds.get(c, "clean")
+        if kind in ("weak", "mode"):
+            seed = 7 if kind == "weak" else next(modes)
+            parts.append(
+                two_cluster_silhouettes(600, 198, 4.5, torch.Generator().manual_seed(seed))
+            )
+            continue
+        scores = torch.randn(600, generator=generator, dtype=torch.float64)
+        if kind == "strong":
+            scores[:60] += 8.0
+        parts.append(scores)
+    return torch.cat(parts), torch.arange(10).repeat_interleave(600)
+
+
+def test_the_second_stage_names_the_weak_class_of_an_all_to_all_attack() -> None:
+    """Nine classes the default test names and one whose poisons sit across a valley: the first
+    stage names nine (at least half of ten), so the tenth is tested again in the valley form,
+    Holm's procedure over the one class left (level alpha), and named with stage 2; the nine
+    first-stage verdicts and flags are those of the default test alone."""
+    scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
+    alone, alone_flags = class_verdicts(scores, labels)
+    assert [v.label for v in alone if v.poisoned] == list(range(9))
+    verdicts, flags = class_verdicts(scores, labels, escalation=BreakTest.valley())
+    assert [v.label for v in verdicts if v.poisoned] == list(range(10))
+    assert verdicts[:9] == alone[:9] and all(v.stage == 1 for v in verdicts[:9])
+    weak = verdicts[9]
+    assert weak.stage == 2 and weak.level == pytest.approx(0.05) and weak.p_value <= 1e-4
+    assert 170 <= weak.suspects <= 210
+    assert torch.equal(flags & (labels < 9), alone_flags)
+    assert int((flags & (labels == 9)).sum()) == weak.suspects
+    # the same test twice is no second stage (a detector whose first test is the valley form)
+    again, _ = class_verdicts(scores, labels, BreakTest.valley(), escalation=BreakTest.valley())
+    assert all(v.stage == 1 for v in again)
+
+
+def test_the_second_stage_leaves_a_one_to_one_attack_alone() -> None:
+    """One poisoned class and three clean classes with a genuine second mode that the valley
+    test would name on its own: the first stage names one class, below the quorum of five, so
+    no second stage runs and the clean modes stay clean, verdict for verdict."""
+    kinds = {0: "strong", 3: "mode", 5: "mode", 7: "mode"}
+    scores, labels = planted_classes(kinds)
+    valley, _ = class_verdicts(scores, labels, BreakTest.valley())
+    assert {3, 5, 7} <= {v.label for v in valley if v.poisoned}  # what the rule protects
+    alone, alone_flags = class_verdicts(scores, labels)
+    verdicts, flags = class_verdicts(scores, labels, escalation=BreakTest.valley())
+    assert [v.label for v in verdicts if v.poisoned] == [0]
+    assert verdicts == alone and torch.equal(flags, alone_flags)
+    assert all(v.stage == 1 for v in verdicts)
+
+
+def test_escalation_quorum_is_half_the_classes_and_at_least_two() -> None:
+    from poisonlab.defenses.verdicts import escalation_quorum
+
+    assert [escalation_quorum(k) for k in (1, 2, 3, 4, 5, 10, 43)] == [2, 2, 2, 2, 3, 5, 22]
+
+
+def test_detectors_run_the_second_stage_in_fit() -> None:
+    """A detector that gives verdicts gets the second stage from fit (the valley form by
+    default); Heatmap Clustering, whose first test is the valley form, gets no second one."""
+    from poisonlab.data.dataset import ImageDataset
+    from poisonlab.defenses import Evidence
+    from poisonlab.defenses.base import Detector
+    from poisonlab.defenses.thresholds import ScoreSet
+
+    scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
+
+    class Planted(Detector):
+        name = "planted"
+        needs_model = False
+        gives_verdicts = True
+
+        def _score(self, evidence: Evidence) -> ScoreSet:
+            return ScoreSet(scores, torch.zeros(len(scores), dtype=torch.bool))
+
+    images = torch.zeros(len(labels), 1, 2, 2)
+    evidence = Evidence(ImageDataset(images, labels, 10))
+    result = Planted().fit(evidence).result
+    assert result.poisoned_classes == list(range(10))
+    assert [v.stage for v in result.verdicts] == [1] * 9 + [2]
+    assert Planted._escalation_test(0.01) == BreakTest.valley(0.01)
+    hc = build_detector("heatmap-clustering")
+    assert hc._break_test(0.05) == hc._escalation_test(0.05)  # so class_verdicts skips it
