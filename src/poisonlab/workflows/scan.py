@@ -25,7 +25,9 @@ model and runs the other detectors; LGM detectors run last. Representations (act
 logits) come from one forward pass per part shared by every detector (:class:`Evidence`).
 
 Decision and clean set. The detectors that rank within classes give per-class verdicts
-(:mod:`poisonlab.defenses.verdicts`); :func:`poisonlab.defenses.fusion.combine` turns them into one
+(:mod:`poisonlab.defenses.verdicts`; when a detector's test names at least half of the classes,
+an all-to-all attack, it tests the classes left again in the valley form, Holm's procedure over
+them); :func:`poisonlab.defenses.fusion.combine` turns them into one
 decision: the classes that look poisoned (Bonferroni min-p over the members, Holm's step-down over
 the classes at family-wise level α = 0.05) and, in them only, the samples above the break by the fused within-class rank. That
 decision is ``ScanResult.decision`` and ``ScanResult.clean()`` drops its removed samples. A user
