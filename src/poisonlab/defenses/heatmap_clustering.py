@@ -50,9 +50,13 @@ paper's 99.96 and 99.48. The heatmaps carry the trigger (barycenters of the true
 poisons high), but the 2-means split does not always follow it. Even the barycenters of the
 *true* groups put 2.5-38% of the coats on the wrong side on six of the nine victims
 (bench/results/hc_oracle.md): the trigger holds only 12-41% of a poison's positive relevance and
-GW compares whole clouds. The GW barycenters are local optima whose start moves the k-means
-objective more than the choice of split does, so no measured rule for choosing among restarts
-(objective, barycenter separation, silhouette, votes) picks the trigger split reliably.
+GW compares whole clouds. No measured rule for choosing among restarts (objective, barycenter
+separation, silhouette width, the verdict's break p-value, votes) picks the trigger split
+reliably: on the six victims where HC misses it, the true split's GW objective is 2.7-8.9% higher
+than the kept run's, so the 2-means objective itself prefers splits of the coats' shapes, and
+more restarts chosen by it cannot help. Nor do better barycenters: extra starts in every update
+(the member cloud nearest the centre, random structures; the lowest barycenter objective kept)
+changed one of four weak victims at 2.6-6x the time.
 Nor does the seeding: the paper's text's farthest-first seeding (``init="farthest"``) did
 better at 10% and 5% (mean ACC 89.7 / 77.0%) but worse at 33% (81.1%: it starts from an extreme
 sub-group of the poisons), on the demo's class and on the digits case than the k-means++ of the
