@@ -107,12 +107,18 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--hc-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, required=True, help="runs folder (victims cached)")
     parser.add_argument("--hc-param", type=_param, nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--trigger", type=_param, nargs="*", default=[], metavar="KEY=VALUE",
+        help="BadNets trigger options replacing the demo's (e.g. trigger=square size=2 offset=0)",
+    )  # fmt: skip
     parser.add_argument("--starts", type=int, default=3, help="barycenter starts of the bound")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--name", default="hc_demo", help="results file name")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = DemoSettings()
+    if args.trigger:
+        settings = dataclasses.replace(settings, trigger={**settings.trigger, **dict(args.trigger)})
     params = {**settings.heatmap, **dict(args.hc_param)}
     cls = settings.heatmap_class
     rows, runs_auroc, bounds = [], [], []
@@ -156,7 +162,8 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     body = (
         f"Heatmap Clustering on the demo's class {cls} ({int(members.sum())} images of which "
-        f"{n_poison} poisons, ~{bounds[-1]['points']:.0f} points per cloud) at the demo's settings"
+        f"{n_poison} poisons, ~{bounds[-1]['points']:.0f} points per cloud; BadNets trigger "
+        f"{dict(settings.trigger)}) at the demo's settings"
         + (f" plus {dict(args.hc_param)}" if args.hc_param else "")
         + f"; demo seeds {args.seeds} (each its own poisoned set and victim), k-means seeds "
         f"{args.hc_seeds}. 'bound': barycenters of the TRUE groups (bench hc_oracle's rule, "

@@ -75,6 +75,9 @@ class DemoSettings:
         on a 10% validation split usually ends them sooner.
     rate : float
         BadNets poisons appended, as a fraction of the poisoned training set.
+    trigger : mapping
+        The BadNets trigger: its kind (``trigger``) and the options of
+        :class:`~poisonlab.attacks.triggers.Trigger` (``offset``, ``size``, ``position``...).
     targets : int
         Feature-collision targets, one poison each, drawn from the test split (D_f).
     craft_iterations : int
@@ -104,6 +107,7 @@ class DemoSettings:
     limit: int | None = None
     epochs: int = 60
     rate: float = 0.2
+    trigger: Mapping[str, Any] = field(default_factory=lambda: {"trigger": "pattern"})
     targets: int = 20
     craft_iterations: int = 300
     craft_beta: float = 0.25
@@ -155,7 +159,7 @@ def demo_configs(settings: DemoSettings, seed: int = 0) -> tuple[ExperimentConfi
         "attack": {
             "name": "badnets",
             "label_map": "all-to-all",
-            "trigger": "pattern",
+            **settings.trigger,
             "rate": settings.rate,
         },
         "defenses": defenses,
