@@ -111,6 +111,7 @@ def main(argv: list[str]) -> None:
         "--trigger", type=_param, nargs="*", default=[], metavar="KEY=VALUE",
         help="BadNets trigger options replacing the demo's (e.g. trigger=square size=2 offset=0)",
     )  # fmt: skip
+    parser.add_argument("--heatmap-class", type=int, help="the class HC analyses (default: the demo's)")
     parser.add_argument("--starts", type=int, default=3, help="barycenter starts of the bound")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--name", default="hc_demo", help="results file name")
@@ -119,6 +120,8 @@ def main(argv: list[str]) -> None:
     settings = DemoSettings()
     if args.trigger:
         settings = dataclasses.replace(settings, trigger={**settings.trigger, **dict(args.trigger)})
+    if args.heatmap_class is not None:
+        settings = dataclasses.replace(settings, heatmap_class=args.heatmap_class)
     params = {**settings.heatmap, **dict(args.hc_param)}
     cls = settings.heatmap_class
     rows, runs_auroc, bounds = [], [], []
