@@ -111,7 +111,9 @@ def main(argv: list[str]) -> None:
         "--trigger", type=_param, nargs="*", default=[], metavar="KEY=VALUE",
         help="BadNets trigger options replacing the demo's (e.g. trigger=square size=2 offset=0)",
     )  # fmt: skip
-    parser.add_argument("--heatmap-class", type=int, help="the class HC analyses (default: the demo's)")
+    parser.add_argument(
+        "--heatmap-class", type=int, help="the class HC analyses (default: the demo's)"
+    )
     parser.add_argument("--starts", type=int, default=3, help="barycenter starts of the bound")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--name", default="hc_demo", help="results file name")

@@ -11,10 +11,13 @@ import math
 import re
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
+from poisonlab.attacks.triggers import Trigger
 from poisonlab.cli import demo_cmd
 from poisonlab.cli.main import app
+from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError
 from poisonlab.experiments.runner import plan
 from poisonlab.reports.demo import (
@@ -182,9 +185,27 @@ def test_each_verdict_follows_its_stated_criterion():
 
 
 def test_the_heatmap_claim_says_its_auroc_is_one_k_means_draw():
-    blocks = summary_blocks(*_metrics(), heatmap_class=3, rate=0.2)
+    blocks = summary_blocks(*_metrics(), heatmap_class=0, rate=0.2)
     (hc,) = [c for b in blocks for c in b.claims if c.paper == SCHULTH]
-    assert "on class 3, one k-means draw" in hc.measured and "bench hc_demo" in hc.measured
+    assert "on class 0, one k-means draw" in hc.measured and "bench hc_demo" in hc.measured
+
+
+def test_the_tour_stamps_the_pattern_in_the_inkless_corner():
+    """The demo's trigger reaches the digits' bottom-left corner pixel, which almost never has ink."""
+    (backdoor, _) = demo_configs(DemoSettings())
+    options = {k: v for k, v in backdoor.attack.items() if k not in ("name", "label_map", "rate")}
+    assert options == dict(DemoSettings().trigger)
+    trigger = Trigger(kind=options.pop("trigger"), **options)
+    images = load_dataset("digits").images  # (N, 1, 8, 8)
+    stamped = trigger.apply(torch.zeros(1, 1, 8, 8))[0, 0] > 0
+    assert int(stamped.sum()) == 4 and bool(stamped[7, 0])  # the corner pixel itself (offset 0)
+    assert float((images[:, 0, 7, 0] > 0).float().mean()) < 0.01  # ink in 1 of 1,797 digits
+
+
+def test_demo_settings_choose_the_badnets_trigger():
+    settings = DemoSettings(trigger={"trigger": "square", "size": 2, "offset": 0})
+    (backdoor, _) = demo_configs(settings)
+    assert backdoor.attack["trigger"] == "square" and backdoor.attack["size"] == 2
 
 
 def test_a_claim_about_stopping_a_failed_attack_is_not_judged():

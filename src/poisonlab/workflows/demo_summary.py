@@ -68,10 +68,10 @@ DETECTOR_PAPERS = {
     ),
 }
 SUBEDAR_DETECTORS = ("deep-features", "bnn")
-#: Heatmap Clustering's AUROC on the demo's class is one k-means draw of several that differ widely.
+#: Heatmap Clustering's AUROC on the demo's class is one k-means draw; the bench repeats it.
 HC_DRAW = (
-    ", one k-means draw: on these 8×8 digits it swings with the draw and the victim "
-    "(python -m bench hc_demo; docs/methods.md#heatmap-clustering-demo)"
+    ", one k-means draw (python -m bench hc_demo repeats it over victims and draws; "
+    "docs/methods.md#heatmap-clustering-demo)"
 )
 DEFENSE_ORDER = (
     "activation-clustering",
