@@ -65,7 +65,7 @@ def block_table(block: Block) -> Table:
         caption_justify="left",
     )
     for i, name in enumerate(block.header):
-        table.add_column(escape(name), justify="left" if i == 0 else "right")
+        table.add_column(escape(name), justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in block.rows:
         table.add_row(*(escape(cell) for cell in row))
     return table
