@@ -2,9 +2,9 @@
 
 ``poisonlab demo`` (:mod:`poisonlab.reports.demo`) runs Heatmap Clustering (Schulth, Berghoff,
 Neu 2022, arXiv:2204.12848; docs/methods.md) on one class of its BadNets digits (8 × 8 images,
-all-to-all, poisons worth 20% of the training set, the 4-pixel pattern) and prints one AUROC:
-one victim (``demo --seed``) and one k-means seed. One number says little about a k-means whose
-runs swing with the seed, so this bench repeats that step:
+all-to-all, poisons worth 20% of the training set, the 4-pixel pattern in the bottom-left corner)
+and prints one AUROC: one victim (``demo --seed``) and one k-means seed. One number says little
+about a k-means whose runs swing with the seed, so this bench repeats that step:
 
 - for each demo seed, the demo's own backdoor experiment (its config from
   :func:`~poisonlab.reports.demo.demo_configs`, run by the experiment runner, victims cached in
@@ -18,6 +18,9 @@ runs swing with the seed, so this bench repeats that step:
   objective kept: one start can land far off), each cloud's silhouette to them (AUROC) and
   the nearest-barycenter rule (ACC), and the k-means objective of that split (the mean GW of
   each cloud to its own group's barycenter) beside the runs' own.
+
+``--trigger KEY=VALUE`` (BadNets trigger options merged into the demo's) and ``--heatmap-class``
+measure other demo settings (docs/methods.md#heatmap-clustering-demo).
 
 Output: bench/results/hc_demo.md (``--name``).
 """
