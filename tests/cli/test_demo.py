@@ -188,6 +188,7 @@ def test_the_heatmap_claim_says_its_auroc_is_one_k_means_draw():
     blocks = summary_blocks(*_metrics(), heatmap_class=0, rate=0.2)
     (hc,) = [c for b in blocks for c in b.claims if c.paper == SCHULTH]
     assert "on class 0, one k-means draw" in hc.measured and "bench hc_demo" in hc.measured
+    assert "trigger and class chosen for this check" in hc.measured
 
 
 def test_the_tour_stamps_the_pattern_in_the_inkless_corner():

@@ -410,3 +410,40 @@ def test_detectors_run_the_second_stage_in_fit() -> None:
     assert Planted._escalation_test(0.01) == BreakTest.valley(0.01)
     hc = build_detector("heatmap-clustering")
     assert hc._break_test(0.05) == hc._escalation_test(0.05)  # so class_verdicts skips it
+
+
+def test_the_confirmation_runs_once_over_both_stages_and_can_clear_a_second_stage_class() -> None:
+    """fit's confirmation sees the classes of both stages in one call, and a stage-2 class it
+    finds legitimate keeps its stage but is no longer named and loses its flags."""
+    from dataclasses import replace
+
+    from poisonlab.data.dataset import ImageDataset
+    from poisonlab.defenses import Evidence
+    from poisonlab.defenses.base import Detector
+    from poisonlab.defenses.thresholds import ScoreSet
+
+    scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
+    calls: list[list[int]] = []
+
+    class ClearsNine(Detector):
+        name = "clears-nine"
+        needs_model = False
+        gives_verdicts = True
+
+        def _score(self, evidence: Evidence) -> ScoreSet:
+            return ScoreSet(scores, torch.zeros(len(scores), dtype=torch.bool))
+
+        def _confirm(self, evidence, verdicts, flags):  # type: ignore[no-untyped-def]
+            calls.append([v.label for v in verdicts if v.poisoned])
+            flags = flags & (labels != 9)
+            cleared = tuple(replace(v, poisoned=False) if v.label == 9 else v for v in verdicts)
+            return cleared, flags
+
+    images = torch.zeros(len(labels), 1, 2, 2)
+    result = ClearsNine().fit(Evidence(ImageDataset(images, labels, 10))).result
+    assert calls == [list(range(10))]
+    nine = result.verdicts[9]
+    assert nine.stage == 2 and not nine.poisoned
+    assert result.poisoned_classes == list(range(9))
+    assert not result.flagged[labels == 9].any()  # the default threshold reads the verdicts
+    assert result.flagged[labels == 0].any()

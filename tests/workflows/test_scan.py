@@ -106,6 +106,8 @@ def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path,
     assert summary["defenses"]["dnn-uncertainty"]["role"].startswith("reported only")
     raw = summary["defenses"]["raw-clustering"]
     assert [v["poisoned"] for v in raw["verdicts"]] == [False, True, False]
+    assert raw["verdicts"][1]["stage"] == 1  # which stage judged each class reaches summary.json
+    assert {v["stage"] for v in raw["verdicts"]} <= {1, 2}
     assert raw["threshold"]["per_class"]["1"]["flagged"] == 6
     assert raw["threshold"]["per_class"]["0"]["cutoff"] is None
     assert summary["clean"]["removed"] == 6 and summary["clean"]["union_would_remove"] >= 6

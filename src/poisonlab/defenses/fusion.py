@@ -18,7 +18,9 @@ decision").
    α / (K − 1), and so on until one fails. Class c is named when it passes and a member that
    named c itself (after its own confirmation) has M · p_{c,m} within c's level: on a clean
    data set the chance that the scan names any class stays at most α (default 0.05) when each
-   member's null holds, as with Bonferroni's α / K, while in an all-to-all attack the last
+   member's null holds, as with Bonferroni's α / K (with the members' second stage, plus the
+   chance that a member's first stage names half of the classes, which no clean or one-to-one
+   run of bench/results/verdicts.md came near), while in an all-to-all attack the last
    poisoned classes are not held to the level of K tests.
 2. **Which samples of a named class go.** The **combined score** of a sample is the mean, over
    the members, of its within-class rank percentile (0 = least, 1 = most suspicious among the
