@@ -374,6 +374,11 @@ class HeatmapClustering(Detector):
         between the two clusters (:meth:`~poisonlab.defenses.verdicts.BreakTest.valley`)."""
         return BreakTest.valley(alpha)
 
+    @staticmethod
+    def _escalation_test(alpha: float) -> BreakTest | None:
+        """No second stage: the first test already is the valley form."""
+        return None
+
     def _score(self, evidence: Evidence) -> ScoreSet:
         """Split every analysed class with GW k-means; score by the silhouette to the barycenters."""
         from poisonlab.explain.gromov import entropic_gw
