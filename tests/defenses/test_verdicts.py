@@ -3,11 +3,28 @@ group, and the verdicts of the detectors that give them (planted one-class backd
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from poisonlab.defenses import Contamination, VerdictRule, build_detector, parse_threshold
-from poisonlab.defenses.verdicts import BreakTest, class_verdicts, holm, position_p_values
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.defenses import (
+    Contamination,
+    Evidence,
+    VerdictRule,
+    build_detector,
+    parse_threshold,
+)
+from poisonlab.defenses.base import Detector
+from poisonlab.defenses.thresholds import ScoreSet
+from poisonlab.defenses.verdicts import (
+    BreakTest,
+    ClassVerdict,
+    class_verdicts,
+    holm,
+    position_p_values,
+)
 from poisonlab.errors import ConfigError
 from tests.defenses.conftest import make_case
 
@@ -384,30 +401,35 @@ def test_escalation_quorum_is_half_the_classes_and_at_least_two() -> None:
     assert [escalation_quorum(k) for k in (1, 2, 3, 4, 5, 10, 43)] == [2, 2, 2, 2, 3, 5, 22]
 
 
+class _Planted(Detector):
+    """A verdict-giving detector whose scores are given: fit's verdict machinery on known data."""
+
+    name = "planted"
+    needs_model = False
+    gives_verdicts = True
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self._planted = scores
+
+    def _score(self, evidence: Evidence) -> ScoreSet:
+        return ScoreSet(self._planted, torch.zeros(len(self._planted), dtype=torch.bool))
+
+
+def _all_to_all_with_a_weak_tenth() -> tuple[torch.Tensor, torch.Tensor, Evidence]:
+    scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
+    images = torch.zeros(len(labels), 1, 2, 2)
+    return scores, labels, Evidence(ImageDataset(images, labels, 10))
+
+
 def test_detectors_run_the_second_stage_in_fit() -> None:
     """A detector that gives verdicts gets the second stage from fit (the valley form by
     default); Heatmap Clustering, whose first test is the valley form, gets no second one."""
-    from poisonlab.data.dataset import ImageDataset
-    from poisonlab.defenses import Evidence
-    from poisonlab.defenses.base import Detector
-    from poisonlab.defenses.thresholds import ScoreSet
-
-    scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
-
-    class Planted(Detector):
-        name = "planted"
-        needs_model = False
-        gives_verdicts = True
-
-        def _score(self, evidence: Evidence) -> ScoreSet:
-            return ScoreSet(scores, torch.zeros(len(scores), dtype=torch.bool))
-
-    images = torch.zeros(len(labels), 1, 2, 2)
-    evidence = Evidence(ImageDataset(images, labels, 10))
-    result = Planted().fit(evidence).result
+    scores, _, evidence = _all_to_all_with_a_weak_tenth()
+    result = _Planted(scores).fit(evidence).result
     assert result.poisoned_classes == list(range(10))
     assert [v.stage for v in result.verdicts] == [1] * 9 + [2]
-    assert Planted._escalation_test(0.01) == BreakTest.valley(0.01)
+    assert _Planted._escalation_test(0.01) == BreakTest.valley(0.01)
     hc = build_detector("heatmap-clustering")
     assert hc._escalation_test(0.05) is None
 
@@ -415,32 +437,18 @@ def test_detectors_run_the_second_stage_in_fit() -> None:
 def test_the_confirmation_runs_once_over_both_stages_and_can_clear_a_second_stage_class() -> None:
     """fit's confirmation sees the classes of both stages in one call, and a stage-2 class it
     finds legitimate keeps its stage but is no longer named and loses its flags."""
-    from dataclasses import replace
-
-    from poisonlab.data.dataset import ImageDataset
-    from poisonlab.defenses import Evidence
-    from poisonlab.defenses.base import Detector
-    from poisonlab.defenses.thresholds import ScoreSet
-
-    scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
+    scores, labels, evidence = _all_to_all_with_a_weak_tenth()
     calls: list[list[int]] = []
 
-    class ClearsNine(Detector):
-        name = "clears-nine"
-        needs_model = False
-        gives_verdicts = True
-
-        def _score(self, evidence: Evidence) -> ScoreSet:
-            return ScoreSet(scores, torch.zeros(len(scores), dtype=torch.bool))
-
-        def _confirm(self, evidence, verdicts, flags):  # type: ignore[no-untyped-def]
+    class ClearsNine(_Planted):
+        def _confirm(
+            self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: torch.Tensor
+        ) -> tuple[tuple[ClassVerdict, ...], torch.Tensor]:
             calls.append([v.label for v in verdicts if v.poisoned])
-            flags = flags & (labels != 9)
             cleared = tuple(replace(v, poisoned=False) if v.label == 9 else v for v in verdicts)
-            return cleared, flags
+            return cleared, flags & (labels != 9)
 
-    images = torch.zeros(len(labels), 1, 2, 2)
-    result = ClearsNine().fit(Evidence(ImageDataset(images, labels, 10))).result
+    result = ClearsNine(scores).fit(evidence).result
     assert calls == [list(range(10))]
     nine = result.verdicts[9]
     assert nine.stage == 2 and not nine.poisoned
