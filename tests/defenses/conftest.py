@@ -149,6 +149,28 @@ def make_case(
     return SyntheticCase(evidence, is_poison, features[: len(labels)], features[len(labels) :])
 
 
+def fake_retraining(monkeypatch: pytest.MonkeyPatch, predicted: int) -> list[Tensor]:
+    """Replace the exclusionary reclassification's retraining by a stub: the "retrained" model
+    classifies every suspect as ``predicted``. Returns the list each retraining's excluded flags
+    are appended to (so a test can count retrainings and check what they left out)."""
+    import poisonlab.defenses.reclassification as reclassification
+    import poisonlab.train as train
+
+    excluded: list[Tensor] = []
+
+    def retrain(evidence: object, flags: Tensor, **kwargs: object) -> str:
+        excluded.append(flags.clone())
+        return "retrained"
+
+    def predict(model: str, images: Tensor, **kwargs: object) -> Tensor:
+        assert model == "retrained"
+        return torch.full((len(images),), predicted)
+
+    monkeypatch.setattr(reclassification, "retrain_without", retrain)
+    monkeypatch.setattr(train, "predict", predict)
+    return excluded
+
+
 def tiny_model(num_classes: int, *, lgm: bool = False, feature_dim: int = FEATURE_DIM) -> Network:
     """An untrained cnn-small for 1×8×8 inputs (seeded weights)."""
     config = ModelConfig(

@@ -26,7 +26,7 @@ from poisonlab.errors import ConfigError
 from poisonlab.explain.lrp import lrp_heatmaps
 from poisonlab.metrics.detection import auroc
 from poisonlab.models import ModelConfig, Network, build_model
-from tests.defenses.conftest import make_case
+from tests.defenses.conftest import fake_retraining, make_case
 from tests.defenses.test_contract import assert_same_model, model_snapshot
 from tests.explain.test_lrp import SIDE, shapes, stamp
 
@@ -272,21 +272,7 @@ def test_a_named_class_whose_suspects_stay_in_it_is_cleared(
     """The exclusionary reclassification (``confirm``): retrained without the suspects, a model
     that still calls them their claimed label makes the group a genuine mode, and the verdict
     is cleared; ``confirm=None`` keeps the verdict and never retrains."""
-    import poisonlab.defenses.activation_clustering as ac
-    import poisonlab.train as train
-
-    retrained: list[torch.Tensor] = []
-
-    def retrain(evidence: object, flags: torch.Tensor, **kwargs: object) -> str:
-        retrained.append(flags.clone())
-        return "retrained"
-
-    def predict(model: str, images: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        assert model == "retrained"
-        return torch.full((len(images),), POISONED)
-
-    monkeypatch.setattr(ac, "retrain_without", retrain)
-    monkeypatch.setattr(train, "predict", predict)
+    retrained = fake_retraining(monkeypatch, POISONED)
     result = HeatmapClustering(classes=[POISONED, CLEAN], **FAST).fit(planted.evidence()).result
     assert len(retrained) == 1
     (verdict,) = [v for v in result.verdicts if v.label == POISONED]

@@ -26,7 +26,7 @@ from poisonlab.defenses.verdicts import (
     position_p_values,
 )
 from poisonlab.errors import ConfigError
-from tests.defenses.conftest import make_case
+from tests.defenses.conftest import fake_retraining, make_case
 
 CLEAN_TAILS = {
     "exponential": lambda n, g: torch.empty(n, dtype=torch.float64).exponential_(generator=g),
@@ -236,22 +236,8 @@ def test_exclusionary_reclassification_confirms_or_clears_a_named_class(
     """The named class's suspects, classified by the model retrained without them: kept as their
     claimed label, the group is a genuine mode and the verdict is cleared; sent to another class,
     the verdict stands and names that class as the source."""
-    import poisonlab.defenses.activation_clustering as ac
-    import poisonlab.train as train
-
     case = make_case(poisoned_classes=(1,), n_per_class=120)
-    excluded: list[torch.Tensor] = []
-
-    def retrain(evidence: object, flags: torch.Tensor, **kwargs: object) -> str:
-        excluded.append(flags.clone())
-        return "retrained"
-
-    def predict(model: str, images: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        assert model == "retrained"
-        return torch.full((len(images),), 1 if goes_to == "own label" else 0)
-
-    monkeypatch.setattr(ac, "retrain_without", retrain)
-    monkeypatch.setattr(train, "predict", predict)
+    excluded = fake_retraining(monkeypatch, 1 if goes_to == "own label" else 0)
     result = build_detector("activation-clustering", n_init=2).fit(case.evidence).result
     assert len(excluded) == 1 and torch.equal(excluded[0], case.is_poison)
     (verdict,) = [v for v in result.verdicts if v.label == 1]

@@ -56,6 +56,7 @@ from torch import Tensor
 
 from poisonlab.defenses.base import Detector, per_class_scores
 from poisonlab.defenses.evidence import Evidence, Part
+from poisonlab.defenses.reclassification import ConfirmedByReclassification
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
 from poisonlab.defenses.two_means import (
     AXIS_SPLITS,
@@ -68,7 +69,6 @@ from poisonlab.defenses.two_means import (
     sklearn_seed,
     split_two_means,
 )
-from poisonlab.defenses.verdicts import ClassVerdict
 from poisonlab.validation import (
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -80,7 +80,7 @@ from poisonlab.validation import (
 )
 
 
-class TwoMeansDetector(Detector):
+class TwoMeansDetector(ConfirmedByReclassification, Detector):
     """Per-class reduce → 2-means → cluster rule, with the separation score (module docstring).
 
     Inductive: new samples are scored with their class's fitted reducer, centroids and σ
@@ -231,20 +231,6 @@ class TwoMeansDetector(Detector):
             self._holdout_reference(evidence, classes=list(splits)),
             extras={"classes": report},
             verdict_scores=fisher,
-        )
-
-    def _confirm(
-        self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: Tensor
-    ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
-        """Exclusionary reclassification of the classes the verdicts name
-        (:func:`~poisonlab.defenses.activation_clustering.confirm_by_reclassification`, one
-        retraining when a class is named and a model is given); ``confirm=None`` skips it."""
-        if self.confirm is None:
-            return verdicts, flags
-        from poisonlab.defenses.activation_clustering import confirm_by_reclassification
-
-        return confirm_by_reclassification(
-            evidence, verdicts, flags, confirm=self.confirm, seed=self.seed
         )
 
     def _score_new(self, evidence: Evidence, part: Part) -> Tensor:

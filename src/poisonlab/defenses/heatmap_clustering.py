@@ -110,9 +110,10 @@ from torch import Tensor
 from poisonlab import progress
 from poisonlab.defenses.base import Detector, per_class_scores, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
+from poisonlab.defenses.reclassification import ConfirmedByReclassification
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
 from poisonlab.defenses.two_means import CONFIRM
-from poisonlab.defenses.verdicts import BreakTest, ClassVerdict
+from poisonlab.defenses.verdicts import BreakTest
 from poisonlab.errors import ConfigError
 from poisonlab.explain.gw_kmeans import INITS
 from poisonlab.explain.lrp import COMPOSITES, EXPLAIN
@@ -163,7 +164,7 @@ def silhouette(d_large: Tensor, d_small: Tensor) -> Tensor:
 
 
 @register_detector("heatmap-clustering")
-class HeatmapClustering(Detector):
+class HeatmapClustering(ConfirmedByReclassification, Detector):
     """Heatmap Clustering: per-class GW k-means (k = 2) on LRP heatmaps; per-class verdict, then
     the smaller cluster's most suspicious samples flagged.
 
@@ -355,18 +356,6 @@ class HeatmapClustering(Detector):
         return evidence.cached((*key, self._pool(evidence), self.max_points), compute)
 
     # -- scoring -----------------------------------------------------------------------------
-
-    def _confirm(
-        self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: Tensor
-    ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
-        """Exclusionary reclassification of the classes the verdicts name (``confirm``)."""
-        if self.confirm is None:
-            return verdicts, flags
-        from poisonlab.defenses.activation_clustering import confirm_by_reclassification
-
-        return confirm_by_reclassification(
-            evidence, verdicts, flags, confirm=self.confirm, seed=self.seed
-        )
 
     @staticmethod
     def _break_test(alpha: float) -> BreakTest:
