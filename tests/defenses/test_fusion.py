@@ -113,6 +113,74 @@ def test_a_class_is_named_only_through_a_member_that_named_it() -> None:
     assert not decision.removed[labels == 1].any()
 
 
+def grouped_member(name: str, p: float, group: list[int], labels: torch.Tensor):  # type: ignore[no-untyped-def]
+    """A member that names class 0 alone (p-value ``p``), its group the samples ``group`` of it:
+    they score 10, 9, 8, ... in that order and every other sample 0."""
+    from poisonlab.defenses.base import DetectionResult
+    from poisonlab.defenses.verdicts import ClassVerdict
+
+    scores = torch.zeros(len(labels), dtype=torch.float64)
+    scores[group] = torch.arange(10.0, 10.0 - len(group), -1.0, dtype=torch.float64)
+    verdicts = tuple(
+        ClassVerdict(c, c == 0, 9.0, p if c == 0 else 1.0, 0.05, len(group) if c == 0 else 0,
+                     1.0 if c == 0 else None, int((labels == c).sum()))
+        for c in range(int(labels.max()) + 1)
+    )  # fmt: skip
+    flagged = torch.zeros(len(labels), dtype=torch.bool)
+    flagged[group] = True
+    return DetectionResult(
+        name, {}, scores, flagged, torch.ones(len(labels), dtype=torch.bool), {}, 0.0,
+        verdicts=verdicts,
+    )  # fmt: skip
+
+
+def test_a_namer_with_another_group_does_not_order_the_removal() -> None:
+    """Two members name class 0 for disjoint groups (e.g. the poisons, and a genuine mode the
+    second one's confirmation let through): the samples that go are the most significant
+    namer's group, not a mix of both rankings."""
+    labels = torch.arange(4).repeat_interleave(20)
+    first = grouped_member("activation-clustering", 1e-8, [0, 1, 2, 3, 4], labels)
+    second = grouped_member("raw-clustering", 1e-6, [10, 11, 12, 13, 14, 15, 16], labels)
+    decision = combine([first, second], labels)
+    entry = decision.per_class["0"]
+    assert entry["named_by"] == ["activation-clustering", "raw-clustering"]
+    assert entry["ordered_by"] == ["activation-clustering"]
+    assert decision.removed.nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
+    # averaged with the second ranking, the cut of five would have mixed the two groups
+    mixed = combined_score([first, second], labels)[:20]
+    assert set(torch.sort(mixed, descending=True, stable=True).indices[:5].tolist()) != set(
+        range(5)
+    )
+
+
+def test_the_group_most_namers_found_is_the_one_removed() -> None:
+    """The most significant namer's group is another set of samples than the group the two other
+    namers share: the shared group goes, cut at the break of the more significant of those two."""
+    labels = torch.arange(4).repeat_interleave(20)
+    alone = grouped_member("raw-clustering", 1e-9, [10, 11, 12, 13, 14, 15, 16], labels)
+    first = grouped_member("activation-clustering", 1e-8, [0, 1, 2, 3, 4], labels)
+    second = grouped_member("spectral-signatures", 1e-6, [4, 3, 2, 1, 0, 5], labels)
+    decision = combine([alone, first, second], labels)
+    entry = decision.per_class["0"]
+    assert entry["named_by"] == ["raw-clustering", "activation-clustering", "spectral-signatures"]
+    assert entry["ordered_by"] == ["activation-clustering", "spectral-signatures"]
+    assert decision.removed.nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
+
+
+def test_namers_of_the_same_group_order_the_removal_together() -> None:
+    """The second namer's group shares at least half of the smaller group with the first's:
+    both rankings order the class, as before."""
+    labels = torch.arange(4).repeat_interleave(20)
+    first = grouped_member("activation-clustering", 1e-8, [0, 1, 2, 3, 4, 5], labels)
+    second = grouped_member("raw-clustering", 1e-6, [5, 4, 3, 9, 10, 11], labels)
+    decision = combine([first, second], labels)
+    entry = decision.per_class["0"]
+    assert entry["ordered_by"] == ["activation-clustering", "raw-clustering"]
+    local = combined_score([first, second], labels)[:20]
+    expected = torch.sort(local, descending=True, stable=True).indices[:6]
+    assert decision.removed.nonzero().flatten().tolist() == sorted(expected.tolist())
+
+
 def test_combined_score_is_the_mean_member_percentile() -> None:
     case = make_case()
     results = fitted(case, "activation-clustering", "spectral-signatures")

@@ -159,6 +159,39 @@ def effective_p(verdict: ClassVerdict) -> float:
     return verdict.p_value
 
 
+def suspect_group(result: DetectionResult, verdict: ClassVerdict, labels: Tensor) -> Tensor:
+    """The member's group in the verdict's class: the indices of its ``verdict.suspects``
+    highest verdict scores there (the samples above its break, in the order its verdicts use)."""
+    scores = verdict_view(result).scores
+    idx = ((labels == verdict.label) & ~torch.isnan(scores)).nonzero().flatten()
+    order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
+    return idx[order[: verdict.suspects]]
+
+
+def agreeing_namers(
+    namers: Sequence[tuple[DetectionResult, ClassVerdict]], labels: Tensor
+) -> list[tuple[DetectionResult, ClassVerdict]]:
+    """The namers of one class (most significant first, each with its verdict on the class)
+    that found the same group, the one most of them found.
+
+    Two namers found the same group when they share at least half of the smaller of their
+    groups (:func:`suspect_group`). For each namer, the namers that found its group are counted;
+    the largest such set wins, ties to the most significant namer, and it is returned in the
+    input order. A member whose group is another set of samples of the class (e.g. a genuine mode
+    its confirmation let through, beside the poison group the other members found) named the
+    class for that group: averaged in, its ranking would mix the two groups in the cut.
+    """
+    groups = [set(suspect_group(r, v, labels).tolist()) for r, v in namers]
+
+    def same(a: set[int], b: set[int]) -> bool:
+        smaller = min(len(a), len(b))
+        return a is b or (smaller > 0 and 2 * len(a & b) >= smaller)
+
+    sets = [[j for j, other in enumerate(groups) if same(group, other)] for group in groups]
+    best = max(range(len(namers)), key=lambda i: (len(sets[i]), -i))
+    return [namers[j] for j in sets[best]]
+
+
 def verdict_view(result: DetectionResult) -> DetectionResult:
     """The result with the scores its verdicts read (``verdict_scores``) in place of ``scores``:
     a named class's samples go in the order that found the break."""
@@ -284,13 +317,15 @@ def _verdict_rule(
         }
         if namers:
             named.append(c)
-            k = namers[0][3].suspects  # the break of the most significant member
-            local = combined_score([verdict_view(r) for _, _, r, _ in namers], labels)
+            ordering = agreeing_namers([(r, v) for _, _, r, v in namers], labels)
+            k = ordering[0][1].suspects  # the break of the most significant of them
+            local = combined_score([verdict_view(r) for r, _ in ordering], labels)
             idx = ((labels == c) & ~torch.isnan(local)).nonzero().flatten()
             order = torch.sort(local[idx], descending=True, stable=True).indices[:k]
             removed[idx[order]] = True
             entry["removed"] = len(order)
             entry["cutoff"] = float(local[idx[order]].min()) if len(order) else None
+            entry["ordered_by"] = [r.detector for r, _ in ordering]
         per_class[str(c)] = entry
     names = [r.detector for r in members]
     return CombinedDecision(score, removed, named, "verdict", names, excluded, per_class, alpha)
