@@ -25,10 +25,16 @@ decision").
 2. **Which samples of a named class go.** The **combined score** of a sample is the mean, over
    the members, of its within-class rank percentile (0 = least, 1 = most suspicious among the
    samples of its claimed class, ties averaged): Borda-count fusion, which needs no common scale.
-   In a named class, the members that named it on their own (M · p_{c,m} ≤ α / K) are averaged,
-   each by the scores its verdict read (``verdict_scores`` when it has them), and the k highest
-   go, k the number above the break of the most significant of them. A class
-   named by nobody loses nothing.
+   In a named class, the members that named it on their own (M · p_{c,m} within its level)
+   and found the same group are averaged, each by the scores its verdict read
+   (``verdict_scores`` when it has them), and the k highest go, k the number above the break
+   of the most significant of them. Two namers found the same group when they share at least
+   half of the smaller of their groups; when the namers found different groups, the group most
+   of them found is the one removed, ties to the most significant namer
+   (:func:`agreeing_namers`): a member whose group is another set of samples (a genuine mode its
+   confirmation let through, beside the poison group the others found) would otherwise mix the
+   two groups in the cut. Which classes are named does not depend on it. A class named by
+   nobody loses nothing.
 
 A user threshold replaces both steps with a cut on the combined score: ``contamination:F`` (the
 top F of each class), ``value:V`` (combined score above V, in [0, 1]) or ``fpr:F`` (above the
