@@ -53,7 +53,8 @@ import torch
 if __package__ in (None, ""):  # run as `python bench/bench_gromov.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import poisonlab.explain.gw_kmeans as gw_kmeans_module
+import poisonlab.explain.gromov as gromov_module
+import poisonlab.explain.gw_lloyd as gw_lloyd_module
 from bench.common import markdown_table, write_result
 from poisonlab.explain.gw_barycenter import gw_barycenters, random_structure
 from poisonlab.explain.gw_batches import gw_to_centers, gw_to_one
@@ -215,17 +216,21 @@ FAST_BARY = {
 FAST_DIST = {"check_every": 1, "value_rtol": 1e-5}
 
 
-def real_iteration(args: argparse.Namespace, maps: torch.Tensor) -> tuple[str, float]:
+def real_iteration(
+    args: argparse.Namespace, maps: torch.Tensor, inner: str = "auto"
+) -> tuple[str, float, torch.Tensor]:
     """One Heatmap Clustering run (defaults, one restart) with every batched solve timed.
 
     The Lloyd updates of a real run start warm (each barycenter from the previous one, every
     coupling and distance from its previous plan), unlike the cold iteration of Part 1; this
-    times them inside :func:`~poisonlab.explain.gw_kmeans.gw_kmeans`.  Returns the text and the
-    CPU seconds of one Lloyd update (barycenters + distances, mean over the run's updates).
+    times them inside :func:`~poisonlab.explain.gw_kmeans.gw_kmeans`.  ``inner``: the inner OT
+    solver of every GW solve (``entropic_gw``'s; default "auto", Newton on these 10-point
+    barycenters).  Returns the text and the CPU seconds of one Lloyd update (barycenters +
+    distances, mean over the run's updates).
     """
     clouds = heatmaps_to_clouds(maps, pool=args.iteration_pool, max_points=None)
     spent: dict[str, float] = {"seeding": 0.0, "updates": 0.0}
-    solve = gw_kmeans_module._solve
+    solve, default_inner = gw_lloyd_module._solve, gromov_module.default_inner
 
     def timed_solve(key, reqs, run):  # type: ignore[no-untyped-def]
         c0 = time.process_time()
@@ -234,7 +239,7 @@ def real_iteration(args: argparse.Namespace, maps: torch.Tensor) -> tuple[str, f
         spent["updates" if warm else "seeding"] += time.process_time() - c0
         return out
 
-    gw_kmeans_module._solve = timed_solve
+    gw_lloyd_module._solve, gromov_module.default_inner = timed_solve, inner
     try:
         res, wall, cpu = _timed(
             lambda: gw_kmeans(
@@ -246,21 +251,26 @@ def real_iteration(args: argparse.Namespace, maps: torch.Tensor) -> tuple[str, f
             )
         )
     finally:
-        gw_kmeans_module._solve = solve
+        gw_lloyd_module._solve, gromov_module.default_inner = solve, default_inner
     per_update = spent["updates"] / max(res.n_iter, 1)
-    _progress(f"real run: {cpu:.1f} s CPU, {spent}, {res.n_iter} updates")
+    _progress(f"real run ({inner}): {cpu:.1f} s CPU, {spent}, {res.n_iter} updates")
+    how = "Newton inner solves" if inner == "auto" else f"{inner} inner solves"
     text = (
         f"A real run of `gw_kmeans` on the same {len(clouds)} clouds (defaults: float32, one "
-        f"restart): {cpu:.1f} CPU-s ({wall:.1f} s wall), of which k-means++ seeding "
+        f"restart, {how}): {cpu:.1f} CPU-s ({wall:.1f} s wall), of which k-means++ seeding "
         f"{spent['seeding']:.1f} s and {res.n_iter} warm-started Lloyd updates "
         f"{spent['updates']:.1f} s, i.e. **{per_update:.2f} CPU-s per k-means iteration as "
         f"Heatmap Clustering runs it** ({'converged' if res.converged else 'not converged'})."
     )
-    return text, per_update
+    return text, per_update, res.labels
 
 
 def one_iteration(
-    args: argparse.Namespace, maps: torch.Tensor, labels: torch.Tensor, real: tuple[str, float]
+    args: argparse.Namespace,
+    maps: torch.Tensor,
+    labels: torch.Tensor,
+    real: tuple[str, float, torch.Tensor],
+    real_sk: tuple[str, float, torch.Tensor],
 ) -> str:
     import ot  # POT only for the reference loops
 
@@ -288,8 +298,15 @@ def one_iteration(
     n = len(clouds)
     members = [torch.nonzero(labels == j).flatten() for j in (0, 1)]
     runs = {}
-    for dtype in (torch.float32, torch.float64):
-        (barys_d, dist_d), wall, cpu_s = _timed(lambda dtype=dtype: ours(dtype))
+    for dtype in (torch.float32, torch.float64, "sinkhorn"):
+        # "sinkhorn": the float32 clustering path with Sinkhorn inner solves (before Newton)
+        default_inner = gromov_module.default_inner
+        gromov_module.default_inner = "sinkhorn" if dtype == "sinkhorn" else default_inner
+        try:
+            dt = torch.float32 if dtype == "sinkhorn" else dtype
+            (barys_d, dist_d), wall, cpu_s = _timed(lambda dt=dt: ours(dt))
+        finally:
+            gromov_module.default_inner = default_inner
         runs[dtype] = (barys_d, dist_d, wall, cpu_s)
         upd = [b.n_iter for b in barys_d]
         _progress(f"ours {dtype}: {wall:.0f} s wall, {cpu_s:.0f} s CPU, barycenter updates {upd}")
@@ -390,12 +407,19 @@ def one_iteration(
     same32 = int((near_ref == near32).sum())
     how = f"extrapolated from {len(subset)} clouds"
     cpu32 = runs[torch.float32][3]
-    real_text, real_cpu = real
+    real_text, real_cpu, real_labels = real
+    sk_text, sk_cpu, sk_labels = real_sk
+    wall_sk, cpu_sk = runs["sinkhorn"][2], runs["sinkhorn"][3]
+    same_sk = torch.equal(runs[torch.float32][1].argmin(dim=1), runs["sinkhorn"][1].argmin(dim=1))
     rows = [
-        ["ours float32 (clustering path)", _minutes(wall32), f"{cpu32:.0f}", "1.0×", "1.0×",
-         "measured, all clouds"],
-        ["ours float32, one warm Lloyd update of a real run", "-", f"{real_cpu:.1f}", "-",
+        ["ours float32 (clustering path, Newton inner solves)", _minutes(wall32), f"{cpu32:.1f}",
+         "1.0×", "1.0×", "measured, all clouds"],
+        ["ours float32, Sinkhorn inner solves", _minutes(wall_sk), f"{cpu_sk:.1f}",
+         f"{wall_sk / wall32:.1f}×", f"{cpu_sk / cpu32:.2f}×", "measured, all clouds"],
+        ["ours float32, one warm Lloyd update of a real run", "-", f"{real_cpu:.2f}", "-",
          f"{real_cpu / cpu32:.2f}×", "measured inside gw_kmeans (below)"],
+        ["ours float32, one warm Lloyd update, Sinkhorn inner solves", "-", f"{sk_cpu:.2f}", "-",
+         f"{sk_cpu / cpu32:.2f}×", "measured inside gw_kmeans (below)"],
         ["ours float64", _minutes(wall), f"{cpu_s:.0f}", f"{wall / wall32:.1f}×",
          f"{cpu_s / cpu32:.1f}×", "measured, all clouds"],
         *[[f"POT {name} loop", _minutes(t), f"{pot_cpu[name]:.0f}", f"{t / wall32:.1f}×",
@@ -424,12 +448,17 @@ def one_iteration(
         + markdown_table(
             ["solver", "wall", "CPU s", "wall / ours f32", "CPU / ours f32", "how"], rows
         )
-        + f"\n{real_text}\n\nPOT's exact loop per iteration: {pot_cpu['exact']:.1f} CPU-s "
+        + f"\n{real_text}\n\n{sk_text}  Final assignments of the two real runs: "
+        f"{'identical' if torch.equal(real_labels, sk_labels) else 'DIFFERENT'}; nearest "
+        f"centers of the cold iteration, Newton vs Sinkhorn inner solves: "
+        f"{'identical' if same_sk else 'DIFFERENT'}.\n\n"
+        f"POT's exact loop per iteration: {pot_cpu['exact']:.1f} CPU-s "
         f"({exact_dist_cpu:.1f} s of it the {2 * n} distances alone, a floor for any iteration "
         f"of its loop).  Ours per iteration vs POT exact: cold iteration "
-        f"{pot_cpu['exact'] / cpu32:.1f}×, warm update of a real run "
-        f"{pot_cpu['exact'] / real_cpu:.1f}× (against POT's distances alone "
-        f"{exact_dist_cpu / real_cpu:.1f}×).\n"
+        f"{pot_cpu['exact'] / cpu32:.1f}× ({pot_cpu['exact'] / cpu_sk:.1f}× with Sinkhorn inner "
+        f"solves), warm update of a real run **{pot_cpu['exact'] / real_cpu:.1f}×** "
+        f"({pot_cpu['exact'] / sk_cpu:.1f}× with Sinkhorn inner solves; against POT's distances "
+        f"alone {exact_dist_cpu / real_cpu:.1f}×).\n"
         + f"\nNearest-center assignments of all {n} clouds, float32 vs float64 run: "
         f"{'identical' if same_labels else 'DIFFERENT'}.\n\n"
         f"Agreement with POT `entropic_gromov_wasserstein2` on {len(ref)} cloud-to-barycenter "
@@ -535,7 +564,8 @@ def main(argv: list[str]) -> None:
     parts = []
     if args.skip != "iteration":
         real = real_iteration(args, maps)
-        parts.append(one_iteration(args, maps, poisoned.long(), real))
+        real_sk = real_iteration(args, maps, "sinkhorn")
+        parts.append(one_iteration(args, maps, poisoned.long(), real, real_sk))
     if args.skip != "kmeans":
         parts.append(full_kmeans(args, maps, poisoned))
     body = "\n".join(parts) + (

@@ -33,14 +33,15 @@ def _t(*arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.as_tensor(a, dtype=torch.float64) for a in arrays]
 
 
+@pytest.mark.parametrize("inner", ["newton", "sinkhorn"])
 @pytest.mark.parametrize("eps", [0.02, 0.1])
-def test_values_equal_pot_for_unequal_sizes_in_one_batch(eps: float) -> None:
+def test_values_equal_pot_for_unequal_sizes_in_one_batch(eps: float, inner: str) -> None:
     rng = np.random.default_rng(0)
     firsts = [_cloud(rng, n) for n in (5, 17, 11, 23, 8)]
     seconds = [_cloud(rng, m) for m in (14, 6, 20, 9, 25)]
     a = pad_clouds(*zip(*[_t(C, p) for C, p, _ in firsts], strict=True))  # type: ignore[arg-type]
     b = pad_clouds(*zip(*[_t(C, p) for C, p, _ in seconds], strict=True))  # type: ignore[arg-type]
-    res = entropic_gw(a.C, a.p, b.C, b.p, epsilon=eps)
+    res = entropic_gw(a.C, a.p, b.C, b.p, epsilon=eps, inner=inner)
     ref = [_pot(C1, p, C2, q, eps) for (C1, p, _), (C2, q, _) in zip(firsts, seconds, strict=True)]
     torch.testing.assert_close(res.value, torch.tensor(ref, dtype=torch.float64), rtol=1e-4, atol=0)
     for i, (n, m) in enumerate(zip(a.sizes.tolist(), b.sizes.tolist(), strict=True)):

@@ -14,14 +14,19 @@ The iteration is the one of POT's ``ot.gromov.entropic_gromov_wasserstein`` with
 - the returned value is the square-loss GW objective ``Σ_ijkl (C1_ik - C2_jl)² T_ij T_kl`` of the
   final plan, without the entropy term (what ``entropic_gromov_wasserstein2`` returns).
 
-Each inner problem is solved to POT's ``sinkhorn_knopp`` criterion (column-marginal error below
-1e-9, at most 1000 sweeps) by the batched, stabilised and over-relaxed Sinkhorn of
-:mod:`poisonlab.explain._sinkhorn`, warm-started from the potentials of the previous outer
-iteration: same solutions, far fewer sweeps, and no NaN for small ε or in float32.  Outer
-iterations whose plan no convergence test looks at may be solved less tightly (``inexact``).
-Every problem of a batch stops on its own criterion, as it would alone, and finished problems
-leave the batch.  Measured agreement with POT: relative differences of 1e-9 to 1e-7 in the value
-(tests/explain/test_gromov.py, bench/bench_gromov.py).
+Each inner problem is solved to POT's ``sinkhorn_knopp`` criterion (rows exact, column-marginal
+error below 1e-9, at most 1000 sweeps), warm-started from the potentials of the previous outer
+iteration: same solutions, far fewer steps, and no NaN for small ε or in float32.  The solver
+(``inner``): when the second space has at most :data:`NEWTON_MAX_POINTS` points (Heatmap
+Clustering's barycenters have 10) a damped Newton method on the semi-dual, one small linear
+system per problem and step (:mod:`poisonlab.explain._newton_ot`; ~2 steps per warm-started
+solve where Sinkhorn needs ~10-20 sweeps, and a Heatmap Clustering run 1.5× faster with identical
+assignments, bench/results/gromov.md), otherwise the batched, stabilised and over-relaxed
+Sinkhorn of :mod:`poisonlab.explain._sinkhorn`.  Outer iterations whose plan no convergence test
+looks at may be solved less tightly (``inexact``).  Every problem of a batch stops on its own
+criterion, as it would alone, and finished problems leave the batch.  Measured agreement with
+POT: relative differences of 1e-9 to 1e-7 in the value (tests/explain/test_gromov.py,
+tests/explain/test_newton_ot.py, bench/bench_gromov.py).
 
 float32: inner solves stop at a marginal error of 1e-6 and the outer loop at
 ``‖T - T_prev‖_F ≤ 1e-6`` (the float64 defaults are POT's 1e-9, below float32 round-off);
@@ -35,6 +40,8 @@ plus ``C1`` and ``C2``: callers chunk large workloads (:mod:`poisonlab.explain.g
 References
 ----------
 Peyré, Cuturi, Solomon, "Gromov–Wasserstein averaging of kernel and distance matrices", ICML 2016.
+Cuturi, Peyré, "A smoothed dual approach for variational Wasserstein problems", SIAM J. Imaging
+Sci. 9(1), 2016.
 Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport problems",
 SIAM J. Sci. Comput. 41(3), 2019.
 """
@@ -47,11 +54,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS, newton_semidual
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 
-__all__ = ["GWResult", "entropic_gw", "gw_loss"]
+__all__ = ["INNER_SOLVERS", "GWResult", "entropic_gw", "gw_loss"]
 
 logger = logging.getLogger(__name__)
+
+#: Inner OT solvers of :func:`entropic_gw`: ``"auto"`` picks Newton for few columns.
+INNER_SOLVERS = ("auto", "newton", "sinkhorn")
+
+#: ``"auto"`` solves the inner problems by Newton when the second space has at most this many
+#: points (the m × m system per Newton step stays cheap), else by Sinkhorn.
+NEWTON_MAX_POINTS = 32
+
+#: Inner solver when ``entropic_gw`` is not told (tests and benches switch it for whole runs).
+default_inner = "auto"
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +153,7 @@ def entropic_gw(
     inexact: float = 1e-2,
     check_every: int = 10,
     value_rtol: float = 0.0,
+    inner: str | None = None,
 ) -> GWResult:
     """Entropic GW (square loss) for a batch of metric-measure space pairs, as POT computes it.
 
@@ -185,6 +204,12 @@ def entropic_gw(
         long before the plan does (measured on heatmap clouds: within 1e-4 of its limit after
         ~7 iterations, where ``‖ΔT‖ ≤ 1e-6`` takes 13-110), so clustering uses this
         (:mod:`~poisonlab.explain.gw_kmeans`); 0 keeps POT's plan criterion only.
+    inner : {"auto", "newton", "sinkhorn"}, optional
+        Inner OT solver, both to POT's ``sinkhorn_knopp`` criterion (module docstring):
+        ``"sinkhorn"`` (:func:`~poisonlab.explain._sinkhorn.sinkhorn`), ``"newton"``
+        (:func:`~poisonlab.explain._newton_ot.newton_semidual`, for a small second space),
+        ``"auto"`` Newton when the second space has at most :data:`NEWTON_MAX_POINTS` points;
+        None: the module's ``default_inner`` ("auto").
 
     Returns
     -------
@@ -195,8 +220,11 @@ def entropic_gw(
     Raises
     ------
     ValueError
-        On inconsistent shapes, ``epsilon <= 0`` or ``max_iter < 1``.
+        On inconsistent shapes, ``epsilon <= 0``, ``max_iter < 1`` or an unknown ``inner``.
     """
+    inner = default_inner if inner is None else inner
+    if inner not in INNER_SOLVERS:
+        raise ValueError(f"inner must be one of {INNER_SOLVERS}, got {inner!r}")
     if epsilon <= 0 or max_iter < 1 or sinkhorn_max_iter < 1 or check_every < 1:
         raise ValueError(
             f"need epsilon > 0 and max_iter, sinkhorn_max_iter, check_every >= 1, got {epsilon}, "
@@ -219,6 +247,7 @@ def entropic_gw(
             f"shape mismatch: C1 {tuple(C1.shape)}, p {tuple(p.shape)}, "
             f"C2 {tuple(C2.shape)}, q {tuple(q.shape)}"
         )
+    newton = inner == "newton" or (inner == "auto" and m <= NEWTON_MAX_POINTS)
     sk_tol = _default_tol(C1.dtype) if sinkhorn_tol is None else sinkhorn_tol
     tol = _default_outer_tol(C1.dtype) if tol is None else tol
     p, q = _batched(p, 1, batch), _batched(q, 1, batch)
@@ -273,18 +302,18 @@ def entropic_gw(
             exact = inexact <= 0 or it % check_every in (0, check_every - 1) or it == max_iter - 1
         else:
             exact = inexact <= 0 or it == 0 or it == max_iter - 1
-        T_new, f, g, sweeps = sinkhorn(
+        T_new, f, g, sweeps = (newton_semidual if newton else sinkhorn)(
             w["p"],
             w["q"],
             grad,
             epsilon,
             f=f,
             g=g,
-            max_iter=sinkhorn_max_iter,
             tol=sk_tol if exact else torch.clamp(inexact * step, min=sk_tol),
             padded_cost=padded,
+            **{"sinkhorn_max_iter" if newton else "max_iter": sinkhorn_max_iter},
         )
-        capped += int((sweeps >= sinkhorn_max_iter).sum())
+        capped += int((sweeps >= sinkhorn_max_iter + (NEWTON_MAX_STEPS if newton else 0)).sum())
         step = torch.linalg.matrix_norm(T_new - w["T"])
         w["T"] = T_new
         if it % check_every == 0:
