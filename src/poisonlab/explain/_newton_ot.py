@@ -131,8 +131,8 @@ def newton_semidual(
         n_done, n_accept, big, *scale = torch.stack(stats).tolist()  # one sync
         if not checked:
             checked = True
-            if not scale[0] <= ABSORB:  # also NaN: the warm kernel is badly scaled
-                st.reset()
+            if scale[0]:  # a warm kernel badly scaled: renormalise those problems
+                st.reset(st.bad)
                 st.first = True
                 done, accept, stats = st.trial(tols[todo], True)
                 n_done, n_accept, big = torch.stack(stats).tolist()
@@ -231,28 +231,35 @@ class _Newton:
         self.d = torch.zeros_like(self.b)
         self.slope, self.t = torch.zeros_like(self.F), None
 
-    def reset(self) -> None:
-        """Reference ``g0 + h``, ``h = 0``, and ``f0`` making every kernel row sum to ``a``
-        (one log-domain row normalisation: the kernel is then finite whatever the start)."""
-        g0 = self.g0 + self.h
-        logk = (g0.transpose(1, 2) - self.M.transpose(1, 2)).mul_(1.0 / self.eps)  # (B, m, n)
+    def reset(self, sel: Tensor) -> None:
+        """For the problems ``sel``: reference ``g0 + h``, ``h = 0``, and ``f0`` making every
+        kernel row sum to ``a`` (one log-domain row normalisation: the kernel is then finite
+        whatever the start).  Per problem, so that no problem's arithmetic depends on the
+        others in its batch."""
+        idx = sel.nonzero().flatten()
+        a, log_a = self.a[idx], self.log_a[idx]
+        g0 = self.g0[idx] + self.h[idx]
+        logk = (g0.transpose(1, 2) - self.M[idx].transpose(1, 2)).mul_(1.0 / self.eps)
         if self.pad is not None:
-            logk.masked_fill_(self.pad.transpose(1, 2), -torch.inf)
-        row = self.a > 0
-        lse = torch.logsumexp(logk, dim=1, keepdim=True)  # (B, 1, n)
-        shift = torch.where(row, self.log_a - torch.where(row, lse, 0.0), 0.0)
-        self.f0, self.g0 = self.eps * shift, g0
-        self.Kt = logk.add_(shift).exp_()
+            logk.masked_fill_(self.pad[idx].transpose(1, 2), -torch.inf)
+        row = a > 0
+        lse = torch.logsumexp(logk, dim=1, keepdim=True)  # (b, 1, n)
+        shift = torch.where(row, log_a - torch.where(row, lse, 0.0), 0.0)
+        Kt = logk.add_(shift).exp_()
         if self.pad is None and self.padded_a:  # PAD_COST rows: exp(-huge) is 0 already
-            self.Kt = torch.where(row, self.Kt, 0.0)
-        self.K = self.Kt.transpose(1, 2)
-        self.h = torch.zeros_like(self.h)
+            Kt = torch.where(row, Kt, 0.0)
+        self.K = self.K.index_put((idx,), Kt.transpose(1, 2))
+        self.Kt = self.K.transpose(1, 2)
+        self.f0 = self.f0.index_put((idx,), self.eps * shift)
+        self.g0 = self.g0.index_put((idx,), g0)
+        self.h = self.h.index_put((idx,), torch.zeros_like(g0))
         # F at h = 0 of this reference: every (K e)_i is a_i
-        self.F = -self.eps * (self.a * self.log_a).sum(dim=(1, 2))
+        self.F = self.F.index_put((idx,), -self.eps * (a * log_a).sum(dim=(1, 2)))
 
     def absorb(self) -> None:
-        """Move the accepted offsets into the reference (same iterates, now ``h = 0``)."""
-        self.reset()
+        """Move the accepted offsets of the problems with a potential moved by more than
+        ``ABSORB·ε`` into their reference (same iterates, now ``h = 0``)."""
+        self.reset(self.h.abs().amax(dim=(1, 2)) > ABSORB * self.eps)
 
     def trial(self, tol: Tensor, checked: bool) -> tuple[Tensor, Tensor | None, list[Tensor]]:
         """Evaluate ``h + t d`` for every problem: which trials meet ``tol`` and are accepted,
@@ -293,8 +300,9 @@ class _Newton:
             accept = (self.F + ARMIJO * t * self.slope - slack <= F) | met
             done = accept & met
             stats = [done.sum(), accept.sum(), h.abs().amax() * (1.0 / eps)]
-        if not checked:  # warm start: are the kernel's row sums within a·e^(±ABSORB)?
-            stats.append((log_kv - self.log_a).abs().amax())
+        if not checked:  # warm start: are the kernel's row sums within a·e^(±ABSORB)? (NaN: no)
+            self.bad = ~((log_kv - self.log_a).abs().amax(dim=(1, 2)) <= ABSORB)
+            stats.append(self.bad.any())
         return done, accept, stats
 
     def commit(self, accept: Tensor | None, every: bool) -> None:
