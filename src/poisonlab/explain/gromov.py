@@ -65,7 +65,10 @@ logger = logging.getLogger(__name__)
 INNER_SOLVERS = ("auto", "newton", "sinkhorn")
 
 #: ``"auto"`` solves the inner problems by Newton when the second space has at most this many
-#: points (the m × m system per Newton step stays cheap), else by Sinkhorn.
+#: points (the m × m system per Newton step stays cheap), else by Sinkhorn.  Measured on 150
+#: clouds of 40-80 points against one space of m points (ε = 0.01, float32, clustering
+#: criteria, one thread): Newton 1.7× faster than Sinkhorn at m = 10, 1.5× at 20, 1.3× at 32,
+#: 1.2× at 48, even at 64.
 NEWTON_MAX_POINTS = 32
 
 #: Inner solver when ``entropic_gw`` is not told (tests and benches switch it for whole runs).
