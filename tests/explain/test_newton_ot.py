@@ -97,6 +97,33 @@ def test_warm_start_far_off_and_the_sinkhorn_fallback(dtype: torch.dtype) -> Non
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_problem_solved_in_a_batch_equals_it_solved_alone(dtype: torch.dtype) -> None:
+    a, b, M = _batch(dtype, seed=4)
+    a[0], b[0] = torch.full_like(a[0], 1 / a.shape[1]), torch.full_like(b[0], 1 / b.shape[1])
+    tol = TOL[dtype]
+    P, _, g, steps = newton_semidual(a, b, M, 0.01, tol=tol)
+    for i in (0, 1, 5):  # one problem without padding, two with
+        P_i, _, g_i, steps_i = newton_semidual(
+            a[i : i + 1], b[i : i + 1], M[i : i + 1], 0.01, tol=tol
+        )
+        assert int(steps_i[0]) == int(steps[i])
+        torch.testing.assert_close(P_i[0], P[i], rtol=0, atol=10 * torch.finfo(dtype).eps)
+        torch.testing.assert_close(g_i[0], g[i], rtol=0, atol=1e4 * torch.finfo(dtype).eps)
+
+
+def test_a_nan_problem_does_not_change_the_others() -> None:
+    a, b, M = _batch(torch.float32, seed=5)
+    tol = TOL[torch.float32]
+    P_ref, _, _, steps_ref = newton_semidual(a[1:], b[1:], M[1:], 1e-3, tol=tol)
+    M_nan = M.clone()
+    M_nan[0, 0, 0] = torch.nan
+    P, _, _, steps = newton_semidual(a, b, M_nan, 1e-3, tol=tol)
+    assert bool((steps[1:] < 50).all())  # the others finish by Newton, no fallback
+    assert torch.equal(steps[1:], steps_ref)
+    torch.testing.assert_close(P[1:], P_ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_degenerate_problems_do_not_nan(dtype: torch.dtype) -> None:
     tol = TOL[dtype]
     # one point against ten; equal costs (the product plan); a tiny ε on a real cost

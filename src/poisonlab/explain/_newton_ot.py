@@ -19,9 +19,11 @@ near the solution where Sinkhorn's alternating projections converge linearly, at
 degrades as ε shrinks (tens to hundreds of sweeps at Heatmap Clustering's ε = 0.01): on warm
 starts a few Newton steps replace tens of sweeps.  The Hessian is singular along the all-ones
 direction (``g + c`` and ``g`` give the same plan); a rank-one term fixes that gauge without
-changing the step's component orthogonal to it.  A backtracking (Armijo) line search on ``F``
-makes the method converge from any start (Kitagawa, Mérigot & Thibert 2019 prove global
-convergence of this damped Newton scheme for semi-discrete OT).
+changing the step's component orthogonal to it.  A backtracking (Armijo) line search on the
+concave ``F`` makes every accepted step an ascent step, the usual globalisation of Newton's
+method (Nocedal & Wright 2006, §3.1); Kitagawa, Mérigot & Thibert 2019 prove global convergence
+of a damped Newton method for semi-discrete OT whose damping backtracks on the marginal error
+instead.
 
 Arithmetic follows the stabilised form of the Sinkhorn solver (Schmitzer 2019): the kernel
 ``K = exp((f0 ⊕ g0 - M)/ε)`` is formed once from reference potentials, normalised so that
@@ -30,13 +32,18 @@ scaling ``exp(h/ε)``; the reference absorbs ``h`` when it grows.  Rounding then
 plans as it does Sinkhorn's (the returned plan is formed from the potentials the same way).
 
 Problems that do not meet ``tol`` within ``max_iter`` Newton steps (none measured on Heatmap
-Clustering's problems) are finished by Sinkhorn from where Newton left them, so the result
-never depends on Newton's convergence.
+Clustering's problems) are finished by Sinkhorn from Newton's last potentials, to the same
+criterion.  Far from the solution (a warm start more than ~``max_iter·ABSORB·ε`` off, where the
+capped steps cannot arrive) that start can leave Sinkhorn more, or fewer, sweeps to go than its
+own start would.  Every problem's arithmetic is its own: masks and gauge terms are built per
+problem, and a NaN trial of one problem (rejected by the line search) does not change the steps
+of the others.
 
 References
 ----------
 Cuturi, Peyré, "A smoothed dual approach for variational Wasserstein problems", SIAM J. Imaging
-Sci. 9(1), 2016.  Kitagawa, Mérigot, Thibert, "Convergence of a Newton algorithm for
+Sci. 9(1), 2016.  Nocedal, Wright, "Numerical Optimization", 2nd ed., Springer, 2006.
+Kitagawa, Mérigot, Thibert, "Convergence of a Newton algorithm for
 semi-discrete optimal transport", J. Eur. Math. Soc. 21(9), 2019 (arXiv:1603.05579).
 Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport problems",
 SIAM J. Sci. Comput. 41(3), 2019.
@@ -199,27 +206,22 @@ class _Newton:
     def __init__(
         self, a: Tensor, b: Tensor, M: Tensor, f: Tensor, g: Tensor, eps: float, pad: Tensor | None
     ) -> None:
-        batch, _, m = M.shape
+        batch = M.shape[0]
         self.eps, self.pad, self.M = eps, pad, M
         self.a, self.b = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, n) and (B, 1, m)
         self.pad_a = (self.a <= 0).to(a.dtype)
-        self.padded_a, padded_b = torch.stack([self.pad_a.any(), (b <= 0).any()]).tolist()
         self.log_a = _log0(self.a)
         # Gauge, padding and round-off terms added to every Hessian: the rank-one term
         # (mean column mass) · r rᵀ on the real columns r (the all-ones direction of the real
         # columns, along which the Hessian vanishes), 1 on the diagonal of padded columns, and a
         # ridge of a few ulps of that mass (columns that carry no mass at all stay solvable).
-        # Any positive mass fixes the gauge (the gradient has no component along r); without
-        # padded columns the sum of b (1) over m is used, one matrix for the whole batch.
+        # Any positive mass fixes the gauge (the gradient has no component along r).  Built per
+        # problem, padded or not, so that no problem's arithmetic depends on its batch.
         ulps = 16 * torch.finfo(M.dtype).eps
-        if not padded_b:
-            eye = torch.eye(m, dtype=M.dtype, device=M.device)
-            self.fix = ((1.0 + ulps * eye) / m).unsqueeze(0)
-        else:
-            real = (b > 0).to(b.dtype)
-            mass = (b.sum(dim=1) / real.sum(dim=1).clamp(min=1)).view(-1, 1, 1)
-            outer = real.unsqueeze(2) * real.unsqueeze(1)
-            self.fix = mass * (outer + ulps * torch.diag_embed(real)) + torch.diag_embed(1.0 - real)
+        real = (b > 0).to(b.dtype)
+        mass = (b.sum(dim=1) / real.sum(dim=1).clamp(min=1)).view(-1, 1, 1)
+        outer = real.unsqueeze(2) * real.unsqueeze(1)
+        self.fix = mass * (outer + ulps * torch.diag_embed(real)) + torch.diag_embed(1.0 - real)
         self.f0 = torch.where(a > 0, f, 0.0).unsqueeze(1)
         self.g0 = torch.where(b > 0, g, 0.0).unsqueeze(1)
         self.h = torch.zeros_like(self.b)
@@ -246,7 +248,7 @@ class _Newton:
         lse = torch.logsumexp(logk, dim=1, keepdim=True)  # (b, 1, n)
         shift = torch.where(row, log_a - torch.where(row, lse, 0.0), 0.0)
         Kt = logk.add_(shift).exp_()
-        if self.pad is None and self.padded_a:  # PAD_COST rows: exp(-huge) is 0 already
+        if self.pad is None:  # PAD_COST rows: exp(-huge) is 0 already (real rows: unchanged)
             Kt = torch.where(row, Kt, 0.0)
         self.K = self.K.index_put((idx,), Kt.transpose(1, 2))
         self.Kt = self.K.transpose(1, 2)
@@ -271,7 +273,7 @@ class _Newton:
         else:
             h = torch.addcmul(self.h, self.t.view(-1, 1, 1), self.d)
         e = torch.exp(h * (1.0 / eps))
-        kv = torch.baddbmm(self.pad_a, e, self.Kt) if self.padded_a else torch.bmm(e, self.Kt)
+        kv = torch.baddbmm(self.pad_a, e, self.Kt)  # +1 on padded rows, +0 elsewhere
         u = self.a / kv
         col = torch.bmm(u, self.K).mul_(e)
         grad = self.b - col
@@ -293,13 +295,13 @@ class _Newton:
         self.F_try = F
         if self.first:  # the starting point itself: accepted (None: all)
             self.first, accept, done = False, None, met
-            stats = [done.sum(), torch.full_like(err[0], err.numel()), h.abs().amax() * (1.0 / eps)]
+            stats = [done.sum(), torch.full_like(err[0], err.numel()), _largest(h) * (1.0 / eps)]
         else:
             t = 1.0 if self.t is None else self.t
             slack = 16 * torch.finfo(F.dtype).eps * (eps + h.abs().amax(dim=(1, 2)))
             accept = (self.F + ARMIJO * t * self.slope - slack <= F) | met
             done = accept & met
-            stats = [done.sum(), accept.sum(), h.abs().amax() * (1.0 / eps)]
+            stats = [done.sum(), accept.sum(), _largest(h) * (1.0 / eps)]
         if not checked:  # warm start: are the kernel's row sums within a·e^(±ABSORB)? (NaN: no)
             self.bad = ~((log_kv - self.log_a).abs().amax(dim=(1, 2)) <= ABSORB)
             stats.append(self.bad.any())
@@ -368,6 +370,12 @@ class _Newton:
         self.Kt = self.K.transpose(1, 2)
         if self.pad is not None:
             self.pad = self.pad[sel]
+
+
+def _largest(h: Tensor) -> Tensor:
+    """Largest ``|h|`` of the batch, NaN counted as 0: one problem's NaN trial (rejected by the
+    line search) must not hide the other problems' need to absorb their offsets."""
+    return torch.nan_to_num(h.abs(), nan=0.0).amax()
 
 
 def _kernel(f: Tensor, g: Tensor, M: Tensor, eps: float, pad: Tensor | None) -> Tensor:
