@@ -183,7 +183,8 @@ def agreeing_namers(
     Two namers found the same group when they share at least half of the smaller of their
     groups (:func:`suspect_group`). For each namer, the namers that found its group are counted;
     the largest such set wins, ties to the most significant namer, and it is returned in the
-    input order. A member whose group is another set of samples of the class (e.g. a genuine mode
+    input order. Agreement is with that one namer's group, not a chain: two members of the set
+    may share less than half of their own groups with each other. A member whose group is another set of samples of the class (e.g. a genuine mode
     its confirmation let through, beside the poison group the other members found) named the
     class for that group: averaged in, its ranking would mix the two groups in the cut.
     """
