@@ -53,7 +53,6 @@ import torch
 if __package__ in (None, ""):  # run as `python bench/bench_gromov.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import poisonlab.explain.gromov as gromov_module
 import poisonlab.explain.gw_lloyd as gw_lloyd_module
 from bench.common import markdown_table, write_result
 from poisonlab.explain.gw_barycenter import gw_barycenters, random_structure
@@ -230,7 +229,7 @@ def real_iteration(
     """
     clouds = heatmaps_to_clouds(maps, pool=args.iteration_pool, max_points=None)
     spent: dict[str, float] = {"seeding": 0.0, "updates": 0.0}
-    solve, default_inner = gw_lloyd_module._solve, gromov_module.default_inner
+    solve = gw_lloyd_module._solve
 
     def timed_solve(key, reqs, run):  # type: ignore[no-untyped-def]
         c0 = time.process_time()
@@ -239,7 +238,7 @@ def real_iteration(
         spent["updates" if warm else "seeding"] += time.process_time() - c0
         return out
 
-    gw_lloyd_module._solve, gromov_module.default_inner = timed_solve, inner
+    gw_lloyd_module._solve = timed_solve
     try:
         res, wall, cpu = _timed(
             lambda: gw_kmeans(
@@ -248,10 +247,11 @@ def real_iteration(
                 bary_epsilon=args.bary_epsilon,
                 n_support=args.n_support,
                 generator=torch.Generator().manual_seed(args.seed),
+                inner=inner,
             )
         )
     finally:
-        gw_lloyd_module._solve, gromov_module.default_inner = solve, default_inner
+        gw_lloyd_module._solve = solve
     per_update = spent["updates"] / max(res.n_iter, 1)
     _progress(f"real run ({inner}): {cpu:.1f} s CPU, {spent}, {res.n_iter} updates")
     how = "Newton inner solves" if inner == "auto" else f"{inner} inner solves"
@@ -279,7 +279,7 @@ def one_iteration(
     gen = torch.Generator().manual_seed(args.seed)
     starts = [random_structure(N, generator=gen, dtype=torch.float64, device=cpu) for _ in (0, 1)]
 
-    def ours(dtype: torch.dtype) -> tuple[list[Any], torch.Tensor]:
+    def ours(dtype: torch.dtype, inner: str) -> tuple[list[Any], torch.Tensor]:
         clouds = heatmaps_to_clouds(maps, pool=args.iteration_pool, max_points=None, dtype=dtype)
         # both barycenters in lockstep, then all distances to both in one solve (HC's path)
         barys = gw_barycenters(
@@ -287,11 +287,14 @@ def one_iteration(
             torch.stack([starts[j].to(dtype) for j in (0, 1)]),
             n_support=N,
             epsilon=args.bary_epsilon,
+            inner=inner,
             **FAST_BARY,  # type: ignore[arg-type]
         )
         # float32 = the clustering path (distances stop on the GW loss); float64 = POT's criteria
         fast = FAST_DIST if dtype == torch.float32 else {}
-        found = gw_to_centers(clouds, [(b.C, b.p) for b in barys], epsilon=args.epsilon, **fast)
+        found = gw_to_centers(
+            clouds, [(b.C, b.p) for b in barys], epsilon=args.epsilon, inner=inner, **fast
+        )
         return barys, torch.stack([r.value for r in found], dim=1)
 
     clouds = heatmaps_to_clouds(maps, pool=args.iteration_pool, max_points=None)  # float64
@@ -300,13 +303,8 @@ def one_iteration(
     runs = {}
     for dtype in (torch.float32, torch.float64, "sinkhorn"):
         # "sinkhorn": the float32 clustering path with Sinkhorn inner solves (before Newton)
-        default_inner = gromov_module.default_inner
-        gromov_module.default_inner = "sinkhorn" if dtype == "sinkhorn" else default_inner
-        try:
-            dt = torch.float32 if dtype == "sinkhorn" else dtype
-            (barys_d, dist_d), wall, cpu_s = _timed(lambda dt=dt: ours(dt))
-        finally:
-            gromov_module.default_inner = default_inner
+        dt, inner = (torch.float32, "sinkhorn") if dtype == "sinkhorn" else (dtype, "auto")
+        (barys_d, dist_d), wall, cpu_s = _timed(lambda dt=dt, inner=inner: ours(dt, inner))
         runs[dtype] = (barys_d, dist_d, wall, cpu_s)
         upd = [b.n_iter for b in barys_d]
         _progress(f"ours {dtype}: {wall:.0f} s wall, {cpu_s:.0f} s CPU, barycenter updates {upd}")

@@ -9,7 +9,6 @@ import ot
 import pytest
 import torch
 
-import poisonlab.explain.gromov as gromov
 from poisonlab.explain._newton_ot import newton_semidual
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 from poisonlab.explain.gromov import entropic_gw
@@ -190,7 +189,7 @@ def test_entropic_gw_with_newton_equals_pot_and_exact_sinkhorn(dtype: torch.dtyp
 
 @pytest.mark.parametrize("dtype", [torch.float32, None])
 def test_kmeans_assignments_are_the_same_with_either_inner_solver(
-    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype | None
+    dtype: torch.dtype | None,
 ) -> None:
     g = torch.Generator().manual_seed(3)
     yy, xx = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
@@ -201,13 +200,13 @@ def test_kmeans_assignments_are_the_same_with_either_inner_solver(
     clouds = heatmaps_to_clouds(maps.double(), max_points=40)
     runs = {}
     for inner in ("sinkhorn", "newton"):
-        monkeypatch.setattr(gromov, "default_inner", inner)
         runs[inner] = gw_kmeans(
             clouds,
             epsilon=0.01,
             bary_epsilon=0.01,
             generator=torch.Generator().manual_seed(0),
             dtype=dtype,
+            inner=inner,
         )
     assert torch.equal(runs["newton"].labels, runs["sinkhorn"].labels)
     assert runs["newton"].labels[:14].unique().numel() == 1  # the planted group, found by both

@@ -165,13 +165,18 @@ def effective_p(verdict: ClassVerdict) -> float:
     return verdict.p_value
 
 
+def top_in_class(scores: Tensor, labels: Tensor, label: int, k: int) -> Tensor:
+    """Indices of the ``k`` highest scores among the scored samples of class ``label``, highest
+    first (ties in index order)."""
+    idx = ((labels == label) & ~torch.isnan(scores)).nonzero().flatten()
+    order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
+    return idx[order[:k]]
+
+
 def suspect_group(result: DetectionResult, verdict: ClassVerdict, labels: Tensor) -> Tensor:
     """The member's group in the verdict's class: the indices of its ``verdict.suspects``
     highest verdict scores there (the samples above its break, in the order its verdicts use)."""
-    scores = verdict_view(result).scores
-    idx = ((labels == verdict.label) & ~torch.isnan(scores)).nonzero().flatten()
-    order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
-    return idx[order[: verdict.suspects]]
+    return top_in_class(verdict_view(result).scores, labels, verdict.label, verdict.suspects)
 
 
 def agreeing_namers(
@@ -184,9 +189,10 @@ def agreeing_namers(
     groups (:func:`suspect_group`). For each namer, the namers that found its group are counted;
     the largest such set wins, ties to the most significant namer, and it is returned in the
     input order. Agreement is with that one namer's group, not a chain: two members of the set
-    may share less than half of their own groups with each other. A member whose group is another set of samples of the class (e.g. a genuine mode
-    its confirmation let through, beside the poison group the other members found) named the
-    class for that group: averaged in, its ranking would mix the two groups in the cut.
+    may share less than half of their own groups with each other. A member whose group is
+    another set of samples of the class (e.g. a genuine mode its confirmation let through,
+    beside the poison group the other members found) named the class for that group: averaged
+    in, its ranking would mix the two groups in the cut.
     """
     groups = [set(suspect_group(r, v, labels).tolist()) for r, v in namers]
 
@@ -327,11 +333,10 @@ def _verdict_rule(
             ordering = agreeing_namers([(r, v) for _, _, r, v in namers], labels)
             k = ordering[0][1].suspects  # the break of the most significant of them
             local = combined_score([verdict_view(r) for r, _ in ordering], labels)
-            idx = ((labels == c) & ~torch.isnan(local)).nonzero().flatten()
-            order = torch.sort(local[idx], descending=True, stable=True).indices[:k]
-            removed[idx[order]] = True
-            entry["removed"] = len(order)
-            entry["cutoff"] = float(local[idx[order]].min()) if len(order) else None
+            cut = top_in_class(local, labels, c, k)
+            removed[cut] = True
+            entry["removed"] = len(cut)
+            entry["cutoff"] = float(local[cut].min()) if len(cut) else None
             entry["ordered_by"] = [r.detector for r, _ in ordering]
         per_class[str(c)] = entry
     names = [r.detector for r in members]

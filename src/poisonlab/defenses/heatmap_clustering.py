@@ -28,9 +28,9 @@ class draw relevance from the object. Per claimed class:
    Fashion-MNIST images (seeds 0-1) one of 20 classes named and confirmed (T-shirts, seed 1:
    54 of the 65 suspects go to shirts without them). The Schulth et al. Table 1 coats are named
    at 33% on 2 of 3 victims and the confirmation clears one of them (seed 1: 128 of its
-   suspects stay coats against 141 that go elsewhere; bench/results/heatmap_table1.md). Not calibrated on real clean
-   classes as the members are, the verdict is kept out of the combined decision of
-   :mod:`poisonlab.defenses.fusion`.
+   suspects stay coats against 141 that go elsewhere; bench/results/heatmap_table1.md). Not
+   calibrated on real clean classes as the members are, the verdict is kept out of the combined
+   decision of :mod:`poisonlab.defenses.fusion`.
 
 Where we differ from the paper's code, and why (measured on Fashion-MNIST pullover → coat, a
 3×3 sticker, 896 coats of which 296 poisons; docs/methods.md and
@@ -59,15 +59,16 @@ more restarts chosen by it cannot help. Nor do better barycenters: extra starts 
 changed one of four weak victims at 2.6-6x the time.
 Nor does the seeding: the paper's text's farthest-first seeding (``init="farthest"``) did
 better at 10% and 5% (mean ACC 89.7 / 77.0%) but worse at 33% (81.1%: it starts from an extreme
-sub-group of the poisons), on the earlier demo's class and on the digits case than the k-means++ of the
-paper's code (the default).
+sub-group of the poisons), on the earlier demo's class and on the digits case than the
+k-means++ of the paper's code (the default).
 
 At the demo's earlier setting on 8×8 digits (the pattern one pixel from the bottom-right
 corner, class 3, 31 poisons among 159 images; bench/results/hc_demo.md) the defaults reached
 AUROC 71 ± 26% over five victims and three k-means seeds: the pattern lay on the digit's strokes,
 and GW compares the shape of the relevance, not where it lies. With the pattern at the
 bottom-left corner itself (its corner pixel (7, 0) has ink in 1 of 1,797 digits; the other three
-lie on strokes) and class 0, both chosen by measurement, the same defaults reach 97.5 ± 4.4% (bench/results/hc_demo_bl_c0.md, docs/methods.md#heatmap-clustering-demo).
+lie on strokes) and class 0, both chosen by measurement, the same defaults reach 97.5 ± 4.4%
+(bench/results/hc_demo_bl_c0.md, docs/methods.md#heatmap-clustering-demo).
 
 **Continuous score.** The paper gives only the binary verdict. To rank samples (AUROC,
 contamination and target-FPR thresholds) each sample gets the silhouette of its GW distances to

@@ -71,9 +71,6 @@ INNER_SOLVERS = ("auto", "newton", "sinkhorn")
 #: 1.2× at 48, even at 64.
 NEWTON_MAX_POINTS = 32
 
-#: Inner solver when ``entropic_gw`` is not told (tests and benches switch it for whole runs).
-default_inner = "auto"
-
 
 @dataclass(frozen=True, eq=False)
 class GWResult:
@@ -156,7 +153,7 @@ def entropic_gw(
     inexact: float = 1e-2,
     check_every: int = 10,
     value_rtol: float = 0.0,
-    inner: str | None = None,
+    inner: str = "auto",
 ) -> GWResult:
     """Entropic GW (square loss) for a batch of metric-measure space pairs, as POT computes it.
 
@@ -211,8 +208,8 @@ def entropic_gw(
         Inner OT solver, both to POT's ``sinkhorn_knopp`` criterion (module docstring):
         ``"sinkhorn"`` (:func:`~poisonlab.explain._sinkhorn.sinkhorn`), ``"newton"``
         (:func:`~poisonlab.explain._newton_ot.newton_semidual`, for a small second space),
-        ``"auto"`` Newton when the second space has at most :data:`NEWTON_MAX_POINTS` points;
-        None: the module's ``default_inner`` ("auto").
+        ``"auto"`` (default) Newton when the second space has at most
+        :data:`NEWTON_MAX_POINTS` points.
 
     Returns
     -------
@@ -225,7 +222,6 @@ def entropic_gw(
     ValueError
         On inconsistent shapes, ``epsilon <= 0``, ``max_iter < 1`` or an unknown ``inner``.
     """
-    inner = default_inner if inner is None else inner
     if inner not in INNER_SOLVERS:
         raise ValueError(f"inner must be one of {INNER_SOLVERS}, got {inner!r}")
     if epsilon <= 0 or max_iter < 1 or sinkhorn_max_iter < 1 or check_every < 1:
@@ -305,7 +301,8 @@ def entropic_gw(
             exact = inexact <= 0 or it % check_every in (0, check_every - 1) or it == max_iter - 1
         else:
             exact = inexact <= 0 or it == 0 or it == max_iter - 1
-        T_new, f, g, sweeps = (newton_semidual if newton else sinkhorn)(
+        T_new, f, g, sweeps = _inner_ot(
+            newton,
             w["p"],
             w["q"],
             grad,
@@ -314,8 +311,9 @@ def entropic_gw(
             g=g,
             tol=sk_tol if exact else torch.clamp(inexact * step, min=sk_tol),
             padded_cost=padded,
-            **{"sinkhorn_max_iter" if newton else "max_iter": sinkhorn_max_iter},
+            sweeps=sinkhorn_max_iter,
         )
+        # Newton counts its steps before a fallback's sweeps (newton_semidual's n_iter)
         capped += int((sweeps >= sinkhorn_max_iter + (NEWTON_MAX_STEPS if newton else 0)).sum())
         step = torch.linalg.matrix_norm(T_new - w["T"])
         w["T"] = T_new
@@ -341,6 +339,28 @@ def entropic_gw(
         sub = lambda x: x if x.dim() == 2 else x[rows]  # noqa: E731
         value[rows] = gw_loss(sub(C1), p[rows], sub(C2), q[rows], plan[rows])
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
+
+
+def _inner_ot(
+    newton: bool,
+    a: Tensor,
+    b: Tensor,
+    M: Tensor,
+    epsilon: float,
+    *,
+    f: Tensor | None,
+    g: Tensor | None,
+    tol: float | Tensor,
+    padded_cost: bool,
+    sweeps: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One batch of inner entropic OT problems, by Newton or by Sinkhorn (same criterion and
+    outputs); ``sweeps`` is Sinkhorn's budget, also that of Newton's Sinkhorn fallback."""
+    if newton:
+        return newton_semidual(
+            a, b, M, epsilon, f=f, g=g, tol=tol, padded_cost=padded_cost, sinkhorn_max_iter=sweeps
+        )
+    return sinkhorn(a, b, M, epsilon, f=f, g=g, tol=tol, padded_cost=padded_cost, max_iter=sweeps)
 
 
 def _gradient(w: dict[str, Tensor]) -> Tensor:

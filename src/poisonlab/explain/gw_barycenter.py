@@ -130,6 +130,7 @@ def gw_barycenter(
     check_every: int = 10,
     gw_value_rtol: float = 0.0,
     objective_rtol: float = 0.0,
+    inner: str = "auto",
 ) -> GWBarycenter:
     """Square-loss entropic GW barycenter of a batch of clouds (POT's algorithm, batched).
 
@@ -186,6 +187,8 @@ def gw_barycenter(
         structure drifting along directions that do not lower the objective (it even rose by
         1e-4 relative over 50 such updates), so the relative ``rtol`` alone would spend its
         whole update budget there.
+    inner : {"auto", "newton", "sinkhorn"}
+        Inner OT solver of the coupling solves (:func:`~poisonlab.explain.gromov.entropic_gw`).
 
     Returns
     -------
@@ -223,6 +226,7 @@ def gw_barycenter(
         check_every=check_every,
         gw_value_rtol=gw_value_rtol,
         objective_rtol=objective_rtol,
+        inner=inner,
     )[0]
 
 
@@ -246,6 +250,7 @@ def gw_barycenters(
     check_every: int = 10,
     gw_value_rtol: float = 0.0,
     objective_rtol: float = 0.0,
+    inner: str = "auto",
 ) -> list[GWBarycenter]:
     """The barycenters of several groups of clouds, all updated in lockstep.
 
@@ -269,7 +274,7 @@ def gw_barycenters(
     init_potentials : list of (Tensor, Tensor), optional
         Their Sinkhorn potentials, shapes (S_g, n_g) and (S_g, N).
     n_support, epsilon, max_iter, tol, gw_tol, gw_max_iter, rtol, inexact, warm_start, \
-chunk_elements, check_every, gw_value_rtol, objective_rtol
+chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
         As for :func:`gw_barycenter`.
 
     Returns
@@ -327,6 +332,7 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol
             inexact=inexact,
             check_every=check_every,
             value_rtol=gw_value_rtol,
+            inner=inner,
         )
         plan = res.plan
         assert plan is not None  # solve_pairs keeps plans by default

@@ -42,7 +42,7 @@ def gw_to_one(
     keep_plans: bool = True,
     chunk_elements: int = CHUNK_ELEMENTS,
     chunks: list[tuple[Tensor, PointClouds]] | None = None,
-    **solver: float,
+    **solver: float | str | None,
 ) -> GWResult:
     """Entropic GW from every cloud of a batch to one shared space, in size-sorted chunks.
 
@@ -108,7 +108,7 @@ def _solve_chunks(
     T0: Tensor | None,
     potentials: tuple[Tensor, Tensor] | None,
     keep_plans: bool,
-    solver: dict[str, float],
+    solver: dict[str, float | str | None],
 ) -> GWResult:
     """:func:`entropic_gw` chunk by chunk, the second space of chunk ``idx`` being
     ``second(idx)``, gathered into one batch-sized :class:`GWResult` (dtype and device of
@@ -148,7 +148,7 @@ def gw_to_centers(
     T0: list[Tensor] | None = None,
     potentials: list[tuple[Tensor, Tensor]] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
-    **solver: float,
+    **solver: float | str | None,
 ) -> list[GWResult]:
     """:func:`gw_to_one` for several shared spaces of one size at once: one batched solve.
 
@@ -195,7 +195,7 @@ def gw_to_spaces(
     T0: Sequence[Tensor | None] | None = None,
     potentials: Sequence[tuple[Tensor, Tensor] | None] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
-    **solver: float,
+    **solver: float | str | None,
 ) -> list[GWResult]:
     """Entropic GW from every cloud of several batches to that batch's own space, in one solve.
 
@@ -325,7 +325,7 @@ def solve_pairs(
     T0: Tensor | None = None,
     potentials: tuple[Tensor, Tensor] | None = None,
     keep_plans: bool = True,
-    **solver: float,
+    **solver: float | str | None,
 ) -> GWResult:
     """Entropic GW of P pairs (cloud, own second space), the clouds given as size chunks.
 

@@ -116,6 +116,7 @@ def gw_kmeans(
     chunk_elements: int = CHUNK_ELEMENTS,
     dtype: torch.dtype | None = torch.float32,
     init: str = "k-means++",
+    inner: str = "auto",
 ) -> GWKMeansResult:
     """Cluster metric-measure spaces with GW k-means++ (see the module docstring).
 
@@ -171,6 +172,8 @@ def gw_kmeans(
         Memory budget per batched solve, in elements.
     dtype : torch.dtype or None
         Compute dtype (default float32, see the module docstring); None = that of ``clouds``.
+    inner : {"auto", "newton", "sinkhorn"}
+        Inner OT solver of every GW solve (:func:`~poisonlab.explain.gromov.entropic_gw`).
 
     Returns
     -------
@@ -204,6 +207,7 @@ def gw_kmeans(
         chunk_elements=chunk_elements,
         dtype=dtype,
         init=init,
+        inner=inner,
     )[0]
 
 
@@ -230,6 +234,7 @@ def gw_kmeans_many(
     chunk_elements: int = CHUNK_ELEMENTS,
     dtype: torch.dtype | None = torch.float32,
     init: str = "k-means++",
+    inner: str = "auto",
 ) -> list[GWKMeansResult]:
     """:func:`gw_kmeans` of several independent batches of clouds, all solved in lockstep.
 
@@ -257,7 +262,7 @@ def gw_kmeans_many(
         One per batch.
     k, epsilon, bary_epsilon, n_support, max_iter, n_init, gw_max_iter, gw_tol, value_rtol, \
 seed_gw_max_iter, bary_max_iter, bary_tol, bary_objective_rtol, bary_gw_max_iter, bary_inexact, \
-warm_start, chunk_elements, dtype, init
+warm_start, chunk_elements, dtype, init, inner
         As for :func:`gw_kmeans`.
 
     Returns
@@ -302,6 +307,7 @@ warm_start, chunk_elements, dtype, init
                     "tol": gw_tol,
                     "check_every": 1,
                     "value_rtol": value_rtol,
+                    "inner": inner,
                 },
                 seed_gw_max_iter=seed_gw_max_iter,
                 bary={
@@ -313,6 +319,7 @@ warm_start, chunk_elements, dtype, init
                     "gw_value_rtol": value_rtol,
                     "inexact": bary_inexact,
                     "check_every": 1,
+                    "inner": inner,
                 },
                 warm_start=warm_start,
                 chunk_elements=chunk_elements,
