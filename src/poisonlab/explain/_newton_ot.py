@@ -93,15 +93,9 @@ def newton_semidual(
 
     Parameters
     ----------
-    a, b : Tensor of shape (B, n) and (B, m)
-        Marginals, zero on padding.
-    M : Tensor of shape (B, n, m)
-        Costs; ignored on padded rows and columns.
-    epsilon : float
-        Regularisation, in the units of ``M``.
-    f, g : Tensor of shape (B, n) and (B, m), optional
-        Potentials to warm-start from; default
-        :func:`~poisonlab.explain._sinkhorn.initial_potentials`.
+    a, b, M, epsilon, f, g
+        As for :func:`~poisonlab.explain._sinkhorn.sinkhorn`: marginals (B, n) and (B, m),
+        zero on padding; costs (B, n, m); ε; optional warm-start potentials.
     max_iter : int
         Newton steps per problem (line-search trials included) before Sinkhorn takes over.
     tol : float or Tensor of shape (B,)
