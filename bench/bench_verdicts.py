@@ -1,11 +1,12 @@
 """Scan decisions against issue 11's targets: per-class verdicts and the combined decision vs ART.
 
 On data made here, per cell and seed: poison the set, train cnn-small on it with its default
-recipe, and on that SAME model and data run
+recipe (``--epochs`` caps it), and on that SAME model and data run
 
 - ours: activation-clustering, raw-clustering and spectral-signatures with their default
-  threshold (the per-class verdicts), and the combined decision (``combine``: what ``poisonlab
-  scan`` removes into clean.npz);
+  threshold (the per-class verdicts, whose confirming retraining repeats the victim's recipe,
+  as a scan's repeats its own), and the combined decision (``combine``: what ``poisonlab scan``
+  removes into clean.npz);
 - ART 1.20.1: ``ActivationDefence`` (PCA, 10 dims, smaller-cluster analysis, its defaults) and
   ``SpectralSignatureDefense`` (expected_pp_poison = 0.1, eps_multiplier = 1.5), each given the
   penultimate activations as in bench_detectors.py.
@@ -236,8 +237,10 @@ def run_cell(
     dataset, truth, classes = poisoned(cell, data, seed)
     c, h, w = dataset.shape
     model = build_model(ModelConfig("cnn-small", c, h, w, dataset.num_classes), seed=seed)
-    train_model(model, dataset, default_recipe("cnn-small", len(dataset), epochs=epochs, seed=seed))
-    evidence = Evidence(dataset, model, device="cpu")
+    recipe = default_recipe("cnn-small", len(dataset), epochs=epochs, seed=seed)
+    train_model(model, dataset, recipe)
+    # the confirming retraining repeats the victim's recipe (``--epochs`` included), as a scan does
+    evidence = Evidence(dataset, model, device="cpu", recipe=recipe)
     labels = dataset.labels
     out: dict[str, Any] = {"truth": truth, "classes": classes, "labels": labels.numpy()}
     out["asr"] = attack_success(cell, model, data, test, seed)
