@@ -57,7 +57,7 @@ from torch import Tensor
 from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS, newton_semidual
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 
-__all__ = ["INNER_SOLVERS", "GWResult", "entropic_gw", "gw_loss"]
+__all__ = ["INNER_SOLVERS", "GWResult", "GWState", "entropic_gw", "gw_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class GWResult:
         True where ``‖T - T_prev‖_F ≤ tol`` was reached before ``max_iter``.
     potentials : tuple of Tensor of shapes (B, n) and (B, m)
         Dual potentials of the last Sinkhorn solve, to warm-start a related problem.
+    parked : GWState, optional
+        With ``park``: the problems set aside unfinished (their other entries are not final).
     """
 
     value: Tensor
@@ -96,6 +98,41 @@ class GWResult:
     n_iter: Tensor
     converged: Tensor
     potentials: tuple[Tensor, Tensor]
+    parked: GWState | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class GWState:
+    """Unfinished problems of :func:`entropic_gw` at the start of an outer iteration, to resume.
+
+    ``entropic_gw(..., T0=plan, potentials=(f, g), resume=state)`` on these problems (padded or
+    in another batch) runs the very iterations they would have run where they were: the
+    iteration counts, the last plan change (inexact tolerances) and the last loss (the value
+    test) carry over.  :mod:`~poisonlab.explain.gw_batches` parks the last few problems of each
+    size chunk and finishes them together, so that the chunks' long tails of slow problems
+    (each iteration then costs its tensor calls' dispatch, not arithmetic) run once.
+
+    Attributes
+    ----------
+    index : Tensor of shape (P,), int64
+        The problems' positions in the batch they were parked from.
+    plan : Tensor of shape (P, n, m)
+        Current plans (the next gradient's point).
+    f, g : Tensor of shapes (P, n) and (P, m)
+        Potentials of their last inner solve.
+    step, loss : Tensor of shape (P,)
+        Last ``‖T - T_prev‖_F`` and last GW loss (inf if none yet).
+    done_iter : Tensor of shape (P,), int64
+        Outer iterations already run.
+    """
+
+    index: Tensor
+    plan: Tensor
+    f: Tensor
+    g: Tensor
+    step: Tensor
+    loss: Tensor
+    done_iter: Tensor
 
 
 def _default_tol(dtype: torch.dtype) -> float:
@@ -154,6 +191,8 @@ def entropic_gw(
     check_every: int = 10,
     value_rtol: float = 0.0,
     inner: str = "auto",
+    park: int = 0,
+    resume: GWState | None = None,
 ) -> GWResult:
     """Entropic GW (square loss) for a batch of metric-measure space pairs, as POT computes it.
 
@@ -210,6 +249,12 @@ def entropic_gw(
         (:func:`~poisonlab.explain._newton_ot.newton_semidual`, for a small second space),
         ``"auto"`` (default) Newton when the second space has at most
         :data:`NEWTON_MAX_POINTS` points.
+    park : int
+        If > 0: once at most ``park`` problems are left (after the first iteration), stop and
+        return them unfinished in ``GWResult.parked`` (:class:`GWState`), to be resumed.
+    resume : GWState, optional
+        Continue parked problems (given here as the batch, with ``T0`` and ``potentials`` from
+        the state): each resumes its iteration count, last plan change and last loss.
 
     Returns
     -------
@@ -272,22 +317,39 @@ def entropic_gw(
     pot_f, pot_g = torch.zeros_like(p), torch.zeros_like(q)
     step = torch.full((batch,), torch.inf, dtype=T.dtype, device=T.device)
     loss = torch.full((batch,), torch.inf, dtype=T.dtype, device=T.device)
+    # resumed problems: iteration offsets (their own count is it + offset), else none
+    offset: Tensor | None = None
+    if resume is not None:
+        step, loss = resume.step.clone(), resume.loss.clone()
+        offset = work["offset"] = resume.done_iter.clone()
 
-    def finish(done: Tensor, it: int, plans: Tensor, losses: Tensor | None) -> None:
-        nonlocal todo, f, g, step, loss, work
+    def finish(
+        done: Tensor, it: int, plans: Tensor, losses: Tensor | None, conv: bool = True
+    ) -> None:
+        nonlocal todo, f, g, step, loss, work, offset
         idx = todo[done]
-        plan[idx], n_iter[idx], converged[idx] = plans[done], it, True
+        plan[idx], converged[idx] = plans[done], conv
+        n_iter[idx] = it if offset is None else it + offset[done]
         pot_f[idx], pot_g[idx] = f[done], g[done]  # type: ignore[index]
         if losses is not None:
             value[idx] = losses[done]
         keep = ~done
         todo, f, g, step, loss = todo[keep], f[keep], g[keep], step[keep], loss[keep]  # type: ignore[index]
         work = {k: v if k in shared else v[keep] for k, v in work.items()}
+        offset = work.get("offset")
 
-    for it in range(max_iter):
+    first = 0 if resume is None else int(resume.done_iter.min())
+    for it in range(max_iter - first):
+        if park > 0 and it > 0 and todo.numel() <= park:
+            done_iter = torch.full_like(todo, it) if offset is None else offset + it
+            state = GWState(todo, work["T"], f, g, step, loss, done_iter)  # type: ignore[arg-type]
+            parked = torch.zeros_like(converged)
+            parked[todo] = True
+            _fill_values(value, C1, p, C2, q, plan, skip=parked)
+            return GWResult(value, plan, n_iter, converged, (pot_f, pot_g), state)
         w = work
         grad = _gradient(w)
-        if value_rtol > 0 and it > 0:
+        if value_rtol > 0 and (it > 0 or offset is not None):
             # L(T) = ½ <grad(T), T> (padded entries: T = 0 against a finite PAD_COST)
             new_loss = 0.5 * (grad * w["T"]).sum(dim=(1, 2))
             done = (new_loss - loss).abs() <= value_rtol * new_loss.abs()
@@ -297,10 +359,18 @@ def entropic_gw(
                 if todo.numel() == 0:
                     break
                 w, grad = work, grad[~done]
+        own = it if offset is None else it + offset  # each problem's own iteration
         if check_every > 1:
-            exact = inexact <= 0 or it % check_every in (0, check_every - 1) or it == max_iter - 1
+            exact = (own % check_every == 0) | (own % check_every == check_every - 1)
         else:
-            exact = inexact <= 0 or it == 0 or it == max_iter - 1
+            exact = own == 0
+        exact = (own == max_iter - 1) | exact
+        if inexact <= 0 or exact is True:
+            tol_in: float | Tensor = sk_tol
+        elif exact is False:
+            tol_in = torch.clamp(inexact * step, min=sk_tol)
+        else:  # resumed problems: per problem
+            tol_in = torch.where(exact, sk_tol, torch.clamp(inexact * step, min=sk_tol))
         T_new, f, g, sweeps = _inner_ot(
             newton,
             w["p"],
@@ -309,7 +379,7 @@ def entropic_gw(
             epsilon,
             f=f,
             g=g,
-            tol=sk_tol if exact else torch.clamp(inexact * step, min=sk_tol),
+            tol=tol_in,
             padded_cost=padded,
             sweeps=sinkhorn_max_iter,
         )
@@ -317,10 +387,20 @@ def entropic_gw(
         capped += int((sweeps >= sinkhorn_max_iter + (NEWTON_MAX_STEPS if newton else 0)).sum())
         step = torch.linalg.matrix_norm(T_new - w["T"])
         w["T"] = T_new
-        if it % check_every == 0:
-            done = step <= tol
+        if offset is None:
+            tested: bool | Tensor = it % check_every == 0
+        else:
+            tested = own % check_every == 0  # type: ignore[operator]
+        if tested is not False:
+            done = (step <= tol) & tested if offset is not None else step <= tol
             if bool(done.any()):
                 finish(done, it + 1, T_new, None)
+                if todo.numel() == 0:
+                    break
+        if offset is not None:  # resumed problems at their own max_iter stop unconverged
+            out = offset + it + 1 >= max_iter
+            if bool(out.any()):
+                finish(out, it + 1, work["T"], None, conv=False)
                 if todo.numel() == 0:
                     break
     plan[todo] = work["T"]
@@ -333,12 +413,26 @@ def entropic_gw(
             capped,
             sinkhorn_max_iter,
         )
-    missing = torch.isnan(value)
+    _fill_values(value, C1, p, C2, q, plan)
+    return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
+
+
+def _fill_values(
+    value: Tensor,
+    C1: Tensor,
+    p: Tensor,
+    C2: Tensor,
+    q: Tensor,
+    plan: Tensor,
+    skip: Tensor | None = None,
+) -> None:
+    """The GW loss of the final plans of the problems whose value is still NaN (those stopped by
+    the plan test or by ``max_iter``), except ``skip``."""
+    missing = torch.isnan(value) if skip is None else torch.isnan(value) & ~skip
     if bool(missing.any()):
         rows = missing.nonzero().flatten()
         sub = lambda x: x if x.dim() == 2 else x[rows]  # noqa: E731
         value[rows] = gw_loss(sub(C1), p[rows], sub(C2), q[rows], plan[rows])
-    return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
 
 
 def _inner_ot(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from poisonlab.explain.gromov import GWResult, entropic_gw
+from poisonlab.explain.gromov import GWResult, GWState, entropic_gw
 from poisonlab.explain.point_cloud import PointClouds
 
 __all__ = [
@@ -29,6 +29,13 @@ __all__ = [
 
 #: Default memory budget of one chunk, in tensor elements (2**24 float64 = 128 MiB per tensor).
 CHUNK_ELEMENTS = 2**24
+
+#: When a solve has several size chunks, each chunk sets aside its last ``TAIL_PARK`` unfinished
+#: problems (:class:`~poisonlab.explain.gromov.GWState`) and these are finished together after
+#: the last chunk, padded to the largest cloud: the slowest problems of a chunk iterate for
+#: hundreds of outer iterations in batches of a few, where each iteration costs its ~100 tensor
+#: calls' dispatch whatever the batch, so one tail instead of one per chunk saves most of that.
+TAIL_PARK = 64
 
 
 def gw_to_one(
@@ -120,6 +127,8 @@ def _solve_chunks(
     plan = torch.zeros(batch, width, m, dtype=dt, device=dev) if keep_plans else None
     pot_f = torch.zeros(batch, width, dtype=dt, device=dev)
     pot_g = torch.zeros(batch, m, dtype=dt, device=dev)
+    park = TAIL_PARK if len(chunks) > 1 else 0
+    parked: list[tuple[Tensor, PointClouds, Tensor, Tensor, GWState]] = []
     for idx, sub in chunks:
         n = sub.n_max
         C2, p2 = second(idx)
@@ -131,13 +140,77 @@ def _solve_chunks(
             epsilon=epsilon,
             T0=None if T0 is None else T0[idx, :n],
             potentials=None if potentials is None else (potentials[0][idx, :n], potentials[1][idx]),
+            park=park,
             **solver,  # type: ignore[arg-type]
         )
         value[idx], n_iter[idx], converged[idx] = res.value, res.n_iter, res.converged
         pot_f[idx, :n], pot_g[idx] = res.potentials
         if plan is not None and res.plan is not None:
             plan[idx, :n] = res.plan
+        if res.parked is not None:
+            parked.append((idx, sub, C2, p2, res.parked))
+    if parked:  # the chunks' slowest problems, finished together (same iterations)
+        idx, n, res = _resume_parked(parked, epsilon, solver)
+        value[idx], n_iter[idx], converged[idx] = res.value, res.n_iter, res.converged
+        pot_f[idx, :n], pot_g[idx] = res.potentials
+        if plan is not None and res.plan is not None:
+            plan[idx, :n] = res.plan
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
+
+
+def _resume_parked(
+    parked: list[tuple[Tensor, PointClouds, Tensor, Tensor, GWState]],
+    epsilon: float,
+    solver: dict[str, float | str | None],
+) -> tuple[Tensor, int, GWResult]:
+    """Finish the problems parked by several chunks in one batch, padded to the largest cloud:
+    returns their positions in the caller's batch, that width and the result."""
+    n = max(sub.n_max for _, sub, _, _, _ in parked)
+    m = parked[0][4].g.shape[1]
+    rows, C1, p, C2, q, T, f = [], [], [], [], [], [], []
+    for idx, sub, C2_chunk, q_chunk, st in parked:
+        k, w = st.index, sub.n_max
+        rows.append(idx[k])
+        C1.append(_pad_to(sub.C[k], (n, n)))
+        p.append(_pad_to(sub.p[k], (n,)))
+        C2.append(C2_chunk.expand(len(k), m, m) if C2_chunk.dim() == 2 else C2_chunk[k])
+        q.append(q_chunk.expand(len(k), m) if q_chunk.dim() == 1 else q_chunk[k])
+        T.append(_pad_to(st.plan[:, :w], (n, m)))
+        f.append(_pad_to(st.f[:, :w], (n,)))
+    states = [st for *_, st in parked]
+    resume = GWState(
+        torch.arange(sum(len(st.index) for st in states), device=states[0].index.device),
+        torch.cat(T),
+        torch.cat(f),
+        torch.cat([st.g for st in states]),
+        torch.cat([st.step for st in states]),
+        torch.cat([st.loss for st in states]),
+        torch.cat([st.done_iter for st in states]),
+    )
+    res = entropic_gw(
+        torch.cat(C1),
+        torch.cat(p),
+        torch.cat(C2),
+        torch.cat(q),
+        epsilon=epsilon,
+        T0=resume.plan,
+        potentials=(resume.f, resume.g),
+        resume=resume,
+        **solver,  # type: ignore[arg-type]
+    )
+    return torch.cat(rows), n, res
+
+
+def _pad_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``x`` (P, ...) zero-padded at the end of every trailing dimension to ``shape``."""
+    if tuple(x.shape[1:]) == shape:
+        return x
+    out = x.new_zeros(x.shape[0], *shape)
+    view = out
+    for dim, size in enumerate(x.shape[1:], start=1):
+        view = view.narrow(dim, 0, size)
+    view.copy_(x)
+    return out
 
 
 def gw_to_centers(
