@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import poisonlab.explain.gw_batches as gw_batches
+from poisonlab.explain import gromov
 from poisonlab.explain._newton_ot import _exp_
 from poisonlab.explain.gromov import entropic_gw
 from poisonlab.explain.point_cloud import PointClouds, pad_clouds
@@ -90,6 +91,51 @@ def test_chunked_solve_with_a_shared_tail_equals_chunks_alone(
     assert tail.plan is not None and alone.plan is not None
     torch.testing.assert_close(tail.plan, alone.plan, rtol=0, atol=1e-9)
     torch.testing.assert_close(tail.potentials[1], alone.potentials[1], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("solve", ["one", "pairs"])
+def test_the_shared_tail_keeps_the_chunk_memory_budget(
+    solve: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a small chunk budget every chunk parks all its problems after one iteration; the
+    resumed batches still hold at most the budget (B·(n² + 8nm) elements, as size_chunks cuts
+    them), and the values equal the solve without a shared tail."""
+    clouds = _clouds(4, tuple(range(14, 38)))  # 24 clouds of 14-37 points
+    C, p = _space(5, 6)
+    m, budget = 6, 4000  # 1-5 clouds per chunk
+    kw = {"epsilon": 0.02, "chunk_elements": budget, "check_every": 1, "value_rtol": 1e-5}
+    chunks = gw_batches.chunk_clouds(clouds, m, budget)
+    assert len(chunks) > 5 and max(len(idx) for idx, _ in chunks) <= gw_batches.TAIL_PARK
+
+    def run() -> gromov.GWResult:
+        if solve == "one":
+            return gw_batches.gw_to_one(clouds, C, p, **kw)  # type: ignore[arg-type]
+        return gw_batches.solve_pairs(
+            chunks,
+            C.expand(len(clouds), m, m),
+            p.expand(len(clouds), m),
+            **kw,  # type: ignore[arg-type]
+        )
+
+    monkeypatch.setattr(gw_batches, "TAIL_PARK", 0)
+    alone = run()
+    monkeypatch.setattr(gw_batches, "TAIL_PARK", 64)
+    resumed: list[tuple[int, int]] = []
+    solve_one = gw_batches.entropic_gw
+
+    def spy(C1: torch.Tensor, *args: object, **kwargs: object) -> gromov.GWResult:
+        if kwargs.get("resume") is not None:
+            resumed.append((C1.shape[0], C1.shape[-1]))
+        return solve_one(C1, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gw_batches, "entropic_gw", spy)
+    tail = run()
+    assert sum(b for b, _ in resumed) == len(clouds)  # all parked at the first iteration
+    assert all(b == 1 or b * (n * n + 8 * n * m) <= budget for b, n in resumed)
+    torch.testing.assert_close(tail.value, alone.value, rtol=1e-9, atol=0)
+    assert torch.equal(tail.n_iter, alone.n_iter)
+    assert tail.plan is not None and alone.plan is not None
+    torch.testing.assert_close(tail.plan, alone.plan, rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

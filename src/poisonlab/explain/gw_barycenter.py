@@ -333,6 +333,7 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
             check_every=check_every,
             value_rtol=gw_value_rtol,
             inner=inner,
+            chunk_elements=chunk_elements,
         )
         plan = res.plan
         assert plan is not None  # solve_pairs keeps plans by default

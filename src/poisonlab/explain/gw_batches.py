@@ -5,8 +5,9 @@ workload of many clouds (one shared second space, one per center, one per proble
 padded only to their own largest cloud and bounded in memory, solve each chunk, and gather the
 results back in the callers' order.  Values are those of ``entropic_gw`` on each pair.  The last
 :data:`TAIL_PARK` unfinished problems of every chunk are set aside and finished together after
-the last chunk (:class:`~poisonlab.explain.gromov.GWState`): same iterations, one tail per solve
-instead of one per chunk (a warm Heatmap Clustering update 5% faster, bench/results/gromov.md).
+the last chunk (:class:`~poisonlab.explain.gromov.GWState`), cut into size chunks of the same
+memory budget: same iterations, one tail per solve instead of one per chunk (a warm Heatmap
+Clustering update 5% faster, bench/results/gromov.md).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ CHUNK_ELEMENTS = 2**24
 
 #: When a solve has several size chunks, each chunk sets aside its last ``TAIL_PARK`` unfinished
 #: problems (:class:`~poisonlab.explain.gromov.GWState`) and these are finished together after
-#: the last chunk, padded to the largest cloud: the slowest problems of a chunk iterate for
-#: hundreds of outer iterations in batches of a few, where each iteration costs its ~100 tensor
-#: calls' dispatch whatever the batch, so one tail instead of one per chunk saves most of that.
+#: the last chunk (in size chunks of their own, same budget): the slowest problems of a chunk
+#: iterate for hundreds of outer iterations in batches of a few, where each iteration costs its
+#: ~100 tensor calls' dispatch whatever the batch, so one tail instead of one per chunk saves
+#: most of that.
 TAIL_PARK = 64
 
 
@@ -78,9 +80,10 @@ def gw_to_one(
     keep_plans : bool
         Return the plans (B × n_max × m numbers); False for cloud-to-cloud distances.
     chunk_elements : int
-        Memory budget per chunk, in elements.
+        Memory budget per chunk, in elements (also for the chunks' shared tail).
     chunks : list of (Tensor, PointClouds), optional
-        Precomputed :func:`chunk_clouds` of ``clouds`` (saves copying them on repeated calls).
+        Precomputed :func:`chunk_clouds` of ``clouds`` with this ``chunk_elements`` (saves
+        copying them on repeated calls).
     **solver
         ``max_iter``, ``tol``, ``sinkhorn_max_iter``, ``sinkhorn_tol`` or ``inexact`` for
         :func:`entropic_gw`.
@@ -102,6 +105,7 @@ def gw_to_one(
         T0=T0,
         potentials=potentials,
         keep_plans=keep_plans,
+        chunk_elements=chunk_elements,
         solver=solver,
     )
 
@@ -118,11 +122,13 @@ def _solve_chunks(
     T0: Tensor | None,
     potentials: tuple[Tensor, Tensor] | None,
     keep_plans: bool,
+    chunk_elements: int,
     solver: dict[str, float | str | None],
 ) -> GWResult:
     """:func:`entropic_gw` chunk by chunk, the second space of chunk ``idx`` being
     ``second(idx)``, gathered into one batch-sized :class:`GWResult` (dtype and device of
-    ``like``; plans and first potentials ``width`` wide)."""
+    ``like``; plans and first potentials ``width`` wide).  The problems the chunks park are
+    finished in size chunks of their own, within the same ``chunk_elements`` budget."""
     dev, dt = like.device, like.dtype
     value = torch.empty(batch, dtype=dt, device=dev)
     n_iter = torch.empty(batch, dtype=torch.int64, device=dev)
@@ -130,8 +136,16 @@ def _solve_chunks(
     plan = torch.zeros(batch, width, m, dtype=dt, device=dev) if keep_plans else None
     pot_f = torch.zeros(batch, width, dtype=dt, device=dev)
     pot_g = torch.zeros(batch, m, dtype=dt, device=dev)
+
+    def store(idx: Tensor, res: GWResult) -> None:
+        # full width: a resumed problem overwrites its parked entries, maybe wider
+        value[idx], n_iter[idx], converged[idx] = res.value, res.n_iter, res.converged
+        pot_f[idx], pot_g[idx] = _fit(res.potentials[0], width), res.potentials[1]
+        if plan is not None and res.plan is not None:
+            plan[idx] = _fit(res.plan, width)
+
     park = TAIL_PARK if len(chunks) > 1 else 0
-    parked: list[tuple[Tensor, PointClouds, Tensor, Tensor, GWState]] = []
+    parked: list[_Parked] = []
     for idx, sub in chunks:
         n = sub.n_max
         C2, p2 = second(idx)
@@ -146,74 +160,93 @@ def _solve_chunks(
             park=park,
             **solver,  # type: ignore[arg-type]
         )
-        value[idx], n_iter[idx], converged[idx] = res.value, res.n_iter, res.converged
-        pot_f[idx, :n], pot_g[idx] = res.potentials
-        if plan is not None and res.plan is not None:
-            plan[idx, :n] = res.plan
+        store(idx, res)
         if res.parked is not None:
             parked.append((idx, sub, C2, p2, res.parked))
-    if parked:  # the chunks' slowest problems, finished together (same iterations)
-        idx, n, res = _resume_parked(parked, epsilon, solver)
-        value[idx], n_iter[idx], converged[idx] = res.value, res.n_iter, res.converged
-        pot_f[idx, :n], pot_g[idx] = res.potentials
-        if plan is not None and res.plan is not None:
-            plan[idx, :n] = res.plan
+    # the chunks' slowest problems, finished together (same iterations)
+    for idx, res in _resume_parked(parked, m, epsilon, chunk_elements, solver):
+        store(idx, res)
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
 
 
+#: A chunk's parked problems: the chunk's positions, clouds, second space(s) and masses, state.
+_Parked = tuple[Tensor, PointClouds, Tensor, Tensor, GWState]
+
+
 def _resume_parked(
-    parked: list[tuple[Tensor, PointClouds, Tensor, Tensor, GWState]],
+    parked: list[_Parked],
+    m: int,
     epsilon: float,
+    chunk_elements: int,
     solver: dict[str, float | str | None],
-) -> tuple[Tensor, int, GWResult]:
-    """Finish the problems parked by several chunks in one batch, padded to the largest cloud:
-    returns their positions in the caller's batch, that width and the result."""
-    n = max(sub.n_max for _, sub, _, _, _ in parked)
-    m = parked[0][4].g.shape[1]
-    rows, C1, p, C2, q, T, f = [], [], [], [], [], [], []
-    for idx, sub, C2_chunk, q_chunk, st in parked:
-        k, w = st.index, sub.n_max
-        rows.append(idx[k])
-        C1.append(_pad_to(sub.C[k], (n, n)))
-        p.append(_pad_to(sub.p[k], (n,)))
-        C2.append(C2_chunk.expand(len(k), m, m) if C2_chunk.dim() == 2 else C2_chunk[k])
-        q.append(q_chunk.expand(len(k), m) if q_chunk.dim() == 1 else q_chunk[k])
-        T.append(_pad_to(st.plan[:, :w], (n, m)))
-        f.append(_pad_to(st.f[:, :w], (n,)))
-    states = [st for *_, st in parked]
-    resume = GWState(
-        torch.arange(sum(len(st.index) for st in states), device=states[0].index.device),
-        torch.cat(T),
-        torch.cat(f),
-        torch.cat([st.g for st in states]),
-        torch.cat([st.step for st in states]),
-        torch.cat([st.loss for st in states]),
-        torch.cat([st.done_iter for st in states]),
-    )
-    res = entropic_gw(
-        torch.cat(C1),
-        torch.cat(p),
-        torch.cat(C2),
-        torch.cat(q),
-        epsilon=epsilon,
-        T0=resume.plan,
-        potentials=(resume.f, resume.g),
-        resume=resume,
-        **solver,  # type: ignore[arg-type]
-    )
-    return torch.cat(rows), n, res
-
-
-def _pad_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """``x`` (P, ...) zero-padded at the end of every trailing dimension to ``shape``."""
-    if tuple(x.shape[1:]) == shape:
-        return x
-    out = x.new_zeros(x.shape[0], *shape)
-    view = out
-    for dim, size in enumerate(x.shape[1:], start=1):
-        view = view.narrow(dim, 0, size)
-    view.copy_(x)
+) -> list[tuple[Tensor, GWResult]]:
+    """Finish the problems parked by several chunks: sorted by cloud size and cut by
+    :func:`size_chunks` with the chunks' own budget (memory bound and padding splits as for
+    the chunks), each group padded to its largest cloud; ``(positions in the caller's batch,
+    result)`` per group."""
+    if not parked:
+        return []
+    src = torch.cat([torch.full_like(st.index, j) for j, (*_, st) in enumerate(parked)])
+    local = torch.cat([torch.arange(len(st.index), device=st.index.device) for *_, st in parked])
+    sizes = torch.cat([sub.sizes[st.index.to(sub.sizes.device)] for _, sub, _, _, st in parked])
+    # one second space for all (gw_to_one): keep it 2-D, as the chunks had it
+    C2_0, q_0 = parked[0][2], parked[0][3]
+    shared = C2_0.dim() == 2 and q_0.dim() == 1
+    shared = shared and all(C2 is C2_0 and q is q_0 for _, _, C2, q, _ in parked)
+    out = []
+    for ids in size_chunks(sizes, m, chunk_elements):
+        ids = ids.to(src.device)
+        n = int(sizes[ids].max())
+        rows, C1, p, C2, q, kept = [], [], [], [], [], []
+        for j in torch.unique(src[ids]).tolist():
+            idx, sub, C2_chunk, q_chunk, st = parked[j]
+            k = local[ids][src[ids] == j]  # positions in st
+            i = st.index[k]  # positions in the chunk
+            rows.append(idx[i])
+            C1.append(_fit(sub.C[i], n, dims=2))
+            p.append(_fit(sub.p[i], n))
+            if not shared:
+                C2.append(C2_chunk.expand(len(k), m, m) if C2_chunk.dim() == 2 else C2_chunk[i])
+                q.append(q_chunk.expand(len(k), m) if q_chunk.dim() == 1 else q_chunk[i])
+            kept.append(
+                (
+                    _fit(st.plan[k], n),
+                    _fit(st.f[k], n),
+                    st.g[k],
+                    st.step[k],
+                    st.loss[k],
+                    st.done_iter[k],
+                )
+            )
+        resume = GWState(
+            torch.arange(sum(len(r) for r in rows), device=src.device),
+            *(torch.cat(parts) for parts in zip(*kept, strict=True)),
+        )
+        res = entropic_gw(
+            torch.cat(C1),
+            torch.cat(p),
+            C2_0 if shared else torch.cat(C2),
+            q_0 if shared else torch.cat(q),
+            epsilon=epsilon,
+            T0=resume.plan,
+            potentials=(resume.f, resume.g),
+            resume=resume,
+            **solver,  # type: ignore[arg-type]
+        )
+        out.append((torch.cat(rows), res))
     return out
+
+
+def _fit(x: Tensor, n: int, dims: int = 1) -> Tensor:
+    """``x`` (B, w, ...) cut or zero-padded to ``n`` along dimensions 1 to ``dims`` (cut only
+    padding: entries beyond a cloud's size are zero)."""
+    for d in range(1, dims + 1):
+        w = x.shape[d]
+        if w > n:
+            x = x.narrow(d, 0, n)
+        elif w < n:
+            x = torch.cat([x, x.new_zeros(*x.shape[:d], n - w, *x.shape[d + 1 :])], dim=d)
+    return x
 
 
 def gw_to_centers(
@@ -322,7 +355,16 @@ def gw_to_spaces(
         f = _stack_padded([fg[0] for fg in potentials], sources, None)  # type: ignore[index]
         pots = (f, torch.cat([fg[1] for fg in potentials]))  # type: ignore[index]
     chunks = gather_chunks(sources, which, index, m, chunk_elements)
-    res = solve_pairs(chunks, C2, q, epsilon=epsilon, T0=warm_T0, potentials=pots, **solver)  # type: ignore[arg-type]
+    res = solve_pairs(
+        chunks,
+        C2,
+        q,
+        epsilon=epsilon,
+        T0=warm_T0,
+        potentials=pots,
+        chunk_elements=chunk_elements,
+        **solver,  # type: ignore[arg-type]
+    )
     out, start = [], 0
     for clouds in sources:
         part, n = slice(start, start + len(clouds)), clouds.n_max
@@ -330,21 +372,13 @@ def gw_to_spaces(
         out.append(
             GWResult(
                 res.value[part],
-                None if res.plan is None else _width(res.plan[part], n),
+                None if res.plan is None else _fit(res.plan[part], n),
                 res.n_iter[part],
                 res.converged[part],
-                (_width(res.potentials[0][part], n), res.potentials[1][part]),
+                (_fit(res.potentials[0][part], n), res.potentials[1][part]),
             )
         )
     return out
-
-
-def _width(x: Tensor, n: int) -> Tensor:
-    """``x`` (B, w, ...) cut or zero-padded to width ``n`` along dimension 1."""
-    if x.shape[1] >= n:
-        return x[:, :n]
-    pad = x.new_zeros(x.shape[0], n - x.shape[1], *x.shape[2:])
-    return torch.cat([x, pad], dim=1)
 
 
 def _stack_padded(
@@ -354,7 +388,7 @@ def _stack_padded(
     width = max(c.n_max for c in sources)
     if any(x is None for x in parts):
         raise ValueError("warm starts must be given for all batches or none")
-    return torch.cat([_width(x, width) for x in parts])  # type: ignore[arg-type]
+    return torch.cat([_fit(x, width) for x in parts])  # type: ignore[arg-type]
 
 
 def gather_chunks(
@@ -401,6 +435,7 @@ def solve_pairs(
     T0: Tensor | None = None,
     potentials: tuple[Tensor, Tensor] | None = None,
     keep_plans: bool = True,
+    chunk_elements: int = CHUNK_ELEMENTS,
     **solver: float | str | None,
 ) -> GWResult:
     """Entropic GW of P pairs (cloud, own second space), the clouds given as size chunks.
@@ -421,6 +456,9 @@ def solve_pairs(
         Matching Sinkhorn potentials.
     keep_plans : bool
         Return the plans.
+    chunk_elements : int
+        Memory budget per chunk, in elements: that of ``chunks``, also used to cut the problems
+        the chunks set aside unfinished (their shared tail).
     **solver
         As for :func:`entropic_gw`.
 
@@ -440,6 +478,7 @@ def solve_pairs(
         T0=T0,
         potentials=potentials,
         keep_plans=keep_plans,
+        chunk_elements=chunk_elements,
         solver=solver,
     )
 
