@@ -52,12 +52,11 @@ SIAM J. Sci. Comput. 41(3), 2019.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import Tensor
 
-from poisonlab.explain._sinkhorn import _log0, initial_potentials, padding_mask, sinkhorn
+from poisonlab.explain._sinkhorn import _exp_, _log0, initial_potentials, padding_mask, sinkhorn
 
 logger = logging.getLogger(__name__)
 
@@ -383,18 +382,3 @@ def _kernel(f: Tensor, g: Tensor, M: Tensor, eps: float, pad: Tensor | None) -> 
     if pad is not None:
         logk.masked_fill_(pad, -torch.inf)
     return _exp_(logk)
-
-
-def _exp_(x: Tensor) -> Tensor:
-    """``exp`` in place, with results below the smallest normal number set to 0.
-
-    CPU ``exp`` takes a slow path (measured 30-90× slower per element in float32) for every
-    argument whose result underflows, and most kernel entries at ε = 0.01 do (far points, and
-    the padded entries at ``-PAD_COST/ε``); the arguments are clamped at the underflow
-    threshold and those entries set to 0 afterwards.  Only results that would have been
-    subnormal change (to 0, as flush-to-zero arithmetic gives them): ~1e-38 in float32 against
-    row masses of 1/n.
-    """
-    floor = math.log(torch.finfo(x.dtype).tiny) + 1.0
-    under = x < floor
-    return x.clamp_(min=floor).exp_().masked_fill_(under, 0.0)

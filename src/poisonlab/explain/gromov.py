@@ -90,7 +90,9 @@ class GWResult:
     potentials : tuple of Tensor of shapes (B, n) and (B, m)
         Dual potentials of the last Sinkhorn solve, to warm-start a related problem.
     parked : GWState, optional
-        With ``park``: the problems set aside unfinished (their other entries are not final).
+        With ``park``: the problems set aside unfinished.  Their entries in the other fields are
+        not final: NaN values, plans and potentials, ``n_iter`` the iterations run so far,
+        ``converged`` False.
     """
 
     value: Tensor
@@ -105,12 +107,13 @@ class GWResult:
 class GWState:
     """Unfinished problems of :func:`entropic_gw` at the start of an outer iteration, to resume.
 
-    ``entropic_gw(..., T0=plan, potentials=(f, g), resume=state)`` on these problems (padded or
-    in another batch) runs the very iterations they would have run where they were: the
-    iteration counts, the last plan change (inexact tolerances) and the last loss (the value
-    test) carry over.  :mod:`~poisonlab.explain.gw_batches` parks the last few problems of each
-    size chunk and finishes them together, so that the chunks' long tails of slow problems
-    (each iteration then costs its tensor calls' dispatch, not arithmetic) run once.
+    ``entropic_gw(C1, p, C2, q, resume=state)`` on these problems (in the order of ``index``,
+    alone or with others, ``plan`` and ``f`` zero-padded or cut to the batch's width) runs the
+    very iterations they would have run where they were: the plans, potentials, iteration
+    counts, last plan change (inexact tolerances) and last loss (the value test) carry over.
+    :mod:`~poisonlab.explain.gw_batches` parks the last few problems of each size chunk and
+    finishes them together, so that the chunks' long tails of slow problems (each iteration
+    then costs its tensor calls' dispatch, not arithmetic) run once.
 
     Attributes
     ----------
@@ -253,8 +256,9 @@ def entropic_gw(
         If > 0: once at most ``park`` problems are left (after the first iteration), stop and
         return them unfinished in ``GWResult.parked`` (:class:`GWState`), to be resumed.
     resume : GWState, optional
-        Continue parked problems (given here as the batch, with ``T0`` and ``potentials`` from
-        the state): each resumes its iteration count, last plan change and last loss.
+        Continue parked problems, given here as the batch in the state's order (padded to the
+        width of its plans): each resumes from the state's plan and potentials (so pass no
+        ``T0`` or ``potentials``), with its iteration count, last plan change and last loss.
 
     Returns
     -------
@@ -265,7 +269,9 @@ def entropic_gw(
     Raises
     ------
     ValueError
-        On inconsistent shapes, ``epsilon <= 0``, ``max_iter < 1`` or an unknown ``inner``.
+        On inconsistent shapes, ``epsilon <= 0``, ``max_iter < 1`` or an unknown ``inner``; on
+        a ``resume`` state that is empty, does not match the batch, or comes with ``T0`` or
+        ``potentials``.
     """
     if inner not in INNER_SOLVERS:
         raise ValueError(f"inner must be one of {INNER_SOLVERS}, got {inner!r}")
@@ -277,6 +283,16 @@ def entropic_gw(
     # the batch size: every batched input has one batch dimension, all of one size (a plain
     # check: torch.broadcast_shapes costs ~2 ms, called once per solve)
     batched = [x.shape[0] for x, dims in ((C1, 3), (p, 2), (C2, 3), (q, 2)) if x.dim() == dims]
+    if resume is not None:
+        if T0 is not None or potentials is not None:
+            raise ValueError(
+                "resume carries the plans and potentials to continue from: pass neither T0 nor "
+                "potentials with it"
+            )
+        if resume.index.numel() == 0:
+            raise ValueError("resume holds no problems (an empty GWState)")
+        if not batched:  # every input shared: the state gives the batch
+            batched.append(resume.plan.shape[0])
     if T0 is not None:
         batched.append(T0.shape[0] if T0.dim() == 3 else -1)
     sizes = set(batched)
@@ -291,6 +307,9 @@ def entropic_gw(
             f"shape mismatch: C1 {tuple(C1.shape)}, p {tuple(p.shape)}, "
             f"C2 {tuple(C2.shape)}, q {tuple(q.shape)}"
         )
+    if resume is not None:
+        _check_resume(resume, batch, n, m)
+        T0, potentials = resume.plan, (resume.f, resume.g)
     newton = inner == "newton" or (inner == "auto" and m <= NEWTON_MAX_POINTS)
     sk_tol = _default_tol(C1.dtype) if sinkhorn_tol is None else sinkhorn_tol
     tol = _default_outer_tol(C1.dtype) if tol is None else tol
@@ -329,7 +348,7 @@ def entropic_gw(
         nonlocal todo, f, g, step, loss, work, offset
         idx = todo[done]
         plan[idx], converged[idx] = plans[done], conv
-        n_iter[idx] = it if offset is None else it + offset[done]
+        n_iter[idx] = _own_iteration(it, offset, done)
         pot_f[idx], pot_g[idx] = f[done], g[done]  # type: ignore[index]
         if losses is not None:
             value[idx] = losses[done]
@@ -341,11 +360,13 @@ def entropic_gw(
     first = 0 if resume is None else int(resume.done_iter.min())
     for it in range(max_iter - first):
         if park > 0 and it > 0 and todo.numel() <= park:
-            done_iter = torch.full_like(todo, it) if offset is None else offset + it
+            done_iter = torch.zeros_like(todo).add_(_own_iteration(it, offset))
             state = GWState(todo, work["T"], f, g, step, loss, done_iter)  # type: ignore[arg-type]
             parked = torch.zeros_like(converged)
             parked[todo] = True
             _fill_values(value, C1, p, C2, q, plan, skip=parked)
+            plan[todo], pot_f[todo], pot_g[todo] = torch.nan, torch.nan, torch.nan
+            n_iter[todo] = done_iter
             return GWResult(value, plan, n_iter, converged, (pot_f, pot_g), state)
         w = work
         grad = _gradient(w)
@@ -359,18 +380,8 @@ def entropic_gw(
                 if todo.numel() == 0:
                     break
                 w, grad = work, grad[~done]
-        own = it if offset is None else it + offset  # each problem's own iteration
-        if check_every > 1:
-            exact = (own % check_every == 0) | (own % check_every == check_every - 1)
-        else:
-            exact = own == 0
-        exact = (own == max_iter - 1) | exact
-        if inexact <= 0 or exact is True:
-            tol_in: float | Tensor = sk_tol
-        elif exact is False:
-            tol_in = torch.clamp(inexact * step, min=sk_tol)
-        else:  # resumed problems: per problem
-            tol_in = torch.where(exact, sk_tol, torch.clamp(inexact * step, min=sk_tol))
+        own = _own_iteration(it, offset)
+        tol_in = _inner_tol(own, step, check_every, max_iter, inexact, sk_tol)
         T_new, f, g, sweeps = _inner_ot(
             newton,
             w["p"],
@@ -387,16 +398,11 @@ def entropic_gw(
         capped += int((sweeps >= sinkhorn_max_iter + (NEWTON_MAX_STEPS if newton else 0)).sum())
         step = torch.linalg.matrix_norm(T_new - w["T"])
         w["T"] = T_new
-        if offset is None:
-            tested: bool | Tensor = it % check_every == 0
-        else:
-            tested = own % check_every == 0  # type: ignore[operator]
-        if tested is not False:
-            done = (step <= tol) & tested if offset is not None else step <= tol
-            if bool(done.any()):
-                finish(done, it + 1, T_new, None)
-                if todo.numel() == 0:
-                    break
+        passed = _plan_test(step, tol, own, check_every)
+        if passed is not None and bool(passed.any()):
+            finish(passed, it + 1, T_new, None)
+            if todo.numel() == 0:
+                break
         if offset is not None:  # resumed problems at their own max_iter stop unconverged
             out = offset + it + 1 >= max_iter
             if bool(out.any()):
@@ -415,6 +421,65 @@ def entropic_gw(
         )
     _fill_values(value, C1, p, C2, q, plan)
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
+
+
+def _own_iteration(it: int, offset: Tensor | None, sel: Tensor | None = None) -> int | Tensor:
+    """Each problem's own outer iteration at the loop's iteration ``it``: ``it`` itself, or for
+    resumed problems ``it`` plus their offsets (those of ``sel`` if given), per problem."""
+    if offset is None:
+        return it
+    return (offset if sel is None else offset[sel]) + it
+
+
+def _inner_tol(
+    own: int | Tensor, step: Tensor, check_every: int, max_iter: int, inexact: float, sk_tol: float
+) -> float | Tensor:
+    """Inner tolerance at the problems' own iteration ``own``: ``sk_tol`` where a plan test
+    uses the plan (iterations ``c·k - 1``, ``c·k`` and the last), else ``inexact`` times the
+    last plan change (at least ``sk_tol``); per problem when ``own`` is (resumed problems)."""
+    if check_every > 1:
+        exact = (own % check_every == 0) | (own % check_every == check_every - 1)
+    else:
+        exact = own == 0
+    exact = (own == max_iter - 1) | exact
+    if inexact <= 0 or exact is True:
+        return sk_tol
+    if exact is False:
+        return torch.clamp(inexact * step, min=sk_tol)
+    return torch.where(exact, sk_tol, torch.clamp(inexact * step, min=sk_tol))
+
+
+def _plan_test(step: Tensor, tol: float, own: int | Tensor, check_every: int) -> Tensor | None:
+    """Problems whose plan test (``‖T - T_prev‖_F ≤ tol``, on own iterations ``c·k``) stops
+    them after own iteration ``own``; None when no problem is tested at it."""
+    tested = own % check_every == 0
+    if tested is False:
+        return None
+    return step <= tol if tested is True else (step <= tol) & tested
+
+
+def _check_resume(state: GWState, batch: int, n: int, m: int) -> None:
+    """A ValueError naming every field of ``state`` whose shape is not that of ``batch``
+    problems of ``n`` × ``m`` points."""
+    want = {
+        "index": (batch,),
+        "plan": (batch, n, m),
+        "f": (batch, n),
+        "g": (batch, m),
+        "step": (batch,),
+        "loss": (batch,),
+        "done_iter": (batch,),
+    }
+    bad = [
+        f"{name} {tuple(getattr(state, name).shape)} (expected {shape})"
+        for name, shape in want.items()
+        if tuple(getattr(state, name).shape) != shape
+    ]
+    if bad:
+        raise ValueError(
+            f"resume state does not match the batch of {batch} problems of {n} x {m} points: "
+            + ", ".join(bad)
+        )
 
 
 def _fill_values(

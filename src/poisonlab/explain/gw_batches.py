@@ -54,6 +54,7 @@ def gw_to_one(
     keep_plans: bool = True,
     chunk_elements: int = CHUNK_ELEMENTS,
     chunks: list[tuple[Tensor, PointClouds]] | None = None,
+    tail_park: int = TAIL_PARK,
     **solver: float | str | None,
 ) -> GWResult:
     """Entropic GW from every cloud of a batch to one shared space, in size-sorted chunks.
@@ -84,6 +85,10 @@ def gw_to_one(
     chunks : list of (Tensor, PointClouds), optional
         Precomputed :func:`chunk_clouds` of ``clouds`` with this ``chunk_elements`` (saves
         copying them on repeated calls).
+    tail_park : int
+        With several chunks, each sets aside its last ``tail_park`` unfinished problems, finished
+        together after the last chunk (:data:`TAIL_PARK`; 0: every chunk to its end).  The
+        iterations do not depend on it, the values only through round-off.
     **solver
         ``max_iter``, ``tol``, ``sinkhorn_max_iter``, ``sinkhorn_tol`` or ``inexact`` for
         :func:`entropic_gw`.
@@ -106,6 +111,7 @@ def gw_to_one(
         potentials=potentials,
         keep_plans=keep_plans,
         chunk_elements=chunk_elements,
+        tail_park=tail_park,
         solver=solver,
     )
 
@@ -123,6 +129,7 @@ def _solve_chunks(
     potentials: tuple[Tensor, Tensor] | None,
     keep_plans: bool,
     chunk_elements: int,
+    tail_park: int,
     solver: dict[str, float | str | None],
 ) -> GWResult:
     """:func:`entropic_gw` chunk by chunk, the second space of chunk ``idx`` being
@@ -144,7 +151,7 @@ def _solve_chunks(
         if plan is not None and res.plan is not None:
             plan[idx] = _fit(res.plan, width)
 
-    park = TAIL_PARK if len(chunks) > 1 else 0
+    park = tail_park if len(chunks) > 1 else 0
     parked: list[_Parked] = []
     for idx, sub in chunks:
         n = sub.n_max
@@ -228,8 +235,6 @@ def _resume_parked(
             C2_0 if shared else torch.cat(C2),
             q_0 if shared else torch.cat(q),
             epsilon=epsilon,
-            T0=resume.plan,
-            potentials=(resume.f, resume.g),
             resume=resume,
             **solver,  # type: ignore[arg-type]
         )
@@ -257,6 +262,7 @@ def gw_to_centers(
     T0: list[Tensor] | None = None,
     potentials: list[tuple[Tensor, Tensor]] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
+    tail_park: int = TAIL_PARK,
     **solver: float | str | None,
 ) -> list[GWResult]:
     """:func:`gw_to_one` for several shared spaces of one size at once: one batched solve.
@@ -279,6 +285,8 @@ def gw_to_centers(
         Matching Sinkhorn potentials per center, shapes (B, n_max) and (B, m).
     chunk_elements : int
         Memory budget per chunk, in elements, for all centers together.
+    tail_park : int
+        As for :func:`gw_to_one`.
     **solver
         As for :func:`gw_to_one`.
 
@@ -293,6 +301,7 @@ def gw_to_centers(
         T0=T0,
         potentials=potentials,
         chunk_elements=chunk_elements,
+        tail_park=tail_park,
         **solver,
     )
 
@@ -304,6 +313,7 @@ def gw_to_spaces(
     T0: Sequence[Tensor | None] | None = None,
     potentials: Sequence[tuple[Tensor, Tensor] | None] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
+    tail_park: int = TAIL_PARK,
     **solver: float | str | None,
 ) -> list[GWResult]:
     """Entropic GW from every cloud of several batches to that batch's own space, in one solve.
@@ -329,6 +339,8 @@ def gw_to_spaces(
         Matching Sinkhorn potentials, shapes (B_j, n_j) and (B_j, m).
     chunk_elements : int
         Memory budget per chunk, in elements.
+    tail_park : int
+        As for :func:`gw_to_one`.
     **solver
         As for :func:`gw_to_one`.
 
@@ -363,6 +375,7 @@ def gw_to_spaces(
         T0=warm_T0,
         potentials=pots,
         chunk_elements=chunk_elements,
+        tail_park=tail_park,
         **solver,  # type: ignore[arg-type]
     )
     out, start = [], 0
@@ -436,6 +449,7 @@ def solve_pairs(
     potentials: tuple[Tensor, Tensor] | None = None,
     keep_plans: bool = True,
     chunk_elements: int = CHUNK_ELEMENTS,
+    tail_park: int = TAIL_PARK,
     **solver: float | str | None,
 ) -> GWResult:
     """Entropic GW of P pairs (cloud, own second space), the clouds given as size chunks.
@@ -459,6 +473,8 @@ def solve_pairs(
     chunk_elements : int
         Memory budget per chunk, in elements: that of ``chunks``, also used to cut the problems
         the chunks set aside unfinished (their shared tail).
+    tail_park : int
+        As for :func:`gw_to_one`.
     **solver
         As for :func:`entropic_gw`.
 
@@ -479,6 +495,7 @@ def solve_pairs(
         potentials=potentials,
         keep_plans=keep_plans,
         chunk_elements=chunk_elements,
+        tail_park=tail_park,
         solver=solver,
     )
 
