@@ -300,14 +300,18 @@ def one_iteration(
     clouds = heatmaps_to_clouds(maps, pool=args.iteration_pool, max_points=None)  # float64
     n = len(clouds)
     members = [torch.nonzero(labels == j).flatten() for j in (0, 1)]
+    # "sinkhorn": the float32 clustering path with Sinkhorn inner solves (before Newton)
+    variants = {
+        torch.float32: (torch.float32, "auto"),
+        torch.float64: (torch.float64, "auto"),
+        "sinkhorn": (torch.float32, "sinkhorn"),
+    }
     runs = {}
-    for dtype in (torch.float32, torch.float64, "sinkhorn"):
-        # "sinkhorn": the float32 clustering path with Sinkhorn inner solves (before Newton)
-        dt, inner = (torch.float32, "sinkhorn") if dtype == "sinkhorn" else (dtype, "auto")
+    for key, (dt, inner) in variants.items():
         (barys_d, dist_d), wall, cpu_s = _timed(lambda dt=dt, inner=inner: ours(dt, inner))
-        runs[dtype] = (barys_d, dist_d, wall, cpu_s)
+        runs[key] = (barys_d, dist_d, wall, cpu_s)
         upd = [b.n_iter for b in barys_d]
-        _progress(f"ours {dtype}: {wall:.0f} s wall, {cpu_s:.0f} s CPU, barycenter updates {upd}")
+        _progress(f"ours {key}: {wall:.0f} s wall, {cpu_s:.0f} s CPU, barycenter updates {upd}")
     barys, dist, wall, cpu_s = runs[torch.float64]
     wall32 = runs[torch.float32][2]
     updates = [b.n_iter for b in barys]

@@ -205,9 +205,10 @@ def _resume_parked(
         ids = ids.to(src.device)
         n = int(sizes[ids].max())
         rows, C1, p, C2, q, kept = [], [], [], [], [], []
-        for j in torch.unique(src[ids]).tolist():
+        src_ids, local_ids = src[ids], local[ids]
+        for j in torch.unique(src_ids).tolist():
             idx, sub, C2_chunk, q_chunk, st = parked[j]
-            k = local[ids][src[ids] == j]  # positions in st
+            k = local_ids[src_ids == j]  # positions in st
             i = st.index[k]  # positions in the chunk
             rows.append(idx[i])
             C1.append(_fit(sub.C[i], n, dims=2))
