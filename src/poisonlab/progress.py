@@ -4,6 +4,11 @@ When the CLI switches progress on, a terminal gets live bars; a log file, a pipe
 not a terminal) gets plain lines instead: one line when a stage ends, with its count and elapsed
 time, and one every :data:`LINE_SECONDS` while a long stage runs, so redirected output never
 sits silent for minutes.
+
+Every bar draws on one shared stderr console, so a stage that runs inside another (training
+inside "running defenses") is stacked under it instead of overwriting it. A step that repeats a
+small stage many times (LRP heatmaps class by class) reports one stage of its own across the
+repetitions and runs them inside :func:`muted`, so a log gets one line, not one per class.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _enabled = False
+_muted = 0
+_console = None
 
 LINE_SECONDS = 30.0
 """Without a terminal: at most one progress line this often per running stage (and one at its end)."""
@@ -29,13 +36,28 @@ def enable(flag: bool = True) -> None:
 
 
 def is_enabled() -> bool:
-    """True when bars should be drawn: enabled by the CLI and stderr is a terminal."""
-    return _enabled and sys.stderr.isatty()
+    """True when bars should be drawn: enabled by the CLI, not muted, stderr a terminal."""
+    return _enabled and not _muted and sys.stderr.isatty()
 
 
 def lines_enabled() -> bool:
-    """True when progress is enabled but stderr is not a terminal: plain lines, no bars."""
-    return _enabled and not sys.stderr.isatty()
+    """True when progress is enabled and not muted but stderr is not a terminal: plain lines."""
+    return _enabled and not _muted and not sys.stderr.isatty()
+
+
+@contextmanager
+def muted() -> Iterator[None]:
+    """Stages started inside draw no bar and write no line.
+
+    For a caller that reports one stage across many small ones (e.g. one "LRP heatmaps" stage
+    over the classes instead of one per class); stages already running are not affected.
+    """
+    global _muted
+    _muted += 1
+    try:
+        yield
+    finally:
+        _muted -= 1
 
 
 def elapsed(seconds: float) -> str:
@@ -78,8 +100,17 @@ class _Lines:
         sys.stderr.flush()
 
 
+def _shared_console():  # type: ignore[no-untyped-def]
+    """The one stderr console every bar draws on (created on first use, rich loads lazily)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True)
+    return _console
+
+
 def _make_progress():  # type: ignore[no-untyped-def]
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -96,7 +127,7 @@ def _make_progress():  # type: ignore[no-untyped-def]
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=_shared_console(),
         transient=True,
     )
 

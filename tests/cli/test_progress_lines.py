@@ -82,3 +82,47 @@ def test_train_in_a_log(tmp_path, chatty_training, flags, progress_line, chatter
     assert ("training: " in result.output and "done in" in result.output) is progress_line
     assert ("sinkhorn: 200 iterations" in result.output) is chatter
     assert not progress.lines_enabled()  # the library is silent again after the command
+
+
+def test_muted_stages_write_nothing_and_running_ones_go_on(lines, capsys):
+    with progress.bar("outer", total=2) as bar, progress.muted():
+        for _ in progress.track(range(3), "inner"):
+            pass
+        with progress.bar("inner bar", total=1) as inner:
+            inner.advance(1)
+        bar.advance(2)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("outer: 2/2, done in ")
+    assert progress.lines_enabled()  # muting ends with its block
+
+
+def test_heatmap_clustering_over_ten_classes_writes_one_lrp_line(lines, capsys):
+    """Ten classes give one "LRP heatmaps" stage across them (not a line per class), one for the
+    GW k-means and one for the held-out scores."""
+    from poisonlab.defenses import Evidence, build_detector
+    from poisonlab.models import ModelConfig, build_model
+    from tests.conftest import blobs_dataset
+
+    data = blobs_dataset(n_per_class=8, num_classes=10, size=20, seed=0)
+    holdout = blobs_dataset(n_per_class=3, num_classes=10, size=20, seed=1)
+    model = build_model(ModelConfig("cnn-small", 1, 20, 20, 10, feature_dim=8), seed=0)
+    settings = {"max_points": 16, "seed_gw_max_iter": 5, "max_iter": 0, "n_init": 1}
+    detector = build_detector("heatmap-clustering", **settings)
+    detector.fit(Evidence(data, model, holdout=holdout, device="cpu"))
+    err = capsys.readouterr().err.splitlines()
+    lrp = [line for line in err if line.startswith("LRP heatmaps")]
+    assert len(lrp) == 1 and lrp[0].startswith("LRP heatmaps: 80/80, 10 classes, done in "), err
+    assert sum(line.startswith("heatmap clustering: 10/10") for line in err) == 1, err
+    assert sum(line.startswith("heatmap clustering (held-out): 10/10") for line in err) == 1, err
+    assert len(err) == 3, err
+
+
+def test_nested_bars_share_one_terminal_display(monkeypatch):
+    """On a terminal a bar inside another is stacked under it on the same console; two consoles
+    would each redraw the same line over the other."""
+    monkeypatch.setattr(progress, "is_enabled", lambda: True)
+    with progress.bar("outer", total=1) as outer, progress.bar("inner", total=1) as inner:
+        assert outer._progress.live.console is inner._progress.live.console
+        assert len(outer._progress.live.console._live_stack) == 2
+        inner.advance(1)
+        outer.advance(1)

@@ -382,16 +382,21 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
         fitted: dict[int, tuple[tuple[Tensor, Tensor], ...]] = {}
         classes = self.analysed_classes(evidence)
         split: dict[int, Any] = {}
-        with progress.bar("heatmap clustering", total=len(classes)) as bar:
-            for c in classes:  # heatmaps and clouds, class by class
-                idx = (labels == c).nonzero().flatten()
-                if len(idx) < MIN_CLASS_SIZE:
-                    scores[idx] = 0.0
-                    report[str(c)] = {"n": len(idx), "split": False}
-                    bar.advance(1)
-                    continue
-                bar.advance(0, info=f"class {c}: {len(idx)} heatmaps")
-                split[c] = self.clouds(evidence, "data", c)
+        sizes = {c: int((labels == c).sum()) for c in classes}
+        for c in classes:
+            if sizes[c] < MIN_CLASS_SIZE:
+                scores[labels == c] = 0.0
+                report[str(c)] = {"n": sizes[c], "split": False}
+        explained = [c for c in classes if sizes[c] >= MIN_CLASS_SIZE]
+        # heatmaps and clouds, class by class, reported as one stage (not one LRP bar per class)
+        with progress.bar("LRP heatmaps", total=sum(sizes[c] for c in explained)) as bar:
+            for c in explained:
+                bar.advance(0, info=f"class {c}")
+                with progress.muted():
+                    split[c] = self.clouds(evidence, "data", c)
+                bar.advance(sizes[c])
+            bar.advance(0, info=f"{len(explained)} classes")
+        with progress.bar("heatmap clustering", total=len(split)) as bar:
             # GW k-means of every class (and restart) in one lockstep solve: small clouds make
             # each solver step cost its dispatch, not its arithmetic
             bar.advance(0, info=f"GW k-means of {len(split)} classes")
@@ -444,7 +449,7 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
                 }
                 bar.advance(1)
         extras = {
-            "classes": report,
+            "classes": {str(c): report[str(c)] for c in classes if str(c) in report},
             "pool": self._pool(evidence),
             "top_heatmaps": self._top_heatmaps(evidence, scores),
         }
@@ -460,10 +465,10 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
 
         held = evidence.labels("holdout")
         parts = []
-        for c, centers in fitted.items():
-            if not bool((held == c).any()):
-                continue
-            clouds = self.clouds(evidence, "holdout", c)
+        present = {c: centers for c, centers in fitted.items() if bool((held == c).any())}
+        for c, centers in progress.track(present.items(), "heatmap clustering (held-out)"):
+            with progress.muted():  # this stage stands for the LRP heatmaps of each class
+                clouds = self.clouds(evidence, "holdout", c)
             d_large, d_small = (
                 gw_to_one(clouds, C, p, epsilon=self.epsilon, keep_plans=False).value.double().cpu()
                 for C, p in centers
