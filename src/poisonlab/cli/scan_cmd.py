@@ -32,6 +32,7 @@ from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
+from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
 from poisonlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,13 +102,6 @@ def check_output_apart(out_dir: Path, inputs: list[Path]) -> None:
             raise ConfigError(f"--out {out_dir} overlaps the input {path}; choose another folder")
 
 
-def _per_class(counts: list[int], limit: int = 6) -> str:
-    """Non-zero counts as ``class:count``, at most ``limit`` of them."""
-    items = [f"{c}:{n}" for c, n in enumerate(counts) if n]
-    text = " ".join(items[:limit])
-    return (text + " …") if len(items) > limit else (text or "-")
-
-
 def save_trained_models(
     result: ScanResult, target: Path, recorded: Path | None = None
 ) -> ScanResult:
@@ -161,39 +155,49 @@ def _truth_line(result: ScanResult, truth: Any) -> str:
     return text
 
 
+def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
+    """One :class:`~poisonlab.cli.scan_table.DefenseRow` per defense that ran, in run order;
+    AUROC and TPR against ``truth`` (the data's ``is_poison``) when given."""
+    data = result.data
+    decision = result.decision
+    rows = []
+    for outcome in result.ran:
+        r = outcome.result
+        assert r is not None
+        rows.append(
+            DefenseRow(
+                name=outcome.name,
+                member=decision is None or outcome.name not in decision.excluded,
+                threshold=str(r.threshold.get("rule", "")),
+                named=_named(r.poisoned_classes) if r.verdicts else "-",
+                flagged=int(r.flagged.sum()),
+                analysed=int(r.analysed.sum()),
+                per_class=r.flagged_per_class(data.labels, data.num_classes),
+                seconds=r.seconds,
+                auroc=None if truth is None else _auroc(truth, r.scores),
+                tpr=None if truth is None else f"{r.flagged.numpy()[truth].mean():.3f}",
+            )
+        )
+    return rows
+
+
 def _print_summary(result: ScanResult, target: Path, source: str) -> None:
-    from rich.table import Table
+    """The verdict first, then the per-defense table (:mod:`poisonlab.cli.scan_table`) and where
+    the files are. Off a terminal, lines are not broken at 80 columns (logs keep one per line)."""
+    from rich.markup import escape
 
     from poisonlab.defenses.fusion import verdict_sentence
 
     data = result.data
     decision = result.decision
+    wrap = not out.is_terminal  # a pipe or file: let the reader's viewer wrap
     if decision is not None:
-        out.print(f"[bold]{verdict_sentence(decision, data.class_names)}[/]", highlight=False)
-    table = Table(title=f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes")
+        sentence = escape(verdict_sentence(decision, data.class_names))
+        out.print(f"[bold]{sentence}[/]", highlight=False, soft_wrap=wrap)
     truth = _truth(result, source)
-    table.add_column("defense", no_wrap=True)
-    columns = ["threshold", "classes named", "flagged", "per class (class:n)", "seconds"]
-    if truth is not None:  # the data says which samples are poisons (an attack's .npz)
-        columns += ["AUROC", "TPR"]
-    for column in columns:
-        table.add_column(column, justify="left" if column.startswith("per") else "right")
-    for outcome in result.ran:
-        r = outcome.result
-        assert r is not None
-        member = decision is None or outcome.name not in decision.excluded
-        cells = [
-            outcome.name if member else f"{outcome.name} (reported only)",
-            str(r.threshold.get("rule", "")),
-            _named(r.poisoned_classes) if r.verdicts else "-",
-            f"{int(r.flagged.sum())} / {int(r.analysed.sum())}",
-            _per_class(r.flagged_per_class(data.labels, data.num_classes)),
-            f"{r.seconds:.2f}",
-        ]
-        if truth is not None:
-            cells += [_auroc(truth, r.scores), f"{r.flagged.numpy()[truth].mean():.3f}"]
-        table.add_row(*cells)
-    out.print(table)
+    title = f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes"
+    table = scan_table(title, summary_rows(result, truth))
+    print_whole(out, table)
     removed = int(result.removed.sum())
     if decision is None or decision.rule == "union":
         how = "removed when any defense flagged them"
@@ -202,11 +206,14 @@ def _print_summary(result: ScanResult, target: Path, source: str) -> None:
     else:
         how = f"the combined score cut at {decision.rule}"
     if truth is not None:
-        out.print(_truth_line(result, truth))
+        out.print(_truth_line(result, truth), highlight=False, soft_wrap=wrap)
     out.print(
-        f"kept {len(data) - removed} of {len(data)} samples ({how}) in {target / 'clean.npz'}; "
-        f"scores in {target / 'scores.csv'}, details in {target / 'summary.json'}, "
-        f"figures in {target / 'report.html'}"
+        escape(
+            f"kept {len(data) - removed} of {len(data)} samples ({how}) in {target / 'clean.npz'}; "
+            f"scores in {target / 'scores.csv'}, details in {target / 'summary.json'}, "
+            f"figures in {target / 'report.html'}"
+        ),
+        soft_wrap=wrap,
     )
 
 

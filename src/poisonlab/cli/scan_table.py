@@ -1,0 +1,120 @@
+"""The per-defense table `poisonlab scan` prints under its verdict, readable at 80 columns.
+
+One row per defense that ran: its threshold rule, the classes it named, flagged / analysed, its
+seconds and, when the data says which samples are poisons, AUROC and TPR. Two things that do not
+fit a row at 80 columns go under the table instead of being cut to "…": a one-line legend for
+the ``*`` that marks a defense reported only (not part of the combined decision), and the flags
+per class, one compact line per defense. No cell is ever shortened: a cell too wide for its
+column folds onto a second line, and where output is not a terminal (a pipe, a file, CI) the
+table is printed at its full width (:func:`print_whole`), so a log has one line per row.
+
+Rendering is apart from the scan so tests can render it at any width (rich's
+``Console(width=80, record=True)``). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+REPORTED_ONLY = "*"
+"""Marks a defense whose flags are reported but not part of the combined decision."""
+
+
+@dataclass(frozen=True)
+class DefenseRow:
+    """What the table shows for one defense that ran."""
+
+    name: str
+    member: bool
+    """False when the defense is reported only (summary.json's decision.excluded says why)."""
+    threshold: str
+    named: str
+    """The classes it named (``1,8``), ``none``, or ``-`` for a defense without class verdicts."""
+    flagged: int
+    analysed: int
+    per_class: Sequence[int]
+    """Flags per class, indexed by class."""
+    seconds: float
+    auroc: str | None = None
+    """Against the data's ``is_poison``, formatted; None when the data does not say."""
+    tpr: str | None = None
+
+
+def per_class_text(counts: Sequence[int]) -> str:
+    """Non-zero counts as ``class:count``, e.g. ``1:34 8:31``; ``-`` when nothing is flagged."""
+    return " ".join(f"{c}:{n}" for c, n in enumerate(counts) if n) or "-"
+
+
+def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
+    """The table, then the legend of :data:`REPORTED_ONLY` (when used) and the flags per class."""
+    truth = any(r.auroc is not None for r in rows)
+    table = Table(
+        title=escape(title),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("defense", no_wrap=True, overflow="fold")
+    table.add_column("threshold", overflow="fold")
+    table.add_column("classes\nnamed", justify="right", overflow="fold")
+    table.add_column("flagged/\nanalysed", justify="right", overflow="fold")
+    table.add_column("seconds", justify="right", overflow="fold")
+    if truth:
+        table.add_column("AUROC", justify="right", overflow="fold")
+        table.add_column("TPR", justify="right", overflow="fold")
+    for r in rows:
+        cells = [
+            Text(r.name if r.member else f"{r.name} {REPORTED_ONLY}"),
+            Text(r.threshold),
+            Text(r.named),
+            f"{r.flagged}/{r.analysed}",
+            f"{r.seconds:.2f}",
+        ]
+        if truth:
+            cells += [r.auroc or "-", r.tpr or "-"]
+        table.add_row(*cells)
+    parts: list[RenderableType] = [table]
+    if not all(r.member for r in rows):
+        parts.append(
+            Text(
+                f"{REPORTED_ONLY} reported only: not in the combined decision (summary.json says why)"
+            )
+        )
+    per_class = Table.grid(padding=(0, 2))
+    per_class.add_column(no_wrap=True)
+    per_class.add_column(overflow="fold")
+    for r in rows:
+        per_class.add_row(Text(r.name), Text(per_class_text(r.per_class)))
+    parts += [Text("flagged per class (class:count):"), _indented(per_class)]
+    return Group(*parts)
+
+
+def _indented(renderable: RenderableType) -> RenderableType:
+    from rich.padding import Padding
+
+    return Padding(renderable, (0, 0, 0, 2))
+
+
+def print_whole(console: Console, renderable: RenderableType) -> None:
+    """Print ``renderable`` at the console's width on a terminal; elsewhere (a pipe, a file, CI)
+    at least at its natural width, so every table row stays on one line of the log."""
+    natural = Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+    if console.is_terminal or natural <= console.width:
+        console.print(renderable)
+        return
+    saved = console._width  # print(width=...) cannot exceed the console's own width
+    console.width = natural
+    try:
+        console.print(renderable)
+    finally:
+        console._width = saved

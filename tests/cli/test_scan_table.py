@@ -1,0 +1,112 @@
+"""The per-defense table of `poisonlab scan` at 80 columns and beyond (poisonlab.cli.scan_table).
+
+Issue: at 80 columns (a normal terminal, or any pipe, where rich assumes 80) every cell was cut
+to "ve…", "0.…", "1,8" because eight columns did not fit. The rows below are the digits case of
+that report (1828 samples, seven defenses, four of them reported only).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from poisonlab.cli.scan_table import DefenseRow, per_class_text, print_whole, scan_table
+
+TITLE = "scan of digits_case: 1828 samples, 10 classes"
+ROWS = [
+    DefenseRow("activation-clustering", True, "verdict", "1,8", 65, 1828,
+               [0, 32, 0, 0, 0, 0, 0, 0, 33, 0], 2.14, "0.912", "1.000"),
+    DefenseRow("bnn", False, "paper", "-", 183, 1828,
+               [3, 41, 6, 26, 11, 18, 9, 11, 42, 16], 3.04, "0.761", "0.935"),
+    DefenseRow("heatmap-clustering", False, "verdict", "none", 0, 1828, [0] * 10, 8.18,
+               "0.530", "0.000"),
+    DefenseRow("lgm-likelihood", False, "paper", "-", 18, 1828,
+               [0, 8, 0, 0, 0, 0, 1, 0, 7, 2], 0.13, "0.702", "0.226"),
+    DefenseRow("raw-clustering", True, "verdict", "8", 31, 1828,
+               [0, 0, 0, 0, 0, 0, 0, 0, 31, 0], 1.86, "0.990", "1.000"),
+]  # fmt: skip
+
+
+WIDE = DefenseRow("spectral-signatures", True, "contamination", "0,1,2,3,4,5,6,7,8,9",
+                  1828, 1828, [180] * 10, 1234.5, "0.500", "1.000")  # fmt: skip
+
+
+def render(width: int, rows=ROWS, terminal: bool = True) -> str:
+    console = Console(width=width, record=True, file=io.StringIO(), force_terminal=terminal)
+    print_whole(console, scan_table(TITLE, rows))
+    return console.export_text()
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_every_cell_is_whole_at_80_columns_and_wider(width):
+    text = render(width)
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    lines = text.splitlines()
+    row = {r.name: next(line for line in lines if line.startswith(r.name + " ")) for r in ROWS}
+    # one line per defense, with its rule, classes named, flagged/analysed, seconds, AUROC, TPR
+    assert row["activation-clustering"].split() == [
+        "activation-clustering", "verdict", "1,8", "65/1828", "2.14", "0.912", "1.000"
+    ]  # fmt: skip
+    assert row["bnn"].split()[:5] == ["bnn", "*", "paper", "-", "183/1828"]
+    assert row["raw-clustering"].split()[2:4] == ["8", "31/1828"]
+    assert row["heatmap-clustering"].split()[1:4] == ["*", "verdict", "none"]
+    # the marker is explained once, under the table
+    assert sum("* reported only: not in the combined decision" in line for line in lines) == 1
+    # the flags per class, every class, after the table
+    per_class = lines.index("flagged per class (class:count):")
+    below = "\n".join(lines[per_class:])
+    assert "bnn                    0:3 1:41 2:6 3:26 4:11 5:18 6:9 7:11 8:42 9:16" in below
+    assert "activation-clustering  1:32 8:33" in below
+    assert lines[0].startswith(TITLE)
+
+
+def test_without_ground_truth_there_are_no_auroc_columns_and_no_legend_when_all_combine():
+    rows = [DefenseRow(r.name, True, r.threshold, r.named, r.flagged, r.analysed, r.per_class,
+                       r.seconds) for r in ROWS]  # fmt: skip
+    text = render(80, rows)
+    assert "AUROC" not in text and "TPR" not in text
+    assert "reported only" not in text and "*" not in text
+
+
+def test_a_cell_too_wide_folds_on_a_terminal_and_stays_one_line_in_a_log():
+    """A long rule and many named classes: on an 80-column terminal the cell folds onto a
+    second line (never "…"); off a terminal the table is printed at its full width."""
+    on_terminal = render(80, [*ROWS, WIDE])
+    assert "…" not in on_terminal
+    assert max(len(line) for line in on_terminal.splitlines()) <= 80
+    lines = on_terminal.splitlines()
+    first = next(i for i, x in enumerate(lines) if x.startswith("spectral-signatures "))
+    folded = [lines[first].split(), lines[first + 1].split()]
+    assert folded[0][1] + folded[1][0] == "contamination"
+    assert folded[0][2] + folded[1][1] == "0,1,2,3,4,5,6,7,8,9"
+    assert folded[0][3:] == ["1828/1828", "1234.50", "0.500", "1.000"]
+    assert console_width_unchanged()
+    in_a_log = render(80, [*ROWS, WIDE], terminal=False)
+    line = next(x for x in in_a_log.splitlines() if x.startswith("spectral-signatures "))
+    assert line.split() == [
+        "spectral-signatures", "contamination", "0,1,2,3,4,5,6,7,8,9", "1828/1828", "1234.50",
+        "0.500", "1.000",
+    ]  # fmt: skip
+
+
+def console_width_unchanged() -> bool:
+    """print_whole widens a log's console only for its own print."""
+    console = Console(width=80, record=True, file=io.StringIO(), force_terminal=False)
+    print_whole(console, scan_table(TITLE, [*ROWS, WIDE]))
+    wider = max(len(line) for line in console.export_text().splitlines())
+    return wider > 80 and console.width == 80
+
+
+def test_names_are_shown_as_given_not_read_as_markup():
+    row = DefenseRow("raw-clustering", True, "verdict", "8", 1, 10, [0, 1], 0.1)
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(scan_table("scan of [bold]odd[/bold] name", [row]))
+    assert "scan of [bold]odd[/bold] name" in console.export_text()
+
+
+def test_per_class_text_lists_every_nonzero_class():
+    assert per_class_text([0, 3, 0, 12]) == "1:3 3:12"
+    assert per_class_text([0, 0]) == "-"
