@@ -69,8 +69,12 @@ def test_verdict_leads_and_union_stays_available(files):
     summary = json.loads((out / "summary.json").read_text())
     verdict = result.output.index(summary["verdict"].split(";")[0])
     assert verdict < result.output.index("scan of data")  # the verdict leads the results
-    flat = result.output.replace("\n", "")  # rich wraps long lines at the terminal width
-    assert "report.html" in flat and "combined decision" in flat
+    lines = result.output.splitlines()  # not a terminal: nothing is wrapped or cut to "…"
+    assert "…" not in result.output
+    assert any("report.html" in line and "combined decision" in line for line in lines)
+    row = next(line.split() for line in lines if line.startswith("dnn-uncertainty "))
+    assert row[:2] == ["dnn-uncertainty", "*"] and row[4].endswith("/120")  # reported only
+    assert any(line.startswith("* reported only") for line in lines)
     union_out = files["tmp"] / "union"
     union = run(files["data"], "-D", "raw-clustering,dnn-uncertainty", "--model", files["model"],
                 "--decision", "union", "-t", "paper", "-o", union_out, "-q")  # fmt: skip

@@ -102,7 +102,7 @@ def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
 def _indented(renderable: RenderableType) -> RenderableType:
     from rich.padding import Padding
 
-    return Padding(renderable, (0, 0, 0, 2))
+    return Padding(renderable, (0, 0, 0, 2), expand=False)
 
 
 def print_whole(console: Console, renderable: RenderableType) -> None:
