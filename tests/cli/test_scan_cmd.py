@@ -148,7 +148,11 @@ def test_user_errors_are_one_red_line(files):
         (["--model", wrong], "does not fit"),
         (["-t", "half"], "threshold 'half' not understood"),
         (["--classes", "x"], "--classes"),
-        (["-D", "nope"], "unknown defense 'nope'"),
+        (["-D", "nope"], "unknown defense 'nope'; choose one of"),  # nothing close: no guess
+        (
+            ["-D", "spectral-signature"],
+            "unknown defense 'spectral-signature' (did you mean spectral-signatures?)",
+        ),
         (["--param", "raw-clustering.colour=red"], "does not take 'colour'"),
     ]
     for extra, message in cases:

@@ -54,7 +54,12 @@ def source_help() -> str:
 
 
 def check_names(kind: str, names: Sequence[str], choices: Sequence[str]) -> None:
-    """ConfigError for the first name not in ``choices`` (the registries' message)."""
+    """ConfigError for the first name not in ``choices`` (the registries' message), naming the
+    closest choice first when there is one (a typo such as ``spectral-signature``)."""
+    from difflib import get_close_matches
+
     for name in names:
         if name not in choices:
-            raise ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}")
+            close = get_close_matches(name, choices, n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(choices)}")
