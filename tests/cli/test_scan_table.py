@@ -12,11 +12,17 @@ import io
 import pytest
 from rich.console import Console
 
-from poisonlab.cli.scan_table import DefenseRow, per_class_text, print_whole, scan_table
+from poisonlab.cli.scan_table import (
+    DefenseRow,
+    class_ranges,
+    per_class_text,
+    print_whole,
+    scan_table,
+)
 
 TITLE = "scan of digits_case: 1828 samples, 10 classes"
 ROWS = [
-    DefenseRow("activation-clustering", True, "verdict", "1,8", 65, 1828,
+    DefenseRow("activation-clustering", True, "verdict", "1, 8", 65, 1828,
                [0, 32, 0, 0, 0, 0, 0, 0, 33, 0], 2.14, "0.912", "1.000"),
     DefenseRow("bnn", False, "paper", "-", 183, 1828,
                [3, 41, 6, 26, 11, 18, 9, 11, 42, 16], 3.04, "0.761", "0.935"),
@@ -29,7 +35,7 @@ ROWS = [
 ]  # fmt: skip
 
 
-WIDE = DefenseRow("spectral-signatures", True, "contamination", "0,1,2,3,4,5,6,7,8,9",
+WIDE = DefenseRow("spectral-signatures", True, "contamination", "0, 2, 4, 6, 8, 11–14, 17",
                   1828, 1828, [180] * 10, 1234.5, "0.500", "1.000")  # fmt: skip
 
 
@@ -48,7 +54,7 @@ def test_every_cell_is_whole_at_80_columns_and_wider(width):
     row = {r.name: next(line for line in lines if line.startswith(r.name + " ")) for r in ROWS}
     # one line per defense, with its rule, classes named, flagged/analysed, seconds, AUROC, TPR
     assert row["activation-clustering"].split() == [
-        "activation-clustering", "verdict", "1,8", "65/1828", "2.14", "0.912", "1.000"
+        "activation-clustering", "verdict", "1,", "8", "65/1828", "2.14", "0.912", "1.000"
     ]  # fmt: skip
     assert row["bnn"].split()[:5] == ["bnn", "*", "paper", "-", "183/1828"]
     assert row["raw-clustering"].split()[2:4] == ["8", "31/1828"]
@@ -79,16 +85,22 @@ def test_a_cell_too_wide_folds_on_a_terminal_and_stays_one_line_in_a_log():
     assert max(len(line) for line in on_terminal.splitlines()) <= 80
     lines = on_terminal.splitlines()
     first = next(i for i, x in enumerate(lines) if x.startswith("spectral-signatures "))
-    folded = [lines[first].split(), lines[first + 1].split()]
-    assert folded[0][1] + folded[1][0] == "contamination"
-    assert folded[0][2] + folded[1][1] == "0,1,2,3,4,5,6,7,8,9"
-    assert folded[0][3:] == ["1828/1828", "1234.50", "0.500", "1.000"]
+    row = lines[first].split()
+    assert row[0] == "spectral-signatures" and row[-4:] == [
+        "1828/1828",
+        "1234.50",
+        "0.500",
+        "1.000",
+    ]
+    assert row[1] == "contamination"  # whole; the classes named wrap at their spaces
+    named = row[2:-4] + [w for line in lines[first + 1 : first + 4] for w in line.split()]
+    assert " ".join(named) == "0, 2, 4, 6, 8, 11–14, 17"
     assert console_width_unchanged()
     in_a_log = render(80, [*ROWS, WIDE], terminal=False)
     line = next(x for x in in_a_log.splitlines() if x.startswith("spectral-signatures "))
     assert line.split() == [
-        "spectral-signatures", "contamination", "0,1,2,3,4,5,6,7,8,9", "1828/1828", "1234.50",
-        "0.500", "1.000",
+        "spectral-signatures", "contamination", "0,", "2,", "4,", "6,", "8,", "11–14,", "17",
+        "1828/1828", "1234.50", "0.500", "1.000",
     ]  # fmt: skip
 
 
@@ -105,6 +117,12 @@ def test_names_are_shown_as_given_not_read_as_markup():
     console = Console(width=80, record=True, file=io.StringIO())
     console.print(scan_table("scan of [bold]odd[/bold] name", [row]))
     assert "scan of [bold]odd[/bold] name" in console.export_text()
+
+
+def test_class_ranges_read_like_the_verdict():
+    assert class_ranges([0, 1, 2, 3, 5, 6, 7, 8, 9]) == "0–3, 5–9"
+    assert class_ranges([8, 1]) == "1, 8"
+    assert class_ranges([]) == "none"
 
 
 def test_per_class_text_lists_every_nonzero_class():

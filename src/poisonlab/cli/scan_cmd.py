@@ -32,7 +32,7 @@ from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
-from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
+from poisonlab.cli.scan_table import DefenseRow, class_ranges, print_whole, scan_table
 from poisonlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -122,10 +122,6 @@ def save_trained_models(
     return replace(result, models=tuple(models))
 
 
-def _named(classes: list[int]) -> str:
-    return ",".join(str(c) for c in classes) or "none"
-
-
 def _truth(result: ScanResult, source: str) -> Any:
     """``is_poison`` when the scanned data carries it with both kinds of sample, else None."""
     import numpy as np
@@ -169,7 +165,7 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
                 name=outcome.name,
                 member=decision is None or outcome.name not in decision.excluded,
                 threshold=str(r.threshold.get("rule", "")),
-                named=_named(r.poisoned_classes) if r.verdicts else "-",
+                named=class_ranges(r.poisoned_classes) if r.verdicts else "-",
                 flagged=int(r.flagged.sum()),
                 analysed=int(r.analysed.sum()),
                 per_class=r.flagged_per_class(data.labels, data.num_classes),

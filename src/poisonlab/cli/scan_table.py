@@ -37,7 +37,8 @@ class DefenseRow:
     """False when the defense is reported only (summary.json's decision.excluded says why)."""
     threshold: str
     named: str
-    """The classes it named (``1,8``), ``none``, or ``-`` for a defense without class verdicts."""
+    """The classes it named (:func:`class_ranges`), ``none``, or ``-`` for a defense without
+    class verdicts."""
     flagged: int
     analysed: int
     per_class: Sequence[int]
@@ -46,6 +47,24 @@ class DefenseRow:
     auroc: str | None = None
     """Against the data's ``is_poison``, formatted; None when the data does not say."""
     tpr: str | None = None
+
+
+def class_ranges(classes: Sequence[int]) -> str:
+    """Classes as runs, the way the verdict names them: [0, 1, 2, 3, 5] → ``0–3, 5``; a long
+    list wraps at its spaces instead of being cut."""
+    values = sorted(classes)
+    if not values:
+        return "none"
+    runs: list[str] = []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        runs.append(str(start) if start == prev else f"{start}–{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(runs)
 
 
 def per_class_text(counts: Sequence[int]) -> str:
@@ -64,14 +83,15 @@ def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
         pad_edge=False,
         collapse_padding=True,
     )
+    # only the classes named wrap (at their spaces) while the others fit; then cells fold
     table.add_column("defense", no_wrap=True, overflow="fold")
-    table.add_column("threshold", overflow="fold")
+    table.add_column("threshold", no_wrap=True, overflow="fold")
     table.add_column("classes\nnamed", justify="right", overflow="fold")
-    table.add_column("flagged/\nanalysed", justify="right", overflow="fold")
-    table.add_column("seconds", justify="right", overflow="fold")
+    table.add_column("flagged/\nanalysed", justify="right", no_wrap=True, overflow="fold")
+    table.add_column("seconds", justify="right", no_wrap=True, overflow="fold")
     if truth:
-        table.add_column("AUROC", justify="right", overflow="fold")
-        table.add_column("TPR", justify="right", overflow="fold")
+        table.add_column("AUROC", justify="right", no_wrap=True, overflow="fold")
+        table.add_column("TPR", justify="right", no_wrap=True, overflow="fold")
     for r in rows:
         cells = [
             Text(r.name if r.member else f"{r.name} {REPORTED_ONLY}"),
