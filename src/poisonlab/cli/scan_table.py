@@ -93,7 +93,7 @@ def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
         table.add_column("AUROC", justify="right", no_wrap=True, overflow="fold")
         table.add_column("TPR", justify="right", no_wrap=True, overflow="fold")
     for r in rows:
-        cells = [
+        cells: list[RenderableType] = [
             Text(r.name if r.member else f"{r.name} {REPORTED_ONLY}"),
             Text(r.threshold),
             Text(r.named),
