@@ -105,3 +105,10 @@ def test_sixteen_bit_images_are_refused(tmp_path: Path) -> None:
 def test_no_test_part(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="has no separate test part"):
         load_dataset(make_folder(tmp_path), part="test")
+
+
+def test_folder_source_on_a_file(tmp_path: Path) -> None:
+    """``folder:`` forced on a file: a DataError, not NotADirectoryError."""
+    file = write_image(tmp_path / "x.png", (4, 4))
+    with pytest.raises(DataError, match=r"x\.png: not a folder"):
+        load_dataset(f"folder:{file}")

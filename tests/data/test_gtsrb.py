@@ -8,7 +8,7 @@ import pytest
 
 from poisonlab.data import has_test_part, load_dataset
 from poisonlab.data.gtsrb import CLASS_NAMES, NUM_CLASSES, load_gtsrb
-from poisonlab.errors import DataError
+from poisonlab.errors import ConfigError, DataError
 from tests.data.conftest import GT_HEADER, gtsrb_root, write_image
 
 
@@ -100,3 +100,10 @@ def test_unexpected_class_folder(tmp_path: Path) -> None:
     write_image(root / "Final_Training/Images/00050/a.ppm", (8, 8))
     with pytest.raises(DataError, match="00050: not a GTSRB class folder"):
         load_dataset(f"gtsrb:{root}")
+
+
+def test_roi_must_be_a_bool(tmp_path: Path) -> None:
+    """roi="no" is truthy: refused instead of silently cropping."""
+    gtsrb_root(tmp_path / "GTSRB")
+    with pytest.raises(ConfigError, match="roi must be True or False, got 'no'"):
+        load_dataset(tmp_path, roi="no")

@@ -108,6 +108,9 @@ def test_label_out_of_range(mnist_dir: Path) -> None:
 def test_folder_without_test_files(mnist_dir: Path) -> None:
     (mnist_dir / "t10k-images-idx3-ubyte.gz").unlink()
     assert len(load_dataset(mnist_dir)) == 12
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\[\.gz\] is missing"):
+        load_dataset(mnist_dir, part="test")
+    (mnist_dir / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="no test files"):
         load_dataset(mnist_dir, part="test")
 
@@ -116,3 +119,14 @@ def test_lone_file_without_partner(tmp_path: Path) -> None:
     path = write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((1, 2, 2)), IMAGES_MAGIC)
     with pytest.raises(DataError, match="matching file train-labels-idx1-ubyte is missing"):
         load_dataset(path)
+
+
+@pytest.mark.parametrize(("removed", "kept"), [("labels", "images"), ("images", "labels")])
+def test_folder_missing_one_file_of_the_pair_names_it(
+    mnist_dir: Path, removed: str, kept: str
+) -> None:
+    """The folder is still recognised as IDX (it once was "unrecognised data folder")."""
+    (mnist_dir / f"train-{removed}-idx{1 if removed == 'labels' else 3}-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=rf"train-{removed}-idx\d-ubyte\[\.gz\] is missing "
+                       rf"\(found train-{kept}-idx\d-ubyte\.gz"):  # fmt: skip
+        load_dataset(mnist_dir)

@@ -102,3 +102,48 @@ def test_corrupt_archive_and_no_test_part(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DataError, match=r"data.npz"):
         load_dataset(f"npz:{path}")
+
+
+def _arrays(n: int = 4) -> dict[str, np.ndarray]:
+    return {"x": np.zeros((n, 5, 6), np.uint8), "y": np.arange(n) % 2}
+
+
+def test_truncated_or_mislabelled_npz_says_what_is_wrong(tmp_path: Path) -> None:
+    """A file named .npz is read as one, so its error says truncated / not a zip (it once said
+    "unrecognised data file" as if the format were unknown)."""
+    whole = tmp_path / "whole.npz"
+    np.savez(whole, **_arrays())
+    truncated = tmp_path / "cut.npz"
+    truncated.write_bytes(whole.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"cut\.npz: corrupt or truncated \.npz \(zip\) archive"):
+        load_dataset(truncated)
+    text = tmp_path / "notes.npz"
+    text.write_text("x,y\n1,2\n")
+    with pytest.raises(DataError, match=r"notes\.npz: not an \.npz archive.*starts with b'x,y"):
+        load_dataset(text)
+    single = tmp_path / "x.npy"
+    np.save(single, _arrays()["x"])
+    with pytest.raises(DataError, match=r"x\.npy: a single \.npy array.*numpy\.savez"):
+        load_dataset(single)
+    with pytest.raises(DataError, match=r"a folder, not an \.npz file"):
+        load_dataset(f"npz:{tmp_path}")
+
+
+def test_corrupt_member_is_not_blamed_on_pickle(tmp_path: Path) -> None:
+    """An .npy member whose header promises more data than it holds is corrupt, not a pickle."""
+    import io
+    import zipfile
+
+    arrays = _arrays()
+    member = io.BytesIO()
+    np.lib.format.write_array(member, arrays["x"])
+    short = member.getvalue()[:-7]
+    path = tmp_path / "short.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", short)
+        labels = io.BytesIO()
+        np.lib.format.write_array(labels, arrays["y"])
+        archive.writestr("y.npy", labels.getvalue())
+    with pytest.raises(DataError, match=r"short\.npz: array 'x' is corrupt") as error:
+        load_dataset(path)
+    assert "pickle" not in str(error.value)

@@ -70,6 +70,8 @@ def load_image_folder(
 ) -> ImageDataset:
     """Load every image under ``path``'s class folders, resized to one size and one mode."""
     check_part(part, f"image folder {path}", has_test=False)
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
     files, labels, names = list_images(path)
     headers = [probe(f) for f in files]
     channels = 1 if all(is_gray(mode) for mode, _ in headers) else 3

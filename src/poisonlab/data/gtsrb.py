@@ -21,7 +21,7 @@ import numpy as np
 from poisonlab.data.common import check_part, from_uint8
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.images import parse_size, probe, read_image
-from poisonlab.errors import DataError
+from poisonlab.errors import ConfigError, DataError
 
 NUM_CLASSES = 43
 CLASS_NAMES = (
@@ -178,6 +178,8 @@ def load_gtsrb(
             f"{path}: not a GTSRB folder (no {TRAIN_DIR.as_posix()} or {TEST_DIR.as_posix()})"
         )
     check_part(part, str(root), has_test=True)
+    if not isinstance(roi, bool):
+        raise ConfigError(f"roi must be True or False, got {roi!r}")
     shape = parse_size(size) or (32, 32)
     rows = _train_rows(root) if part == "train" else _test_rows(root)
     pixels = np.empty((len(rows), 3, *shape), dtype=np.uint8)

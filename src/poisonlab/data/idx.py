@@ -106,8 +106,16 @@ def find_idx_pair(folder: Path, part: str) -> tuple[Path, Path] | None:
 
 
 def is_idx_folder(path: Path) -> bool:
-    """True for a folder holding the standard MNIST-style train image and label files."""
-    return path.is_dir() and find_idx_pair(path, "train") is not None
+    """True for a folder holding a standard MNIST-style train image or label file.
+
+    Either one is enough, so a folder missing its partner is read as IDX and its error names the
+    missing file, rather than calling the whole folder unrecognised.
+    """
+    return path.is_dir() and any(_find(path, "train", kind) for kind in _KINDS)
+
+
+def _standard_name(part: str, kind: str) -> str:
+    return f"{_PREFIX[part]}-{_KINDS[kind].format(sep='-')}[.gz]"
 
 
 def is_idx_file(path: Path) -> bool:
@@ -151,7 +159,7 @@ def load_idx_pair(
     labels = read_idx(labels_path, LABELS_MAGIC)
     if len(pixels) != len(labels):
         raise DataError(
-            f"{images_path.name} has {len(pixels)} images but {labels_path.name} "
+            f"{images_path} has {len(pixels)} images but {labels_path.name} "
             f"has {len(labels)} labels"
         )
     check_labels(labels, len(class_names), str(labels_path))
@@ -173,11 +181,15 @@ def load_idx(path: Path, part: str = "train", *, kind: str | None = None) -> Ima
         check_part(part, str(path), has_test=True)
         pair = find_idx_pair(path, part)
         if pair is None:
-            prefix = _PREFIX[part]
-            raise DataError(
-                f"{path}: no {part} files ({prefix}-images-idx3-ubyte[.gz] and "
-                f"{prefix}-labels-idx1-ubyte[.gz])"
-            )
+            found = {kind: _find(path, part, kind) for kind in _KINDS}
+            missing = [_standard_name(part, kind) for kind, file in found.items() if file is None]
+            present = [file.name for file in found.values() if file is not None]
+            if present:
+                raise DataError(
+                    f"{path}: {missing[0]} is missing (found {present[0]}; the {part} part "
+                    "needs both the image and the label file)"
+                )
+            raise DataError(f"{path}: no {part} files ({' and '.join(missing)})")
         return load_idx_pair(*pair, name=name, class_names=class_names)
     check_part(
         part, f"{path} (a single IDX file; pass its folder to choose a part)", has_test=False

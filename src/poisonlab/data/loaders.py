@@ -119,7 +119,7 @@ _IDX_DETECTED = DataSource(
     "mnist", MNIST.summary, lambda path, part: idx.load_idx(path, part), _idx_has_test
 )
 _DETECTION: tuple[tuple[Callable[[Path], bool], DataSource], ...] = (
-    (npz.is_npz_file, NPZ),
+    (npz.looks_like_npz, NPZ),
     (lambda p: idx.is_idx_folder(p) or idx.is_idx_file(p), _IDX_DETECTED),
     (lambda p: cifar.cifar_root(p) is not None, CIFAR10),
     (lambda p: gtsrb.gtsrb_root(p) is not None, GTSRB),

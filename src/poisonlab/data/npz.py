@@ -22,6 +22,8 @@ from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import DataError
 
 ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
+SUFFIXES = (".npz", ".npy")
 
 
 def is_npz_file(path: Path) -> bool:
@@ -36,13 +38,46 @@ def is_npz_file(path: Path) -> bool:
         return False
 
 
+def looks_like_npz(path: Path) -> bool:
+    """True for an .npz archive, and for any file named .npz or .npy: those are read as NumPy
+    data, so a truncated or mislabelled one gets an error saying what is wrong with it instead
+    of "unrecognised data"."""
+    return is_npz_file(path) or (path.is_file() and path.suffix.lower() in SUFFIXES)
+
+
+def _open_error(path: Path, exc: Exception) -> DataError:
+    """Why ``np.load`` could not open ``path`` as an archive, from the file's first bytes."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        return DataError(f"{path}: cannot read ({error.strerror or error})")
+    if head.startswith(ZIP_MAGIC):
+        return DataError(f"{path}: corrupt or truncated .npz (zip) archive ({exc})")
+    if head.startswith(NPY_MAGIC):
+        return DataError(_single_npy(path))
+    return DataError(
+        f"{path}: not an .npz archive (a zip of .npy arrays, as numpy.savez writes); "
+        f"the file starts with {head!r}"
+    )
+
+
+def _single_npy(path: Path) -> str:
+    return (
+        f"{path}: a single .npy array, not an .npz archive with 'x' and 'y' "
+        "(write both with numpy.savez(path, x=..., y=...) or poisonlab.data.save_npz)"
+    )
+
+
 def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray | None:
     """Array ``key`` of the archive or None when absent; object arrays are refused."""
     if key not in archive.files:
         return None
     try:
         return archive[key]
-    except ValueError as exc:  # raised for object arrays, since allow_pickle is False
+    except ValueError as exc:  # object arrays (allow_pickle is False), or a corrupt member
+        if "allow_pickle" not in str(exc):
+            raise DataError(f"{path}: array {key!r} is corrupt ({exc})") from None
         raise DataError(f"{path}: array {key!r} cannot be read without pickle ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: array {key!r} is corrupt ({exc})") from None
@@ -88,12 +123,14 @@ def _strings(
 def load_npz(path: Path, part: str = "train") -> ImageDataset:
     """Load an .npz data set (a single-part source), validating every array it uses."""
     check_part(part, f"{path} (an .npz file)", has_test=False)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not an .npz file")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        raise _open_error(path, exc) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a single .npy array, not an .npz archive with 'x' and 'y'")
+        raise DataError(_single_npy(path))
     with archive:
         x, y = _read(archive, "x", path), _read(archive, "y", path)
         for key, value in (("x", x), ("y", y)):
