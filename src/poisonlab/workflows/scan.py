@@ -274,7 +274,7 @@ def _as_model(value: object, data: ImageDataset) -> Network | Checkpoint | None:
     if isinstance(value, str | PathLike):
         from poisonlab.models import load_checkpoint
 
-        value = load_checkpoint(value)
+        value = load_checkpoint(value if isinstance(value, str) else Path(value))
     if not isinstance(value, Network | Checkpoint):
         raise ConfigError(
             f"model must be a Network, a Checkpoint or a checkpoint folder, got "
