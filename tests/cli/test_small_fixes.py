@@ -131,3 +131,22 @@ def test_stacked_header(name, header):
 
 def test_console_streams_are_the_ones_commands_print_to():
     assert console.err.stderr and not console.out.stderr
+
+
+def test_data_info_says_when_the_file_marks_its_poisons(tmp_path):
+    """An attack's .npz carries is_poison, which `scan` scores against: `data info` says so."""
+    from poisonlab.attacks import build_attack
+    from poisonlab.data import save_npz
+    from poisonlab.seeding import make_generator
+    from tests.conftest import blobs_dataset
+
+    clean = save_npz(blobs_dataset(n_per_class=20, seed=0), tmp_path / "clean.npz")
+    attack = build_attack("badnets", source=0, target=1, count=5, trigger="square", size=2)
+    poisoned = attack.poison(blobs_dataset(n_per_class=20, seed=0), generator=make_generator(0))
+    poisoned.save(tmp_path / "poisoned.npz")
+    marked = runner.invoke(app, ["data", "info", str(tmp_path / "poisoned.npz")])
+    assert marked.exit_code == 0, marked.output
+    assert "ground truth" in marked.output and "is_poison: 5 poisons" in marked.output
+    plain = runner.invoke(app, ["data", "info", str(clean)])
+    assert plain.exit_code == 0, plain.output
+    assert "ground truth" not in plain.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 import typer
 
@@ -42,6 +43,9 @@ def info_command(
 ) -> None:
     """Show the name, size, image shape and per-class counts of a data set.
 
+    An attack's .npz (`poisonlab attack`) also shows how many samples it marks is_poison: the
+    ground truth `poisonlab scan` measures its defenses against.
+
     What training would object to (too few images per class, empty classes, images resized to
     one size) is printed as warnings first.
 
@@ -74,6 +78,9 @@ def info_command(
     summary.add_row("samples", str(len(dataset)))
     summary.add_row("image shape (C×H×W)", f"{c}×{h}×{w}")
     summary.add_row("classes", str(dataset.num_classes))
+    poisons = _known_poisons(source, dataset) if part is Part.train else None
+    if poisons is not None:  # an attack's poisoned.npz: `poisonlab scan` scores against it
+        summary.add_row("ground truth", f"is_poison: {poisons} poisons")
     out.print(summary)
     counts = Table(title="samples per class")
     counts.add_column("class", justify="right")
@@ -84,6 +91,16 @@ def info_command(
     ):
         counts.add_row(str(label), Text(name), str(count))
     out.print(counts)
+
+
+def _known_poisons(source: str, dataset: Any) -> int | None:
+    """How many samples the file marks ``is_poison`` (an attack's .npz), else None."""
+    import numpy as np
+
+    from poisonlab.reports.scan_report import ground_truth
+
+    truth = ground_truth(source, np.asarray(dataset.ids).astype(str))
+    return None if truth is None else int(truth.sum())
 
 
 app.add_typer(
