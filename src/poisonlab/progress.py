@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -132,16 +132,28 @@ def _make_progress():  # type: ignore[no-untyped-def]
     )
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate over ``items``, drawing a bar (or writing lines) when progress is enabled."""
+def track(
+    items: Iterable[T],
+    description: str,
+    total: int | None = None,
+    label: Callable[[T], str] | None = None,
+) -> Iterator[T]:
+    """Iterate over ``items``, drawing a bar (or writing lines) when progress is enabled.
+
+    ``label`` names the item being worked on beside the bar (e.g. the defense that runs), and in
+    the lines a long stage writes while it runs; the stage's last line has no label.
+    """
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     if not is_enabled():
         if lines_enabled():
             stage = _Lines(description, total)
             for item in items:
+                if label is not None:
+                    stage.advance(0, label(item))
                 yield item
                 stage.advance(1)
+            stage.info = ""
             stage.finish()
         else:
             yield from items
@@ -149,6 +161,8 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     with _make_progress() as progress:
         task = progress.add_task(description, total=total, info="")
         for item in items:
+            if label is not None:
+                progress.update(task, info=label(item))
             yield item
             progress.advance(task)
 

@@ -126,3 +126,15 @@ def test_nested_bars_share_one_terminal_display(monkeypatch):
         assert len(outer._progress.live.console._live_stack) == 2
         inner.advance(1)
         outer.advance(1)
+
+
+def test_a_labelled_stage_names_the_item_it_is_on(lines, capsys, monkeypatch):
+    """`running defenses` names the defense at work in the lines a long stage writes; its last
+    line has no name (nothing is at work any more)."""
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
+    for _ in progress.track(["raw-clustering", "bnn"], "running defenses", label=str.upper):
+        pass
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("running defenses: 0/2, RAW-CLUSTERING, ")
+    assert any(line.startswith("running defenses: 1/2, BNN, ") for line in err)
+    assert err[-1].startswith("running defenses: 2/2, done in ")

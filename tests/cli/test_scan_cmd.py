@@ -170,7 +170,8 @@ def test_help_teaches_with_examples():
 
 @pytest.fixture
 def progress_seen(monkeypatch):
-    """Progress drawn as on a terminal (CliRunner's stderr is not one); records bar titles."""
+    """Progress drawn as on a terminal (CliRunner's stderr is not one); records bar titles and
+    the labels set beside them (as ``info: ...``)."""
     from poisonlab import progress
 
     seen: list[str] = []
@@ -184,7 +185,15 @@ def progress_seen(monkeypatch):
             seen.append(description)
             return add_task(description, *args, **kwargs)
 
+        update = bars.update
+
+        def labelled(task, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if kwargs.get("info"):
+                seen.append(f"info: {kwargs['info']}")
+            return update(task, *args, **kwargs)
+
         bars.add_task = add
+        bars.update = labelled
         return bars
 
     monkeypatch.setattr(progress, "is_enabled", lambda: True)
@@ -211,6 +220,7 @@ def test_model_based_defenses_run_with_progress(files, progress_seen, defense, p
     result = run(files["data"], "-D", defense, "--model", files["model"], *settings, "-o", out)
     assert result.exit_code == 0, result.output
     assert "running defenses" in progress_seen
+    assert f"info: {defense}" in progress_seen  # the bar names the defense at work
     for title in bars:
         assert title in progress_seen, progress_seen
     with (out / "scores.csv").open() as handle:

@@ -446,7 +446,9 @@ def scan(
     # LGM detectors last: their model may still be training beside the others
     ordered_detectors = sorted(detectors, key=lambda d: d.needs_lgm)
     try:
-        for detector in progress.track(ordered_detectors, "running defenses"):
+        for detector in progress.track(
+            ordered_detectors, "running defenses", label=lambda d: d.name
+        ):
             role = "lgm-model" if detector.needs_lgm and models.has("lgm-model") else "model"
             notes: tuple[str, ...] = ()
             if classes is not None and not detector.per_class:
