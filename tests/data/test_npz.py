@@ -77,6 +77,11 @@ Y = np.array([0, 1])
         ({"x": X, "y": np.array([0.0, 1.0])}, "'y' must be a 1-d integer array"),
         ({"x": np.full((2, 4, 4), np.nan, np.float32), "y": Y}, "NaN or infinite pixels"),
         ({"x": np.full((2, 4, 4), 1.5), "y": Y}, r"must lie in \[0, 1\], found 1.5..1.5"),
+        # rounding overshoot: shown in full (it once read "found 0..1"), with the fix
+        (
+            {"x": np.array([0.0, 1 + 1e-12] * 16).reshape(2, 4, 4), "y": Y},
+            r"found 0.0..1.000000000001 \(16 of 32 values outside\).*np.clip",
+        ),
         ({"x": np.full((2, 4, 4), 3, np.int64), "y": Y}, "must be uint8 or float"),
         ({"x": X, "y": np.array([0, 2]), "class_names": np.array(["a", "b"])}, "label 2 but"),
         ({"x": X, "y": Y, "ids": np.array(["only-one"])}, "1 ids for 2 samples"),

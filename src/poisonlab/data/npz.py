@@ -101,7 +101,13 @@ def _images(x: np.ndarray, path: Path) -> np.ndarray:
             raise DataError(f"{path}: 'x' contains NaN or infinite pixels")
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
-            raise DataError(f"{path}: float pixels must lie in [0, 1], found {lo:g}..{hi:g}")
+            outside = int(np.count_nonzero((x < 0.0) | (x > 1.0)))
+            # repr, not :g, so 1.0000001 is not shown as 1 (rounding error is a common cause)
+            raise DataError(
+                f"{path}: float pixels must lie in [0, 1], found {lo!r}..{hi!r} ({outside} of "
+                f"{x.size} values outside); store uint8 0..255 or float in [0, 1], not "
+                "normalised values (np.clip(x, 0, 1) if they only overshoot by rounding)"
+            )
     return x.transpose(0, 3, 1, 2)
 
 
