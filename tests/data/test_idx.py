@@ -130,3 +130,12 @@ def test_folder_missing_one_file_of_the_pair_names_it(
     with pytest.raises(DataError, match=rf"train-{removed}-idx\d-ubyte\[\.gz\] is missing "
                        rf"\(found train-{kept}-idx\d-ubyte\.gz"):  # fmt: skip
         load_dataset(mnist_dir)
+
+
+def test_header_sizes_cannot_overflow(tmp_path: Path) -> None:
+    """2^21 · 2^21 · 2^22 = 2^64 wrapped to 0 in int64: a ValueError from reshape, not a DataError."""
+    dims = (2**21, 2**21, 2**22)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(IMAGES_MAGIC.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims))
+    with pytest.raises(DataError, match=rf"truncated IDX file.*\({2**64 + 16} bytes\)"):
+        read_idx(path, IMAGES_MAGIC)

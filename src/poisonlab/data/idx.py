@@ -8,6 +8,7 @@ have magic number 2051 (3 dimensions: N, rows, columns), labels 2049 (1 dimensio
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header ({len(data)} of {header} bytes)")
     dims = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python ints: a corrupt header cannot overflow
     if len(data) < expected:
         raise DataError(
             f"{path}: truncated IDX file: header declares {'×'.join(map(str, dims))} "
