@@ -107,3 +107,16 @@ def test_roi_must_be_a_bool(tmp_path: Path) -> None:
     gtsrb_root(tmp_path / "GTSRB")
     with pytest.raises(ConfigError, match="roi must be True or False, got 'no'"):
         load_dataset(tmp_path, roi="no")
+
+
+@pytest.mark.parametrize(
+    "inner", ["Final_Training/Images", "Final_Training", "Final_Test/Images", "Final_Test"]
+)
+def test_inner_folder_names_the_root_to_pass(tmp_path: Path, inner: str) -> None:
+    """Pointing at Final_Training/Images (the folder of class folders) once read it as a plain
+    image folder and failed on GT-00000.csv, "not an image file"."""
+    root = gtsrb_root(tmp_path / "GTSRB")
+    with pytest.raises(DataError, match=r"inside the GTSRB folder .*GTSRB: pass .*GTSRB itself"):
+        load_dataset(root / inner)
+    with pytest.raises(DataError, match="inside the GTSRB folder"):
+        load_dataset(f"gtsrb:{root / inner}")

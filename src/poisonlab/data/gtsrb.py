@@ -83,6 +83,19 @@ def gtsrb_root(path: Path) -> Path | None:
     return None
 
 
+def enclosing_root(path: Path) -> Path | None:
+    """The GTSRB root above ``path`` when ``path`` is one of its inner folders (``Final_Training``,
+    ``Final_Test`` or their ``Images``), else None: users often point at the folder of class
+    folders, which must not be read as a plain image folder (its csv files are not images)."""
+    parts = path.resolve().parts
+    for inner in (TRAIN_DIR, TEST_DIR, TRAIN_DIR.parent, TEST_DIR.parent):
+        if len(parts) > len(inner.parts) and parts[-len(inner.parts) :] == inner.parts:
+            root = Path(*parts[: -len(inner.parts)])
+            if gtsrb_root(root) == root:
+                return root
+    return None
+
+
 def has_test_annotations(root: Path) -> bool:
     """True when the labelled test annotations (``GT-final_test.csv``) are present."""
     return _test_csv(root) is not None
@@ -173,6 +186,11 @@ def load_gtsrb(
 ) -> ImageDataset:
     """Load ``part`` of GTSRB at ``path``: RGB images resized to ``size`` (after the ROI crop if asked)."""
     root = gtsrb_root(path)
+    if root is None and (outer := enclosing_root(path)) is not None:
+        raise DataError(
+            f"{path} is inside the GTSRB folder {outer}: pass {outer} itself (the training part "
+            f"is read from {TRAIN_DIR.as_posix()}, the labelled test part with part 'test')"
+        )
     if root is None:
         raise DataError(
             f"{path}: not a GTSRB folder (no {TRAIN_DIR.as_posix()} or {TEST_DIR.as_posix()})"
