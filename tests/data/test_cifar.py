@@ -129,3 +129,13 @@ def test_refusal_names_the_global(tmp_path: Path) -> None:
     with pytest.raises(pickle.UnpicklingError, match=r"refused to load global (posix|os)\.system"):
         safe_loads(pickle.dumps(_Touch(marker)))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "test_batch", "batches.meta"])
+def test_one_batch_file_names_the_folder_to_pass(tmp_path: Path, name: str) -> None:
+    """A batch file given directly was "unrecognised data file" (and, forced with cifar10:,
+    "no data_batch_1" although it was data_batch_1)."""
+    folder = cifar_folder(tmp_path, n=2, batches=1)
+    for spec in (folder / name, f"cifar10:{folder / name}"):
+        with pytest.raises(DataError, match=rf"{name} is one file of the CIFAR-10 folder"):
+            load_dataset(spec)

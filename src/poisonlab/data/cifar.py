@@ -47,6 +47,13 @@ def cifar_root(path: Path) -> Path | None:
     return None
 
 
+def enclosing_root(path: Path) -> Path | None:
+    """The batch folder holding ``path`` when ``path`` is one of its files (``data_batch_1``,
+    ``test_batch``, ``batches.meta``), else None; the folder is what to pass."""
+    named = path.name in ("test_batch", "batches.meta") or _TRAIN_BATCH.fullmatch(path.name)
+    return path.parent if path.is_file() and named and cifar_root(path.parent) else None
+
+
 def _field(batch: dict[Any, Any], key: str, path: Path) -> Any:
     """``batch[b"key"]`` (as Python 2 wrote it) or ``batch["key"]``; a DataError names a miss."""
     for candidate in (key.encode(), key):
@@ -113,6 +120,11 @@ def batch_files(root: Path, part: str) -> list[Path]:
 def load_cifar10(path: Path, part: str = "train") -> ImageDataset:
     """Load the train batches (all ``data_batch_*``) or ``test_batch`` of a CIFAR-10 folder."""
     root = cifar_root(path)
+    if root is None and (folder := enclosing_root(path)) is not None:
+        raise DataError(
+            f"{path} is one file of the CIFAR-10 folder {folder}: pass the folder (the training "
+            "part is every data_batch_*, the test part test_batch with part 'test')"
+        )
     if root is None:
         raise DataError(f"{path}: not a CIFAR-10 python folder (no data_batch_1 or test_batch)")
     check_part(part, str(root), has_test=True)

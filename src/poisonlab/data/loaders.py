@@ -121,7 +121,7 @@ _IDX_DETECTED = DataSource(
 _DETECTION: tuple[tuple[Callable[[Path], bool], DataSource], ...] = (
     (npz.looks_like_npz, NPZ),
     (lambda p: idx.is_idx_folder(p) or idx.is_idx_file(p), _IDX_DETECTED),
-    (lambda p: cifar.cifar_root(p) is not None, CIFAR10),
+    (lambda p: cifar.cifar_root(p) is not None or cifar.enclosing_root(p) is not None, CIFAR10),
     (lambda p: gtsrb.gtsrb_root(p) is not None or gtsrb.enclosing_root(p) is not None, GTSRB),
     (folder.is_image_folder, FOLDER),
 )
