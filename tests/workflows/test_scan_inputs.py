@@ -7,6 +7,8 @@ Runs on the 8×8 ``blobs`` images with an untrained (seeded) cnn-small: about a 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from poisonlab.data import save_npz
@@ -78,3 +80,13 @@ def test_fpr_cut_of_the_combined_score_needs_a_member(no_training: None, defense
     with pytest.raises(ConfigError, match=r"none of the selected defenses.*add one of") as error:
         scan(data, defenses=defenses, holdout=holdout, threshold="fpr:0.05")
     assert "activation-clustering" in str(error.value) and "give a held-out" not in str(error.value)
+
+
+def test_classes_without_images(no_training: None, caplog: pytest.LogCaptureFixture) -> None:
+    """classes=[an empty class] once ran and judged it clean with nothing analysed."""
+    data = blobs_dataset(n_per_class=10)
+    declared = replace(data, num_classes=4, class_names=("0", "1", "2", "3"))
+    with pytest.raises(DataError, match=r"no images of the class\(es\) to analyse \(3\)"):
+        scan(declared, defenses="raw-clustering", classes=[3])
+    result = scan(declared, defenses="raw-clustering", classes=[0, 3])
+    assert result.ran and "no images of class(es) 3" in caplog.text

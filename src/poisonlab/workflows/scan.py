@@ -318,6 +318,20 @@ def _check_inputs(
     for c in classes or ():
         if not 0 <= int(c) < data.num_classes:
             raise ConfigError(f"class {c} does not exist (0..{data.num_classes - 1})")
+    if classes:
+        counts = data.class_counts()
+        empty = [int(c) for c in classes if counts[int(c)] == 0]
+        if len(empty) == len(classes):
+            raise DataError(
+                f"data set {data.name!r} has no images of the class(es) to analyse "
+                f"({', '.join(map(str, empty))}); per-class defenses would find nothing to judge"
+            )
+        if empty:
+            logger.warning(
+                "data set %r has no images of class(es) %s: per-class defenses skip them",
+                data.name,
+                ", ".join(map(str, empty)),
+            )
 
 
 def _as_threshold(threshold: object) -> Threshold | None:
