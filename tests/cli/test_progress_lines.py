@@ -98,7 +98,8 @@ def test_muted_stages_write_nothing_and_running_ones_go_on(lines, capsys):
 
 def test_heatmap_clustering_over_ten_classes_writes_one_lrp_line(lines, capsys):
     """Ten classes give one "LRP heatmaps" stage across them (not a line per class), one for the
-    GW k-means and one for the held-out scores (their LRP heatmaps give no line of their own)."""
+    GW k-means and one for the held-out scores of a target-FPR threshold (their LRP heatmaps give
+    no line of their own)."""
     from poisonlab.defenses import Evidence, build_detector
     from poisonlab.models import ModelConfig, build_model
     from tests.conftest import blobs_dataset
@@ -107,7 +108,7 @@ def test_heatmap_clustering_over_ten_classes_writes_one_lrp_line(lines, capsys):
     holdout = blobs_dataset(n_per_class=3, num_classes=1, size=20, seed=1)  # class 0 only: fast
     model = build_model(ModelConfig("cnn-small", 1, 20, 20, 10, feature_dim=8), seed=0)
     settings = {"max_points": 16, "seed_gw_max_iter": 5, "max_iter": 0, "n_init": 1}
-    detector = build_detector("heatmap-clustering", **settings)
+    detector = build_detector("heatmap-clustering", threshold="fpr:0.1", **settings)
     detector.fit(Evidence(data, model, holdout=holdout, device="cpu"))
     err = capsys.readouterr().err.splitlines()
     lrp = [line for line in err if line.startswith("LRP heatmaps")]

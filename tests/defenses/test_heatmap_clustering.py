@@ -232,6 +232,53 @@ def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering)
     assert result.threshold["rule"] == "paper"
 
 
+def _clean_holdout(seed: int) -> ImageDataset:
+    """Fresh clean shapes of the two analysed classes (no trigger), 30 each."""
+    labels = torch.tensor([POISONED, CLEAN]).repeat_interleave(30)
+    images = shapes(labels, torch.Generator().manual_seed(seed))
+    return ImageDataset(images, labels, 4, name="holdout")
+
+
+def test_target_fpr_cuts_at_the_held_out_silhouettes(planted: Planted) -> None:
+    """With ``fpr:F`` the cut is the (1 − F) quantile of clean held-out silhouettes, measured to
+    the same barycenters: the poisons stand above it, and few clean training images do."""
+    holdout = _clean_holdout(seed=11)
+    detector = HeatmapClustering(classes=[POISONED, CLEAN], threshold="fpr:0.1", **FAST)
+    result = detector.fit(
+        Evidence(planted.data, planted.model, holdout=holdout, device="cpu")
+    ).result
+    assert result.threshold["rule"] == "target-fpr"
+    cut = result.threshold["cutoff"]
+    assert -1.0 <= cut < 1.0
+    truth = planted.is_poison
+    assert (result.flagged & truth).sum() >= 15
+    clean_analysed = result.analysed & ~truth
+    assert (result.flagged & clean_analysed).float().sum() <= 0.2 * clean_analysed.sum()
+
+
+def test_held_out_set_is_not_scored_for_a_verdict(
+    planted: Planted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a target-FPR threshold reads the held-out silhouettes: under the default verdict
+    the held-out images get no heatmap and no GW solve, and the result is the one without them."""
+    parts: list[str] = []
+    clouds = HeatmapClustering.clouds
+
+    def spy(self: HeatmapClustering, evidence: Evidence, part: Any, c: int) -> Any:
+        parts.append(part)
+        return clouds(self, evidence, part, c)
+
+    monkeypatch.setattr(HeatmapClustering, "clouds", spy)
+    detector = HeatmapClustering(classes=[POISONED, CLEAN], **FAST)
+    with_holdout = detector.fit(
+        Evidence(planted.data, planted.model, holdout=_clean_holdout(seed=11), device="cpu")
+    ).result
+    assert "holdout" not in parts and "data" in parts
+    without = HeatmapClustering(classes=[POISONED, CLEAN], **FAST).fit(planted.evidence()).result
+    assert torch.equal(with_holdout.scores.nan_to_num(-9), without.scores.nan_to_num(-9))
+    assert torch.equal(with_holdout.flagged, without.flagged)
+
+
 def test_auto_pool_and_silhouette() -> None:
     assert [auto_pool(s, s) for s in (8, 16, 28, 32, 64)] == [1, 1, 2, 2, 4]
     d_large = torch.tensor([4.0, 1.0, 2.0, 0.0], dtype=torch.float64)

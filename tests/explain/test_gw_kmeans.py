@@ -15,7 +15,7 @@ from poisonlab.explain.gw_barycenter import (
     random_structure,
     update_structure,
 )
-from poisonlab.explain.gw_kmeans import gw_kmeans, gw_kmeans_many
+from poisonlab.explain.gw_kmeans import gw_distances_to_centers, gw_kmeans, gw_kmeans_many
 from poisonlab.explain.gw_lloyd import assign_nearest
 from poisonlab.explain.point_cloud import heatmaps_to_clouds, pad_clouds
 
@@ -130,6 +130,21 @@ def test_kmeans_separates_planted_groups_and_is_deterministic(
     assert result.distances.dtype == result.centers[0][0].dtype == torch.float64  # as clouds
     assert torch.equal(runs[1].labels, result.labels)
     torch.testing.assert_close(runs[1].distances, result.distances, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, None])
+def test_distances_to_centers_are_the_runs_own(dtype: torch.dtype | None) -> None:
+    """New clouds are measured against fitted centers as the run measures its clouds: the
+    clustered clouds themselves get the distances of a run without warm starts (whose last
+    distances are solved from the product coupling too), in the clouds' dtype."""
+    maps, _ = _heatmaps(n_one=12, n_two=5)
+    clouds = heatmaps_to_clouds(maps, max_points=24)
+    run = gw_kmeans(
+        clouds, generator=torch.Generator().manual_seed(7), warm_start=False, dtype=dtype
+    )
+    again = gw_distances_to_centers(clouds, run.centers, epsilon=0.02, dtype=dtype)
+    assert again.shape == (17, 2) and again.dtype == clouds.C.dtype
+    torch.testing.assert_close(again, run.distances, rtol=1e-5, atol=1e-7)
 
 
 def test_kmeans_rejects_too_few_clouds() -> None:

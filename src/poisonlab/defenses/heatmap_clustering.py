@@ -87,8 +87,9 @@ the "simplified silhouette"):
   and spread shrink together and their ratio can reach the poisons' scores (measured: up to 6.9
   on a clean class against a poison minimum of 5.2).
 
-``reference`` (for target-FPR thresholds) scores clean held-out images of each split class the
-same way: their clouds' GW distances to that class's two barycenters.
+``reference`` (for target-FPR thresholds only) scores clean held-out images of each split class
+the same way: their clouds' GW distances to that class's two barycenters, solved as the
+clustering solves its distances.
 
 Limits and assumptions: the poisons of a class must change *where* the model looks (a patch
 trigger does; a blended or global trigger may not); like every k-means rule, a clean class still
@@ -458,10 +459,16 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
     def _reference(
         self, evidence: Evidence, fitted: dict[int, tuple[tuple[Tensor, Tensor], ...]]
     ) -> Tensor | None:
-        """Scores of clean held-out images of the split classes: silhouettes to the barycenters."""
-        if evidence.holdout is None:
+        """Scores of clean held-out images of the split classes: silhouettes to the barycenters.
+
+        Only a target-FPR threshold reads them (its cut is their quantile), so they are
+        computed for that threshold alone. Their distances are solved as the clustering's are
+        (:func:`~poisonlab.explain.gw_kmeans.gw_distances_to_centers`: float32, its stopping
+        rules): on the digits scan's held-out set 1.2 s, against 86 s in float64 at POT's plan
+        criterion, for the same cut-off to 1e-5."""
+        if evidence.holdout is None or not self.threshold.needs_reference:
             return None
-        from poisonlab.explain.gw_batches import gw_to_one
+        from poisonlab.explain.gw_kmeans import gw_distances_to_centers
 
         held = evidence.labels("holdout")
         parts = []
@@ -469,11 +476,8 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
         for c, centers in progress.track(present.items(), "heatmap clustering (held-out)"):
             with progress.muted():  # this stage stands for the LRP heatmaps of each class
                 clouds = self.clouds(evidence, "holdout", c)
-            d_large, d_small = (
-                gw_to_one(clouds, C, p, epsilon=self.epsilon, keep_plans=False).value.double().cpu()
-                for C, p in centers
-            )
-            parts.append(silhouette(d_large, d_small))
+            d = gw_distances_to_centers(clouds, centers, epsilon=self.epsilon).double().cpu()
+            parts.append(silhouette(d[:, 0], d[:, 1]))  # centers: (large, small)
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
 
     def _top_heatmaps(self, evidence: Evidence, scores: Tensor) -> dict[str, Any]:

@@ -81,11 +81,18 @@ from contextlib import contextmanager
 
 import torch
 
-from poisonlab.explain.gw_batches import CHUNK_ELEMENTS
+from poisonlab.explain.gw_batches import CHUNK_ELEMENTS, gw_to_centers
 from poisonlab.explain.gw_lloyd import GWKMeansResult, LloydRun, drive_lockstep, farthest_points
 from poisonlab.explain.point_cloud import PointClouds
 
-__all__ = ["INITS", "GWKMeansResult", "farthest_points", "gw_kmeans", "gw_kmeans_many"]
+__all__ = [
+    "INITS",
+    "GWKMeansResult",
+    "farthest_points",
+    "gw_distances_to_centers",
+    "gw_kmeans",
+    "gw_kmeans_many",
+]
 
 #: Seedings of :func:`gw_kmeans` (module docstring, step 1).
 INITS = ("k-means++", "farthest")
@@ -302,13 +309,7 @@ warm_start, chunk_elements, dtype, init, inner
                 bary_epsilon=bary_epsilon,
                 n_support=n_support,
                 generator=gen,
-                dist_solver={
-                    "max_iter": gw_max_iter,
-                    "tol": gw_tol,
-                    "check_every": 1,
-                    "value_rtol": value_rtol,
-                    "inner": inner,
-                },
+                dist_solver=_distance_solver(gw_max_iter, gw_tol, value_rtol, inner),
                 seed_gw_max_iter=seed_gw_max_iter,
                 bary={
                     "max_iter": bary_max_iter,
@@ -354,6 +355,50 @@ warm_start, chunk_elements, dtype, init, inner
             )
         )
     return out
+
+
+def gw_distances_to_centers(
+    clouds: PointClouds,
+    centers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    epsilon: float = 0.02,
+    gw_max_iter: int = 1000,
+    gw_tol: float | None = None,
+    value_rtol: float = 1e-5,
+    chunk_elements: int = CHUNK_ELEMENTS,
+    dtype: torch.dtype | None = torch.float32,
+    inner: str = "auto",
+) -> torch.Tensor:
+    """GW distances (B, k) of new clouds to fitted centers ``(C, p)`` of one size, solved as
+    :func:`gw_kmeans` solves its distances (same dtype and stopping rules, from the product
+    coupling), so that they compare with the distances of the clustered clouds (e.g. Heatmap
+    Clustering's held-out reference).  Returned in the dtype of ``clouds``."""
+    out_dtype = clouds.C.dtype
+    if dtype is not None and dtype != clouds.C.dtype:
+        clouds = PointClouds(clouds.C.to(dtype), clouds.p.to(dtype), clouds.sizes, None)
+    work = clouds.C.dtype
+    with _one_thread(clouds.C.device):
+        results = gw_to_centers(
+            clouds,
+            [(C.to(work), p.to(work)) for C, p in centers],
+            epsilon=epsilon,
+            chunk_elements=chunk_elements,
+            **_distance_solver(gw_max_iter, gw_tol, value_rtol, inner),  # type: ignore[arg-type]
+        )
+    return torch.stack([r.value for r in results], dim=1).to(out_dtype)
+
+
+def _distance_solver(
+    gw_max_iter: int, gw_tol: float | None, value_rtol: float, inner: str
+) -> dict[str, float | int | str | None]:
+    """The solver settings of every cloud-to-center distance of a k-means run."""
+    return {
+        "max_iter": gw_max_iter,
+        "tol": gw_tol,
+        "check_every": 1,
+        "value_rtol": value_rtol,
+        "inner": inner,
+    }
 
 
 @contextmanager
