@@ -29,6 +29,8 @@ def test_defaults_for_names_and_ids() -> None:
         ({"images": torch.zeros(2, 1, 2, 2, dtype=torch.float64)}, "float32"),
         ({"images": torch.full((2, 1, 2, 2), float("nan"))}, "NaN"),
         ({"images": torch.full((2, 1, 2, 2), 1.5)}, r"\[0, 1\]"),
+        # a float32 rounding overshoot, shown in full (":g" once printed it as "0..1")
+        ({"images": torch.full((2, 1, 2, 2), 1.0000001)}, r"found 1\.00000011920928\d*\.\."),
         ({"labels": torch.tensor([0, 3])}, r"labels must lie in \[0, 2\]"),
         ({"labels": torch.tensor([-1, 0])}, "labels must lie"),
         ({"labels": torch.tensor([0])}, "2 images but 1 labels"),

@@ -77,7 +77,8 @@ class ImageDataset:
             if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
                 raise DataError(f"{where}: images contain NaN or infinite pixels")
             if lo < 0.0 or hi > 1.0:
-                raise DataError(f"{where}: pixels must lie in [0, 1], found {lo:g}..{hi:g}")
+                # repr, not :g, so an overshoot by rounding (1.0000001) is not shown as 1
+                raise DataError(f"{where}: pixels must lie in [0, 1], found {lo!r}..{hi!r}")
         names = tuple(map(str, self.class_names)) or tuple(map(str, range(self.num_classes)))
         if len(names) != self.num_classes:
             raise DataError(f"{where}: {len(names)} class names for {self.num_classes} classes")
