@@ -72,6 +72,10 @@ Y = np.array([0, 1])
         ({"y": Y, "z": X}, "missing array 'x'"),
         ({"x": np.zeros((2, 16), np.uint8), "y": Y}, r"'x' must have shape \(N, H, W\)"),
         ({"x": np.zeros((2, 3, 8, 8), np.uint8), "y": Y}, "8 channels in its last axis"),
+        (
+            {"x": np.zeros((2, 1, 8, 8), np.uint8), "y": Y},
+            r"looks channels-first \(N×C×H×W\): save x.transpose\(0, 2, 3, 1\)",
+        ),
         ({"x": X, "y": np.array([0, 1, 1])}, "2 images in 'x' but 3 labels"),
         ({"x": X, "y": np.array([0, -1])}, "negative labels"),
         ({"x": X, "y": np.array([0.0, 1.0])}, "'y' must be a 1-d integer array"),

@@ -90,9 +90,12 @@ def _images(x: np.ndarray, path: Path) -> np.ndarray:
     if x.ndim != 4:
         raise DataError(f"{path}: 'x' must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
     if x.shape[-1] not in (1, 3):
+        hint = ""
+        if x.shape[1] in (1, 3):  # how PyTorch code usually holds images
+            hint = "; it looks channels-first (N×C×H×W): save x.transpose(0, 2, 3, 1)"
         raise DataError(
             f"{path}: 'x' has {x.shape[-1]} channels in its last axis; expected 1 or 3 "
-            f"(channels-last N×H×W×C), got shape {x.shape}"
+            f"(channels-last N×H×W×C), got shape {x.shape}{hint}"
         )
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
         raise DataError(f"{path}: 'x' must be uint8 or float in [0, 1], got {x.dtype}")
