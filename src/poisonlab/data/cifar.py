@@ -123,7 +123,7 @@ def load_cifar10(path: Path, part: str = "train") -> ImageDataset:
     if root is None and (folder := enclosing_root(path)) is not None:
         raise DataError(
             f"{path} is one file of the CIFAR-10 folder {folder}: pass the folder (the training "
-            "part is every data_batch_*, the test part test_batch with part 'test')"
+            "part is every data_batch_*, the test part test_batch with part='test', --part test)"
         )
     if root is None:
         raise DataError(f"{path}: not a CIFAR-10 python folder (no data_batch_1 or test_batch)")

@@ -189,7 +189,7 @@ def load_gtsrb(
     if root is None and (outer := enclosing_root(path)) is not None:
         raise DataError(
             f"{path} is inside the GTSRB folder {outer}: pass {outer} itself (the training part "
-            f"is read from {TRAIN_DIR.as_posix()}, the labelled test part with part 'test')"
+            f"is read from {TRAIN_DIR.as_posix()}, the labelled test part with part='test', --part test)"
         )
     if root is None:
         raise DataError(

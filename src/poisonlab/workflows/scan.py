@@ -365,8 +365,8 @@ def _check_reference_members(
     raise ConfigError(
         f"threshold {threshold.describe()} cuts the combined score of the defenses that give "
         f"class verdicts, calibrated on the held-out set, and none of the selected defenses "
-        f"({selected}) gives one: add one of {', '.join(able)}, or use decision 'union' "
-        "(each defense's own flags at that threshold)"
+        f"({selected}) gives one: add one of {', '.join(able)}, or the union decision "
+        "(decision='union', --decision union: each defense's own flags at that threshold)"
     )
 
 
