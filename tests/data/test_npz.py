@@ -90,12 +90,22 @@ Y = np.array([0, 1])
         ({"x": X, "y": np.array([0, 2]), "class_names": np.array(["a", "b"])}, "label 2 but"),
         ({"x": X, "y": Y, "ids": np.array(["only-one"])}, "1 ids for 2 samples"),
         ({"x": X, "y": Y, "class_names": np.array([1, 2])}, "'class_names' must be a 1-d array"),
+        # a malformed ground-truth mask once passed loading, then failed after the whole scan
+        # (wrong length) or was read as all poisons (strings cast to bool)
+        ({"x": X, "y": Y, "is_poison": np.zeros(1, bool)}, r"'is_poison' .* must be 2 booleans"),
+        ({"x": X, "y": Y, "is_poison": np.array(["no", "no"])}, r"got <U2\(2,\)"),
+        ({"x": X, "y": Y, "is_poison": np.array([0, 2])}, r"'is_poison'.*got int64\(2,\)"),
     ],
 )
 def test_bad_arrays(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) -> None:
     path = _write(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message):
         load_dataset(path)
+
+
+def test_is_poison_as_written_by_attacks_loads(tmp_path: Path) -> None:
+    for mask in (np.array([True, False]), np.array([1, 0], np.uint8)):
+        assert len(load_dataset(_write(tmp_path / "ok.npz", x=X, y=Y, is_poison=mask))) == 2
 
 
 def test_object_arrays_are_never_unpickled(tmp_path: Path) -> None:

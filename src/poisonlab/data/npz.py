@@ -5,7 +5,9 @@ Arrays: ``x`` of shape (N, H, W) or (N, H, W, C) with C in {1, 3}, either uint8 
 (N strings) and ``class_names`` (one string per class; without it the classes are 0..max(y), which
 is refused when max(y) is far above the number of distinct labels: declare sparse classes with
 ``class_names``, see :func:`poisonlab.data.checks.check_label_range`).
-Other arrays (e.g. a poison mask written as an extra) are ignored here.
+``is_poison``, the ground-truth mask ``poisonlab attack`` writes and ``data info``, ``scan`` and
+``report`` read, is checked here too (N booleans, or integers 0/1), so a malformed one fails at load
+time rather than after a scan. Other arrays are ignored here.
 """
 
 from __future__ import annotations
@@ -129,6 +131,21 @@ def _strings(
     return values.astype(str)
 
 
+def _check_mask(mask: np.ndarray | None, path: Path, length: int) -> None:
+    """``is_poison`` (when present) must be ``length`` booleans or integers 0/1."""
+    if mask is None:
+        return
+    shape_ok = mask.ndim == 1 and len(mask) == length
+    kind_ok = mask.dtype == np.bool_ or (
+        np.issubdtype(mask.dtype, np.integer) and bool(np.isin(mask, (0, 1)).all())
+    )
+    if not (shape_ok and kind_ok):
+        raise DataError(
+            f"{path}: 'is_poison' (the ground-truth mask poisonlab reads) must be {length} "
+            f"booleans (or 0/1 integers), one per image; got {mask.dtype}{mask.shape}"
+        )
+
+
 def load_npz(path: Path, part: str = "train") -> ImageDataset:
     """Load an .npz data set (a single-part source), validating every array it uses."""
     check_part(part, f"{path} (an .npz file)", has_test=False)
@@ -151,6 +168,7 @@ def load_npz(path: Path, part: str = "train") -> ImageDataset:
         images = _images(x, path)
         ids = _strings(_read(archive, "ids", path), "ids", path, len(images))
         names = _strings(_read(archive, "class_names", path), "class_names", path, None)
+        _check_mask(_read(archive, "is_poison", path), path, len(images))
     if y.ndim != 1 or not (y.size == 0 or np.issubdtype(y.dtype, np.integer)):
         raise DataError(f"{path}: 'y' must be a 1-d integer array, got {y.dtype}{y.shape}")
     if len(y) != len(images):
