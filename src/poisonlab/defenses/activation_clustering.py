@@ -137,7 +137,9 @@ class ActivationClustering(TwoMeansDetector):
         for members in suspects.values():
             excluded[members] = True
         # every split class keeps its large cluster, so there is always data left to train on
-        model = retrain_without(evidence, excluded, seed=self.seed, epochs=self.retrain_epochs)
+        model = retrain_without(
+            evidence, excluded, seed=self.seed, epochs=self.retrain_epochs, defense=self.name
+        )
         from poisonlab.train import predict
 
         kept: dict[int, Tensor] = {}

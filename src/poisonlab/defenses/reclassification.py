@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -41,7 +42,12 @@ def reclassification_verdict(
 
 
 def retrain_without(
-    evidence: Evidence, excluded: Tensor, *, seed: int, epochs: int | None
+    evidence: Evidence,
+    excluded: Tensor,
+    *,
+    seed: int,
+    epochs: int | None,
+    defense: str | None = None,
 ) -> Network:
     """A fresh copy of the evidence model's architecture trained on the non-excluded samples.
 
@@ -50,6 +56,8 @@ def retrain_without(
     (:func:`poisonlab.train.recipes.default_recipe`); ``epochs`` overrides the epochs and ``seed``
     seeds it. The copy starts from new weights (seeded by ``seed``) and the global RNG state is
     restored afterwards, so neither the user's model nor the caller's random stream changes.
+    ``defense`` names the detector it confirms in the progress display ("exclusionary retraining
+    (activation-clustering)"), so a log with several such retrainings says whose each one is.
     """
     from poisonlab.models.registry import build_model
     from poisonlab.train import train_model
@@ -63,9 +71,8 @@ def retrain_without(
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         model = build_model(original.config, seed=seed)
-        train_model(
-            model, data, config, device=evidence.device, description="exclusionary retraining"
-        )
+        description = "exclusionary retraining" + (f" ({defense})" if defense else "")
+        train_model(model, data, config, device=evidence.device, description=description)
     return model
 
 
@@ -76,6 +83,7 @@ def confirm_by_reclassification(
     *,
     confirm: float,
     seed: int,
+    defense: str | None = None,
 ) -> tuple[tuple[ClassVerdict, ...], Tensor]:
     """Exclusionary reclassification (Chen et al. 2018 §4) of the classes ``verdicts`` name.
 
@@ -86,7 +94,8 @@ def confirm_by_reclassification(
     other class C, the group is legitimate when l/q > ``confirm`` (T) and the verdict is
     cleared (its flags dropped); a poison group, whose label only its trigger explained, goes
     to its source class C. Runs only when a class is named and the evidence has a model;
-    detectors naming the same suspects share one retraining. Returns the verdicts and flags.
+    detectors naming the same suspects share one retraining (its progress names ``defense``, the
+    detector that asked first). Returns the verdicts and flags.
     """
     named = [v for v in verdicts if v.poisoned]
     if evidence.model is None or not named:
@@ -95,7 +104,7 @@ def confirm_by_reclassification(
 
     key = ("retrained without", seed, hashlib.sha256(flags.numpy().tobytes()).hexdigest())
     model = evidence.cached(
-        key, lambda: retrain_without(evidence, flags, seed=seed, epochs=None)
+        key, lambda: retrain_without(evidence, flags, seed=seed, epochs=None, defense=defense)
     )  # detectors naming the same suspects share one retraining
     labels = evidence.labels()
     flags = flags.clone()
@@ -127,6 +136,7 @@ class ConfirmedByReclassification:
     """Mixin for a verdict-giving detector: confirm the classes its verdicts name by exclusionary
     reclassification at T = ``confirm`` (None skips it), one retraining seeded by ``seed``."""
 
+    name: ClassVar[str]
     confirm: float | None
     seed: int
 
@@ -138,5 +148,5 @@ class ConfirmedByReclassification:
         if self.confirm is None:
             return verdicts, flags
         return confirm_by_reclassification(
-            evidence, verdicts, flags, confirm=self.confirm, seed=self.seed
+            evidence, verdicts, flags, confirm=self.confirm, seed=self.seed, defense=self.name
         )
