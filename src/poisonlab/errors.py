@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class PoisonlabError(Exception):
     """Base class for errors caused by the user's input, files or parameters."""
@@ -21,3 +23,18 @@ class ConfigError(PoisonlabError, ValueError):
 
 class BudgetError(PoisonlabError, ValueError):
     """An attack budget cannot be met with the data available (never silently shrunk)."""
+
+
+def did_you_mean(name: str, choices: Sequence[str], *, suffix: str = "") -> str:
+    """`` (did you mean X?)`` naming the choice closest to a mistyped ``name`` (e.g.
+    ``spectral-signature``, ``contamnation``), or "" when none is close or ``name`` is one of them.
+
+    ``suffix`` follows the suggested name (e.g. ``":0.1"``, what followed the mistyped one). The
+    one place where error messages of the CLI and the library look for a typo's intended name.
+    """
+    from difflib import get_close_matches
+
+    if name in choices:
+        return ""
+    close = get_close_matches(name, choices, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}{suffix}?)" if close else ""

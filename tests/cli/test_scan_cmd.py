@@ -154,6 +154,7 @@ def test_user_errors_are_one_red_line(files):
             "unknown defense 'spectral-signature' (did you mean spectral-signatures?)",
         ),
         (["--param", "raw-clustering.colour=red"], "does not take 'colour'"),
+        (["-t", "contamnation:0.1"], "not understood (did you mean contamination:0.1?)"),
     ]
     for extra, message in cases:
         defense = [] if "-D" in extra else ["-D", "raw-clustering"]

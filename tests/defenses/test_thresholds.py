@@ -51,6 +51,9 @@ def test_parse_accepts_the_documented_forms(spec: str, expected) -> None:
         ("fpr:", ["not understood", "value:V with V a finite number"]),
         ("top:3", ["not understood", "paper, contamination:F"]),
         ("paper:1", ["not understood"]),
+        ("contamnation:0.1", ["not understood (did you mean contamination:0.1?); use verdict"]),
+        ("verdit", ["'verdit' not understood (did you mean verdict?)"]),
+        ("Paper", ["(did you mean paper?)"]),
     ],
 )
 def test_bad_thresholds_say_the_valid_range(spec: str, fragments: list[str]) -> None:
@@ -58,6 +61,7 @@ def test_bad_thresholds_say_the_valid_range(spec: str, fragments: list[str]) -> 
         parse_threshold(spec)
     message = str(info.value)
     assert "\n" not in message
+    assert ("did you mean" in message) == any("did you mean" in f for f in fragments)
     for fragment in fragments:
         assert fragment in message, (fragment, message)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, did_you_mean
 
 DEFENSES = (
     "activation-clustering",
@@ -56,10 +56,7 @@ def source_help() -> str:
 def check_names(kind: str, names: Sequence[str], choices: Sequence[str]) -> None:
     """ConfigError for the first name not in ``choices`` (the registries' message), naming the
     closest choice first when there is one (a typo such as ``spectral-signature``)."""
-    from difflib import get_close_matches
-
     for name in names:
         if name not in choices:
-            close = get_close_matches(name, choices, n=1, cutoff=0.75)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = did_you_mean(name, choices)
             raise ConfigError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(choices)}")

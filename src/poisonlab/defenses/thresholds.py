@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, did_you_mean
 from poisonlab.validation import FRACTION, Boolean, Interval, ParameterError, check_param
 
 FINITE = Interval(Real, None, None)
@@ -243,7 +243,8 @@ def parse_threshold(spec: str) -> Threshold:
         "value": FixedValue,
     }
     if name not in kinds or not arg:
-        raise ConfigError(f"threshold {spec!r} not understood; use {THRESHOLD_FORMS}")
+        hint = did_you_mean(name, ["verdict", "paper", *kinds], suffix=sep + arg)
+        raise ConfigError(f"threshold {spec!r} not understood{hint}; use {THRESHOLD_FORMS}")
     try:
         number = float(arg)
     except ValueError:
