@@ -10,6 +10,7 @@ import torch
 
 from poisonlab.defenses import Contamination, FixedValue, TargetFPR, build_detector
 from poisonlab.defenses.fusion import (
+    CombinedDecision,
     combine,
     combined_score,
     verdict_sentence,
@@ -55,6 +56,52 @@ def test_clean_set_removes_nothing_and_names_no_class() -> None:
     decision = combine(fitted(case, "activation-clustering", "spectral-signatures"), case.labels)
     assert decision.poisoned_classes == [] and not decision.removed.any()
     assert verdict_sentence(decision, ["a", "b", "c"]) == "classes 0–2 look clean"
+
+
+def test_an_all_to_all_verdict_names_its_classes_once() -> None:
+    """Nine classes named: their ranges once and the counts in brackets, not nine clauses (the
+    sentence wraps readably at 80 columns); one class named keeps the one-clause form."""
+
+    def decision(removed: dict[int, int]) -> CombinedDecision:
+        per_class = {
+            str(c): {"poisoned": c in removed, "removed": removed.get(c, 0)} for c in range(10)
+        }
+        named, n = sorted(removed), sum(removed.values())
+        return CombinedDecision(
+            torch.zeros(n),
+            torch.ones(n, dtype=torch.bool),
+            named,
+            "verdict",
+            ["ac"],
+            per_class=per_class,
+        )
+
+    names = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
+    counts = {c: 60 + c for c in range(10) if c != 4}
+    sentence = verdict_sentence(decision(counts), names)
+    assert sentence == (
+        "classes 0–3, 5–9 look poisoned (581 suspicious samples: 0: 60, 1: 61, 2: 62, 3: 63, "
+        "5: 65, 6: 66, 7: 67, 8: 68, 9: 69); class 4 looks clean"
+    )
+    assert len(sentence) < 160
+    two = verdict_sentence(decision({3: 31, 8: 12}), names)
+    assert (
+        two
+        == "classes 3, 8 look poisoned (43 suspicious samples: 3: 31, 8: 12); classes 0–2, 4–7, 9 look clean"
+    )
+    one = verdict_sentence(decision({8: 31}), names)
+    assert one == "class 8 (Bag) looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean"
 
 
 def test_min_p_is_bonferroni_corrected_over_members() -> None:

@@ -373,7 +373,14 @@ def _user_cut(
 
 def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> str:
     """The verdict in one line, e.g. "class 8 looks poisoned: 31 suspicious samples; classes
-    0–7, 9 look clean"."""
+    0–7, 9 look clean".
+
+    When several classes are named (an all-to-all attack names nearly all of them), the
+    classes are given once as ranges and the per-class counts follow in brackets, "classes 0–3,
+    5–9 look poisoned (613 suspicious samples: 0: 67, 1: 66, …); class 4 looks clean", instead
+    of one clause per class: a sentence that stays readable wrapped at 80 columns. The class
+    names and every per-class number are in the decision (summary.json's ``per_class``).
+    """
 
     def name(c: int) -> str:
         label = class_names[c] if c < len(class_names) else str(c)
@@ -390,9 +397,16 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     named = decision.poisoned_classes
     clean = [c for c in tested if c not in named]
     parts = []
-    for c in named:
-        n = decision.per_class[str(c)]["removed"]
-        parts.append(f"class {name(c)} looks poisoned: {n} suspicious samples")
+    removed = {c: int(decision.per_class[str(c)]["removed"]) for c in named}
+    if len(named) == 1:
+        (c,) = named
+        parts.append(f"class {name(c)} looks poisoned: {removed[c]} suspicious samples")
+    elif named:
+        counts = ", ".join(f"{c}: {n}" for c, n in removed.items())
+        parts.append(
+            f"classes {_ranges(sorted(named))} look poisoned "
+            f"({sum(removed.values())} suspicious samples: {counts})"
+        )
     if clean:
         word = "class" if len(clean) == 1 else "classes"
         verb = "looks" if len(clean) == 1 else "look"
