@@ -177,6 +177,23 @@ def test_scan_writes_a_report_with_ground_truth(scan_files):
     assert "ROC and precision–recall per defense" in sections((out / "report.html").read_text())
 
 
+def test_scan_report_tables_show_no_raw_markup_and_no_nan(scan_files):
+    """A skip reason's backticked parameter is set as code, and a metric undefined for a defense
+    (precision when it flagged nothing) reads "n/a" with the reason, not "nan"."""
+    out = scan_files["tmp"] / "c"
+    args = ["scan", str(scan_files["poisoned"]), "-D", "raw-clustering,deep-features"]
+    result = runner.invoke(app, [*args, "-t", "value:1e9", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert "needs a clean held-out set (<code>holdout</code>)" in page
+    assert "`" not in page
+    detection = page.split("Detection against the ground truth")[-1].split("</table>")[0]
+    assert "nan" not in detection
+    precision = '<td title="nothing flagged: precision is undefined">n/a</td>'
+    assert precision in detection
+    assert "n/a: undefined for the samples at hand (raw-clustering: nothing flagged" in page
+
+
 def test_scan_of_unlabelled_data_and_report_command(scan_files):
     out = scan_files["tmp"] / "b"
     page = scan(scan_files["plain"], out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
 th, td { border: 1px solid #d9d9de; padding: 0.25em 0.55em; text-align: right; }
 th { background: #f3f3f6; }
 td.label, th.label { text-align: left; }
+td[title] { cursor: help; text-decoration: underline dotted; }
+code { background: #f3f3f6; padding: 0 0.2em; font-size: 0.95em; }
 pre { background: #f6f6f8; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 .missing li { color: #8a5a00; }
 .skipped { color: #8a5a00; }
@@ -85,6 +88,28 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+class Tip(str):
+    """A table cell's text with a tooltip saying what it means (e.g. "n/a" and why a metric is
+    undefined); compares and prints as its text."""
+
+    tip: str
+
+    def __new__(cls, text: str, tip: str) -> Tip:
+        """The cell ``text`` with the tooltip ``tip``."""
+        cell = super().__new__(cls, text)
+        cell.tip = tip
+        return cell
+
+
+_BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+def cell_html(value: Any) -> str:
+    """A table cell's content: escaped text, a library message's backticked name (the reason
+    "needs a clean held-out set (`holdout`)") set as code instead of showing the backticks."""
+    return _BACKTICKED.sub(r"<code>\1</code>", esc(value))
+
+
 def figure(png: bytes, caption: str) -> str:
     """An embedded PNG with a caption."""
     data = base64.b64encode(png).decode("ascii")
@@ -96,7 +121,8 @@ def figure(png: bytes, caption: str) -> str:
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, labels: int = 1) -> str:
     """An HTML table; the first ``labels`` columns are left-aligned label columns; an all-empty
-    ``header`` gives a key–value table without a header row."""
+    ``header`` gives a key–value table without a header row. A :class:`Tip` cell gets its
+    tooltip; backticked names in a cell are set as code (:func:`cell_html`)."""
     head = "".join(
         f'<th class="label">{esc(h)}</th>' if i < labels else f"<th>{esc(h)}</th>"
         for i, h in enumerate(header)
@@ -104,11 +130,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, labels: int =
     thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = []
     for row in rows:
-        cells = "".join(
-            f'<td class="label">{esc(c)}</td>' if i < labels else f"<td>{esc(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
+        cells = []
+        for i, c in enumerate(row):
+            attributes = ' class="label"' if i < labels else ""
+            if isinstance(c, Tip):
+                attributes += f' title="{esc(c.tip)}"'
+            cells.append(f"<td{attributes}>{cell_html(c)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 

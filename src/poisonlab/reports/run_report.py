@@ -31,7 +31,7 @@ from poisonlab.errors import PoisonlabError
 from poisonlab.metrics.detection import detection_metrics
 from poisonlab.reports import plots
 from poisonlab.reports.compare import paper_style_table
-from poisonlab.reports.html import Page, figure, note, pre_json, table, versions_table
+from poisonlab.reports.html import Page, Tip, figure, note, pre_json, table, versions_table
 from poisonlab.reports.records import (
     CellRecord,
     available_metrics,
@@ -53,17 +53,23 @@ def read_npz(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _fmt(value: float | int) -> str:
-    """A metric for a table cell."""
+UNDEFINED = "n/a"
+"""A metric undefined for the samples at hand (precision when nothing is flagged, TPR without
+poisons): the table shows this, with the reason as the cell's tooltip and under the table."""
+
+
+def _fmt(value: float | int, why: str) -> str:
+    """A metric for a table cell; an undefined one (NaN) is :data:`UNDEFINED` explained by ``why``."""
     if isinstance(value, float):
-        return "nan" if np.isnan(value) else f"{value:.4g}"
+        return Tip(UNDEFINED, why) if np.isnan(value) else f"{value:.4g}"
     return str(value)
 
 
 def detection_rows(
     is_poison: np.ndarray, scores: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]
 ) -> list[list[str]]:
-    """Per defense: analysed, poisons, flagged, ACC, TPR, TNR, precision, AUROC, AUPR."""
+    """Per defense: analysed, poisons, flagged, ACC, TPR, TNR, precision, AUROC, AUPR; an
+    undefined metric is a :class:`~poisonlab.reports.html.Tip` "n/a" carrying the reason."""
     rows = []
     for name, values in scores.items():
         analysed = arrays.get(f"analysed__{name}", np.isfinite(values)).astype(bool)
@@ -71,8 +77,19 @@ def detection_rows(
         flagged = arrays.get(f"flagged__{name}", np.zeros(len(values), bool)).astype(bool)
         m = detection_metrics(is_poison[analysed], values[analysed], flagged[analysed])
         stats = (m.accuracy, m.tpr, m.tnr, m.precision, m.auroc, m.aupr)
-        rows.append([name, str(m.n), str(m.n_poison), str(m.n_flagged), *map(_fmt, stats)])
+        why = "; ".join(m.notes) or "undefined"
+        cells = [_fmt(v, why) for v in stats]
+        rows.append([name, str(m.n), str(m.n_poison), str(m.n_flagged), *cells])
     return rows
+
+
+def undefined_note(rows: list[list[str]]) -> str:
+    """Why a detection table shows "n/a", per defense ("" when every metric is defined)."""
+    reasons = {row[0]: cell.tip for row in rows for cell in row[1:] if isinstance(cell, Tip)}
+    if not reasons:
+        return ""
+    told = "; ".join(f"{name}: {why}" for name, why in reasons.items())
+    return note(f"{UNDEFINED}: undefined for the samples at hand ({told}).")
 
 
 DETECTION_HEADER = [
@@ -117,7 +134,8 @@ def score_sections(page: Page, arrays: Mapping[str, np.ndarray], where: str, lev
     )
     page.add(
         f"{where}Detection from the scores",
-        table(DETECTION_HEADER, detection_rows(truth, scores, arrays))
+        table(DETECTION_HEADER, rows := detection_rows(truth, scores, arrays))
+        + undefined_note(rows)
         + note(
             "Recomputed from scores.npz over each defense's analysed samples; positive = poison."
         ),
