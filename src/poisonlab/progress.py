@@ -9,24 +9,35 @@ Every bar draws on one shared stderr console, so a stage that runs inside anothe
 inside "running defenses") is stacked under it instead of overwriting it. A step that repeats a
 small stage many times (LRP heatmaps class by class) reports one stage of its own across the
 repetitions and runs them inside :func:`muted`, so a log gets one line, not one per class.
+
+A stage that runs in a child process (the LGM model a scan trains beside its other work,
+:mod:`poisonlab.train.background`) cannot draw on this process's screen: the child calls
+:func:`report_to` and its stages write their state to a file, which the parent reads
+(:func:`read_report`) and shows as a stage of its own, like any training here.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _enabled = False
 _muted = 0
 _console = None
+_report: Path | None = None
 
 LINE_SECONDS = 30.0
 """Without a terminal: at most one progress line this often per running stage (and one at its end)."""
+REPORT_SECONDS = 0.5
+"""In a child process (:func:`report_to`): at most one state write this often per stage."""
 
 
 def enable(flag: bool = True) -> None:
@@ -37,12 +48,35 @@ def enable(flag: bool = True) -> None:
 
 def is_enabled() -> bool:
     """True when bars should be drawn: enabled by the CLI, not muted, stderr a terminal."""
-    return _enabled and not _muted and sys.stderr.isatty()
+    return _enabled and not _muted and _report is None and sys.stderr.isatty()
 
 
 def lines_enabled() -> bool:
-    """True when progress is enabled and not muted but stderr is not a terminal: plain lines."""
-    return _enabled and not _muted and not sys.stderr.isatty()
+    """True when stages are reported without a bar: progress enabled and not muted but stderr
+    not a terminal (plain lines), or a child process reporting to a file (:func:`report_to`)."""
+    if _muted:
+        return False
+    return _report is not None or (_enabled and not sys.stderr.isatty())
+
+
+def report_to(path: str | Path | None) -> None:
+    """In a child process: every stage writes its state to ``path`` instead of the screen.
+
+    The state is JSON, ``{"description", "done", "total", "info"}``, replaced atomically at most
+    every :data:`REPORT_SECONDS` and at the stage's end; the parent shows it with
+    :func:`read_report` (the child's stderr is a log file nobody watches). None turns it off.
+    """
+    global _report
+    _report = Path(path) if path is not None else None
+
+
+def read_report(path: str | Path) -> dict[str, Any] | None:
+    """The last state a child wrote with :func:`report_to` (None before its first write)."""
+    try:
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 @contextmanager
@@ -74,19 +108,21 @@ def elapsed(seconds: float) -> str:
 class _Lines:
     """A stage reported as plain lines on stderr (see the module docstring)."""
 
-    def __init__(self, description: str, total: float | None) -> None:
+    def __init__(self, description: str, total: float | None, started: float | None = None) -> None:
         self.description = description
         self.total = total
         self.done = 0.0
         self.info = ""
-        self.started = self.last = time.monotonic()
+        self.started = time.monotonic() if started is None else started
+        self.last = time.monotonic()
+        self.report = _report  # a child's stages write their state there instead
 
     def advance(self, steps: float = 1, info: str | None = None) -> None:
         self.done += steps
         if info is not None:
             self.info = info
         now = time.monotonic()
-        if now - self.last >= LINE_SECONDS:
+        if now - self.last >= (LINE_SECONDS if self.report is None else REPORT_SECONDS):
             self.last = now
             self._write(f"{elapsed(now - self.started)} so far")
 
@@ -94,6 +130,12 @@ class _Lines:
         self._write(f"done in {elapsed(time.monotonic() - self.started)}")
 
     def _write(self, when: str) -> None:
+        if self.report is not None:
+            state = {"description": self.description, "done": self.done, "total": self.total}
+            part = self.report.with_name(self.report.name + ".part")
+            part.write_text(json.dumps({**state, "info": self.info}), encoding="utf-8")
+            os.replace(part, self.report)  # a reader never sees half a file
+            return
         count = f"{self.done:g}" + (f"/{self.total:g}" if self.total else "")
         info = f", {self.info}" if self.info else ""
         sys.stderr.write(f"{self.description}: {count}{info}, {when}\n")
@@ -186,12 +228,24 @@ class Bar:
         else:
             self._progress.update(self._task, advance=steps, info=info)
 
+    def show(self, done: float, total: float | None, info: str) -> None:
+        """Set the bar's count, total and text (a stage mirrored from a child's report)."""
+        if self._lines is not None:
+            self._lines.total = total
+            self._lines.advance(done - self._lines.done, info)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total, info=info)
+
 
 @contextmanager
-def bar(description: str, total: float | None) -> Iterator[Bar]:
-    """Context manager yielding a :class:`Bar`; silent unless progress is enabled."""
+def bar(description: str, total: float | None, *, started: float | None = None) -> Iterator[Bar]:
+    """Context manager yielding a :class:`Bar`; silent unless progress is enabled.
+
+    ``started`` (a :func:`time.monotonic` time) backdates a stage's lines, for a stage that
+    began before this call (a child's training, shown when the parent waits for it).
+    """
     if not is_enabled():
-        stage = _Lines(description, total) if lines_enabled() else None
+        stage = _Lines(description, total, started) if lines_enabled() else None
         yield Bar(None, None, stage)
         if stage is not None:
             stage.finish()

@@ -23,12 +23,14 @@ unpickled: tensors travel as safetensors, everything else as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from poisonlab.train.loop import TrainResult
 
 JOB, DATA, MODEL, HISTORY, LOG = "job.json", "data.safetensors", "model", "history.json", "log.txt"
+PROGRESS = "progress.json"  # the child's training state (poisonlab.progress.report_to)
+POLL_SECONDS = 0.2  # how often the parent, waiting, reads it
 # Below this many image-epochs (training images × epochs) a child's start-up (importing torch,
 # ~1.5 s of CPU) costs more than the overlap can save: train in this process instead.
 MIN_WORK = 20_000
@@ -58,7 +62,9 @@ class BackgroundTraining:
     threads : intra-op threads of the child (the caller's own count gives identical weights)
 
     Use it as a context manager (or call :meth:`cancel`): leaving the block without collecting
-    the result stops the child and removes its folder.
+    the result stops the child and removes its folder. While :meth:`result` waits, the child's
+    training shows as this process's stage "training ARCH (HEAD)" (a bar, or lines in a log),
+    as a training in this process would: the child reports its steps to a file.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class BackgroundTraining:
         here = str(Path(__file__).resolve().parents[2])  # the folder holding this poisonlab
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         command = [sys.executable, "-m", "poisonlab.train.background", str(self._folder)]
+        self._started = time.monotonic()
         with (self._folder / LOG).open("wb") as log:  # a file, not a pipe: it never fills up
             self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
@@ -109,14 +116,7 @@ class BackgroundTraining:
         if self._process is None:
             raise PoisonlabError("this background training was already collected or cancelled")
         try:
-            code = self._process.wait()
-            self._process = None
-            if code != 0:
-                tail = (self._folder / LOG).read_text(errors="replace").strip().splitlines()[-5:]
-                raise PoisonlabError(
-                    f"training {self.description} in a child process failed (exit code {code}): "
-                    + " | ".join(tail)
-                )
+            self._wait()
             network = load_checkpoint(self._folder / MODEL).model
             saved = json.loads((self._folder / HISTORY).read_text())
             history = TrainResult(
@@ -127,6 +127,29 @@ class BackgroundTraining:
             return network, history
         finally:
             self.cancel()
+
+    def _wait(self) -> None:
+        """Wait for the child, showing its training as a stage here; PoisonlabError with the
+        child's last output when it failed (the stage then writes no "done" line)."""
+        from poisonlab import progress
+
+        process = self._process
+        assert process is not None
+        with progress.bar(f"training {self.description}", None, started=self._started) as bar:
+            code = None
+            while code is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = process.wait(timeout=POLL_SECONDS)
+                state = progress.read_report(self._folder / PROGRESS)
+                if state is not None:
+                    bar.show(float(state["done"]), state["total"], str(state["info"]))
+            self._process = None
+            if code != 0:
+                tail = (self._folder / LOG).read_text(errors="replace").strip().splitlines()[-5:]
+                raise PoisonlabError(
+                    f"training {self.description} in a child process failed (exit code {code}): "
+                    + " | ".join(tail)
+                )
 
     def cancel(self) -> None:
         """Stop the child if it still runs and delete its folder (safe to call twice)."""
@@ -153,10 +176,11 @@ def worth_it(n_images: int, epochs: int, threads: int) -> bool:
 
 def _child(folder: Path) -> None:
     """The child's side: train the job in ``folder`` and write the checkpoint and history."""
-    from poisonlab import runtime
+    from poisonlab import progress, runtime
 
     job = json.loads((folder / JOB).read_text())
     runtime.use_threads(int(job["threads"]))
+    progress.report_to(folder / PROGRESS)  # the parent shows the training from there
     import torch
     from safetensors.torch import load_file
 
