@@ -298,7 +298,7 @@ def attack_command(
 
     Examples:
 
-        poisonlab attack badnets --data fashion-mnist --rate 0.1 --out runs/bn
+        poisonlab attack badnets --data fashion-mnist --out runs/bn
 
         poisonlab attack badnets --source 1 --target 7 --target-rate 0.2 \\
             --trigger square --size 2 --out runs/b17
