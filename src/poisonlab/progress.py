@@ -106,7 +106,8 @@ def elapsed(seconds: float) -> str:
 
 
 class _Lines:
-    """A stage reported as plain lines on stderr (see the module docstring)."""
+    """A stage reported as plain lines on stderr, or in a child process as its state in the
+    :func:`report_to` file (see the module docstring)."""
 
     def __init__(self, description: str, total: float | None, started: float | None = None) -> None:
         self.description = description
