@@ -58,11 +58,12 @@ UNDEFINED = "n/a"
 poisons): the table shows this, with the reason as the cell's tooltip and under the table."""
 
 
-def _fmt(value: float | int, why: str) -> str:
-    """A metric for a table cell; an undefined one (NaN) is :data:`UNDEFINED` explained by ``why``."""
-    if isinstance(value, float):
-        return Tip(UNDEFINED, why) if np.isnan(value) else f"{value:.4g}"
-    return str(value)
+def _fmt(value: float | int, why: str | None = None) -> str:
+    """A metric for a table cell; NaN is :data:`UNDEFINED` explained by ``why`` when the
+    reason is known (the detection table), else "nan"."""
+    if isinstance(value, float) and np.isnan(value):
+        return Tip(UNDEFINED, why) if why else "nan"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def detection_rows(
