@@ -115,3 +115,10 @@ def test_fashion_mnist_missing_package_explains(
     monkeypatch.setattr(builtin, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist")
+
+
+@pytest.mark.parametrize("spec", ["npz:", "folder: ", "cifar10:"])
+def test_prefix_without_a_path(spec: str) -> None:
+    """ "npz:" once read the current folder ("./: a folder, not an .npz file")."""
+    with pytest.raises(DataError, match="names no path"):
+        load_dataset(spec)

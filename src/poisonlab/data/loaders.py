@@ -155,6 +155,8 @@ def resolve(spec: str | Path) -> tuple[DataSource, Path | None]:
             source = DATA_SOURCES.get(prefix)
             if source.path == "none":
                 raise DataError(f"{prefix} is built in and takes no path, got {spec!r}")
+            if not rest.strip():  # "npz:" would otherwise read the current folder
+                raise DataError(f"{spec!r} names no path: {prefix}:PATH")
             return source, existing_path(rest)
     path = Path(spec).expanduser()
     if not path.exists():
