@@ -114,3 +114,16 @@ def test_the_library_refuses_target_fpr_without_holdout_before_training(no_train
         poisonlab.workflows.scan.scan(
             blobs_dataset(), defenses="spectral-signatures", threshold="fpr:0.1"
         )
+
+
+def test_attack_output_over_its_own_input_is_refused(tmp_path):
+    """`attack --data run/poisoned.npz --out run --force` would replace the folder that holds
+    its input (losing the earlier ground truth); refused before any work, input untouched."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    data = save_npz(blobs_dataset(n_per_class=20, seed=0), run_dir / "poisoned.npz")
+    before = data.read_bytes()
+    args = ["attack", "badnets", "--data", str(data), "--out", str(run_dir), "--force"]
+    line = one_red_line(runner.invoke(app, args))
+    assert "overlaps the input" in line and "choose another folder" in line
+    assert data.read_bytes() == before and sorted(run_dir.iterdir()) == [data]

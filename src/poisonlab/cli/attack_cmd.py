@@ -31,9 +31,9 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
+    check_output_apart,
     check_threads,
-    data_path,
-    existing_file,
+    input_paths,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
@@ -321,9 +321,7 @@ def attack_command(
     options = {**locals(), "color": parse_color(color), "window": parse_window(window)}
     given = {k: options[k] for k in ATTACK_OPTIONS if options[k] is not None}
     given |= parse_params(param)
-    data_path(data)
-    if model is not None:
-        existing_file(model, "--model")
+    check_output_apart(out_dir, input_paths([data], model))
     check_output_dir(out_dir, force=force, owned=ATTACK_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
     from poisonlab.attacks import ATTACKS, build_attack

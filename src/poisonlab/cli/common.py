@@ -12,7 +12,7 @@ import typer
 
 from poisonlab import runtime
 from poisonlab.cli import catalog
-from poisonlab.errors import DataError
+from poisonlab.errors import ConfigError, DataError
 
 SEED = typer.Option(0, "--seed", help="Seed for splits, initialisation and training order.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -84,3 +84,20 @@ def existing_file(path: Path, what: str) -> Path:
     if not path.expanduser().exists():
         raise DataError(f"{what} {path}: no such file or directory")
     return path.expanduser()
+
+
+def input_paths(specs: list[str | None], model: Path | None) -> list[Path]:
+    """The input files and folders of a command, each checked to exist (torch-free)."""
+    paths = [data_path(spec) for spec in specs if spec is not None]
+    if model is not None:
+        paths.append(existing_file(model, "--model"))
+    return [p.resolve() for p in paths if p is not None]
+
+
+def check_output_apart(out_dir: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder that is, contains or lies inside an input: writing it (or
+    replacing it with --force) would change or delete what the command reads."""
+    target = out_dir.resolve()
+    for path in inputs:
+        if target == path or target in path.parents or (path.is_dir() and path in target.parents):
+            raise ConfigError(f"--out {out_dir} overlaps the input {path}; choose another folder")

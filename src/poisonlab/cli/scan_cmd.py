@@ -24,9 +24,9 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
+    check_output_apart,
     check_threads,
-    data_path,
-    existing_file,
+    input_paths,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.flags import as_flags
@@ -84,22 +84,6 @@ def parse_params(items: list[str] | None, names: list[str]) -> dict[str, dict[st
             value = raw
         params.setdefault(name, {})[key.strip().replace("-", "_")] = value
     return params
-
-
-def _input_paths(specs: list[str | None], model: Path | None) -> list[Path]:
-    """The input files and folders, each checked to exist (torch-free)."""
-    paths = [data_path(spec) for spec in specs if spec is not None]
-    if model is not None:
-        paths.append(existing_file(model, "--model"))
-    return [p.resolve() for p in paths if p is not None]
-
-
-def check_output_apart(out_dir: Path, inputs: list[Path]) -> None:
-    """Refuse an output folder that is, contains or lies inside an input (it would be changed)."""
-    target = out_dir.resolve()
-    for path in inputs:
-        if target == path or target in path.parents or (path.is_dir() and path in target.parents):
-            raise ConfigError(f"--out {out_dir} overlaps the input {path}; choose another folder")
 
 
 def save_trained_models(
@@ -320,7 +304,7 @@ def scan_command(
     chosen = parse_classes(classes)
     names = defense_names(defense)
     params = parse_params(param, names)
-    check_output_apart(out_dir, _input_paths([data, holdout], model))
+    check_output_apart(out_dir, input_paths([data, holdout], model))
     check_output_dir(out_dir, force=force, owned=SCAN_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
     from poisonlab.data import load_dataset
