@@ -191,3 +191,19 @@ def test_a_file_added_while_the_command_ran_is_not_deleted(tmp_path):
         (target / "b.txt").write_text("the user's")
     assert (target / "a.txt").read_text() == "old" and (target / "b.txt").exists()
     assert (folder.work / "a.txt").read_text() == "new"  # nothing computed is lost either
+
+
+def test_ground_truth_that_fails_after_the_scan_leaves_no_folder(tmp_path, monkeypatch):
+    """The data's ``is_poison`` is read before the output folder is swapped in: when reading it
+    fails (here: it no longer matches the scanned samples), no partial --out is left behind."""
+    import poisonlab.reports.scan_report
+
+    data = save_npz(blobs_dataset(n_per_class=20, seed=0), tmp_path / "data.npz")
+
+    def mismatched(source, ids):
+        raise DataError(f"{source}: its samples are not the ones scanned")
+
+    monkeypatch.setattr(poisonlab.reports.scan_report, "ground_truth", mismatched)
+    result = scan(data, tmp_path / "out")
+    assert result.exit_code == 2 and "not the ones scanned" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz"]

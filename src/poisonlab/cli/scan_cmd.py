@@ -161,9 +161,10 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
     return rows
 
 
-def _print_summary(result: ScanResult, target: Path, source: str) -> None:
+def _print_summary(result: ScanResult, target: Path, truth: Any) -> None:
     """The verdict first, then the per-defense table (:mod:`poisonlab.cli.scan_table`) and where
-    the files are. Off a terminal, lines are not broken at 80 columns (logs keep one per line)."""
+    the files are, with ``truth`` (:func:`_truth`) when the data carries it. Off a terminal,
+    lines are not broken at 80 columns (logs keep one per line)."""
     from rich.markup import escape
 
     from poisonlab.defenses.fusion import verdict_sentence
@@ -174,7 +175,6 @@ def _print_summary(result: ScanResult, target: Path, source: str) -> None:
     if decision is not None:
         sentence = escape(verdict_sentence(decision, data.class_names))
         out.print(f"[bold]{sentence}[/]", highlight=False, soft_wrap=wrap)
-    truth = _truth(result, source)
     title = f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes"
     table = scan_table(title, summary_rows(result, truth))
     print_whole(out, table)
@@ -360,8 +360,9 @@ def scan_command(
                 err.print(f"[yellow]{outcome.name}: {note}[/]", highlight=False)
         result = save_trained_models(result, folder.work, recorded=out_dir)
         write_scan(result, folder.work)
+        truth = _truth(result, data)  # a data file that fails here leaves no output folder
     from poisonlab.reports.scan_report import write_scan_report  # matplotlib: load only here
 
     # after the swap, so the page names the folder it lives in; `poisonlab report` rewrites it
     write_scan_report(out_dir, dataset=dataset, source=data)
-    _print_summary(result, out_dir, data)
+    _print_summary(result, out_dir, truth)
