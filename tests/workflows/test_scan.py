@@ -90,7 +90,7 @@ def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path,
     assert decision.members == ["raw-clustering", "spectral-signatures"]
     assert "dnn-uncertainty" in decision.excluded
     assert torch.equal(decision.removed, poisoned.is_poison)
-    paths = write_scan(result, tmp_path)
+    paths = write_scan(result, tmp_path / "scan" / "out")  # created, parents included
     with paths["scores"].open() as handle:
         rows = list(csv.DictReader(handle))
     removed = np.array([r["removed"] == "1" for r in rows])

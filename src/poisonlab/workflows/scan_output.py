@@ -130,11 +130,13 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
 def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
     """Write scores.csv, summary.json and clean.npz (module docstring) into ``directory``.
 
-    ``directory`` must exist (the CLI writes into a temporary folder from
-    :func:`poisonlab.cli.output.output_folder` and swaps it in on success); returns the three
-    paths by kind.
+    ``directory`` is created when missing (with its parents); files of these three names in it
+    are replaced (the CLI writes into a temporary folder from
+    :func:`poisonlab.cli.output.output_folder` and swaps it in on success, so it never replaces
+    a user's files). Returns the three paths by kind.
     """
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     ran = result.ran
     paths = {
         "scores": directory / "scores.csv",
