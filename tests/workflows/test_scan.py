@@ -115,7 +115,7 @@ def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path,
     from poisonlab.reports.html import render
     from poisonlab.reports.scan_report import scan_page
 
-    page = render(scan_page(tmp_path))
+    page = render(scan_page(paths["summary"].parent))
     assert "Per-class verdicts" in page and summary["verdict"] in page
     assert "Combined score of the classes named poisoned" in page
 
