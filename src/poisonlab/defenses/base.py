@@ -101,6 +101,7 @@ class Detector(Validated, ABC):
     per_class: ClassVar[bool] = False
     inductive: ClassVar[bool] = False
     gives_verdicts: ClassVar[bool] = False
+    verdict_min_class: ClassVar[int] = 0  # classes with fewer samples get no verdict (p = 1)
     _threshold_constraints: ClassVar[ConstraintList] = [
         None,
         InstanceOf(
@@ -262,12 +263,14 @@ class Detector(Validated, ABC):
         if self.gives_verdicts:
             alpha = getattr(self.threshold, "alpha", VerdictRule.alpha)
             tested = scores if scored.verdict_scores is None else scored.verdict_scores.double()
+            first, second = self._break_test(alpha), self._escalation_test(alpha)
+            if self.verdict_min_class:  # classes too small to judge (verdicts.MIN_CLASS_SIZE)
+                first = replace(first, min_samples=self.verdict_min_class)
+                second = (
+                    None if second is None else replace(second, min_samples=self.verdict_min_class)
+                )
             verdicts, verdict_flags = class_verdicts(
-                tested.cpu(),
-                labels,
-                self._break_test(alpha),
-                scale=self._verdict_scale,
-                escalation=self._escalation_test(alpha),
+                tested.cpu(), labels, first, scale=self._verdict_scale, escalation=second
             )
             verdicts, verdict_flags = self._confirm(evidence, verdicts, verdict_flags)
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)

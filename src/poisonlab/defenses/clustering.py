@@ -34,7 +34,12 @@ reduced dimension, so a poison group that stands apart along one direction blurs
 tail. The verdict (:mod:`poisonlab.defenses.verdicts`) therefore reads the kept split's Fisher
 projection (Fisher 1936: z·S_w⁻¹(c_small − c_large), S_w the pooled within-cluster covariance,
 centred between the centroids, in within-cluster standard deviations; ``verdict_scores``), while
-the separation score stays the ranking score, bounded and comparable across classes.
+the separation score stays the ranking score, bounded and comparable across classes. Classes of
+fewer than :data:`~poisonlab.defenses.verdicts.MIN_CLASS_SIZE` (100) samples get no verdict
+("not tested", p-value 1; their scores still rank): on clean Fashion-MNIST subsets, with the
+scan's own model, Activation Clustering's test named 7 of 20 classes of 30 samples and 5 of 40 of
+60 at its first stage, against 1 of 40 of 100 and 1 of 60 of 150–200 (docs/methods.md,
+bench/results/verdicts.md, "Small classes").
 
 **Which k-means restart.** k-means is run ``n_init`` times from k-means++ seeds. Plain k-means
 keeps the lowest inertia (``select="inertia"``). By default we keep the highest silhouette
@@ -69,6 +74,7 @@ from poisonlab.defenses.two_means import (
     sklearn_seed,
     split_two_means,
 )
+from poisonlab.defenses.verdicts import MIN_CLASS_SIZE
 from poisonlab.validation import (
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -124,6 +130,7 @@ class TwoMeansDetector(ConfirmedByReclassification, Detector):
 
     per_class = True
     gives_verdicts = True
+    verdict_min_class = MIN_CLASS_SIZE  # smaller classes are not judged (module docstring)
     inductive = True
     _parameter_constraints: ClassVar[dict[str, ConstraintList]] = {
         "reduce": [Options(REDUCTIONS)],

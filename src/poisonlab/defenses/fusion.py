@@ -328,6 +328,9 @@ def _verdict_rule(
             "removed": 0,
             "cutoff": None,
         }
+        untested = [r.detector for r, v in votes_of[c] if v.untested]
+        if untested:  # members that did not judge the class (e.g. too few samples)
+            entry["untested_by"] = untested
         if namers:
             named.append(c)
             ordering = agreeing_namers([(r, v) for _, _, r, v in namers], labels)
@@ -407,11 +410,33 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
             f"classes {_ranges(sorted(named))} look poisoned "
             f"({sum(removed.values())} suspicious samples: {counts})"
         )
+    members = len(decision.members)
+    skipped = {c: decision.per_class[str(c)].get("untested_by", []) for c in clean}
+    unjudged = [c for c in clean if members and len(skipped[c]) >= members]
+    clean = [c for c in clean if c not in unjudged]
     if clean:
         word = "class" if len(clean) == 1 else "classes"
         verb = "looks" if len(clean) == 1 else "look"
-        parts.append(f"{word} {_ranges(clean)} {verb} clean")
+        partly = [c for c in clean if skipped[c]]
+        note = f" ({_few(partly, skipped)})" if partly else ""
+        parts.append(f"{word} {_ranges(clean)} {verb} clean{note}")
+    if unjudged:
+        word = "class" if len(unjudged) == 1 else "classes"
+        parts.append(f"{word} {_ranges(unjudged)} not judged (too few samples)")
     return "; ".join(parts)
+
+
+def _few(classes: Sequence[int], skipped: dict[int, list[str]]) -> str:
+    """The note on clean-looking classes some members left untested (ClassVerdict.untested),
+    grouped by member set: "too few samples for activation-clustering to judge classes 2, 5"."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for c in classes:
+        groups.setdefault(tuple(skipped[c]), []).append(c)
+    return "; ".join(
+        f"too few samples for {', '.join(names)} to judge "
+        f"{'class' if len(cs) == 1 else 'classes'} {_ranges(cs)}"
+        for names, cs in groups.items()
+    )
 
 
 def _ranges(values: Sequence[int]) -> str:
