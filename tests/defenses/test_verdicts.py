@@ -3,6 +3,7 @@ group, and the verdicts of the detectors that give them (planted one-class backd
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -441,3 +442,77 @@ def test_the_confirmation_runs_once_over_both_stages_and_can_clear_a_second_stag
     assert result.poisoned_classes == list(range(9))
     assert not result.flagged[labels == 9].any()  # the default threshold reads the verdicts
     assert result.flagged[labels == 0].any()
+
+
+def test_a_class_below_min_samples_is_reported_untested() -> None:
+    """A 60-sample class with five samples far above the rest: named when every class is judged,
+    "not tested" (p-value 1, no suspects) below ``min_samples``; a 100-sample class is judged."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(60, generator=g, dtype=torch.float64)
+    scores[:5] += 12.0
+    assert BreakTest().verdict(0, scores, 1).poisoned
+    small = BreakTest(min_samples=100).verdict(0, scores, 1)
+    assert not small.poisoned and small.p_value == 1.0 and small.suspects == 0
+    assert small.untested == "not tested: 60 < 100 samples" and small.n == 60
+    assert small.to_dict()["untested"] == small.untested  # reaches summary.json
+    large = torch.cat([scores, torch.randn(40, generator=g, dtype=torch.float64)])
+    judged = BreakTest(min_samples=100).verdict(0, large, 1)
+    assert judged.poisoned and judged.untested is None
+    with pytest.raises(ConfigError, match="min_samples"):
+        BreakTest(min_samples=-1)
+
+
+def test_two_means_detectors_do_not_judge_classes_below_the_minimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small classes (27 clean samples and a 3-sample group of another class's images, the
+    stand-in of a genuine sub-mode that a model trained on a few hundred images leaves unfitted):
+    judged, raw clustering names the class; below MIN_CLASS_SIZE it reports every class untested,
+    and the combined decision with Spectral Signatures names none and says which member could not
+    judge them. Spectral Signatures, calibrated at any size (docs/methods.md), still judges."""
+    from poisonlab.defenses.clustering import TwoMeansDetector
+    from poisonlab.defenses.fusion import combine, verdict_sentence
+    from poisonlab.defenses.verdicts import MIN_CLASS_SIZE
+
+    case = make_case(poisoned_classes=(1,), n_per_class=27, poison_fraction=0.1)
+    assert MIN_CLASS_SIZE == 100 and TwoMeansDetector.verdict_min_class == MIN_CLASS_SIZE
+    raw = build_detector("raw-clustering", n_init=2, confirm=None).fit(case.evidence).result
+    spectral = build_detector("spectral-signatures").fit(case.evidence).result
+    assert raw.poisoned_classes == [] and not raw.flagged.any()
+    assert [v.untested for v in raw.verdicts] == [
+        "not tested: 27 < 100 samples",
+        "not tested: 30 < 100 samples",
+        "not tested: 27 < 100 samples",
+    ]
+    assert all(v.untested is None for v in spectral.verdicts)
+    decision = combine([raw, spectral], case.labels)
+    assert decision.poisoned_classes == [] and not decision.removed.any()
+    assert decision.per_class["1"]["untested_by"] == ["raw-clustering"]
+    assert verdict_sentence(decision, ["0", "1", "2"]) == (
+        "classes 0–2 look clean (too few samples for raw-clustering to judge classes 0–2)"
+    )
+    monkeypatch.setattr(TwoMeansDetector, "verdict_min_class", 0)
+    judged = build_detector("raw-clustering", n_init=2, confirm=None).fit(case.evidence).result
+    assert judged.poisoned_classes == [1]
+
+
+def test_the_verdict_sentence_names_classes_no_member_judged() -> None:
+    """Classes every member left untested are "not judged", not "clean"."""
+    from poisonlab.defenses.base import DetectionResult
+    from poisonlab.defenses.fusion import combine, verdict_sentence
+
+    labels = torch.tensor([0] * 150 + [1] * 40 + [2] * 150)
+    verdicts = (
+        ClassVerdict(0, False, 1.0, 0.6, 0.05, 0, None, 150),
+        ClassVerdict(1, False, math.nan, 1.0, 0.05, 0, None, 40, untested="not tested: 40 < 100"),
+        ClassVerdict(2, False, 1.0, 0.3, 0.05, 0, None, 150),
+    )
+    everything = torch.ones(len(labels), dtype=torch.bool)
+    result = DetectionResult(
+        "raw-clustering", {}, torch.zeros(len(labels), dtype=torch.float64), ~everything,
+        everything, {}, 0.0, verdicts=verdicts,
+    )  # fmt: skip
+    decision = combine([result], labels)
+    assert verdict_sentence(decision, ["0", "1", "2"]) == (
+        "classes 0, 2 look clean; class 1 not judged (too few samples)"
+    )

@@ -79,8 +79,9 @@ def planted(data, count: int = 6):
     return attack.poison(data, generator=make_generator(0))
 
 
-def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path, data):
-    poisoned = planted(data)
+def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path):
+    # 100 per class: raw clustering judges only classes of at least verdicts.MIN_CLASS_SIZE
+    poisoned = planted(blobs_dataset(n_per_class=100, seed=0))
     result = scan(
         poisoned.dataset, defenses="raw-clustering,spectral-signatures,dnn-uncertainty",
         model=tiny_model(),
