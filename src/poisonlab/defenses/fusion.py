@@ -383,6 +383,9 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     5–9 look poisoned (613 suspicious samples: 0: 67, 1: 66, …); class 4 looks clean", instead
     of one clause per class: a sentence that stays readable wrapped at 80 columns. The class
     names and every per-class number are in the decision (summary.json's ``per_class``).
+    Classes some members did not judge (too few samples, :class:`ClassVerdict` ``untested``)
+    are named in brackets, "classes 0–9 look clean (too few samples for activation-clustering to
+    judge classes 2, 5)"; classes no member judged are "not judged (too few samples)".
     """
 
     def name(c: int) -> str:
