@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from poisonlab.data.idx import FASHION_NAMES
 from poisonlab.defenses import Contamination, FixedValue, TargetFPR, build_detector
 from poisonlab.defenses.fusion import (
     CombinedDecision,
@@ -76,18 +77,7 @@ def test_an_all_to_all_verdict_names_its_classes_once() -> None:
             per_class=per_class,
         )
 
-    names = [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ]
+    names = list(FASHION_NAMES)
     counts = {c: 60 + c for c in range(10) if c != 4}
     sentence = verdict_sentence(decision(counts), names)
     assert sentence == (

@@ -37,7 +37,7 @@ class DefenseRow:
     """False when the defense is reported only (summary.json's decision.excluded says why)."""
     threshold: str
     named: str
-    """The classes it named (:func:`class_ranges`), ``none``, or ``-`` for a defense without
+    """The classes it named (:func:`~poisonlab.ranges.class_ranges`), ``none``, or ``-`` for a defense without
     class verdicts."""
     flagged: int
     analysed: int
@@ -47,24 +47,6 @@ class DefenseRow:
     auroc: str | None = None
     """Against the data's ``is_poison``, formatted; None when the data does not say."""
     tpr: str | None = None
-
-
-def class_ranges(classes: Sequence[int]) -> str:
-    """Classes as runs, the way the verdict names them: [0, 1, 2, 3, 5] → ``0–3, 5``; a long
-    list wraps at its spaces instead of being cut."""
-    values = sorted(classes)
-    if not values:
-        return "none"
-    runs: list[str] = []
-    start = prev = values[0]
-    for v in [*values[1:], None]:
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        runs.append(str(start) if start == prev else f"{start}–{prev}")
-        if v is not None:
-            start = prev = v
-    return ", ".join(runs)
 
 
 def per_class_text(counts: Sequence[int]) -> str:

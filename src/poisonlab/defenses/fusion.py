@@ -67,6 +67,7 @@ from poisonlab.defenses.thresholds import (
 )
 from poisonlab.defenses.verdicts import ClassVerdict, holm
 from poisonlab.errors import ConfigError
+from poisonlab.ranges import class_ranges
 
 RULES = ("verdict", "union")
 NOT_MEMBERS = {
@@ -410,7 +411,7 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     elif named:
         counts = ", ".join(f"{c}: {n}" for c, n in removed.items())
         parts.append(
-            f"classes {_ranges(sorted(named))} look poisoned "
+            f"classes {class_ranges(sorted(named))} look poisoned "
             f"({sum(removed.values())} suspicious samples: {counts})"
         )
     members = len(decision.members)
@@ -422,10 +423,10 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
         verb = "looks" if len(clean) == 1 else "look"
         partly = [c for c in clean if skipped[c]]
         note = f" ({_few(partly, skipped)})" if partly else ""
-        parts.append(f"{word} {_ranges(clean)} {verb} clean{note}")
+        parts.append(f"{word} {class_ranges(clean)} {verb} clean{note}")
     if unjudged:
         word = "class" if len(unjudged) == 1 else "classes"
-        parts.append(f"{word} {_ranges(unjudged)} not judged (too few samples)")
+        parts.append(f"{word} {class_ranges(unjudged)} not judged (too few samples)")
     return "; ".join(parts)
 
 
@@ -437,20 +438,6 @@ def _few(classes: Sequence[int], skipped: dict[int, list[str]]) -> str:
         groups.setdefault(tuple(skipped[c]), []).append(c)
     return "; ".join(
         f"too few samples for {', '.join(names)} to judge "
-        f"{'class' if len(cs) == 1 else 'classes'} {_ranges(cs)}"
+        f"{'class' if len(cs) == 1 else 'classes'} {class_ranges(cs)}"
         for names, cs in groups.items()
     )
-
-
-def _ranges(values: Sequence[int]) -> str:
-    """0, 1, 2, 3, 5 → "0–3, 5"."""
-    out: list[str] = []
-    start = prev = values[0]
-    for v in [*values[1:], None]:
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        out.append(str(start) if start == prev else f"{start}–{prev}")
-        if v is not None:
-            start = prev = v
-    return ", ".join(out)
