@@ -14,11 +14,11 @@ from rich.console import Console
 
 from poisonlab.cli.scan_table import (
     DefenseRow,
-    class_ranges,
     per_class_text,
     print_whole,
     scan_table,
 )
+from poisonlab.ranges import class_ranges
 
 TITLE = "scan of digits_case: 1828 samples, 10 classes"
 ROWS = [

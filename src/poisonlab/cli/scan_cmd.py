@@ -32,7 +32,8 @@ from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
-from poisonlab.cli.scan_table import DefenseRow, class_ranges, print_whole, scan_table
+from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
+from poisonlab.ranges import class_ranges
 from poisonlab.errors import ConfigError
 
 if TYPE_CHECKING:
