@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "seeding": 0,
     "device": 0,
     "progress": 0,
+    "ranges": 0,
     "runtime": 0,
     "validation": 0,
     "versions": 0,

@@ -33,8 +33,8 @@ from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
-from poisonlab.ranges import class_ranges
 from poisonlab.errors import ConfigError
+from poisonlab.ranges import class_ranges
 
 if TYPE_CHECKING:
     from poisonlab.workflows.scan import ScanResult
