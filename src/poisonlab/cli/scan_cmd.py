@@ -312,6 +312,7 @@ def scan_command(
     from poisonlab.defenses import DETECTORS, parse_threshold
     from poisonlab.models import load_checkpoint
     from poisonlab.workflows.scan import build_detectors, resolve_defenses, scan, unmet_need
+    from poisonlab.workflows.scan_inputs import model_fields
     from poisonlab.workflows.scan_output import write_scan
 
     names = resolve_defenses(names)  # loads the detectors (and checks the catalog was right)
@@ -328,9 +329,7 @@ def scan_command(
     runtime.use_threads(threads, image_shape=dataset.shape)
     checkpoint = None
     if model is not None:
-        c, h, w = dataset.shape
-        expect = {"in_channels": c, "height": h, "width": w, "num_classes": dataset.num_classes}
-        checkpoint = load_checkpoint(model, expect=expect)
+        checkpoint = load_checkpoint(model, expect=model_fields(dataset))
     given = checkpoint.model if checkpoint is not None else None
     early = {n: unmet_need(DETECTORS.get(n), holdout=held, model=given) for n in names}
     for name, reason in early.items():

@@ -36,8 +36,9 @@ threshold (``contamination:``, ``value:``) cuts the combined score instead, and
 Detectors without verdicts (uncertainty, DeepFeatures, the LGM likelihood filter) are reported
 beside the decision with the reason they are not part of it.
 
-File output (``scores.csv``, ``summary.json``, ``clean.npz``) is
-:func:`poisonlab.workflows.scan_output.write_scan`'s job; the command line lives in
+Inputs (objects or paths, each checked before any training) are
+:mod:`poisonlab.workflows.scan_inputs`' job; file output (``scores.csv``, ``summary.json``,
+``clean.npz``) is :func:`poisonlab.workflows.scan_output.write_scan`'s; the command line lives in
 ``poisonlab.cli.scan_cmd``.
 """
 
@@ -48,7 +49,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,20 +59,27 @@ from poisonlab.data.checks import check_training_data, data_warnings
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, DetectionResult, Detector, Evidence, detector_names
 from poisonlab.defenses.fusion import (
-    NOT_MEMBERS,
     RULES,
     CombinedDecision,
     combine,
     holdout_combined_score,
 )
-from poisonlab.defenses.thresholds import Threshold, parse_threshold
+from poisonlab.defenses.thresholds import Threshold
 from poisonlab.device import pick_device
-from poisonlab.errors import ConfigError, DataError, PoisonlabError
+from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
 from poisonlab.train import TrainConfig, TrainResult, train_model
 from poisonlab.train.background import BackgroundTraining, worth_it
 from poisonlab.train.config import PRECISIONS
 from poisonlab.train.recipes import fast_bfloat16, scan_recipe
+from poisonlab.workflows.scan_inputs import (
+    as_dataset,
+    as_model,
+    as_threshold,
+    check_inputs,
+    check_reference_members,
+    check_threshold,
+)
 
 logger = logging.getLogger(__name__)
 # How a scan's own softmax model trains: "auto" picks bfloat16 on large data where it is native.
@@ -253,123 +260,6 @@ def train_default_model(
     return network, _trained_record(config, recipe, history, time.perf_counter() - started)
 
 
-def _as_dataset(value: object, what: str) -> ImageDataset:
-    """``value`` itself when it is an ImageDataset; a path or data spec is loaded."""
-    if isinstance(value, ImageDataset):
-        return value
-    if isinstance(value, str | PathLike):
-        from poisonlab.data.loaders import load_dataset
-
-        return load_dataset(value if isinstance(value, str) else Path(value))
-    raise ConfigError(
-        f"{what} must be an ImageDataset or a data path/name, got {type(value).__name__}"
-    )
-
-
-def _as_model(value: object, data: ImageDataset) -> Network | Checkpoint | None:
-    """The model to borrow: a Network, a Checkpoint, or a checkpoint folder (loaded, and checked
-    to fit ``data``); a Network or Checkpoint that does not fit ``data`` is refused too."""
-    if value is None:
-        return None
-    if isinstance(value, str | PathLike):
-        from poisonlab.models import load_checkpoint
-
-        value = load_checkpoint(value if isinstance(value, str) else Path(value))
-    if not isinstance(value, Network | Checkpoint):
-        raise ConfigError(
-            f"model must be a Network, a Checkpoint or a checkpoint folder, got "
-            f"{type(value).__name__}"
-        )
-    config = (value.model if isinstance(value, Checkpoint) else value).config
-    c, h, w = data.shape
-    wanted = {"in_channels": c, "height": h, "width": w, "num_classes": data.num_classes}
-    diffs = [
-        f"{key} {getattr(config, key)} (data: {expected})"
-        for key, expected in wanted.items()
-        if getattr(config, key) != expected
-    ]
-    if diffs:
-        raise ConfigError(f"the model does not fit data set {data.name!r}: " + ", ".join(diffs))
-    return value
-
-
-def _check_inputs(
-    data: ImageDataset, holdout: ImageDataset | None, classes: Sequence[int] | None
-) -> None:
-    if len(data) == 0:
-        raise DataError(f"data set {data.name!r} has no images")
-    if holdout is not None and holdout.shape != data.shape:
-        raise DataError(
-            f"held-out set {holdout.name!r} (images {holdout.shape}) does not match data set "
-            f"{data.name!r} (images {data.shape})"
-        )
-    if holdout is not None and holdout.num_classes != data.num_classes:
-        hint = ""
-        if holdout.class_names == data.class_names[: holdout.num_classes]:
-            hint = (
-                f" (its largest label is {holdout.num_classes - 1}: a held-out .npz without "
-                "class_names takes its classes from its labels; save it with class_names, as "
-                "poisonlab.data.save_npz does, or include every class)"
-            )
-        raise DataError(
-            f"held-out set {holdout.name!r} ({holdout.num_classes} classes) does not match data "
-            f"set {data.name!r} ({data.num_classes} classes){hint}"
-        )
-    for c in classes or ():
-        if not 0 <= int(c) < data.num_classes:
-            raise ConfigError(f"class {c} does not exist (0..{data.num_classes - 1})")
-    if classes:
-        counts = data.class_counts()
-        empty = [int(c) for c in classes if counts[int(c)] == 0]
-        if len(empty) == len(classes):
-            raise DataError(
-                f"data set {data.name!r} has no images of the class(es) to analyse "
-                f"({', '.join(map(str, empty))}); per-class defenses would find nothing to judge"
-            )
-        if empty:
-            logger.warning(
-                "data set %r has no images of class(es) %s: per-class defenses skip them",
-                data.name,
-                ", ".join(map(str, empty)),
-            )
-
-
-def _as_threshold(threshold: object) -> Threshold | None:
-    """A Threshold from itself, its text form or None (the default); anything else is refused."""
-    if threshold is None or isinstance(threshold, Threshold):
-        return threshold
-    if isinstance(threshold, str):
-        return parse_threshold(threshold)
-    raise ConfigError(
-        f"threshold must be a Threshold or its text (verdict, verdict:A, paper, contamination:F, "
-        f"fpr:F, value:V), got {threshold!r}"
-    )
-
-
-def _check_reference_members(
-    threshold: Threshold | None, decision: str, detectors: Sequence[Detector]
-) -> None:
-    """Refuse, before any training, a held-out-calibrated cut of the combined score when none of
-    the defenses that will run can give it: the combined score is made of the defenses that give
-    class verdicts and score new samples (the held-out set is scored through them)."""
-    if threshold is None or not threshold.needs_reference or decision != "verdict":
-        return
-    if any(d.gives_verdicts and d.inductive and d.name not in NOT_MEMBERS for d in detectors):
-        return
-    able = [
-        n
-        for n in detector_names()
-        if (cls := DETECTORS.get(n)).gives_verdicts and cls.inductive and n not in NOT_MEMBERS
-    ]
-    selected = ", ".join(d.name for d in detectors) or "none that can run"
-    raise ConfigError(
-        f"threshold {threshold.describe()} cuts the combined score of the defenses that give "
-        f"class verdicts, calibrated on the held-out set, and none of the selected defenses "
-        f"({selected}) gives one: add one of {', '.join(able)}, or the union decision "
-        "(decision='union', --decision union: each defense's own flags at that threshold)"
-    )
-
-
 def scan(
     data: ImageDataset | str | PathLike[str],
     *,
@@ -421,12 +311,12 @@ def scan(
         raise ConfigError(
             f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}"
         )
-    data = _as_dataset(data, "data")
-    holdout = None if holdout is None else _as_dataset(holdout, "holdout")
-    _check_inputs(data, holdout, classes)
-    model = _as_model(model, data)
+    data = as_dataset(data, "data")
+    holdout = None if holdout is None else as_dataset(holdout, "holdout")
+    check_inputs(data, holdout, classes)
+    model = as_model(model, data)
     names = resolve_defenses(defenses)
-    cut = _as_threshold(threshold)
+    cut = as_threshold(threshold)
     check_threshold(cut, holdout_given=holdout is not None)
     built = build_detectors(names, params=params, threshold=cut, classes=classes, seed=seed)
     given = model.model if isinstance(model, Checkpoint) else model
@@ -438,7 +328,7 @@ def scan(
             outcomes[detector.name] = DefenseOutcome(detector.name, skipped=reason)
         else:
             detectors.append(detector)
-    _check_reference_members(cut, decision, detectors)
+    check_reference_members(cut, decision, detectors)
     if model is None and any(d.needs_model for d in detectors):  # a model will be trained on it
         check_training_data(data)
     else:
@@ -512,15 +402,6 @@ def _combined_reference(
         [d.result for d in members], data.labels, held, holdout.labels
     )
     return combined[~torch.isnan(combined)]
-
-
-def check_threshold(threshold: Threshold | None, *, holdout_given: bool) -> None:
-    """Refuse, before any work, a threshold that needs clean held-out scores without a held-out set."""
-    if threshold is not None and threshold.needs_reference and not holdout_given:
-        raise ConfigError(
-            f"threshold {threshold.describe()} cuts on the scores of clean held-out samples; "
-            "give a clean held-out set (holdout), or use verdict, paper, contamination:F or value:V"
-        )
 
 
 def build_detectors(

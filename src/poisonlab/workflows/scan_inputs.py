@@ -1,0 +1,156 @@
+"""The inputs of :func:`poisonlab.workflows.scan.scan`, checked before any work.
+
+Data, held-out set and model may come as objects or as paths (loaded here), a threshold as an
+object or its text; each is refused by name when it cannot serve (a model that does not fit the
+images or classes, a held-out set of other classes, classes with no images, a held-out-calibrated
+cut with no defense to calibrate). Every check runs before a model is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.defenses import DETECTORS, Detector, detector_names
+from poisonlab.defenses.fusion import NOT_MEMBERS
+from poisonlab.defenses.thresholds import Threshold, parse_threshold
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.models import Checkpoint, Network
+
+logger = logging.getLogger(__name__)
+
+
+def model_fields(data: ImageDataset) -> dict[str, int]:
+    """The model config fields a model must have to read ``data``: image shape and classes (the
+    ``expect`` of :func:`poisonlab.models.load_checkpoint`)."""
+    c, h, w = data.shape
+    return {"in_channels": c, "height": h, "width": w, "num_classes": data.num_classes}
+
+
+def as_dataset(value: object, what: str) -> ImageDataset:
+    """``value`` itself when it is an ImageDataset; a path or data spec is loaded."""
+    if isinstance(value, ImageDataset):
+        return value
+    if isinstance(value, str | PathLike):
+        from poisonlab.data.loaders import load_dataset
+
+        return load_dataset(value if isinstance(value, str) else Path(value))
+    raise ConfigError(
+        f"{what} must be an ImageDataset or a data path/name, got {type(value).__name__}"
+    )
+
+
+def as_model(value: object, data: ImageDataset) -> Network | Checkpoint | None:
+    """The model to borrow: a Network, a Checkpoint, or a checkpoint folder (loaded, and checked
+    to fit ``data``); a Network or Checkpoint that does not fit ``data`` is refused too."""
+    if value is None:
+        return None
+    if isinstance(value, str | PathLike):
+        from poisonlab.models import load_checkpoint
+
+        value = load_checkpoint(value if isinstance(value, str) else Path(value))
+    if not isinstance(value, Network | Checkpoint):
+        raise ConfigError(
+            f"model must be a Network, a Checkpoint or a checkpoint folder, got "
+            f"{type(value).__name__}"
+        )
+    config = (value.model if isinstance(value, Checkpoint) else value).config
+    diffs = [
+        f"{key} {getattr(config, key)} (data: {expected})"
+        for key, expected in model_fields(data).items()
+        if getattr(config, key) != expected
+    ]
+    if diffs:
+        raise ConfigError(f"the model does not fit data set {data.name!r}: " + ", ".join(diffs))
+    return value
+
+
+def check_inputs(
+    data: ImageDataset, holdout: ImageDataset | None, classes: Sequence[int] | None
+) -> None:
+    """Refuse data with no images, a held-out set of another image shape or class count, and
+    ``classes`` that do not exist or (all of them) hold no image; warn of the empty ones."""
+    if len(data) == 0:
+        raise DataError(f"data set {data.name!r} has no images")
+    if holdout is not None and holdout.shape != data.shape:
+        raise DataError(
+            f"held-out set {holdout.name!r} (images {holdout.shape}) does not match data set "
+            f"{data.name!r} (images {data.shape})"
+        )
+    if holdout is not None and holdout.num_classes != data.num_classes:
+        hint = ""
+        if holdout.class_names == data.class_names[: holdout.num_classes]:
+            hint = (
+                f" (its largest label is {holdout.num_classes - 1}: a held-out .npz without "
+                "class_names takes its classes from its labels; save it with class_names, as "
+                "poisonlab.data.save_npz does, or include every class)"
+            )
+        raise DataError(
+            f"held-out set {holdout.name!r} ({holdout.num_classes} classes) does not match data "
+            f"set {data.name!r} ({data.num_classes} classes){hint}"
+        )
+    for c in classes or ():
+        if not 0 <= int(c) < data.num_classes:
+            raise ConfigError(f"class {c} does not exist (0..{data.num_classes - 1})")
+    if classes:
+        counts = data.class_counts()
+        empty = [int(c) for c in classes if counts[int(c)] == 0]
+        if len(empty) == len(classes):
+            raise DataError(
+                f"data set {data.name!r} has no images of the class(es) to analyse "
+                f"({', '.join(map(str, empty))}); per-class defenses would find nothing to judge"
+            )
+        if empty:
+            logger.warning(
+                "data set %r has no images of class(es) %s: per-class defenses skip them",
+                data.name,
+                ", ".join(map(str, empty)),
+            )
+
+
+def as_threshold(threshold: object) -> Threshold | None:
+    """A Threshold from itself, its text form or None (the default); anything else is refused."""
+    if threshold is None or isinstance(threshold, Threshold):
+        return threshold
+    if isinstance(threshold, str):
+        return parse_threshold(threshold)
+    raise ConfigError(
+        f"threshold must be a Threshold or its text (verdict, verdict:A, paper, contamination:F, "
+        f"fpr:F, value:V), got {threshold!r}"
+    )
+
+
+def check_threshold(threshold: Threshold | None, *, holdout_given: bool) -> None:
+    """Refuse, before any work, a threshold that needs clean held-out scores without a held-out set."""
+    if threshold is not None and threshold.needs_reference and not holdout_given:
+        raise ConfigError(
+            f"threshold {threshold.describe()} cuts on the scores of clean held-out samples; "
+            "give a clean held-out set (holdout), or use verdict, paper, contamination:F or value:V"
+        )
+
+
+def check_reference_members(
+    threshold: Threshold | None, decision: str, detectors: Sequence[Detector]
+) -> None:
+    """Refuse, before any training, a held-out-calibrated cut of the combined score when none of
+    the defenses that will run can give it: the combined score is made of the defenses that give
+    class verdicts and score new samples (the held-out set is scored through them)."""
+    if threshold is None or not threshold.needs_reference or decision != "verdict":
+        return
+    if any(d.gives_verdicts and d.inductive and d.name not in NOT_MEMBERS for d in detectors):
+        return
+    able = [
+        n
+        for n in detector_names()
+        if (cls := DETECTORS.get(n)).gives_verdicts and cls.inductive and n not in NOT_MEMBERS
+    ]
+    selected = ", ".join(d.name for d in detectors) or "none that can run"
+    raise ConfigError(
+        f"threshold {threshold.describe()} cuts the combined score of the defenses that give "
+        f"class verdicts, calibrated on the held-out set, and none of the selected defenses "
+        f"({selected}) gives one: add one of {', '.join(able)}, or the union decision "
+        "(decision='union', --decision union: each defense's own flags at that threshold)"
+    )
