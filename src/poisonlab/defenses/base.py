@@ -152,20 +152,21 @@ class Detector(Validated, ABC):
         verdicts and flags, cleared for the classes it finds legitimate."""
         return verdicts, flags
 
-    @staticmethod
-    def _break_test(alpha: float) -> BreakTest:
+    @classmethod
+    def _break_test(cls, alpha: float) -> BreakTest:
         """The per-class test of :meth:`fit` at level ``alpha``: the default windows of
-        :class:`~poisonlab.defenses.verdicts.BreakTest`."""
-        return BreakTest(alpha=alpha)
+        :class:`~poisonlab.defenses.verdicts.BreakTest`, judging classes of at least
+        ``verdict_min_class`` samples."""
+        return BreakTest(alpha=alpha, min_samples=cls.verdict_min_class)
 
-    @staticmethod
-    def _escalation_test(alpha: float) -> BreakTest | None:
+    @classmethod
+    def _escalation_test(cls, alpha: float) -> BreakTest | None:
         """The second stage of :meth:`fit`'s verdicts at level ``alpha``: when the first names
         at least half of the classes (evidence of an all-to-all attack), the classes it left are
         tested again in the valley form (:meth:`~poisonlab.defenses.verdicts.BreakTest.valley`;
-        :func:`~poisonlab.defenses.verdicts.class_verdicts`). None runs no second stage; a
-        detector whose first test already is the valley form gets none."""
-        return BreakTest.valley(alpha)
+        :func:`~poisonlab.defenses.verdicts.class_verdicts`), with the same smallest class. None
+        runs no second stage; a detector whose first test already is the valley form gets none."""
+        return BreakTest.valley(alpha, min_samples=cls.verdict_min_class)
 
     @staticmethod
     def _verdict_scale(scores: Tensor) -> Tensor:
@@ -263,14 +264,12 @@ class Detector(Validated, ABC):
         if self.gives_verdicts:
             alpha = getattr(self.threshold, "alpha", VerdictRule.alpha)
             tested = scores if scored.verdict_scores is None else scored.verdict_scores.double()
-            first, second = self._break_test(alpha), self._escalation_test(alpha)
-            if self.verdict_min_class:  # classes too small to judge (verdicts.MIN_CLASS_SIZE)
-                first = replace(first, min_samples=self.verdict_min_class)
-                second = (
-                    None if second is None else replace(second, min_samples=self.verdict_min_class)
-                )
             verdicts, verdict_flags = class_verdicts(
-                tested.cpu(), labels, first, scale=self._verdict_scale, escalation=second
+                tested.cpu(),
+                labels,
+                self._break_test(alpha),
+                scale=self._verdict_scale,
+                escalation=self._escalation_test(alpha),
             )
             verdicts, verdict_flags = self._confirm(evidence, verdicts, verdict_flags)
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)

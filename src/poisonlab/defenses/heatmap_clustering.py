@@ -359,14 +359,14 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
 
     # -- scoring -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _break_test(alpha: float) -> BreakTest:
+    @classmethod
+    def _break_test(cls, alpha: float) -> BreakTest:
         """The valley form of the break test: silhouettes fall through a valley, not a gap,
         between the two clusters (:meth:`~poisonlab.defenses.verdicts.BreakTest.valley`)."""
-        return BreakTest.valley(alpha)
+        return BreakTest.valley(alpha, min_samples=cls.verdict_min_class)
 
-    @staticmethod
-    def _escalation_test(alpha: float) -> BreakTest | None:
+    @classmethod
+    def _escalation_test(cls, alpha: float) -> BreakTest | None:
         """No second stage: the first test already is the valley form."""
         return None
 

@@ -193,8 +193,9 @@ class BreakTest:
     ``widths`` are the window widths w tried; ``gap_margin`` lets a window run on below
     ``max_fraction`` of the class by that share of it (the cut k̂ stays within ``max_fraction``);
     a class of fewer than ``min_samples`` scores is not judged (module docstring, "Small
-    classes"; :data:`MIN_CLASS_SIZE` for the 2-means detectors, 0 by default). The defaults are the test every verdict-giving detector uses; :meth:`valley` is the test for
-    scores with a valley instead of a gap under the group (silhouettes of a two-cluster split).
+    classes"; :data:`MIN_CLASS_SIZE` for the 2-means detectors, 0 by default). The defaults are
+    the test every verdict-giving detector uses; :meth:`valley` is the test for scores with a
+    valley instead of a gap under the group (silhouettes of a two-cluster split).
     """
 
     alpha: float = DEFAULT_ALPHA
@@ -210,11 +211,13 @@ class BreakTest:
             object.__setattr__(self, key, value)
 
     @classmethod
-    def valley(cls, alpha: float = DEFAULT_ALPHA) -> BreakTest:
+    def valley(cls, alpha: float = DEFAULT_ALPHA, *, min_samples: int = 0) -> BreakTest:
         """The test for silhouettes of a two-cluster split (Heatmap Clustering's scores):
         windows of up to 64 spacings (:data:`VALLEY_WINDOWS`) that may run on to
         ``max_fraction`` + :data:`VALLEY_MARGIN` of the class (module docstring)."""
-        return cls(alpha=alpha, widths=VALLEY_WINDOWS, gap_margin=VALLEY_MARGIN)
+        return cls(
+            alpha=alpha, widths=VALLEY_WINDOWS, gap_margin=VALLEY_MARGIN, min_samples=min_samples
+        )
 
     def window(self, n: int) -> tuple[int, int] | None:
         """(k_min, k_max) for a class of ``n`` scores, or None when it is too small to test."""
