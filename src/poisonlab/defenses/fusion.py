@@ -411,22 +411,20 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     elif named:
         counts = ", ".join(f"{c}: {n}" for c, n in removed.items())
         parts.append(
-            f"classes {class_ranges(sorted(named))} look poisoned "
-            f"({sum(removed.values())} suspicious samples: {counts})"
+            f"{_classes(named)} look poisoned ({sum(removed.values())} suspicious samples: "
+            f"{counts})"
         )
     members = len(decision.members)
     skipped = {c: decision.per_class[str(c)].get("untested_by", []) for c in clean}
     unjudged = [c for c in clean if members and len(skipped[c]) >= members]
     clean = [c for c in clean if c not in unjudged]
     if clean:
-        word = "class" if len(clean) == 1 else "classes"
         verb = "looks" if len(clean) == 1 else "look"
         partly = [c for c in clean if skipped[c]]
         note = f" ({_few(partly, skipped)})" if partly else ""
-        parts.append(f"{word} {class_ranges(clean)} {verb} clean{note}")
+        parts.append(f"{_classes(clean)} {verb} clean{note}")
     if unjudged:
-        word = "class" if len(unjudged) == 1 else "classes"
-        parts.append(f"{word} {class_ranges(unjudged)} not judged (too few samples)")
+        parts.append(f"{_classes(unjudged)} not judged (too few samples)")
     return "; ".join(parts)
 
 
@@ -437,7 +435,11 @@ def _few(classes: Sequence[int], skipped: dict[int, list[str]]) -> str:
     for c in classes:
         groups.setdefault(tuple(skipped[c]), []).append(c)
     return "; ".join(
-        f"too few samples for {', '.join(names)} to judge "
-        f"{'class' if len(cs) == 1 else 'classes'} {class_ranges(cs)}"
+        f"too few samples for {', '.join(names)} to judge {_classes(cs)}"
         for names, cs in groups.items()
     )
+
+
+def _classes(classes: Sequence[int]) -> str:
+    """The words for some classes: ``class 4``, ``classes 0–3, 5–9`` (class_ranges)."""
+    return ("class " if len(classes) == 1 else "classes ") + class_ranges(classes)
