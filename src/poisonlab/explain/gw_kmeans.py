@@ -299,8 +299,7 @@ warm_start, chunk_elements, dtype, init, inner
             raise ValueError(
                 f"need 1 <= k <= number of clouds, got k={k} for {len(batch)} clouds{where}"
             )
-        if dtype is not None and dtype != batch.C.dtype:
-            batch = PointClouds(batch.C.to(dtype), batch.p.to(dtype), batch.sizes, None)
+        batch = _in_dtype(batch, dtype)
         runs.append(
             LloydRun(
                 batch,
@@ -374,8 +373,7 @@ def gw_distances_to_centers(
     coupling), so that they compare with the distances of the clustered clouds (e.g. Heatmap
     Clustering's held-out reference).  Returned in the dtype of ``clouds``."""
     out_dtype = clouds.C.dtype
-    if dtype is not None and dtype != clouds.C.dtype:
-        clouds = PointClouds(clouds.C.to(dtype), clouds.p.to(dtype), clouds.sizes, None)
+    clouds = _in_dtype(clouds, dtype)
     work = clouds.C.dtype
     with _one_thread(clouds.C.device):
         results = gw_to_centers(
@@ -386,6 +384,13 @@ def gw_distances_to_centers(
             **_distance_solver(gw_max_iter, gw_tol, value_rtol, inner),  # type: ignore[arg-type]
         )
     return torch.stack([r.value for r in results], dim=1).to(out_dtype)
+
+
+def _in_dtype(clouds: PointClouds, dtype: torch.dtype | None) -> PointClouds:
+    """``clouds`` computed in ``dtype`` (None: their own); coordinates are not needed there."""
+    if dtype is None or dtype == clouds.C.dtype:
+        return clouds
+    return PointClouds(clouds.C.to(dtype), clouds.p.to(dtype), clouds.sizes, None)
 
 
 def _distance_solver(

@@ -107,6 +107,14 @@ DETECTION_HEADER = [
 ]
 
 
+def detection_table(
+    is_poison: np.ndarray, scores: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]
+) -> str:
+    """The detection table (:func:`detection_rows`) with the note on its "n/a" cells."""
+    rows = detection_rows(is_poison, scores, arrays)
+    return table(DETECTION_HEADER, rows) + undefined_note(rows)
+
+
 def score_sections(page: Page, arrays: Mapping[str, np.ndarray], where: str, level: int) -> None:
     """ROC/PR, histograms and the detection table from scores.npz arrays."""
     truth = np.asarray(arrays.get("is_poison", []), dtype=bool)
@@ -135,8 +143,7 @@ def score_sections(page: Page, arrays: Mapping[str, np.ndarray], where: str, lev
     )
     page.add(
         f"{where}Detection from the scores",
-        table(DETECTION_HEADER, rows := detection_rows(truth, scores, arrays))
-        + undefined_note(rows)
+        detection_table(truth, scores, arrays)
         + note(
             "Recomputed from scores.npz over each defense's analysed samples; positive = poison."
         ),

@@ -25,7 +25,7 @@ from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import DataError
 from poisonlab.reports import plots
 from poisonlab.reports.html import Page, figure, note, pre_json, table, versions_table, write_page
-from poisonlab.reports.run_report import DETECTION_HEADER, detection_rows, undefined_note
+from poisonlab.reports.run_report import detection_table
 
 TOP_IMAGES = 16
 
@@ -231,8 +231,7 @@ def scan_page(
         arrays = {f"flagged__{n}": f for n, f in flags.items()}
         page.add(
             "Detection against the ground truth",
-            table(DETECTION_HEADER, rows := detection_rows(truth, scores, arrays))
-            + undefined_note(rows),
+            detection_table(truth, scores, arrays),
         )
     else:
         page.lack(
