@@ -127,3 +127,10 @@ def test_attack_output_over_its_own_input_is_refused(tmp_path):
     line = one_red_line(runner.invoke(app, args))
     assert "overlaps the input" in line and "choose another folder" in line
     assert data.read_bytes() == before and sorted(run_dir.iterdir()) == [data]
+
+
+def test_table_of_a_file_that_is_not_a_store_is_one_line(tmp_path):
+    """Issue: `poisonlab table data.npz` printed a sqlite3.DatabaseError traceback."""
+    npz = save_npz(blobs_dataset(n_per_class=5, seed=0), tmp_path / "data.npz")
+    line = one_red_line(runner.invoke(app, ["table", str(npz)]))
+    assert "data.npz is not a poisonlab results store" in line

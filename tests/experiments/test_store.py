@@ -100,6 +100,19 @@ def test_newer_schema_is_refused(tmp_path):
         Store.in_runs(tmp_path)
 
 
+def test_a_file_that_is_not_a_store_is_refused_by_name(tmp_path):
+    """Issue: `poisonlab table photo.png` (or a damaged results.sqlite) ended in a traceback
+    ("sqlite3.DatabaseError: file is not a database"); a folder named results.sqlite too."""
+    png = tmp_path / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ConfigError, match=r"photo\.png is not a poisonlab results store"):
+        Store(png)
+    assert png.read_bytes()[:4] == b"\x89PNG"  # left as it was
+    (tmp_path / "runs" / "results.sqlite").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"results\.sqlite is a folder"):
+        Store.in_runs(tmp_path / "runs")
+
+
 def test_wal_mode(tmp_path):
     with Store.in_runs(tmp_path) as store:
         mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]

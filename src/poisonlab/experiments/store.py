@@ -168,9 +168,19 @@ class Store:
     def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise ConfigError(
+                f"{self.path} is a folder; expected the results store (an SQLite file)"
+            )
         self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:  # another kind of file in its place
+            self._db.close()
+            raise ConfigError(
+                f"{self.path} is not a poisonlab results store (an SQLite file): {exc}"
+            ) from None
         self._db.execute("PRAGMA synchronous = NORMAL")
         with self._write() as db:
             for statement in _SCHEMA.split(";"):
