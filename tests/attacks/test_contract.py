@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from poisonlab.attacks import ATTACKS, attack_names, build_attack
+from poisonlab.errors import ConfigError
 from poisonlab.models import ModelConfig, build_model
 from poisonlab.seeding import make_generator
 from tests.borrowing import (
@@ -74,3 +75,25 @@ def test_caller_random_state_untouched(name: str) -> None:
             before = global_random_state()
             run(name, model)
             assert global_random_state() == before, f"model={'given' if model else 'none'}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    ("argument", "value", "expected"),
+    [
+        ("generator", 0, "generator must be a torch.Generator"),
+        ("generator", None, "generator must be a torch.Generator"),
+        ("train", "digits", "train must be an ImageDataset"),
+        ("train", torch.zeros(4, 1, 8, 8), "train must be an ImageDataset"),
+        ("test", "digits", "test must be an ImageDataset"),
+    ],
+)
+def test_wrong_typed_arguments_are_refused_by_name(name, argument, value, expected) -> None:
+    """Issue: poison(..., generator=0) raised torch's raw TypeError from randperm, and a path or a
+    tensor where the data goes an AttributeError; every attack names the argument instead."""
+    data, test = blobs_dataset(n_per_class=10), blobs_dataset(n_per_class=4, seed=1)
+    arguments: dict[str, Any] = {"train": data, "generator": make_generator(0), "test": test}
+    arguments[argument] = value
+    attack = build_attack(name, **FAST.get(name, {}))
+    with pytest.raises(ConfigError, match=f"^{name} {expected}"):
+        attack.poison(arguments.pop("train"), model=tiny_model(), **arguments)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import Tensor
 from poisonlab.data.dataset import ImageDataset, save_npz
 from poisonlab.errors import DataError
 from poisonlab.registry import Registry
-from poisonlab.validation import Validated
+from poisonlab.validation import InstanceOf, Validated, check_param
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +101,21 @@ class Attack(Validated, ABC):
     name: ClassVar[str]
     needs_model: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every attack's :meth:`poison` checks its data and generator first (see
+        :func:`check_poison_inputs`), so a new attack gets the same messages without a line."""
+        super().__init_subclass__(**kwargs)
+        poison = cls.__dict__.get("poison")
+        if poison is None or getattr(poison, "__isabstractmethod__", False):
+            return
+
+        @functools.wraps(poison)
+        def checked(self: Attack, train: Any, *args: Any, **kwargs: Any) -> PoisonedDataset:
+            check_poison_inputs(self._owner(), train, kwargs)
+            return poison(self, train, *args, **kwargs)  # type: ignore[no-any-return]
+
+        cls.poison = checked  # type: ignore[method-assign]
+
     def params(self) -> dict[str, Any]:
         """Resolved hyper-parameters, JSON-ready."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -114,6 +130,19 @@ class Attack(Validated, ABC):
         test: ImageDataset | None = None,
     ) -> PoisonedDataset:
         """Poison ``train``; ``test`` supplies the images for the triggered test set or targets."""
+
+
+_DATASET = InstanceOf(ImageDataset, "an ImageDataset (from poisonlab.data.load_dataset)")
+_GENERATOR = InstanceOf(torch.Generator, "a torch.Generator (torch.Generator().manual_seed(0))")
+
+
+def check_poison_inputs(owner: str, train: Any, kwargs: dict[str, Any]) -> None:
+    """ParameterError naming the attack, the argument and the value when ``train`` or ``test`` is
+    not an ImageDataset or ``generator`` not a torch.Generator (a seed, a path, a tensor...)."""
+    check_param(owner, "train", train, [_DATASET])
+    if "generator" in kwargs:
+        check_param(owner, "generator", kwargs["generator"], [_GENERATOR])
+    check_param(owner, "test", kwargs.get("test"), [_DATASET, None])
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
