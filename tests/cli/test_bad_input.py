@@ -134,3 +134,16 @@ def test_table_of_a_file_that_is_not_a_store_is_one_line(tmp_path):
     npz = save_npz(blobs_dataset(n_per_class=5, seed=0), tmp_path / "data.npz")
     line = one_red_line(runner.invoke(app, ["table", str(npz)]))
     assert "data.npz is not a poisonlab results store" in line
+
+
+@pytest.mark.parametrize("spec", ["", "npz:"])
+@pytest.mark.parametrize("command", ["scan", "attack"])
+def test_an_empty_data_spec_is_one_line(tmp_path, monkeypatch, command, spec):
+    """Issue: `poisonlab scan "$DATA"` with DATA unset read the current folder, and said its --out
+    overlapped the input "." instead of naming the empty argument."""
+    monkeypatch.chdir(tmp_path)
+    args = ["scan", spec, "-D", "spectral-signatures"] if command == "scan" else ["attack"]
+    args += ["badnets", "--data", spec] if command == "attack" else []
+    line = one_red_line(runner.invoke(app, [*args, "--out", "out"]))
+    assert "names no path" in line if spec else "empty data name or path ''" in line
+    assert not (tmp_path / "out").exists()

@@ -117,6 +117,21 @@ def test_fashion_mnist_missing_package_explains(
         load_dataset("fashion-mnist")
 
 
+@pytest.mark.parametrize("spec", ["", "  "])
+def test_an_empty_spec_is_refused_by_name(spec: str) -> None:
+    """Issue: `poisonlab data info ""` (an unset $DATA) read the current folder as an image folder
+    ("d: empty class folder"), and scan said its --out overlapped the input "."."""
+    with pytest.raises(DataError, match="empty data name or path"):
+        load_dataset(spec)
+
+
+@pytest.mark.parametrize("spec", [0, None, ["digits"]])
+def test_a_spec_that_is_not_text_is_refused_by_name(spec: object) -> None:
+    """Issue: load_dataset(0) raised pathlib's raw TypeError."""
+    with pytest.raises(DataError, match=r"data must be a source name or a path \(str or Path\)"):
+        load_dataset(spec)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("spec", ["npz:", "folder: ", "cifar10:"])
 def test_prefix_without_a_path(spec: str) -> None:
     """ "npz:" once read the current folder ("./: a folder, not an .npz file")."""

@@ -58,6 +58,9 @@ def data_path(spec: str) -> Path | None:
     The same forms as :func:`poisonlab.data.load_dataset` (a source name, ``NAME:PATH`` or a
     path) and the same messages for a missing path; the format itself is checked when loading.
     """
+    if not spec.strip():  # "" (an unset shell variable) would otherwise name this folder
+        names = ", ".join(sorted(catalog.DATA_SOURCES))
+        raise DataError(f"empty data name or path {spec!r}; give a path or one of: {names}")
     if spec in catalog.DATA_SOURCES:
         _, path_mode = catalog.DATA_SOURCES[spec]
         if path_mode != "required":
@@ -68,6 +71,8 @@ def data_path(spec: str) -> Path | None:
     if sep and prefix in catalog.DATA_SOURCES:
         if catalog.DATA_SOURCES[prefix][1] == "none":
             raise DataError(f"{prefix} is built in and takes no path, got {spec!r}")
+        if not rest.strip():
+            raise DataError(f"{spec!r} names no path: {prefix}:PATH")
         path = Path(rest).expanduser()
         if not path.exists():
             raise DataError(f"{rest}: no such file or directory")

@@ -18,6 +18,7 @@ from poisonlab.data.common import existing_path
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.registry import Registry
+from poisonlab.validation import short_repr
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,14 @@ def detect_source(path: Path) -> DataSource:
 
 def resolve(spec: str | Path) -> tuple[DataSource, Path | None]:
     """The data source and path named by ``spec`` (see the module docstring for the forms)."""
+    if not isinstance(spec, str | Path):
+        raise DataError(
+            f"data must be a source name or a path (str or Path), got {type(spec).__name__} "
+            f"{short_repr(spec)}"
+        )
+    if not str(spec).strip():  # "" (an unset shell variable) would otherwise read this folder
+        names = ", ".join(DATA_SOURCES.names())
+        raise DataError(f"empty data name or path {spec!r}; give a path or one of: {names}")
     if isinstance(spec, str):
         if spec in DATA_SOURCES:
             source = DATA_SOURCES.get(spec)
