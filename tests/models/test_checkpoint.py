@@ -74,3 +74,21 @@ def test_corrupt_files_are_refused(saved, mutate, message) -> None:
 def test_missing_path(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")
+
+
+def test_another_file_is_refused_by_its_own_name(saved) -> None:
+    """Issue: `scan --model data.npz` said "checkpoint .: missing model.safetensors", naming the
+    file's folder instead of the file given; a file inside the checkpoint folder still loads."""
+    _, path = saved
+    other = path / "data.npz"
+    other.write_bytes(b"PK\x03\x04")
+    with pytest.raises(CheckpointError, match=r"data\.npz is a file; expected the folder"):
+        load_checkpoint(other)
+    assert load_checkpoint(path / "model.json").path == path
+
+
+@pytest.mark.parametrize("value", [0, None])
+def test_a_path_that_is_not_text_is_refused_by_name(value) -> None:
+    """Issue: load_checkpoint(0) raised pathlib's raw TypeError."""
+    with pytest.raises(CheckpointError, match="checkpoint must be a folder path"):
+        load_checkpoint(value)

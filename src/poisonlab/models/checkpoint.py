@@ -15,6 +15,7 @@ from poisonlab.errors import CheckpointError, PoisonlabError
 from poisonlab.models.config import ModelConfig
 from poisonlab.models.network import Network
 from poisonlab.models.registry import build_model
+from poisonlab.validation import short_repr
 
 FORMAT = "poisonlab-checkpoint"
 VERSION = 1
@@ -46,10 +47,19 @@ def save_checkpoint(model: Network, directory: str | Path, **extra: Any) -> Path
 
 
 def _resolve(path: str | Path) -> tuple[Path, Path]:
+    if not isinstance(path, str | Path):
+        raise CheckpointError(
+            f"checkpoint must be a folder path (str or Path), got {type(path).__name__} {short_repr(path)}"
+        )
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_file() and path.name not in (WEIGHTS, META):  # not the folder's parent's problem
+        raise CheckpointError(
+            f"checkpoint {path} is a file; expected the folder holding {WEIGHTS} and {META} "
+            "(as poisonlab train writes)"
+        )
     weights, meta = directory / WEIGHTS, directory / META
     for needed in (weights, meta):
         if not needed.is_file():
