@@ -59,3 +59,28 @@ def test_unwrap_help_joins_prose_and_keeps_examples():
     assert unwrap_help(text) == (
         "Title.\n\nProse wrapped in the source.\n\n    poisonlab x \\\n        --y"
     )
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "poisonlab")
+def test_flags_show_no_type_and_arguments_their_name(args):
+    """Issue: typer's help showed every flag as `--force <bool>` (as if it took `--force true`)
+    and required arguments as `{data}` on the usage line, where the text says DATA."""
+    text = help_text(args)
+    assert "<bool>" not in text
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert "{" not in usage, usage
+    assert usage.split("[OPTIONS]")[1].strip() == USAGE_ARGUMENTS[" ".join(args)], usage
+
+
+USAGE_ARGUMENTS = {
+    "": "COMMAND [ARGS]...",
+    "data": "COMMAND [ARGS]...",
+    "run": "CONFIG",
+    "scan": "DATA",
+    "attack": "NAME",
+    "train": "",
+    "demo": "",
+    "table": "RUNS",
+    "report": "RUN_DIR",
+    "data info": "PATH_OR_NAME",
+}

@@ -148,7 +148,7 @@ def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]
 @app.command("attack")
 @user_errors
 def attack_command(
-    name: str = typer.Argument(..., help=f"Attack: {', '.join(catalog.ATTACKS)}."),
+    name: str = typer.Argument(..., metavar="NAME", help=f"Attack: {', '.join(catalog.ATTACKS)}."),
     out_dir: Path = typer.Option(
         ..., "--out", "-o", help="Folder for poisoned.npz and attack.json."
     ),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from poisonlab import __version__
 from poisonlab.errors import PoisonlabError
@@ -29,11 +30,55 @@ def unwrap_help(text: str) -> str:
     )
 
 
+def _untyped_flags(params: list[Any]) -> None:
+    """Flags take no value, so their help shows no type (typer writes ``--force <bool>``, which
+    reads as if it wanted ``--force true``)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+
+
+class Command(TyperCommand):
+    """A command whose help shows flags without a type and its usage line as click writes it,
+    ``poisonlab scan [OPTIONS] DATA`` (typer writes required arguments as ``{data}``)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """typer's rich help, flags untyped."""
+        _untyped_flags(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """``[OPTIONS]``, then each argument by its metavar: ``NAME``, ``[NAME]`` when optional."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or (param.name or "").upper()
+                pieces.append(
+                    (name if param.required else f"[{name}]") + "..." * (param.nargs != 1)
+                )
+        return pieces
+
+
+class Group(TyperGroup):
+    """A command group whose help shows flags without a type (``--help``, ``--version``)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """typer's rich help, flags untyped."""
+        _untyped_flags(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+
 class Typer(typer.Typer):
-    """typer.Typer whose commands' help is their docstring through :func:`unwrap_help`."""
+    """typer.Typer whose commands' help is their docstring through :func:`unwrap_help`, with
+    :class:`Command` and :class:`Group` help (flags untyped, click's usage line)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", Group)
+        super().__init__(*args, **kwargs)
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
         """typer's ``command`` decorator, with the help text unwrapped."""
+        kwargs.setdefault("cls", Command)
         register = super().command(*args, **kwargs)
 
         def decorator(function: F) -> F:

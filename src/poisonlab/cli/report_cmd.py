@@ -23,6 +23,7 @@ from poisonlab.errors import ConfigError
 def report_command(
     run_dir: Path = typer.Argument(
         ...,
+        metavar="RUN_DIR",
         help="An experiment folder (RUNS/<experiment>), one of its cell folders, or a "
         "`poisonlab scan` output folder.",
     ),

@@ -203,6 +203,7 @@ def _print_summary(result: ScanResult, target: Path, truth: Any) -> None:
 def scan_command(
     data: str = typer.Argument(
         ...,
+        metavar="DATA",
         help="Suspect training data: digits, fashion-mnist, or a path (.npz, IDX, CIFAR-10, "
         "GTSRB, image folder). Its training part is scanned.",
     ),

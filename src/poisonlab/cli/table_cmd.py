@@ -72,7 +72,7 @@ def build_tables(
 @user_errors
 def table_command(
     runs: Path = typer.Argument(
-        ..., help="Runs folder holding results.sqlite (from `poisonlab run`)."
+        ..., metavar="RUNS", help="Runs folder holding results.sqlite (from `poisonlab run`)."
     ),
     experiment: str | None = typer.Option(
         None, "--experiment", "-e", help="Only this experiment's cells (default: every experiment)."
