@@ -147,3 +147,9 @@ def test_an_empty_data_spec_is_one_line(tmp_path, monkeypatch, command, spec):
     line = one_red_line(runner.invoke(app, [*args, "--out", "out"]))
     assert "names no path" in line if spec else "empty data name or path ''" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_run_of_a_folder_is_one_line(tmp_path):
+    """Issue: `poisonlab run experiments` said "config file experiments not found"."""
+    line = one_red_line(runner.invoke(app, ["run", str(tmp_path)]))
+    assert "is a folder; expected a TOML file" in line

@@ -127,6 +127,17 @@ def test_missing_file_and_kind_list(tmp_path):
     assert {"test-sleep", "test-fail", "test-cache"} <= set(task_names())
 
 
+def test_a_folder_or_a_file_without_kind_is_refused_by_name(tmp_path):
+    """Issue: `poisonlab run experiments` (a folder) said "config file experiments not found", and
+    an empty (or non-experiment) TOML said "kind must be a non-empty string, got None"."""
+    with pytest.raises(ConfigError, match="is a folder; expected a TOML file"):
+        load_config(tmp_path)
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match=r"^empty\.toml: no kind .* choose one of: .*backdoor"):
+        load_config(empty)
+
+
 def test_defaults_and_name_from_file_stem(write_config):
     config = load_config(write_config(BASE, name="my-grid.toml"))
     assert (config.name, config.kind, config.seeds, config.repeats) == (

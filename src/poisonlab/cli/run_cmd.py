@@ -186,7 +186,9 @@ def run_command(
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
-    if not config_file.is_file():  # load_config's message, before torch loads
+    if config_file.is_dir():  # load_config's messages, before torch loads
+        raise ConfigError(f"config file {config_file} is a folder; expected a TOML file")
+    if not config_file.is_file():
         raise ConfigError(f"config file {config_file} not found")
     if threads is not None:  # per cell, wherever the cells run (inherited by worker processes)
         os.environ[runtime.THREADS_ENV] = str(runtime.parse_threads(threads))

@@ -161,6 +161,8 @@ def load_config(
     exists. All problems are reported together (:class:`~poisonlab.experiments.checks.ConfigProblems`).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; expected a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
@@ -190,6 +192,11 @@ def config_from_dict(
     name = _string(data, "name", where, required=True)
     if not _NAME.match(name):
         raise ConfigError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-'")
+    if "kind" not in data:  # an empty file, or TOML that is not an experiment config
+        raise ConfigError(
+            f"{where}: no kind (the experiment's task, a top-level key); choose one of: "
+            f"{', '.join(task_names())}"
+        )
     kind = _string(data, "kind", where, required=True)
     if kind not in task_names():
         raise ConfigError(
