@@ -153,3 +153,12 @@ def test_run_of_a_folder_is_one_line(tmp_path):
     """Issue: `poisonlab run experiments` said "config file experiments not found"."""
     line = one_red_line(runner.invoke(app, ["run", str(tmp_path)]))
     assert "is a folder; expected a TOML file" in line
+
+
+def test_a_set_without_equals_is_one_readable_line(tmp_path):
+    """Issue: `run CONFIG --set foo` said "--set expect section.key=value" (its Python name,
+    `overrides` expect, turned into the flag)."""
+    config = tmp_path / "c.toml"
+    config.write_text('kind = "backdoor"\n')
+    line = one_red_line(runner.invoke(app, ["run", str(config), "--set", "foo", "--dry-run"]))
+    assert "--set item 'foo': expected section.key=value" in line

@@ -230,7 +230,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], where: str) -
         key, sep, text = item.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            raise ConfigError(f"`overrides` expect section.key=value, got {item!r}")
+            raise ConfigError(f"`overrides` item {item!r}: expected section.key=value")
         value = _parse_value(text.strip())
         if parts[0] == "defenses" and len(parts) >= 3:
             defenses = raw.get("defenses", [])
