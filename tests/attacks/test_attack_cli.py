@@ -68,6 +68,11 @@ def test_an_existing_output_is_not_overwritten(tmp_path) -> None:
     ("args", "message"),
     [
         (["badnets", "--eps", "0.1"], "does not take --eps"),
+        # the flags a user types, not the keywords behind them (it said --num-targets)
+        (["badnets", "--targets", "3"], "does not take --targets (it takes: --label-map"),
+        (["label-consistent", "--max-iters", "3"], "--arch, --surrogate-epochs"),
+        (["label-consistent", "--max-iters", "3"], "; as --param key=value: batch_size)"),
+        (["badnets", "--param", "beta_scaling=none"], "does not take --param beta_scaling"),
         (["badnets", "--rate", "0.1", "--count", "5"], "give only one of"),
         (["badnets", "--source", "1", "--target", "2", "--rate", "0.5"], "needs"),
         (["badnets", "--trigger", "star"], "trigger must be one of 'pattern'"),

@@ -59,6 +59,11 @@ ATTACK_OPTIONS = (
     *("num_targets", "bases_per_target", "beta0", "max_iter", "watermark", "layer"),
 )
 """Options of :func:`attack_command` passed to the attack (under these keyword names) when given."""
+OPTION_FLAGS = {
+    **{"num_targets": "--targets", "max_iter": "--max-iters"},
+    **{"surrogate_arch": "--arch", "device": "--device"},  # set by the command from these
+}
+"""Attack keywords whose flag is not the keyword written with dashes."""
 ATTACK_FILES = ("poisoned.npz", "attack.json", "model", "victim", "baseline")
 """What an attack writes into --out (poisonlab.workflows.attack_run): --force replaces a folder
 holding only these."""
@@ -121,10 +126,19 @@ def attack_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
     ]
     unknown = sorted(k for k in given if k not in accepted)
     if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        takes = ", ".join("--" + k.replace("_", "-") for k in accepted)
+        flags = ", ".join(_flag(k) for k in unknown)
+        takes = ", ".join(_flag(k) for k in accepted if not _flag(k).startswith("--param"))
+        rest = [k for k in accepted if _flag(k).startswith("--param")]
+        takes += f"; as --param key=value: {', '.join(rest)}" if rest else ""
         raise ConfigError(f"attack {name!r} does not take {flags} (it takes: {takes})")
     return dict(given)
+
+
+def _flag(key: str) -> str:
+    """How a user gives keyword ``key``: its option (``--targets`` for num_targets) or --param."""
+    if key in OPTION_FLAGS:
+        return OPTION_FLAGS[key]
+    return "--" + key.replace("_", "-") if key in ATTACK_OPTIONS else f"--param {key}"
 
 
 def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]) -> Table:
