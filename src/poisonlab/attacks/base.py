@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from poisonlab.data.dataset import ImageDataset, save_npz
+from poisonlab.data.dataset import DATASET, ImageDataset, save_npz
 from poisonlab.errors import DataError
 from poisonlab.registry import Registry
 from poisonlab.validation import InstanceOf, Validated, check_param
@@ -132,17 +132,16 @@ class Attack(Validated, ABC):
         """Poison ``train``; ``test`` supplies the images for the triggered test set or targets."""
 
 
-_DATASET = InstanceOf(ImageDataset, "an ImageDataset (from poisonlab.data.load_dataset)")
 _GENERATOR = InstanceOf(torch.Generator, "a torch.Generator (torch.Generator().manual_seed(0))")
 
 
 def check_poison_inputs(owner: str, train: Any, kwargs: dict[str, Any]) -> None:
     """ParameterError naming the attack, the argument and the value when ``train`` or ``test`` is
     not an ImageDataset or ``generator`` not a torch.Generator (a seed, a path, a tensor...)."""
-    check_param(owner, "train", train, [_DATASET])
+    check_param(owner, "train", train, [DATASET])
     if "generator" in kwargs:
         check_param(owner, "generator", kwargs["generator"], [_GENERATOR])
-    check_param(owner, "test", kwargs.get("test"), [_DATASET, None])
+    check_param(owner, "test", kwargs.get("test"), [DATASET, None])
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

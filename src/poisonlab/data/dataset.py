@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.errors import DataError
+from poisonlab.validation import InstanceOf, check_param
 
 MAX_UNNAMED_CLASSES = 100_000
 """Most classes a data set may have without ``class_names`` (default names are made per class)."""
@@ -170,6 +171,7 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     Pixels are stored as uint8 when every value is an exact multiple of 1/255 (lossless), and as
     float32 otherwise (e.g. crafted poisons), so a round trip never changes a pixel.
     """
+    check_param("save_npz", "dataset", dataset, [DATASET])
     path = Path(path)
     x = dataset.images.permute(0, 2, 3, 1).numpy()
     as_bytes = np.round(x * 255.0)
@@ -187,3 +189,7 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
     return path
+
+
+DATASET = InstanceOf(ImageDataset, "an ImageDataset (from poisonlab.data.load_dataset)")
+"""The constraint of an argument that takes a data set (:func:`poisonlab.validation.check_param`)."""

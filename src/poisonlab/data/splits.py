@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 
-from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.errors import DataError
 from poisonlab.seeding import make_generator
+from poisonlab.validation import SEED, Interval, check_param
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ def split_indices(
     ]
 
 
+_PART = Interval(Real, 0, 1, closed="left")
+
+
 def split_dataset(
     dataset: ImageDataset,
     *,
@@ -52,6 +57,10 @@ def split_dataset(
     seed: int = 0,
 ) -> Split:
     """Split into train / held-out (clean, for defenses that need it) / test parts."""
+    check_param("split_dataset", "dataset", dataset, [DATASET])
+    check_param("split_dataset", "holdout", holdout, [_PART])
+    check_param("split_dataset", "test", test, [_PART])
+    check_param("split_dataset", "seed", seed, [SEED])
     train_fraction = 1.0 - holdout - test
     if train_fraction <= 0:
         raise DataError(f"holdout ({holdout}) + test ({test}) leave no training data")

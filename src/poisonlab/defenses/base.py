@@ -75,6 +75,9 @@ class TransductiveError(PoisonlabError, TypeError):
     """:meth:`Detector.score_samples` on a detector that ranks only the data it was fitted on."""
 
 
+_EVIDENCE = InstanceOf(Evidence, "an Evidence (Evidence(data, model, holdout=...))")
+
+
 class Detector(Validated, ABC):
     """Base class of every defense.
 
@@ -253,6 +256,7 @@ class Detector(Validated, ABC):
 
     def fit(self, evidence: Evidence) -> Detector:
         """Score ``evidence.data``, apply the threshold, and store ``result_``; returns self."""
+        check_param(self.name, "evidence", evidence, [_EVIDENCE])
         started = time.perf_counter()
         self._fit_context_ = (evidence.model, evidence.device, evidence.batch_size)
         scored = self._score(evidence)

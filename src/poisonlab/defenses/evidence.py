@@ -15,16 +15,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
 from poisonlab.models.activations import capture_representations
 from poisonlab.models.network import Network
+from poisonlab.validation import InstanceOf, check_param
 
 if TYPE_CHECKING:
     from poisonlab.train.config import TrainConfig
 
 Part = Literal["data", "holdout"]
+
+
+_NETWORK = "a poisonlab Network (build_model, or load_checkpoint(...).model)"
 
 
 class Evidence:
@@ -62,6 +66,9 @@ class Evidence:
         batch_size: int = 256,
         recipe: TrainConfig | None = None,
     ) -> None:
+        check_param("Evidence", "data", data, [DATASET])
+        check_param("Evidence", "model", model, [InstanceOf(Network, _NETWORK), None])
+        check_param("Evidence", "holdout", holdout, [DATASET, None])
         self.data = data
         self.model = model
         self.recipe = recipe

@@ -40,6 +40,9 @@ from typing import Any, Protocol
 import numpy as np
 from torch import Tensor
 
+from poisonlab.errors import ConfigError
+from poisonlab.validation import short_repr
+
 NAN = float("nan")
 
 
@@ -308,6 +311,11 @@ def evaluate_detection(
     ``is_poison`` is the attack's bool (N,) mask over the same N samples the detector scored
     (``PoisonedDataset.is_poison``).
     """
+    if not all(hasattr(result, name) for name in ("scores", "flagged", "analysed")):
+        raise ConfigError(
+            "evaluate_detection result must be a detector's result (detector.fit(evidence)"
+            f".result), got {type(result).__name__} {short_repr(result)}"
+        )
     truth = _as_numpy(is_poison, bool)
     analysed = _as_numpy(result.analysed, bool)
     if len(truth) != len(analysed):

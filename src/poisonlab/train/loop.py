@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from poisonlab import progress
-from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.data.splits import split_indices
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
@@ -27,6 +27,7 @@ from poisonlab.models.network import Network
 from poisonlab.seeding import make_generator, seeded_global_rng
 from poisonlab.train.config import TrainConfig
 from poisonlab.train.evaluate import evaluate
+from poisonlab.validation import InstanceOf, check_param
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,10 @@ def run_epochs(
         optimizer.zero_grad(set_to_none=True)
 
 
+_NETWORK = "a poisonlab Network (from poisonlab.models.build_model)"
+_RECIPE = "a TrainConfig (e.g. poisonlab.train.recipes.default_recipe(...))"
+
+
 def train_model(
     model: Network,
     data: ImageDataset,
@@ -207,6 +212,10 @@ def train_model(
     loop and restored afterwards: runs repeat for a seed and the caller's random state is untouched.
     The mini-batch loop is :func:`run_epochs`.
     """
+    check_param("train_model", "model", model, [InstanceOf(Network, _NETWORK)])
+    check_param("train_model", "data", data, [DATASET])
+    check_param("train_model", "config", config, [InstanceOf(TrainConfig, _RECIPE), None])
+    check_param("train_model", "val_data", val_data, [DATASET, None])
     config = config or TrainConfig()
     device = pick_device(device)
     if data.shape != model.config.input_shape:

@@ -1,0 +1,72 @@
+"""The public Python entry points given an argument of the wrong type (a name where a data set
+goes, a seed where a generator goes, a dict where a recipe goes, the data where the evidence
+goes): one ConfigError naming the function, the argument and the value, not an AttributeError
+from deep inside (issue: a newcomer's walk through the README's Python API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from poisonlab.data import save_npz, split_dataset
+from poisonlab.defenses import Evidence, build_detector
+from poisonlab.errors import ConfigError
+from poisonlab.metrics.detection import evaluate_detection
+from poisonlab.models import ModelConfig, build_model
+from poisonlab.train import train_model
+from poisonlab.train.recipes import default_recipe
+from tests.conftest import blobs_dataset
+
+DATA = blobs_dataset(n_per_class=6, seed=0)
+CONFIG = ModelConfig("cnn-small", 1, 8, 8, DATA.num_classes, feature_dim=16)
+MODEL = build_model(CONFIG, seed=0)
+RECIPE = default_recipe("cnn-small", len(DATA), seed=0)
+
+
+def cases() -> list[Any]:
+    fit = build_detector("spectral-signatures").fit
+    return [
+        ("split_dataset", lambda: split_dataset("digits"), "dataset must be an ImageDataset"),
+        ("split_dataset", lambda: split_dataset(DATA, seed=torch.Generator()), "seed must be"),
+        ("split_dataset", lambda: split_dataset(DATA, holdout=10), "holdout must be a number"),
+        ("save_npz", lambda: save_npz("digits", "x.npz"), "dataset must be an ImageDataset"),
+        ("build_model", lambda: build_model("cnn-small"), "config must be a ModelConfig"),
+        ("build_model", lambda: build_model(CONFIG, seed=torch.Generator()), "seed must be"),
+        (
+            "train_model",
+            lambda: train_model(MODEL, "digits", RECIPE),
+            "data must be an ImageDataset",
+        ),
+        (
+            "train_model",
+            lambda: train_model(MODEL, DATA, {"epochs": 1}),
+            "config must be a TrainConfig",
+        ),
+        (
+            "train_model",
+            lambda: train_model("cnn-small", DATA, RECIPE),
+            "model must be a poisonlab Network",
+        ),
+        ("Evidence", lambda: Evidence("digits", MODEL), "data must be an ImageDataset"),
+        ("Evidence", lambda: Evidence(DATA, "runs/model"), "model must be a poisonlab Network"),
+        ("Evidence", lambda: Evidence(DATA, MODEL, holdout="x.npz"), "holdout must be"),
+        ("spectral-signatures", lambda: fit(DATA), "evidence must be an Evidence"),
+        (
+            "evaluate_detection",
+            lambda: evaluate_detection([0.5], [True]),
+            "result must be a detector's result",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("owner", "call", "expected"), cases(), ids=lambda c: c if isinstance(c, str) else ""
+)
+def test_wrong_typed_argument_is_named(tmp_path, monkeypatch, owner, call, expected) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"^{owner} {expected}") as info:
+        call()
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x.npz").exists()
