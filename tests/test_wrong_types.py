@@ -70,3 +70,15 @@ def test_wrong_typed_argument_is_named(tmp_path, monkeypatch, owner, call, expec
         call()
     assert "\n" not in str(info.value)
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_scan_defenses_and_write_scan_result_of_the_wrong_type(tmp_path) -> None:
+    """scan(data, defenses=3) raised "'int' object is not iterable"; write_scan(None, folder)
+    made the folder, then raised an AttributeError."""
+    from poisonlab.scan import scan, write_scan
+
+    with pytest.raises(ConfigError, match=r"^defenses must be 'all', a name, .* got 3$"):
+        scan(DATA, defenses=3, model=MODEL)
+    with pytest.raises(ConfigError, match=r"^write_scan result must be a ScanResult"):
+        write_scan(None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -72,6 +72,7 @@ from poisonlab.train import TrainConfig, TrainResult, train_model
 from poisonlab.train.background import BackgroundTraining, worth_it
 from poisonlab.train.config import PRECISIONS
 from poisonlab.train.recipes import fast_bfloat16, scan_recipe
+from poisonlab.validation import short_repr
 from poisonlab.workflows.scan_inputs import (
     as_dataset,
     as_model,
@@ -153,7 +154,12 @@ class ScanResult:
 
 def resolve_defenses(defenses: str | Sequence[str]) -> list[str]:
     """Registry names from ``"all"``, one name, a comma-separated list or a sequence of them."""
-    items = [defenses] if isinstance(defenses, str) else list(defenses)
+    items = [defenses] if isinstance(defenses, str) else defenses
+    if not isinstance(items, Sequence) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(
+            "defenses must be 'all', a name, a comma-separated list or a list of names, got "
+            f"{short_repr(defenses)}"
+        )
     names = [n.strip() for item in items for n in item.split(",") if n.strip()]
     if not names:
         raise ConfigError("no defense selected; name one or use all")

@@ -37,6 +37,8 @@ from torch import Tensor
 from poisonlab import __version__
 from poisonlab.data.dataset import save_npz
 from poisonlab.defenses.fusion import verdict_sentence
+from poisonlab.errors import ConfigError
+from poisonlab.validation import short_repr
 from poisonlab.workflows.scan import UNION_RULE, ScanResult
 
 
@@ -135,6 +137,11 @@ def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
     :func:`poisonlab.cli.output.output_folder` and swaps it in on success, so it never replaces
     a user's files). Returns the three paths by kind.
     """
+    if not isinstance(result, ScanResult):  # checked before the folder is made
+        raise ConfigError(
+            f"write_scan result must be a ScanResult (from poisonlab.scan.scan), got "
+            f"{type(result).__name__} {short_repr(result)}"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ran = result.ran
