@@ -109,6 +109,31 @@ def test_argument_and_file_errors_load_no_torch(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_device_architecture_and_epoch_errors_load_no_torch(tmp_path):
+    """Issue: an unknown --device or scan --arch, or --epochs 0, was refused only after torch had
+    loaded (3 s on two cores), and scan printed its "skipping deep-features" line first."""
+    cases = [
+        ["scan", "digits", "-D", "all", "-o", "out", "--arch", "nope"],
+        ["scan", "digits", "-D", "all", "-o", "out", "--epochs", "0"],
+        ["train", "-o", "out", "--epochs", "0"],
+        ["train", "-o", "out", "--device", "gpu"],
+        ["scan", "digits", "-D", "all", "-o", "out", "--device", "gpu"],
+        ["attack", "badnets", "-o", "out", "--device", "cuda:x"],
+        ["demo", "--device", "mps"],
+        ["run", "missing.toml", "--device", "gpu"],
+    ]
+    results, heavy = run_cli(cases, tmp_path)
+    assert heavy == []
+    messages = [r["err"].strip() for r in results]
+    assert all(r["code"] == 2 for r in results), results
+    assert all(m.startswith("error:") and "\n" not in m for m in messages), messages
+    assert "unknown model 'nope'" in messages[0]
+    assert "--epochs 0: expected a whole number of epochs >= 1" in messages[1]
+    assert "--epochs 0: expected" in messages[2]
+    assert all("unknown device" in m for m in messages[3:]), messages
+    assert not (tmp_path / "out").exists()
+
+
 def test_too_many_threads_is_clamped_with_a_warning(tmp_path):
     cores = runtime.cpu_count()
     cases = [["scan", "missing.npz", "-D", "all", "-o", "out", "--threads", str(cores + 3)]]

@@ -31,6 +31,7 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
+    check_device,
     check_output_apart,
     check_threads,
     input_paths,
@@ -327,6 +328,7 @@ def attack_command(
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
+    check_device(device)
     catalog.check_names("attack", [name], catalog.ATTACKS)
     if protocol not in catalog.PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r} is not one of {', '.join(catalog.PROTOCOLS)}")

@@ -6,6 +6,7 @@ Nothing here imports torch: ``--help`` and argument errors answer in well under 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -45,6 +46,22 @@ THREADS = typer.Option(
     help="CPU threads for torch and the numeric libraries, 1 to the machine's cores (default: "
     "POISONLAB_THREADS, else one thread for small images and every core for larger ones).",
 )
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """Refuse a --device that is no device name now (torch-free); whether CUDA is there is
+    checked when the device is picked."""
+    if not _DEVICE.fullmatch(device):
+        raise ConfigError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def check_epochs(option: str, epochs: int | None) -> None:
+    """Refuse an epoch count below 1 now (torch-free)."""
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"{option} {epochs}: expected a whole number of epochs >= 1")
 
 
 def check_threads(threads: int | None) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from poisonlab import runtime
-from poisonlab.cli.common import DEVICE, QUIET, SEED, THREADS, VERBOSE, check_threads
+from poisonlab.cli.common import DEVICE, QUIET, SEED, THREADS, VERBOSE, check_device, check_threads
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
@@ -139,6 +139,7 @@ def demo_command(
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
+    check_device(device)
     from poisonlab.device import pick_device
     from poisonlab.experiments.runner import RunInterrupted
     from poisonlab.reports.demo import DemoSettings, run_demo

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from poisonlab import runtime
-from poisonlab.cli.common import DEVICE, QUIET, THREADS, VERBOSE, check_threads
+from poisonlab.cli.common import DEVICE, QUIET, THREADS, VERBOSE, check_device, check_threads
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
@@ -186,6 +186,7 @@ def run_command(
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
+    check_device(device)
     if config_file.is_dir():  # load_config's messages, before torch loads
         raise ConfigError(f"config file {config_file} is a folder; expected a TOML file")
     if not config_file.is_file():

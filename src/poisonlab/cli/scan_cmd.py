@@ -24,6 +24,8 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
+    check_device,
+    check_epochs,
     check_output_apart,
     check_threads,
     input_paths,
@@ -299,6 +301,10 @@ def scan_command(
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
+    check_device(device)
+    check_epochs("--epochs", epochs)
+    if arch is not None:
+        catalog.check_names("model", [arch], catalog.MODELS)
     if decision not in ("verdict", "union"):
         raise ConfigError(f"--decision must be verdict or union, got {decision!r}")
     if precision not in ("auto", "float32", "bfloat16"):

@@ -19,6 +19,8 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
+    check_device,
+    check_epochs,
     check_threads,
     data_path,
 )
@@ -65,6 +67,8 @@ def train_command(
     if loss not in LOSSES:
         raise typer.BadParameter(f"{loss!r} is not one of ce, lgm", param_hint="--loss")
     check_threads(threads)
+    check_device(device)
+    check_epochs("--epochs", epochs)
     catalog.check_names("model", [model], catalog.MODELS)
     data_path(data)
     check_output_dir(out_dir, force=force, owned=TRAIN_FILES)
