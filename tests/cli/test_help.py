@@ -63,10 +63,13 @@ def test_unwrap_help_joins_prose_and_keeps_examples():
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "poisonlab")
 def test_flags_show_no_type_and_arguments_their_name(args):
-    """Issue: typer's help showed every flag as `--force <bool>` (as if it took `--force true`)
-    and required arguments as `{data}` on the usage line, where the text says DATA."""
+    """Issue: typer's help showed every flag as `--force <bool>` (as if it took `--force true`),
+    repeatable options as `--set <list[str]>` and required arguments as `{data}` on the usage
+    line, where the text says DATA."""
     text = help_text(args)
     assert "<bool>" not in text
+    assert "list[" not in text  # repeatable options show their form: --set <key=value>
+    assert "…" not in text  # a wide type column cut nothing short
     usage = next(line for line in text.splitlines() if "Usage:" in line)
     assert "{" not in usage, usage
     assert usage.split("[OPTIONS]")[1].strip() == USAGE_ARGUMENTS[" ".join(args)], usage

@@ -277,7 +277,11 @@ def attack_command(
         rich_help_panel=COLLISION,
     ),
     param: list[str] | None = typer.Option(
-        None, "--param", "-p", help="Any attack parameter as key=value (repeatable)."
+        None,
+        "--param",
+        "-p",
+        metavar="<key=value>",
+        help="Any attack parameter as key=value (repeatable).",
     ),
     no_eval: bool = typer.Option(
         False, "--no-eval", help="Only poison; train no victim.", rich_help_panel=EVAL

@@ -141,7 +141,10 @@ def run_command(
         help="Runs folder: results.sqlite, cache/, one folder per experiment.",
     ),
     overrides: list[str] = typer.Option(
-        [], "--set", help="Override a config key: section.key=value (TOML value). Repeatable."
+        [],
+        "--set",
+        metavar="<key=value>",
+        help="Override a config key: section.key=value (TOML value). Repeatable.",
     ),
     only: str | None = typer.Option(
         None, "--only", help="Run only cells whose description or key contains this text."

@@ -216,6 +216,7 @@ def scan_command(
         ...,
         "--defense",
         "-D",
+        metavar="<name,...>",
         help="A defense, a comma-separated list, or all (repeatable). "
         f"Registered: {', '.join(catalog.DEFENSES)}.",
     ),
@@ -253,6 +254,7 @@ def scan_command(
     param: list[str] | None = typer.Option(
         None,
         "--param",
+        metavar="<key=value>",
         help="Defense setting DEFENSE.key=value (repeatable), e.g. "
         "deep-features.covariance=ledoit-wolf.",
     ),
