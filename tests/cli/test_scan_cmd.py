@@ -148,6 +148,8 @@ def test_user_errors_are_one_red_line(files):
         (["--model", wrong], "does not fit"),
         (["-t", "half"], "threshold 'half' not understood"),
         (["--classes", "x"], "--classes"),
+        (["--classes", ""], "--classes '': expected comma-separated class numbers"),  # was: got []
+        (["--classes", " , "], "--classes ' , ': expected"),
         (["-D", "nope"], "unknown defense 'nope'; choose one of"),  # nothing close: no guess
         (
             ["-D", "spectral-signature"],

@@ -66,9 +66,12 @@ def parse_classes(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        chosen = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--classes {text!r}: expected comma-separated class numbers") from None
+        chosen = []
+    if not chosen:  # "" too: the defenses would have said "classes must be ..., got []"
+        raise ConfigError(f"--classes {text!r}: expected comma-separated class numbers")
+    return chosen
 
 
 def parse_params(items: list[str] | None, names: list[str]) -> dict[str, dict[str, Any]]:
