@@ -12,7 +12,7 @@ import torch
 from poisonlab.explain._newton_ot import newton_semidual
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 from poisonlab.explain.gromov import entropic_gw
-from poisonlab.explain.gw_kmeans import gw_kmeans
+from poisonlab.explain.gw_kmeans import gw_distances_to_centers, gw_kmeans
 from poisonlab.explain.point_cloud import heatmaps_to_clouds, pad_clouds
 
 TOL = {torch.float64: 1e-9, torch.float32: 1e-6}
@@ -211,10 +211,20 @@ def test_kmeans_assignments_are_the_same_with_either_inner_solver(
     assert torch.equal(runs["newton"].labels, runs["sinkhorn"].labels)
     assert runs["newton"].labels[:14].unique().numel() == 1  # the planted group, found by both
     assert runs["newton"].n_iter == runs["sinkhorn"].n_iter
-    if dtype is None:  # float64, POT's criteria: the same distances; float32 runs stop at the
-        # clustering tolerances (barycenters to 1e-4, distances to 1e-5 relative change), where the
-        # second barycenter differs by up to 2% between solvers
-        # (and by up to 11% between float32 and float64 with either solver)
-        torch.testing.assert_close(
-            runs["newton"].distances, runs["sinkhorn"].distances, rtol=1e-3, atol=0
-        )
+    # The runs' distances are not compared entry by entry: GW is not convex, and a barycenter
+    # update can settle on a nearby solution that differs between the solvers by a few per cent
+    # (3% in float64 on one CPU, under 0.1% on another), which moves every distance to it. The
+    # inner solver's own claim is checked on fixed centers: from the same start, either inner
+    # solver gives the same distances up to the outer loop's stopping rule (a slowly drifting
+    # problem stops within ~5e-4 of where it would go on); in float32 a problem may also settle
+    # on another local solution (1 of 80 moved by 8% on one CPU).
+    centers = runs["sinkhorn"].centers
+    dist = {
+        inner: gw_distances_to_centers(clouds, centers, epsilon=0.01, dtype=dtype, inner=inner)
+        for inner in ("sinkhorn", "newton")
+    }
+    relative = ((dist["newton"] - dist["sinkhorn"]).abs() / dist["sinkhorn"]).flatten()
+    assert float(relative.median()) <= 1e-4
+    assert float((relative <= 1e-3).float().mean()) >= 0.95
+    if dtype is None:
+        assert float(relative.max()) <= 2e-3
