@@ -82,3 +82,21 @@ def test_scan_defenses_and_write_scan_result_of_the_wrong_type(tmp_path) -> None
     with pytest.raises(ConfigError, match=r"^write_scan result must be a ScanResult"):
         write_scan(None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_poisoned_dataset_where_its_parts_go_says_which_part() -> None:
+    """The likeliest slip after an attack: the PoisonedDataset itself where its .dataset or its
+    .is_poison goes (evaluate_detection said "expected a 1-d array, got shape ()")."""
+    from poisonlab.attacks import build_attack
+    from poisonlab.seeding import make_generator
+
+    attack = build_attack("badnets", rate=0.2, position="bottom-right", offset=0)
+    poisoned = attack.poison(DATA, generator=make_generator(0))
+    with pytest.raises(
+        ConfigError, match=r"^Evidence data must be .* a PoisonedDataset's \.dataset"
+    ):
+        Evidence(poisoned, MODEL)
+    result = build_detector("spectral-signatures").fit(Evidence(poisoned.dataset, MODEL)).result
+    with pytest.raises(ConfigError, match=r"got a PoisonedDataset: pass its \.is_poison$"):
+        evaluate_detection(result, poisoned)
+    assert evaluate_detection(result, poisoned.is_poison).auroc >= 0  # the right call works

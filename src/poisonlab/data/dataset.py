@@ -191,5 +191,7 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     return path
 
 
-DATASET = InstanceOf(ImageDataset, "an ImageDataset (from poisonlab.data.load_dataset)")
+DATASET = InstanceOf(
+    ImageDataset, "an ImageDataset (load_dataset(...), a PoisonedDataset's .dataset)"
+)
 """The constraint of an argument that takes a data set (:func:`poisonlab.validation.check_param`)."""

@@ -316,6 +316,11 @@ def evaluate_detection(
             "evaluate_detection result must be a detector's result (detector.fit(evidence)"
             f".result), got {type(result).__name__} {short_repr(result)}"
         )
+    if hasattr(is_poison, "is_poison"):  # the PoisonedDataset itself, for its mask
+        raise ConfigError(
+            "evaluate_detection is_poison must be the bool (N,) ground-truth mask, got a "
+            f"{type(is_poison).__name__}: pass its .is_poison"
+        )
     truth = _as_numpy(is_poison, bool)
     analysed = _as_numpy(result.analysed, bool)
     if len(truth) != len(analysed):
