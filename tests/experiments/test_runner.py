@@ -129,6 +129,18 @@ def test_failed_cells_are_recorded_and_retried_with_a_clean_folder(write_config,
     assert starts(record).count(failed.key) == 2 and len(starts(record)) == 3
 
 
+def test_only_that_matches_no_cell_is_refused(write_config, tmp_path):
+    """Issue: `run CONFIG --only nope` ran nothing and printed "0 done ... 0 pending", as if the
+    run had succeeded; the typo is refused before the runs folder is touched."""
+    config, _ = sleep_config(write_config, tmp_path)
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=r"--only 'x=9' matches none of the 3 cells of sleepy"):
+        run_experiment(config, runs, only="x=9")
+    assert not runs.exists()
+    with pytest.raises(ConfigError, match="matches none"):
+        plan(config, runs, only="x=9")
+
+
 def test_cells_left_running_are_retried_and_only_filters(write_config, tmp_path):
     config, record = sleep_config(write_config, tmp_path)
     runs = tmp_path / "runs"

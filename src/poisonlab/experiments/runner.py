@@ -129,6 +129,16 @@ def _selected(cell: GridCell, only: str | None) -> bool:
     return only is None or only in cell.description or only in cell.spec.key
 
 
+def _check_only(config: ExperimentConfig, cells: list[GridCell], only: str | None) -> None:
+    """ConfigError when ``only`` selects no cell: a typo ran nothing and said "0 cells"."""
+    if only is not None and not any(_selected(cell, only) for cell in cells):
+        example = f", e.g. {cells[0].description!r}" if cells else ""
+        raise ConfigError(
+            f"--only {only!r} matches none of the {len(cells)} cells of {config.name} (their "
+            f"descriptions{example}, or keys)"
+        )
+
+
 def _runs(status: str, retry_failed: bool) -> bool:
     return status in ("new", "pending", "running") or (status == "failed" and retry_failed)
 
@@ -147,7 +157,9 @@ def plan(
         with Store(path) as store:
             known = {r.key: r.status for r in store.cells(config.name, in_grid=False)}
     planned = []
-    for cell in expand_cells(config):
+    cells = expand_cells(config)
+    _check_only(config, cells, only)
+    for cell in cells:
         if _selected(cell, only):
             status = known.get(cell.spec.key, "new")
             planned.append(PlannedCell(cell, status, _runs(status, retry_failed)))
@@ -249,6 +261,7 @@ def run_experiment(
     runs = Path(runs_dir)
     folder = runs / config.name
     cells = expand_cells(config)
+    _check_only(config, cells, only)
     task_names()
     task_module = getattr(TASKS.get(config.kind), "__module__", "")
     with experiment_lock(folder, config.name), Store.in_runs(runs) as store:
