@@ -100,3 +100,21 @@ def test_a_poisoned_dataset_where_its_parts_go_says_which_part() -> None:
     with pytest.raises(ConfigError, match=r"got a PoisonedDataset: pass its \.is_poison$"):
         evaluate_detection(result, poisoned)
     assert evaluate_detection(result, poisoned.is_poison).auroc >= 0  # the right call works
+
+
+def test_predict_evaluate_and_measure_backdoor_name_what_they_take() -> None:
+    """README's `clean_accuracy(predict(model, data.images), data)`: predict(model, data) raised
+    "'ImageDataset' object is not subscriptable"; evaluate and measure_backdoor given a name, an
+    AttributeError."""
+    from poisonlab.train import evaluate, predict
+    from poisonlab.workflows.backdoor_eval import measure_backdoor
+
+    with pytest.raises(ConfigError, match=r"^predict images must be .* got ImageDataset: pass its"):
+        predict(MODEL, DATA)
+    with pytest.raises(ConfigError, match=r"^predict images must be .* got list \[1, 2\]$"):
+        predict(MODEL, [1, 2])
+    with pytest.raises(ConfigError, match=r"^evaluate data must be an ImageDataset"):
+        evaluate(MODEL, "digits")
+    with pytest.raises(ConfigError, match=r"^measure_backdoor triggered must be an ImageDataset"):
+        measure_backdoor(MODEL, DATA, "triggered.npz")
+    assert predict(MODEL, DATA.images).shape == (len(DATA),)

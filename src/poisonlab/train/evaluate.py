@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.dataset import DATASET, ImageDataset
+from poisonlab.errors import ConfigError
 from poisonlab.models.borrow import borrowed
 from poisonlab.models.network import Network
+from poisonlab.validation import check_param, short_repr
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ def predict_logits(
     batch_size: int = 512,
 ) -> Tensor:
     """Inference logits for ``images`` (eval mode, every module's mode restored after), CPU (N, K)."""
+    if not isinstance(images, Tensor):  # a data set (its .images), a list, a path...
+        hint = ": pass its .images" if isinstance(images, ImageDataset) else ""
+        raise ConfigError(
+            f"predict images must be a float tensor (N, C, H, W), got {type(images).__name__}"
+            f"{hint or ' ' + short_repr(images)}"
+        )
     device = torch.device(device) if device is not None else next(model.parameters()).device
     with borrowed(model):
         parts = [
@@ -55,6 +63,7 @@ def evaluate(
     batch_size: int = 512,
 ) -> Evaluation:
     """Loss (cross-entropy of the inference logits) and accuracy of ``model`` on ``data``."""
+    check_param("evaluate", "data", data, [DATASET])
     logits = predict_logits(model, data.images, device=device, batch_size=batch_size)
     if len(data) == 0:
         return Evaluation(float("nan"), float("nan"), 0)

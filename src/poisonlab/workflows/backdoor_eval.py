@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.metrics.attack import BackdoorMetrics, evaluate_backdoor
 from poisonlab.train.evaluate import predict
+from poisonlab.validation import check_param
 
 __all__ = ["measure_backdoor"]
 
@@ -30,6 +31,9 @@ def measure_backdoor(
     device: torch.device | str | None = None,
 ) -> BackdoorMetrics:
     """Clean accuracy, ASR and (with ``masr_set``) per-class ASR and MASR of ``model``."""
+    for name, data in (("clean", clean), ("triggered", triggered)):
+        check_param("measure_backdoor", name, data, [DATASET])
+    check_param("measure_backdoor", "masr_set", masr_set, [DATASET, None])
     network: Any = model  # a Network, or any classifier returning logits
     return evaluate_backdoor(
         predict(network, clean.images, device=device),
