@@ -118,3 +118,20 @@ def test_predict_evaluate_and_measure_backdoor_name_what_they_take() -> None:
     with pytest.raises(ConfigError, match=r"^measure_backdoor triggered must be an ImageDataset"):
         measure_backdoor(MODEL, DATA, "triggered.npz")
     assert predict(MODEL, DATA.images).shape == (len(DATA),)
+
+
+def test_score_samples_and_combine_name_what_they_take() -> None:
+    """score_samples("x.npz") said "Evidence data must be ..." (a class the caller never named);
+    combine(result, labels) with one result instead of a list, or the data set for the labels,
+    raised an AttributeError."""
+    from poisonlab.defenses.fusion import combine
+
+    detector = build_detector("spectral-signatures").fit(Evidence(DATA, MODEL))
+    with pytest.raises(ConfigError, match=r"^spectral-signatures\.score_samples data must be an"):
+        detector.score_samples("x.npz")
+    result = detector.result
+    with pytest.raises(ConfigError, match=r"^combine results must be a list of DetectionResults"):
+        combine(result, DATA.labels)
+    with pytest.raises(ConfigError, match=r"^combine labels must be the claimed labels"):
+        combine([result], DATA)
+    assert combine([], DATA.labels).removed.sum() == 0  # no result: nothing removed

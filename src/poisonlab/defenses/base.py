@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from poisonlab.data.dataset import ImageDataset
+from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, VerdictRule, parse_threshold
 from poisonlab.defenses.verdicts import BreakTest, ClassVerdict, class_verdicts
@@ -228,6 +228,7 @@ class Detector(Validated, ABC):
             raise RuntimeError(f"{self.name}: call fit() before {caller}()")
         model, device, batch_size = self._fit_context_
         if not isinstance(data, Evidence):
+            check_param(f"{self.name}.{caller}", "data", data, [DATASET, _EVIDENCE])
             return Evidence(data, model, device=device, batch_size=batch_size)
         if self.needs_model and data.model is not model:
             raise ConfigError(

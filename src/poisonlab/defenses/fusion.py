@@ -68,6 +68,7 @@ from poisonlab.defenses.thresholds import (
 from poisonlab.defenses.verdicts import ClassVerdict, holm
 from poisonlab.errors import ConfigError
 from poisonlab.ranges import class_ranges
+from poisonlab.validation import InstanceOf, Items, check_param
 
 RULES = ("verdict", "union")
 NOT_MEMBERS = {
@@ -253,6 +254,14 @@ class CombinedDecision:
         }
 
 
+_RESULTS = Items(
+    InstanceOf(DetectionResult),
+    min_length=0,
+    what="a list of DetectionResults (detector.fit(evidence).result, one per detector)",
+)
+_LABELS = InstanceOf(Tensor, "the claimed labels, an int64 tensor (N,) (the data's .labels)")
+
+
 def combine(
     results: Sequence[DetectionResult],
     labels: Tensor,
@@ -280,6 +289,8 @@ def combine(
     """
     if rule not in RULES:
         raise ConfigError(f"combination rule must be one of {', '.join(RULES)}, got {rule!r}")
+    check_param("combine", "results", results, [_RESULTS])
+    check_param("combine", "labels", labels, [_LABELS])
     members = [r for r in results if r.verdicts and r.detector not in NOT_MEMBERS]
     excluded = {
         r.detector: NOT_MEMBERS.get(r.detector, "gives no per-class verdict")
