@@ -70,6 +70,7 @@ Y = np.array([0, 1])
     [
         ({"x": X}, "missing array 'y'"),
         ({"y": Y, "z": X}, "missing array 'x'"),
+        ({}, r"missing array 'x' \(found: no arrays at all\)"),  # it read "(found: )"
         ({"x": np.zeros((2, 16), np.uint8), "y": Y}, r"'x' must have shape \(N, H, W\)"),
         ({"x": np.zeros((2, 3, 8, 8), np.uint8), "y": Y}, "8 channels in its last axis"),
         (

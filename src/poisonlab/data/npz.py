@@ -162,7 +162,8 @@ def load_npz(path: Path, part: str = "train") -> ImageDataset:
         for key, value in (("x", x), ("y", y)):
             if value is None:
                 raise DataError(
-                    f"{path}: missing array {key!r} (found: {', '.join(archive.files)})"
+                    f"{path}: missing array {key!r} "
+                    f"(found: {', '.join(archive.files) or 'no arrays at all'})"
                 )
         assert x is not None and y is not None
         images = _images(x, path)
