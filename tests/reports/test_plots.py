@@ -66,6 +66,57 @@ def test_class_histograms_keep_the_most_flagged_classes():
     assert more.shape[0] > few.shape[0]  # 5 panels in 2 rows vs 2 panels in 1 row
 
 
+def _per_class_cases():
+    """Inputs drawn in turn on one ClassHistograms: 10 classes (3 × 4 panels) with new scores,
+    flags and titles each time, 9 classes (same grid, one panel less), no title, then 2 classes
+    (a new grid) and 10 classes again."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 30)
+    names = [f"c{i}" for i in range(10)]
+    cases = []
+    for k, scale in enumerate((1.0, 50.0, 1e-3)):
+        values = rng.normal(size=300) * scale + k
+        cases.append((values, labels, values > np.quantile(values, 0.9), names, f"defense {k}"))
+    nine = rng.normal(size=300)
+    nine[labels == 4] = np.nan  # class 4 not analysed
+    cases.append((nine, labels, nine > 1.0, names, "nine"))
+    cases.append((rng.normal(size=300), labels, np.zeros(300, bool), names, ""))
+    two = np.where(labels < 2, rng.normal(size=300), np.nan)
+    cases.append((two, labels, two > 0.5, names, "two"))
+    cases.append(cases[0])
+    return cases
+
+
+def test_class_histograms_on_a_reused_figure_equal_new_figures():
+    # the report draws one per-class figure per defense on one figure: every PNG must be the
+    # bytes a figure of its own gives
+    reused = plots.ClassHistograms()
+    for values, labels, flagged, names, title in _per_class_cases():
+        alone = plots.class_histograms_png(values, labels, flagged, names, title=title)
+        assert reused(values, labels, flagged, names, title=title) == alone, title
+
+
+def test_titles_at_a_fixed_height_draw_what_automatic_titles_draw(scores, monkeypatch):
+    # _title gives matplotlib's default title height explicitly (no re-placement per draw);
+    # the reference leaves it automatic, as ax.set_title does by default
+    values, truth = scores
+    labels = np.repeat(np.arange(10), 20)
+    flagged = values["b"] > 1.0
+    names = [str(i) for i in range(10)]
+
+    def figures() -> list[bytes]:
+        return [
+            plots.curves_png(values, truth),
+            plots.histograms_png(values, truth),
+            plots.class_histograms_png(values["b"] * 1e5, labels, flagged, names, title="t"),
+            plots.scatter_png(np.c_[values["b"], values["b"] ** 2], labels, truth, title="s"),
+        ]
+
+    fixed = figures()
+    monkeypatch.setattr(plots, "_title", lambda ax, text, **style: ax.set_title(text, **style))
+    assert figures() == fixed
+
+
 def test_scatter_marks_poisons():
     rng = np.random.default_rng(2)
     points = rng.normal(size=(300, 2))

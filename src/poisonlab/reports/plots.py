@@ -92,6 +92,17 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _title(ax: Any, text: str, **style: Any) -> None:
+    """``ax.set_title`` at its default height (y = 1), given explicitly.
+
+    Why: a title left at matplotlib's automatic height is re-placed on every draw, measuring the
+    x axis and the y axis' offset text of the panel (a second tick layout per panel) in case they
+    reach above the axes. No figure here puts ticks, labels or an offset text there, so the
+    automatic height is always 1 and the PNG is byte-identical (tests/reports/test_plots.py).
+    """
+    ax.set_title(text, y=1.0, **style)
+
+
 def _analysed(is_poison: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth and scores of the analysed samples (finite scores)."""
     keep = np.isfinite(scores)
@@ -135,7 +146,8 @@ def curves_png(scores: Mapping[str, np.ndarray], is_poison: np.ndarray) -> bytes
         (roc_ax, "ROC", "false positive rate", "true positive rate"),
         (pr_ax, "Precision–recall", "recall (TPR)", "precision"),
     ):
-        ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
+        _title(ax, title)
+        ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize=8)
@@ -172,7 +184,8 @@ def histograms_png(scores: Mapping[str, np.ndarray], is_poison: np.ndarray) -> b
                     color=color,
                     label=f"{label} ({int(mask.sum())})",
                 )
-        ax.set(title=name, xlabel="score (higher = more suspicious)", ylabel="density")
+        _title(ax, name)
+        ax.set(xlabel="score (higher = more suspicious)", ylabel="density")
         ax.legend(fontsize=8)
     for ax in axes[len(scores) :]:
         ax.set_visible(False)
@@ -192,50 +205,98 @@ def class_histograms_png(
 
     With more than ``max_classes`` classes, those with the most flagged samples are drawn.
     """
-    values = np.asarray(scores, dtype=np.float64)
-    labels, flagged = np.asarray(labels), np.asarray(flagged, dtype=bool)
-    keep = np.isfinite(values)
-    classes = [int(c) for c in np.unique(labels[keep])]
-    if len(classes) > max_classes:
-        counts = {c: int((flagged & keep & (labels == c)).sum()) for c in classes}
-        classes = sorted(sorted(classes, key=lambda c: -counts[c])[:max_classes])
-    rows, cols = _grid(max(1, len(classes)), 4)
-    figure, axes = _panels(
-        3.2 * cols,
-        2.4 * rows + 0.3,
-        rows,
-        cols,
-        left=0.45,
-        right=0.15,
-        bottom=0.3,
-        top=0.55,
-        wgap=0.45,
-        hgap=0.45,
+    return ClassHistograms()(
+        scores, labels, flagged, class_names, title=title, max_classes=max_classes
     )
-    bins = np.histogram_bin_edges(values[keep], bins=30) if keep.any() else 10
-    for i, (ax, c) in enumerate(zip(axes, classes, strict=False)):
-        mine = keep & (labels == c)
-        kept, _ = np.histogram(values[mine & ~flagged], bins=bins)
-        both, edges = np.histogram(values[mine], bins=bins)
-        ax.stairs(kept, edges, fill=True, color=CLEAN)
-        ax.stairs(both, edges, baseline=kept, fill=True, color=FLAGGED)
-        name = class_names[c] if c < len(class_names) else str(c)
-        n_flagged = int((mine & flagged).sum())
-        ax.set_title(
-            f"class {name}: {int(mine.sum()) - n_flagged} kept, {n_flagged} flagged", fontsize=8
+
+
+class ClassHistograms:
+    """:func:`class_histograms_png` for several defenses in turn, drawn on one reused figure.
+
+    A report draws this figure once per defense, all with the same grid of panels (one per
+    class). Building the panels (axes, spines, tick objects) was over a third of each draw; here
+    the figure of the previous call is kept while the grid is the same, its histograms removed
+    and its data limits reset (``Axes.relim``), and everything else set again as on a new figure,
+    so each PNG is byte-identical to :func:`class_histograms_png`'s
+    (tests/reports/test_plots.py).
+    """
+
+    def __init__(self) -> None:
+        self._figure: Any = None
+        self._axes: np.ndarray = np.empty(0, dtype=object)
+        self._grid: tuple[int, int] | None = None
+
+    def _panels(self, rows: int, cols: int) -> tuple[Any, np.ndarray]:
+        """The figure of a ``rows`` × ``cols`` grid: the previous one emptied, or a new one."""
+        if self._grid == (rows, cols):
+            for ax in self._axes:
+                for patch in list(ax.patches):
+                    patch.remove()
+                ax.relim()
+            return self._figure, self._axes
+        figure, axes = _panels(
+            3.2 * cols,
+            2.4 * rows + 0.3,
+            rows,
+            cols,
+            left=0.45,
+            right=0.15,
+            bottom=0.3,
+            top=0.55,
+            wgap=0.45,
+            hgap=0.45,
         )
-        ax.set_xlim(edges[0], edges[-1])
-        ax.tick_params(labelsize=7, labelbottom=i + cols >= len(classes))  # bottom panels only
-        ax.xaxis.set_major_locator(_locator(5))
-        ax.yaxis.set_major_locator(_locator(4, integer=True))
-    for ax in axes[len(classes) :]:
-        ax.set_visible(False)
-    _key(figure, [("kept", CLEAN), ("flagged", FLAGGED)])
-    if title:
-        figure.suptitle(
-            title, x=0.45 / (3.2 * cols), ha="left", y=1.0 - 0.08 / (2.4 * rows + 0.3), va="top"
-        )
-    return _png(figure)
+        _key(figure, [("kept", CLEAN), ("flagged", FLAGGED)])
+        self._figure, self._axes, self._grid = figure, axes, (rows, cols)
+        return figure, axes
+
+    def __call__(
+        self,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        flagged: np.ndarray,
+        class_names: Sequence[str],
+        *,
+        title: str = "",
+        max_classes: int = 12,
+    ) -> bytes:
+        """The PNG of :func:`class_histograms_png` (same arguments)."""
+        values = np.asarray(scores, dtype=np.float64)
+        labels, flagged = np.asarray(labels), np.asarray(flagged, dtype=bool)
+        keep = np.isfinite(values)
+        classes = [int(c) for c in np.unique(labels[keep])]
+        if len(classes) > max_classes:
+            counts = {c: int((flagged & keep & (labels == c)).sum()) for c in classes}
+            classes = sorted(sorted(classes, key=lambda c: -counts[c])[:max_classes])
+        rows, cols = _grid(max(1, len(classes)), 4)
+        figure, axes = self._panels(rows, cols)
+        bins = np.histogram_bin_edges(values[keep], bins=30) if keep.any() else 10
+        for i, (ax, c) in enumerate(zip(axes, classes, strict=False)):
+            mine = keep & (labels == c)
+            kept, _ = np.histogram(values[mine & ~flagged], bins=bins)
+            both, edges = np.histogram(values[mine], bins=bins)
+            ax.stairs(kept, edges, fill=True, color=CLEAN)
+            ax.stairs(both, edges, baseline=kept, fill=True, color=FLAGGED)
+            name = class_names[c] if c < len(class_names) else str(c)
+            n_flagged = int((mine & flagged).sum())
+            _title(
+                ax,
+                f"class {name}: {int(mine.sum()) - n_flagged} kept, {n_flagged} flagged",
+                fontsize=8,
+            )
+            ax.set_xlim(edges[0], edges[-1])
+            ax.tick_params(labelsize=7, labelbottom=i + cols >= len(classes))  # bottom panels only
+            ax.xaxis.set_major_locator(_locator(5))
+            ax.yaxis.set_major_locator(_locator(4, integer=True))
+        for i, ax in enumerate(axes):
+            ax.set_visible(i < len(classes))
+        if title:
+            figure.suptitle(
+                title, x=0.45 / (3.2 * cols), ha="left", y=1.0 - 0.08 / (2.4 * rows + 0.3), va="top"
+            )
+        elif figure._suptitle is not None:  # an earlier call's title
+            figure._suptitle.set_text("")
+        return _png(figure)
 
 
 def _locator(n: int, *, integer: bool = False) -> Any:
@@ -315,7 +376,8 @@ def scatter_png(
             edgecolors="magenta",
             label=f"targets ({len(aims)})",
         )
-    ax.set(title=title or "2-d features", xlabel="feature 1", ylabel="feature 2")
+    _title(ax, title or "2-d features")
+    ax.set(xlabel="feature 1", ylabel="feature 2")
     ax.legend(fontsize=7, markerscale=2, loc="best", ncols=2)
     return _png(figure)
 

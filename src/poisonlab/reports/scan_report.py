@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from poisonlab import progress
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import DataError
 from poisonlab.reports import plots
@@ -146,7 +147,11 @@ def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
 
 
 def _suspicious(
-    page: Page, dataset: ImageDataset, scores: dict[str, np.ndarray], truth: np.ndarray | None
+    page: Page,
+    dataset: ImageDataset,
+    scores: dict[str, np.ndarray],
+    truth: np.ndarray | None,
+    bar: progress.Bar,
 ) -> None:
     """Per defense the TOP_IMAGES highest-scoring images, captioned with index, label, score."""
     images = dataset.images.numpy()
@@ -164,12 +169,20 @@ def _suspicious(
         )
         caption = "highest scores first" + ("; red = true poison" if truth is not None else "")
         page.add(f"Most suspicious images: {name}", figure(png, caption), level=3)
+        bar.advance(1, f"images: {name}")
 
 
 def scan_page(
     folder: Path, *, dataset: ImageDataset | None = None, source: str | None = None
 ) -> Page:
-    """The page of a scan folder (module docstring)."""
+    """The page of a scan folder (module docstring); a progress stage counts its figures."""
+    with progress.bar("report figures", None) as bar:
+        return _scan_page(folder, dataset, source, bar)
+
+
+def _scan_page(
+    folder: Path, dataset: ImageDataset | None, source: str | None, bar: progress.Bar
+) -> Page:
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     ids, labels, scores, flags = read_scores(folder / "scores.csv")
     if dataset is not None and (len(dataset) != len(ids) or not np.array_equal(dataset.ids, ids)):
@@ -207,6 +220,7 @@ def scan_page(
                 figure(png, "kept vs removed samples of each class named poisoned"),
                 level=3,
             )
+            bar.advance(1, "combined")
     page.add(
         "Defenses",
         table(
@@ -228,6 +242,7 @@ def scan_page(
             "Score histograms, clean vs poison",
             figure(plots.histograms_png(scores, truth), "scores of clean and poisoned samples"),
         )
+        bar.advance(2, "curves and histograms")
         arrays = {f"flagged__{n}": f for n, f in flags.items()}
         page.add(
             "Detection against the ground truth",
@@ -248,16 +263,18 @@ def scan_page(
                 "No poison labels are needed: per claimed class, kept and flagged samples' scores."
             ),
         )
+        per_class = plots.ClassHistograms()  # one figure for all defenses
         for name, values in scores.items():
-            png = plots.class_histograms_png(values, labels, flags[name], class_names, title=name)
+            png = per_class(values, labels, flags[name], class_names, title=name)
             page.add(
                 f"Scores per class: {name}",
                 figure(png, f"{name}: kept vs flagged per class"),
                 level=3,
             )
+            bar.advance(1, f"per class: {name}")
     if dataset is not None and scores:
         page.add("Most suspicious images", note("Per defense, the highest-scoring samples."))
-        _suspicious(page, dataset, scores, truth)
+        _suspicious(page, dataset, scores, truth, bar)
     elif scores:
         page.lack(
             "most suspicious images: the images are not in the scan folder; run "
