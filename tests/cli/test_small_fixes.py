@@ -78,6 +78,25 @@ def test_strong_backdoor_gets_no_warning(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_collision_that_moved_no_target_warns_with_the_beta0_hint(capsys):
+    """Issue: `poisonlab attack feature-collision` (digits, the default data) reported 0% of its
+    targets without a word: the default β0 is the 28×28 one, and 8×8 digits need about 6e-5
+    (80% of 5 targets with --beta0 6e-5 on this machine)."""
+    from poisonlab.attacks.collision_craft import CollisionSettings
+    from poisonlab.cli.attack_cmd import warn_no_collision
+
+    none = {"victim (transfer)": {"success_rate": {"successes": 0, "n": 5}}}
+    warn_no_collision(none, {"beta0": CollisionSettings.beta0, "input_dim": 64})
+    text = " ".join(capsys.readouterr().err.split())
+    assert "no victim misclassified any of the 5 targets" in text
+    assert "8×8 digits need about --beta0 6e-5" in text
+    warn_no_collision(none, {"beta0": 1e-4, "input_dim": 64})  # the user chose β0: general hint
+    assert "a larger --beta0" in capsys.readouterr().err
+    warn_no_collision({"victim (transfer)": {"success_rate": {"successes": 1, "n": 5}}}, {})
+    warn_no_collision({"victim": {"asr": 0.1}}, {})  # a backdoor's metrics: not for this warning
+    assert capsys.readouterr().err == ""
+
+
 def summary() -> RunSummary:
     metrics = {
         "model.clean_accuracy": 0.9812,

@@ -388,6 +388,8 @@ def attack_command(
         out.print(f"measured on {counts['test']} test images{shrunk}", highlight=False)
         if isinstance(attack, BackdoorAttack):
             warn_low_asr(metrics)
+        elif name == "feature-collision":
+            warn_no_collision(metrics, dict(poisoned.params))
     else:
         out.print(f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
     out.print(f"saved to {out_dir}")
@@ -406,6 +408,30 @@ def warn_low_asr(metrics: dict[str, Any]) -> None:
         f"[yellow]warning:[/] the victim learned the backdoor poorly: ASR {100 * asr:.1f}% "
         f"(below {100 * MIN_ASR:.0f}%). Give the attack more to learn from: a larger --rate or "
         "--target-rate, more --victim-epochs, or a larger trigger (--trigger square --size 3).",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def warn_no_collision(metrics: dict[str, Any], params: dict[str, Any]) -> None:
+    """A yellow warning when no victim misclassified a single target: with the default β0 (Yaseen
+    et al.'s for 28×28 images) on the default 8×8 digits, the poisons stay too close to their
+    bases to move anything, and the command otherwise reports 0% as a result."""
+    from poisonlab.attacks.collision_craft import CollisionSettings
+
+    rates = [
+        m["success_rate"] for m in metrics.values() if isinstance(m, dict) and "success_rate" in m
+    ]
+    if not rates or any(rate["successes"] for rate in rates):
+        return
+    hint = "a larger --beta0 lets a poison move further from its base"
+    if params.get("beta0") == CollisionSettings.beta0 and params.get("input_dim", 784) < 784:
+        hint = (
+            f"the default --beta0 {CollisionSettings.beta0} is Yaseen et al.'s for 28×28 images; "
+            "smaller images such as the 8×8 digits need about --beta0 6e-5"
+        )
+    err.print(
+        f"[yellow]warning:[/] no victim misclassified any of the {rates[0]['n']} targets: {hint}.",
         highlight=False,
         soft_wrap=True,
     )
