@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from poisonlab.errors import ConfigError
 from poisonlab.train.recipes import LARGE, SCAN_LARGE_EPOCHS, default_recipe, scan_recipe
 
 
@@ -38,3 +41,14 @@ def test_float32_recipes_keep_their_former_record():
     mixed = scan_recipe("cnn-small", 60_000, bfloat16=True)
     assert mixed.to_dict()["precision"] == "bfloat16"
     assert TrainConfig(**mixed.to_dict()) == mixed and TrainConfig(**recipe.to_dict()) == recipe
+
+
+def test_a_typo_in_the_architecture_or_a_keyword_is_refused_by_name() -> None:
+    """Issue: default_recipe("cnn_small", n) returned the generic recipe without a word, a
+    misspelt override raised dataclasses' TypeError, and a string count a raw '>=' TypeError."""
+    with pytest.raises(ConfigError, match="unknown model 'cnn_small'; choose one of: cnn-small"):
+        default_recipe("cnn_small", 100)
+    with pytest.raises(ConfigError, match="default_recipe does not take 'epoch'; it takes: "):
+        default_recipe("cnn-small", 100, epoch=3)
+    with pytest.raises(ConfigError, match="default_recipe n_samples must be an integer >= 0"):
+        default_recipe("cnn-small", "100")

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from poisonlab.train.config import TrainConfig
+from poisonlab.validation import NON_NEGATIVE_INT, check_keywords, check_param
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +70,12 @@ def default_recipe(arch: str, n_samples: int, **overrides: Any) -> TrainConfig:
 
     Large data sets (≥ 20,000 images) need fewer passes: epochs are capped at 8 there.
     """
+    from poisonlab.models import MODELS, model_names
+
+    if arch not in model_names():  # a typo ("cnn_small") would get the generic recipe silently
+        MODELS.get(arch)  # ConfigError listing the architectures
+    check_param("default_recipe", "n_samples", n_samples, [NON_NEGATIVE_INT])
+    check_keywords("default_recipe", TrainConfig, overrides)
     recipe = _BASE.get(arch, TrainConfig())
     if n_samples >= LARGE:
         recipe = replace(recipe, epochs=min(recipe.epochs, 8), batch_size=128, patience=3)
