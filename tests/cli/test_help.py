@@ -87,3 +87,10 @@ USAGE_ARGUMENTS = {
     "report": "RUN_DIR",
     "data info": "PATH_OR_NAME",
 }
+
+
+def test_scan_out_help_agrees_with_force():
+    """scan's --out said "(must not exist)" beside a --force that replaces an earlier scan."""
+    text = " ".join(help_text(["scan"]).replace("│", " ").split())
+    assert "must not exist" not in text
+    assert "A new folder for the results (--force replaces an earlier scan)." in text

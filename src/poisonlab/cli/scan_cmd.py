@@ -213,7 +213,7 @@ def scan_command(
         "GTSRB, image folder). Its training part is scanned.",
     ),
     out_dir: Path = typer.Option(
-        ..., "--out", "-o", help="Folder for the results (must not exist)."
+        ..., "--out", "-o", help="A new folder for the results (--force replaces an earlier scan)."
     ),
     defense: list[str] = typer.Option(
         ...,
