@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -162,3 +164,20 @@ def test_a_set_without_equals_is_one_readable_line(tmp_path):
     config.write_text('kind = "backdoor"\n')
     line = one_red_line(runner.invoke(app, ["run", str(config), "--set", "foo", "--dry-run"]))
     assert "--set item 'foo': expected section.key=value" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--executor", "foo"], "unknown executor 'foo'; choose one of: local, ray"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--address", "auto"], "--address needs the ray --executor"),
+    ],
+)
+def test_run_dry_run_checks_the_executor_options(tmp_path, option, message):
+    """Issue: `run CONFIG --executor foo --dry-run` listed the cells as if they would run; only
+    the real run refused the executor."""
+    config = Path(__file__).parents[2] / "experiments" / "ci" / "schulth2022-table1.toml"
+    args = ["run", str(config), "--runs", str(tmp_path / "runs"), "--dry-run"]
+    assert runner.invoke(app, args).exit_code == 0  # the config itself plans
+    assert message in one_red_line(runner.invoke(app, [*args, *option]))

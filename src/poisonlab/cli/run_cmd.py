@@ -200,7 +200,10 @@ def run_command(
     from rich.text import Text
 
     from poisonlab.experiments.config import load_config
+    from poisonlab.experiments.executors import check_executor
     from poisonlab.experiments.runner import RunInterrupted, plan, run_experiment
+
+    check_executor(executor, workers=workers, address=address)  # --dry-run checks them too
 
     # every cell is planned and every data source looked up before anything runs; all problems
     # are reported at once (data paths on a remote Ray cluster need not exist on this machine)
