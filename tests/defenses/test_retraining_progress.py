@@ -40,3 +40,51 @@ def test_the_progress_line_carries_the_name(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("exclusionary retraining (raw-clustering): ")
     assert "done in" in lines[0]
+
+
+def test_a_large_scans_confirmation_trains_one_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From 20,000 images (here: from 100) a scan's confirming retraining trains 1 epoch, not the
+    recipe's; a scan given --epochs, or a smaller one, repeats the recipe's epochs."""
+    from poisonlab.train import recipes
+    from poisonlab.workflows import scan as scan_module
+
+    epochs: list[int] = []
+
+    def train_model(model: object, data: object, config: object, **kwargs: object) -> None:
+        epochs.append(config.epochs)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(poisonlab.train, "train_model", train_model)
+    monkeypatch.setattr(poisonlab.train, "predict", lambda m, x, **k: torch.zeros(len(x)).long())
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    evidence = case.evidence
+    evidence.recipe = recipes.default_recipe("cnn-small", len(evidence.data), epochs=3)
+    for large, given, want in ((100, None, 1), (100, 3, 3), (10_000, None, 3)):
+        monkeypatch.setattr(recipes, "LARGE", large)
+        evidence.retrain_epochs = scan_module.scan_retrain_epochs(len(evidence.data), given)
+        evidence._cache.clear()
+        build_detector("activation-clustering", n_init=2).fit(evidence)
+        assert epochs.pop() == want
+    with pytest.raises(Exception, match="retrain_epochs"):
+        type(evidence)(evidence.data, retrain_epochs=0)
+
+
+@pytest.mark.parametrize(("given", "want"), [(None, 1), (2, 2)])
+def test_a_large_scan_sets_it(
+    given: int | None, want: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scan() builds its Evidence with the large-scan retraining epochs (here from 100 images)."""
+    from poisonlab.train import recipes
+    from poisonlab.workflows.scan import scan
+
+    epochs: list[int] = []
+
+    def train_model(model: object, data: object, config: object, **kwargs: object) -> None:
+        epochs.append(config.epochs)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(recipes, "LARGE", 100)
+    monkeypatch.setattr(poisonlab.train, "train_model", train_model)
+    monkeypatch.setattr(poisonlab.train, "predict", lambda m, x, **k: torch.zeros(len(x)).long())
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    result = scan(case.evidence.data, defenses="activation-clustering", epochs=given)
+    assert result.ran[0].result.poisoned_classes == [1]  # type: ignore[union-attr]
+    assert epochs[-1] == want

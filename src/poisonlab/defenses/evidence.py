@@ -20,7 +20,7 @@ from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
 from poisonlab.models.activations import capture_representations
 from poisonlab.models.network import Network
-from poisonlab.validation import InstanceOf, check_param
+from poisonlab.validation import POSITIVE_INT, InstanceOf, check_param
 
 if TYPE_CHECKING:
     from poisonlab.train.config import TrainConfig
@@ -50,6 +50,9 @@ class Evidence:
         A defense that trains a fresh copy of the architecture (activation clustering's
         exclusionary reclassification) repeats it; without it, it uses the architecture's default
         recipe.
+    retrain_epochs : int or None
+        Epochs of such a retraining when the detector sets none (None: those of the recipe). A
+        scan of 20,000 images or more sets 1 (:func:`poisonlab.train.recipes.scan_retrain_epochs`).
 
     The model is borrowed, never changed: it stays on its device and every module keeps its
     train/eval mode. When it is on another device than ``device``, detectors work on a private
@@ -65,13 +68,16 @@ class Evidence:
         device: torch.device | str | None = None,
         batch_size: int = 256,
         recipe: TrainConfig | None = None,
+        retrain_epochs: int | None = None,
     ) -> None:
         check_param("Evidence", "data", data, [DATASET])
         check_param("Evidence", "model", model, [InstanceOf(Network, _NETWORK), None])
         check_param("Evidence", "holdout", holdout, [DATASET, None])
+        check_param("Evidence", "retrain_epochs", retrain_epochs, [POSITIVE_INT, None])
         self.data = data
         self.model = model
         self.recipe = recipe
+        self.retrain_epochs = retrain_epochs
         self.holdout = holdout
         self.device = pick_device(device)
         self.batch_size = batch_size

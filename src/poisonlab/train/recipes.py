@@ -32,6 +32,18 @@ _BASE = {
 # (60,000 Fashion-MNIST images with 10% BadNets: bench/results/training_scan_recipe*.md).
 SCAN_LARGE_EPOCHS = 2
 
+# A large scan's confirming retraining (exclusionary reclassification) trains 1 epoch: its model
+# only has to say where a suspect group's samples belong, and after one pass over 20,000 or more
+# images it says it as after two (60,000 Fashion-MNIST images with 10% BadNets: the same l/q
+# verdicts, bench/results/scan_scale.md), in half the time of the scan's longest stage.
+SCAN_LARGE_RETRAIN_EPOCHS = 1
+
+
+def scan_retrain_epochs(n_samples: int, epochs: int | None = None) -> int | None:
+    """Epochs of a scan's confirming retraining on ``n_samples`` images: ``SCAN_LARGE_RETRAIN_EPOCHS``
+    from ``LARGE`` images unless the scan was given ``epochs``, else None (the model's recipe)."""
+    return SCAN_LARGE_RETRAIN_EPOCHS if n_samples >= LARGE and epochs is None else None
+
 
 def scan_recipe(
     arch: str, n_samples: int, *, bfloat16: bool = False, **overrides: Any

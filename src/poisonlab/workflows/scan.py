@@ -16,7 +16,8 @@ images: a quarter of the time of 8; activation clustering and deep features sepa
 as well after 2 epochs, spectral signatures less well: bench/results/training_scan_recipe*.md;
 from 20,000 images a softmax model trains in bfloat16 mixed precision on a device that computes it
 natively: bench/results/scan_scale.md). The trained model's Evidence carries that recipe, so
-activation clustering's confirming retraining (exclusionary reclassification) repeats it.
+the confirming retraining (exclusionary reclassification) repeats it, for 1 epoch from 20,000
+images unless ``epochs`` is given (:func:`~poisonlab.train.recipes.scan_retrain_epochs`).
 When an LGM detector is selected, an LGM-head model is trained too, ``lgm-net`` (Yaseen et al.'s
 network, 2-d features; docs/methods.md, LGM loss) unless the images are smaller than 8×8, and
 only LGM detectors read it. On the CPU with a core to spare it trains in a child process
@@ -71,7 +72,7 @@ from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
 from poisonlab.train import TrainConfig, TrainResult, train_model
 from poisonlab.train.background import BackgroundTraining, worth_it
 from poisonlab.train.config import PRECISIONS
-from poisonlab.train.recipes import fast_bfloat16, scan_recipe
+from poisonlab.train.recipes import fast_bfloat16, scan_recipe, scan_retrain_epochs
 from poisonlab.validation import short_repr
 from poisonlab.workflows.scan_inputs import (
     as_dataset,
@@ -537,7 +538,13 @@ def _prepare_models(
 
     def evidence_for(network: Network | None, recipe: TrainConfig | None) -> Evidence:
         return Evidence(
-            data, network, holdout=holdout, device=device, batch_size=batch_size, recipe=recipe
+            data,
+            network,
+            holdout=holdout,
+            device=device,
+            batch_size=batch_size,
+            recipe=recipe,
+            retrain_epochs=scan_retrain_epochs(len(data), epochs),
         )
 
     models = _ScanModels(evidence_for)
