@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
+import torch
 
 from poisonlab.data import save_npz
 from poisonlab.errors import ConfigError, DataError
@@ -90,3 +92,19 @@ def test_classes_without_images(no_training: None, caplog: pytest.LogCaptureFixt
         scan(declared, defenses="raw-clustering", classes=[3])
     result = scan(declared, defenses="raw-clustering", classes=[0, 3])
     assert result.ran and "no images of class(es) 3" in caplog.text
+
+
+def test_a_holdout_that_is_the_data_itself_warns(
+    no_training: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue: `scan data.npz --holdout data.npz` ran without a word, the "clean" reference being
+    the suspect data itself."""
+    data = blobs_dataset(n_per_class=10)
+    other = replace(
+        blobs_dataset(n_per_class=4, seed=1), ids=np.array([f"h{i}" for i in range(12)])
+    )
+    model = tiny_model()
+    scan(data, defenses="spectral-signatures", holdout=other, model=model)
+    assert "shares" not in caplog.text
+    scan(data, defenses="spectral-signatures", holdout=data.subset(torch.arange(6)), model=model)
+    assert f"held-out set {data.name!r} shares 6 of its 6 samples with data set" in caplog.text

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
+import numpy as np
+
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, Detector, detector_names
 from poisonlab.defenses.fusion import NOT_MEMBERS
@@ -72,7 +74,8 @@ def check_inputs(
     data: ImageDataset, holdout: ImageDataset | None, classes: Sequence[int] | None
 ) -> None:
     """Refuse data with no images, a held-out set of another image shape or class count, and
-    ``classes`` that do not exist or (all of them) hold no image; warn of the empty ones."""
+    ``classes`` that do not exist or (all of them) hold no image; warn of the empty ones, and of a
+    held-out set that shares samples with the data."""
     if len(data) == 0:
         raise DataError(f"data set {data.name!r} has no images")
     if holdout is not None and holdout.shape != data.shape:
@@ -91,6 +94,16 @@ def check_inputs(
         raise DataError(
             f"held-out set {holdout.name!r} ({holdout.num_classes} classes) does not match data "
             f"set {data.name!r} ({data.num_classes} classes){hint}"
+        )
+    shared = 0 if holdout is None else int(np.isin(holdout.ids, data.ids).sum())
+    if holdout is not None and shared:  # e.g. --holdout given the scanned file again
+        logger.warning(
+            "held-out set %r shares %d of its %d samples with data set %r (the same ids): the "
+            "clean reference should be samples kept apart from the data scanned",
+            holdout.name,
+            shared,
+            len(holdout),
+            data.name,
         )
     for c in classes or ():
         if not 0 <= int(c) < data.num_classes:
