@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,12 @@ print(json.dumps({"results": results, "heavy": heavy}))
 """
 
 
+_SOURCE = os.pathsep.join(
+    [str(Path(runtime.__file__).resolve().parents[1])]
+    + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
+
 def run_cli(cases: list[list[str]], tmp_path) -> tuple[list[dict], list[str]]:
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(cases)],
@@ -45,7 +52,9 @@ def run_cli(cases: list[list[str]], tmp_path) -> tuple[list[dict], list[str]]:
         text=True,
         check=True,
         cwd=tmp_path,
-        env=os.environ | {"COLUMNS": "300"},  # no wrapped messages
+        # no wrapped messages; the child imports the poisonlab this process imported (a relative
+        # PYTHONPATH would resolve against tmp_path and fall back to the installed copy)
+        env=os.environ | {"COLUMNS": "300", "PYTHONPATH": _SOURCE},
         timeout=120,
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
