@@ -8,6 +8,8 @@ that report (1828 samples, seven defenses, four of them reported only).
 from __future__ import annotations
 
 import io
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -128,3 +130,58 @@ def test_class_ranges_read_like_the_verdict():
 def test_per_class_text_lists_every_nonzero_class():
     assert per_class_text([0, 3, 0, 12]) == "1:3 3:12"
     assert per_class_text([0, 0]) == "-"
+
+
+def test_a_member_naming_a_class_the_decision_did_not_is_explained():
+    """AC named 1 and 8 on its own, the combined decision only 8: a line under the table says
+    so, whole at 80 columns, instead of leaving the row to contradict the verdict."""
+    rows = [replace(ROWS[0], overruled="1"), ROWS[4]]
+    text = render(80, rows)
+    assert "…" not in text
+    flat = " ".join(text.split())
+    assert "activation-clustering named class 1 on its own; the combined decision" in flat
+    assert flat.count("on its own") == 1  # raw clustering named only what the decision named
+    assert "named classes 1, 3 on its own" in " ".join(
+        render(200, [replace(ROWS[0], overruled="1, 3")]).split()
+    )
+
+
+def test_summary_rows_find_the_classes_only_a_member_named():
+    import torch
+
+    from poisonlab.cli.scan_cmd import summary_rows
+
+    def result(named: list[int], verdicts: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(
+            threshold={"rule": "verdict"},
+            verdicts=[object()] if verdicts else [],
+            poisoned_classes=named,
+            flagged=torch.zeros(4, dtype=torch.bool),
+            analysed=torch.ones(4, dtype=torch.bool),
+            flagged_per_class=lambda labels, k: [0] * k,
+            seconds=0.1,
+        )
+
+    outcomes = [
+        SimpleNamespace(name="activation-clustering", result=result([1, 8])),
+        SimpleNamespace(name="raw-clustering", result=result([8])),
+        SimpleNamespace(name="heatmap-clustering", result=result([3])),  # reported only
+        SimpleNamespace(name="bnn", result=result([], verdicts=False)),
+    ]
+    data = SimpleNamespace(labels=torch.zeros(4), num_classes=10)
+
+    def scan(rule: str) -> SimpleNamespace:
+        decision = SimpleNamespace(
+            excluded={"heatmap-clustering": "why"}, rule=rule, poisoned_classes=[8]
+        )
+        return SimpleNamespace(data=data, decision=decision, ran=outcomes)
+
+    rows = {r.name: r.overruled for r in summary_rows(scan("verdict"))}  # type: ignore[arg-type]
+    assert rows == {
+        "activation-clustering": "1",
+        "raw-clustering": "",
+        "heatmap-clustering": "",
+        "bnn": "",
+    }
+    # under a user's threshold the decision names nothing by design: no such line
+    assert all(not r.overruled for r in summary_rows(scan("fpr:0.05")))  # type: ignore[arg-type]

@@ -150,10 +150,15 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
     for outcome in result.ran:
         r = outcome.result
         assert r is not None
+        member = decision is None or outcome.name not in decision.excluded
+        overruled = ""
+        if member and decision is not None and decision.rule == "verdict" and r.verdicts:
+            alone = set(r.poisoned_classes) - set(decision.poisoned_classes)
+            overruled = class_ranges(alone) if alone else ""
         rows.append(
             DefenseRow(
                 name=outcome.name,
-                member=decision is None or outcome.name not in decision.excluded,
+                member=member,
                 threshold=str(r.threshold.get("rule", "")),
                 named=class_ranges(r.poisoned_classes) if r.verdicts else "-",
                 flagged=int(r.flagged.sum()),
@@ -162,6 +167,7 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
                 seconds=r.seconds,
                 auroc=None if truth is None else _auroc(truth, r.scores),
                 tpr=None if truth is None else f"{r.flagged.numpy()[truth].mean():.3f}",
+                overruled=overruled,
             )
         )
     return rows

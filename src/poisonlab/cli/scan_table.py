@@ -4,7 +4,8 @@ One row per defense that ran: its threshold rule, the classes it named, flagged 
 seconds and, when the data says which samples are poisons, AUROC and TPR. Two things that do not
 fit a row at 80 columns go under the table instead of being cut to "…": a one-line legend for
 the ``*`` that marks a defense reported only (not part of the combined decision), and the flags
-per class, one compact line per defense. No cell is ever shortened: a cell too wide for its
+per class, one compact line per defense. When a member named a class that the combined decision
+did not, a line says so (otherwise its row reads as contradicting the verdict above it). No cell is ever shortened: a cell too wide for its
 column folds onto a second line, and where output is not a terminal (a pipe, a file, CI) the
 table is printed at its full width (:func:`print_whole`), so a log has one line per row.
 
@@ -47,6 +48,9 @@ class DefenseRow:
     auroc: str | None = None
     """Against the data's ``is_poison``, formatted; None when the data does not say."""
     tpr: str | None = None
+    overruled: str = ""
+    """The classes it named that the combined decision did not (:func:`~poisonlab.ranges.class_ranges`),
+    or empty."""
 
 
 def per_class_text(counts: Sequence[int]) -> str:
@@ -92,6 +96,16 @@ def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
                 f"{REPORTED_ONLY} reported only: not in the combined decision (summary.json says why)"
             )
         )
+    for r in rows:
+        if r.overruled:
+            what = "class" if r.overruled.isdigit() else "classes"
+            parts.append(
+                Text(
+                    f"{r.name} named {what} {r.overruled} on its own; the combined decision, which "
+                    "holds its members together to one false-alarm level (docs/methods.md, "
+                    '"Combined decision"), did not'
+                )
+            )
     per_class = Table.grid(padding=(0, 2))
     per_class.add_column(no_wrap=True)
     per_class.add_column(overflow="fold")
