@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -253,3 +254,22 @@ def test_ground_truth_in_the_data_is_scored_on_the_console(files):
     flat = " ".join(result.output.split())
     assert "AUROC" in flat and "TPR" in flat
     assert "against the data's is_poison: removed 100.0% of 6 poisons and 0.0% of 300" in flat
+    # clean.npz keeps the ground truth of what it kept, so a scan of it reports what stayed
+    with np.load(out / "clean.npz", allow_pickle=False) as archive:
+        kept, kept_truth = archive["kept_index"], archive["is_poison"]
+    with np.load(path, allow_pickle=False) as archive:
+        assert np.array_equal(kept_truth, archive["is_poison"][kept])
+    assert len(kept) == 300 and not kept_truth.any()
+
+
+def test_write_scan_refuses_a_ground_truth_of_another_length(tmp_path):
+    from poisonlab.workflows.scan import ScanResult
+    from poisonlab.workflows.scan_output import write_scan
+
+    data = blobs_dataset(n_per_class=10, seed=0)
+    result = ScanResult(data=data, outcomes=(), models=(), threshold="verdict")
+    with pytest.raises(
+        Exception, match="is_poison must be a bool array of one value per scanned sample"
+    ):
+        write_scan(result, tmp_path / "out", is_poison=np.zeros(3, dtype=bool))
+    assert not (tmp_path / "out").exists()  # refused before the folder is made

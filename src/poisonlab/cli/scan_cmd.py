@@ -112,14 +112,13 @@ def save_trained_models(
     return replace(result, models=tuple(models))
 
 
-def _truth(result: ScanResult, source: str) -> Any:
-    """``is_poison`` when the scanned data carries it with both kinds of sample, else None."""
+def _ground_truth(result: ScanResult, source: str) -> Any:
+    """``is_poison`` of the scanned samples when the data file carries it, else None."""
     import numpy as np
 
     from poisonlab.reports.scan_report import ground_truth
 
-    truth = ground_truth(source, np.asarray(result.data.ids).astype(str))
-    return None if truth is None or not truth.any() or truth.all() else truth
+    return ground_truth(source, np.asarray(result.data.ids).astype(str))
 
 
 def _auroc(truth: Any, scores: Any) -> str:
@@ -377,8 +376,10 @@ def scan_command(
             for note in outcome.notes:
                 err.print(f"[yellow]{outcome.name}: {note}[/]", highlight=False)
         result = save_trained_models(result, folder.work, recorded=out_dir)
-        write_scan(result, folder.work)
-        truth = _truth(result, data)  # a data file that fails here leaves no output folder
+        known = _ground_truth(result, data)  # a data file that fails here leaves no output folder
+        write_scan(result, folder.work, is_poison=known)
+    # detection numbers need both kinds of sample
+    truth = None if known is None or not known.any() or known.all() else known
     from poisonlab.reports.scan_report import write_scan_report  # matplotlib: load only here
 
     # after the swap, so the page names the folder it lives in; `poisonlab report` rewrites it

@@ -18,7 +18,8 @@ Kept apart from :mod:`poisonlab.workflows.scan` so the pipeline stays free of fi
 * ``clean.npz``: :meth:`ScanResult.clean` (the decision's kept samples) written by
   :func:`poisonlab.data.save_npz`, so
   ``load_dataset`` reads it back; ``kept_index`` (each kept sample's row in the input) is stored
-  beside it.
+  beside it, and ``is_poison`` of the kept samples when the scanned data carried it (so a scan of
+  clean.npz reports the poisons that stayed).
 """
 
 from __future__ import annotations
@@ -129,8 +130,12 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
     )
 
 
-def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
-    """Write scores.csv, summary.json and clean.npz (module docstring) into ``directory``.
+def write_scan(
+    result: ScanResult, directory: str | Path, *, is_poison: np.ndarray | None = None
+) -> dict[str, Path]:
+    """Write scores.csv, summary.json and clean.npz (module docstring) into ``directory``;
+    ``is_poison`` (bool, one per scanned sample: the data's ground truth, when it has one) goes
+    into clean.npz for the kept samples.
 
     ``directory`` is created when missing (with its parents); files of these three names in it
     are replaced (the CLI writes into a temporary folder from
@@ -142,6 +147,13 @@ def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
             f"write_scan result must be a ScanResult (from poisonlab.scan.scan), got "
             f"{type(result).__name__} {short_repr(result)}"
         )
+    if is_poison is not None:
+        is_poison = np.asarray(is_poison)
+        if is_poison.shape != (len(result.data),) or is_poison.dtype != bool:
+            raise ConfigError(
+                f"write_scan is_poison must be a bool array of one value per scanned sample "
+                f"({len(result.data)}), got {is_poison.dtype} of shape {is_poison.shape}"
+            )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ran = result.ran
@@ -171,5 +183,8 @@ def write_scan(result: ScanResult, directory: str | Path) -> dict[str, Path]:
             writer.writerow(row)
     paths["summary"].write_text(json.dumps(scan_summary(result), indent=2) + "\n")
     kept = (~result.removed).nonzero().flatten()
-    save_npz(result.clean(), paths["clean"], kept_index=kept.numpy())
+    extra = {"kept_index": kept.numpy()}
+    if is_poison is not None:
+        extra["is_poison"] = is_poison[kept.numpy()]
+    save_npz(result.clean(), paths["clean"], **extra)
     return paths
