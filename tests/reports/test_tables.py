@@ -161,6 +161,11 @@ def test_generic_table_with_columns_and_patterns():
     assert table.rows == [["digits", "2", "0.1100 ± 0.0141", "0.2100 ± 0.0141"]]
     with pytest.raises(ConfigError, match=r"no metric 'nope'.*available: defense.a.auroc"):
         generic_table(cells, rows=["attack.rate"], values=["nope"])
+    # a mistyped row or column path is named (it made a column of "-")
+    with pytest.raises(ConfigError, match=r"no parameter 'attack.rte' .*did you mean attack.rate"):
+        generic_table(cells, rows=["attack.rte"], values=["defense.a.auroc"])
+    with pytest.raises(ConfigError, match=r"no parameter 'nope'.*vary between them: attack.rate"):
+        generic_table(cells, rows=["data.source"], cols="nope", values=["defense.a.auroc"])
 
 
 def test_markdown_and_csv_writers(runs, tmp_path):

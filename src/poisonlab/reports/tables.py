@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, did_you_mean
 from poisonlab.reports.records import (
     MISSING,
     CellRecord,
     available_metrics,
+    flatten_params,
     param_value,
     sort_key,
     varying_paths,
@@ -137,6 +138,18 @@ def _value(record: CellRecord, path: str) -> Any:
     return _hashable(param_value(record.params, path))
 
 
+def _check_path(path: str, records: Sequence[CellRecord]) -> None:
+    """ConfigError naming ``path`` and the parameter paths there are, when no record has it (a
+    mistyped ``--rows`` made a column of "-")."""
+    if any(param_value(r.params, path) is not MISSING for r in records):
+        return
+    have = sorted({p for r in records for p in flatten_params(r.params)})
+    raise ConfigError(
+        f"no parameter {path!r} in the selected cells{did_you_mean(path, have)} "
+        f"(the paths that vary between them: {', '.join(varying_paths(records)) or 'none'})"
+    )
+
+
 def _display(value: Any) -> str:
     """A parameter value as a table label."""
     if value is MISSING:
@@ -158,6 +171,8 @@ def generic_table(
     if not records:
         raise ConfigError("no finished cells to tabulate")
     metrics = expand_metrics(values, records)
+    for path in [*rows, *([cols] if cols else [])]:
+        _check_path(path, records)
     counts = {  # integer metrics (n_poison, n_flagged...) print without decimals
         m for m in metrics if all(isinstance(r.metrics.get(m, 0), int) for r in records)
     }
