@@ -19,16 +19,13 @@ from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
 from poisonlab.models.activations import capture_representations
-from poisonlab.models.network import Network
-from poisonlab.validation import POSITIVE_INT, InstanceOf, check_param
+from poisonlab.models.network import NETWORK, Network
+from poisonlab.validation import POSITIVE_INT, check_param
 
 if TYPE_CHECKING:
     from poisonlab.train.config import TrainConfig
 
 Part = Literal["data", "holdout"]
-
-
-_NETWORK = "a poisonlab Network (build_model, or load_checkpoint(...).model)"
 
 
 class Evidence:
@@ -71,7 +68,7 @@ class Evidence:
         retrain_epochs: int | None = None,
     ) -> None:
         check_param("Evidence", "data", data, [DATASET])
-        check_param("Evidence", "model", model, [InstanceOf(Network, _NETWORK), None])
+        check_param("Evidence", "model", model, [NETWORK, None])
         check_param("Evidence", "holdout", holdout, [DATASET, None])
         check_param("Evidence", "retrain_epochs", retrain_epochs, [POSITIVE_INT, None])
         self.data = data

@@ -54,8 +54,9 @@ def retrain_without(
     It is trained the way the model was (``evidence.recipe``, e.g. a scan's 2-epoch recipe on a
     large data set), else with the architecture's default recipe for the kept samples
     (:func:`poisonlab.train.recipes.default_recipe`); ``epochs`` overrides the epochs (else the
-    evidence's ``retrain_epochs``, e.g. a large scan's 1) and ``seed`` seeds it. The copy starts from new weights (seeded by ``seed``) and the global RNG state is
-    restored afterwards, so neither the user's model nor the caller's random stream changes.
+    evidence's ``retrain_epochs``, e.g. a large scan's 1) and ``seed`` seeds it. The copy starts
+    from new weights (seeded by ``seed``) and the global RNG state is restored afterwards, so
+    neither the user's model nor the caller's random stream changes.
     ``defense`` names the detector it confirms in the progress display ("exclusionary retraining
     (activation-clustering)"), so a log with several such retrainings says whose each one is.
     """

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from poisonlab.models.config import ModelConfig
 from poisonlab.models.heads import LGMHead, SoftmaxHead
+from poisonlab.validation import InstanceOf
 
 FEATURE_LAYER = "body"
 """Module name whose output is the penultimate feature vector f(x) in every poisonlab network."""
@@ -67,3 +68,7 @@ class Network(nn.Module):
     def layer_names(self) -> list[str]:
         """Names of all addressable layers (submodules of the body, then the head's)."""
         return [name for name, _ in self.named_modules() if name]
+
+
+NETWORK = InstanceOf(Network, "a poisonlab Network (build_model, or load_checkpoint(...).model)")
+"""The constraint of an argument that takes a model (:func:`poisonlab.validation.check_param`)."""

@@ -23,7 +23,7 @@ from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.data.splits import split_indices
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
-from poisonlab.models.network import Network
+from poisonlab.models.network import NETWORK, Network
 from poisonlab.seeding import make_generator, seeded_global_rng
 from poisonlab.train.config import TrainConfig
 from poisonlab.train.evaluate import evaluate
@@ -188,7 +188,6 @@ def run_epochs(
         optimizer.zero_grad(set_to_none=True)
 
 
-_NETWORK = "a poisonlab Network (from poisonlab.models.build_model)"
 _RECIPE = "a TrainConfig (e.g. poisonlab.train.recipes.default_recipe(...))"
 
 
@@ -212,7 +211,7 @@ def train_model(
     loop and restored afterwards: runs repeat for a seed and the caller's random state is untouched.
     The mini-batch loop is :func:`run_epochs`.
     """
-    check_param("train_model", "model", model, [InstanceOf(Network, _NETWORK)])
+    check_param("train_model", "model", model, [NETWORK])
     check_param("train_model", "data", data, [DATASET])
     check_param("train_model", "config", config, [InstanceOf(TrainConfig, _RECIPE), None])
     check_param("train_model", "val_data", val_data, [DATASET, None])
