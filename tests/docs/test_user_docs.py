@@ -1,0 +1,138 @@
+"""What the user docs say about the code is true of it: every Python name they cite exists, and
+the defaults docs/methods.md states for each attack and defense are the constructors' defaults.
+
+The docs are README.md, DEVELOPERS.md, RESULTS.md and docs/methods.md (tests/docs/
+test_methods_doc.py checks the page's links and references).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from poisonlab.attacks import attack_names, build_attack
+from poisonlab.defenses import build_detector, detector_names
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ["README.md", "DEVELOPERS.md", "RESULTS.md", "docs/methods.md"]
+METHODS = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
+
+
+def resolves(dotted: str) -> bool:
+    """Whether ``poisonlab.a.b.c`` names a module or an attribute of one."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def cited_names() -> list[tuple[str, str]]:
+    """(file:line, name) of every ``poisonlab.x.y`` the docs mention."""
+    found = []
+    for doc in DOCS:
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for match in re.finditer(r"\bpoisonlab(?:\.[A-Za-z_]\w*)+", text):
+            line = text.count("\n", 0, match.start()) + 1
+            found.append((f"{doc}:{line}", match.group(0)))
+    return found
+
+
+def test_the_name_check_tells_a_moved_function():
+    assert resolves("poisonlab.defenses.two_means.reduce_dimensions")
+    assert not resolves("poisonlab.defenses.clustering.reduce_dimensions")
+
+
+def test_every_python_name_the_docs_cite_exists():
+    cited = cited_names()
+    assert len(cited) > 50
+    assert [f"{where} {name}" for where, name in cited if not resolves(name)] == []
+
+
+def section(anchor: str) -> str:
+    """The text of the '## ' section of docs/methods.md that holds ``anchor`` (a heading's slug
+    or an explicit ``<a id>``), up to the next '## ' heading."""
+    explicit = METHODS.find(f'<a id="{anchor}"></a>')
+    if explicit >= 0:
+        start = METHODS.index("\n## ", explicit)
+    else:
+        headings = re.finditer(r"^## (.+)$", METHODS, flags=re.MULTILINE)
+        start = next(
+            m.start() - 1
+            for m in headings
+            if re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-") == anchor
+        )
+    end = METHODS.find("\n## ", start + 1)
+    return METHODS[start : end if end >= 0 else len(METHODS)]
+
+
+def stated_defaults(text: str) -> dict[str, object]:
+    """``name=value`` pairs of a section's defaults: its paragraphs starting "**Defaults" before
+    any '### ' subsection (a subsection's own "**Defaults" are another function's, e.g. the filter
+    and fine-tune loop's), and every subsection whose heading says defaults."""
+    main, *subsections = re.split(r"\n(?=### )", text)
+    chosen = [p for p in re.split(r"\n\s*\n", main) if p.lstrip().startswith("**Defaults")]
+    chosen += [s for s in subsections if "defaults" in s.split("\n", 1)[0].lower()]
+    pairs = re.findall(r"`([a-z_]\w*)=([^`]+)`", "\n".join(chosen))
+    return {name: ast.literal_eval(value) for name, value in pairs}
+
+
+def keywords(cls: type) -> list[str]:
+    return [
+        name
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name not in ("threshold", "classes")
+    ]
+
+
+BUILT = {
+    **{n: build_attack(n) for n in attack_names()},
+    **{n: build_detector(n) for n in detector_names()},
+}
+
+
+def test_the_defaults_parser_reads_a_paragraph():
+    text = '## X\n\nProse `a=1`.\n\n**Defaults.** `a=2`, `b="pca"`, `c=None`.\n'
+    assert stated_defaults(text) == {"a": 2, "b": "pca", "c": None}
+    text += "\n### Its loop\n\n**Defaults.** `d=3`.\n\n### X defaults\n\n`e=4`, `f=0.5`.\n"
+    assert stated_defaults(text) == {"a": 2, "b": "pca", "c": None, "e": 4, "f": 0.5}
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_the_stated_defaults_are_the_constructors(name):
+    """Every ``name=value`` of a section's defaults is the value a default-built instance holds
+    (budgets and triggers resolved, e.g. BadNets' rate 0.2)."""
+    stated = stated_defaults(section(name))
+    assert stated, f"docs/methods.md#{name} states no defaults"
+    instance = BUILT[name]
+    params = keywords(type(instance))
+    assert sorted(set(stated) - set(params)) == []
+    wrong = {k: (v, getattr(instance, k)) for k, v in stated.items() if getattr(instance, k) != v}
+    assert wrong == {}
+
+
+@pytest.mark.parametrize("name", sorted(detector_names()))
+def test_every_keyword_of_a_defense_is_documented(name):
+    """A defense's section names each of its keywords as ``keyword=`` (its default or its use)."""
+    text = section(name)
+    missing = [k for k in keywords(type(BUILT[name])) if f"`{k}=" not in text]
+    assert missing == []
+
+
+def test_the_conventions_name_the_default_threshold():
+    flags = METHODS.split("- **Flags**", 1)[1].split("\n- ", 1)[0]
+    default = re.search(r"`([\w:.]+)`, the default", flags)
+    assert default is not None
+    assert default.group(1) == build_detector("spectral-signatures").threshold.describe()
