@@ -11,6 +11,7 @@ import ast
 import importlib
 import inspect
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,57 @@ def test_the_conventions_name_the_default_threshold():
     default = re.search(r"`([\w:.]+)`, the default", flags)
     assert default is not None
     assert default.group(1) == build_detector("spectral-signatures").threshold.describe()
+
+
+BENCH = ROOT / "bench" / "results"
+
+
+def one_decimal(value: str) -> str:
+    """A file's value to one decimal, halves up as a reader rounds them (99.05 → 99.1)."""
+    return str(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def bench_hc_rows(name: str) -> dict[str, list[str]]:
+    """Per rate, the cells the measured-limits table shows for Heatmap Clustering in
+    bench/results/NAME: per seed "size (poisons) · ACC / AUROC", then the mean ± sd of ACC and
+    AUROC, all to one decimal (sizes from TPR and TNR over the class's poisons and clean coats)."""
+    text = (BENCH / name).read_text(encoding="utf-8")
+    rows: dict[str, list[str]] = {}
+    seed = r"\| (\d+%) \| \d \| HC \| (\d+) / (\d+) \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|"
+    for rate, poisons, n, acc, tpr, tnr, auroc in re.findall(seed, text):
+        p, clean = int(poisons), int(n) - int(poisons)
+        tp, fp = round(float(tpr) * p / 100), round((100 - float(tnr)) * clean / 100)
+        cell = f"{tp + fp} ({tp}) · {one_decimal(acc)} / {one_decimal(auroc)}"
+        rows.setdefault(rate, []).append(cell)
+    pm = r"([\d.]+) ± ([\d.]+)"
+    mean = rf"\| (\d+%) \| HC \| [\d.]+ ± [\d.]+ \| {pm} \| {pm} \| {pm} \| {pm} \|"
+    for rate, acc, acc_sd, _, _, _, _, auroc, auroc_sd in re.findall(mean, text):
+        rows[rate] += [f"{one_decimal(acc)} ± {one_decimal(acc_sd)}"]
+        rows[rate] += [f"{one_decimal(auroc)} ± {one_decimal(auroc_sd)}"]
+    return rows
+
+
+def doc_hc_rows(first: str) -> dict[str, list[str]]:
+    """The measured-limits table's rows from the one starting with ``first`` to the next
+    italic row (or the table's end), keyed by their rate."""
+    table = METHODS.split('<a id="heatmap-clustering-limits"></a>', 1)[1]
+    lines = [line for line in table.split("\n\n", 2)[1].splitlines() if line.startswith("| ")]
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first}"))
+    rows: dict[str, list[str]] = {}
+    for line in lines[start:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if rows and cells[0].startswith("*"):
+            break
+        if not cells[0].startswith("*"):
+            rows[cells[0].split()[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("first", "name"),
+    [("33% (", "heatmap_table1.md"), ("*farthest", "heatmap_table1_farthest.md")],
+)
+def test_the_heatmap_clustering_limits_table_is_its_bench_files(first, name):
+    """docs/methods.md's measured limits of Heatmap Clustering are the numbers of the bench files
+    it cites, as they stand (a rerun of the bench changes the page too)."""
+    assert doc_hc_rows(first) == bench_hc_rows(name)
