@@ -35,7 +35,7 @@ SCAN_LARGE_EPOCHS = 2
 # A large scan's confirming retraining (exclusionary reclassification) trains 1 epoch: its model
 # only has to say where a suspect group's samples belong, and after one pass over 20,000 or more
 # images it says it as after two (60,000 Fashion-MNIST images with 10% BadNets: the same l/q
-# verdicts, bench/results/scan_scale.md), in half the time of the scan's longest stage.
+# verdicts, bench/results/machine_s11.md), in half the time of the scan's longest stage.
 SCAN_LARGE_RETRAIN_EPOCHS = 1
 
 
