@@ -59,10 +59,18 @@ def test_diagonal_covariance_uses_mahalanobis_and_log_det() -> None:
 
 
 def test_diagonal_variance_cannot_collapse() -> None:
+    """A log-variance driven to -50 (or 50) is read at its bound, -4 (or 4): the likelihood is
+    that of σ² = e^-4, not of σ² = e^-50, whose squared distances of ~1e22 stay finite in
+    float64 and would pass a finiteness check."""
     head = _head("diagonal")
-    with torch.no_grad():
-        head.log_var.fill_(-50.0)
-    assert torch.isfinite(head.log_likelihood(torch.zeros(1, 2, dtype=torch.float64))).all()
+    f = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    sq = ((f - head.means.detach()) ** 2).sum(1)
+    for driven, bound in ((-50.0, -4.0), (50.0, 4.0)):
+        with torch.no_grad():
+            head.log_var.fill_(driven)
+        # log N(f; μ_k, e^bound I) in 2-d: -½ sq / e^bound - ½·2·bound - log 2π
+        expected = -0.5 * sq / math.exp(bound) - bound - math.log(2 * math.pi)
+        torch.testing.assert_close(head.log_likelihood(f).detach()[0], expected)
 
 
 def test_softmax_head_is_cross_entropy() -> None:
