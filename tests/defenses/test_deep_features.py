@@ -193,8 +193,11 @@ def test_max_likelihood_classification_on_separable_data():
     model = fit_deep_features(draw(params, train_labels, gen), train_labels, K)
     predicted = model.classify(draw(params, test_labels, gen))
     assert float((predicted == test_labels).double().mean()) >= 0.98
-    single = classify_max_likelihood(model.log_likelihoods(draw(params, test_labels, gen))[0])
-    assert single.shape == (200,)
+    # one layer's (N, K) log-likelihoods: the most likely class of that layer alone
+    one_layer = model.log_likelihoods(draw(params, test_labels, gen))[0]
+    single = classify_max_likelihood(one_layer)
+    assert torch.equal(single, one_layer.argmax(1))
+    assert float((single == test_labels).double().mean()) >= 0.98
 
 
 def test_holdout_missing_a_class_is_refused():
