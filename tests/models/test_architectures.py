@@ -35,10 +35,10 @@ def test_shapes_features_and_probe_layers(arch: str, head: str) -> None:
 def test_seed_fixes_initial_weights_and_leaves_global_rng_alone() -> None:
     config = ModelConfig("cnn-small", 1, 8, 8, 10)
     state = torch.random.get_rng_state()
-    a, b = build_model(config, seed=3), build_model(config, seed=3)
+    a, b, c = build_model(config, seed=3), build_model(config, seed=3), build_model(config, seed=4)
     assert torch.equal(torch.random.get_rng_state(), state)
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(p, q)
+    for p, q, r in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
+        assert torch.equal(p, q) and not torch.equal(p, r)
 
 
 def test_parameter_counts_match_the_papers() -> None:
