@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -24,14 +26,18 @@ def test_learns_an_easy_task(head: str) -> None:
     assert result.history[0].val_loss is not None and not model.training
 
 
-def test_same_seed_same_weights() -> None:
+def test_same_seed_same_weights_other_seed_other_weights() -> None:
     data = blobs_dataset()
-    config = TrainConfig(epochs=2, batch_size=16, seed=5)
-    a, b = _model(), _model()
+    # no validation part: the seed can only act through the shuffling and dropout
+    config = TrainConfig(epochs=2, batch_size=16, seed=5, val_fraction=0.0, patience=None)
+    a, b, c = _model(), _model(), _model()
     train_model(a, data, config)
     train_model(b, data, config)
+    train_model(c, data, replace(config, seed=6))
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
+    weights = [[p.detach() for p in m.head.parameters()] for m in (a, c)]
+    assert not all(torch.equal(p, q) for p, q in zip(*weights, strict=True))
 
 
 def test_the_callers_random_state_is_untouched() -> None:
