@@ -13,6 +13,7 @@ import poisonlab.train
 from poisonlab import progress
 from poisonlab.defenses import build_detector
 from poisonlab.defenses.reclassification import retrain_without
+from poisonlab.errors import ConfigError
 from tests.defenses.conftest import make_case
 
 
@@ -64,7 +65,7 @@ def test_a_large_scans_confirmation_trains_one_epoch(monkeypatch: pytest.MonkeyP
         evidence._cache.clear()
         build_detector("activation-clustering", n_init=2).fit(evidence)
         assert epochs.pop() == want
-    with pytest.raises(Exception, match="retrain_epochs"):
+    with pytest.raises(ConfigError, match=r"^Evidence retrain_epochs must be an integer >= 1"):
         type(evidence)(evidence.data, retrain_epochs=0)
 
 
