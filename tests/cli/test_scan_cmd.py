@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from poisonlab.cli.main import app
 from poisonlab.data import load_dataset, save_npz
+from poisonlab.errors import ConfigError
 from poisonlab.models import ModelConfig, build_model, save_checkpoint
 from tests.conftest import blobs_dataset
 
@@ -268,8 +269,8 @@ def test_write_scan_refuses_a_ground_truth_of_another_length(tmp_path):
 
     data = blobs_dataset(n_per_class=10, seed=0)
     result = ScanResult(data=data, outcomes=(), models=(), threshold="verdict")
-    with pytest.raises(
-        Exception, match="is_poison must be a bool array of one value per scanned sample"
+    with pytest.raises(  # a ConfigError: the CLI prints one red line, not a traceback
+        ConfigError, match=r"is_poison must be a bool array of one value per scanned sample \(30\)"
     ):
         write_scan(result, tmp_path / "out", is_poison=np.zeros(3, dtype=bool))
     assert not (tmp_path / "out").exists()  # refused before the folder is made
