@@ -128,14 +128,29 @@ def test_clean_data_names_no_class_and_keeps_everything(data):
 
 
 def test_user_thresholds_cut_the_combined_score(data, holdout):
+    """fpr:0.1 removes the samples whose combined score exceeds the 90th percentile of the
+    held-out samples' combined scores, each member scoring them as new samples."""
+    from poisonlab.defenses import build_detector
+    from poisonlab.defenses.fusion import holdout_combined_score
+
     poisoned = planted(data)
+    model = tiny_model()
     result = scan(
         poisoned.dataset, defenses="raw-clustering,spectral-signatures", holdout=holdout,
-        model=tiny_model(), threshold="fpr:0.1",
+        model=model, threshold="fpr:0.1",
     )  # fmt: skip
     decision = result.decision
     assert decision.rule == "fpr:0.1" and decision.poisoned_classes == []
-    assert decision.removed.any()
+    evidence = Evidence(poisoned.dataset, model, device="cpu")
+    members = [build_detector("raw-clustering", seed=0), build_detector("spectral-signatures")]
+    fitted = [m.fit(evidence) for m in members]
+    held = holdout_combined_score(
+        [m.result for m in fitted], poisoned.dataset.labels,
+        [m.score_samples(holdout) for m in fitted], holdout.labels,
+    )  # fmt: skip
+    cut = float(torch.quantile(held, 0.9))
+    assert torch.equal(decision.removed, decision.score > cut)
+    assert 0 < int(decision.removed.sum()) < len(poisoned.dataset)
     with pytest.raises(ConfigError, match="decision"):
         scan(data, defenses="raw-clustering", model=tiny_model(), decision="majority")
 
