@@ -95,10 +95,14 @@ def test_planted_poisons_score_high():
 
 
 def test_no_poison_flags_about_alpha():
-    data, _ = planted(n_clean=600, n_poison=0, seed=1)
-    result = LGMLikelihood(alpha=0.01).fit(Evidence(data, feature_network(MEANS))).result
+    """Clean data from the model's Gaussians: about alpha of it is flagged, within four binomial
+    standard deviations (3,000 samples, so that alpha = 0.001's 3 flags fall outside)."""
+    data, _ = planted(n_clean=3000, n_poison=0, seed=1)
+    alpha = 0.01
+    result = LGMLikelihood(alpha=alpha).fit(Evidence(data, feature_network(MEANS))).result
     assert torch.isfinite(result.scores).all()
-    assert int(result.flagged.sum()) <= 20  # expected 6 of 600
+    expected, sigma = alpha * len(data), math.sqrt(len(data) * alpha * (1 - alpha))
+    assert abs(int(result.flagged.sum()) - expected) < 4 * sigma  # 30 ± 22
 
 
 def chi2_case(covariance: str, spread: float = 1.0, n: int = 20_000):
