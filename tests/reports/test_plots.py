@@ -29,6 +29,19 @@ def dark_fraction(image: np.ndarray) -> float:
     return float((image.max(axis=2) < 60).mean())
 
 
+def pixels_of(image: np.ndarray, colour: str, alpha: float = 1.0) -> int:
+    """Pixels within a small distance of ``colour`` (hex), drawn at ``alpha`` over white."""
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    drawn = alpha * rgb + (1 - alpha) * 255
+    return int((np.abs(image.astype(int) - drawn).sum(axis=2) < 30).sum())
+
+
+def halves(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The left and right panels of a two-panel figure."""
+    middle = image.shape[1] // 2
+    return image[:, :middle], image[:, middle:]
+
+
 @pytest.fixture
 def scores():
     rng = np.random.default_rng(0)
@@ -43,10 +56,18 @@ def test_curves_and_histograms(scores):
     values, truth = scores
     curves = decode(plots.curves_png(values, truth))
     assert curves.shape[:2] == (420, 1000) and colours(curves) > 50
+    # one line per defense in both the ROC and the PR panel, in matplotlib's first two colours
+    # (about 1,400 pixels each; the legend's samples alone are a few dozen)
+    for panel in halves(curves):
+        assert pixels_of(panel, "#1f77b4") > 500 and pixels_of(panel, "#ff7f0e") > 500
     one = decode(plots.histograms_png({"a": values["a"]}, truth))
     two = decode(plots.histograms_png(values, truth))
     assert two.shape[1] > one.shape[1]  # one panel per defense
     assert colours(two) > 50
+    # each panel holds the clean and the poison histogram (bars at alpha 0.6: thousands of pixels)
+    for panel in halves(two):
+        for colour in (plots.CLEAN, plots.POISON):
+            assert pixels_of(panel, colour, alpha=0.6) > 1000, colour
 
 
 def test_curves_without_both_classes_still_draw_the_frame(scores):
