@@ -85,6 +85,16 @@ def test_class_histograms_keep_the_most_flagged_classes():
     few = decode(plots.class_histograms_png(values, labels, flagged, names, max_classes=2))
     more = decode(plots.class_histograms_png(values, labels, flagged, names, max_classes=5))
     assert more.shape[0] > few.shape[0]  # 5 panels in 2 rows vs 2 panels in 1 row
+    # the two kept are the two most flagged: the figure of those two classes alone (the others
+    # not analysed), its bins the same since the two hold the lowest and the highest score
+    most = np.isin(labels, [7, 13])
+    values[np.flatnonzero(labels == 7)[0]], values[np.flatnonzero(labels == 13)[0]] = 9.0, -9.0
+    flagged = most & (values > -0.5)  # 4-8 flags in each of the two, none elsewhere...
+    flagged[np.flatnonzero(labels < 7)[::10]] = True  # ...but one in each of classes 0-6
+    assert flagged[labels == 7].sum() > 1 and flagged[labels == 13].sum() > 1
+    kept = plots.class_histograms_png(values, labels, flagged, names, max_classes=2)
+    alone = np.where(most, values, np.nan)
+    assert kept == plots.class_histograms_png(alone, labels, flagged, names, max_classes=2)
 
 
 def _per_class_cases():
