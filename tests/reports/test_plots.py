@@ -29,11 +29,12 @@ def dark_fraction(image: np.ndarray) -> float:
     return float((image.max(axis=2) < 60).mean())
 
 
-def pixels_of(image: np.ndarray, colour: str, alpha: float = 1.0) -> int:
-    """Pixels within a small distance of ``colour`` (hex), drawn at ``alpha`` over white."""
+def pixels_of(image: np.ndarray, colour: str, alpha: float = 1.0, tolerance: int = 30) -> int:
+    """Pixels within ``tolerance`` (summed over R, G, B) of ``colour`` (hex), drawn at ``alpha``
+    over white."""
     rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
     drawn = alpha * rgb + (1 - alpha) * 255
-    return int((np.abs(image.astype(int) - drawn).sum(axis=2) < 30).sum())
+    return int((np.abs(image.astype(int) - drawn).sum(axis=2) < tolerance).sum())
 
 
 def halves(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +172,22 @@ def test_image_grid_with_and_without_heatmaps():
     assert colours(alone) > 100 and colours(paired) > 100
     gray = decode(plots.image_grid_png(images[:, :1], ["g"] * 5))
     assert colours(gray) > 20
+    # beside grayscale images, only the relevance tiles (bwr) hold saturated blue and red:
+    # about 1,800 pixels of each for these maps
+    maps = plots.image_grid_png(images[:, :1], ["g"] * 5, heatmaps=rng.normal(size=(5, 8, 8)))
+    for colour in ("#0000ff", "#ff0000"):
+        assert pixels_of(decode(maps), colour, tolerance=60) > 500, colour
+        assert pixels_of(gray, colour, tolerance=60) == 0, colour
+    # highlighted captions are red: the figure differs from the plain one only in caption
+    # pixels, grey there and red here
+    plain = decode(plots.image_grid_png(images, ["x"] * 5)).astype(int)
+    marked = decode(plots.image_grid_png(images, ["x"] * 5, highlight=[True] + [False] * 4))
+    caption = (marked != plain).any(axis=2)
+    assert caption.sum() > 20
+    red, grey = marked.astype(int)[caption], plain[caption]
+    redness = red[:, 0] - red[:, 1:].max(axis=1)  # antialiased edges are faintly red
+    assert (redness > 0).all() and redness.max() > 100
+    assert (grey == grey[:, :1]).all()
 
 
 def test_examples_rows():
