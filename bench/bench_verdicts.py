@@ -37,6 +37,12 @@ class; all-to-all ≥ 90% / ≤ 3%.
 and the penultimate features (DIR/CELL-sSEED.npz and .json), so a decision rule can be studied
 offline on the same models.
 
+``--holdout F`` gives the members a clean held-out set, as ``poisonlab scan --holdout`` does (the
+held-out check, poisonlab.defenses.holdout_check): with ``--subset``, F × N images from outside
+the subset (the victims stay those of runs without it); otherwise a stratified share F of the
+data, split off before poisoning. A row ``combined, no held-out check`` gives the decision on the
+same verdicts with the check undone.
+
 ``--calibration`` adds, over every clean class of every cell, how often each detector's verdict
 and the combination named a clean class (false alarms per class tested).
 
@@ -53,6 +59,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -228,10 +235,13 @@ def run_cell(
     test: ImageDataset | None = None,
     epochs: int | None = None,
     save: str | None = None,
+    holdout: ImageDataset | None = None,
 ) -> dict[str, Any]:
     """Every method's removal on one poisoned set and one trained model; ``save`` (a folder)
     keeps every member's scores, verdicts and the penultimate features of the run, so the
-    decision can be studied again without retraining."""
+    decision can be studied again without retraining. With a clean ``holdout`` the members run
+    the held-out check (``poisonlab scan --holdout``), and ``combined, no held-out check`` is the
+    decision on the same verdicts with the check undone."""
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
     dataset, truth, classes = poisoned(cell, data, seed)
@@ -240,7 +250,7 @@ def run_cell(
     recipe = default_recipe("cnn-small", len(dataset), epochs=epochs, seed=seed)
     train_model(model, dataset, recipe)
     # the confirming retraining repeats the victim's recipe (``--epochs`` included), as a scan does
-    evidence = Evidence(dataset, model, device="cpu", recipe=recipe)
+    evidence = Evidence(dataset, model, holdout=holdout, device="cpu", recipe=recipe)
     labels = dataset.labels
     out: dict[str, Any] = {"truth": truth, "classes": classes, "labels": labels.numpy()}
     out["asr"] = attack_success(cell, model, data, test, seed)
@@ -252,6 +262,9 @@ def run_cell(
         out[name] = (result.flagged.numpy(), result.poisoned_classes, result.verdicts)
     decision = combine(results, labels)
     out["combined"] = (decision.removed.numpy(), decision.poisoned_classes, decision.per_class)
+    if holdout is not None:
+        unchecked = combine([without_held_out_check(r) for r in results], labels)
+        out[UNCHECKED] = (unchecked.removed.numpy(), unchecked.poisoned_classes, None)
     classifier = art_classifier(model, dataset.shape, dataset.num_classes)
     x, y = dataset.images.numpy(), labels.numpy()
     np.random.seed(seed)
@@ -266,6 +279,20 @@ def run_cell(
     if save is not None:
         save_run(save, f"{cell}-s{seed}", evidence, results, decision, out)
     return out
+
+
+UNCHECKED = "combined, no held-out check"
+
+
+def without_held_out_check(result: Any) -> Any:
+    """``result`` with the classes its held-out check cleared named again: the check runs last
+    in ``fit`` and only on named classes, and the combined decision reads the verdicts (not the
+    flags), so this is the decision the same model would give without a held-out set."""
+    verdicts = tuple(
+        replace(v, poisoned=True, holdout=None) if v.holdout and v.holdout["mode"] else v
+        for v in result.verdicts
+    )
+    return replace(result, verdicts=verdicts)
 
 
 def save_run(
@@ -405,7 +432,7 @@ def named_classes(run: dict[str, Any], method: str) -> list[int]:
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, str, str]:
     """The targets table, the calibration table and the victims table."""
-    every = [*OURS, "combined", *ART_ARRAYS]
+    every = [*OURS, "combined", UNCHECKED, *ART_ARRAYS]
     methods = [m for m in every if all(m in run for cell in runs.values() for run in cell)]
 
     def spread(values: list[float]) -> str:
@@ -472,6 +499,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--save", default=None, help="folder for each run's scores and verdicts")
     parser.add_argument("--quick", action="store_true", help="one seed, three cells (smoke run)")
     parser.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="hold out this share of clean images for the held-out check (with --subset, "
+        "drawn from the images outside the subset)",
+    )
+    parser.add_argument(
         "--replay", nargs="+", default=None, help="re-decide the runs saved in these folders"
     )
     parser.add_argument(
@@ -488,20 +522,29 @@ def main(argv: list[str]) -> None:
     if args.quick:
         args.seeds, cells = 1, ["clean", "badnets-pattern-1to1", "art-pixel-1to1"]
     torch.set_num_threads(1)
-    data, test = load_data(args.data, args.subset)
+    data, test, holdout = load_data(args.data, args.subset, args.holdout)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     started = time.perf_counter()
     for cell in cells:
         for seed in seeds:
             runs[cell].append(
-                run_cell(cell, data, seed, test=test, epochs=args.epochs, save=args.save)
+                run_cell(
+                    cell,
+                    data,
+                    seed,
+                    test=test,
+                    epochs=args.epochs,
+                    save=args.save,
+                    holdout=holdout,
+                )
             )
             print(cell, seed, f"{time.perf_counter() - started:.0f}s", flush=True)
     table, calibration, victims = summarise(runs)
     where = "the test part" if test is not None else "triggered copies of the training images"
     text = [
         f"{data.name} ({len(data)} images{' , stratified subset' if args.subset else ''}), "
+        f"{held_out_text(holdout, args.subset)}"
         f"cnn-small with its default recipe{f' capped at {args.epochs} epochs' if args.epochs else ''}"
         f", seeds {seeds[0]}–{seeds[-1]}; one model per cell and seed, shared by every method. "
         "Mean (min–max) over seeds. Classes named: ours, the verdicts (the combined decision's "
@@ -524,17 +567,41 @@ def main(argv: list[str]) -> None:
     )
 
 
-def load_data(name: str, subset: int | None) -> tuple[ImageDataset, ImageDataset | None]:
-    """(the training part, or a stratified ``subset`` of it; the test part when there is one)."""
+def load_data(
+    name: str, subset: int | None, holdout: float | None = None
+) -> tuple[ImageDataset, ImageDataset | None, ImageDataset | None]:
+    """(the training part, or a stratified ``subset`` of it; the test part when there is one; a
+    clean held-out set when ``holdout`` is a share: with a subset, a stratified ``holdout`` ×
+    ``subset`` images from outside it, so the subset, and the victims, stay those of runs
+    without one; else that share of the training part, split off before poisoning)."""
     from poisonlab.data.splits import split_indices
     from poisonlab.errors import DataError
 
     data = load_dataset(name)
+    held = None
     if subset is not None and subset < len(data):
-        part, _ = split_indices(data.labels, (subset / len(data), 1 - subset / len(data)), 0)
+        part, rest = split_indices(data.labels, (subset / len(data), 1 - subset / len(data)), 0)
+        if holdout is not None:
+            share = min(1.0, holdout * subset / len(rest))
+            picked, _ = split_indices(data.labels[rest], (share, 1 - share), 1)
+            held = data.subset(rest[picked])
         data = data.subset(part)
+    elif holdout is not None:
+        kept, out = split_indices(data.labels, (1 - holdout, holdout), 0)
+        data, held = data.subset(kept), data.subset(out)
     try:
         test = load_dataset(name, part="test")
     except DataError:
         test = None
-    return data, test
+    return data, test, held
+
+
+def held_out_text(holdout: ImageDataset | None, subset: int | None) -> str:
+    """How the run's clean held-out set was drawn, for the result file ("" without one)."""
+    if holdout is None:
+        return ""
+    where = "outside the subset" if subset else "split off the training part before poisoning"
+    return (
+        f"with a clean held-out set of {len(holdout)} images ({where}; the members run the "
+        "held-out check, and `combined, no held-out check` undoes it on the same verdicts), "
+    )

@@ -232,7 +232,8 @@ def scan_command(
         None,
         "--holdout",
         help="Clean held-out data (same format rules as DATA); needed by "
-        "deep-features and by fpr: thresholds.",
+        "deep-features and by fpr: thresholds; lets the verdicts clear a named class whose "
+        "suspects the clean data hold too (a genuine mode, not poisons).",
     ),
     model: Path | None = typer.Option(
         None,

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.defenses.evidence import Evidence, Part
+from poisonlab.defenses.holdout_check import check_held_out
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, VerdictRule, parse_threshold
 from poisonlab.defenses.verdicts import BreakTest, ClassVerdict, class_verdicts
 from poisonlab.errors import ConfigError, PoisonlabError
@@ -155,6 +156,12 @@ class Detector(Validated, ABC):
         verdicts and flags, cleared for the classes it finds legitimate."""
         return verdicts, flags
 
+    def _held_out_verdict_scores(self, evidence: Evidence) -> Tensor | None:
+        """Hook: the clean held-out samples scored on the scale of the verdicts' cut-offs by the
+        state :meth:`_score` fitted, for the held-out check of the classes the verdicts name
+        (:mod:`poisonlab.defenses.holdout_check`); None (the default) runs no check."""
+        return None
+
     @classmethod
     def _break_test(cls, alpha: float) -> BreakTest:
         """The per-class test of :meth:`fit` at level ``alpha``: the default windows of
@@ -277,6 +284,12 @@ class Detector(Validated, ABC):
                 escalation=self._escalation_test(alpha),
             )
             verdicts, verdict_flags = self._confirm(evidence, verdicts, verdict_flags)
+            if evidence.holdout is not None and any(v.poisoned for v in verdicts):
+                held = self._held_out_verdict_scores(evidence)
+                if held is not None:
+                    verdicts, verdict_flags = check_held_out(
+                        verdicts, verdict_flags, labels, held, evidence.labels("holdout"), alpha
+                    )
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)
         seconds = time.perf_counter() - started  # scoring, verdicts and their confirmation
         flags, description = self.threshold.flag(scored, labels)

@@ -52,10 +52,11 @@ cluster, while another restart isolated the poisons exactly and had the higher s
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -240,12 +241,27 @@ class TwoMeansDetector(ConfirmedByReclassification, Detector):
             verdict_scores=fisher,
         )
 
+    def _held_out_verdict_scores(self, evidence: Evidence) -> Tensor:
+        """The held-out samples' Fisher projections under their class's split (what the verdicts
+        read); 0 in a class that could not be split, NaN in classes not analysed."""
+        return self._by_split(evidence, "holdout", TwoMeansSplit.fisher_score)
+
     def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
         """Samples of ``part`` scored with their class's fitted reducer, centroids and σ.
 
         Samples of an analysed class that could not be split score 0, as in :meth:`_score`;
         samples of classes not analysed score NaN.
         """
+        return self._by_split(evidence, part, TwoMeansSplit.score)
+
+    def _by_split(
+        self,
+        evidence: Evidence,
+        part: Part,
+        score: Callable[[TwoMeansSplit, np.ndarray], np.ndarray],
+    ) -> Tensor:
+        """``score(split, x)`` of the samples of ``part`` under their class's fitted split; 0 in
+        an analysed class that could not be split, NaN in classes not analysed."""
         labels = evidence.labels(part)
         vectors = self._representation(evidence, part).double().cpu().numpy()
         scores = per_class_scores(len(labels))
@@ -255,6 +271,6 @@ class TwoMeansDetector(ConfirmedByReclassification, Detector):
                 continue
             split = self.splits_.get(c)
             scores[members] = (
-                torch.from_numpy(split.score(vectors[members.numpy()])) if split else 0.0
+                torch.from_numpy(score(split, vectors[members.numpy()])) if split else 0.0
             )
         return scores

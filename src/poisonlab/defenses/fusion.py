@@ -8,7 +8,8 @@ decision").
 
 1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m} (taken as 1
    when the member's own confirmation, exclusionary reclassification for the clustering
-   detectors, found the group legitimate; from the member's second stage, the valley form, when
+   detectors, found the group legitimate, or when the held-out check found it a genuine mode of
+   the clean data, :mod:`poisonlab.defenses.holdout_check`; from the member's second stage, the valley form, when
    its first named at least half of the classes: :mod:`poisonlab.defenses.verdicts`). The
    combined p-value is Bonferroni's min-p,
    p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence between members (they read
@@ -161,8 +162,11 @@ def combined_score(results: Sequence[DetectionResult], labels: Tensor) -> Tensor
 
 def effective_p(verdict: ClassVerdict) -> float:
     """The member's p-value for the combination: 1 when its own confirmation (e.g. exclusionary
-    reclassification) found the named group legitimate, else the break test's."""
+    reclassification) found the named group legitimate or the held-out check found it a genuine
+    mode, else the break test's."""
     if verdict.check is not None and verdict.check.get("legitimate"):
+        return 1.0
+    if verdict.holdout is not None and verdict.holdout.get("mode"):
         return 1.0
     return verdict.p_value
 

@@ -171,6 +171,10 @@ class SpectralSignatures(Detector):
             extras={"classes": report},
         )
 
+    def _held_out_verdict_scores(self, evidence: Evidence) -> Tensor:
+        """The held-out samples' τ over their class's median, the scale of the verdicts' cut-offs."""
+        return self._score_new(evidence, "holdout")
+
     def _score_new(self, evidence: Evidence, part: Part) -> Tensor:
         """Samples of ``part`` scored with their class's training mean, v and median τ.
 

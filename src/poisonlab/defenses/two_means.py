@@ -97,6 +97,10 @@ class TwoMeansSplit:
     small : bool (n,), membership of the small cluster (nearest centroid)
     scale : σ of the separation score
     silhouette : mean silhouette of the split (NaN when undefined)
+    scores : separation scores of the class's samples
+    fisher : their Fisher projections (:func:`fisher_scores`), which the per-class verdict reads
+    fisher_axis, fisher_scale : Fisher's direction w and the spread the projections are divided
+        by, to project new samples (:meth:`fisher_score`)
     """
 
     reducer: Any | None
@@ -106,6 +110,8 @@ class TwoMeansSplit:
     silhouette: float
     scores: np.ndarray
     fisher: np.ndarray | None = None
+    fisher_axis: np.ndarray | None = None
+    fisher_scale: float | None = None
 
     @property
     def small_fraction(self) -> float:
@@ -123,6 +129,16 @@ class TwoMeansSplit:
         if self.reducer is not None:
             z = self.reducer.transform(z)
         return separation_scores(z, self.centroids, self.scale)
+
+    def fisher_score(self, x: np.ndarray) -> np.ndarray:
+        """Fisher projections of new samples (raw representations), on the scale of
+        ``fisher``: what the per-class verdict of the split reads."""
+        if self.fisher_axis is None or self.fisher_scale is None:
+            raise ValueError("this split has no Fisher projection")
+        z = np.asarray(x, dtype=np.float64)
+        if self.reducer is not None:
+            z = self.reducer.transform(z)
+        return fisher_scores(z, self.centroids, self.fisher_axis, self.fisher_scale)
 
 
 def fisher_direction(z: np.ndarray, small: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -312,8 +328,9 @@ def split_two_means(
     scale = axis_spread(z, small, centroids)
     scores = separation_scores(z, centroids, scale)
     w = fisher_direction(z, small, centroids)
-    fisher = fisher_scores(z, centroids, w, fisher_spread(z, small, centroids, w))
-    return TwoMeansSplit(reducer, centroids, small, scale, value, scores, fisher)
+    spread = fisher_spread(z, small, centroids, w)
+    fisher = fisher_scores(z, centroids, w, spread)
+    return TwoMeansSplit(reducer, centroids, small, scale, value, scores, fisher, w, spread)
 
 
 def cluster_is_suspect(

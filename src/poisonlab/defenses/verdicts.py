@@ -95,6 +95,11 @@ verdict says "not tested" with p-value 1 and flags nothing. Spectral Signatures 
 Clustering keep ``min_samples`` 0. Every class of the verdict bench has 174 samples or more, so
 none of its decisions changes.
 
+**With a clean held-out set** (``Evidence(holdout=...)``), every detector that can score new samples
+on its verdict's scale checks each class it names after its own confirmation: a group that the
+class's clean held-out samples hold at about the same rate is a genuine mode, and the class is
+cleared (:mod:`poisonlab.defenses.holdout_check`).
+
 Limits: a poison group that does not stand apart in the detector's scores (poisons spread through
 the clean tail) gives no break, and the class is judged clean even when the ranking (AUROC) is good;
 a class where more than ``max_fraction`` of the samples are poisons is outside the test, as it is
@@ -167,6 +172,9 @@ class ClassVerdict:
     untested : why the class was not judged (p-value 1, never poisoned), e.g. "not tested: 30 <
         100 samples" below the test's ``min_samples`` (module docstring, "Small classes");
         None when the test ran
+    holdout : the held-out check of a named class when a clean held-out set was given
+        (:mod:`poisonlab.defenses.holdout_check`), None when none ran; a class whose group it
+        found to be a genuine mode has ``poisoned`` False
     """
 
     label: int
@@ -180,6 +188,7 @@ class ClassVerdict:
     check: dict[str, Any] | None = None
     stage: int = 1
     untested: str | None = None
+    holdout: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
