@@ -191,3 +191,11 @@ def test_the_heatmap_clustering_limits_table_is_its_bench_files(first, name):
     """docs/methods.md's measured limits of Heatmap Clustering are the numbers of the bench files
     it cites, as they stand (a rerun of the bench changes the page too)."""
     assert doc_hc_rows(first) == bench_hc_rows(name)
+
+
+def test_the_verdict_giving_defenses_are_named():
+    """docs/methods.md's "Verdicts" section lists every defense that gives per-class verdicts."""
+    listed = METHODS.split("(`gives_verdicts`:", 1)[1].split(")", 1)[0]
+    giving = [n for n in detector_names() if BUILT[n].gives_verdicts]
+    assert len(giving) >= 3
+    assert [n for n in giving if n not in listed] == []
