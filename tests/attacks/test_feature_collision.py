@@ -318,9 +318,28 @@ def test_normalised_features_weights() -> None:
     assert minmax_feature_weights(feats).tolist() == [0.5, 2.0, 1.0]
 
 
-def test_seed000_normalisation_runs(setup) -> None:
+def test_feature_weights_scale_the_feature_distance(setup) -> None:
+    """Weights of 2 on every feature double the distance ‖w ⊙ (f(x) − f(t))‖: the unweighted
+    problem with λ doubled and β halved takes the same forward-backward steps (every objective
+    value halved, so the same steps are accepted), hence the same poisons."""
+    model = copy.deepcopy(setup[0]).double()
+    targets, bases = setup[2].images[[0, 7]].double(), setup[1].images[[25, 50]].double()
+    args = (model, targets, bases, torch.tensor([0, 1]))
+    doubled = torch.full((16,), 2.0, dtype=torch.float64)
+    weighted = craft_poisons(*args, CollisionSettings(**FAST), feature_weights=doubled)
+    rescaled = craft_poisons(*args, CollisionSettings(**{**FAST, "lr": 2.0, "beta0": 0.015}))
+    plain = craft_poisons(*args, CollisionSettings(**FAST))
+    assert torch.allclose(weighted.poisons, rescaled.poisons, atol=1e-9)
+    assert not torch.allclose(weighted.poisons, plain.poisons, atol=1e-3)
+
+
+def test_seed000_normalisation_weighs_the_features(setup) -> None:
     result = _poison(setup, normalize_features=True, num_targets=1, bases_per_target=1)
     assert result.params["normalize_features"] is True and result.n_poison == 1
+    plain = _poison(setup, num_targets=1, bases_per_target=1)
+    assert result.extras["base_index"] == plain.extras["base_index"]  # the same pair...
+    poisons = (r.dataset.images[r.is_poison] for r in (result, plain))
+    assert not torch.allclose(*poisons, atol=1e-3)  # ...crafted against weighted features
 
 
 @pytest.mark.parametrize(
