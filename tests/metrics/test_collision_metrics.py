@@ -50,6 +50,9 @@ def test_success_rate_from_flags() -> None:
     assert (rate.low, rate.high) == pytest.approx(_wilson_by_hand(46, 50))
     exact = success_rate(flags, method="clopper-pearson", confidence=0.9)
     assert exact.low < 0.92 < exact.high and exact.method == "clopper-pearson"
+    assert (exact.low, exact.high) == clopper_pearson_interval(46, 50, 0.9)
+    wide = clopper_pearson_interval(46, 50, 0.95)  # 90% coverage: strictly inside the 95% one
+    assert wide[0] < exact.low and exact.high < wide[1] and exact.confidence == 0.9
     assert "92.0% (46/50; 95% wilson CI" in str(rate)
     assert rate.to_dict()["successes"] == 46
     with pytest.raises(ConfigError, match="interval method"):
