@@ -145,6 +145,17 @@ def test_planted_backdoor_scores_high(fusion):
     assert metrics.fpr <= 0.05
 
 
+def test_ledoit_wolf_covariance_reaches_the_fit():
+    """covariance="ledoit-wolf" shrinks every class covariance (other scores than "full") and
+    still finds the planted backdoor."""
+    evidence, is_poison = backdoor_evidence()
+    full = DeepFeatures(layers=LAYERS).fit(evidence).result
+    shrunk = DeepFeatures(layers=LAYERS, covariance="ledoit-wolf").fit(evidence).result
+    assert shrunk.params["covariance"] == "ledoit-wolf"
+    assert not torch.allclose(shrunk.scores, full.scores, rtol=1e-3)
+    assert evaluate_detection(shrunk, is_poison).auroc >= 0.99
+
+
 def test_claimed_fusion_catches_pure_label_flips():
     gen = torch.Generator().manual_seed(4)
     true = torch.arange(600) % K
@@ -165,10 +176,16 @@ def test_no_poison_flags_about_rule_fpr():
     gen = torch.Generator().manual_seed(5)
     labels = torch.arange(1200) % K
     evidence = make_evidence(class_parameters(5), labels, labels, torch.arange(800) % K, gen)
-    result = DeepFeatures(layers=LAYERS, rule_fpr=0.02).fit(evidence).result
+    detector = DeepFeatures(layers=LAYERS, rule_fpr=0.02)
+    result = detector.fit(evidence).result
     assert torch.isfinite(result.scores).all()
     assert float(result.flagged.double().mean()) <= 0.06
     extras = result.extras
+    # the rule cuts at the 98th percentile of the clean reference scores
+    reference = detector._score(evidence).reference
+    assert reference is not None
+    assert extras["rule_cutoff"] == pytest.approx(float(torch.quantile(reference, 0.98)))
+    assert torch.equal(result.flagged, result.scores > extras["rule_cutoff"])
     assert extras["fit_samples"] + extras["reference_samples"] == 800
     assert extras["df_accuracy_reference"] >= 0.95
 
