@@ -53,6 +53,10 @@ def test_paper_rule_removes_one_and_a_half_eps_per_class() -> None:
         kept_max = result.scores[members & ~result.flagged].max()
         assert result.scores[members & result.flagged].min() >= kept_max
     assert removal_count(10, 0.5, 1.5) == 8 and removal_count(4, 0.9, 1.5) == 4
+    double = SpectralSignatures(eps=0.1, eps_multiplier=3.0, threshold="paper").fit(case.evidence)
+    for c in range(3):  # another multiplier: 3·ε·n per class
+        n = int((case.labels == c).sum())
+        assert int(double.result.flagged[case.labels == c].sum()) == removal_count(n, 0.1, 3.0)
     assert removal_count(10, 0.05, 1.5) == 1  # 0.75 rounds half up
 
 
