@@ -207,6 +207,15 @@ def test_cluster_rules() -> None:
     assert not cluster_is_suspect(split, "relative-size", split.small_fraction, 0.1)
     assert cluster_is_suspect(split, "silhouette", 0.35, split.silhouette - 0.01)
     assert not cluster_is_suspect(split, "silhouette", 0.35, split.silhouette + 0.01)
+    # the detector applies its own thresholds: the poison clusters (20% of each class,
+    # silhouettes about 0.47) pass the defaults and fail a size of 10% or a silhouette of 0.9
+    for rule, threshold in (("relative-size", {"size_threshold": 0.1}),
+                            ("silhouette", {"silhouette_threshold": 0.9})):  # fmt: skip
+        kwargs = {"rule": rule, "threshold": "paper", "axis_splits": 0}
+        default = ActivationClustering(**kwargs).fit(case.evidence).result
+        assert torch.equal(default.flagged, case.is_poison), rule
+        stricter = ActivationClustering(**kwargs, **threshold).fit(case.evidence).result
+        assert not stricter.flagged.any(), threshold
 
 
 def test_contamination_threshold_ranks_across_classes() -> None:
