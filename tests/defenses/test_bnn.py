@@ -146,6 +146,18 @@ def test_dnn_baseline_scores() -> None:
     assert ent.extras["accuracy"] == pytest.approx(
         float((probs.argmax(1) == case.labels).double().mean())
     )
+    # the rule's own parameters: the 80th percentile of the held-out entropies for rule_fpr=0.2,
+    # a quarter of the samples for rule_fraction=0.25 without a held-out set
+    held = case.evidence.holdout
+    assert held is not None
+    reference = entropy(torch.softmax(predict_logits(model, held.images).double(), -1))
+    wide = build_detector("dnn-uncertainty", rule_fpr=0.2).fit(case.evidence).result
+    cutoff = wide.extras["rule"]["cutoff"]
+    assert cutoff == pytest.approx(float(torch.quantile(reference, 0.8)), rel=1e-5)
+    assert torch.equal(wide.flagged, wide.scores > cutoff)
+    alone = Evidence(case.evidence.data, model, device="cpu")
+    quarter = build_detector("dnn-uncertainty", rule_fraction=0.25).fit(alone).result
+    assert int(quarter.flagged.sum()) == round(0.25 * len(case.labels))
 
 
 def test_thresholds_apply_to_bald() -> None:
