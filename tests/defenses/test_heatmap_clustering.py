@@ -223,6 +223,30 @@ def test_claimed_or_predicted_class_is_explained() -> None:
     assert torch.allclose(claimed[~wrong], predicted[~wrong])
 
 
+def test_lrp_and_cloud_settings_reach_the_heatmaps_and_clouds() -> None:
+    """Non-default LRP settings (composite, its ε, the class explained) make the heatmaps, and
+    non-default cloud settings (mass, pool, size bound, signed relevance) the clouds."""
+    from poisonlab.explain.point_cloud import heatmaps_to_clouds
+
+    case = make_case()
+    evidence = case.evidence
+    members = case.labels == 0
+    detector = HeatmapClustering(
+        composite="epsilon-plus-flat", lrp_epsilon=0.1, explain="claimed",
+        mass=0.9, pool=2, max_points=12, relevance="raw",
+    )  # fmt: skip
+    maps = detector.heatmaps(evidence, "data", 0)
+    expected = lrp_heatmaps(
+        evidence.require_model(), evidence.data.images[members], labels=case.labels[members],
+        explain="claimed", composite="epsilon-plus-flat", epsilon=0.1,
+    )  # fmt: skip
+    torch.testing.assert_close(maps, expected)
+    clouds = detector.clouds(evidence, "data", 0)
+    by_hand = heatmaps_to_clouds(maps, mass=0.9, pool=2, max_points=12)
+    torch.testing.assert_close(clouds.C, by_hand.C)
+    torch.testing.assert_close(clouds.p, by_hand.p)
+
+
 def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering) -> None:
     """Under the paper's rule the flagged samples are exactly those with a positive score
     (nearer the small barycenter)."""
@@ -309,7 +333,8 @@ def test_positive_relevance_clouds_keep_only_positive_pixels() -> None:
     clouds = positive.clouds(evidence, "data", 0)
     n_positive = (maps > 0).flatten(1).sum(1)
     assert (clouds.sizes <= n_positive.clamp(min=1)).all()
-    assert (clouds.sizes <= raw.clouds(evidence, "data", 0).sizes).all()
+    raw_sizes = raw.clouds(evidence, "data", 0).sizes
+    assert (clouds.sizes <= raw_sizes).all() and (clouds.sizes < raw_sizes).any()
     assert clouds is not raw.clouds(evidence, "data", 0)  # cached apart
 
 
