@@ -58,6 +58,24 @@ def test_clean_labels_and_target_class_poisons_only(setup) -> None:
     assert torch.all((patch == 0) | (patch == 1))
 
 
+def test_the_pgd_settings_are_the_ones_used(setup) -> None:
+    """eps, steps and step_size other than the defaults harden the poisons: outside the trigger
+    each poison is PGD's output for those settings on the given surrogate."""
+    from poisonlab.attacks.pgd import pgd_maximize_loss
+
+    model, data, _ = setup
+    pgd = {"eps": 0.02, "steps": 3, "step_size": 0.01}  # 3 steps of 0.01 reach the 0.02 bound
+    attack = LabelConsistent(target=1, count=6, trigger="checkerboard", **pgd, **CORNER)
+    result = attack.poison(data, generator=make_generator(2), model=model)
+    poisons = result.is_poison.nonzero().flatten()
+    expected = pgd_maximize_loss(model, data.images[poisons], data.labels[poisons], **pgd).images
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[5:, 5:] = False  # the 3×3 checkerboard in the corner
+    got = result.dataset.images[poisons]
+    assert torch.equal(got[:, :, outside], expected[:, :, outside])
+    assert result.extras["pgd"]["linf_max"] == pytest.approx(0.02, abs=1e-6)
+
+
 def test_the_model_is_left_unchanged(setup) -> None:
     model, data, _ = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
