@@ -155,6 +155,20 @@ def test_user_thresholds_cut_the_combined_score(data, holdout):
         scan(data, defenses="raw-clustering", model=tiny_model(), decision="majority")
 
 
+def test_seed_and_classes_reach_the_detectors(data):
+    """scan's seed goes to every detector that takes one unless its params set one, and its
+    classes to every per-class detector."""
+    result = scan(
+        data, defenses="activation-clustering,raw-clustering,spectral-signatures",
+        model=tiny_model(), seed=7, classes=[1], params={"raw-clustering": {"seed": 2}},
+    )  # fmt: skip
+    ran = {o.name: o.result for o in result.ran}
+    assert ran["activation-clustering"].params["seed"] == 7
+    assert ran["raw-clustering"].params["seed"] == 2
+    for name, outcome in ran.items():
+        assert torch.equal(outcome.analysed, data.labels == 1), name
+
+
 def test_skips_unmet_needs_with_reasons(data):
     result = scan(data, defenses="deep-features,lgm-likelihood,raw-clustering", model=tiny_model())
     reasons = {o.name: o.skipped for o in result.outcomes}
