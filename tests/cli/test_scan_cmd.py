@@ -135,6 +135,19 @@ def test_missing_holdout_skips_with_a_yellow_line(files):
     assert "skipping deep-features" in alone.output and "no selected defense" in alone.output
 
 
+def test_classes_and_seed_reach_the_defenses(files):
+    out = files["tmp"] / "one"
+    args = ["-D", "raw-clustering", "--model", files["model"], "--classes", "1", "--seed", "5"]
+    result = run(files["data"], *args, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    parameters = json.loads((out / "summary.json").read_text())["defenses"]["raw-clustering"]
+    assert parameters["parameters"]["seed"] == 5
+    with (out / "scores.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    scored = [r["raw-clustering_score"] not in ("", "nan") for r in rows]
+    assert scored == [r["label"] == "1" for r in rows]  # class 1 alone was analysed
+
+
 def test_trains_a_model_when_none_is_given(files):
     out = files["tmp"] / "out"
     result = run(files["data"], "-D", "spectral-signatures", "--epochs", "1", "-o", out, "-q")
