@@ -43,6 +43,18 @@ def test_scores_are_tau_over_the_class_median() -> None:
         assert float(result.scores[members].median()) == pytest.approx(1.0)
 
 
+def test_a_named_layer_is_the_one_read() -> None:
+    """layer="body.relu2": τ of that layer's (pooled) activations, not of the features."""
+    case = make_case()
+    result = SpectralSignatures(layer="body.relu2", threshold="paper").fit(case.evidence).result
+    acts = case.evidence.activations("body.relu2")
+    assert acts.shape[1] != case.features.shape[1]
+    for c in range(3):
+        members = case.labels == c
+        tau = paper_tau(acts[members].double().numpy())
+        np.testing.assert_allclose(result.scores[members].numpy(), tau / np.median(tau), rtol=1e-8)
+
+
 def test_paper_rule_removes_one_and_a_half_eps_per_class() -> None:
     case = make_case(n_per_class=60)
     result = SpectralSignatures(eps=0.1, threshold="paper").fit(case.evidence).result
