@@ -254,6 +254,23 @@ def test_watermark_blend_and_additive(setup) -> None:
     assert torch.allclose(added.poisons, (base + 0.3 * target).clamp(0, 1), atol=1e-5)
 
 
+def test_the_attack_watermarks_its_poisons(setup) -> None:
+    """FeatureCollision's watermark and watermark_mode reach the crafting: with a β so large the
+    poisons stay at their anchors, each poison is its base blended with (or plus) 30% target."""
+    model, data, test = setup
+    frozen = {**FAST, "beta0": 1e9, "max_iter": 3}
+    base, target = data.images[45], test.images[5]
+    pairs = {"target_index": torch.tensor([5]), "base_index": torch.tensor([[45]])}
+    for mode, expected in (
+        ("blend", 0.3 * target + 0.7 * base),
+        ("additive", (base + 0.3 * target).clamp(0, 1)),
+    ):
+        attack = FeatureCollision(**frozen, watermark=0.3, watermark_mode=mode)
+        result = attack.poison(data, generator=make_generator(0), model=model, test=test, **pairs)
+        poison = result.dataset.images[result.is_poison][0]
+        assert torch.allclose(poison, expected, atol=1e-5), mode
+
+
 def test_converged_poisons_stop_moving(setup) -> None:
     model, data, test = setup
     done = CollisionSettings(**{**FAST, "obj_threshold": 1e9})  # reached before the first step
