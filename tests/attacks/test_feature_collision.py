@@ -303,6 +303,12 @@ def test_pair_choice_rules() -> None:
                      generator=make_generator(0), base_class=2)  # fmt: skip
 
 
+def test_the_attack_draws_targets_and_bases_from_the_classes_asked(setup) -> None:
+    result = _poison(setup, max_iter=1, num_targets=2, target_class=1, base_class=2)
+    assert result.targets is not None and result.targets.labels.tolist() == [1, 1]
+    assert result.dataset.labels[result.is_poison].tolist() == [2] * 4  # 2 bases per target
+
+
 def test_closest_bases_are_nearest_in_feature_space() -> None:
     labels = torch.tensor([0, 1, 1, 1])
     features = torch.tensor([[0.0, 0.0], [5.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
