@@ -309,6 +309,21 @@ def test_the_attack_draws_targets_and_bases_from_the_classes_asked(setup) -> Non
     assert result.dataset.labels[result.is_poison].tolist() == [2] * 4  # 2 bases per target
 
 
+def test_the_attack_takes_the_closest_bases_when_asked(setup) -> None:
+    """base_selection="closest": the two class-2 images nearest the target in feature space."""
+    model, data, test = setup
+    kwargs = {"target_class": 0, "base_class": 2, "base_selection": "closest"}
+    result = _poison(setup, max_iter=1, num_targets=1, **kwargs)
+    (target,) = result.extras["target_index"]
+    with torch.no_grad():
+        distance = (
+            model.features(data.images) - model.features(test.images[target : target + 1])
+        ).norm(dim=1)
+    candidates = (data.labels == 2).nonzero().flatten()
+    nearest = candidates[distance[candidates].argsort()[:2]]
+    assert result.extras["base_index"] == nearest.tolist()
+
+
 def test_closest_bases_are_nearest_in_feature_space() -> None:
     labels = torch.tensor([0, 1, 1, 1])
     features = torch.tensor([[0.0, 0.0], [5.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
