@@ -200,22 +200,27 @@ def test_the_group_most_namers_found_is_the_one_removed() -> None:
     decision = combine([alone, first, second], labels)
     entry = decision.per_class["0"]
     assert entry["named_by"] == ["raw-clustering", "activation-clustering", "spectral-signatures"]
-    assert entry["ordered_by"] == ["activation-clustering", "spectral-signatures"]
+    assert entry["ordered_by"] == ["activation-clustering"]
+    assert entry["group_found_by"] == ["activation-clustering", "spectral-signatures"]
     assert decision.removed.nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
 
 
-def test_namers_of_the_same_group_order_the_removal_together() -> None:
-    """The second namer's group shares at least half of the smaller group with the first's:
-    both rankings order the class, as before."""
+def test_the_most_significant_namer_of_the_group_decides_what_goes() -> None:
+    """The second namer found the same group (half of it shared) but ranks three other samples
+    at its top: what goes is the first namer's group above its own break, not the top of the
+    averaged rankings, which would swap half of it for those three."""
     labels = torch.arange(4).repeat_interleave(20)
-    first = grouped_member("activation-clustering", 1e-8, [0, 1, 2, 3, 4, 5], labels)
-    second = grouped_member("raw-clustering", 1e-6, [5, 4, 3, 9, 10, 11], labels)
+    first = grouped_member("activation-clustering", 1e-8, [10, 11, 12, 13, 14, 15], labels)
+    second = grouped_member("raw-clustering", 1e-6, [0, 1, 2, 13, 14, 15], labels)
     decision = combine([first, second], labels)
     entry = decision.per_class["0"]
-    assert entry["ordered_by"] == ["activation-clustering", "raw-clustering"]
-    local = combined_score([first, second], labels)[:20]
-    expected = torch.sort(local, descending=True, stable=True).indices[:6]
-    assert decision.removed.nonzero().flatten().tolist() == sorted(expected.tolist())
+    assert entry["ordered_by"] == ["activation-clustering"]
+    assert entry["group_found_by"] == ["activation-clustering", "raw-clustering"]
+    assert entry["cutoff"] == first.verdicts[0].cutoff
+    assert decision.removed.nonzero().flatten().tolist() == [10, 11, 12, 13, 14, 15]
+    averaged = combined_score([first, second], labels)[:20]
+    top = torch.sort(averaged, descending=True, stable=True).indices[:6]
+    assert set(top.tolist()) == {0, 1, 10, 13, 14, 15}  # what averaging would have removed
 
 
 def test_combined_score_is_the_mean_member_percentile() -> None:

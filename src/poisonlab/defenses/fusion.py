@@ -23,19 +23,22 @@ decision").
    chance that a member's first stage names half of the classes, which no clean or one-to-one
    run of bench/results/verdicts.md came near), while in an all-to-all attack the last
    poisoned classes are not held to the level of K tests.
-2. **Which samples of a named class go.** The **combined score** of a sample is the mean, over
-   the members, of its within-class rank percentile (0 = least, 1 = most suspicious among the
-   samples of its claimed class, ties averaged): Borda-count fusion, which needs no common scale.
-   In a named class, the members that named it on their own (M · p_{c,m} within its level)
-   and found the same group are averaged, each by the scores its verdict read
-   (``verdict_scores`` when it has them), and the k highest go, k the number above the break
-   of the most significant of them. Two namers found the same group when they share at least
-   half of the smaller of their groups; when the namers found different groups, the group most
-   of them found is the one removed, ties to the most significant namer
-   (:func:`agreeing_namers`): a member whose group is another set of samples (a genuine mode its
-   confirmation let through, beside the poison group the others found) would otherwise mix the
-   two groups in the cut. Which classes are named does not depend on it. A class named by
-   nobody loses nothing.
+2. **Which samples of a named class go.** Among the members that named the class on their own
+   (M · p_{c,m} within its level), the group most of them found is the one removed (two namers
+   found the same group when they share at least half of the smaller of their groups; ties to
+   the most significant namer, :func:`agreeing_namers`): a member whose group is another set of
+   samples (a genuine mode its confirmation let through, beside the poison group the others
+   found) named the class for that group. What goes is the group of the most significant of
+   those namers: its k̂ samples above its break, in the order its verdict read (its
+   ``verdict_scores`` when it has them), so the cut and the order come from the same test. (Averaging
+   the namers' rankings instead, as earlier versions did, let a less significant namer whose
+   ranking spread the poisons move clean samples into the cut: docs/methods.md, "Combined
+   decision".) Which classes are named does not depend on it. A class named by nobody loses nothing.
+
+   The **combined score** of a sample (scores.csv, and what user thresholds cut) is the mean,
+   over the members, of its within-class rank percentile (0 = least, 1 = most suspicious among
+   the samples of its claimed class, ties averaged): Borda-count fusion, which needs no common
+   scale.
 
 A user threshold replaces both steps with a cut on the combined score: ``contamination:F`` (the
 top F of each class), ``value:V`` (combined score above V, in [0, 1]) or ``fpr:F`` (above the
@@ -231,7 +234,9 @@ class CombinedDecision:
     rule : "verdict", "union" or the user threshold's text
     members : detectors whose scores and verdicts were combined
     excluded : detectors that ran but were left out of the decision, with the reason
-    per_class : JSON-ready detail per class: combined p-value, who named it, removed, cut-off
+    per_class : JSON-ready detail per class: combined p-value, who named it, removed, the
+        cut-off (on the scale of the verdict scores of the namer whose group went), the namers
+        that found that group
     alpha : the family-wise level of the verdict rule
     """
 
@@ -350,13 +355,13 @@ def _verdict_rule(
         if namers:
             named.append(c)
             ordering = agreeing_namers([(r, v) for _, _, r, v in namers], labels)
-            k = ordering[0][1].suspects  # the break of the most significant of them
-            local = combined_score([verdict_view(r) for r, _ in ordering], labels)
-            cut = top_in_class(local, labels, c, k)
+            first, verdict = ordering[0]  # the most significant namer of the group
+            cut = suspect_group(first, verdict, labels)
             removed[cut] = True
             entry["removed"] = len(cut)
-            entry["cutoff"] = float(local[cut].min()) if len(cut) else None
-            entry["ordered_by"] = [r.detector for r, _ in ordering]
+            entry["cutoff"] = verdict.cutoff
+            entry["ordered_by"] = [first.detector]
+            entry["group_found_by"] = [r.detector for r, _ in ordering]
         per_class[str(c)] = entry
     names = [r.detector for r in members]
     return CombinedDecision(score, removed, named, "verdict", names, excluded, per_class, alpha)
