@@ -348,3 +348,22 @@ def test_shipped_config_parses_expands_and_plans(path):
             task = cell.section("task")
             trains = task.get("victim", True) or task.get("clean_model", True)
             assert not trains or cell.section("train").get("epochs", 99) <= 2
+
+
+def test_defense_entries_get_the_cells_seed_the_papers_rule_and_a_class_list():
+    """[[defenses]] entries: the cell's seed unless the entry sets one, the papers' rule unless
+    it sets a threshold, and a single class number as a list."""
+    from poisonlab.defenses import Contamination, PaperRule
+    from poisonlab.experiments.tasks_common import build_detectors
+
+    ac, ss, raw = build_detectors(
+        [
+            {"name": "activation-clustering", "classes": 5},
+            {"name": "spectral-signatures"},
+            {"name": "raw-clustering", "seed": 2, "threshold": "contamination:0.1"},
+        ],
+        seed=7,
+    )
+    assert (ac.seed, raw.seed) == (7, 2) and ac.classes == (5,)
+    assert isinstance(ac.threshold, PaperRule) and isinstance(ss.threshold, PaperRule)
+    assert raw.threshold == Contamination(0.1)
