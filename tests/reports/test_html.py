@@ -219,3 +219,6 @@ def test_report_command_user_errors(tmp_path, runs):
     assert result.exit_code == 2 and "scan output folders only" in result.output
     result = runner.invoke(app, ["report", str(runs / "s002"), "--max-cells", "0"])
     assert result.exit_code == 0 and (runs / "s002" / "report.html").is_file()
+    page = (runs / "s002" / "report.html").read_text()
+    assert not any(t.startswith("Cell ") for t in sections(page))  # no cell section at all...
+    assert "6 more cells" in missing(page)  # ...and the six listed as left out
