@@ -154,6 +154,7 @@ def test_trains_a_model_when_none_is_given(files):
     assert result.exit_code == 0, result.output
     model = json.loads((out / "summary.json").read_text())["models"][0]
     assert model["source"] == "trained" and model["arch"] == "cnn-small"
+    assert model["training"]["epochs_run"] == 1  # --epochs 1, not the recipe's up to 20
 
 
 def test_user_errors_are_one_red_line(files):
