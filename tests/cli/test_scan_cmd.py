@@ -150,11 +150,13 @@ def test_classes_and_seed_reach_the_defenses(files):
 
 def test_trains_a_model_when_none_is_given(files):
     out = files["tmp"] / "out"
-    result = run(files["data"], "-D", "spectral-signatures", "--epochs", "1", "-o", out, "-q")
+    args = ["-D", "spectral-signatures", "--epochs", "1", "--precision", "bfloat16"]
+    result = run(files["data"], *args, "-o", out, "-q")
     assert result.exit_code == 0, result.output
     model = json.loads((out / "summary.json").read_text())["models"][0]
     assert model["source"] == "trained" and model["arch"] == "cnn-small"
     assert model["training"]["epochs_run"] == 1  # --epochs 1, not the recipe's up to 20
+    assert model["training"]["recipe"]["precision"] == "bfloat16"  # small data: float32 unasked
 
 
 def test_user_errors_are_one_red_line(files):
