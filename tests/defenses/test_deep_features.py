@@ -156,6 +156,28 @@ def test_ledoit_wolf_covariance_reaches_the_fit():
     assert evaluate_detection(shrunk, is_poison).auroc >= 0.99
 
 
+def test_score_is_minus_the_sum_of_z_normalised_claimed_log_likelihoods():
+    """u(x) = −Σ_l (LL_{l,y}(x) − mean_l) / std_l, mean and std over the held-out fit half."""
+    from poisonlab.data import split_indices
+
+    evidence, _ = backdoor_evidence()
+    detector = DeepFeatures(layers=LAYERS)
+    result = detector.fit(evidence).result
+    held_labels = evidence.labels("holdout")
+    fit_idx, _ = split_indices(held_labels, (0.5, 0.5), detector.seed)
+
+    def claimed(part: str, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        acts = [evidence.activations(name, part)[rows] for name in LAYERS]
+        ll = detector.model_.log_likelihoods(acts)  # (L, N, K)
+        return ll[:, torch.arange(len(rows)), labels]
+
+    fit = claimed("holdout", fit_idx, held_labels[fit_idx])
+    data_labels = evidence.labels("data")
+    m = claimed("data", torch.arange(len(data_labels)), data_labels)
+    expected = -((m - fit.mean(1, keepdim=True)) / fit.std(1, keepdim=True)).sum(0)
+    torch.testing.assert_close(result.scores, expected, rtol=1e-9, atol=1e-9)
+
+
 def test_claimed_fusion_catches_pure_label_flips():
     gen = torch.Generator().manual_seed(4)
     true = torch.arange(600) % K
