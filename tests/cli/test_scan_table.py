@@ -154,7 +154,7 @@ def test_summary_rows_find_the_classes_only_a_member_named():
     def result(named: list[int], verdicts: bool = True) -> SimpleNamespace:
         return SimpleNamespace(
             threshold={"rule": "verdict"},
-            verdicts=[object()] if verdicts else [],
+            verdicts=[SimpleNamespace(label=c, holdout=None) for c in named] if verdicts else [],
             poisoned_classes=named,
             flagged=torch.zeros(4, dtype=torch.bool),
             analysed=torch.ones(4, dtype=torch.bool),
@@ -185,3 +185,41 @@ def test_summary_rows_find_the_classes_only_a_member_named():
     }
     # under a user's threshold the decision names nothing by design: no such line
     assert all(not r.overruled for r in summary_rows(scan("fpr:0.05")))  # type: ignore[arg-type]
+
+
+def test_a_class_the_held_out_check_cleared_is_explained():
+    """A member named class 1, and its held-out check found the group in the clean held-out 1s
+    at about its rate: a line says the class was cleared as a genuine mode, whole at 80 columns;
+    summary_rows reads it from the verdicts' held-out records."""
+    import torch
+
+    from poisonlab.cli.scan_cmd import summary_rows
+
+    text = render(80, [replace(ROWS[0], modes="1"), ROWS[4]])
+    assert "…" not in text
+    flat = " ".join(text.split())
+    assert "activation-clustering cleared class 1: the clean held-out samples of the class" in flat
+    assert flat.count(" cleared ") == 1
+
+    mode = {"mode": True, "above_cutoff": 9, "held_out": 36}
+    kept = {"mode": False, "above_cutoff": 0, "held_out": 36}
+    result = SimpleNamespace(
+        threshold={"rule": "verdict"},
+        verdicts=[
+            SimpleNamespace(label=1, holdout=mode),
+            SimpleNamespace(label=8, holdout=kept),
+            SimpleNamespace(label=3, holdout=None),
+        ],
+        poisoned_classes=[8],
+        flagged=torch.zeros(4, dtype=torch.bool),
+        analysed=torch.ones(4, dtype=torch.bool),
+        flagged_per_class=lambda labels, k: [0] * k,
+        seconds=0.1,
+    )
+    scan = SimpleNamespace(
+        data=SimpleNamespace(labels=torch.zeros(4), num_classes=10),
+        decision=SimpleNamespace(excluded={}, rule="verdict", poisoned_classes=[8]),
+        ran=[SimpleNamespace(name="activation-clustering", result=result)],
+    )
+    (row,) = summary_rows(scan)  # type: ignore[arg-type]
+    assert (row.modes, row.overruled) == ("1", "")

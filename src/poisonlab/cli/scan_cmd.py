@@ -154,6 +154,7 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
         if member and decision is not None and decision.rule == "verdict" and r.verdicts:
             alone = set(r.poisoned_classes) - set(decision.poisoned_classes)
             overruled = class_ranges(alone) if alone else ""
+        modes = [v.label for v in r.verdicts if v.holdout is not None and v.holdout.get("mode")]
         rows.append(
             DefenseRow(
                 name=outcome.name,
@@ -167,6 +168,7 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
                 auroc=None if truth is None else _auroc(truth, r.scores),
                 tpr=None if truth is None else f"{r.flagged.numpy()[truth].mean():.3f}",
                 overruled=overruled,
+                modes=class_ranges(modes) if modes else "",
             )
         )
     return rows

@@ -5,7 +5,8 @@ seconds and, when the data says which samples are poisons, AUROC and TPR. Two th
 fit a row at 80 columns go under the table instead of being cut to "…": a one-line legend for
 the ``*`` that marks a defense reported only (not part of the combined decision), and the flags
 per class, one compact line per defense. When a member named a class that the combined decision
-did not, a line says so (otherwise its row reads as contradicting the verdict above it). No cell is ever shortened: a cell too wide for its
+did not, a line says so (otherwise its row reads as contradicting the verdict above it), and so
+does a class a defense's held-out check cleared as a genuine mode. No cell is ever shortened: a cell too wide for its
 column folds onto a second line, and where output is not a terminal (a pipe, a file, CI) the
 table is printed at its full width (:func:`print_whole`), so a log has one line per row.
 
@@ -51,6 +52,9 @@ class DefenseRow:
     overruled: str = ""
     """The classes it named that the combined decision did not (:func:`~poisonlab.ranges.class_ranges`),
     or empty."""
+    modes: str = ""
+    """The classes whose group its held-out check found to be a genuine mode, so it cleared them
+    (:mod:`poisonlab.defenses.holdout_check`), or empty."""
 
 
 def per_class_text(counts: Sequence[int]) -> str:
@@ -104,6 +108,16 @@ def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
                     f"{r.name} named {what} {r.overruled} on its own; the combined decision, which "
                     "holds its members together to one false-alarm level (docs/methods.md, "
                     '"Combined decision"), did not'
+                )
+            )
+    for r in rows:
+        if r.modes:
+            what = "class" if r.modes.isdigit() else "classes"
+            parts.append(
+                Text(
+                    f"{r.name} cleared {what} {r.modes}: the clean held-out samples of the class "
+                    "hold its group at about its rate, a genuine mode, not poisons "
+                    '(docs/methods.md, "With a clean held-out set")'
                 )
             )
     per_class = Table.grid(padding=(0, 2))
