@@ -247,6 +247,28 @@ def test_lrp_and_cloud_settings_reach_the_heatmaps_and_clouds() -> None:
     torch.testing.assert_close(clouds.p, by_hand.p)
 
 
+def test_gw_settings_reach_the_k_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Non-default GW k-means settings are the ones the clustering runs with (a spy stops it
+    there)."""
+    import poisonlab.explain.gw_kmeans as gw_kmeans
+
+    seen: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(clouds: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(gw_kmeans, "gw_kmeans_many", spy)
+    settings = {"epsilon": 0.15, "bary_epsilon": 0.2, "n_support": 3, "max_iter": 2,
+                "n_init": 3, "init": "farthest", "seed_gw_max_iter": 7}  # fmt: skip
+    with pytest.raises(Stop):
+        HeatmapClustering(classes=[0], max_points=16, **settings).fit(make_case().evidence)
+    assert {key: seen[key] for key in settings} == settings
+
+
 def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering) -> None:
     """Under the paper's rule the flagged samples are exactly those with a positive score
     (nearer the small barycenter)."""
