@@ -157,6 +157,11 @@ def test_evaluate_detection_uses_analysed_samples_only() -> None:
     assert m.auroc == 1.0
     with pytest.raises(ValueError, match="ground-truth"):
         evaluate_detection(result, torch.tensor([True, False]))
+    # target_fpr reaches the TPR-at-FPR: clean 0.9 above poison 0.8, clean 0.7 above poison 0.6
+    ranked = make_result([0.9, 0.8, 0.7, 0.6], [False] * 4)
+    truth = torch.tensor([False, True, False, True])
+    assert evaluate_detection(ranked, truth).tpr_at_fpr == 0.0  # FPR <= 5%: nothing above 0.9
+    assert evaluate_detection(ranked, truth, target_fpr=0.5).tpr_at_fpr == 0.5
 
 
 def test_to_dict_is_strict_json() -> None:
