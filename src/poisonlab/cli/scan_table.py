@@ -100,26 +100,21 @@ def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
                 f"{REPORTED_ONLY} reported only: not in the combined decision (summary.json says why)"
             )
         )
-    for r in rows:
-        if r.overruled:
-            what = "class" if r.overruled.isdigit() else "classes"
-            parts.append(
-                Text(
-                    f"{r.name} named {what} {r.overruled} on its own; the combined decision, which "
-                    "holds its members together to one false-alarm level (docs/methods.md, "
-                    '"Combined decision"), did not'
-                )
-            )
-    for r in rows:
-        if r.modes:
-            what = "class" if r.modes.isdigit() else "classes"
-            parts.append(
-                Text(
-                    f"{r.name} cleared {what} {r.modes}: the clean held-out samples of the class "
-                    "hold its group at about its rate, a genuine mode, not poisons "
-                    '(docs/methods.md, "With a clean held-out set")'
-                )
-            )
+    notes = [
+        f"{r.name} named {_classes(r.overruled)} on its own; the combined decision, which holds "
+        'its members together to one false-alarm level (docs/methods.md, "Combined decision"), '
+        "did not"
+        for r in rows
+        if r.overruled
+    ]
+    notes += [
+        f"{r.name} cleared {_classes(r.modes)}: the clean held-out samples of the class hold its "
+        'group at about its rate, a genuine mode, not poisons (docs/methods.md, "With a clean '
+        'held-out set")'
+        for r in rows
+        if r.modes
+    ]
+    parts += [Text(note) for note in notes]
     per_class = Table.grid(padding=(0, 2))
     per_class.add_column(no_wrap=True)
     per_class.add_column(overflow="fold")
@@ -127,6 +122,11 @@ def scan_table(title: str, rows: Sequence[DefenseRow]) -> Group:
         per_class.add_row(Text(r.name), Text(per_class_text(r.per_class)))
     parts += [Text("flagged per class (class:count):"), _indented(per_class)]
     return Group(*parts)
+
+
+def _classes(ranges: str) -> str:
+    """``class 1`` or ``classes 1, 3`` for a :func:`~poisonlab.ranges.class_ranges` text."""
+    return f"{'class' if ranges.isdigit() else 'classes'} {ranges}"
 
 
 def _indented(renderable: RenderableType) -> RenderableType:
