@@ -29,7 +29,15 @@ def _reference_train(model, data, config: TrainConfig) -> list[float]:
 
 
 def _reference_epochs(model, data, config: TrainConfig) -> list[float]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )  # fmt: skip
+    else:
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
     generator = make_generator(config.seed)
     losses = []
     for _ in range(config.epochs):
@@ -71,11 +79,22 @@ def _reference_elbo(bnn, data, *, epochs, batch_size, lr, kl_weight, seed) -> li
     return kls
 
 
-@pytest.mark.parametrize(("arch", "head"), [("cnn-small", "softmax"), ("resnet20", "lgm")])
-def test_train_model_equals_the_former_loop(arch: str, head: str) -> None:
-    """Dropout (cnn-small) and BatchNorm statistics (resnet20) included."""
+@pytest.mark.parametrize(
+    ("arch", "head", "optimizer"),
+    [
+        ("cnn-small", "softmax", {}),
+        ("resnet20", "lgm", {}),
+        ("cnn-small", "softmax", {"weight_decay": 0.01}),
+        ("cnn-small", "softmax", {"optimizer": "sgd", "lr": 0.05, "momentum": 0.5}),
+    ],
+)
+def test_train_model_equals_the_former_loop(arch: str, head: str, optimizer: dict) -> None:
+    """Dropout (cnn-small) and BatchNorm statistics (resnet20) included, and the optimizer's
+    settings (weight decay, SGD with momentum) as the config gives them."""
     data = blobs_dataset(n_per_class=8)
-    config = TrainConfig(epochs=2, batch_size=7, val_fraction=0.0, patience=None, seed=4)
+    config = TrainConfig(
+        epochs=2, batch_size=7, val_fraction=0.0, patience=None, seed=4, **optimizer
+    )
     ours, reference = _model(arch, head), _model(arch, head)
     result = train_model(ours, data, config, device="cpu")
     losses = _reference_train(reference, data, config)
