@@ -82,3 +82,23 @@ def test_softmax_head_is_cross_entropy() -> None:
     loss, logits = head.loss(f, y)
     assert torch.allclose(loss, F.cross_entropy(head(f), y))
     assert logits.shape == (5, 3)
+
+
+def test_the_model_config_sets_the_lgm_head() -> None:
+    """ModelConfig's lgm_alpha, lgm_lambda and lgm_covariance make the network's head: its loss
+    is that of an LGMHead built with those values."""
+    from poisonlab.models import ModelConfig, build_model
+
+    config = ModelConfig(
+        "cnn-small", 1, 8, 8, 3, head="lgm", lgm_alpha=0.5, lgm_lambda=0.3,
+        lgm_covariance="diagonal", feature_dim=2,
+    )  # fmt: skip
+    head = build_model(config, seed=0).head.double()
+    reference = LGMHead(2, 3, alpha=0.5, lam=0.3, covariance="diagonal").double()
+    with torch.no_grad():
+        reference.means.copy_(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0]]))
+        reference.log_var.copy_(torch.log(torch.tensor([[1.0, 4.0], [0.25, 1.0], [2.0, 2.0]])))
+        head.means.copy_(reference.means)
+        head.log_var.copy_(reference.log_var)
+    f, y = torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([2])
+    assert torch.allclose(head.loss(f, y)[0], reference.loss(f, y)[0])
