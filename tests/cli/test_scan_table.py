@@ -223,3 +223,19 @@ def test_a_class_the_held_out_check_cleared_is_explained():
     )
     (row,) = summary_rows(scan)  # type: ignore[arg-type]
     assert (row.modes, row.overruled) == ("1", "")
+
+
+def test_a_verdict_without_a_held_out_set_hints_at_one():
+    """Classes named without --holdout: one line says a clean held-out set would check them for
+    genuine modes; nothing with a held-out set, nothing named, or under a user's threshold."""
+    from poisonlab.cli.scan_cmd import holdout_hint
+
+    def scan(named: list[int], holdout: object = None, rule: str = "verdict") -> SimpleNamespace:
+        decision = SimpleNamespace(rule=rule, poisoned_classes=named)
+        return SimpleNamespace(decision=decision, holdout=holdout)
+
+    hint = holdout_hint(scan([8]))  # type: ignore[arg-type]
+    assert hint is not None and hint.startswith("no --holdout: a named class may also be")
+    assert holdout_hint(scan([8], holdout=object())) is None  # type: ignore[arg-type]
+    assert holdout_hint(scan([])) is None  # type: ignore[arg-type]
+    assert holdout_hint(scan([8], rule="fpr:0.05")) is None  # type: ignore[arg-type]

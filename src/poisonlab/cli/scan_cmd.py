@@ -174,6 +174,21 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
     return rows
 
 
+def holdout_hint(result: ScanResult) -> str | None:
+    """A one-line hint when the verdict named classes without a clean held-out set: a genuine
+    mode of a class can look like a poison group to every check that reads the suspect data
+    alone, and ``--holdout`` lets the held-out check tell them apart; None otherwise."""
+    decision = result.decision
+    if result.holdout is not None or decision is None or decision.rule != "verdict":
+        return None
+    if not decision.poisoned_classes:
+        return None
+    return (
+        "no --holdout: a named class may also be a genuine mode of clean data; with clean "
+        'held-out data the scan checks that (docs/methods.md, "With a clean held-out set")'
+    )
+
+
 def _print_summary(result: ScanResult, target: Path, truth: Any) -> None:
     """The verdict first, then the per-defense table (:mod:`poisonlab.cli.scan_table`) and where
     the files are, with ``truth`` (:func:`_truth`) when the data carries it. Off a terminal,
@@ -198,6 +213,9 @@ def _print_summary(result: ScanResult, target: Path, truth: Any) -> None:
         how = "the combined decision: " + ", ".join(decision.members) + " per class"
     else:
         how = f"the combined score cut at {decision.rule}"
+    hint = holdout_hint(result)
+    if hint is not None:
+        out.print(f"[dim]{escape(hint)}[/]", highlight=False, soft_wrap=wrap)
     if truth is not None:
         out.print(_truth_line(result, truth), highlight=False, soft_wrap=wrap)
     out.print(
