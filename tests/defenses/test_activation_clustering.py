@@ -142,6 +142,30 @@ def test_silhouette_selection_finds_a_compact_cluster_that_inertia_misses() -> N
     assert by_silhouette.silhouette > by_inertia.silhouette
 
 
+def test_the_detector_selects_restarts_as_asked() -> None:
+    """The same stretched class with a compact poison group, planted as class 0's features:
+    select="silhouette" flags the group, select="inertia" half of the long axis instead."""
+    case = make_case(n_per_class=200, poisoned_classes=(0,), poison_fraction=0.13)
+    rng = np.random.default_rng(0)
+    features = case.features.clone().double()
+    clean, poison = (case.labels == 0) & ~case.is_poison, case.is_poison
+    stretch, offset = np.ones(features.shape[1]), np.zeros(features.shape[1])
+    stretch[0], offset[1] = 4.0, 8.0
+    features[clean] = torch.from_numpy(rng.normal(size=(int(clean.sum()), len(stretch))) * stretch)
+    features[poison] = torch.from_numpy(
+        rng.normal(scale=0.3, size=(int(poison.sum()), len(offset))) + offset
+    )
+    plant_features(case.evidence, features)
+    kwargs = {"reduce": "none", "axis_splits": 0, "n_init": 10, "threshold": "paper"}
+    flagged = {
+        select: ActivationClustering(select=select, **kwargs).fit(case.evidence).result.flagged
+        for select in ("silhouette", "inertia")
+    }
+    in_class = case.labels == 0
+    assert torch.equal(flagged["silhouette"][in_class], poison[in_class])
+    assert not (flagged["inertia"] & poison).any() and flagged["inertia"][in_class].sum() > 60
+
+
 @pytest.mark.parametrize("seed", [0, 4, 5])
 def test_axis_starts_find_a_tenth_of_the_class_that_kmeans_pp_restarts_miss(seed: int) -> None:
     """A clean class wide along one axis and a poison group of 10% six clean standard deviations
