@@ -234,6 +234,18 @@ def test_clean_data_gives_few_flags_under_size_and_silhouette_rules() -> None:
     assert not verdict.flagged.any() and verdict.poisoned_classes == []
 
 
+def test_the_seed_draws_the_k_means_restarts() -> None:
+    """A clean class has no one best halving: with one restart, seed 1 cuts it elsewhere than
+    seed 0, and seed 0 again cuts it the same way."""
+    case = make_case(n_per_class=120, poison_fraction=0.0)
+    kwargs = {"threshold": "paper", "axis_splits": 0, "n_init": 1}
+    first, again, other = (
+        ActivationClustering(seed=seed, **kwargs).fit(case.evidence).result.flagged
+        for seed in (0, 0, 1)
+    )
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
 def test_cluster_rules() -> None:
     case = make_case(n_per_class=100, poison_fraction=0.2)
     split = split_two_means(
