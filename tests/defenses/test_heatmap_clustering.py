@@ -267,6 +267,11 @@ def test_gw_settings_reach_the_k_means(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(Stop):
         HeatmapClustering(classes=[0], max_points=16, **settings).fit(make_case().evidence)
     assert {key: seen[key] for key in settings} == settings
+    # the detector's seed seeds the k-means generators
+    first = seen["generators"][0].initial_seed()
+    with pytest.raises(Stop):
+        HeatmapClustering(classes=[0], max_points=16, seed=1).fit(make_case().evidence)
+    assert seen["generators"][0].initial_seed() != first
 
 
 def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering) -> None:
