@@ -217,6 +217,10 @@ def test_reference_is_the_unfitted_half():
     detector = DeepFeatures(layers=LAYERS, fit_fraction=0.25)
     scored = detector._score(evidence)
     assert scored.reference is not None and len(scored.reference) == 300
+    # the seed draws the split: another seed, another reference half
+    other = DeepFeatures(layers=LAYERS, fit_fraction=0.25, seed=1)._score(evidence).reference
+    assert other is not None
+    assert not torch.equal(other.sort().values, scored.reference.sort().values)
     # in-sample (fitted) samples look more likely than the unseen clean reference half
     fitted = detector.model_
     held = [evidence.activations(name, "holdout") for name in LAYERS]
