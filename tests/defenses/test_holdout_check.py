@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scipy.stats import binom
 
 from poisonlab.defenses import Evidence, build_detector
 from poisonlab.defenses.fusion import combine, effective_p
@@ -33,11 +34,23 @@ def test_a_group_missing_from_held_out_data_stays_named() -> None:
 
 
 def test_a_few_held_out_samples_cannot_clear_a_class() -> None:
-    """1 of 3 held-out samples above the cut is what a pure poison group's clean tail could
-    leave (P(Bin(3, 0.025) >= 1) = 0.073 > 0.05): only evidence clears."""
+    """1 of 3 held-out samples above the cut is what a group of three quarters poisons could
+    leave (5 clean among the 185 clean samples of the class: P(Bin(3, 5/185) >= 1) = 0.079 >
+    0.05): only evidence clears."""
     record = held_out_mode(named(), held(1, 2), 0.05)
     assert record is not None and not record["mode"]
-    assert record["p_present"] == pytest.approx(1 - 0.975**3)
+    assert record["p_present"] == pytest.approx(1 - (1 - 5 / 185) ** 3)
+
+
+def test_the_present_bound_counts_the_clean_samples_only() -> None:
+    """A group of 60 of 200 of which three quarters (45) are poisons leaves 15 clean samples
+    above its cut among the 155 clean samples of the class, a rate of 15/155 = 0.097, not
+    60/200/4 = 0.075: 6 of 30 held-out samples above the cut (P = 0.064 at 0.097, 0.022 at
+    0.075) is not evidence of a mode."""
+    record = held_out_mode(named(suspects=60, n=200), held(6, 24), 0.05)
+    assert record is not None and record["p_deficit"] > 0.05
+    assert record["p_present"] == pytest.approx(binom.sf(5, 30, 15 / 155))
+    assert not record["mode"]
 
 
 def test_poisons_among_many_clean_samples_leave_a_deficit() -> None:

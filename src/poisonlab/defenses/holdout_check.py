@@ -17,12 +17,13 @@ group is a genuine mode, and the class is cleared, when both
 
 - *no deficit*: P(Binomial(m, π) ≤ h) > β, the held-out data hold the group about as often as the
   suspect data (a poison group leaves a deficit: its poisons are missing from clean data); and
-- *present*: P(Binomial(m, π / 4) ≥ h) ≤ β, more held-out samples pass the cut than if at most a
-  quarter of the group were clean samples (a group at least three quarters poisons leaves at most
-  π / 4 of the clean class above its cut),
+- *present*: P(Binomial(m, π₀) ≥ h) ≤ β with π₀ = (k̂ / 4) / (n − 3 k̂ / 4), more held-out
+  samples pass the cut than if at most a quarter of the group were clean samples (a group at
+  least three quarters poisons leaves at most k̂ / 4 clean samples above its cut among the at
+  most n − 3 k̂ / 4 clean samples of the class: the rate π₀ = π / (4 − 3π), a little above π / 4),
 
 with β the verdict's ``alpha`` (0.05 by default). The second condition makes the check clear a
-class only on evidence: with few held-out samples of the class (m π / 4 well below 1, e.g. a
+class only on evidence: with few held-out samples of the class (m π₀ well below 1, e.g. a
 held-out set of a few per class) it cannot pass, and the verdict stays that of the test and the
 reclassification alone. The first keeps a class whose cut holds poisons among many clean samples
 (the deficit is then significant on a large held-out set): such a group is more than a mode.
@@ -53,6 +54,16 @@ from poisonlab.defenses.verdicts import ClassVerdict
 POISON_SHARE = 0.75
 
 
+def clean_rate_if_poisons(suspects: int, n: int) -> float:
+    """π₀ of the "present" condition: the share of the clean samples of a class of ``n`` above
+    the cut of a group of ``suspects`` of which :data:`POISON_SHARE` are poisons, (k̂/4) / (n −
+    3k̂/4). The poisons are not among the clean samples, so the rate is over n − 3k̂/4 of them,
+    not n (π/4 would understate it, and let the check clear a poison group on fewer held-out
+    samples above its cut)."""
+    poisons = POISON_SHARE * suspects
+    return (suspects - poisons) / (n - poisons)
+
+
 def held_out_mode(verdict: ClassVerdict, held_scores: Tensor, beta: float) -> dict[str, Any] | None:
     """The check of one named class against its held-out samples' verdict scores (module
     docstring): a JSON-ready dict with ``mode`` True when the group is a genuine mode, or None
@@ -64,7 +75,7 @@ def held_out_mode(verdict: ClassVerdict, held_scores: Tensor, beta: float) -> di
     h = int((scored >= verdict.cutoff).sum())
     rate = verdict.suspects / verdict.n
     p_deficit = float(binom.cdf(h, m, rate))
-    p_present = float(binom.sf(h - 1, m, rate * (1.0 - POISON_SHARE)))
+    p_present = float(binom.sf(h - 1, m, clean_rate_if_poisons(verdict.suspects, verdict.n)))
     return {
         "test": "held-out share",
         "held_out": m,
