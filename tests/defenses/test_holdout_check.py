@@ -134,3 +134,34 @@ def test_without_a_held_out_set_the_verdict_is_unchanged(monkeypatch: pytest.Mon
     result = build_detector("activation-clustering", seed=0).fit(alone).result
     assert result.poisoned_classes == [0]
     assert result.verdicts[0].holdout is None
+
+
+@pytest.mark.parametrize("name", ["activation-clustering", "raw-clustering", "spectral-signatures"])
+def test_held_out_samples_are_scored_on_the_scale_of_the_cutoff(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held-out set that is the suspect data itself scores as the verdicts read it: the
+    Fisher projections of the split (the 2-means detectors; their separation scores, another
+    scale, would count other samples against the cut) or spectral signatures' τ over the median,
+    so the check counts the named group exactly, h = k̂ of m = n."""
+    fake_retraining(monkeypatch, predicted=1)
+    case = make_case(
+        n_per_class=150, poisoned_classes=(0,), poison_fraction=0.15, holdout_per_class=0
+    )
+    evidence = Evidence(case.evidence.data, case.evidence.model, holdout=case.evidence.data)
+    for part in ("data", "holdout"):
+        plant_features(evidence, case.features, part)
+    seeded = {} if name == "spectral-signatures" else {"seed": 0}
+    detector = build_detector(name, **seeded).fit(evidence)
+    result = detector.result
+    read = result.scores if result.verdict_scores is None else result.verdict_scores
+    held = detector._held_out_verdict_scores(evidence)
+    assert held is not None
+    torch.testing.assert_close(held.double(), read, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert result.verdicts[0].suspects > 0
+    record = result.verdicts[0].holdout
+    assert record is not None
+    assert (record["held_out"], record["above_cutoff"]) == (
+        result.verdicts[0].n,
+        result.verdicts[0].suspects,
+    )
