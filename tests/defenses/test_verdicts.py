@@ -395,8 +395,8 @@ class _Planted(Detector):
     needs_model = False
     gives_verdicts = True
 
-    def __init__(self, scores: torch.Tensor) -> None:
-        super().__init__()
+    def __init__(self, scores: torch.Tensor, threshold: str | None = None) -> None:
+        super().__init__(threshold=threshold)
         self._planted = scores
 
     def _score(self, evidence: Evidence) -> ScoreSet:
@@ -407,6 +407,17 @@ def _all_to_all_with_a_weak_tenth() -> tuple[torch.Tensor, torch.Tensor, Evidenc
     scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
     images = torch.zeros(len(labels), 1, 2, 2)
     return scores, labels, Evidence(ImageDataset(images, labels, 10))
+
+
+def test_the_verdict_threshold_sets_the_level() -> None:
+    """verdict:A is the family-wise level of fit's verdicts: a class named at the default 0.05
+    (p about 4e-17) is not named at 1e-20."""
+    scores, labels = planted_classes({0: "strong"})
+    evidence = Evidence(ImageDataset(torch.zeros(len(labels), 1, 2, 2), labels, 10))
+    assert _Planted(scores).fit(evidence).result.poisoned_classes == [0]
+    strict = _Planted(scores, threshold="verdict:1e-20").fit(evidence).result
+    assert strict.poisoned_classes == [] and not strict.flagged.any()
+    assert strict.verdicts[0].level == pytest.approx(1e-20 / 10)  # Holm's first step
 
 
 def test_detectors_run_the_second_stage_in_fit() -> None:
