@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from poisonlab.data.idx import FASHION_NAMES
-from poisonlab.defenses import Contamination, FixedValue, TargetFPR, build_detector
+from poisonlab.defenses import Contamination, FixedValue, TargetFPR, VerdictRule, build_detector
 from poisonlab.defenses.fusion import (
     CombinedDecision,
     combine,
@@ -136,6 +136,9 @@ def test_classes_are_judged_by_holms_step_down() -> None:
     )
     assert int(decision.removed.sum()) == 10
     assert decision.removed[(labels == 1).nonzero().flatten()[:5]].all()
+    # verdict:0.2 is the family-wise level: 0.2 / 4, / 3, / 2, / 1 name all four classes
+    loose = combine([result], labels, threshold=VerdictRule(0.2))
+    assert loose.poisoned_classes == [0, 1, 2, 3] and loose.rule == "verdict"
 
 
 def test_a_class_is_named_only_through_a_member_that_named_it() -> None:
