@@ -178,6 +178,15 @@ def test_score_is_minus_the_sum_of_z_normalised_claimed_log_likelihoods():
     torch.testing.assert_close(result.scores, expected, rtol=1e-9, atol=1e-9)
 
 
+def test_eps_is_the_relative_regulariser_of_every_class_covariance():
+    """eps=1e-2 adds 1e4 times the default 1e-6 to every (well-conditioned) class covariance."""
+    evidence, _ = backdoor_evidence()
+    default = DeepFeatures(layers=LAYERS).fit(evidence).model_
+    larger = DeepFeatures(layers=LAYERS, eps=1e-2).fit(evidence).model_
+    for small, large in zip(default.densities, larger.densities, strict=True):
+        torch.testing.assert_close(large.jitter, 1e4 * small.jitter, rtol=1e-9, atol=0)
+
+
 def test_claimed_fusion_catches_pure_label_flips():
     gen = torch.Generator().manual_seed(4)
     true = torch.arange(600) % K
