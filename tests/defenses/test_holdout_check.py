@@ -61,9 +61,21 @@ def test_poisons_among_many_clean_samples_leave_a_deficit() -> None:
     assert record["p_deficit"] < 1e-4 and record["p_present"] < 1e-4
 
 
-def test_no_cutoff_or_no_held_out_sample_runs_no_check() -> None:
+def test_no_cutoff_runs_no_check_and_no_held_out_sample_is_recorded() -> None:
+    """Without a cut-off there is nothing to count; a named class the held-out set has no
+    sample of stays named, and its record says the check could not run."""
     assert held_out_mode(named(cutoff=None), held(4, 36), 0.05) is None  # type: ignore[arg-type]
-    assert held_out_mode(named(), torch.full((5,), float("nan")).double(), 0.05) is None
+    record = held_out_mode(named(), torch.full((5,), float("nan")).double(), 0.05)
+    assert record is not None and not record["mode"] and record["held_out"] == 0
+    assert "no sample of this class" in record["skipped"]
+    labels = torch.tensor([0] * 200)
+    flags = torch.zeros(200, dtype=torch.bool)
+    flags[:20] = True
+    (verdict,), kept = check_held_out(
+        (named(0),), flags, labels, held(4, 36), torch.full((40,), 1), 0.05
+    )
+    assert verdict.poisoned and verdict.holdout["skipped"]  # type: ignore[index]
+    assert torch.equal(kept, flags)
 
 
 def test_check_clears_only_the_mode_and_its_flags() -> None:

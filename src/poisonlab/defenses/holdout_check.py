@@ -66,12 +66,20 @@ def clean_rate_if_poisons(suspects: int, n: int) -> float:
 
 def held_out_mode(verdict: ClassVerdict, held_scores: Tensor, beta: float) -> dict[str, Any] | None:
     """The check of one named class against its held-out samples' verdict scores (module
-    docstring): a JSON-ready dict with ``mode`` True when the group is a genuine mode, or None
-    when it cannot run (no cut-off, no held-out sample of the class)."""
+    docstring): a JSON-ready dict with ``mode`` True when the group is a genuine mode (with
+    ``skipped`` saying why when the held-out set has no sample of the class: the class stays
+    named, and summary.json says the check could not run), or None without a cut-off."""
     scored = held_scores[~torch.isnan(held_scores)]
-    if verdict.cutoff is None or verdict.n == 0 or len(scored) == 0:
+    if verdict.cutoff is None or verdict.n == 0:
         return None
     m = len(scored)
+    if m == 0:
+        return {
+            "test": "held-out share",
+            "held_out": 0,
+            "mode": False,
+            "skipped": "the held-out set has no sample of this class",
+        }
     h = int((scored >= verdict.cutoff).sum())
     rate = verdict.suspects / verdict.n
     p_deficit = float(binom.cdf(h, m, rate))
