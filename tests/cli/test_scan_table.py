@@ -223,6 +223,10 @@ def test_a_class_the_held_out_check_cleared_is_explained():
     )
     (row,) = summary_rows(scan)  # type: ignore[arg-type]
     assert (row.modes, row.overruled) == ("1", "")
+    # under a user's threshold its flags do not follow the verdicts: no "cleared" line
+    result.threshold = {"rule": "target-fpr"}
+    (row,) = summary_rows(scan)  # type: ignore[arg-type]
+    assert row.modes == ""
 
 
 def test_a_verdict_without_a_held_out_set_hints_at_one():

@@ -154,7 +154,11 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
         if member and decision is not None and decision.rule == "verdict" and r.verdicts:
             alone = set(r.poisoned_classes) - set(decision.poisoned_classes)
             overruled = class_ranges(alone) if alone else ""
-        modes = [v.label for v in r.verdicts if v.holdout is not None and v.holdout.get("mode")]
+        modes = [  # only where its flags follow its verdicts: a user's threshold flags anyway
+            v.label
+            for v in r.verdicts
+            if r.threshold.get("rule") == "verdict" and v.holdout and v.holdout.get("mode")
+        ]
         rows.append(
             DefenseRow(
                 name=outcome.name,
