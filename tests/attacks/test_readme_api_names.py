@@ -3,9 +3,10 @@ predict and measure_backdoor under packages that do not export them: an ImportEr
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
+
+from tests.dotted_names import resolve
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -13,20 +14,6 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def api_section() -> str:
     text = README.read_text()
     return text.split("## Python API\n", 1)[1].split("\n## ", 1)[0]
-
-
-def resolve(dotted: str) -> object:
-    """The module or attribute named by ``dotted``, importing the longest module prefix."""
-    parts = dotted.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            target: object = importlib.import_module(".".join(parts[:cut]))
-        except ModuleNotFoundError:
-            continue
-        for name in parts[cut:]:
-            target = getattr(target, name)
-        return target
-    raise ModuleNotFoundError(dotted)
 
 
 def test_every_dotted_name_resolves() -> None:

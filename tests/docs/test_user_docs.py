@@ -8,7 +8,6 @@ test_methods_doc.py checks the page's links and references).
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 import re
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,26 +17,11 @@ import pytest
 
 from poisonlab.attacks import attack_names, build_attack
 from poisonlab.defenses import build_detector, detector_names
+from tests.dotted_names import resolves
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ["README.md", "DEVELOPERS.md", "RESULTS.md", "docs/methods.md"]
 METHODS = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
-
-
-def resolves(dotted: str) -> bool:
-    """Whether ``poisonlab.a.b.c`` names a module or an attribute of one."""
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj: object = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for name in parts[i:]:
-            if not hasattr(obj, name):
-                return False
-            obj = getattr(obj, name)
-        return True
-    return False
 
 
 def cited_names() -> list[tuple[str, str]]:
