@@ -255,9 +255,10 @@ def scan_command(
     holdout: str | None = typer.Option(
         None,
         "--holdout",
-        help="Clean held-out data (same format rules as DATA); needed by "
-        "deep-features and by fpr: thresholds; lets the verdicts clear a named class whose "
-        "suspects the clean data hold too (a genuine mode, not poisons).",
+        help="Clean held-out data (same format rules as DATA), never a split of DATA itself "
+        "(its poisons would look clean); needed by deep-features and by fpr: thresholds; lets "
+        "the verdicts clear a named class whose suspects the clean data hold too (a genuine "
+        "mode, not poisons).",
     ),
     model: Path | None = typer.Option(
         None,
