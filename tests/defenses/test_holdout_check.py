@@ -132,8 +132,11 @@ def test_a_mode_shared_by_held_out_data_is_cleared(
     assert mode.poisoned_classes == []
     assert mode.verdicts[0].holdout["mode"]  # type: ignore[index]
     assert not mode.flagged.any()
-    assert combine([mode], mode_case(shared=True).labels()).poisoned_classes == []
-    assert combine([poisoned], mode_case(shared=False).labels()).poisoned_classes == [0]
+    cleared = combine([mode], mode_case(shared=True).labels())
+    assert cleared.poisoned_classes == []
+    assert cleared.per_class["0"]["modes_found_by"] == [name]
+    kept = combine([poisoned], mode_case(shared=False).labels())
+    assert kept.poisoned_classes == [0] and "modes_found_by" not in kept.per_class["0"]
 
 
 def test_without_a_held_out_set_the_verdict_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:

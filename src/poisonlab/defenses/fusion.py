@@ -236,7 +236,8 @@ class CombinedDecision:
     excluded : detectors that ran but were left out of the decision, with the reason
     per_class : JSON-ready detail per class: combined p-value, who named it, removed, the
         cut-off (on the scale of the verdict scores of the namer whose group went), the namers
-        that found that group
+        that found that group, and the members whose held-out check cleared the class
+        (``modes_found_by``)
     alpha : the family-wise level of the verdict rule
     """
 
@@ -352,6 +353,9 @@ def _verdict_rule(
         untested = [r.detector for r, v in votes_of[c] if v.untested]
         if untested:  # members that did not judge the class (e.g. too few samples)
             entry["untested_by"] = untested
+        modes = [r.detector for r, v in votes_of[c] if v.holdout and v.holdout.get("mode")]
+        if modes:  # members whose held-out check found their group to be a genuine mode
+            entry["modes_found_by"] = modes
         if namers:
             named.append(c)
             ordering = agreeing_namers([(r, v) for _, _, r, v in namers], labels)

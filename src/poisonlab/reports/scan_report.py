@@ -106,16 +106,22 @@ def _overview(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Per class tested: combined p-value, its level, who named it, removed and the cut-off."""
+    """Per class tested: the verdict (and the members whose held-out check found a genuine mode
+    there), combined p-value, its level, who named it and how many samples were removed."""
     rows = []
     per_class = (summary.get("decision") or {}).get("per_class") or {}
     named_first = sorted(per_class.items(), key=lambda kv: (not kv[1].get("poisoned"), int(kv[0])))
     for c, info in named_first:
         p = info.get("p_value")
+        verdict = "poisoned" if info.get("poisoned") else "clean"
+        if info.get("modes_found_by"):
+            verdict += (
+                " (a genuine mode: held-out check of " + ", ".join(info["modes_found_by"]) + ")"
+            )
         rows.append(
             [
                 c,
-                "poisoned" if info.get("poisoned") else "clean",
+                verdict,
                 "-" if p is None else f"{p:.2g}",
                 "-" if info.get("level") is None else f"{info['level']:.2g}",
                 ", ".join(info.get("named_by") or []) or "-",
