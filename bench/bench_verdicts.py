@@ -319,6 +319,8 @@ def main(argv: list[str]) -> None:
         "--combinations", action="store_true", help="with --replay: compare other combinations"
     )
     args = parser.parse_args(argv)
+    if args.holdout is not None and not 0 < args.holdout < 1:
+        parser.error(f"--holdout must be a share between 0 and 1, got {args.holdout}")
     if args.replay is not None:
         print(replay(args.replay, args.combinations))
         return
