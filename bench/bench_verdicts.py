@@ -51,7 +51,9 @@ combined decision of the current code (``combine``) on the members' saved scores
 confirmations, and prints the same tables (calibration included) and how many saved decisions it
 reproduces exactly; ``--combinations`` adds other p-value combinations judged on the same runs
 (bench/verdict_combinations.py). A change to the combination can so be judged on every saved
-model in seconds; a change to a member (its scores, test or confirmation) needs the runs again.
+model in seconds; a change to a member (its scores, test or confirmation) needs the runs again,
+except a change to where a named class is cut: ``--recut`` cuts every member's named classes
+again with the current break test, keeping their p-values and confirmations.
 """
 
 from __future__ import annotations
@@ -318,11 +320,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--combinations", action="store_true", help="with --replay: compare other combinations"
     )
+    parser.add_argument(
+        "--recut",
+        action="store_true",
+        help="with --replay: cut the members' named classes again with the current break test",
+    )
     args = parser.parse_args(argv)
     if args.holdout is not None and not 0 < args.holdout < 1:
         parser.error(f"--holdout must be a share between 0 and 1, got {args.holdout}")
     if args.replay is not None:
-        print(replay(args.replay, args.combinations))
+        print(replay(args.replay, args.combinations, args.recut))
         return
     cells = args.cells.split(",")
     unknown = sorted(set(cells) - set(CELLS))

@@ -64,9 +64,40 @@ ART_ARRAYS = {
 }
 
 
-def replay_run(npz: Any, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def recut(name: str, verdicts: tuple[Any, ...], tested: Any, labels: Any) -> tuple[Any, ...]:
+    """The member's saved verdicts with every named class cut again by the current break test
+    (its k̂ and cut-off from the saved verdict scores), the p-values and confirmations kept: a
+    change to the cut is judged on the saved runs without retraining (the confirmation then
+    judged the old group)."""
+    from dataclasses import replace
+
+    from poisonlab.defenses import build_detector
+    from poisonlab.defenses.thresholds import VerdictRule
+
+    cls = type(build_detector(name))
+    scale = cls._verdict_scale
+    alpha = VerdictRule.alpha
+    out = []
+    for v in verdicts:
+        if v.poisoned:
+            idx = (labels == v.label).nonzero().flatten()
+            idx = idx[~torch.isnan(tested[idx])]
+            test = cls._break_test(alpha) if v.stage == 1 else cls._escalation_test(alpha)
+            found = test.statistic(scale(tested[idx]))
+            if found is not None:
+                k = found[1]
+                order = torch.sort(tested[idx].double(), descending=True, stable=True).indices
+                v = replace(v, suspects=k, cutoff=float(tested[idx[order[k - 1]]]))
+        out.append(v)
+    return tuple(out)
+
+
+def replay_run(
+    npz: Any, meta: dict[str, Any], recut_classes: bool = False
+) -> tuple[dict[str, Any], bool]:
     """One saved run (``save_run``'s arrays and JSON) through the current ``combine``: the run in
-    ``summarise``'s form and whether the decision equals the saved one."""
+    ``summarise``'s form and whether the decision equals the saved one. With ``recut_classes``,
+    every member's named classes are cut again by the current break test (:func:`recut`)."""
     from poisonlab.defenses.base import DetectionResult
     from poisonlab.defenses.verdicts import ClassVerdict
 
@@ -82,6 +113,9 @@ def replay_run(npz: Any, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         scores = torch.from_numpy(npz[f"{name}/scores"])
         key = f"{name}/verdict_scores"
         verdicts = tuple(ClassVerdict(**v) for v in meta["verdicts"][name])
+        tested = torch.from_numpy(npz[key]) if key in npz else scores
+        if recut_classes:
+            verdicts = recut(name, verdicts, tested, labels)
         result = DetectionResult(
             detector=name,
             params={},
@@ -107,10 +141,11 @@ def replay_run(npz: Any, meta: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return out, same
 
 
-def replay(folders: list[str], combinations: bool = False) -> str:
+def replay(folders: list[str], combinations: bool = False, recut_classes: bool = False) -> str:
     """The tables of every run saved in ``folders`` under the current combination (module
     docstring), with how many saved decisions it reproduces; ``combinations`` adds the table of
-    :mod:`bench.verdict_combinations` over the same runs."""
+    :mod:`bench.verdict_combinations` over the same runs; ``recut_classes`` cuts every member's
+    named classes again with the current break test (:func:`recut`)."""
     import json
     from pathlib import Path
 
@@ -127,7 +162,7 @@ def replay(folders: list[str], combinations: bool = False) -> str:
         meta = json.loads(path.read_text())
         with np.load(path.with_suffix(".npz")) as npz:
             arrays = {key: npz[key] for key in npz.files if key != "features"}
-        run, equal = replay_run(arrays, meta)
+        run, equal = replay_run(arrays, meta, recut_classes)
         runs[f"{path.parent.name}/{cell}"].append(run)
         same += equal
         verdicts = {name: [ClassVerdict(**v) for v in meta["verdicts"][name]] for name in OURS}

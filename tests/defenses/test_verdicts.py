@@ -27,6 +27,7 @@ from poisonlab.defenses.verdicts import (
     position_p_values,
 )
 from poisonlab.errors import ConfigError
+from poisonlab.validation import ParameterError
 from tests.defenses.conftest import fake_retraining, make_case
 
 CLEAN_TAILS = {
@@ -155,16 +156,39 @@ def test_window_p_values_are_exact_under_iid_exponential_spacings() -> None:
         assert float((rates - a).abs().max()) <= tolerance + 0.004, a
 
 
-def test_a_wide_gap_across_several_spacings_is_found() -> None:
+def test_a_wide_gap_across_several_spacings_is_found_and_cut_under_its_trailing_members() -> None:
     """A group whose lowest members trail into the gap: no single spacing stands out, the window
-    of eight does, and the cut falls at its largest spacing."""
+    of eight does, and the cut goes under the deepest gap of the window, so the four trailing
+    members go with the group; cut at the window's largest spacing (``trail_gap=None``, the
+    valley test's cut) they stay with the clean samples."""
     generator = torch.Generator().manual_seed(4)
     clean = torch.randn(600, generator=generator, dtype=torch.float64)
     group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
-    trail = torch.tensor([4.0, 3.6, 3.3, 3.0], dtype=torch.float64)
-    verdict = BreakTest().verdict(3, torch.cat([clean, group, trail]), tested=10)
+    trail = torch.tensor([4.4, 4.0, 3.7, 3.4], dtype=torch.float64)  # the clean top is 2.9
+    scores = torch.cat([clean, group, trail])
+    verdict = BreakTest().verdict(3, scores, tested=10)
     assert verdict.poisoned and verdict.p_value < 1e-4
-    assert 60 <= verdict.suspects <= 64
+    assert verdict.suspects == 64 and verdict.cutoff == 3.4
+    largest = BreakTest(trail_gap=None).verdict(3, scores, tested=10)
+    assert largest.p_value == verdict.p_value and largest.suspects == 60
+
+
+def test_the_cut_stays_at_the_largest_spacing_when_no_other_spacing_is_a_gap() -> None:
+    """A group with one clean gap under it and no trailing members: the deepest gap of the window
+    is that gap, so both cuts agree; the valley test never moves its cut."""
+    generator = torch.Generator().manual_seed(6)
+    clean = torch.randn(400, generator=generator, dtype=torch.float64)
+    group = 6.0 + 0.3 * torch.randn(30, generator=generator, dtype=torch.float64)
+    scores = torch.cat([clean, group])
+    assert BreakTest().verdict(0, scores, tested=10).suspects == 30
+    assert BreakTest(trail_gap=None).verdict(0, scores, tested=10).suspects == 30
+    assert BreakTest.valley().trail_gap is None
+
+
+def test_trail_gap_below_one_is_refused() -> None:
+    """A factor below 1 would call ordinary spacings gaps; the error names the parameter."""
+    with pytest.raises(ParameterError, match="trail_gap"):
+        BreakTest(trail_gap=0.5)
 
 
 def two_cluster_silhouettes(
