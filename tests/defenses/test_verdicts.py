@@ -20,6 +20,10 @@ from poisonlab.defenses import (
 from poisonlab.defenses.base import Detector
 from poisonlab.defenses.thresholds import ScoreSet
 from poisonlab.defenses.verdicts import (
+    TRAIL_GAP,
+    TRAIL_SHARE,
+    VALLEY_WINDOWS,
+    WINDOWS,
     BreakTest,
     ClassVerdict,
     class_verdicts,
@@ -183,6 +187,60 @@ def test_the_cut_stays_at_the_largest_spacing_when_no_other_spacing_is_a_gap() -
     assert BreakTest().verdict(0, scores, tested=10).suspects == 30
     assert BreakTest(trail_gap=None).verdict(0, scores, tested=10).suspects == 30
     assert BreakTest.valley().trail_gap is None
+
+
+def cuts_window_by_window(
+    spacings: list[float],
+    k_min: int,
+    k_max: int,
+    k_end: int,
+    widths: tuple[int, ...],
+    trail_gap: float | None,
+) -> list[int]:
+    """The cut k̂ of every window, as the module docstring states it, one window at a time: the
+    first position of the window's largest spacing at most k_max, or with ``trail_gap`` the last
+    position at most k_max whose spacing is at least ``trail_gap`` times the mean of the
+    spacings below the window and TRAIL_SHARE of that largest, when there is one and the
+    window has a scale."""
+    cuts = []
+    for w in widths:
+        for k in range(k_min, k_max + 1):
+            if k + w - 1 > k_end or k + w > len(spacings):  # a window needs one spacing below
+                continue
+            below = spacings[k + w - 1 : k + w - 1 + min(max(k, 10), 40)]
+            inside = {j: spacings[j - 1] for j in range(k, min(k + w - 1, k_max) + 1)}
+            largest = max(inside.values())
+            cut = min(j for j, d in inside.items() if d == largest)
+            if trail_gap is not None and sum(below) > 0:
+                floor = max(trail_gap * sum(below) / len(below), TRAIL_SHARE * largest)
+                cut = max((j for j, d in inside.items() if d >= floor), default=cut)
+            cuts.append(cut)
+    return cuts
+
+
+@pytest.mark.parametrize("trail_gap", [None, 1.0, 3.0, TRAIL_GAP])
+def test_the_cut_of_every_window_is_the_window_by_window_one(trail_gap: float | None) -> None:
+    """position_p_values' cuts equal a loop over the windows on random spacings: exponential,
+    rounded to integers (ties and zeros), with a few spacings 30 times larger, and mostly zero;
+    widths of 1 and up to 64, windows running past k_max (k_end > k_max) and to the end."""
+    generator = torch.Generator().manual_seed(13)
+    all_widths = [WINDOWS, (1,), (3, 5), VALLEY_WINDOWS]
+    for trial in range(80):
+        n = int(torch.randint(6, 90, (1,), generator=generator))
+        d = torch.empty(n, dtype=torch.float64).exponential_(generator=generator)
+        if trial % 4 == 1:
+            d = (2 * d).round()
+        elif trial % 4 == 2:
+            d[torch.randint(0, n, (3,), generator=generator)] *= 30
+        elif trial % 4 == 3:
+            d = 10.0 * (d > 2.5).double()
+        k_min = int(torch.randint(1, 5, (1,), generator=generator))
+        k_max = int(torch.randint(k_min, n + 1, (1,), generator=generator))
+        k_end = int(torch.randint(k_max, n + 3, (1,), generator=generator))
+        widths = all_widths[trial % len(all_widths)]
+        _, _, cut = position_p_values(d, k_min, k_max, k_end, widths, trail_gap=trail_gap)
+        expected = cuts_window_by_window(d.tolist(), k_min, k_max, k_end, widths, trail_gap)
+        assert cut.tolist() == expected, (trial, n, k_min, k_max, k_end, widths)
 
 
 def test_trail_gap_below_one_is_refused() -> None:
