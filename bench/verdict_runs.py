@@ -64,11 +64,13 @@ ART_ARRAYS = {
 }
 
 
-def recut(name: str, verdicts: tuple[Any, ...], tested: Any, labels: Any) -> tuple[Any, ...]:
-    """The member's saved verdicts with every named class cut again by the current break test
-    (its k̂ and cut-off from the saved verdict scores), the p-values and confirmations kept: a
-    change to the cut is judged on the saved runs without retraining (the confirmation then
-    judged the old group)."""
+def recut(
+    name: str, verdicts: tuple[Any, ...], tested: Any, labels: Any, flagged: Any
+) -> tuple[tuple[Any, ...], Any]:
+    """The member's saved verdicts and flags with every named class cut again by the current
+    break test (its k̂ and cut-off from the saved verdict scores, its k̂ highest flagged), the
+    p-values and confirmations kept: a change to the cut is judged on the saved runs without
+    retraining (the confirmation then judged the old group)."""
     from dataclasses import replace
 
     from poisonlab.defenses import build_detector
@@ -78,6 +80,7 @@ def recut(name: str, verdicts: tuple[Any, ...], tested: Any, labels: Any) -> tup
     scale = cls._verdict_scale
     alpha = VerdictRule.alpha
     out = []
+    flagged = flagged.clone()
     for v in verdicts:
         if v.poisoned:
             idx = (labels == v.label).nonzero().flatten()
@@ -88,8 +91,10 @@ def recut(name: str, verdicts: tuple[Any, ...], tested: Any, labels: Any) -> tup
                 k = found[1]
                 order = torch.sort(tested[idx].double(), descending=True, stable=True).indices
                 v = replace(v, suspects=k, cutoff=float(tested[idx[order[k - 1]]]))
+                flagged[idx] = False
+                flagged[idx[order[:k]]] = True
         out.append(v)
-    return tuple(out)
+    return tuple(out), flagged
 
 
 def replay_run(
@@ -114,13 +119,14 @@ def replay_run(
         key = f"{name}/verdict_scores"
         verdicts = tuple(ClassVerdict(**v) for v in meta["verdicts"][name])
         tested = torch.from_numpy(npz[key]) if key in npz else scores
-        if recut_classes:
-            verdicts = recut(name, verdicts, tested, labels)
+        flagged = torch.from_numpy(npz[f"{name}/flagged"])
+        if recut_classes:  # the member's own rows then show its new cut too
+            verdicts, flagged = recut(name, verdicts, tested, labels, flagged)
         result = DetectionResult(
             detector=name,
             params={},
             scores=scores,
-            flagged=torch.from_numpy(npz[f"{name}/flagged"]),
+            flagged=flagged,
             analysed=~torch.isnan(scores),
             threshold={},
             seconds=0.0,
