@@ -68,13 +68,15 @@ def recut(
     name: str, verdicts: tuple[Any, ...], tested: Any, labels: Any, flagged: Any
 ) -> tuple[tuple[Any, ...], Any]:
     """The member's saved verdicts and flags with every named class cut again by the current
-    break test (its k̂ and cut-off from the saved verdict scores, its k̂ highest flagged), the
-    p-values and confirmations kept: a change to the cut is judged on the saved runs without
-    retraining (the confirmation then judged the old group)."""
+    break test (its k̂, cut-off and trailing members from the saved verdict scores,
+    :func:`~poisonlab.defenses.verdicts.take_trailing`), the p-values, confirmations and held-out
+    checks kept. For runs saved while the tests judged the group above the largest spacing, as
+    they do now, this is what a rerun would give, without retraining."""
     from dataclasses import replace
 
     from poisonlab.defenses import build_detector
     from poisonlab.defenses.thresholds import VerdictRule
+    from poisonlab.defenses.verdicts import take_trailing
 
     cls = type(build_detector(name))
     scale = cls._verdict_scale
@@ -88,13 +90,14 @@ def recut(
             test = cls._break_test(alpha) if v.stage == 1 else cls._escalation_test(alpha)
             found = test.statistic(scale(tested[idx]))
             if found is not None:
-                k = found[1]
+                k, deep = found[1], found[4]
                 order = torch.sort(tested[idx].double(), descending=True, stable=True).indices
-                v = replace(v, suspects=k, cutoff=float(tested[idx[order[k - 1]]]))
+                cutoff = float(tested[idx[order[k - 1]]])
+                v = replace(v, suspects=k, cutoff=cutoff, trailing=deep - k)
                 flagged[idx] = False
                 flagged[idx[order[:k]]] = True
         out.append(v)
-    return tuple(out), flagged
+    return take_trailing(out, flagged, tested, labels)
 
 
 def replay_run(

@@ -29,6 +29,7 @@ from poisonlab.defenses.verdicts import (
     class_verdicts,
     holm,
     position_p_values,
+    take_trailing,
 )
 from poisonlab.errors import ConfigError
 from poisonlab.validation import ParameterError
@@ -160,11 +161,11 @@ def test_window_p_values_are_exact_under_iid_exponential_spacings() -> None:
         assert float((rates - a).abs().max()) <= tolerance + 0.004, a
 
 
-def test_a_wide_gap_across_several_spacings_is_found_and_cut_under_its_trailing_members() -> None:
+def test_a_wide_gap_across_several_spacings_is_found_and_its_trailing_members_counted() -> None:
     """A group whose lowest members trail into the gap: no single spacing stands out, the window
-    of eight does, and the cut goes under the deepest gap of the window, so the four trailing
-    members go with the group; cut at the window's largest spacing (``trail_gap=None``, the
-    valley test's cut) they stay with the clean samples."""
+    of eight does. The group above the break ends at the window's largest spacing (60, what the
+    tests judge), and the four trailing members down to its deepest gap are counted apart;
+    with ``trail_gap=None`` (the valley test's setting) there are none."""
     generator = torch.Generator().manual_seed(4)
     clean = torch.randn(600, generator=generator, dtype=torch.float64)
     group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
@@ -172,19 +173,41 @@ def test_a_wide_gap_across_several_spacings_is_found_and_cut_under_its_trailing_
     scores = torch.cat([clean, group, trail])
     verdict = BreakTest().verdict(3, scores, tested=10)
     assert verdict.poisoned and verdict.p_value < 1e-4
-    assert verdict.suspects == 64 and verdict.cutoff == 3.4
+    assert verdict.suspects == 60 and verdict.cutoff == 5.0 and verdict.trailing == 4
     largest = BreakTest(trail_gap=None).verdict(3, scores, tested=10)
     assert largest.p_value == verdict.p_value and largest.suspects == 60
+    assert largest.trailing == 0
+
+
+def test_a_named_class_loses_its_trailing_members_only_after_its_tests_kept_it() -> None:
+    """take_trailing flags the trailing members of a class still named and lowers its cut-off to
+    the last of them; a class its tests cleared (``poisoned`` False) gets nothing."""
+    generator = torch.Generator().manual_seed(4)
+    clean = torch.randn(600, generator=generator, dtype=torch.float64)
+    group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
+    trail = torch.tensor([4.4, 4.0, 3.7, 3.4], dtype=torch.float64)
+    one = torch.cat([clean, group, trail])
+    scores = torch.cat([one, one])
+    labels = torch.cat([torch.zeros(664, dtype=torch.long), torch.ones(664, dtype=torch.long)])
+    verdicts, flags = class_verdicts(scores, labels)
+    assert [v.suspects for v in verdicts] == [60, 60] and int(flags.sum()) == 120
+    cleared = (verdicts[0], replace(verdicts[1], poisoned=False))
+    flags[664:] = False
+    kept, extended = take_trailing(cleared, flags, scores, labels)
+    assert kept[0].suspects == 64 and kept[0].cutoff == 3.4 and kept[0].trailing == 4
+    assert torch.equal(extended[:664], torch.cat([torch.zeros(600), torch.ones(64)]).bool())
+    assert kept[1] == cleared[1] and not extended[664:].any()
 
 
 def test_the_cut_stays_at_the_largest_spacing_when_no_other_spacing_is_a_gap() -> None:
     """A group with one clean gap under it and no trailing members: the deepest gap of the window
-    is that gap, so both cuts agree; the valley test never moves its cut."""
+    is that gap, so there are none; the valley test never counts any."""
     generator = torch.Generator().manual_seed(6)
     clean = torch.randn(400, generator=generator, dtype=torch.float64)
     group = 6.0 + 0.3 * torch.randn(30, generator=generator, dtype=torch.float64)
     scores = torch.cat([clean, group])
-    assert BreakTest().verdict(0, scores, tested=10).suspects == 30
+    verdict = BreakTest().verdict(0, scores, tested=10)
+    assert verdict.suspects == 30 and verdict.trailing == 0
     assert BreakTest(trail_gap=None).verdict(0, scores, tested=10).suspects == 30
     assert BreakTest.valley().trail_gap is None
 
@@ -609,3 +632,30 @@ def test_the_verdict_sentence_names_classes_no_member_judged() -> None:
     assert verdict_sentence(decision, ["0", "1", "2"]) == (
         "classes 0, 2 look clean; class 1 not judged (too few samples)"
     )
+
+
+def test_fit_confirms_the_group_above_the_break_and_then_adds_its_trailing_members() -> None:
+    """The confirmation (and so the retraining it runs) sees the 60 samples above the break;
+    the class it keeps named then loses its 4 trailing members too, and the result's verdict
+    says how many of its suspects they are."""
+    generator = torch.Generator().manual_seed(4)
+    clean = torch.randn(600, generator=generator, dtype=torch.float64)
+    group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
+    trail = torch.tensor([4.4, 4.0, 3.7, 3.4], dtype=torch.float64)
+    scores = torch.cat([clean, group, trail])
+    labels = torch.zeros(len(scores), dtype=torch.long)
+    evidence = Evidence(ImageDataset(torch.zeros(len(labels), 1, 2, 2), labels, 1))
+    seen: list[int] = []
+
+    class Records(_Planted):
+        def _confirm(
+            self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: torch.Tensor
+        ) -> tuple[tuple[ClassVerdict, ...], torch.Tensor]:
+            seen.append(int(flags.sum()))
+            return verdicts, flags
+
+    result = Records(scores).fit(evidence).result
+    assert seen == [60]
+    (verdict,) = result.verdicts
+    assert verdict.suspects == 64 and verdict.trailing == 4 and verdict.cutoff == 3.4
+    assert torch.equal(result.flagged, scores >= 3.4)

@@ -30,7 +30,7 @@ from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.holdout_check import check_held_out
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, VerdictRule, parse_threshold
-from poisonlab.defenses.verdicts import BreakTest, ClassVerdict, class_verdicts
+from poisonlab.defenses.verdicts import BreakTest, ClassVerdict, class_verdicts, take_trailing
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.registry import Registry
 from poisonlab.validation import CLASSES, ConstraintList, InstanceOf, Validated, check_param
@@ -290,6 +290,7 @@ class Detector(Validated, ABC):
                     verdicts, verdict_flags = check_held_out(
                         verdicts, verdict_flags, labels, held, evidence.labels("holdout"), alpha
                     )
+            verdicts, verdict_flags = take_trailing(verdicts, verdict_flags, tested.cpu(), labels)
             scored = replace(scored, verdicts=verdicts, verdict_flags=verdict_flags)
         seconds = time.perf_counter() - started  # scoring, verdicts and their confirmation
         flags, description = self.threshold.flag(scored, labels)

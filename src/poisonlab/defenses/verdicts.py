@@ -31,14 +31,18 @@ of real scores changes with depth (a χ²₁-like τ rises towards 0) and a deep
 test anti-conservative. The class's p-value is Bonferroni's over the L windows tried,
 min(1, L · min p_{k,w}), valid whatever their dependence.
 
-**The cut.** The suspect samples of a class judged poisoned are its k̂ highest scores. The best
-window spans the gap under the group, and the group's lowest members trail into it: k̂ is the
-position of the *deepest* spacing of the best window (at most k_max) that is itself a gap: at least
+**The cut.** The suspect samples of a class judged poisoned are its k̂ highest scores, k̂ the
+position of the largest spacing of the best window (at most k_max): the group above the break,
+which the detector's confirmation and the held-out check judge. The best window spans the gap
+under the group, and the group's lowest members trail into it: once those tests have kept the
+class named, it also loses its *trailing members* (``trailing`` of its verdict,
+:func:`take_trailing`), the samples down to the deepest spacing of the best window (at most
+k_max) that is itself a gap: at least
 ``trail_gap`` = 8 times the mean of the m spacings below the window (one exponential spacing does
 so with probability (1 + 8/m)⁻ᵐ, 3·10⁻³ at m = 10 and 7·10⁻⁴ at m = 40; e⁻⁸ only with the mean
 known) and at least :data:`TRAIL_SHARE` (a fifth) of the window's largest spacing; the largest
-spacing when no deeper one is. Cutting at the largest spacing, as earlier versions did, left the
-trailing members with the clean samples: replayed on every saved run of the verdict bench
+spacing when no deeper one is. Cutting only at the largest spacing, as earlier versions did, left
+the trailing members with the clean samples: replayed on every saved run of the verdict bench
 (bench/results/verdicts.md, "The cut takes the group's trailing members"), it removed 61 of
 Fashion-MNIST's 67 single-pixel poisons where this cut removes 65, and 17 of 20 on 8×8 digits where
 it removes 19. The price is paid in clean samples: over the 73 saved runs the combined decision
@@ -46,8 +50,12 @@ removes 32 more poisons (6,302 against 6,270) and 123 more clean samples (454 ag
 of the 206 named classes gained clean samples only (17 gained poisons): clean spacings pass the
 factor far more often than an exponential tail would. The share keeps a lone clean outlier just
 above the bulk (a spacing of 9 times the mean there, a sixth of the break above it) with its class.
-The valley test keeps the largest spacing: its windows run tens of samples into the valley, where
-the deepest large spacing can lie among the clean samples.
+The tests judge the group above the break alone, as they were calibrated: when the trailing
+members also went into the confirming retraining, the retrained model changed with them, and in
+one all-to-all run a class whose confirmation was close to its threshold (34 against 63 read as
+its own label, T = 0.5) flipped to legitimate. The valley test has no trailing members: its
+windows run tens of samples into the valley, where the deepest large spacing can lie among the
+clean samples.
 
 **The valley test** (:meth:`BreakTest.valley`). Between the two clusters of a split, read as
 silhouettes (Heatmap Clustering's scores), the scores fall through a valley tens of samples wide
@@ -197,6 +205,10 @@ class ClassVerdict:
     holdout : the held-out check of a named class when a clean held-out set was given
         (:mod:`poisonlab.defenses.holdout_check`), None when none ran; a class whose group it
         found to be a genuine mode has ``poisoned`` False
+    trailing : the group's trailing members below the break (module docstring, "The cut"): in
+        a detector's result, how many of the ``suspects`` they are (added by
+        :func:`take_trailing` once the class's tests kept it named, ``cutoff`` lowered to the
+        last of them); straight from :func:`class_verdicts`, how many it would add
     """
 
     label: int
@@ -211,6 +223,7 @@ class ClassVerdict:
     stage: int = 1
     untested: str | None = None
     holdout: dict[str, Any] | None = None
+    trailing: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -225,8 +238,8 @@ class BreakTest:
     ``max_fraction`` of the class by that share of it (the cut k̂ stays within ``max_fraction``);
     a class of fewer than ``min_samples`` scores is not judged (module docstring, "Small
     classes"; :data:`MIN_CLASS_SIZE` for the 2-means detectors, 0 by default); ``trail_gap``
-    places the cut under the best window's deepest gap (:data:`TRAIL_GAP`; None: under its
-    largest spacing; module docstring, "The cut"). The defaults are
+    finds the trailing members down to the best window's deepest gap (:data:`TRAIL_GAP`; None:
+    none; module docstring, "The cut"). The defaults are
     the test every verdict-giving detector uses; :meth:`valley` is the test for scores with a
     valley instead of a gap under the group (silhouettes of a two-cluster split).
     """
@@ -271,8 +284,9 @@ class BreakTest:
         ``gap_margin`` of it (k_max itself with the default margin 0)."""
         return min(math.floor((self.max_fraction + self.gap_margin) * n), n - 1)
 
-    def statistic(self, scores: Tensor) -> tuple[float, int, float, float] | None:
-        """(t, k̂, lowest score above the break, p-value) of one class's finite scores, or None."""
+    def statistic(self, scores: Tensor) -> tuple[float, int, float, float, int] | None:
+        """(t, k̂, lowest score above the break, p-value, k̂ with the trailing members) of one
+        class's finite scores, or None (module docstring, "The cut")."""
         s = torch.sort(scores.double(), descending=True).values
         window = self.window(len(s))
         if window is None:
@@ -282,14 +296,18 @@ class BreakTest:
         reach = min(2 * k_end + max(self.widths), len(s) - 1)  # below k_end: scale only
         k = torch.arange(1, reach + 1, dtype=torch.float64)
         spacings = k * (s[:reach] - s[1 : reach + 1])
-        p, t, cut = position_p_values(
-            spacings, k_min, k_max, k_end, self.widths, trail_gap=self.trail_gap
-        )
+        p, t, cut = position_p_values(spacings, k_min, k_max, k_end, self.widths)
         if not len(p):
             return None
         best = int(torch.argmin(p))
         j = int(cut[best])
-        return float(t[best]), j, float(s[j - 1]), min(1.0, len(p) * float(p[best]))
+        deep = j
+        if self.trail_gap is not None:
+            trail = position_p_values(
+                spacings, k_min, k_max, k_end, self.widths, trail_gap=self.trail_gap
+            )[2]
+            deep = max(j, int(trail[best]))
+        return float(t[best]), j, float(s[j - 1]), min(1.0, len(p) * float(p[best])), deep
 
     def verdict(self, label: int, scores: Tensor, tested: int) -> ClassVerdict:
         """The verdict on one class among ``tested`` classes at Bonferroni's level alpha / tested
@@ -303,8 +321,10 @@ class BreakTest:
         if found is None:
             reason = "not tested: too few samples for the test's windows"
             return ClassVerdict(label, False, math.nan, 1.0, level, 0, None, n, untested=reason)
-        t, k, cutoff, p = found
-        return ClassVerdict(label, p <= level, t, p, level, k, cutoff, len(scores))
+        t, k, cutoff, p, deep = found
+        return ClassVerdict(
+            label, p <= level, t, p, level, k, cutoff, len(scores), trailing=deep - k
+        )
 
 
 def position_p_values(
@@ -409,7 +429,8 @@ def class_verdicts(
     of the K classes, the classes it left are judged again by ``escalation``, Holm's procedure
     over them at ``escalation.alpha`` (module docstring, "The second stage"); their verdicts
     then carry ``stage`` 2. Returns the verdicts in class order and bool (N,) flags: the k̂
-    highest scores of each class judged poisoned, nothing elsewhere.
+    highest scores of each class judged poisoned (the group above the break; its trailing members
+    are added by :func:`take_trailing` after the class's tests), nothing elsewhere.
     """
     test = test or BreakTest()
     tested_scores = scale(scores) if scale is not None else scores
@@ -457,3 +478,23 @@ def _holm_stage(
         if named:
             flags[members[i][orders[i][: verdict.suspects]]] = True
     return verdicts
+
+
+def take_trailing(
+    verdicts: Sequence[ClassVerdict], flags: Tensor, scores: Tensor, labels: Tensor
+) -> tuple[tuple[ClassVerdict, ...], Tensor]:
+    """Every class still named loses its trailing members too (module docstring, "The cut"):
+    its ``suspects`` + ``trailing`` highest ``scores`` (the scores :func:`class_verdicts` read,
+    NaN not analysed) are flagged, and its verdict's ``suspects`` and ``cutoff`` say so. A class
+    cleared by its tests gets nothing; returns the verdicts and flags."""
+    flags = flags.clone()
+    out = []
+    for verdict in verdicts:
+        if verdict.poisoned and verdict.trailing > 0:
+            idx = ((labels == verdict.label) & ~torch.isnan(scores)).nonzero().flatten()
+            order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
+            k = verdict.suspects + verdict.trailing
+            flags[idx[order[:k]]] = True
+            verdict = replace(verdict, suspects=k, cutoff=float(scores[idx[order[k - 1]]]))
+        out.append(verdict)
+    return tuple(out), flags
