@@ -35,7 +35,9 @@ import torch
 from torch import Tensor
 
 from poisonlab.data.dataset import ImageDataset
+from poisonlab.defenses.base import Detector
 from poisonlab.defenses.evidence import Evidence
+from poisonlab.defenses.thresholds import ScoreSet
 from poisonlab.models import ModelConfig, build_model
 from poisonlab.models.network import FEATURE_LAYER, Network
 
@@ -333,3 +335,18 @@ def digits_backdoor() -> RealCase:
         attack_success=evaluate(model, poisoned.test_set, device="cpu").accuracy,
         clean_accuracy=evaluate(model, split.test, device="cpu").accuracy,
     )
+
+
+class Planted(Detector):
+    """A verdict-giving detector whose scores are given: fit's verdict machinery on known data."""
+
+    name = "planted"
+    needs_model = False
+    gives_verdicts = True
+
+    def __init__(self, scores: torch.Tensor, threshold: str | None = None) -> None:
+        super().__init__(threshold=threshold)
+        self._planted = scores
+
+    def _score(self, evidence: Evidence) -> ScoreSet:
+        return ScoreSet(self._planted, torch.zeros(len(self._planted), dtype=torch.bool))

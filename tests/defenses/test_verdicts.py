@@ -17,23 +17,15 @@ from poisonlab.defenses import (
     build_detector,
     parse_threshold,
 )
-from poisonlab.defenses.base import Detector
-from poisonlab.defenses.thresholds import ScoreSet
 from poisonlab.defenses.verdicts import (
-    TRAIL_GAP,
-    TRAIL_SHARE,
-    VALLEY_WINDOWS,
-    WINDOWS,
     BreakTest,
     ClassVerdict,
     class_verdicts,
     holm,
     position_p_values,
-    take_trailing,
 )
 from poisonlab.errors import ConfigError
-from poisonlab.validation import ParameterError
-from tests.defenses.conftest import fake_retraining, make_case
+from tests.defenses.conftest import Planted, fake_retraining, make_case
 
 CLEAN_TAILS = {
     "exponential": lambda n, g: torch.empty(n, dtype=torch.float64).exponential_(generator=g),
@@ -159,117 +151,6 @@ def test_window_p_values_are_exact_under_iid_exponential_spacings() -> None:
         rates = (p <= a).double().mean(dim=0)
         tolerance = 3 * (a * (1 - a) / len(spacings)) ** 0.5
         assert float((rates - a).abs().max()) <= tolerance + 0.004, a
-
-
-def test_a_wide_gap_across_several_spacings_is_found_and_its_trailing_members_counted() -> None:
-    """A group whose lowest members trail into the gap: no single spacing stands out, the window
-    of eight does. The group above the break ends at the window's largest spacing (60, what the
-    tests judge), and the four trailing members down to its deepest gap are counted apart;
-    with ``trail_gap=None`` (the valley test's setting) there are none."""
-    generator = torch.Generator().manual_seed(4)
-    clean = torch.randn(600, generator=generator, dtype=torch.float64)
-    group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
-    trail = torch.tensor([4.4, 4.0, 3.7, 3.4], dtype=torch.float64)  # the clean top is 2.9
-    scores = torch.cat([clean, group, trail])
-    verdict = BreakTest().verdict(3, scores, tested=10)
-    assert verdict.poisoned and verdict.p_value < 1e-4
-    assert verdict.suspects == 60 and verdict.cutoff == 5.0 and verdict.trailing == 4
-    largest = BreakTest(trail_gap=None).verdict(3, scores, tested=10)
-    assert largest.p_value == verdict.p_value and largest.suspects == 60
-    assert largest.trailing == 0
-
-
-def test_a_named_class_loses_its_trailing_members_only_after_its_tests_kept_it() -> None:
-    """take_trailing flags the trailing members of a class still named and lowers its cut-off to
-    the last of them; a class its tests cleared (``poisoned`` False) gets nothing."""
-    generator = torch.Generator().manual_seed(4)
-    clean = torch.randn(600, generator=generator, dtype=torch.float64)
-    group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
-    trail = torch.tensor([4.4, 4.0, 3.7, 3.4], dtype=torch.float64)
-    one = torch.cat([clean, group, trail])
-    scores = torch.cat([one, one])
-    labels = torch.cat([torch.zeros(664, dtype=torch.long), torch.ones(664, dtype=torch.long)])
-    verdicts, flags = class_verdicts(scores, labels)
-    assert [v.suspects for v in verdicts] == [60, 60] and int(flags.sum()) == 120
-    cleared = (verdicts[0], replace(verdicts[1], poisoned=False))
-    flags[664:] = False
-    kept, extended = take_trailing(cleared, flags, scores, labels)
-    assert kept[0].suspects == 64 and kept[0].cutoff == 3.4 and kept[0].trailing == 4
-    assert torch.equal(extended[:664], torch.cat([torch.zeros(600), torch.ones(64)]).bool())
-    assert kept[1] == cleared[1] and not extended[664:].any()
-
-
-def test_the_cut_stays_at_the_largest_spacing_when_no_other_spacing_is_a_gap() -> None:
-    """A group with one clean gap under it and no trailing members: the deepest gap of the window
-    is that gap, so there are none; the valley test never counts any."""
-    generator = torch.Generator().manual_seed(6)
-    clean = torch.randn(400, generator=generator, dtype=torch.float64)
-    group = 6.0 + 0.3 * torch.randn(30, generator=generator, dtype=torch.float64)
-    scores = torch.cat([clean, group])
-    verdict = BreakTest().verdict(0, scores, tested=10)
-    assert verdict.suspects == 30 and verdict.trailing == 0
-    assert BreakTest(trail_gap=None).verdict(0, scores, tested=10).suspects == 30
-    assert BreakTest.valley().trail_gap is None
-
-
-def cuts_window_by_window(
-    spacings: list[float],
-    k_min: int,
-    k_max: int,
-    k_end: int,
-    widths: tuple[int, ...],
-    trail_gap: float | None,
-) -> list[int]:
-    """The cut k̂ of every window, as the module docstring states it, one window at a time: the
-    first position of the window's largest spacing at most k_max, or with ``trail_gap`` the last
-    position at most k_max whose spacing is at least ``trail_gap`` times the mean of the
-    spacings below the window and TRAIL_SHARE of that largest, when there is one and the
-    window has a scale."""
-    cuts = []
-    for w in widths:
-        for k in range(k_min, k_max + 1):
-            if k + w - 1 > k_end or k + w > len(spacings):  # a window needs one spacing below
-                continue
-            below = spacings[k + w - 1 : k + w - 1 + min(max(k, 10), 40)]
-            inside = {j: spacings[j - 1] for j in range(k, min(k + w - 1, k_max) + 1)}
-            largest = max(inside.values())
-            cut = min(j for j, d in inside.items() if d == largest)
-            if trail_gap is not None and sum(below) > 0:
-                floor = max(trail_gap * sum(below) / len(below), TRAIL_SHARE * largest)
-                cut = max((j for j, d in inside.items() if d >= floor), default=cut)
-            cuts.append(cut)
-    return cuts
-
-
-@pytest.mark.parametrize("trail_gap", [None, 1.0, 3.0, TRAIL_GAP])
-def test_the_cut_of_every_window_is_the_window_by_window_one(trail_gap: float | None) -> None:
-    """position_p_values' cuts equal a loop over the windows on random spacings: exponential,
-    rounded to integers (ties and zeros), with a few spacings 30 times larger, and mostly zero;
-    widths of 1 and up to 64, windows running past k_max (k_end > k_max) and to the end."""
-    generator = torch.Generator().manual_seed(13)
-    all_widths = [WINDOWS, (1,), (3, 5), VALLEY_WINDOWS]
-    for trial in range(80):
-        n = int(torch.randint(6, 90, (1,), generator=generator))
-        d = torch.empty(n, dtype=torch.float64).exponential_(generator=generator)
-        if trial % 4 == 1:
-            d = (2 * d).round()
-        elif trial % 4 == 2:
-            d[torch.randint(0, n, (3,), generator=generator)] *= 30
-        elif trial % 4 == 3:
-            d = 10.0 * (d > 2.5).double()
-        k_min = int(torch.randint(1, 5, (1,), generator=generator))
-        k_max = int(torch.randint(k_min, n + 1, (1,), generator=generator))
-        k_end = int(torch.randint(k_max, n + 3, (1,), generator=generator))
-        widths = all_widths[trial % len(all_widths)]
-        _, _, cut = position_p_values(d, k_min, k_max, k_end, widths, trail_gap=trail_gap)
-        expected = cuts_window_by_window(d.tolist(), k_min, k_max, k_end, widths, trail_gap)
-        assert cut.tolist() == expected, (trial, n, k_min, k_max, k_end, widths)
-
-
-def test_trail_gap_below_one_is_refused() -> None:
-    """A factor below 1 would call ordinary spacings gaps; the error names the parameter."""
-    with pytest.raises(ParameterError, match="trail_gap"):
-        BreakTest(trail_gap=0.5)
 
 
 def two_cluster_silhouettes(
@@ -493,21 +374,6 @@ def test_escalation_quorum_is_half_the_classes_and_at_least_two() -> None:
     assert [escalation_quorum(k) for k in (1, 2, 3, 4, 5, 10, 43)] == [2, 2, 2, 2, 3, 5, 22]
 
 
-class _Planted(Detector):
-    """A verdict-giving detector whose scores are given: fit's verdict machinery on known data."""
-
-    name = "planted"
-    needs_model = False
-    gives_verdicts = True
-
-    def __init__(self, scores: torch.Tensor, threshold: str | None = None) -> None:
-        super().__init__(threshold=threshold)
-        self._planted = scores
-
-    def _score(self, evidence: Evidence) -> ScoreSet:
-        return ScoreSet(self._planted, torch.zeros(len(self._planted), dtype=torch.bool))
-
-
 def _all_to_all_with_a_weak_tenth() -> tuple[torch.Tensor, torch.Tensor, Evidence]:
     scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
     images = torch.zeros(len(labels), 1, 2, 2)
@@ -519,8 +385,8 @@ def test_the_verdict_threshold_sets_the_level() -> None:
     (p about 4e-17) is not named at 1e-20."""
     scores, labels = planted_classes({0: "strong"})
     evidence = Evidence(ImageDataset(torch.zeros(len(labels), 1, 2, 2), labels, 10))
-    assert _Planted(scores).fit(evidence).result.poisoned_classes == [0]
-    strict = _Planted(scores, threshold="verdict:1e-20").fit(evidence).result
+    assert Planted(scores).fit(evidence).result.poisoned_classes == [0]
+    strict = Planted(scores, threshold="verdict:1e-20").fit(evidence).result
     assert strict.poisoned_classes == [] and not strict.flagged.any()
     assert strict.verdicts[0].level == pytest.approx(1e-20 / 10)  # Holm's first step
 
@@ -529,10 +395,10 @@ def test_detectors_run_the_second_stage_in_fit() -> None:
     """A detector that gives verdicts gets the second stage from fit (the valley form by
     default); Heatmap Clustering, whose first test is the valley form, gets no second one."""
     scores, _, evidence = _all_to_all_with_a_weak_tenth()
-    result = _Planted(scores).fit(evidence).result
+    result = Planted(scores).fit(evidence).result
     assert result.poisoned_classes == list(range(10))
     assert [v.stage for v in result.verdicts] == [1] * 9 + [2]
-    assert _Planted._escalation_test(0.01) == BreakTest.valley(0.01)
+    assert Planted._escalation_test(0.01) == BreakTest.valley(0.01)
     hc = build_detector("heatmap-clustering")
     assert hc._escalation_test(0.05) is None
 
@@ -543,7 +409,7 @@ def test_the_confirmation_runs_once_over_both_stages_and_can_clear_a_second_stag
     scores, labels, evidence = _all_to_all_with_a_weak_tenth()
     calls: list[list[int]] = []
 
-    class ClearsNine(_Planted):
+    class ClearsNine(Planted):
         def _confirm(
             self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: torch.Tensor
         ) -> tuple[tuple[ClassVerdict, ...], torch.Tensor]:
@@ -632,30 +498,3 @@ def test_the_verdict_sentence_names_classes_no_member_judged() -> None:
     assert verdict_sentence(decision, ["0", "1", "2"]) == (
         "classes 0, 2 look clean; class 1 not judged (too few samples)"
     )
-
-
-def test_fit_confirms_the_group_above_the_break_and_then_adds_its_trailing_members() -> None:
-    """The confirmation (and so the retraining it runs) sees the 60 samples above the break;
-    the class it keeps named then loses its 4 trailing members too, and the result's verdict
-    says how many of its suspects they are."""
-    generator = torch.Generator().manual_seed(4)
-    clean = torch.randn(600, generator=generator, dtype=torch.float64)
-    group = 5.0 + torch.linspace(0.0, 1.5, 60, dtype=torch.float64)
-    trail = torch.tensor([4.4, 4.0, 3.7, 3.4], dtype=torch.float64)
-    scores = torch.cat([clean, group, trail])
-    labels = torch.zeros(len(scores), dtype=torch.long)
-    evidence = Evidence(ImageDataset(torch.zeros(len(labels), 1, 2, 2), labels, 1))
-    seen: list[int] = []
-
-    class Records(_Planted):
-        def _confirm(
-            self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: torch.Tensor
-        ) -> tuple[tuple[ClassVerdict, ...], torch.Tensor]:
-            seen.append(int(flags.sum()))
-            return verdicts, flags
-
-    result = Records(scores).fit(evidence).result
-    assert seen == [60]
-    (verdict,) = result.verdicts
-    assert verdict.suspects == 64 and verdict.trailing == 4 and verdict.cutoff == 3.4
-    assert torch.equal(result.flagged, scores >= 3.4)
