@@ -76,7 +76,7 @@ def recut(
 
     from poisonlab.defenses import build_detector
     from poisonlab.defenses.thresholds import VerdictRule
-    from poisonlab.defenses.verdicts import take_trailing
+    from poisonlab.defenses.verdicts import take_trailing, top_in_class
 
     cls = type(build_detector(name))
     scale = cls._verdict_scale
@@ -91,11 +91,10 @@ def recut(
             found = test.statistic(scale(tested[idx]))
             if found is not None:
                 k, deep = found[1], found[4]
-                order = torch.sort(tested[idx].double(), descending=True, stable=True).indices
-                cutoff = float(tested[idx[order[k - 1]]])
-                v = replace(v, suspects=k, cutoff=cutoff, trailing=deep - k)
+                group = top_in_class(tested, labels, v.label, k)
+                v = replace(v, suspects=k, cutoff=float(tested[group[-1]]), trailing=deep - k)
                 flagged[idx] = False
-                flagged[idx[order[:k]]] = True
+                flagged[group] = True
         out.append(v)
     return take_trailing(out, flagged, tested, labels)
 

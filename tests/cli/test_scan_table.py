@@ -150,11 +150,14 @@ def test_summary_rows_find_the_classes_only_a_member_named():
     import torch
 
     from poisonlab.cli.scan_cmd import summary_rows
+    from poisonlab.defenses.verdicts import ClassVerdict
 
     def result(named: list[int], verdicts: bool = True) -> SimpleNamespace:
         return SimpleNamespace(
             threshold={"rule": "verdict"},
-            verdicts=[SimpleNamespace(label=c, holdout=None) for c in named] if verdicts else [],
+            verdicts=[ClassVerdict(c, True, 0.0, 0.0, 0.05, 1, None, 4) for c in named]
+            if verdicts
+            else [],
             poisoned_classes=named,
             flagged=torch.zeros(4, dtype=torch.bool),
             analysed=torch.ones(4, dtype=torch.bool),
@@ -194,6 +197,7 @@ def test_a_class_the_held_out_check_cleared_is_explained():
     import torch
 
     from poisonlab.cli.scan_cmd import summary_rows
+    from poisonlab.defenses.verdicts import ClassVerdict
 
     text = render(80, [replace(ROWS[0], modes="1"), ROWS[4]])
     assert "…" not in text
@@ -206,9 +210,9 @@ def test_a_class_the_held_out_check_cleared_is_explained():
     result = SimpleNamespace(
         threshold={"rule": "verdict"},
         verdicts=[
-            SimpleNamespace(label=1, holdout=mode),
-            SimpleNamespace(label=8, holdout=kept),
-            SimpleNamespace(label=3, holdout=None),
+            ClassVerdict(1, False, 0.0, 0.0, 0.05, 1, None, 4, holdout=mode),
+            ClassVerdict(8, True, 0.0, 0.0, 0.05, 1, None, 4, holdout=kept),
+            ClassVerdict(3, False, 0.0, 1.0, 0.05, 0, None, 4),
         ],
         poisoned_classes=[8],
         flagged=torch.zeros(4, dtype=torch.bool),

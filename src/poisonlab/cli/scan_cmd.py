@@ -155,9 +155,7 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
             alone = set(r.poisoned_classes) - set(decision.poisoned_classes)
             overruled = class_ranges(alone) if alone else ""
         modes = [  # only where its flags follow its verdicts: a user's threshold flags anyway
-            v.label
-            for v in r.verdicts
-            if r.threshold.get("rule") == "verdict" and v.holdout and v.holdout.get("mode")
+            v.label for v in r.verdicts if r.threshold.get("rule") == "verdict" and v.genuine_mode
         ]
         rows.append(
             DefenseRow(

@@ -69,7 +69,7 @@ from poisonlab.defenses.thresholds import (
     Threshold,
     VerdictRule,
 )
-from poisonlab.defenses.verdicts import ClassVerdict, holm
+from poisonlab.defenses.verdicts import ClassVerdict, holm, top_in_class
 from poisonlab.errors import ConfigError
 from poisonlab.ranges import class_ranges
 from poisonlab.validation import InstanceOf, Items, check_param
@@ -169,17 +169,9 @@ def effective_p(verdict: ClassVerdict) -> float:
     mode, else the break test's."""
     if verdict.check is not None and verdict.check.get("legitimate"):
         return 1.0
-    if verdict.holdout is not None and verdict.holdout.get("mode"):
+    if verdict.genuine_mode:
         return 1.0
     return verdict.p_value
-
-
-def top_in_class(scores: Tensor, labels: Tensor, label: int, k: int) -> Tensor:
-    """Indices of the ``k`` highest scores among the scored samples of class ``label``, highest
-    first (ties in index order)."""
-    idx = ((labels == label) & ~torch.isnan(scores)).nonzero().flatten()
-    order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
-    return idx[order[:k]]
 
 
 def suspect_group(result: DetectionResult, verdict: ClassVerdict, labels: Tensor) -> Tensor:
@@ -353,7 +345,7 @@ def _verdict_rule(
         untested = [r.detector for r, v in votes_of[c] if v.untested]
         if untested:  # members that did not judge the class (e.g. too few samples)
             entry["untested_by"] = untested
-        modes = [r.detector for r, v in votes_of[c] if v.holdout and v.holdout.get("mode")]
+        modes = [r.detector for r, v in votes_of[c] if v.genuine_mode]
         if modes:  # members whose held-out check found their group to be a genuine mode
             entry["modes_found_by"] = modes
         if namers:

@@ -125,20 +125,19 @@ class TwoMeansSplit:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Separation scores of new samples (raw representations, reduced with the fitted reducer)."""
-        z = np.asarray(x, dtype=np.float64)
-        if self.reducer is not None:
-            z = self.reducer.transform(z)
-        return separation_scores(z, self.centroids, self.scale)
+        return separation_scores(self._reduced(x), self.centroids, self.scale)
 
     def fisher_score(self, x: np.ndarray) -> np.ndarray:
         """Fisher projections of new samples (raw representations), on the scale of
         ``fisher``: what the per-class verdict of the split reads."""
         if self.fisher_axis is None or self.fisher_scale is None:
             raise ValueError("this split has no Fisher projection")
+        return fisher_scores(self._reduced(x), self.centroids, self.fisher_axis, self.fisher_scale)
+
+    def _reduced(self, x: np.ndarray) -> np.ndarray:
+        """New samples' raw representations in the space the split was made in."""
         z = np.asarray(x, dtype=np.float64)
-        if self.reducer is not None:
-            z = self.reducer.transform(z)
-        return fisher_scores(z, self.centroids, self.fisher_axis, self.fisher_scale)
+        return self.reducer.transform(z) if self.reducer is not None else z
 
 
 def fisher_direction(z: np.ndarray, small: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -225,6 +225,12 @@ class ClassVerdict:
     holdout: dict[str, Any] | None = None
     trailing: int = 0
 
+    @property
+    def genuine_mode(self) -> bool:
+        """True when the held-out check found the class's group to be a genuine mode of the
+        clean data (and so cleared the class)."""
+        return bool(self.holdout and self.holdout.get("mode"))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
@@ -296,18 +302,13 @@ class BreakTest:
         reach = min(2 * k_end + max(self.widths), len(s) - 1)  # below k_end: scale only
         k = torch.arange(1, reach + 1, dtype=torch.float64)
         spacings = k * (s[:reach] - s[1 : reach + 1])
-        p, t, cut = position_p_values(spacings, k_min, k_max, k_end, self.widths)
+        p, t, cut, deep = _window_table(spacings, k_min, k_max, k_end, self.widths, self.trail_gap)
         if not len(p):
             return None
         best = int(torch.argmin(p))
         j = int(cut[best])
-        deep = j
-        if self.trail_gap is not None:
-            trail = position_p_values(
-                spacings, k_min, k_max, k_end, self.widths, trail_gap=self.trail_gap
-            )[2]
-            deep = max(j, int(trail[best]))
-        return float(t[best]), j, float(s[j - 1]), min(1.0, len(p) * float(p[best])), deep
+        trailing_end = max(j, int(deep[best]))
+        return float(t[best]), j, float(s[j - 1]), min(1.0, len(p) * float(p[best])), trailing_end
 
     def verdict(self, label: int, scores: Tensor, tested: int) -> ClassVerdict:
         """The verdict on one class among ``tested`` classes at Bonferroni's level alpha / tested
@@ -348,11 +349,25 @@ def position_p_values(
     ``trail_gap`` · S / m and :data:`TRAIL_SHARE` of the largest, when there is one (module
     docstring, "The cut").
     """
+    p, t, cut, deep = _window_table(spacings, k_min, k_max, k_end, widths, trail_gap)
+    return p, t, (cut if trail_gap is None else deep)
+
+
+def _window_table(
+    spacings: Tensor,
+    k_min: int,
+    k_max: int,
+    k_end: int | None,
+    widths: Sequence[int],
+    trail_gap: float | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`position_p_values` with both cuts of every window in one pass: (p-value, t, cut
+    at the largest spacing, cut under the deepest gap, the same without ``trail_gap``)."""
     from scipy.stats import beta
 
     reach = len(spacings)
     cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), spacings.cumsum(0)])
-    ps, ts, cuts = [], [], []
+    ps, ts, cuts, deeps = [], [], [], []
     k_end = k_max if k_end is None else max(k_end, k_max)
     for w in widths:
         last = min(k_max, k_end - w + 1, reach - w)  # 1-based starts k_min … last
@@ -373,20 +388,23 @@ def position_p_values(
         beyond = k.unsqueeze(1) + torch.arange(w) > k_max  # cuts that would exceed k_max
         inside = windows.masked_fill(beyond, -math.inf)
         cut = inside.argmax(dim=1)
+        deep = cut
         if trail_gap is not None:
             floor = torch.maximum(
                 trail_gap * below / m.clamp(min=1), TRAIL_SHARE * inside.max(dim=1).values
             )
             gap = (windows >= floor.unsqueeze(1)) & ~beyond
             deepest = w - 1 - gap.flip(1).int().argmax(dim=1)  # last True in each row
-            cut = torch.where(gap.any(dim=1) & valid, deepest, cut)
+            deep = torch.where(gap.any(dim=1) & valid, deepest, cut)
         ps.append(p)
         ts.append(t)
         cuts.append(k + cut)
+        deeps.append(k + deep)
     if not ps:
         empty = torch.empty(0, dtype=torch.float64)
-        return empty, empty, torch.empty(0, dtype=torch.long)
-    return torch.cat(ps), torch.cat(ts), torch.cat(cuts)
+        none = torch.empty(0, dtype=torch.long)
+        return empty, empty, none, none
+    return torch.cat(ps), torch.cat(ts), torch.cat(cuts), torch.cat(deeps)
 
 
 def holm(p_values: Sequence[float], alpha: float) -> tuple[list[float], list[bool]]:
@@ -491,10 +509,17 @@ def take_trailing(
     out = []
     for verdict in verdicts:
         if verdict.poisoned and verdict.trailing > 0:
-            idx = ((labels == verdict.label) & ~torch.isnan(scores)).nonzero().flatten()
-            order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
             k = verdict.suspects + verdict.trailing
-            flags[idx[order[:k]]] = True
-            verdict = replace(verdict, suspects=k, cutoff=float(scores[idx[order[k - 1]]]))
+            group = top_in_class(scores, labels, verdict.label, k)
+            flags[group] = True
+            verdict = replace(verdict, suspects=k, cutoff=float(scores[group[-1]]))
         out.append(verdict)
     return tuple(out), flags
+
+
+def top_in_class(scores: Tensor, labels: Tensor, label: int, k: int) -> Tensor:
+    """Indices of the ``k`` highest scores among the scored samples of class ``label``, highest
+    first (ties in index order)."""
+    idx = ((labels == label) & ~torch.isnan(scores)).nonzero().flatten()
+    order = torch.sort(scores[idx].double(), descending=True, stable=True).indices
+    return idx[order[:k]]
