@@ -328,6 +328,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.holdout is not None and not 0 < args.holdout < 1:
         parser.error(f"--holdout must be a share between 0 and 1, got {args.holdout}")
+    if args.recut and args.replay is None:
+        parser.error("--recut re-cuts saved runs: give them with --replay DIR [DIR ...]")
     if args.replay is not None:
         print(replay(args.replay, args.combinations, args.recut))
         return
