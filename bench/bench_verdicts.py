@@ -258,8 +258,7 @@ def run_cell(
     out["asr"] = attack_success(cell, model, data, test, seed)
     results = []
     for name in OURS:
-        seeded = {} if name == "spectral-signatures" else {"seed": seed}
-        result = build_detector(name, **seeded).fit(evidence).result
+        result = build_detector(name, seed=seed).fit(evidence).result
         results.append(result)
         out[name] = (result.flagged.numpy(), result.poisoned_classes, result.verdicts)
     decision = combine(results, labels)

@@ -240,6 +240,28 @@ def test_exclusionary_reclassification_confirms_or_clears_a_named_class(
     assert len(excluded) == 1  # confirm=None never retrains
 
 
+@pytest.mark.parametrize("goes_to", ["own label", "source class"])
+def test_spectral_signatures_confirms_its_named_class(
+    goes_to: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spectral Signatures' named group, classified by the model retrained without it, as for
+    the clustering detectors: kept as its claimed label it is a genuine mode and the class is
+    cleared; sent to another class the verdict stands. ``confirm=None`` never retrains."""
+    case = make_case(poisoned_classes=(2,), n_per_class=150, shift=16.0)
+    excluded = fake_retraining(monkeypatch, 2 if goes_to == "own label" else 0)
+    result = build_detector("spectral-signatures", seed=4).fit(case.evidence).result
+    assert len(excluded) == 1 and torch.equal(excluded[0], case.is_poison)
+    verdict = result.verdicts[2]
+    assert verdict.check is not None and verdict.check["test"] == "exclusionary reclassification"
+    if goes_to == "own label":
+        assert result.poisoned_classes == [] and not result.flagged.any()
+    else:
+        assert result.poisoned_classes == [2] and torch.equal(result.flagged, case.is_poison)
+        assert verdict.check["source_class"] == 0
+    unconfirmed = build_detector("spectral-signatures", confirm=None).fit(case.evidence).result
+    assert unconfirmed.poisoned_classes == [2] and len(excluded) == 1
+
+
 @pytest.mark.parametrize("name", ["activation-clustering", "raw-clustering", "spectral-signatures"])
 def test_clean_set_names_no_class_and_flags_nothing(name: str) -> None:
     case = make_case(poison_fraction=0.0, n_per_class=120)

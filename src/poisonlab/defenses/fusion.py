@@ -8,7 +8,7 @@ decision").
 
 1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m} (taken as 1
    when the member's own confirmation, exclusionary reclassification for the clustering
-   detectors, found the group legitimate, or when the held-out check found it a genuine mode of
+   detectors and Spectral Signatures, found the group legitimate, or when the held-out check found it a genuine mode of
    the clean data, :mod:`poisonlab.defenses.holdout_check`; from the member's second stage, the valley form, when
    its first named at least half of the classes: :mod:`poisonlab.defenses.verdicts`). The
    combined p-value is Bonferroni's min-p,
