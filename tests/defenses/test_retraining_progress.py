@@ -69,6 +69,36 @@ def test_a_large_scans_confirmation_trains_one_epoch(monkeypatch: pytest.MonkeyP
         type(evidence)(evidence.data, retrain_epochs=0)
 
 
+def test_a_large_scans_confirmation_sees_a_seeded_subset_of_the_kept_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``retrain_images`` (a large scan's 20,000) the retraining trains on that many of the
+    kept images, never an excluded one, the same ones for the same seed; without it on all."""
+    from poisonlab.train.recipes import LARGE, scan_retrain_images
+
+    seen: list[set[str]] = []
+
+    def train_model(model: object, data: object, config: object, **kwargs: object) -> None:
+        seen.append(set(data.ids))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(poisonlab.train, "train_model", train_model)
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    evidence, excluded = case.evidence, case.is_poison
+    evidence.retrain_images = 100
+    for seed in (3, 3, 4):
+        retrain_without(evidence, excluded, seed=seed, epochs=1)
+    first, again, other = seen
+    assert len(first) == 100 and first == again and first != other
+    assert not first & set(evidence.data.ids[excluded.numpy()])
+    evidence.retrain_images = None
+    retrain_without(evidence, excluded, seed=3, epochs=1)
+    assert len(seen[-1]) == int((~excluded).sum())
+    assert scan_retrain_images(LARGE) == LARGE and scan_retrain_images(LARGE - 1) is None
+    assert scan_retrain_images(LARGE, epochs=2) is None  # a scan given --epochs trains on all
+    with pytest.raises(ConfigError, match=r"^Evidence retrain_images must be an integer >= 1"):
+        type(evidence)(evidence.data, retrain_images=0)
+
+
 @pytest.mark.parametrize(("given", "want"), [(None, 1), (2, 2)])
 def test_a_large_scan_sets_it(
     given: int | None, want: int, monkeypatch: pytest.MonkeyPatch

@@ -50,6 +50,10 @@ class Evidence:
     retrain_epochs : int or None
         Epochs of such a retraining when the detector sets none (None: those of the recipe). A
         scan of 20,000 images or more sets 1 (:func:`poisonlab.train.recipes.scan_retrain_epochs`).
+    retrain_images : int or None
+        At most this many of the kept images train such a retraining, a random subset seeded by
+        the retraining's seed (None: all of them). A scan of 20,000 images or more sets 20,000
+        (:func:`poisonlab.train.recipes.scan_retrain_images`).
 
     The model is borrowed, never changed: it stays on its device and every module keeps its
     train/eval mode. When it is on another device than ``device``, detectors work on a private
@@ -66,15 +70,18 @@ class Evidence:
         batch_size: int = 256,
         recipe: TrainConfig | None = None,
         retrain_epochs: int | None = None,
+        retrain_images: int | None = None,
     ) -> None:
         check_param("Evidence", "data", data, [DATASET])
         check_param("Evidence", "model", model, [NETWORK, None])
         check_param("Evidence", "holdout", holdout, [DATASET, None])
         check_param("Evidence", "retrain_epochs", retrain_epochs, [POSITIVE_INT, None])
+        check_param("Evidence", "retrain_images", retrain_images, [POSITIVE_INT, None])
         self.data = data
         self.model = model
         self.recipe = recipe
         self.retrain_epochs = retrain_epochs
+        self.retrain_images = retrain_images
         self.holdout = holdout
         self.device = pick_device(device)
         self.batch_size = batch_size

@@ -54,7 +54,9 @@ def retrain_without(
     It is trained the way the model was (``evidence.recipe``, e.g. a scan's 2-epoch recipe on a
     large data set), else with the architecture's default recipe for the kept samples
     (:func:`poisonlab.train.recipes.default_recipe`); ``epochs`` overrides the epochs (else the
-    evidence's ``retrain_epochs``, e.g. a large scan's 1) and ``seed`` seeds it. The copy starts
+    evidence's ``retrain_epochs``, e.g. a large scan's 1) and ``seed`` seeds it; it sees at most
+    the evidence's ``retrain_images`` of the kept images (a random subset seeded by ``seed``; a
+    large scan's 20,000). The copy starts
     from new weights (seeded by ``seed``) and the global RNG state is restored afterwards, so
     neither the user's model nor the caller's random stream changes.
     ``defense`` names the detector it confirms in the progress display ("exclusionary retraining
@@ -65,7 +67,12 @@ def retrain_without(
     from poisonlab.train.recipes import default_recipe
 
     original = evidence.require_model()
-    data = evidence.data.subset(~excluded)
+    kept = (~excluded).nonzero().flatten()
+    limit = evidence.retrain_images
+    if limit is not None and len(kept) > limit:  # a seeded random subset of the kept images
+        order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(seed))
+        kept = kept[order[:limit]].sort().values
+    data = evidence.data.subset(kept)
     recipe = evidence.recipe or default_recipe(original.config.arch, len(data))
     if epochs is None:
         epochs = evidence.retrain_epochs or recipe.epochs

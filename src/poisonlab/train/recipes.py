@@ -38,11 +38,24 @@ SCAN_LARGE_EPOCHS = 2
 # verdicts, bench/results/machine_s11.md), in half the time of the scan's longest stage.
 SCAN_LARGE_RETRAIN_EPOCHS = 1
 
+# ... on at most LARGE of the kept images (a seeded random subset): every member that names a
+# class retrains once (Activation Clustering, raw clustering and Spectral Signatures each), and
+# on 60,000 Fashion-MNIST images two full-epoch retrainings took 42 of a scan's 122 s
+# (bench/results/verdicts.md, "Spectral Signatures confirms").
+SCAN_LARGE_RETRAIN_IMAGES = LARGE
+
 
 def scan_retrain_epochs(n_samples: int, epochs: int | None = None) -> int | None:
     """Epochs of a scan's confirming retraining on ``n_samples`` images: ``SCAN_LARGE_RETRAIN_EPOCHS``
     from ``LARGE`` images unless the scan was given ``epochs``, else None (the model's recipe)."""
     return SCAN_LARGE_RETRAIN_EPOCHS if n_samples >= LARGE and epochs is None else None
+
+
+def scan_retrain_images(n_samples: int, epochs: int | None = None) -> int | None:
+    """How many images at most train a scan's confirming retraining on ``n_samples`` images:
+    ``SCAN_LARGE_RETRAIN_IMAGES`` from ``LARGE`` images unless the scan was given ``epochs``,
+    else None (all the kept images)."""
+    return SCAN_LARGE_RETRAIN_IMAGES if n_samples >= LARGE and epochs is None else None
 
 
 def scan_recipe(

@@ -72,7 +72,12 @@ from poisonlab.models import Checkpoint, ModelConfig, Network, build_model
 from poisonlab.train import TrainConfig, TrainResult, train_model
 from poisonlab.train.background import BackgroundTraining, worth_it
 from poisonlab.train.config import PRECISIONS
-from poisonlab.train.recipes import fast_bfloat16, scan_recipe, scan_retrain_epochs
+from poisonlab.train.recipes import (
+    fast_bfloat16,
+    scan_recipe,
+    scan_retrain_epochs,
+    scan_retrain_images,
+)
 from poisonlab.validation import short_repr
 from poisonlab.workflows.scan_inputs import (
     as_dataset,
@@ -545,6 +550,7 @@ def _prepare_models(
             batch_size=batch_size,
             recipe=recipe,
             retrain_epochs=scan_retrain_epochs(len(data), epochs),
+            retrain_images=scan_retrain_images(len(data), epochs),
         )
 
     models = _ScanModels(evidence_for)
