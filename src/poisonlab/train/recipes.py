@@ -40,7 +40,7 @@ SCAN_LARGE_RETRAIN_EPOCHS = 1
 
 # ... on at most LARGE of the kept images (a seeded random subset): every member that names a
 # class retrains once (Activation Clustering, raw clustering and Spectral Signatures each), and
-# on 60,000 Fashion-MNIST images two full-epoch retrainings took 42 of a scan's 122 s
+# on 60,000 Fashion-MNIST images two full-epoch retrainings took about 42 of a scan's 122 s
 # (bench/results/verdicts.md, "Spectral Signatures confirms").
 SCAN_LARGE_RETRAIN_IMAGES = LARGE
 
