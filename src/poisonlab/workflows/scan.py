@@ -16,8 +16,9 @@ images: a quarter of the time of 8; activation clustering and deep features sepa
 as well after 2 epochs, spectral signatures less well: bench/results/training_scan_recipe*.md;
 from 20,000 images a softmax model trains in bfloat16 mixed precision on a device that computes it
 natively: bench/results/scan_scale.md). The trained model's Evidence carries that recipe, so
-the confirming retraining (exclusionary reclassification) repeats it, for 1 epoch from 20,000
-images unless ``epochs`` is given (:func:`~poisonlab.train.recipes.scan_retrain_epochs`).
+the confirming retraining (exclusionary reclassification) repeats it, from 20,000 images for 1
+epoch over at most 20,000 of the kept images unless ``epochs`` is given
+(:func:`~poisonlab.train.recipes.scan_retrain_epochs` and ``scan_retrain_images``).
 When an LGM detector is selected, an LGM-head model is trained too, ``lgm-net`` (Yaseen et al.'s
 network, 2-d features; docs/methods.md, LGM loss) unless the images are smaller than 8×8, and
 only LGM detectors read it. On the CPU with a core to spare it trains in a child process
