@@ -39,9 +39,13 @@ from torch import Tensor
 from poisonlab.defenses.base import register_detector
 from poisonlab.defenses.clustering import TwoMeansDetector
 from poisonlab.defenses.evidence import Evidence, Part
-from poisonlab.defenses.reclassification import reclassification_verdict, retrain_without
+from poisonlab.defenses.reclassification import (
+    CONFIRM,
+    reclassification_verdict,
+    retrain_without,
+)
 from poisonlab.defenses.thresholds import Threshold
-from poisonlab.defenses.two_means import AXIS_SPLITS, CONFIRM
+from poisonlab.defenses.two_means import AXIS_SPLITS
 from poisonlab.validation import LAYER, POSITIVE, POSITIVE_INT, ConstraintList
 
 

@@ -62,11 +62,10 @@ from torch import Tensor
 
 from poisonlab.defenses.base import Detector, per_class_scores
 from poisonlab.defenses.evidence import Evidence, Part
-from poisonlab.defenses.reclassification import ConfirmedByReclassification
+from poisonlab.defenses.reclassification import CONFIRM, ConfirmedByReclassification
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
 from poisonlab.defenses.two_means import (
     AXIS_SPLITS,
-    CONFIRM,
     REDUCTIONS,
     RULES,
     SELECTIONS,

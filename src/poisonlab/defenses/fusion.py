@@ -8,9 +8,10 @@ decision").
 
 1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m} (taken as 1
    when the member's own confirmation, exclusionary reclassification for the clustering
-   detectors and Spectral Signatures, found the group legitimate, or when the held-out check found it a genuine mode of
-   the clean data, :mod:`poisonlab.defenses.holdout_check`; from the member's second stage, the valley form, when
-   its first named at least half of the classes: :mod:`poisonlab.defenses.verdicts`). The
+   detectors and Spectral Signatures, found the group legitimate, or when the held-out check
+   found it a genuine mode of the clean data, :mod:`poisonlab.defenses.holdout_check`; from
+   the member's second stage, the valley form, when its first named at least half of the
+   classes: :mod:`poisonlab.defenses.verdicts`). The
    combined p-value is Bonferroni's min-p,
    p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence between members (they read
    the same features, so Fisher's or Stouffer's independence assumption would not hold). The K

@@ -112,9 +112,8 @@ from torch import Tensor
 from poisonlab import progress
 from poisonlab.defenses.base import Detector, per_class_scores, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
-from poisonlab.defenses.reclassification import ConfirmedByReclassification
+from poisonlab.defenses.reclassification import CONFIRM, ConfirmedByReclassification
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
-from poisonlab.defenses.two_means import CONFIRM
 from poisonlab.defenses.verdicts import BreakTest
 from poisonlab.errors import ConfigError
 from poisonlab.explain.gw_kmeans import INITS

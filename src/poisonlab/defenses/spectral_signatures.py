@@ -51,9 +51,8 @@ from torch import Tensor
 
 from poisonlab.defenses.base import Detector, per_class_scores, register_detector
 from poisonlab.defenses.evidence import Evidence, Part
-from poisonlab.defenses.reclassification import ConfirmedByReclassification
+from poisonlab.defenses.reclassification import CONFIRM, ConfirmedByReclassification
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, top_k
-from poisonlab.defenses.two_means import CONFIRM
 from poisonlab.validation import LAYER, POSITIVE, SEED, ConstraintList, Interval
 
 

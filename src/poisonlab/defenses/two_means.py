@@ -235,10 +235,6 @@ def _candidate(
 
 
 AXIS_SPLITS = 3
-# T of the confirming exclusionary reclassification: on digits, genuine minority modes of clean
-# classes kept l/q >= 0.73 (ten groups, three models) and poison groups <= 0.15
-# (bench/results/verdicts.md), so the cut sits between them rather than at Chen et al.'s 1
-CONFIRM = 0.5
 AXIS_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3)
 
 

@@ -45,17 +45,22 @@ SCAN_LARGE_RETRAIN_EPOCHS = 1
 SCAN_LARGE_RETRAIN_IMAGES = LARGE
 
 
+def _short_retraining(n_samples: int, epochs: int | None) -> bool:
+    """Whether a scan's confirming retraining is shortened: from ``LARGE`` images, unless the
+    scan was given ``epochs``."""
+    return n_samples >= LARGE and epochs is None
+
+
 def scan_retrain_epochs(n_samples: int, epochs: int | None = None) -> int | None:
     """Epochs of a scan's confirming retraining on ``n_samples`` images: ``SCAN_LARGE_RETRAIN_EPOCHS``
-    from ``LARGE`` images unless the scan was given ``epochs``, else None (the model's recipe)."""
-    return SCAN_LARGE_RETRAIN_EPOCHS if n_samples >= LARGE and epochs is None else None
+    when it is shortened, else None (the model's recipe)."""
+    return SCAN_LARGE_RETRAIN_EPOCHS if _short_retraining(n_samples, epochs) else None
 
 
 def scan_retrain_images(n_samples: int, epochs: int | None = None) -> int | None:
     """How many images at most train a scan's confirming retraining on ``n_samples`` images:
-    ``SCAN_LARGE_RETRAIN_IMAGES`` from ``LARGE`` images unless the scan was given ``epochs``,
-    else None (all the kept images)."""
-    return SCAN_LARGE_RETRAIN_IMAGES if n_samples >= LARGE and epochs is None else None
+    ``SCAN_LARGE_RETRAIN_IMAGES`` when it is shortened, else None (all the kept images)."""
+    return SCAN_LARGE_RETRAIN_IMAGES if _short_retraining(n_samples, epochs) else None
 
 
 def scan_recipe(
