@@ -28,6 +28,11 @@ def test_defaults_for_names_and_ids() -> None:
         ({"images": torch.zeros(2, 2, 2)}, "4-d tensor"),
         ({"images": torch.zeros(2, 1, 2, 2, dtype=torch.float64)}, "float32"),
         ({"images": torch.full((2, 1, 2, 2), float("nan"))}, "NaN"),
+        (
+            {"images": torch.zeros(2, 1, 0, 2)},
+            r"at least one channel and one pixel.*\(2, 1, 0, 2\)",
+        ),
+        ({"images": torch.zeros(2, 0, 2, 2)}, "at least one channel and one pixel"),
         ({"images": torch.full((2, 1, 2, 2), 1.5)}, r"\[0, 1\]"),
         # a float32 rounding overshoot, shown in full (":g" once printed it as "0..1")
         ({"images": torch.full((2, 1, 2, 2), 1.0000001)}, r"found 1\.00000011920928\d*\.\."),

@@ -139,3 +139,11 @@ def test_header_sizes_cannot_overflow(tmp_path: Path) -> None:
     path.write_bytes(IMAGES_MAGIC.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims))
     with pytest.raises(DataError, match=rf"truncated IDX file.*\({2**64 + 16} bytes\)"):
         read_idx(path, IMAGES_MAGIC)
+
+
+def test_images_without_pixels(tmp_path: Path) -> None:
+    """A header declaring 0-pixel images once raised torch's RuntimeError (a traceback)."""
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((2, 0, 4)), IMAGES_MAGIC)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1]), LABELS_MAGIC)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: the header declares 0×4-pixel"):
+        load_dataset(tmp_path)

@@ -96,6 +96,14 @@ Y = np.array([0, 1])
         ({"x": X, "y": Y, "is_poison": np.zeros(1, bool)}, r"'is_poison' .* must be 2 booleans"),
         ({"x": X, "y": Y, "is_poison": np.array(["no", "no"])}, r"got <U2\(2,\)"),
         ({"x": X, "y": Y, "is_poison": np.array([0, 2])}, r"'is_poison'.*got int64\(2,\)"),
+        # ... naming the value that is not 0/1 (the dtype and shape alone looked right)
+        ({"x": X, "y": Y, "is_poison": np.array([0, 2])}, r"holding 2 \(1 of 2 values"),
+        # images without pixels once raised torch's RuntimeError from aminmax, a traceback
+        (
+            {"x": np.zeros((2, 0, 4), np.uint8), "y": Y},
+            r"images of 0×4 pixels \(shape \(2, 0, 4\)\)",
+        ),
+        ({"x": np.zeros((2, 4, 0, 1), np.float32), "y": Y}, "images of 4×0 pixels"),
     ],
 )
 def test_bad_arrays(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) -> None:

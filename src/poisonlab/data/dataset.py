@@ -50,6 +50,11 @@ class ImageDataset:
         if not isinstance(images, Tensor) or images.ndim != 4:
             shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
             raise DataError(f"{where}: images must be a 4-d tensor (N, C, H, W), got {shape}")
+        if 0 in images.shape[1:]:  # torch.aminmax below has no answer for 0-pixel images
+            raise DataError(
+                f"{where}: images must have at least one channel and one pixel, got shape "
+                f"{tuple(images.shape)} (N, C, H, W)"
+            )
         if images.dtype != torch.float32:
             raise DataError(f"{where}: images must be float32, got {images.dtype}")
         if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.dtype != torch.int64:

@@ -165,6 +165,10 @@ def load_idx_pair(
         )
     check_labels(labels, len(class_names), str(labels_path))
     n, h, w = pixels.shape
+    if h == 0 or w == 0:
+        raise DataError(
+            f"{images_path}: the header declares {h}×{w}-pixel images; expected 1×1 or more"
+        )
     return from_uint8(
         pixels.reshape(n, 1, h, w),
         labels,

@@ -87,10 +87,16 @@ def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray | N
 
 def _images(x: np.ndarray, path: Path) -> np.ndarray:
     """``x`` as (N, C, H, W), its dtype and range checked (uint8, or float in [0, 1])."""
+    given = x.shape
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise DataError(f"{path}: 'x' must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if 0 in x.shape[1:3]:
+        raise DataError(
+            f"{path}: 'x' holds images of {x.shape[1]}×{x.shape[2]} pixels (shape {given}); "
+            "expected at least 1×1"
+        )
     if x.shape[-1] not in (1, 3):
         hint = ""
         if x.shape[1] in (1, 3):  # how PyTorch code usually holds images
@@ -139,6 +145,13 @@ def _check_mask(mask: np.ndarray | None, path: Path, length: int) -> None:
     kind_ok = mask.dtype == np.bool_ or (
         np.issubdtype(mask.dtype, np.integer) and bool(np.isin(mask, (0, 1)).all())
     )
+    if shape_ok and np.issubdtype(mask.dtype, np.integer) and not kind_ok:
+        stray = mask[~np.isin(mask, (0, 1))]
+        raise DataError(
+            f"{path}: 'is_poison' (the ground-truth mask poisonlab reads) must hold 0/1 integers "
+            f"or booleans; got {mask.dtype}{mask.shape} holding {stray[0]} "
+            f"({len(stray)} of {length} values are neither 0 nor 1)"
+        )
     if not (shape_ok and kind_ok):
         raise DataError(
             f"{path}: 'is_poison' (the ground-truth mask poisonlab reads) must be {length} "
