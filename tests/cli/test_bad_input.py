@@ -181,3 +181,34 @@ def test_run_dry_run_checks_the_executor_options(tmp_path, option, message):
     args = ["run", str(config), "--runs", str(tmp_path / "runs"), "--dry-run"]
     assert runner.invoke(app, args).exit_code == 0  # the config itself plans
     assert message in one_red_line(runner.invoke(app, [*args, *option]))
+
+
+@pytest.mark.parametrize("command", [["train"], ["attack", "badnets"]])
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_a_limit_below_one_is_refused_by_name(tmp_path, command, limit):
+    """Issue: --limit 0 said the data "has no images", --limit -5 "split fractions must be >= 0
+    and sum to 1, got (-0.036, 1.036)": neither named the option."""
+    out = tmp_path / "out"
+    line = one_red_line(runner.invoke(app, [*command, "--limit", limit, "-o", str(out)]))
+    assert f"--limit {limit}: expected a whole number of training images >= 1" in line
+    assert not out.exists()
+
+
+def test_a_limit_that_keeps_no_image_says_so(tmp_path):
+    """Each class keeps its share of --limit, rounded: 3 images over 10 digit classes keep none,
+    which once read as if the data set itself had no images."""
+    line = one_red_line(runner.invoke(app, ["train", "--limit", "3", "-o", str(tmp_path / "o")]))
+    assert "the training part of 'digits' cut to limit=3 of its 1258 images" in line
+
+
+def test_train_without_test_images_writes_valid_json(tmp_path):
+    """--limit 9 on digits leaves no test image: train.json held NaN (invalid JSON) and the
+    table read "nan%"; now null and "-"."""
+    import json
+
+    out = tmp_path / "m"
+    result = runner.invoke(app, ["train", "--limit", "9", "--epochs", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.output
+    summary = json.loads((out / "train.json").read_text(), parse_constant=pytest.fail)
+    assert summary["test_accuracy"] is None

@@ -32,6 +32,7 @@ from poisonlab.cli.common import (
     THREADS,
     VERBOSE,
     check_device,
+    check_limit,
     check_output_apart,
     check_threads,
     input_paths,
@@ -333,6 +334,7 @@ def attack_command(
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
     check_device(device)
+    check_limit(limit)
     catalog.check_names("attack", [name], catalog.ATTACKS)
     if protocol not in catalog.PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r} is not one of {', '.join(catalog.PROTOCOLS)}")

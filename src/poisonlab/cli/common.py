@@ -64,6 +64,12 @@ def check_epochs(option: str, epochs: int | None) -> None:
         raise ConfigError(f"{option} {epochs}: expected a whole number of epochs >= 1")
 
 
+def check_limit(limit: int | None) -> None:
+    """Refuse a --limit below 1 now (torch-free)."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: expected a whole number of training images >= 1")
+
+
 def check_threads(threads: int | None) -> None:
     """Refuse a bad --threads or POISONLAB_THREADS now, before any work (torch-free)."""
     runtime.requested_threads(threads)

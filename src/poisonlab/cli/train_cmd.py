@@ -21,6 +21,7 @@ from poisonlab.cli.common import (
     VERBOSE,
     check_device,
     check_epochs,
+    check_limit,
     check_threads,
     data_path,
 )
@@ -69,6 +70,7 @@ def train_command(
     check_threads(threads)
     check_device(device)
     check_epochs("--epochs", epochs)
+    check_limit(limit)
     catalog.check_names("model", [model], catalog.MODELS)
     data_path(data)
     check_output_dir(out_dir, force=force, owned=TRAIN_FILES)
@@ -100,10 +102,13 @@ def train_command(
         result = train_model(network, split.train, recipe, device=pick_device(device))
         seconds = time.perf_counter() - started
         test = evaluate(network, split.test)
+        # a --limit near the number of classes can leave no test image: no accuracy (null in
+        # train.json, which NaN would make invalid JSON), rather than "nan%"
+        accuracy = round(test.accuracy, 5) if len(split.test) else None
         summary = {
             "data": str(data),
             "class_names": list(split.train.class_names),
-            "test_accuracy": round(test.accuracy, 5),
+            "test_accuracy": accuracy,
             "train_seconds": round(seconds, 2),
             "recipe": recipe.to_dict(),
             "training": result.to_dict(),
@@ -119,7 +124,7 @@ def train_command(
         str(len(split.test)),
         str(len(result.history)),
         f"{result.seconds_per_epoch:.2f}",
-        f"{100 * test.accuracy:.2f}%",
+        "-" if accuracy is None else f"{100 * test.accuracy:.2f}%",
     )
     out.print(table)
     out.print(f"saved to {out_dir}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from pathlib import Path
 
 from poisonlab.data.checks import check_training_data, data_errors
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.splits import Split, split_dataset, split_indices
 from poisonlab.errors import DataError
+from poisonlab.validation import Interval, check_param
 
 
 def prepare_splits(
@@ -32,6 +34,7 @@ def prepare_splits(
     """
     from poisonlab.data.loaders import has_test_part, load_dataset
 
+    check_param("prepare_splits", "limit", limit, [None, Interval(Integral, 1, None)])
     if has_test_part(spec):
         train_all = load_dataset(spec, part="train")
         raise_for(data_errors(train_all))
@@ -42,9 +45,12 @@ def prepare_splits(
         everything = load_dataset(spec)
         raise_for(data_errors(everything))
         split = split_dataset(everything, holdout=holdout, test=test, seed=seed)
+    what = f"the training part of {split.train.name!r}"
     if limit is not None and len(split.train) > limit:
+        # each class keeps its share, rounded: a limit near the number of classes can keep none
+        what += f" cut to limit={limit} of its {len(split.train)} images (per class, rounded)"
         split = _limit(split, limit, seed)
-    check_training_data(split.train, what=f"the training part of {split.train.name!r}")
+    check_training_data(split.train, what=what)
     return split
 
 
