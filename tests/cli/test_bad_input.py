@@ -212,3 +212,13 @@ def test_train_without_test_images_writes_valid_json(tmp_path):
     assert "nan" not in result.output
     summary = json.loads((out / "train.json").read_text(), parse_constant=pytest.fail)
     assert summary["test_accuracy"] is None
+
+
+def test_victim_epochs_below_one_is_refused_by_name(tmp_path):
+    """Issue: feature-collision read --victim-epochs 0 as its protocol's default (`or 100`) and
+    trained 100 epochs; badnets refused it as "train epochs" after poisoning."""
+    out = tmp_path / "out"
+    args = ["attack", "badnets", "--victim-epochs", "0", "-o", str(out)]
+    line = one_red_line(runner.invoke(app, args))
+    assert "--victim-epochs 0: expected a whole number of epochs >= 1" in line
+    assert not out.exists()

@@ -32,6 +32,7 @@ from poisonlab.cli.common import (
     THREADS,
     VERBOSE,
     check_device,
+    check_epochs,
     check_limit,
     check_output_apart,
     check_threads,
@@ -335,6 +336,8 @@ def attack_command(
     check_threads(threads)
     check_device(device)
     check_limit(limit)
+    # 0 once meant the protocol's default for feature-collision (epochs or 100): refused here
+    check_epochs("--victim-epochs", victim_epochs)
     catalog.check_names("attack", [name], catalog.ATTACKS)
     if protocol not in catalog.PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r} is not one of {', '.join(catalog.PROTOCOLS)}")
