@@ -25,3 +25,42 @@ def test_a_class_the_held_out_check_cleared_says_so() -> None:
     assert rows[0][1] == "poisoned" and rows[1][1] == "clean"
     assert rows[2][1] == "clean (a genuine mode: held-out check of activation-clustering)"
     assert rows[0][4:] == ["raw-clustering", "17"]
+
+
+def test_the_defenses_table_says_what_the_terminal_table_says() -> None:
+    """report.html's Defenses table once showed only "ran": not which defenses make the combined
+    decision, nor the classes each named (heatmap-clustering's verdict appeared nowhere)."""
+    from poisonlab.reports.scan_report import _defense_rows
+
+    summary = {
+        "defenses": {
+            "raw-clustering": {
+                "status": "ran", "role": "member of the decision", "flagged": 31,
+                "analysed": 300, "threshold": {"rule": "verdict"}, "seconds": 1.5,
+                "verdicts": [{"label": 0, "poisoned": False}, {"label": 2, "poisoned": True},
+                             {"label": 3, "poisoned": True}],
+            },
+            "spectral-signatures": {
+                "status": "ran", "role": "member of the decision", "flagged": 0, "analysed": 300,
+                "threshold": {"rule": "verdict"}, "seconds": 0.5,
+                "verdicts": [{"label": 0, "poisoned": False}],
+            },
+            "heatmap-clustering": {
+                "status": "ran", "role": "reported only: measured on Table 1 only",
+                "flagged": 9, "analysed": 300, "threshold": {"rule": "verdict"}, "seconds": 9.0,
+                "verdicts": [{"label": 1, "poisoned": True}],
+            },
+            "bnn": {
+                "status": "ran", "role": "reported only: no per-class verdict", "flagged": 4,
+                "analysed": 300, "threshold": {"rule": "paper"}, "seconds": 2.0, "verdicts": [],
+            },
+            "deep-features": {"status": "skipped", "reason": "needs a clean held-out set"},
+        }
+    }  # fmt: skip
+    rows = {row[0]: row for row in _defense_rows(summary)}
+    assert rows["raw-clustering"][1:4] == ["in the decision", "2–3", "31 / 300"]
+    assert rows["spectral-signatures"][1:3] == ["in the decision", "none"]
+    assert rows["heatmap-clustering"][1:3] == ["reported only", "1"]
+    assert rows["heatmap-clustering"][1].tip == "measured on Table 1 only"  # type: ignore[attr-defined]
+    assert rows["bnn"][1:3] == ["reported only", "-"]
+    assert rows["deep-features"][1] == "skipped" and rows["deep-features"][-1].startswith("needs")

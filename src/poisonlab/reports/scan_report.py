@@ -24,11 +24,24 @@ import numpy as np
 from poisonlab import progress
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import DataError
+from poisonlab.ranges import class_ranges
 from poisonlab.reports import plots
-from poisonlab.reports.html import Page, figure, note, pre_json, table, versions_table, write_page
+from poisonlab.reports.html import (
+    Page,
+    Tip,
+    figure,
+    note,
+    pre_json,
+    table,
+    versions_table,
+    write_page,
+)
 from poisonlab.reports.run_report import detection_table
 
 TOP_IMAGES = 16
+
+REPORTED_ONLY = "reported only"
+"""A defense's part when its flags are not in the combined decision (summary.json's role)."""
 
 
 def read_scores(
@@ -132,18 +145,31 @@ def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
 
 
 def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Per defense: status, flagged / analysed, threshold rule, seconds or the skip reason."""
-    rows = []
+    """Per defense what the terminal table shows: its part in the combined decision (a member,
+    or reported only with the reason as a tooltip), the classes its verdicts named, flagged /
+    analysed, threshold rule, and seconds or the reason it was skipped."""
+    rows: list[list[str]] = []
     for name, info in summary.get("defenses", {}).items():
         if info.get("status") != "ran":
-            rows.append([name, "skipped", "-", "-", str(info.get("reason", ""))])
+            rows.append([name, "skipped", "-", "-", "-", str(info.get("reason", ""))])
             continue
+        role = str(info.get("role") or "")
+        part: str = "ran"  # a summary.json written before roles were recorded
+        if role.startswith(REPORTED_ONLY):
+            part = Tip(REPORTED_ONLY, role.removeprefix(REPORTED_ONLY).lstrip(": ") or role)
+        elif role:
+            part = "in the decision"
+        verdicts = info.get("verdicts") or []
+        named = (
+            class_ranges([v["label"] for v in verdicts if v.get("poisoned")]) if verdicts else "-"
+        )
         threshold = info.get("threshold")
         rule = threshold.get("rule", "") if isinstance(threshold, dict) else ""
         rows.append(
             [
                 name,
-                "ran",
+                part,
+                named,
                 f"{info.get('flagged')} / {info.get('analysed')}",
                 str(rule),
                 f"{info.get('seconds')} s",
@@ -227,12 +253,29 @@ def _scan_page(
                 level=3,
             )
             bar.advance(1, "combined")
+    defense_rows = _defense_rows(summary)
+    reported_only = any(row[1] == REPORTED_ONLY for row in defense_rows)
     page.add(
         "Defenses",
         table(
-            ["defense", "status", "flagged / analysed", "threshold", "seconds or reason"],
-            _defense_rows(summary),
+            [
+                "defense",
+                "decision",
+                "classes named",
+                "flagged / analysed",
+                "threshold",
+                "seconds or reason",
+            ],
+            defense_rows,
             labels=2,
+        )
+        + (
+            note(
+                "reported only: its flags are not part of the combined decision (the reason is "
+                "in the cell's tooltip and in summary.json, defenses.NAME.role)"
+            )
+            if reported_only
+            else ""
         ),
     )
     if not scores:
