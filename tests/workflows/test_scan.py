@@ -123,6 +123,12 @@ def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path)
     page = render(scan_page(paths["summary"].parent))
     assert "Per-class verdicts" in page and summary["verdict"] in page
     assert "Combined score of the classes named poisoned" in page
+    # every package that can change the numbers is recorded, as in experiment cells: the
+    # report's "results produced with" column once read "-" for numpy, scikit-learn, POT...
+    from poisonlab.versions import package_versions
+
+    assert summary["versions"] == json.loads(json.dumps(package_versions()))
+    assert f"<td>{package_versions()['numpy']}</td><td>{package_versions()['numpy']}</td>" in page
 
 
 def test_clean_data_names_no_class_and_keeps_everything(data):

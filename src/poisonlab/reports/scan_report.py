@@ -337,7 +337,11 @@ def _scan_page(
     }
     page.add("Configuration", pre_json(settings))
     page.add(
-        "Package versions", versions_table({k: summary.get(k) for k in ("poisonlab", "torch")})
+        "Package versions",
+        versions_table(
+            summary.get("versions")  # before it was recorded: these two only
+            or {k: summary.get(k) for k in ("poisonlab", "torch")}
+        ),
     )
     return page
 

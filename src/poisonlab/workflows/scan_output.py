@@ -11,9 +11,10 @@ Kept apart from :mod:`poisonlab.workflows.scan` so the pipeline stays free of fi
 * ``summary.json``: leads with ``verdict`` (one sentence: which classes look poisoned, how many
   suspicious samples, which look clean) and ``decision`` (the rule, its members and the
   defenses left out with the reason, the classes named, per class the combined p-value, who named
-  it, the samples removed and the cut-off), then versions, the dataset and held-out set, the models
-  used, the threshold, per defense its status (ran / skipped with the reason), role in the
-  decision, per-class verdicts, threshold with the cut-off used per class, parameters, flags per
+  it, the samples removed and the cut-off), then versions (``poisonlab``, ``torch`` as torch
+  reports it, ``versions`` of every package that can change the numbers), the dataset and
+  held-out set, the models used, the threshold, per defense its status (ran / skipped with the
+  reason), role in the decision, per-class verdicts, threshold with the cut-off used per class, parameters, flags per
   class, run time and small extras, and the clean set's kept/removed counts.
 * ``clean.npz``: :meth:`ScanResult.clean` (the decision's kept samples) written by
   :func:`poisonlab.data.save_npz`, so
@@ -40,6 +41,7 @@ from poisonlab.data.dataset import save_npz
 from poisonlab.defenses.fusion import verdict_sentence
 from poisonlab.errors import ConfigError
 from poisonlab.validation import short_repr
+from poisonlab.versions import package_versions
 from poisonlab.workflows.scan import UNION_RULE, ScanResult
 
 
@@ -106,6 +108,8 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
             "decision": decision.to_dict() if decision else None,
             "poisonlab": __version__,
             "torch": torch.__version__,
+            # every package that can change the numbers, as experiment cells record them
+            "versions": package_versions(),
             "dataset": {
                 "name": data.name,
                 "size": len(data),
