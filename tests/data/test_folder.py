@@ -39,6 +39,14 @@ def test_size_option(tmp_path: Path) -> None:
     assert load_dataset(f"folder:{tmp_path}", size=(3, 5)).shape == (3, 3, 5)
 
 
+def test_the_resize_warning_says_how_to_choose_the_size(tmp_path: Path, caplog) -> None:
+    """It said "give size=(height, width)", which no command takes: `poisonlab data info` and
+    `scan` users read a hint they could not follow."""
+    load_dataset(make_folder(tmp_path))
+    assert "2 of 4 images are not 6×10 (the size of cat/a.png)" in caplog.text
+    assert "resize the files or, in Python, pass load_dataset(path, size=(" in caplog.text
+
+
 def test_all_grayscale_gives_one_channel_mixed_gives_rgb(tmp_path: Path) -> None:
     write_image(tmp_path / "a" / "1.png", (4, 4), mode="L", value=51)
     write_image(tmp_path / "b" / "2.png", (4, 4), mode="L", value=102)

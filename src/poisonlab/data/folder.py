@@ -80,7 +80,8 @@ def load_image_folder(
     if resized and size is None:  # a chosen size is the user's decision; a silent one is not
         log.warning(
             "%s: %d of %d images are not %d×%d (the size of %s) and are resized to it "
-            "(bilinear), e.g. %s; give size=(height, width) to choose the size",
+            "(bilinear), e.g. %s; to choose the size, resize the files or, in Python, pass "
+            "load_dataset(path, size=(height, width))",
             path,
             len(resized),
             len(files),
