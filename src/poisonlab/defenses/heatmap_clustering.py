@@ -45,7 +45,7 @@ cut one k-means run from 27 s to 6 s and gave the same AUROC as full resolution 
 instead of the paper's 0.02 kept the split on the trigger at 5% on one victim (seed 0).
 
 What the defaults reach there, over three victims (docs/methods.md, "Measured limits"): ACC
-92.3 ± 7.9 / AUROC 96.6 ± 5.2 at 33% and ACC 67.0 ± 13.6 / AUROC 69.5 ± 26.9 at 5%, against the
+92.4 ± 7.9 / AUROC 96.6 ± 5.2 at 33% and ACC 66.8 ± 13.8 / AUROC 69.7 ± 26.9 at 5%, against the
 paper's 99.96 and 99.48. The heatmaps carry the trigger (barycenters of the true groups rank the
 poisons high), but the 2-means split does not always follow it. Even the barycenters of the
 *true* groups put 2.5-38% of the coats on the wrong side on six of the nine victims
@@ -218,7 +218,7 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
         paper's code, Arthur & Vassilvitskii 2007) or the cloud farthest from the first
         (``"farthest"``: the paper's text, "depending on the maximum distance"). Measured on
         three victims per rate (docs/methods.md): farthest-first was better at 10% and 5% (mean
-        ACC 89.7 / 77.0% vs 78.2 / 67.0%) but worse at 33% (81.1 vs 92.3%: it starts from an
+        ACC 89.7 / 77.0% vs 78.2 / 66.8%) but worse at 33% (81.1 vs 92.4%: it starts from an
         extreme sub-group of the poisons), on the earlier demo's class and on the digits case.
     seed_gw_max_iter : int
         Iteration cap of the solves to the k-means++ seeds.
