@@ -94,3 +94,34 @@ def test_scan_out_help_agrees_with_force():
     text = " ".join(help_text(["scan"]).replace("│", " ").split())
     assert "must not exist" not in text
     assert "A new folder for the results (--force replaces an earlier scan)." in text
+
+
+# Options whose absence is itself the meaning (no budget, no extra data, no filter), so their
+# help need not name a default.
+NO_DEFAULT = {
+    ("attack", "--model"), ("attack", "--param"), ("attack", "--limit"), ("attack", "--count"),
+    ("attack", "--source"), ("train", "--limit"), ("scan", "--holdout"), ("scan", "--param"),
+    ("run", "--set"), ("run", "--only"), ("table", "--like"), ("table", "--cols"),
+    ("report", "--data"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["attack", "train", "scan", "run", "table", "report"])
+def test_every_option_says_its_default(name):
+    """Issue: `attack --help` gave no default for --trigger, --size, --position, --offset,
+    --color, --amplitude, --target, --target-rate (they depend on the attack and trigger), nor
+    `train` for --patience, `scan` for --arch and --classes, `run` for --workers (local)."""
+    import typer.main
+
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    silent = []
+    for param in command.params:
+        flag = max(param.opts, key=len)
+        shown = param.default is not None and not getattr(param, "is_flag", False)
+        if param.required or getattr(param, "is_flag", False) or shown:
+            continue  # required, an on/off flag, or typer prints [default: ...]
+        if (name, flag) in NO_DEFAULT:
+            continue
+        if "default" not in (param.help or ""):
+            silent.append(flag)
+    assert not silent, f"{name}: options whose help names no default: {silent}"

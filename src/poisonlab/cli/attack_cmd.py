@@ -187,7 +187,9 @@ def attack_command(
         rich_help_panel=BUDGET,
     ),
     target_rate: float | None = typer.Option(
-        None, help="Poisons as a fraction of the target class (0..1).", rich_help_panel=BUDGET
+        None,
+        help="Poisons as a fraction of the target class (0..1; label-consistent default: 0.33).",
+        rich_help_panel=BUDGET,
     ),
     count: int | None = typer.Option(None, help="Exact number of poisons.", rich_help_panel=BUDGET),
     label_map: str | None = typer.Option(
@@ -198,20 +200,30 @@ def attack_command(
     source: int | None = typer.Option(
         None, help="Source class (one-to-one).", rich_help_panel=LABELS
     ),
-    target: int | None = typer.Option(None, help="Target class.", rich_help_panel=LABELS),
+    target: int | None = typer.Option(
+        None, help="Target class (label-consistent default: 0).", rich_help_panel=LABELS
+    ),
     mode: str | None = typer.Option(
         None,
         help="badnets: append poisons (default) or replace the chosen rows.",
         rich_help_panel=LABELS,
     ),
     trigger: str | None = typer.Option(
-        None, help="pattern, square, sticker or checkerboard.", rich_help_panel=TRIGGER
+        None,
+        help="pattern, square, sticker or checkerboard (default: pattern for badnets, sticker "
+        "for label-consistent).",
+        rich_help_panel=TRIGGER,
     ),
     size: int | None = typer.Option(
-        None, help="Side of a square/sticker.", rich_help_panel=TRIGGER
+        None,
+        help="Side of a square/sticker (default: 4 and 3); pattern and checkerboard are 3×3.",
+        rich_help_panel=TRIGGER,
     ),
     color: str | None = typer.Option(
-        None, help="R,G,B (0..255), #rrggbb, white or yellow-green.", rich_help_panel=TRIGGER
+        None,
+        help="R,G,B (0..255), #rrggbb, white or yellow-green (default: white for a square, "
+        "yellow-green for a sticker).",
+        rich_help_panel=TRIGGER,
     ),
     gray: int | None = typer.Option(
         None,
@@ -220,11 +232,14 @@ def attack_command(
     ),
     position: str | None = typer.Option(
         None,
-        help="bottom-right, bottom-left, top-right, top-left or random.",
+        help="bottom-right, bottom-left, top-right, top-left or random (default: random for a "
+        "sticker, else bottom-right).",
         rich_help_panel=TRIGGER,
     ),
     offset: int | None = typer.Option(
-        None, help="Gap in px to the corner's edges.", rich_help_panel=TRIGGER
+        None,
+        help="Gap in px to the corner's edges (default: 1; 0 for checkerboard, Turner's).",
+        rich_help_panel=TRIGGER,
     ),
     window: str | None = typer.Option(
         None,
@@ -232,7 +247,9 @@ def attack_command(
         rich_help_panel=TRIGGER,
     ),
     amplitude: int | None = typer.Option(
-        None, help="Checkerboard amplitude 1..255 (255 = full).", rich_help_panel=TRIGGER
+        None,
+        help="Checkerboard amplitude 1..255 (default: 255, full amplitude).",
+        rich_help_panel=TRIGGER,
     ),
     eps: float | None = typer.Option(
         None, help="L∞ radius on the [0, 1] scale (default: 0.075).", rich_help_panel=PGD
@@ -270,7 +287,8 @@ def attack_command(
     ),
     watermark: float | None = typer.Option(
         None,
-        help="Opacity γ of the target blended into each base (0..1; paper: up to 0.3).",
+        help="Opacity γ of the target blended into each base (0..1; default: 0, none; paper: up "
+        "to 0.3).",
         rich_help_panel=COLLISION,
     ),
     layer: str | None = typer.Option(

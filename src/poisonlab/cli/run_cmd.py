@@ -128,7 +128,7 @@ def run_command(
         None,
         "--workers",
         "-w",
-        help="Cells at once. local: 1 runs in-process, N > 1 uses N processes; "
+        help="Cells at once. local (default 1): 1 runs in-process, N > 1 uses N processes; "
         "ray: default = cluster CPUs / --cpus-per-task.",
     ),
     address: str | None = typer.Option(

@@ -281,7 +281,9 @@ def scan_command(
         "class verdicts) or union (every sample any defense flagged).",
     ),
     classes: str | None = typer.Option(
-        None, "--classes", help="Comma-separated classes analysed by per-class defenses."
+        None,
+        "--classes",
+        help="Comma-separated classes analysed by per-class defenses (default: every class).",
     ),
     param: list[str] | None = typer.Option(
         None,
@@ -291,7 +293,10 @@ def scan_command(
         "deep-features.covariance=ledoit-wolf.",
     ),
     arch: str | None = typer.Option(
-        None, "--arch", help="Architecture of a trained default model."
+        None,
+        "--arch",
+        help="Architecture of a trained default model (default: cnn-small up to 32×32 pixels, "
+        "resnet20 above).",
     ),
     epochs: int | None = typer.Option(
         None,

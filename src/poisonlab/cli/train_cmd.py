@@ -47,7 +47,9 @@ def train_command(
     batch_size: int | None = typer.Option(None, help="Batch size (default: recipe)."),
     lr: float | None = typer.Option(None, help="Learning rate (default: recipe)."),
     optimizer: str | None = typer.Option(None, help="adam or sgd (default: recipe)."),
-    patience: int | None = typer.Option(None, help="Early-stopping patience in epochs."),
+    patience: int | None = typer.Option(
+        None, help="Early-stopping patience in epochs (default: recipe)."
+    ),
     limit: int | None = LIMIT,
     seed: int = SEED,
     device: str = DEVICE,
