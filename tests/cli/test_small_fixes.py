@@ -169,3 +169,28 @@ def test_data_info_says_when_the_file_marks_its_poisons(tmp_path):
     plain = runner.invoke(app, ["data", "info", str(clean)])
     assert plain.exit_code == 0, plain.output
     assert "ground truth" not in plain.output
+
+
+def test_collision_success_is_shown_with_its_interval():
+    """A feature-collision attack has few targets (20 in the help's example): its success rate
+    was shown as a bare "ASR 80.00%" beside an empty MASR, without the Wilson interval that
+    attack.json holds (58.4–91.9% for 16 of 20)."""
+    from types import SimpleNamespace
+
+    from poisonlab.cli.attack_cmd import _summary_table
+
+    rate = {"successes": 16, "n": 20, "rate": 0.8, "low": 0.5839825677, "high": 0.9193423374}
+    metrics = {
+        "victim (transfer)": {"clean_accuracy": 0.9816, "asr": 0.8, "masr": None,
+                              "success_rate": rate},
+    }  # fmt: skip
+    poisoned = SimpleNamespace(n_poison=20, dataset=range(1278))
+    recorder = Console(width=100, record=True)
+    recorder.print(_summary_table("feature-collision", poisoned, metrics))  # type: ignore[arg-type]
+    text = recorder.export_text()
+    assert "success" in text and "95% interval" in text and "ASR" not in text
+    assert "80.00%" in text and "58.4–91.9%" in text
+    backdoor = {"victim": {"clean_accuracy": 0.99, "asr": 0.95, "masr": 0.94}}
+    recorder.print(_summary_table("badnets", poisoned, backdoor))  # type: ignore[arg-type]
+    text = recorder.export_text()
+    assert "MASR" in text and "94.00%" in text

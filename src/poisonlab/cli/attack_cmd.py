@@ -145,19 +145,30 @@ def _flag(key: str) -> str:
 
 
 def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]) -> Table:
+    """Clean accuracy and ASR / MASR per model; for feature collision, whose targets are few,
+    the success rate with its 95% Wilson interval instead (MASR does not apply to it)."""
     from rich.table import Table
 
     table = Table(title=f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
-    for column in ("model", "clean accuracy", "ASR", "MASR"):
+    collision = any(isinstance(v, dict) and "success_rate" in v for v in metrics.values())
+    last = ("success", "95% interval") if collision else ("ASR", "MASR")
+    for column in ("model", "clean accuracy", *last):
         table.add_column(column, justify="right")
     for role, values in metrics.items():
         if isinstance(values, dict) and "clean_accuracy" in values:
             masr = values.get("masr")
+            rate = values.get("success_rate")
+            if rate is not None:
+                extra = f"{100 * rate['low']:.1f}–{100 * rate['high']:.1f}%"
+            elif collision:
+                extra = "-"
+            else:
+                extra = "-" if masr is None else f"{100 * masr:.2f}%"
             table.add_row(
                 role,
                 f"{100 * values['clean_accuracy']:.2f}%",
                 f"{100 * values['asr']:.2f}%",
-                "-" if masr is None else f"{100 * masr:.2f}%",
+                extra,
             )
     return table
 
@@ -331,7 +342,7 @@ def attack_command(
 ) -> None:
     """Poison a training set; write DIR/poisoned.npz and DIR/attack.json, then measure the attack.
 
-    The data is split from --seed as in `poisonlab train`. The training part is poisoned, and a victim model is trained on it to report clean accuracy, ASR and MASR on the test part (skip with --no-eval); on small data the victim trains at least 1,500 steps, so that it learns what the poisons teach. poisoned.npz holds x, y, ids, is_poison, original_label, source_index and source_id; it loads with --data DIR/poisoned.npz.
+    The data is split from --seed as in `poisonlab train`. The training part is poisoned, and a victim model is trained on it to report clean accuracy, ASR and MASR on the test part (feature collision: the success rate with its 95% interval; skip with --no-eval); on small data the victim trains at least 1,500 steps, so that it learns what the poisons teach. poisoned.npz holds x, y, ids, is_poison, original_label, source_index and source_id; it loads with --data DIR/poisoned.npz.
 
     Budgets: --rate is a fraction of the poisoned training set (as Subedar et al. 2019, arXiv:1912.01206), --target-rate a fraction of the target class (as Schulth et al. 2022, arXiv:2204.12848), --count an exact number; a budget the data cannot meet is an error. Triggers: pattern (MNIST 4 pixels), square (4×4 white), sticker (3×3 yellow-green, random in a centred 10x15 window), checkerboard (Turner's 3×3, --amplitude for reduced strength).
 
