@@ -279,6 +279,33 @@ def test_ground_truth_in_the_data_is_scored_on_the_console(files):
     assert len(kept) == 300 and not kept_truth.any()
 
 
+def test_a_scan_without_a_member_of_the_decision_says_so_plainly(files):
+    """-D dnn-uncertainty alone (reported only) on data with is_poison: the last line read "(the
+    combined decision:  per class)", and matplotlib warned "No artists with labels found to put
+    in legend" for the empty combined-score histogram of report.html."""
+    import warnings
+
+    from poisonlab.attacks import build_attack
+    from poisonlab.seeding import make_generator
+
+    attack = build_attack("badnets", source=0, target=1, count=6, trigger="square", size=2)
+    poisoned = attack.poison(blobs_dataset(n_per_class=40, seed=0), generator=make_generator(0))
+    path = files["tmp"] / "poisoned.npz"
+    poisoned.save(path)
+    out = files["tmp"] / "alone"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(path, "-D", "dnn-uncertainty", "--model", files["model"], "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if "legend" in str(w.message)], [str(w.message) for w in caught]
+    flat = " ".join(result.output.split())
+    assert "decision: per class" not in flat
+    assert (
+        "kept 126 of 126 samples (no defense of the combined decision ran; --decision union" in flat
+    )
+    assert (out / "report.html").exists()
+
+
 def test_write_scan_refuses_a_ground_truth_of_another_length(tmp_path):
     from poisonlab.workflows.scan import ScanResult
     from poisonlab.workflows.scan_output import write_scan

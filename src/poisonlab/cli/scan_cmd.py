@@ -211,6 +211,8 @@ def _print_summary(result: ScanResult, target: Path, truth: Any) -> None:
     removed = int(result.removed.sum())
     if decision is None or decision.rule == "union":
         how = "removed when any defense flagged them"
+    elif decision.rule == "verdict" and not decision.members:  # it read "decision:  per class"
+        how = "no defense of the combined decision ran; --decision union drops every flag"
     elif decision.rule == "verdict":
         how = "the combined decision: " + ", ".join(decision.members) + " per class"
     else:

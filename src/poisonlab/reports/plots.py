@@ -186,7 +186,8 @@ def histograms_png(scores: Mapping[str, np.ndarray], is_poison: np.ndarray) -> b
                 )
         _title(ax, name)
         ax.set(xlabel="score (higher = more suspicious)", ylabel="density")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # none when nothing was analysed (all NaN)
+            ax.legend(fontsize=8)
     for ax in axes[len(scores) :]:
         ax.set_visible(False)
     return _png(figure)
