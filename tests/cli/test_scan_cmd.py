@@ -87,6 +87,15 @@ def test_verdict_leads_and_union_stays_available(files):
         r["raw-clustering_flagged"] == "1" or r["dnn-uncertainty_flagged"] == "1" for r in rows
     ]
     assert [r["removed"] == "1" for r in rows] == flags and any(flags)
+    # ... so no defense is marked "reported only" there: the table said "* reported only: not in
+    # the combined decision" and summary.json's role "reported only" of a defense whose flags
+    # the union had removed
+    assert "reported only" not in union.output
+    row = next(line.split() for line in union.output.splitlines() if "dnn-uncertainty" in line)
+    assert row[1] == "paper"
+    union_summary = json.loads((union_out / "summary.json").read_text())
+    role = union_summary["defenses"]["dnn-uncertainty"]["role"]
+    assert role == "member of the decision (union: its flags are removed)"
     bad = run(files["data"], "-D", "raw-clustering", "--decision", "vote", "-o", files["tmp"] / "x")
     assert bad.exit_code == 2 and "--decision" in bad.output
 

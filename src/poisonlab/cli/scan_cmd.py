@@ -149,7 +149,10 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
     for outcome in result.ran:
         r = outcome.result
         assert r is not None
-        member = decision is None or outcome.name not in decision.excluded
+        # under --decision union every flag is removed: no defense is "reported only"
+        member = (
+            decision is None or decision.rule == "union" or outcome.name not in decision.excluded
+        )
         overruled = ""
         if member and decision is not None and decision.rule == "verdict" and r.verdicts:
             alone = set(r.poisoned_classes) - set(decision.poisoned_classes)

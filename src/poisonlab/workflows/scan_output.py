@@ -83,7 +83,9 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
             continue
         r = o.result
         role = "member of the decision"
-        if decision is not None and o.name in decision.excluded:
+        if decision is not None and decision.rule == "union":  # its flags are removed too
+            role = "member of the decision (union: its flags are removed)"
+        elif decision is not None and o.name in decision.excluded:
             role = "reported only: " + decision.excluded[o.name]
         defenses[o.name] = {
             "status": "ran",
