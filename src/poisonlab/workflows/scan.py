@@ -297,7 +297,8 @@ def scan(
     data : the suspect training set, with its claimed labels (an ImageDataset, or a path or data
         name that :func:`poisonlab.data.load_dataset` loads)
     defenses : "all", a registry name, a comma-separated list or a sequence of names
-    holdout : clean held-out data (DeepFeatures, target-FPR thresholds), as ``data``
+    holdout : clean held-out data (DeepFeatures, target-FPR thresholds, the verdicts' held-out
+        check), as ``data``
     model : a model trained on ``data`` (Network, Checkpoint or a checkpoint folder), checked to fit
         its image shape and classes; None trains the default one
     threshold : one threshold for every defense and the combined decision (default: the per-class
