@@ -38,7 +38,8 @@ class Evidence:
     model : Network or None
         A model trained on ``data``; detectors that need one say so.
     holdout : ImageDataset or None
-        Clean held-out data (DeepFeatures fits its densities on it; target-FPR thresholds use it).
+        Clean held-out data (DeepFeatures fits its densities on it; target-FPR thresholds and
+        the verdicts' held-out check, :mod:`poisonlab.defenses.holdout_check`, use it).
     device : str or torch.device or None
         Where representations are computed (default: CUDA when present).
     batch_size : int
