@@ -194,3 +194,12 @@ def test_collision_success_is_shown_with_its_interval():
     recorder.print(_summary_table("badnets", poisoned, backdoor))  # type: ignore[arg-type]
     text = recorder.export_text()
     assert "MASR" in text and "94.00%" in text
+
+
+def test_attack_help_names_the_model_folders_it_writes():
+    """`attack` wrote DIR/victim/ (and model/, baseline/) that neither its help nor README named,
+    though the victim is the model a scan of poisoned.npz can reuse instead of training."""
+    result = runner.invoke(app, ["attack", "--help"], env={"COLUMNS": "200"})
+    flat = " ".join(result.output.split())
+    assert "DIR/victim/ (trained on poisoned.npz" in flat
+    assert "DIR/baseline/ with --baseline" in flat and "DIR/model/ when feature-collision" in flat
