@@ -78,6 +78,19 @@ def test_strong_backdoor_gets_no_warning(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_weak_reduced_amplitude_checkerboard_is_told_to_grow_its_amplitude(capsys):
+    """The help's own example (label-consistent, --trigger checkerboard --amplitude 64) was told
+    to switch to "a larger trigger (--trigger square --size 3)"; other triggers still are."""
+    from poisonlab.cli.attack_cmd import warn_low_asr
+
+    warn_low_asr({"victim": {"asr": 0.0}}, {"trigger": "checkerboard", "amplitude": 64})
+    checkerboard = " ".join(capsys.readouterr().err.split())
+    assert "a stronger trigger (--amplitude above 64, up to 255)" in checkerboard
+    assert "--trigger square" not in checkerboard
+    warn_low_asr({"victim": {"asr": 0.5}}, {"trigger": "pattern", "amplitude": None})
+    assert "a larger trigger (--trigger square --size 3)" in capsys.readouterr().err
+
+
 def test_a_collision_that_moved_no_target_warns_with_the_beta0_hint(capsys):
     """Issue: `poisonlab attack feature-collision` (digits, the default data) reported 0% of its
     targets without a word: the default β0 is the 28×28 one, and 8×8 digits need about 6e-5

@@ -421,7 +421,7 @@ def attack_command(
         shrunk = " (--limit shrank it in proportion to the training part)" if limit else ""
         out.print(f"measured on {counts['test']} test images{shrunk}", highlight=False)
         if isinstance(attack, BackdoorAttack):
-            warn_low_asr(metrics)
+            warn_low_asr(metrics, dict(poisoned.params))
         elif name == "feature-collision":
             warn_no_collision(metrics, dict(poisoned.params))
     else:
@@ -429,19 +429,26 @@ def attack_command(
     out.print(f"saved to {out_dir}")
 
 
-def warn_low_asr(metrics: dict[str, Any]) -> None:
+def warn_low_asr(metrics: dict[str, Any], params: dict[str, Any] | None = None) -> None:
     """A yellow warning when the victim learned the backdoor poorly: its ASR is below the 90%
     that Gu et al. 2017 (BadNets, arXiv:1708.06733) report, so a defense tested against these
-    poisons would be tested against a half-learned backdoor."""
+    poisons would be tested against a half-learned backdoor. The trigger hint follows the
+    attack's trigger: a reduced-amplitude checkerboard is made stronger, not replaced."""
     from poisonlab.workflows.demo_summary import MIN_ASR
 
     asr = metrics.get("victim", {}).get("asr")
     if asr is None or asr >= MIN_ASR:
         return
+    params = params or {}
+    amplitude = params.get("amplitude")
+    if params.get("trigger") == "checkerboard" and amplitude is not None and amplitude < 255:
+        stronger = f"a stronger trigger (--amplitude above {amplitude}, up to 255)"
+    else:
+        stronger = "a larger trigger (--trigger square --size 3)"
     err.print(
         f"[yellow]warning:[/] the victim learned the backdoor poorly: ASR {100 * asr:.1f}% "
         f"(below {100 * MIN_ASR:.0f}%). Give the attack more to learn from: a larger --rate or "
-        "--target-rate, more --victim-epochs, or a larger trigger (--trigger square --size 3).",
+        f"--target-rate, more --victim-epochs, or {stronger}.",
         highlight=False,
         soft_wrap=True,
     )
