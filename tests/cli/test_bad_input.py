@@ -222,3 +222,26 @@ def test_victim_epochs_below_one_is_refused_by_name(tmp_path):
     line = one_red_line(runner.invoke(app, args))
     assert "--victim-epochs 0: expected a whole number of epochs >= 1" in line
     assert not out.exists()
+
+
+def test_an_unknown_layer_is_refused_before_training(tmp_path, data, no_training):
+    """Issue: --param spectral-signatures.layer=nope trained the model first, then skipped the
+    defense (or failed with "no defense could run"): minutes of training on a large set."""
+    out = tmp_path / "out"
+    args = ["scan", str(data), "-D", "spectral-signatures,raw-clustering",
+            "--param", "spectral-signatures.layer=nope", "-o", str(out)]  # fmt: skip
+    line = one_red_line(runner.invoke(app, args))
+    assert "spectral-signatures layer: unknown layer 'nope'; layers look like: body" in line
+    assert not out.exists()
+
+
+def test_an_unknown_layer_of_a_given_model_is_refused_before_any_work(no_training):
+    from poisonlab.errors import ConfigError
+    from poisonlab.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, feature_dim=8), seed=0)
+    with pytest.raises(ConfigError, match=r"activation-clustering layer: unknown layer 'body\.x'"):
+        poisonlab.workflows.scan.scan(
+            blobs_dataset(), defenses="activation-clustering", model=model,
+            params={"activation-clustering": {"layer": "body.x"}},
+        )  # fmt: skip

@@ -85,6 +85,7 @@ from poisonlab.workflows.scan_inputs import (
     as_model,
     as_threshold,
     check_inputs,
+    check_layers,
     check_reference_members,
     check_threshold,
 )
@@ -343,6 +344,14 @@ def scan(
         else:
             detectors.append(detector)
     check_reference_members(cut, decision, detectors)
+
+    def network_for(lgm: bool) -> Network:  # untrained, of the architecture to be trained
+        if given is not None:
+            return given
+        config, _ = default_setup(data, head="lgm" if lgm else "softmax", arch=arch)
+        return build_model(config, seed=seed)
+
+    check_layers(detectors, network_for)
     if model is None and any(d.needs_model for d in detectors):  # a model will be trained on it
         check_training_data(data)
     else:

@@ -3,13 +3,14 @@
 Data, held-out set and model may come as objects or as paths (loaded here), a threshold as an
 object or its text; each is refused by name when it cannot serve (a model that does not fit the
 images or classes, a held-out set of other classes, classes with no images, a held-out-calibrated
-cut with no defense to calibrate). Every check runs before a model is trained.
+cut with no defense to calibrate, a layer the model does not have). Every check runs before a
+model is trained.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from poisonlab.defenses.fusion import NOT_MEMBERS
 from poisonlab.defenses.thresholds import Threshold, parse_threshold
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.models import Checkpoint, Network
+from poisonlab.models.activations import resolve_layers
 
 logger = logging.getLogger(__name__)
 
@@ -167,3 +169,16 @@ def check_reference_members(
         f"({selected}) gives one: add one of {', '.join(able)}, or the union decision "
         "(decision='union', --decision union: each defense's own flags at that threshold)"
     )
+
+
+def check_layers(detectors: Sequence[Detector], network_for: Callable[[bool], Network]) -> None:
+    """Each detector's ``layer`` names a module of the model it will read, ``network_for(lgm)``
+    (the given model, or an untrained one of the architecture to be trained): a typo is refused
+    here, before training, instead of skipping the detector once the model is trained."""
+    for detector in detectors:
+        layer = getattr(detector, "layer", None)
+        if isinstance(layer, str):
+            try:
+                resolve_layers(network_for(detector.needs_lgm), [layer])
+            except ConfigError as exc:
+                raise ConfigError(f"{detector.name} layer: {exc}") from None
