@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -244,6 +245,15 @@ def test_a_verdict_without_a_held_out_set_hints_at_one():
 
     hint = holdout_hint(scan([8]))  # type: ignore[arg-type]
     assert hint is not None and hint.startswith("no --holdout: a named class may also be")
+    # it cited "With a clean held-out set", which methods.md has in four unrelated places before
+    # the section meant: the section heading and the paragraph's lead-in are named now
+    assert (
+        'docs/methods.md, "Verdicts and the combined decision", "With a clean held-out set: '
+        in hint
+    )
+    methods = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
+    assert "## Verdicts and the combined decision" in methods
+    assert "**With a clean held-out set: the held-out check**" in methods
     assert holdout_hint(scan([8], holdout=object())) is None  # type: ignore[arg-type]
     assert holdout_hint(scan([])) is None  # type: ignore[arg-type]
     assert holdout_hint(scan([8], rule="fpr:0.05")) is None  # type: ignore[arg-type]

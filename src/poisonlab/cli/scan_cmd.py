@@ -190,7 +190,8 @@ def holdout_hint(result: ScanResult) -> str | None:
         return None
     return (
         "no --holdout: a named class may also be a genuine mode of clean data; with clean "
-        'held-out data the scan checks that (docs/methods.md, "With a clean held-out set")'
+        'held-out data the scan checks that (docs/methods.md, "Verdicts and the combined '
+        'decision", "With a clean held-out set: the held-out check")'
     )
 
 
