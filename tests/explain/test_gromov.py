@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from poisonlab.explain._sinkhorn import sinkhorn
-from poisonlab.explain.gromov import entropic_gw, gw_loss
+from poisonlab.explain.gromov import _gradient, entropic_gw, gw_loss
 from poisonlab.explain.gw_batches import gw_to_centers, gw_to_one, gw_to_spaces
 from poisonlab.explain.point_cloud import pad_clouds
 
@@ -154,6 +154,31 @@ def test_gw_loss_and_sinkhorn_match_pot() -> None:
     torch.testing.assert_close(
         plan[0], torch.as_tensor(ot.sinkhorn(p, q, M, 0.05)), atol=1e-9, rtol=0
     )
+
+
+def test_batched_gradient_equals_pots_per_problem_gradient() -> None:
+    """The solver's gradient (computed transposed for speed) is POT's ``gwggrad`` of each pair,
+    for batched and shared structure matrices alike."""
+    rng = np.random.default_rng(11)
+    firsts, seconds = [_cloud(rng, 12) for _ in range(3)], [_cloud(rng, 5) for _ in range(3)]
+    plans = [rng.random((12, 5)) / 60 for _ in range(3)]
+    expected = []
+    for (C1, p, _), (C2, q, _), T in zip(firsts, seconds, plans, strict=True):
+        constC, hC1, hC2 = ot.gromov.init_matrix(C1, C2, p, q, "square_loss")
+        expected.append(ot.gromov.gwggrad(constC, hC1, hC2, T))
+    C1, p = (torch.stack(_t(*x)) for x in zip(*[f[:2] for f in firsts], strict=True))
+    C2, q = (torch.stack(_t(*x)) for x in zip(*[s[:2] for s in seconds], strict=True))
+    T = torch.stack(_t(*plans))
+    work = {"C1": C1, "C2": C2, "T": T}
+    work["c1"] = ((C1 * C1) @ p.unsqueeze(-1)).squeeze(-1)
+    work["c2"] = ((C2 * C2) @ q.unsqueeze(-1)).squeeze(-1)
+    ours = _gradient(work)
+    assert ours.is_contiguous()
+    torch.testing.assert_close(ours, torch.as_tensor(np.stack(expected)), rtol=1e-12, atol=1e-14)
+    # one shared first space: the 2-D path gives the same as the batched one
+    shared = dict(work, C1=C1[0], c1=work["c1"][0].expand(3, -1))
+    batched = dict(work, C1=C1[0].expand(3, -1, -1), c1=work["c1"][0].expand(3, -1))
+    torch.testing.assert_close(_gradient(shared), _gradient(batched), rtol=1e-12, atol=1e-14)
 
 
 def test_dtype_preserved_and_small_epsilon_finite() -> None:

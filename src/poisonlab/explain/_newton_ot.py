@@ -148,9 +148,10 @@ def newton_semidual(
             plan[idx], f_out[idx], g_out[idx], n_iter[idx] = plan_sel, f_sel, g_sel, step + 1
             if every:
                 break
-            todo, n_accept = todo[~done], n_accept - n_done
-            accept = None if accept is None else accept[~done]
-            st.keep(~done)
+            left = (~done).nonzero().squeeze(1)
+            todo, n_accept = todo.index_select(0, left), n_accept - n_done
+            accept = None if accept is None else accept.index_select(0, left)
+            st.keep(left)
         st.direction(accept, n_accept == todo.numel())
         if big > ABSORB:
             st.absorb()
@@ -352,18 +353,18 @@ class _Newton:
         return (self.f0 + self.eps * (self.log_a - torch.log(kv)))[:, 0], (self.g0 + self.h)[:, 0]
 
     def keep(self, sel: Tensor) -> None:
-        """Drop the finished problems."""
+        """Keep only the problems at indices ``sel`` (index_select: faster than a mask)."""
         for name in self.names:
-            setattr(self, name, getattr(self, name)[sel])
+            setattr(self, name, getattr(self, name).index_select(0, sel))
         if self.fix.shape[0] > 1:
-            self.fix = self.fix[sel]
+            self.fix = self.fix.index_select(0, sel)
         if self.t is not None:
-            self.t = self.t[sel]
+            self.t = self.t.index_select(0, sel)
         for name in self.trials:
-            setattr(self, name, getattr(self, name)[sel])
+            setattr(self, name, getattr(self, name).index_select(0, sel))
         self.Kt = self.K.transpose(1, 2)
         if self.pad is not None:
-            self.pad = self.pad[sel]
+            self.pad = self.pad.index_select(0, sel)
 
 
 def _largest(h: Tensor) -> Tensor:
