@@ -32,7 +32,7 @@ found (accuracy 81–97%, not converged after 5 updates), whereas with ε_b = ε
 lowers the same objective Σ_i GW_ε(cloud_i, its center) and the run converged after one update
 with 100%.
 
-Speed rules (issue 5; measured in bench/bench_gromov.py, results in bench/results/gromov.md):
+Speed rules (measured in bench/bench_gromov.py, results in bench/results/gromov.md):
 
 - **float32** by default (``dtype``): batched products and Sinkhorn sweeps cost about half, and
   float32 uses the tolerances of :mod:`~poisonlab.explain.gromov` (inner 1e-6, outer 1e-6 on

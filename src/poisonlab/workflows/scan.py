@@ -194,7 +194,8 @@ def unmet_need(
 
 
 def default_architecture(shape: tuple[int, int, int], *, lgm: bool = False) -> str:
-    """cnn-small up to 32×32, resnet20 above; lgm-net (Yaseen et al.) for LGM models from 8×8 up."""
+    """cnn-small from 6×6 up to 32×32, resnet20 otherwise (larger, or too small for cnn-small's
+    two unpadded convolutions and pool); lgm-net (Yaseen et al.) for LGM models from 8×8 up."""
     _, h, w = shape
     if lgm and min(h, w) >= 8:
         return "lgm-net"
