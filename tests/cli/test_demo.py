@@ -289,3 +289,21 @@ def test_an_interrupted_forced_demo_keeps_the_earlier_one(quick_demo, monkeypatc
     assert f"interrupted: the earlier results in {out} are unchanged" in text
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_stage_lines_stay_whole_in_a_log(tmp_path, monkeypatch):
+    """Off a terminal (a log, CI) each stage is one line; "2/3 Feature collision: ... retrain"
+    was broken at 80 columns before "per target, filter"."""
+    import poisonlab.reports.demo
+    from poisonlab.experiments.runner import RunInterrupted, RunSummary
+
+    stage = "2/3 Feature collision: train cnn-small with CE and LGM, craft poisons, " * 2
+
+    def interrupted_tour(folder, **kwargs):
+        kwargs["log"](stage.strip())
+        raise RunInterrupted(RunSummary("demo", str(folder), "local", (), 0.0, interrupted=True))
+
+    monkeypatch.setattr(poisonlab.reports.demo, "run_demo", interrupted_tour)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")], terminal_width=80)
+    assert result.exit_code == 130, result.output
+    assert stage.strip() in result.output.splitlines()

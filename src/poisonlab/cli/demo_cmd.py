@@ -77,7 +77,9 @@ def print_summary(result: DemoResult, seconds: float) -> None:
     from poisonlab.reports.demo import BACKDOOR, summary_title
     from poisonlab.workflows.demo_summary import MIN_ASR
 
-    out.print(escape(summary_title(result.summaries)), highlight=False)
+    out.print(
+        escape(summary_title(result.summaries)), highlight=False, soft_wrap=not out.is_terminal
+    )
     colours = {"yes": "green", "no": "red", "not measured": "yellow"}
     for block in result.blocks:
         out.print(block_table(block))
@@ -160,7 +162,10 @@ def demo_command(
             settings=SETTINGS or DemoSettings(),
             seed=seed,
             device=device,
-            log=(lambda message: None) if quiet else (lambda m: err.print(m, highlight=False)),
+            # a log keeps each stage on one line; a terminal wraps it at its width
+            log=(lambda message: None)
+            if quiet
+            else (lambda m: err.print(m, highlight=False, soft_wrap=not err.is_terminal)),
         )
 
     if replacing:  # the earlier demo stays until the new tour has finished
