@@ -360,6 +360,8 @@ def scan_command(
     check_output_apart(out_dir, input_paths([data, holdout], model))
     check_output_dir(out_dir, force=force, owned=SCAN_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
+    from rich.markup import escape
+
     from poisonlab.data import load_dataset
     from poisonlab.defenses import DETECTORS, parse_threshold
     from poisonlab.models import load_checkpoint
@@ -384,9 +386,10 @@ def scan_command(
         checkpoint = load_checkpoint(model, expect=model_fields(dataset))
     given = checkpoint.model if checkpoint is not None else None
     early = {n: unmet_need(DETECTORS.get(n), holdout=held, model=given) for n in names}
+    whole: dict[str, Any] = {"highlight": False, "soft_wrap": not err.is_terminal}  # a log: 1 line
     for name, reason in early.items():
         if reason:
-            err.print(f"[yellow]skipping {name}: {as_flags(reason)}[/]", highlight=False)
+            err.print(f"[yellow]skipping {name}: {escape(as_flags(reason))}[/]", **whole)
     if all(early.values()):
         raise ConfigError("no selected defense can run with these inputs (see above)")
     with output_folder(out_dir, force=force, owned=SCAN_FILES) as folder:
@@ -407,9 +410,9 @@ def scan_command(
         )
         for outcome in result.outcomes:
             if outcome.skipped and not early.get(outcome.name):
-                err.print(f"[yellow]skipping {outcome.name}: {outcome.skipped}[/]", highlight=False)
+                err.print(f"[yellow]skipping {outcome.name}: {escape(outcome.skipped)}[/]", **whole)
             for note in outcome.notes:
-                err.print(f"[yellow]{outcome.name}: {note}[/]", highlight=False)
+                err.print(f"[yellow]{outcome.name}: {escape(note)}[/]", **whole)
         result = save_trained_models(result, folder.work, recorded=out_dir)
         known = _ground_truth(result, data)  # a data file that fails here leaves no output folder
         write_scan(result, folder.work, is_poison=known)
