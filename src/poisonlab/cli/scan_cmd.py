@@ -301,8 +301,8 @@ def scan_command(
     arch: str | None = typer.Option(
         None,
         "--arch",
-        help="Architecture of a trained default model (default: cnn-small up to 32×32 pixels, "
-        "resnet20 above).",
+        help="Architecture of a trained default model (default: cnn-small from 6×6 up to 32×32 "
+        "pixels, resnet20 otherwise).",
     ),
     epochs: int | None = typer.Option(
         None,
@@ -332,7 +332,7 @@ def scan_command(
 
     Writes --out/scores.csv (one row per sample: index, id, label, a score and a 0/1 flag column per defense, the combined score and the 0/1 removed decision), --out/summary.json (the verdict and the decision first, then per defense its verdicts, the cut-off used per class, parameters, flags per class, timings, the models used, the thread settings), --out/model/ (a model trained here, reusable with --model; --out/lgm-model/ too when one was trained), --out/clean.npz (DATA without the removed samples; load it like any .npz) and --out/report.html (figures). Input files are only read.
 
-    Without --model, cnn-small (resnet20 above 32×32 pixels) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line; --defense all runs every registered defense that can run.
+    Without --model, cnn-small (resnet20 above 32×32 pixels or below 6×6) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line; --defense all runs every registered defense that can run.
 
     Examples:
 
