@@ -245,3 +245,11 @@ def test_an_unknown_layer_of_a_given_model_is_refused_before_any_work(no_trainin
             blobs_dataset(), defenses="activation-clustering", model=model,
             params={"activation-clustering": {"layer": "body.x"}},
         )  # fmt: skip
+
+
+def test_a_class_out_of_range_names_the_option(tmp_path, data, no_training):
+    """It read "class 99 does not exist (0..2)", without saying which option gave it."""
+    args = ["scan", str(data), "-D", "spectral-signatures", "--classes", "1,99",
+            "-o", str(tmp_path / "out")]  # fmt: skip
+    line = one_red_line(runner.invoke(app, args))
+    assert "--classes: class 99 does not exist in data set 'data' (0..2)" in line

@@ -109,7 +109,10 @@ def check_inputs(
         )
     for c in classes or ():
         if not 0 <= int(c) < data.num_classes:
-            raise ConfigError(f"class {c} does not exist (0..{data.num_classes - 1})")
+            raise ConfigError(
+                f"`classes`: class {c} does not exist in data set {data.name!r} "
+                f"(0..{data.num_classes - 1})"
+            )
     if classes:
         counts = data.class_counts()
         empty = [int(c) for c in classes if counts[int(c)] == 0]
