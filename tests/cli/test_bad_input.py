@@ -253,3 +253,11 @@ def test_a_class_out_of_range_names_the_option(tmp_path, data, no_training):
             "-o", str(tmp_path / "out")]  # fmt: skip
     line = one_red_line(runner.invoke(app, args))
     assert "--classes: class 99 does not exist in data set 'data' (0..2)" in line
+
+
+def test_a_missing_holdout_is_named_as_the_holdout(tmp_path, data, no_training):
+    """It read "missing.npz: no such file or directory", as a missing DATA reads."""
+    args = ["scan", str(data), "-D", "all", "--holdout", str(tmp_path / "missing.npz"),
+            "-o", str(tmp_path / "out")]  # fmt: skip
+    line = one_red_line(runner.invoke(app, args))
+    assert line.startswith(f"error: --holdout {tmp_path / 'missing.npz'}: no such file")

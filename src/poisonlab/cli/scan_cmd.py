@@ -28,6 +28,7 @@ from poisonlab.cli.common import (
     check_epochs,
     check_output_apart,
     check_threads,
+    data_path,
     input_paths,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
@@ -35,7 +36,7 @@ from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DataError
 from poisonlab.ranges import class_ranges
 
 if TYPE_CHECKING:
@@ -357,6 +358,11 @@ def scan_command(
     chosen = parse_classes(classes)
     names = defense_names(defense)
     params = parse_params(param, names)
+    if holdout is not None:
+        try:
+            data_path(holdout)
+        except DataError as exc:  # it named the file alone, as if DATA were the one missing
+            raise DataError(f"--holdout {exc}") from None
     check_output_apart(out_dir, input_paths([data, holdout], model))
     check_output_dir(out_dir, force=force, owned=SCAN_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
