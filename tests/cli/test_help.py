@@ -125,3 +125,15 @@ def test_every_option_says_its_default(name):
         if "default" not in (param.help or ""):
             silent.append(flag)
     assert not silent, f"{name}: options whose help names no default: {silent}"
+
+
+def test_limit_help_says_about_since_each_class_keeps_its_rounded_share():
+    """--limit said "at most this many training images", but each class keeps its share, rounded:
+    --limit 9 on the 10 digit classes keeps 10."""
+    from poisonlab.data.prepare import prepare_splits
+
+    assert len(prepare_splits("digits", seed=0, limit=9).train) == 10
+    for command in ("train", "attack"):
+        text = " ".join(help_text([command]).replace("│", " ").split())
+        assert "Use about this many training images" in text
+        assert "at most this many training images" not in text

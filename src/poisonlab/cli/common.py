@@ -37,8 +37,8 @@ DATA = typer.Option(
 LIMIT = typer.Option(
     None,
     "--limit",
-    help="Use at most this many training images, a stratified subset; the held-out and test parts "
-    "shrink in the same proportion.",
+    help="Use about this many training images, a stratified subset (each class keeps its share, "
+    "rounded); the held-out and test parts shrink in the same proportion.",
 )
 THREADS = typer.Option(
     None,

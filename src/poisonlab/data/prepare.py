@@ -25,8 +25,9 @@ def prepare_splits(
     Sources with an official test part (IDX folders, CIFAR-10, GTSRB) keep it as the test part
     and carve the held-out part (a ``holdout`` fraction, stratified) from their training part.
     Single-part sources (digits, npz, image folders) are split ``1-holdout-test / holdout / test``.
-    ``limit`` keeps a stratified random subset of at most that many training images (and
-    proportionally fewer test images), for quick runs on large data.
+    ``limit`` keeps a stratified random subset of about that many training images (and
+    proportionally fewer held-out and test images), for quick runs on large data: each class keeps
+    its share, rounded, so ``limit=9`` over 10 classes keeps 10.
 
     Everything here precedes training, so the data is checked here (:mod:`poisonlab.data.checks`):
     no images or a single class raise a DataError; classes with few or no training images are logged

@@ -3,7 +3,7 @@
 Every task reads the same ``[data]``, ``[model]`` and ``[train]`` sections:
 
 - ``[data]``: ``source`` (a data spec: ``digits``, ``fashion-mnist``, ``mnist:PATH``,
-  ``cifar10:PATH``, ``gtsrb:PATH``...), optional ``limit`` (a stratified subset of at most that many
+  ``cifar10:PATH``, ``gtsrb:PATH``...), optional ``limit`` (a stratified subset of about that many
   training images, with proportionally smaller held-out and test parts), ``holdout`` and ``test``
   fractions for single-part sources, and ``seed`` (the split seed, default 0, so repeats of a cell
   keep their data and vary only what the task seeds). See :func:`poisonlab.data.prepare_splits`.
