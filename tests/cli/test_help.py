@@ -137,3 +137,11 @@ def test_limit_help_says_about_since_each_class_keeps_its_rounded_share():
         text = " ".join(help_text([command]).replace("│", " ").split())
         assert "Use about this many training images" in text
         assert "at most this many training images" not in text
+
+
+@pytest.mark.parametrize("args", [c for c in COMMANDS if c not in ([], ["data"])], ids=" ".join)
+def test_every_command_help_shows_examples(args):
+    """README: "Every command has a --help with examples"; `demo --help` had none."""
+    lines = description(help_text(args))
+    assert any(line.strip() in ("Example:", "Examples:") for line in lines)
+    assert any(is_example(line) and line.strip().startswith("poisonlab ") for line in lines)

@@ -138,6 +138,14 @@ def demo_command(
     The tour trains a cross-entropy cnn-small, backdoors it with BadNets (all-to-all, a 4-pixel corner trigger, poisons worth 20% of the training set) and runs every backdoor defense on the poisoned training set: activation clustering, spectral signatures, raw-pixel clustering, deep features, DNN uncertainty, a Bayesian NN and heatmap clustering (one class). It then trains cnn-small with the LGM loss too, crafts twenty feature-collision poisons (one per target) against each model on the same pairs, retrains each victim's last layer once per target (Poison Frogs' one-shot kill), and repeats that behind the LGM likelihood filter.
 
     It prints one table per part (clean accuracy, attack success, perturbation sizes, what the filter removed, each defense's AUROC, TPR and TNR), and under each table one line per source paper saying which claim the part tests and whether this run reproduced it (yes/no, against a stated criterion). It writes a self-contained OUT/report.html with the same tables and the figures. The runs live in OUT/runs, an ordinary runs folder: run the demo again without --force to resume after an interruption, or read the results with poisonlab table and poisonlab report. It takes about a minute on two quiet CPU cores.
+
+    Examples:
+
+        poisonlab demo
+
+        poisonlab demo --out tour --force
+
+        poisonlab table demo-output/runs
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
