@@ -261,3 +261,23 @@ def test_a_missing_holdout_is_named_as_the_holdout(tmp_path, data, no_training):
             "-o", str(tmp_path / "out")]  # fmt: skip
     line = one_red_line(runner.invoke(app, args))
     assert line.startswith(f"error: --holdout {tmp_path / 'missing.npz'}: no such file")
+
+
+def test_a_limit_that_leaves_no_test_image_is_refused_before_training(tmp_path, monkeypatch):
+    """--limit 15 on digits keeps 16 training images and no test image (each class keeps its
+    share, rounded): the victim trained, then the command failed with "cannot compute MASR: no
+    non-target class in the triggered set"."""
+    import poisonlab.workflows.attack_run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a victim was trained before the input was refused")
+
+    monkeypatch.setattr(poisonlab.workflows.attack_run, "train_victim", refuse)
+    out = tmp_path / "out"
+    args = ["attack", "badnets", "--limit", "15", "--count", "3", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.output.splitlines()[-1]  # after the warning about 1-2 images per class
+    assert line.startswith("error: the test part of 'digits' has no images (--limit 15: each")
+    assert "give a larger --limit, or --no-eval to only poison" in line
+    assert not out.exists()

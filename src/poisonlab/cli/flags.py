@@ -26,6 +26,7 @@ PARAMETERS = frozenset(
         "data",
         "executor",
         "holdout",
+        "limit",
         "max_cells",
         "model",
         "threads",

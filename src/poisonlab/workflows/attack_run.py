@@ -22,7 +22,7 @@ from poisonlab import __version__
 from poisonlab.attacks import Attack, PoisonedDataset
 from poisonlab.attacks.badnets import BackdoorAttack
 from poisonlab.data.splits import Split
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DataError
 from poisonlab.seeding import derive_seed, make_generator
 
 if TYPE_CHECKING:
@@ -222,6 +222,12 @@ def run_attack(attack: Attack, run: RunSettings) -> tuple[PoisonedDataset, dict[
     from poisonlab.data.prepare import prepare_splits
 
     split = prepare_splits(run.data, seed=run.seed, limit=run.limit)
+    if run.evaluate and not len(split.test):  # refused before any training, not after it
+        shrunk = f" (`limit` {run.limit}: each class keeps its share, rounded)" if run.limit else ""
+        raise DataError(
+            f"the test part of {split.test.name!r} has no images{shrunk}, so the attack cannot be "
+            "measured; give a larger `limit`, or `evaluate=False` to only poison"
+        )
     if run.model is not None:
         _check_model_fits(run.model, run.model_path, split)  # type: ignore[arg-type]
     if attack.needs_model and run.model is None:  # e.g. feature-collision: train one here
