@@ -64,3 +64,17 @@ def test_the_defenses_table_says_what_the_terminal_table_says() -> None:
     assert rows["heatmap-clustering"][1].tip == "measured on Table 1 only"  # type: ignore[attr-defined]
     assert rows["bnn"][1:3] == ["reported only", "-"]
     assert rows["deep-features"][1] == "skipped" and rows["deep-features"][-1].startswith("needs")
+
+
+def test_thresholds_read_as_the_user_gave_them():
+    """-t fpr:0.05 showed as "target-fpr" (a name no option takes) in the terminal table and the
+    report, -t contamination:0.1 as "contamination" and -t verdict:0.01 as "verdict"."""
+    from poisonlab.reports.scan_report import threshold_text
+
+    assert threshold_text({"rule": "target-fpr", "fpr": 0.05, "cutoff": 1.2}) == "fpr:0.05"
+    assert threshold_text({"rule": "contamination", "fraction": 0.1}) == "contamination:0.1"
+    assert threshold_text({"rule": "value", "cutoff": 3.2}) == "value:3.2"
+    assert threshold_text({"rule": "verdict", "alpha": 0.01}) == "verdict:0.01"
+    assert threshold_text({"rule": "verdict", "alpha": 0.05}) == "verdict"
+    assert threshold_text({"rule": "paper", "why": "gives no class verdicts"}) == "paper"
+    assert threshold_text(None) == ""

@@ -144,6 +144,8 @@ def _truth_line(result: ScanResult, truth: Any) -> str:
 def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
     """One :class:`~poisonlab.cli.scan_table.DefenseRow` per defense that ran, in run order;
     AUROC and TPR against ``truth`` (the data's ``is_poison``) when given."""
+    from poisonlab.reports.scan_report import threshold_text
+
     data = result.data
     decision = result.decision
     rows = []
@@ -165,7 +167,7 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
             DefenseRow(
                 name=outcome.name,
                 member=member,
-                threshold=str(r.threshold.get("rule", "")),
+                threshold=threshold_text(r.threshold),
                 named=class_ranges(r.poisoned_classes) if r.verdicts else "-",
                 flagged=int(r.flagged.sum()),
                 analysed=int(r.analysed.sum()),

@@ -144,6 +144,21 @@ def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def threshold_text(threshold: Any) -> str:
+    """A defense's threshold record (summary.json) in the words ``--threshold`` takes, e.g.
+    ``fpr:0.05`` for the record ``{"rule": "target-fpr", "fpr": 0.05, ...}``."""
+    if not isinstance(threshold, dict):
+        return ""
+    rule = str(threshold.get("rule", ""))
+    number = {"contamination": "fraction", "target-fpr": "fpr", "value": "cutoff"}.get(rule)
+    if number is not None and isinstance(threshold.get(number), int | float):
+        return f"{'fpr' if rule == 'target-fpr' else rule}:{threshold[number]:g}"
+    alpha = threshold.get("alpha")
+    if rule == "verdict" and isinstance(alpha, float) and alpha != 0.05:
+        return f"verdict:{alpha:g}"
+    return rule
+
+
 def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
     """Per defense what the terminal table shows: its part in the combined decision (a member,
     or reported only with the reason as a tooltip), the classes its verdicts named, flagged /
@@ -163,15 +178,13 @@ def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
         named = (
             class_ranges([v["label"] for v in verdicts if v.get("poisoned")]) if verdicts else "-"
         )
-        threshold = info.get("threshold")
-        rule = threshold.get("rule", "") if isinstance(threshold, dict) else ""
         rows.append(
             [
                 name,
                 part,
                 named,
                 f"{info.get('flagged')} / {info.get('analysed')}",
-                str(rule),
+                threshold_text(info.get("threshold")),
                 f"{info.get('seconds')} s",
             ]
         )
