@@ -136,18 +136,45 @@ def summary() -> RunSummary:
     return RunSummary("seed002-table1-2-3", "runs", "local", cells, 400.0)
 
 
-def test_run_summary_fits_80_columns_uncut(monkeypatch, tmp_path):
-    """In a log (80 columns, no terminal) the tables used to be cut with ellipses."""
+@pytest.mark.parametrize("terminal", [False, True])
+def test_run_summary_uncut_one_line_per_row_in_a_log(monkeypatch, tmp_path, terminal):
+    """As in scan and demo: in a log (no terminal) each table row and the totals line stay on one
+    line (they were broken at 80 columns mid-description); on a terminal of 80 columns every line
+    fits it. Neither cuts a value with an ellipsis."""
     log = tmp_path / "log.txt"
     with log.open("w") as handle:
-        monkeypatch.setattr(run_cmd, "out", Console(file=handle, width=80, force_terminal=False))
+        screen = Console(file=handle, width=80, force_terminal=terminal, color_system=None)
+        monkeypatch.setattr(run_cmd, "out", screen)
         run_cmd.print_summary(summary())
     text = log.read_text()
+    lines = text.splitlines()
     assert "…" not in text
-    assert max(len(line) for line in text.splitlines()) <= 80
     for value in ("0.9812", "0.991", "0.9934", "0.8812", "0.6612", "1234.5", "0abcdef0"):
         assert value in text
-    assert "seed=2" in text and "1 more metrics: poisonlab table runs" in text
+    assert "1 more metrics: poisonlab table runs" in text
+    if terminal:
+        assert max(len(line) for line in lines) <= 80
+        assert "seed=2" in text
+        return
+    row = "data.source=fashion-mnist attack.rate=0.5 defense.name=all seed=2 │ 2abcdef0 │ done"
+    assert any(row in line for line in lines), text
+    totals = "3 done (3 now), 0 failed, 0 skipped, 0 pending in 400.0 s; results in "
+    assert totals + str(Path("runs") / "results.sqlite") in lines
+
+
+def test_run_dry_run_lists_one_line_per_cell_in_a_log(tmp_path):
+    """The --dry-run table follows the same rule: off a terminal a long cell description is not
+    folded at 80 columns."""
+    import tests.experiments.fake_tasks  # noqa: F401  (registers test-sleep)
+
+    long = "quite-a-long-mode-name-that-pushes-the-description-past-80-columns"
+    config = tmp_path / "exp.toml"
+    config.write_text(f'name = "cli"\nkind = "test-sleep"\n[task]\nmode = ["{long}", "b"]\n')
+    args = ["run", str(config), "--runs", str(tmp_path / "runs"), "--dry-run"]
+    result = runner.invoke(app, args, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if f"mode={long} │" in line]
+    assert len(rows) == 1 and all(" │ new    │ yes │" in row for row in rows), result.output
 
 
 @pytest.mark.parametrize(

@@ -69,10 +69,15 @@ def stacked_header(name: str, width: int = HEADER_WIDTH) -> str:
 
 def print_summary(summary: RunSummary) -> None:
     """The cells table (status, seconds), a table of the main metrics per cell, failed cells'
-    errors, and totals. Two narrow tables rather than one wide one, so a log of 80 columns
-    shows every value uncut."""
+    errors, and totals. Two narrow tables rather than one wide one, so a terminal of 80 columns
+    shows every value uncut. Off a terminal (a log, CI), as in ``scan`` and ``demo``, each table
+    row and each message stays on one line (:func:`~poisonlab.cli.scan_table.print_whole`)."""
     from rich.table import Table
     from rich.text import Text
+
+    from poisonlab.cli.scan_table import print_whole
+
+    wrap = not out.is_terminal  # a pipe or file: one line per message, the viewer wraps
 
     columns = main_metrics([cell.metrics for cell in summary.cells])
     table = Table(title=f"{summary.experiment}: {len(summary.cells)} cells", title_justify="left")
@@ -89,7 +94,7 @@ def print_summary(summary: RunSummary) -> None:
             Text(status, style=STATUS_STYLE.get(cell.status, "")),
             "" if cell.seconds is None else f"{cell.seconds:.1f}",
         )
-    out.print(table)
+    print_whole(out, table)
     if columns:
         values = Table(title="main metrics per cell", title_justify="left")
         values.add_column("#", justify="right", no_wrap=True)
@@ -97,12 +102,13 @@ def print_summary(summary: RunSummary) -> None:
             values.add_column(stacked_header(name), justify="right", no_wrap=True)
         for cell in summary.cells:
             values.add_row(str(cell.index), *[_format(cell.metrics.get(n)) for n in columns])
-        out.print(values)
+        print_whole(out, values)
         every = {name for cell in summary.cells for name in cell.metrics}
         if len(every) > len(columns):
             out.print(
                 f"{len(every) - len(columns)} more metrics: poisonlab table {summary.runs_dir}",
                 highlight=False,
+                soft_wrap=wrap,
             )
     for cell in summary.cells:
         if cell.status == "failed":
@@ -114,6 +120,7 @@ def print_summary(summary: RunSummary) -> None:
         f"{summary.count('pending')} pending in {summary.seconds:.1f} s; "
         f"results in {Path(summary.runs_dir) / 'results.sqlite'}",
         highlight=False,
+        soft_wrap=wrap,
     )
 
 
@@ -199,6 +206,7 @@ def run_command(
     from rich.table import Table
     from rich.text import Text
 
+    from poisonlab.cli.scan_table import print_whole
     from poisonlab.experiments.config import load_config
     from poisonlab.experiments.executors import check_executor
     from poisonlab.experiments.runner import RunInterrupted, plan, run_experiment
@@ -224,7 +232,7 @@ def run_command(
                 Text(item.status, style=STATUS_STYLE.get(item.status, "")),
                 "yes" if item.run else "no",
             )
-        out.print(table)
+        print_whole(out, table)
         out.print(f"{sum(p.run for p in planned)} of {len(planned)} cells would run")
         return
     try:
