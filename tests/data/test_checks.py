@@ -92,6 +92,7 @@ def test_data_info_warns_about_what_training_would_meet(tmp_path) -> None:
     five = info(write_npz(tmp_path / "five.npz", [0, 1, 0, 1, 0]))
     assert five.exit_code == 0
     assert "fewer than 10 images" in " ".join(five.output.split())
+    assert five.output.startswith("WARNING  data set 'five'")  # the style train and scan warn in
     empty = info(write_npz(tmp_path / "empty.npz", np.zeros(0, dtype=np.int64)))
     assert empty.exit_code == 0 and "has no images" in empty.output
     gaps = info(write_npz(tmp_path / "gaps.npz", [0, 1, 4] * 12))
@@ -173,4 +174,6 @@ def test_data_info_says_what_it_resized(tmp_path) -> None:
     write_image(root / "b" / "0.png", (8, 8))
     result = info(root)
     assert result.exit_code == 0
-    assert "warning:" in result.output and "1 of 3 images are not 8×8" in result.output
+    # as train and scan show it (the log's WARNING), not a "warning:" line of its own
+    text = " ".join(result.output.split())
+    assert "WARNING" in text and "warning:" not in text and "1 of 3 images are not 8×8" in text

@@ -10,7 +10,7 @@ import typer
 from poisonlab import runtime
 from poisonlab.cli.catalog import source_help
 from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path
-from poisonlab.cli.console import configure, err, out, user_errors
+from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import Typer, app
 
 data_app = Typer(no_args_is_help=True, rich_markup_mode="rich")
@@ -62,14 +62,13 @@ def info_command(
     from rich.table import Table
     from rich.text import Text
 
-    from poisonlab.data.checks import captured_warnings, data_errors, data_warnings
+    from poisonlab.data.checks import data_errors, data_warnings, log
     from poisonlab.data.loaders import load_dataset
 
-    with captured_warnings() as notes:  # e.g. images resized to one size
-        dataset = load_dataset(source, part=part.value)
+    dataset = load_dataset(source, part=part.value)  # logs what it resized, as train and scan do
     runtime.use_threads(threads, image_shape=dataset.shape)
-    for message in notes + data_errors(dataset) + data_warnings(dataset):  # what training meets
-        err.print(f"[yellow]warning: {escape(message)}[/]", highlight=False, soft_wrap=True)
+    for message in data_errors(dataset) + data_warnings(dataset):  # what training would meet
+        log.warning(message)  # the log path train and scan warn through (WARNING ...)
     c, h, w = dataset.shape
     summary = Table(title=f"{escape(dataset.name)} ({part.value})", show_header=False)
     summary.add_column("field", style="bold")

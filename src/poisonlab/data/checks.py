@@ -22,9 +22,8 @@ name per index, up to the maximum.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -130,25 +129,3 @@ def check_training_data(data: ImageDataset, *, what: str | None = None) -> list[
     for message in found:
         log.warning(message)
     return found
-
-
-@contextlib.contextmanager
-def captured_warnings() -> Iterator[list[str]]:
-    """Collect the warnings logged on ``poisonlab.data`` inside the block (e.g. resized images)
-    into a list, instead of letting them reach the log handlers; for commands that show them
-    beside their own output (``data info``)."""
-    found: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            found.append(record.getMessage())
-
-    handler = _Collect(logging.WARNING)
-    propagate = log.propagate
-    log.addHandler(handler)
-    log.propagate = False
-    try:
-        yield found
-    finally:
-        log.removeHandler(handler)
-        log.propagate = propagate
