@@ -93,11 +93,18 @@ def test_data_info_warns_about_what_training_would_meet(tmp_path) -> None:
     assert five.exit_code == 0
     assert "fewer than 10 images" in " ".join(five.output.split())
     assert five.output.startswith("WARNING  data set 'five'")  # the style train and scan warn in
-    empty = info(write_npz(tmp_path / "empty.npz", np.zeros(0, dtype=np.int64)))
-    assert empty.exit_code == 0 and "has no images" in empty.output
     gaps = info(write_npz(tmp_path / "gaps.npz", [0, 1, 4] * 12))
     text = " ".join(gaps.output.split())
     assert "2 of 5 declared classes have no images: 2 ('2'), 3 ('3')" in text
+
+
+@pytest.mark.parametrize("class_names", [None, ["a", "b"]])
+def test_data_info_refuses_a_file_without_images_by_its_name(tmp_path, class_names) -> None:
+    """Issue: an .npz with zero images showed a table reading "classes 1" (exit 0) under a
+    warning; train and scan refuse it, and so does `data info`, in one line naming the file."""
+    path = write_npz(tmp_path / "empty.npz", np.zeros(0, dtype=np.int64), class_names=class_names)
+    message = one_red_line(info(path))
+    assert f"error: {path} has no images" in message
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from poisonlab.cli.catalog import source_help
 from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import Typer, app
+from poisonlab.errors import DataError
 
 data_app = Typer(no_args_is_help=True, rich_markup_mode="rich")
 
@@ -47,7 +48,8 @@ def info_command(
     ground truth `poisonlab scan` measures its defenses against.
 
     What training would object to (too few images per class, empty classes, images resized to
-    one size) is printed as warnings first.
+    one size) is printed as warnings first; a source without any image is an error, as in train
+    and scan.
 
     Examples:
 
@@ -66,6 +68,8 @@ def info_command(
     from poisonlab.data.loaders import load_dataset
 
     dataset = load_dataset(source, part=part.value)  # logs what it resized, as train and scan do
+    if len(dataset) == 0:  # nothing to show (it read "classes 1"); train and scan refuse it too
+        raise DataError(data_errors(dataset, what=source)[0])
     runtime.use_threads(threads, image_shape=dataset.shape)
     for message in data_errors(dataset) + data_warnings(dataset):  # what training would meet
         log.warning(message)  # the log path train and scan warn through (WARNING ...)
