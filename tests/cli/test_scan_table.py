@@ -191,6 +191,43 @@ def test_summary_rows_find_the_classes_only_a_member_named():
     assert all(not r.overruled for r in summary_rows(scan("fpr:0.05")))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("threshold", "named"),
+    [
+        ({"rule": "verdict"}, "1, 8"),
+        ({"rule": "paper"}, "1, 8"),  # its flags follow the paper; the decision its verdicts
+        ({"rule": "contamination", "fraction": 0.1}, "-"),
+        ({"rule": "target-fpr", "fpr": 0.05, "cutoff": 0.9}, "-"),
+        ({"rule": "value", "cutoff": 0.5}, "-"),
+    ],
+)
+def test_under_a_users_cut_no_classes_named_as_the_verdict_says(threshold, named):
+    """Issue: with -t contamination:, fpr: or value: the verdict line read "(no class verdict)"
+    while the row still listed the classes the defense's verdicts named: the user's cut
+    decides its flags (docs/methods.md, "Verdicts and the combined decision"), so "-"."""
+    import torch
+
+    from poisonlab.cli.scan_cmd import summary_rows
+    from poisonlab.defenses.verdicts import ClassVerdict
+
+    result = SimpleNamespace(
+        threshold=threshold,
+        verdicts=[ClassVerdict(c, c != 0, 0.0, 0.0, 0.05, 1, None, 4) for c in (0, 1, 8)],
+        poisoned_classes=[1, 8],
+        flagged=torch.zeros(4, dtype=torch.bool),
+        analysed=torch.ones(4, dtype=torch.bool),
+        flagged_per_class=lambda labels, k: [0] * k,
+        seconds=0.1,
+    )
+    scan = SimpleNamespace(
+        data=SimpleNamespace(labels=torch.zeros(4), num_classes=10),
+        decision=SimpleNamespace(excluded={}, rule="verdict", poisoned_classes=[8]),
+        ran=[SimpleNamespace(name="activation-clustering", result=result)],
+    )
+    (row,) = summary_rows(scan)  # type: ignore[arg-type]
+    assert row.named == named
+
+
 def test_a_class_the_held_out_check_cleared_is_explained():
     """A member named class 1, and its held-out check found the group in the clean held-out 1s
     at about its rate: a line says the class was cleared as a genuine mode, whole at 80 columns;

@@ -66,6 +66,26 @@ def test_the_defenses_table_says_what_the_terminal_table_says() -> None:
     assert rows["deep-features"][1] == "skipped" and rows["deep-features"][-1].startswith("needs")
 
 
+def test_the_defenses_table_names_no_class_under_a_users_cut() -> None:
+    """Under -t contamination:, fpr: or value: the cut decides the flags and the decision says
+    "no class verdict": report.html's Defenses table lists no class the verdicts named, as the
+    terminal's does not."""
+    from poisonlab.reports.scan_report import _defense_rows
+
+    verdicts = [{"label": 0, "poisoned": False}, {"label": 2, "poisoned": True}]
+    ran = {"status": "ran", "role": "member of the decision", "flagged": 30, "analysed": 300,
+           "seconds": 1.5, "verdicts": verdicts}  # fmt: skip
+    cuts = {
+        "contamination": {"rule": "contamination", "fraction": 0.1},
+        "fpr": {"rule": "target-fpr", "fpr": 0.05, "cutoff": 0.9},
+        "value": {"rule": "value", "cutoff": 0.5},
+        "verdict": {"rule": "verdict"},
+    }
+    summary = {"defenses": {name: {**ran, "threshold": cut} for name, cut in cuts.items()}}
+    rows = {row[0]: row for row in _defense_rows(summary)}
+    assert [rows[name][2] for name in cuts] == ["-", "-", "-", "2"]
+
+
 def test_thresholds_read_as_the_user_gave_them():
     """-t fpr:0.05 showed as "target-fpr" (a name no option takes) in the terminal table and the
     report, -t contamination:0.1 as "contamination" and -t verdict:0.01 as "verdict"."""

@@ -144,7 +144,7 @@ def _truth_line(result: ScanResult, truth: Any) -> str:
 def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
     """One :class:`~poisonlab.cli.scan_table.DefenseRow` per defense that ran, in run order;
     AUROC and TPR against ``truth`` (the data's ``is_poison``) when given."""
-    from poisonlab.reports.scan_report import threshold_text
+    from poisonlab.reports.scan_report import named_text, threshold_text
 
     data = result.data
     decision = result.decision
@@ -168,7 +168,7 @@ def summary_rows(result: ScanResult, truth: Any = None) -> list[DefenseRow]:
                 name=outcome.name,
                 member=member,
                 threshold=threshold_text(r.threshold),
-                named=class_ranges(r.poisoned_classes) if r.verdicts else "-",
+                named=named_text(r.threshold, [(v.label, v.poisoned) for v in r.verdicts]),
                 flagged=int(r.flagged.sum()),
                 analysed=int(r.analysed.sum()),
                 per_class=r.flagged_per_class(data.labels, data.num_classes),

@@ -40,7 +40,7 @@ class DefenseRow:
     threshold: str
     named: str
     """The classes it named (:func:`~poisonlab.ranges.class_ranges`), ``none``, or ``-`` for a defense without
-    class verdicts."""
+    class verdicts or under a user's cut (:func:`~poisonlab.reports.scan_report.named_text`)."""
     flagged: int
     analysed: int
     per_class: Sequence[int]

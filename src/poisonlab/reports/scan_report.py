@@ -159,6 +159,23 @@ def threshold_text(threshold: Any) -> str:
     return rule
 
 
+USER_CUTS = ("contamination", "target-fpr", "value")
+"""Threshold records of the user's cuts (``--threshold contamination:F``, ``fpr:F``,
+``value:V``): they decide the flags and override the per-class verdicts (docs/methods.md,
+"Verdicts and the combined decision")."""
+
+
+def named_text(threshold: Any, verdicts: list[tuple[int, bool]]) -> str:
+    """The classes a defense's verdicts named, as the defenses tables show them
+    (:func:`~poisonlab.ranges.class_ranges`, or ``none``); ``-`` for a defense without class
+    verdicts and under a user's cut (:data:`USER_CUTS`), where no class verdict decides its flags,
+    as the combined decision says ("no class verdict")."""
+    rule = threshold.get("rule") if isinstance(threshold, dict) else None
+    if not verdicts or rule in USER_CUTS:
+        return "-"
+    return class_ranges([label for label, poisoned in verdicts if poisoned])
+
+
 def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
     """Per defense what the terminal table shows: its part in the combined decision (a member,
     or reported only with the reason as a tooltip), the classes its verdicts named, flagged /
@@ -174,10 +191,8 @@ def _defense_rows(summary: dict[str, Any]) -> list[list[str]]:
             part = Tip(REPORTED_ONLY, role.removeprefix(REPORTED_ONLY).lstrip(": ") or role)
         elif role:
             part = "in the decision"
-        verdicts = info.get("verdicts") or []
-        named = (
-            class_ranges([v["label"] for v in verdicts if v.get("poisoned")]) if verdicts else "-"
-        )
+        verdicts = [(v["label"], bool(v.get("poisoned"))) for v in info.get("verdicts") or []]
+        named = named_text(info.get("threshold"), verdicts)
         rows.append(
             [
                 name,
