@@ -139,3 +139,18 @@ def test_a_labelled_stage_names_the_item_it_is_on(lines, capsys, monkeypatch):
     assert err[0].startswith("running defenses: 0/2, RAW-CLUSTERING, ")
     assert any(line.startswith("running defenses: 1/2, BNN, ") for line in err)
     assert err[-1].startswith("running defenses: 2/2, done in ")
+
+
+def test_a_long_warning_stays_one_line_in_a_log(capsys):
+    """Off a terminal a warning keeps the ``WARNING  `` prefix and is not wrapped at 80 columns
+    (Rich's handler wrapped it, breaking the one-line-per-message rule of scan, demo and run)."""
+    from poisonlab.cli import console
+
+    console.configure()
+    try:
+        message = "this warning " + "keeps going on " * 10 + "to the end"
+        logging.getLogger("poisonlab.data").warning(message)
+    finally:
+        logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"WARNING  {message}"]

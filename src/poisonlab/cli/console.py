@@ -38,9 +38,18 @@ def interrupted(kept: str = "") -> typer.Exit:
     return typer.Exit(130)
 
 
-def _with_flags(handler: logging.Handler) -> logging.Handler:
-    handler.setFormatter(OptionNames("%(message)s"))
+def _with_flags(handler: logging.Handler, fmt: str = "%(message)s") -> logging.Handler:
+    handler.setFormatter(OptionNames(fmt))
     return handler
+
+
+def _log_handler() -> logging.Handler:
+    """Rich's level column on a terminal; elsewhere (a pipe, a file, CI) the same ``WARNING  ``
+    prefix on a plain line, so a message is never wrapped at 80 columns in a log, as scan's and
+    demo's tables and lines are not."""
+    if err.is_terminal:
+        return _with_flags(RichHandler(console=err, show_path=False, show_time=False))
+    return _with_flags(logging.StreamHandler(err.file), "%(levelname)-8s %(message)s")
 
 
 def configure(*, quiet: bool = False, verbose: bool = False) -> None:
@@ -54,7 +63,7 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
     logging.basicConfig(
         level=level,
         format="%(message)s",
-        handlers=[_with_flags(RichHandler(console=err, show_path=False, show_time=False))],
+        handlers=[_log_handler()],
         force=True,
     )
     progress.enable(not quiet)
