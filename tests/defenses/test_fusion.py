@@ -257,6 +257,20 @@ def test_union_rule_removes_every_flag() -> None:
         combine(results, case.labels, rule="majority")
 
 
+def test_union_under_a_users_cut_names_no_class() -> None:
+    """With a user's cut the flags come from the cut, so the union names no class (the verdicts
+    it overrides are still recorded per detector); under the verdict rule it names theirs."""
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    verdict = fitted(case, "activation-clustering")
+    assert combine(verdict, case.labels, rule="union").poisoned_classes == [1]
+    params = {"n_init": 2, "threshold": Contamination(0.1)}
+    cut = [build_detector("activation-clustering", **params).fit(case.evidence).result]
+    assert cut[0].poisoned_classes == [1]
+    decision = combine(cut, case.labels, rule="union")
+    assert decision.poisoned_classes == []
+    assert torch.equal(decision.removed, cut[0].flagged)
+
+
 def test_a_verdict_outside_the_members_is_reported_not_combined() -> None:
     """Heatmap Clustering gives verdicts but is not a member (fusion.NOT_MEMBERS): its result,
     however it judged the classes, leaves the combined decision as the members made it."""

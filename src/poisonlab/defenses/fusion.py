@@ -76,6 +76,9 @@ from poisonlab.ranges import class_ranges
 from poisonlab.validation import InstanceOf, Items, check_param
 
 RULES = ("verdict", "union")
+
+#: Threshold records under which a detector's class verdicts stand (a user's cut overrides them).
+VERDICT_RULES = ("verdict", "paper")
 NOT_MEMBERS = {
     "lgm-likelihood": (
         "feature-collision filter: flags samples unlike their claimed class; a dirty-label "
@@ -222,8 +225,8 @@ class CombinedDecision:
     score : float64 (N,), mean within-class rank percentile over the members (NaN: no member
         analysed the sample)
     removed : bool (N,), the samples the decision removes
-    poisoned_classes : classes named poisoned (empty under a user threshold or the union rule
-        when no member named one)
+    poisoned_classes : classes named poisoned (empty under a user threshold, with the union rule
+        too, or when no member named one)
     rule : "verdict", "union" or the user threshold's text
     members : detectors whose scores and verdicts were combined
     excluded : detectors that ran but were left out of the decision, with the reason
@@ -306,7 +309,15 @@ def combine(
         removed = torch.zeros(len(labels), dtype=torch.bool)
         for r in results:
             removed |= r.flagged
-        named = sorted({c for r in results for c in r.poisoned_classes})
+        # a class is named by verdicts that made flags: not under a user's cut, which overrides them
+        named = sorted(
+            {
+                c
+                for r in results
+                if r.threshold.get("rule") in VERDICT_RULES
+                for c in r.poisoned_classes
+            }
+        )
         return CombinedDecision(score, removed, named, "union", names, excluded)
     if threshold is not None and not isinstance(threshold, VerdictRule | PaperRule):
         return _user_cut(score, labels, threshold, names, excluded, reference)
