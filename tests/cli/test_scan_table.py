@@ -147,38 +147,47 @@ def test_a_member_naming_a_class_the_decision_did_not_is_explained():
     )
 
 
-def test_summary_rows_find_the_classes_only_a_member_named():
+def fake_result(verdicts: list, threshold: dict | None = None) -> SimpleNamespace:
+    """A detector result as summary_rows reads it: these verdicts, nothing flagged, 4 samples."""
     import torch
 
+    return SimpleNamespace(
+        threshold=threshold or {"rule": "verdict"},
+        verdicts=verdicts,
+        poisoned_classes=[v.label for v in verdicts if v.poisoned],
+        flagged=torch.zeros(4, dtype=torch.bool),
+        analysed=torch.ones(4, dtype=torch.bool),
+        flagged_per_class=lambda labels, k: [0] * k,
+        seconds=0.1,
+    )
+
+
+def fake_scan(ran: dict, rule: str = "verdict", excluded: dict | None = None) -> SimpleNamespace:
+    """A scan result of these {defense: result} that named class 8, as summary_rows reads it."""
+    import torch
+
+    decision = SimpleNamespace(excluded=excluded or {}, rule=rule, poisoned_classes=[8])
+    data = SimpleNamespace(labels=torch.zeros(4), num_classes=10)
+    outcomes = [SimpleNamespace(name=name, result=r) for name, r in ran.items()]
+    return SimpleNamespace(data=data, decision=decision, ran=outcomes)
+
+
+def test_summary_rows_find_the_classes_only_a_member_named():
     from poisonlab.cli.scan_cmd import summary_rows
     from poisonlab.defenses.verdicts import ClassVerdict
 
-    def result(named: list[int], verdicts: bool = True) -> SimpleNamespace:
-        return SimpleNamespace(
-            threshold={"rule": "verdict"},
-            verdicts=[ClassVerdict(c, True, 0.0, 0.0, 0.05, 1, None, 4) for c in named]
-            if verdicts
-            else [],
-            poisoned_classes=named,
-            flagged=torch.zeros(4, dtype=torch.bool),
-            analysed=torch.ones(4, dtype=torch.bool),
-            flagged_per_class=lambda labels, k: [0] * k,
-            seconds=0.1,
-        )
+    def result(named: list[int]) -> SimpleNamespace:
+        return fake_result([ClassVerdict(c, True, 0.0, 0.0, 0.05, 1, None, 4) for c in named])
 
-    outcomes = [
-        SimpleNamespace(name="activation-clustering", result=result([1, 8])),
-        SimpleNamespace(name="raw-clustering", result=result([8])),
-        SimpleNamespace(name="heatmap-clustering", result=result([3])),  # reported only
-        SimpleNamespace(name="bnn", result=result([], verdicts=False)),
-    ]
-    data = SimpleNamespace(labels=torch.zeros(4), num_classes=10)
+    ran = {
+        "activation-clustering": result([1, 8]),
+        "raw-clustering": result([8]),
+        "heatmap-clustering": result([3]),  # reported only
+        "bnn": result([]),
+    }
 
     def scan(rule: str) -> SimpleNamespace:
-        decision = SimpleNamespace(
-            excluded={"heatmap-clustering": "why"}, rule=rule, poisoned_classes=[8]
-        )
-        return SimpleNamespace(data=data, decision=decision, ran=outcomes)
+        return fake_scan(ran, rule, excluded={"heatmap-clustering": "why"})
 
     rows = {r.name: r.overruled for r in summary_rows(scan("verdict"))}  # type: ignore[arg-type]
     assert rows == {
@@ -205,25 +214,11 @@ def test_under_a_users_cut_no_classes_named_as_the_verdict_says(threshold, named
     """Issue: with -t contamination:, fpr: or value: the verdict line read "(no class verdict)"
     while the row still listed the classes the defense's verdicts named: the user's cut
     decides its flags (docs/methods.md, "Verdicts and the combined decision"), so "-"."""
-    import torch
-
     from poisonlab.cli.scan_cmd import summary_rows
     from poisonlab.defenses.verdicts import ClassVerdict
 
-    result = SimpleNamespace(
-        threshold=threshold,
-        verdicts=[ClassVerdict(c, c != 0, 0.0, 0.0, 0.05, 1, None, 4) for c in (0, 1, 8)],
-        poisoned_classes=[1, 8],
-        flagged=torch.zeros(4, dtype=torch.bool),
-        analysed=torch.ones(4, dtype=torch.bool),
-        flagged_per_class=lambda labels, k: [0] * k,
-        seconds=0.1,
-    )
-    scan = SimpleNamespace(
-        data=SimpleNamespace(labels=torch.zeros(4), num_classes=10),
-        decision=SimpleNamespace(excluded={}, rule="verdict", poisoned_classes=[8]),
-        ran=[SimpleNamespace(name="activation-clustering", result=result)],
-    )
+    verdicts = [ClassVerdict(c, c != 0, 0.0, 0.0, 0.05, 1, None, 4) for c in (0, 1, 8)]
+    scan = fake_scan({"activation-clustering": fake_result(verdicts, threshold)})
     (row,) = summary_rows(scan)  # type: ignore[arg-type]
     assert row.named == named
 
@@ -232,7 +227,6 @@ def test_a_class_the_held_out_check_cleared_is_explained():
     """A member named class 1, and its held-out check found the group in the clean held-out 1s
     at about its rate: a line says the class was cleared as a genuine mode, whole at 80 columns;
     summary_rows reads it from the verdicts' held-out records."""
-    import torch
 
     from poisonlab.cli.scan_cmd import summary_rows
     from poisonlab.defenses.verdicts import ClassVerdict
@@ -245,24 +239,14 @@ def test_a_class_the_held_out_check_cleared_is_explained():
 
     mode = {"mode": True, "above_cutoff": 9, "held_out": 36}
     kept = {"mode": False, "above_cutoff": 0, "held_out": 36}
-    result = SimpleNamespace(
-        threshold={"rule": "verdict"},
-        verdicts=[
+    result = fake_result(
+        [
             ClassVerdict(1, False, 0.0, 0.0, 0.05, 1, None, 4, holdout=mode),
             ClassVerdict(8, True, 0.0, 0.0, 0.05, 1, None, 4, holdout=kept),
             ClassVerdict(3, False, 0.0, 1.0, 0.05, 0, None, 4),
-        ],
-        poisoned_classes=[8],
-        flagged=torch.zeros(4, dtype=torch.bool),
-        analysed=torch.ones(4, dtype=torch.bool),
-        flagged_per_class=lambda labels, k: [0] * k,
-        seconds=0.1,
+        ]
     )
-    scan = SimpleNamespace(
-        data=SimpleNamespace(labels=torch.zeros(4), num_classes=10),
-        decision=SimpleNamespace(excluded={}, rule="verdict", poisoned_classes=[8]),
-        ran=[SimpleNamespace(name="activation-clustering", result=result)],
-    )
+    scan = fake_scan({"activation-clustering": result})
     (row,) = summary_rows(scan)  # type: ignore[arg-type]
     assert (row.modes, row.overruled) == ("1", "")
     # under a user's threshold its flags do not follow the verdicts: no "cleared" line
