@@ -36,6 +36,8 @@ def test_badnets_end_to_end(tmp_path) -> None:
     assert set(victim["per_class_asr"]) == {str(c) for c in range(1, 10)}
     assert victim["training"]["epochs_run"] == 1
     assert (out / "victim" / "model.safetensors").is_file()
+    # the versions of every package that can change the numbers, as a scan records them
+    assert {"poisonlab", "torch", "numpy", "scikit-learn", "python"} <= set(report["versions"])
     loaded = load_dataset(out / "poisoned.npz")
     assert len(loaded) == counts["train_poisoned"]
     with np.load(out / "poisoned.npz") as archive:

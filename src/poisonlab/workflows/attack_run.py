@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from poisonlab import __version__
 from poisonlab.attacks import Attack, PoisonedDataset
 from poisonlab.attacks.badnets import BackdoorAttack
 from poisonlab.data.splits import Split
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.seeding import derive_seed, make_generator
+from poisonlab.versions import package_versions
 
 if TYPE_CHECKING:
     from poisonlab.train import TrainConfig
@@ -260,7 +260,9 @@ def run_attack(attack: Attack, run: RunSettings) -> tuple[PoisonedDataset, dict[
         "metrics": metrics,
         "extras": poisoned.extras,
         "model": _recorded_path(run.model_path, run.out_dir),
-        "versions": {"poisonlab": __version__, "torch": torch.__version__},
+        # every package that can change the numbers, as scans and experiment cells record them;
+        # torch as it reports itself (its local build tag included)
+        "versions": {**package_versions(), "torch": torch.__version__},
     }
     (run.out_dir / "attack.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return poisoned, metrics
