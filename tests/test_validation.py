@@ -198,3 +198,14 @@ def test_classes_are_class_indices() -> None:
         with pytest.raises(ConfigError, match="classes must be a list of distinct class indices"):
             build_detector("spectral-signatures", classes=bad)
     assert build_detector("spectral-signatures", classes=[np.int64(2), 0]).classes == (2, 0)
+
+
+def test_an_attack_and_a_detector_show_their_hyper_parameters() -> None:
+    """A notebook or a log shows the class and its settings, not ``<... object at 0x...>``."""
+    from poisonlab.attacks import build_attack
+
+    attack = repr(build_attack("badnets", rate=0.1))
+    assert attack.startswith("BadNets(") and "rate=0.1" in attack and " at 0x" not in attack
+    detector = repr(build_detector("spectral-signatures", threshold="contamination:0.1"))
+    assert detector.startswith("SpectralSignatures(")
+    assert "threshold='contamination:0.1'" in detector and "eps=0.1" in detector

@@ -443,6 +443,17 @@ class Validated:
     def _owner(self) -> str:
         return str(getattr(self, "name", type(self).__name__))
 
+    def __repr__(self) -> str:
+        """The class and its hyper-parameters, e.g. ``BadNets(rate=0.2, ...)``: what a notebook
+        or a log shows of an attack or a detector (its ``params()`` when it has them)."""
+        params = getattr(self, "params", None)
+        values = (
+            params()
+            if callable(params)
+            else {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        )
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in values.items())})"
+
     def _set_params(self, **values: Any) -> None:
         """Validate ``values`` against ``_parameter_constraints`` and store them as attributes."""
         checked = validate_params(self._owner(), self._parameter_constraints, values)
