@@ -38,8 +38,9 @@ threshold (``contamination:``, ``value:``) cuts the combined score instead, and
 Detectors without verdicts (uncertainty, DeepFeatures, the LGM likelihood filter) are reported
 beside the decision with the reason they are not part of it.
 
-Inputs (objects or paths, each checked before any training) are
-:mod:`poisonlab.workflows.scan_inputs`' job; file output (``scores.csv``, ``summary.json``,
+Which defenses run, each built with its validated parameters, is
+:mod:`poisonlab.workflows.scan_selection`' job; inputs (objects or paths, each checked before any
+training) are :mod:`poisonlab.workflows.scan_inputs`'; file output (``scores.csv``, ``summary.json``,
 ``clean.npz``) is :func:`poisonlab.workflows.scan_output.write_scan`'s; the command line lives in
 ``poisonlab.cli.scan_cmd``.
 """
@@ -59,7 +60,7 @@ from torch import Tensor
 from poisonlab import progress, runtime
 from poisonlab.data.checks import check_training_data, data_warnings
 from poisonlab.data.dataset import ImageDataset
-from poisonlab.defenses import DETECTORS, DetectionResult, Detector, Evidence, detector_names
+from poisonlab.defenses import DetectionResult, Detector, Evidence
 from poisonlab.defenses.fusion import (
     RULES,
     CombinedDecision,
@@ -79,7 +80,6 @@ from poisonlab.train.recipes import (
     scan_retrain_epochs,
     scan_retrain_images,
 )
-from poisonlab.validation import short_repr
 from poisonlab.workflows.scan_inputs import (
     as_dataset,
     as_model,
@@ -89,11 +89,19 @@ from poisonlab.workflows.scan_inputs import (
     check_reference_members,
     check_threshold,
 )
+from poisonlab.workflows.scan_selection import build_detectors, resolve_defenses, unmet_need
 
 logger = logging.getLogger(__name__)
 # How a scan's own softmax model trains: "auto" picks bfloat16 on large data where it is native.
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 UNION_RULE = "a sample is removed when any defense that ran flagged it"
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -160,39 +168,6 @@ class ScanResult:
         return self.data.subset(~self.removed)
 
 
-def resolve_defenses(defenses: str | Sequence[str]) -> list[str]:
-    """Registry names from ``"all"``, one name, a comma-separated list or a sequence of them."""
-    items = [defenses] if isinstance(defenses, str) else defenses
-    if not isinstance(items, Sequence) or not all(isinstance(item, str) for item in items):
-        raise ConfigError(
-            "defenses must be 'all', a name, a comma-separated list or a list of names, got "
-            f"{short_repr(defenses)}"
-        )
-    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
-    if not names:
-        raise ConfigError("no defense selected; name one or use all")
-    if "all" in names:
-        return detector_names()
-    known = detector_names()
-    for name in names:
-        DETECTORS.get(name)  # a ConfigError listing the choices for an unknown name
-    return [n for n in known if n in names]
-
-
-def unmet_need(
-    detector: type[Detector], *, holdout: ImageDataset | None, model: Network | None
-) -> str | None:
-    """Why ``detector`` cannot run with what was given (None when it can).
-
-    Without a model one is trained, so only a given non-LGM model blocks LGM detectors.
-    """
-    if detector.needs_holdout and holdout is None:
-        return "needs a clean held-out set (`holdout`); none given"
-    if detector.needs_lgm and model is not None and not model.is_lgm:
-        return "needs a model trained with the LGM loss; the given model has a softmax head"
-    return None
-
-
 def default_architecture(shape: tuple[int, int, int], *, lgm: bool = False) -> str:
     """cnn-small from 6×6 up to 32×32, resnet20 otherwise (larger, or too small for cnn-small's
     two unpadded convolutions and pool); lgm-net (Yaseen et al.) for LGM models from 8×8 up."""
@@ -219,10 +194,7 @@ def default_setup(
     "float32" or "bfloat16" force that precision on a softmax model. LGM heads, whose
     log-likelihoods are differences of large squared distances, always stay float32.
     """
-    if precision not in PRECISION_CHOICES:
-        raise ConfigError(
-            f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}"
-        )
+    _check_precision(precision)
     arch = arch or default_architecture(data.shape, lgm=head == "lgm")
     c, h, w = data.shape
     config = ModelConfig(arch, c, h, w, data.num_classes, head=head)
@@ -323,10 +295,7 @@ def scan(
     started = time.perf_counter()
     if decision not in RULES:
         raise ConfigError(f"decision must be one of {', '.join(RULES)}, got {decision!r}")
-    if precision not in PRECISION_CHOICES:
-        raise ConfigError(
-            f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}"
-        )
+    _check_precision(precision)
     data = as_dataset(data, "data")
     holdout = None if holdout is None else as_dataset(holdout, "holdout")
     check_inputs(data, holdout, classes)
@@ -426,56 +395,6 @@ def _combined_reference(
         [d.result for d in members], data.labels, held, holdout.labels
     )
     return combined[~torch.isnan(combined)]
-
-
-def build_detectors(
-    names: Sequence[str],
-    *,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    threshold: Threshold | str | None = None,
-    classes: Sequence[int] | None = None,
-    seed: int = 0,
-) -> list[Detector]:
-    """One detector per name with its ``params``, every value validated before any work starts.
-
-    Every selected detector is built, also one that will be skipped for want of a held-out set or
-    an LGM model, so a bad parameter is reported at once rather than never. ``seed`` goes to every
-    detector that takes one unless its ``params`` set it; ``classes`` to the per-class ones.
-
-    Raises
-    ------
-    ConfigError
-        Unknown names, parameters for a defense that is not selected, a keyword a defense does not
-        take, or a value outside its range (naming the defense, the parameter and the range).
-    """
-    params = params or {}
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        raise ConfigError(f"parameters given for {unknown[0]!r}, which is not selected")
-    detectors: list[Detector] = []
-    for name in names:
-        cls = DETECTORS.get(name)
-        kwargs = dict(params.get(name, {}))
-        accepted = _init_keywords(cls) - {"self", "threshold", "classes"}
-        wrong = sorted(set(kwargs) - accepted)
-        if wrong:
-            raise ConfigError(
-                f"{name} does not take {wrong[0]!r} (it takes: {', '.join(sorted(accepted))})"
-            )
-        if "seed" in accepted and "seed" not in kwargs:
-            kwargs["seed"] = seed
-        if classes is not None and cls.per_class:
-            kwargs["classes"] = list(classes)
-        detectors.append(cls(threshold=threshold, **kwargs))
-    return detectors
-
-
-def _init_keywords(cls: type[Detector]) -> set[str]:
-    """Keyword-only constructor parameters of a detector class."""
-    import inspect
-
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
 
 
 class _ScanModels:
