@@ -69,6 +69,7 @@ from poisonlab.defenses.thresholds import (
     ScoreSet,
     Threshold,
     VerdictRule,
+    overrides_verdicts,
 )
 from poisonlab.defenses.verdicts import ClassVerdict, holm, top_in_class
 from poisonlab.errors import ConfigError
@@ -76,9 +77,6 @@ from poisonlab.ranges import class_ranges
 from poisonlab.validation import InstanceOf, Items, check_param
 
 RULES = ("verdict", "union")
-
-#: Threshold records under which a detector's class verdicts stand (a user's cut overrides them).
-VERDICT_RULES = ("verdict", "paper")
 NOT_MEMBERS = {
     "lgm-likelihood": (
         "feature-collision filter: flags samples unlike their claimed class; a dirty-label "
@@ -311,12 +309,7 @@ def combine(
             removed |= r.flagged
         # a class is named by verdicts that made flags: not under a user's cut, which overrides them
         named = sorted(
-            {
-                c
-                for r in results
-                if r.threshold.get("rule") in VERDICT_RULES
-                for c in r.poisoned_classes
-            }
+            {c for r in results if not overrides_verdicts(r.threshold) for c in r.poisoned_classes}
         )
         return CombinedDecision(score, removed, named, "union", names, excluded)
     if threshold is not None and not isinstance(threshold, VerdictRule | PaperRule):

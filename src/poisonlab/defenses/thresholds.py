@@ -31,6 +31,15 @@ from poisonlab.validation import FRACTION, Boolean, Interval, ParameterError, ch
 
 FINITE = Interval(Real, None, None)
 
+#: Threshold records (``{"rule": ...}``) of the user's cuts, which decide the flags and override
+#: the class verdicts (``contamination:F``, ``fpr:F``, ``value:V``).
+USER_CUT_RULES = ("contamination", "target-fpr", "value")
+
+
+def overrides_verdicts(record: Any) -> bool:
+    """Whether a detector's threshold record is a user's cut (its class verdicts decide nothing)."""
+    return isinstance(record, dict) and record.get("rule") in USER_CUT_RULES
+
 
 @dataclass(frozen=True)
 class ScoreSet:

@@ -23,6 +23,7 @@ import numpy as np
 
 from poisonlab import progress
 from poisonlab.data.dataset import ImageDataset
+from poisonlab.defenses.thresholds import overrides_verdicts
 from poisonlab.errors import DataError
 from poisonlab.ranges import class_ranges
 from poisonlab.reports import plots
@@ -159,19 +160,13 @@ def threshold_text(threshold: Any) -> str:
     return rule
 
 
-USER_CUTS = ("contamination", "target-fpr", "value")
-"""Threshold records of the user's cuts (``--threshold contamination:F``, ``fpr:F``,
-``value:V``): they decide the flags and override the per-class verdicts (docs/methods.md,
-"Verdicts and the combined decision")."""
-
-
 def named_text(threshold: Any, verdicts: list[tuple[int, bool]]) -> str:
     """The classes a defense's verdicts named, as the defenses tables show them
     (:func:`~poisonlab.ranges.class_ranges`, or ``none``); ``-`` for a defense without class
-    verdicts and under a user's cut (:data:`USER_CUTS`), where no class verdict decides its flags,
+    verdicts and under a user's cut
+    (:func:`~poisonlab.defenses.thresholds.overrides_verdicts`), where no class verdict decides its flags,
     as the combined decision says ("no class verdict")."""
-    rule = threshold.get("rule") if isinstance(threshold, dict) else None
-    if not verdicts or rule in USER_CUTS:
+    if not verdicts or overrides_verdicts(threshold):
         return "-"
     return class_ranges([label for label, poisoned in verdicts if poisoned])
 
