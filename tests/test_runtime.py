@@ -54,7 +54,7 @@ def test_more_than_the_cores_is_clamped_with_one_warning(caplog):
 def test_explicit_count_wins_over_the_variables(monkeypatch):
     monkeypatch.setenv(runtime.THREADS_ENV, "1")
     monkeypatch.setitem(runtime._user_counts, "OMP_NUM_THREADS", "1")
-    assert runtime.requested_threads(1) == (1, "--threads")
+    assert runtime.requested_threads(1) == (1, "threads")
     assert runtime.requested_threads(None) == (1, runtime.THREADS_ENV)
     monkeypatch.delenv(runtime.THREADS_ENV)
     assert runtime.requested_threads(None) == (1, "OMP_NUM_THREADS")
@@ -91,6 +91,16 @@ def test_use_threads_applies_and_records_the_choice(monkeypatch):
     assert runtime.record() == settings.to_dict()
     settings = runtime.use_threads(1, source="executor share of the cores")
     assert settings.source == "executor share of the cores"
+
+
+def test_a_python_call_is_recorded_as_that_call_not_as_the_cli_option(monkeypatch):
+    """A library user's ``use_threads(1)`` never typed --threads; summary.json says what they did."""
+    monkeypatch.setenv(runtime.THREADS_ENV, "1")
+    settings = runtime.use_threads(1)
+    assert settings.source == "use_threads(threads=1)"
+    assert runtime.record()["source"] == "use_threads(threads=1)"
+    # a source names an explicit count only: the environment's count keeps its own
+    assert runtime.use_threads(None, source="--threads").source == runtime.THREADS_ENV
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -16,12 +16,13 @@ workers, local and Ray, and the test session).
    ``import torch``; :func:`prepare` sets it, and ``import poisonlab`` calls :func:`prepare`, so a
    program that imports poisonlab before torch gets it. A program that imported torch first keeps
    libgomp's default (:func:`describe` says so); set the variable in the shell instead.
-2. Intra-op threads, in this order: ``--threads N`` (every command), ``POISONLAB_THREADS``,
-   ``OMP_NUM_THREADS`` (what Ray and batch schedulers set), else chosen by the work
-   (:func:`auto_threads`): one thread for small images, whose ops are too small to share, and
-   every core for larger ones. The count applies to torch and to the OpenMP/BLAS pools of
-   NumPy, SciPy and scikit-learn (through ``threadpoolctl``, and through the environment for
-   libraries that load later and for child processes).
+2. Intra-op threads, in this order: ``use_threads(N)`` (``--threads N`` in every command),
+   ``POISONLAB_THREADS``, ``OMP_NUM_THREADS`` (what Ray and batch schedulers set), else chosen
+   by the work (:func:`auto_threads`): one thread for small images, whose ops are too small to
+   share, and every core for larger ones. The count applies to torch and to the OpenMP/BLAS
+   pools of NumPy, SciPy and scikit-learn (through ``threadpoolctl``, and through the
+   environment for libraries that load later and for child processes). Where the count came
+   from is recorded (:class:`ThreadSettings`): ``use_threads(threads=2)``, ``--threads``...
 3. A count below 1 is an error naming where it came from; more than the machine's cores is
    clamped to the cores with a warning (oversubscription is what this policy prevents).
 4. Freed memory is kept for reuse (glibc only, unless the user tuned malloc through
@@ -70,7 +71,9 @@ class ThreadSettings:
     """The thread settings in effect, as recorded in summary.json and run records."""
 
     threads: int
-    source: str  # "--threads", "POISONLAB_THREADS", "OMP_NUM_THREADS", "auto (...)", ...
+    # "use_threads(threads=2)", "--threads" (the CLI), "POISONLAB_THREADS", "OMP_NUM_THREADS",
+    # "auto (...)", ...
+    source: str
     cores: int
     omp_wait_policy: str  # the value libgomp read when torch loaded, or a note why unknown
     wait_policy_source: str  # "poisonlab", "user" or "torch was loaded before poisonlab"
@@ -227,13 +230,13 @@ def builtin_image_shape(source: str) -> tuple[int, int, int] | None:
 
 
 def requested_threads(threads: int | None = None) -> tuple[int | None, str]:
-    """An explicit thread count and where it came from: ``threads`` (the --threads option), then
-    POISONLAB_THREADS, then OMP_NUM_THREADS as the process found them (not as poisonlab set them
-    for the libraries); (None, "auto") when none is set.
+    """An explicit thread count and where it came from: ``threads`` (the caller's argument, the
+    --threads option in the CLI), then POISONLAB_THREADS, then OMP_NUM_THREADS as the process
+    found them (not as poisonlab set them for the libraries); (None, "auto") when none is set.
     """
     prepare()
     if threads is not None:
-        return parse_threads(threads), "--threads"
+        return parse_threads(threads), "threads"
     text = os.environ.get(THREADS_ENV, "").strip()  # poisonlab never sets it: read it live
     if text:
         return parse_threads(text, origin=THREADS_ENV), THREADS_ENV
@@ -255,12 +258,14 @@ def use_threads(
     Parameters
     ----------
     threads : int or None
-        An explicit count (the --threads option); None falls back to POISONLAB_THREADS,
-        OMP_NUM_THREADS, then :func:`auto_threads` of ``image_shape``.
+        An explicit count; None falls back to POISONLAB_THREADS, OMP_NUM_THREADS, then
+        :func:`auto_threads` of ``image_shape``.
     image_shape : (C, H, W) or None
         The images the work will process, for the automatic choice.
     source : str or None
-        Overrides the recorded source of an explicit count (e.g. "executor").
+        Where an explicit ``threads`` came from, as recorded: "--threads" from the CLI, "executor
+        share of the cores"...; by default the call itself (``use_threads(threads=2)``). A count
+        from the environment or the automatic choice keeps its own source.
 
     Raises
     ------
@@ -274,8 +279,8 @@ def use_threads(
         count = auto_threads(image_shape)
         what = "unknown work" if image_shape is None else "×".join(map(str, image_shape))
         origin = f"auto ({what})"
-    elif source is not None:
-        origin = source
+    elif threads is not None:
+        origin = source if source is not None else f"use_threads(threads={threads!r})"
     for var in _COUNT_VARS:  # for runtimes that load later (torch too) and child processes
         os.environ[var] = str(count)
     torch = sys.modules.get("torch")

@@ -6,6 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
+from poisonlab import runtime
 from poisonlab.cli.main import app
 from poisonlab.data import save_npz
 from poisonlab.models import load_checkpoint
@@ -32,3 +33,14 @@ def test_trained_model_is_saved_and_rescanning_with_it_gives_the_same_scores(tmp
     assert (second / "scores.csv").read_text() == (first / "scores.csv").read_text()
     assert not (second / "model").exists()  # a given model is not copied
     assert json.loads((second / "summary.json").read_text())["models"][0]["source"] == "checkpoint"
+
+
+def test_threads_are_recorded_as_coming_from_the_option_or_the_environment(tmp_path):
+    """--threads is the CLI's own label; without it the count keeps its own source."""
+    data = save_npz(blobs_dataset(n_per_class=5, seed=0), tmp_path / "data.npz")
+    result = runner.invoke(app, ["data", "info", str(data), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert runtime.current() is not None and runtime.current().source == "--threads"
+    result = runner.invoke(app, ["data", "info", str(data)])  # the session's POISONLAB_THREADS
+    assert result.exit_code == 0, result.output
+    assert runtime.current() is not None and runtime.current().source == runtime.THREADS_ENV

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from poisonlab import runtime
 from poisonlab.cli import catalog
 from poisonlab.cli.common import (
     DATA,
@@ -37,6 +36,7 @@ from poisonlab.cli.common import (
     check_output_apart,
     check_threads,
     input_paths,
+    use_threads,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
@@ -398,7 +398,7 @@ def attack_command(
     if "surrogate_arch" in accepted:
         kwargs.setdefault("surrogate_arch", victim_arch)
     attack = build_attack(name, **kwargs)
-    runtime.use_threads(threads, image_shape=_image_shape(network, data))
+    use_threads(threads, image_shape=_image_shape(network, data))
     with output_folder(out_dir, force=force, owned=ATTACK_FILES) as folder:
         run = RunSettings(
             data,

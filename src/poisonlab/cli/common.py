@@ -7,6 +7,7 @@ Nothing here imports torch: ``--help`` and argument errors answer in well under 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -73,6 +74,14 @@ def check_limit(limit: int | None) -> None:
 def check_threads(threads: int | None) -> None:
     """Refuse a bad --threads or POISONLAB_THREADS now, before any work (torch-free)."""
     runtime.requested_threads(threads)
+
+
+def use_threads(
+    threads: int | None, image_shape: Sequence[int] | None = None
+) -> runtime.ThreadSettings:
+    """Apply the thread policy for a command: :func:`poisonlab.runtime.use_threads`, with a count
+    from ``--threads`` recorded as coming from "--threads"."""
+    return runtime.use_threads(threads, image_shape=image_shape, source="--threads")
 
 
 def data_path(spec: str) -> Path | None:

@@ -7,9 +7,8 @@ from typing import Any
 
 import typer
 
-from poisonlab import runtime
 from poisonlab.cli.catalog import source_help
-from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path
+from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path, use_threads
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import Typer, app
 from poisonlab.errors import DataError
@@ -70,7 +69,7 @@ def info_command(
     dataset = load_dataset(source, part=part.value)  # logs what it resized, as train and scan do
     if len(dataset) == 0:  # nothing to show (it read "classes 1"); train and scan refuse it too
         raise DataError(data_errors(dataset, what=source)[0])
-    runtime.use_threads(threads, image_shape=dataset.shape)
+    use_threads(threads, image_shape=dataset.shape)
     for message in data_errors(dataset) + data_warnings(dataset):  # what training would meet
         log.warning(message)  # the log path train and scan warn through (WARNING ...)
     c, h, w = dataset.shape

@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from poisonlab import runtime
-from poisonlab.cli.common import DEVICE, QUIET, SEED, THREADS, VERBOSE, check_device, check_threads
+from poisonlab.cli.common import (
+    DEVICE,
+    QUIET,
+    SEED,
+    THREADS,
+    VERBOSE,
+    check_device,
+    check_threads,
+    use_threads,
+)
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
@@ -162,7 +170,7 @@ def demo_command(
         what = "resuming the demo in" if resumed else "demo folder"
         err.print(f"{what} {out_dir}", highlight=False)
     # digits: the thread policy's automatic choice is one thread (poisonlab.runtime)
-    runtime.use_threads(threads, image_shape=(1, 8, 8))
+    use_threads(threads, image_shape=(1, 8, 8))
 
     def tour(folder: Path) -> DemoResult:
         return run_demo(

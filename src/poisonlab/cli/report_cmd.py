@@ -11,8 +11,7 @@ from pathlib import Path
 
 import typer
 
-from poisonlab import runtime
-from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path
+from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path, use_threads
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
@@ -61,7 +60,7 @@ def report_command(
     check_threads(threads)
     if data is not None:
         data_path(data)
-    runtime.use_threads(threads)
+    use_threads(threads)
     from poisonlab.reports.html import write_report
 
     path = write_report(run_dir, data=data, max_cells=max_cells)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from poisonlab import runtime
 from poisonlab.cli import catalog
 from poisonlab.cli.common import (
     DEVICE,
@@ -30,6 +29,7 @@ from poisonlab.cli.common import (
     check_threads,
     data_path,
     input_paths,
+    use_threads,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.flags import as_flags
@@ -388,7 +388,7 @@ def scan_command(
     build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
     dataset = load_dataset(data)
     held = load_dataset(holdout) if holdout is not None else None
-    runtime.use_threads(threads, image_shape=dataset.shape)
+    use_threads(threads, image_shape=dataset.shape)
     checkpoint = None
     if model is not None:
         checkpoint = load_checkpoint(model, expect=model_fields(dataset))

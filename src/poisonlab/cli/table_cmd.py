@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from poisonlab import runtime
-from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads
+from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, use_threads
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
@@ -122,7 +121,7 @@ def table_command(
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
-    runtime.use_threads(threads)
+    use_threads(threads)
     from poisonlab.reports.writers import to_rich, write_tables
 
     records = load_records(runs, experiment)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from poisonlab import runtime
 from poisonlab.cli import catalog
 from poisonlab.cli.common import (
     DATA,
@@ -24,6 +23,7 @@ from poisonlab.cli.common import (
     check_limit,
     check_threads,
     data_path,
+    use_threads,
 )
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
@@ -85,7 +85,7 @@ def train_command(
     from poisonlab.train.recipes import default_recipe
 
     split = prepare_splits(data, seed=seed, limit=limit)
-    threads_used = runtime.use_threads(threads, image_shape=split.train.shape)
+    threads_used = use_threads(threads, image_shape=split.train.shape)
     with output_folder(out_dir, force=force, owned=TRAIN_FILES) as folder:
         c, h, w = split.train.shape
         config = ModelConfig(model, c, h, w, split.train.num_classes, head=LOSSES[loss])
