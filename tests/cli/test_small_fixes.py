@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,31 +71,57 @@ def test_attack_says_the_test_part_shrank_and_warns_of_a_weak_backdoor(tmp_path)
     assert f"measured on {test_images} test images (--limit shrank it" in text
     asr = report["metrics"]["victim"]["asr"]
     assert asr < 0.9
-    assert f"the victim learned the backdoor poorly: ASR {100 * asr:.1f}% (below 90%)" in text
+    # the log's WARNING line, as every command warns (a user greps for WARNING), not "warning:"
+    assert (
+        f"WARNING the victim learned the backdoor poorly: ASR {100 * asr:.1f}% (below 90%)" in text
+    )
+    assert "warning:" not in text
 
 
-def test_strong_backdoor_gets_no_warning(capsys):
+@contextlib.contextmanager
+def cli_log() -> Iterator[io.StringIO]:
+    """The commands' log set-up (console.configure) writing to a string off a terminal; the
+    root logger's handlers and level are restored after."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    stream = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stream):  # the err console writes to sys.stderr
+            console.configure(quiet=True)
+            yield stream
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+
+
+def _warnings(caplog) -> str:
+    """The WARNING records since the last call, one line each, cleared."""
+    text = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    caplog.clear()
+    return text
+
+
+def test_strong_backdoor_gets_no_warning(caplog, capsys):
     from poisonlab.cli.attack_cmd import warn_low_asr
 
     warn_low_asr({"victim": {"asr": 0.97}})
     warn_low_asr({"victim (transfer)": {"asr": 0.1}})  # not a backdoor victim
-    assert capsys.readouterr().err == ""
+    assert _warnings(caplog) == "" and capsys.readouterr().err == ""
 
 
-def test_a_weak_reduced_amplitude_checkerboard_is_told_to_grow_its_amplitude(capsys):
+def test_a_weak_reduced_amplitude_checkerboard_is_told_to_grow_its_amplitude(caplog):
     """The help's own example (label-consistent, --trigger checkerboard --amplitude 64) was told
     to switch to "a larger trigger (--trigger square --size 3)"; other triggers still are."""
     from poisonlab.cli.attack_cmd import warn_low_asr
 
     warn_low_asr({"victim": {"asr": 0.0}}, {"trigger": "checkerboard", "amplitude": 64})
-    checkerboard = " ".join(capsys.readouterr().err.split())
+    checkerboard = _warnings(caplog)
     assert "a stronger trigger (--amplitude above 64, up to 255)" in checkerboard
     assert "--trigger square" not in checkerboard
     warn_low_asr({"victim": {"asr": 0.5}}, {"trigger": "pattern", "amplitude": None})
-    assert "a larger trigger (--trigger square --size 3)" in capsys.readouterr().err
+    assert "a larger trigger (--trigger square --size 3)" in _warnings(caplog)
 
 
-def test_a_collision_that_moved_no_target_warns_with_the_beta0_hint(capsys):
+def test_a_collision_that_moved_no_target_warns_with_the_beta0_hint(caplog, capsys):
     """Issue: `poisonlab attack feature-collision` (digits, the default data) reported 0% of its
     targets without a word: the default β0 is the 28×28 one, and 8×8 digits need about 6e-5
     (80% of 5 targets with --beta0 6e-5 on this machine)."""
@@ -100,14 +130,43 @@ def test_a_collision_that_moved_no_target_warns_with_the_beta0_hint(capsys):
 
     none = {"victim (transfer)": {"success_rate": {"successes": 0, "n": 5}}}
     warn_no_collision(none, {"beta0": CollisionSettings.beta0, "input_dim": 64})
-    text = " ".join(capsys.readouterr().err.split())
+    text = _warnings(caplog)
     assert "no victim misclassified any of the 5 targets" in text
     assert "8×8 digits need about --beta0 6e-5" in text
+    with cli_log() as err:  # as the command shows it off a terminal: one line
+        warn_no_collision(none, {"beta0": CollisionSettings.beta0, "input_dim": 64})
+    line = err.getvalue()
+    assert line.startswith("WARNING  no victim misclassified any of the 5 targets: ")
+    assert line.count("\n") == 1
     warn_no_collision(none, {"beta0": 1e-4, "input_dim": 64})  # the user chose β0: general hint
-    assert "a larger --beta0" in capsys.readouterr().err
+    assert "a larger --beta0" in _warnings(caplog)
     warn_no_collision({"victim (transfer)": {"success_rate": {"successes": 1, "n": 5}}}, {})
     warn_no_collision({"victim": {"asr": 0.1}}, {})  # a backdoor's metrics: not for this warning
-    assert capsys.readouterr().err == ""
+    assert _warnings(caplog) == ""
+
+
+def test_the_demo_warns_of_a_half_learned_backdoor_through_the_log(capsys, tmp_path):
+    """demo printed its own "warning:" line beside the log's WARNING lines of every command."""
+    from poisonlab.cli.demo_cmd import print_summary
+    from poisonlab.reports.demo import BACKDOOR, DemoResult, DemoSettings
+
+    result = DemoResult(
+        out=tmp_path,
+        runs=tmp_path / "runs",
+        report=tmp_path / "report.html",
+        summaries=(),
+        blocks=(),
+        settings=DemoSettings(),
+        metrics={BACKDOOR: {"attack.asr": 0.42}},
+    )
+    with cli_log() as log:
+        print_summary(result, 1.0)
+    err = log.getvalue() + capsys.readouterr().err
+    assert err.startswith(
+        "WARNING  the BadNets attack reached only 42.0% success: the backdoor defenses above "
+        "were tested against a half-learned backdoor.\n"
+    )
+    assert "warning:" not in err
 
 
 def summary() -> RunSummary:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,12 @@ from poisonlab.cli.common import (
     input_paths,
     use_threads,
 )
-from poisonlab.cli.console import configure, err, out, user_errors
+from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -430,10 +433,11 @@ def attack_command(
 
 
 def warn_low_asr(metrics: dict[str, Any], params: dict[str, Any] | None = None) -> None:
-    """A yellow warning when the victim learned the backdoor poorly: its ASR is below the 90%
-    that Gu et al. 2017 (BadNets, arXiv:1708.06733) report, so a defense tested against these
-    poisons would be tested against a half-learned backdoor. The trigger hint follows the
-    attack's trigger: a reduced-amplitude checkerboard is made stronger, not replaced."""
+    """A warning through the log, as every command warns (``WARNING`` off a terminal), when the
+    victim learned the backdoor poorly: its ASR is below the 90% that Gu et al. 2017 (BadNets,
+    arXiv:1708.06733) report, so a defense tested against these poisons would be tested against
+    a half-learned backdoor. The trigger hint follows the attack's trigger: a reduced-amplitude
+    checkerboard is made stronger, not replaced."""
     from poisonlab.workflows.demo_summary import MIN_ASR
 
     asr = metrics.get("victim", {}).get("asr")
@@ -445,19 +449,19 @@ def warn_low_asr(metrics: dict[str, Any], params: dict[str, Any] | None = None) 
         stronger = f"a stronger trigger (--amplitude above {amplitude}, up to 255)"
     else:
         stronger = "a larger trigger (--trigger square --size 3)"
-    err.print(
-        f"[yellow]warning:[/] the victim learned the backdoor poorly: ASR {100 * asr:.1f}% "
-        f"(below {100 * MIN_ASR:.0f}%). Give the attack more to learn from: a larger --rate or "
-        f"--target-rate, more --victim-epochs, or {stronger}.",
-        highlight=False,
-        soft_wrap=True,
+    log.warning(
+        "the victim learned the backdoor poorly: ASR %.1f%% (below %.0f%%). Give the attack more "
+        "to learn from: a larger --rate or --target-rate, more --victim-epochs, or %s.",
+        100 * asr,
+        100 * MIN_ASR,
+        stronger,
     )
 
 
 def warn_no_collision(metrics: dict[str, Any], params: dict[str, Any]) -> None:
-    """A yellow warning when no victim misclassified a single target: with the default β0 (Yaseen
-    et al.'s for 28×28 images) on the default 8×8 digits, the poisons stay too close to their
-    bases to move anything, and the command otherwise reports 0% as a result."""
+    """A warning through the log when no victim misclassified a single target: with the default
+    β0 (Yaseen et al.'s for 28×28 images) on the default 8×8 digits, the poisons stay too close
+    to their bases to move anything, and the command otherwise reports 0% as a result."""
     from poisonlab.attacks.collision_craft import CollisionSettings
 
     rates = [
@@ -471,11 +475,7 @@ def warn_no_collision(metrics: dict[str, Any], params: dict[str, Any]) -> None:
             f"the default --beta0 {CollisionSettings.beta0} is Yaseen et al.'s for 28×28 images; "
             "smaller images such as the 8×8 digits need about --beta0 6e-5"
         )
-    err.print(
-        f"[yellow]warning:[/] no victim misclassified any of the {rates[0]['n']} targets: {hint}.",
-        highlight=False,
-        soft_wrap=True,
-    )
+    log.warning("no victim misclassified any of the %d targets: %s.", rates[0]["n"], hint)
 
 
 def _image_shape(network: Any, data: str) -> tuple[int, int, int] | None:

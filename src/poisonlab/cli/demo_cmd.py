@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch loads with these: only when the demo runs, not for --help
     from rich.table import Table
@@ -103,11 +106,10 @@ def print_summary(result: DemoResult, seconds: float) -> None:
         out.print()
     asr = result.metrics.get(BACKDOOR, {}).get("attack.asr")
     if asr is not None and float(asr) < MIN_ASR:
-        err.print(
-            f"[yellow]warning:[/] the BadNets attack reached only {100 * float(asr):.1f}% "
-            "success: the backdoor defenses above were tested against a half-learned backdoor.",
-            highlight=False,
-            soft_wrap=True,
+        log.warning(  # the log's WARNING line, as every command warns
+            "the BadNets attack reached only %.1f%% success: the backdoor defenses above were "
+            "tested against a half-learned backdoor.",
+            100 * float(asr),
         )
     for line in result.failures:
         err.print(f"[bold red]failed:[/] {escape(line)}", highlight=False, soft_wrap=True)
