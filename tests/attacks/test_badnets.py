@@ -35,6 +35,17 @@ def test_registered_under_its_name() -> None:
     assert isinstance(build_attack("badnets", rate=0.2), BadNets)
 
 
+def test_poisoned_set_repr_is_one_short_line() -> None:
+    """A notebook shows the attack, the number of poisons and the data, not every tensor."""
+    data = _data()
+    poisoned = _poison(BadNets(rate=0.1), data, test=data)
+    assert repr(poisoned) == (
+        f"PoisonedDataset('badnets', {poisoned.n_poison} poisons of {len(poisoned.dataset)}, "
+        f"{poisoned.dataset!r}, test_set={poisoned.test_set!r})"
+    )
+    assert "\n" not in repr(poisoned) and "tensor" not in repr(poisoned)
+
+
 def test_default_budget_is_a_fifth_of_the_poisoned_set() -> None:
     """No budget given: poisons are 20% of the poisoned training set, as documented."""
     attack = BadNets()

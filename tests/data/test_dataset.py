@@ -54,6 +54,14 @@ def test_validation(kwargs: dict[str, object], message: str) -> None:
         ImageDataset(**args)  # type: ignore[arg-type]
 
 
+def test_repr_is_one_short_line() -> None:
+    """A notebook or a log shows the data set's name, size and shape, not every pixel and id."""
+    data = ImageDataset(torch.zeros(5000, 1, 28, 28), torch.arange(5000) % 10, 10, name="fm")
+    assert repr(data) == "ImageDataset('fm', 5000 images 1×28×28, 10 classes)"
+    parts = repr(split_dataset(data, seed=0))
+    assert "\n" not in parts and len(parts) < 250
+
+
 def test_subset_keeps_ids_in_order() -> None:
     data = make()
     picked = data.subset([4, 1])

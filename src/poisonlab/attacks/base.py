@@ -18,7 +18,7 @@ from poisonlab.registry import Registry
 from poisonlab.validation import InstanceOf, Validated, check_param
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class PoisonedDataset:
     """A training set after an attack, with everything needed to evaluate attacks and defenses.
 
@@ -77,6 +77,17 @@ class PoisonedDataset:
     def n_poison(self) -> int:
         """Number of poisoned samples."""
         return int(self.is_poison.sum())
+
+    def __repr__(self) -> str:
+        """The attack, its poisons and the data, e.g. ``PoisonedDataset('badnets', 140 poisons of
+        1398, ImageDataset(...), test_set=ImageDataset(...))``, not every tensor."""
+        parts = [f"{self.attack!r}", f"{self.n_poison} poisons of {len(self.dataset)}"]
+        parts.append(repr(self.dataset))
+        for name in ("test_set", "targets"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value!r}")
+        return f"PoisonedDataset({', '.join(parts)})"
 
     def save(self, path: str | Path) -> Path:
         """Write poisoned.npz: x, y, ids, class_names, is_poison, original_label, source_id."""

@@ -20,7 +20,7 @@ MAX_UNNAMED_CLASSES = 100_000
 """Most classes a data set may have without ``class_names`` (default names are made per class)."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class ImageDataset:
     """Channels-first images in [0, 1] with integer class labels and a per-sample source id.
 
@@ -98,6 +98,15 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __repr__(self) -> str:
+        """Its name, size, image shape and classes, e.g. ``ImageDataset('digits', 1797 images
+        1×8×8, 10 classes)``: what a notebook or a log shows, not every pixel and id."""
+        c, h, w = self.shape
+        return (
+            f"ImageDataset({self.name!r}, {len(self)} images {c}×{h}×{w}, "
+            f"{self.num_classes} classes)"
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
