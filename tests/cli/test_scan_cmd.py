@@ -141,7 +141,7 @@ def test_missing_holdout_skips_with_a_yellow_line(files):
     # on one line off a terminal (it broke at 80 columns before "model has a softmax head")
     assert (
         "skipping lgm-likelihood: needs a model trained with the LGM loss; the given model has a "
-        "softmax head" in lgm.output.splitlines()
+        "softmax head and no LGM model was given (--lgm-model)" in lgm.output.splitlines()
     )
     alone = run(files["data"], "-D", "deep-features", "-o", files["tmp"] / "alone")
     assert alone.exit_code == 2

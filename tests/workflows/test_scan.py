@@ -220,6 +220,25 @@ def test_trains_default_and_lgm_models_when_none_given(data):
     assert roles == {"lgm-likelihood": "lgm-model", "spectral-signatures": "model"}
 
 
+def test_a_given_lgm_model_serves_the_lgm_detectors_beside_the_model(data):
+    lgm = tiny_model("lgm")
+    result = scan(data, defenses="lgm-likelihood,spectral-signatures", model=tiny_model(),
+                  lgm_model=lgm)  # fmt: skip
+    assert [(m.role, m.source, m.head) for m in result.models] == [
+        ("model", "given", "softmax"),
+        ("lgm-model", "given", "lgm"),
+    ]  # nothing trained
+    roles = {o.name: o.model_role for o in result.ran}
+    assert roles == {"lgm-likelihood": "lgm-model", "spectral-signatures": "model"}
+    alone = scan(data, defenses="lgm-likelihood", model=lgm)  # the same network as the model
+    assert torch.equal(result.ran[0].result.scores, alone.ran[0].result.scores)
+    with pytest.raises(ConfigError, match="`lgm_model` is a cnn-small with a softmax head"):
+        scan(data, defenses="lgm-likelihood", lgm_model=tiny_model())
+    four = build_model(ModelConfig("cnn-small", 1, 8, 8, 4, head="lgm", feature_dim=8), seed=0)
+    with pytest.raises(ConfigError, match=r"`lgm_model` does not fit .* num_classes 4 \(data: 3"):
+        scan(data, defenses="lgm-likelihood", lgm_model=four)
+
+
 def test_no_model_is_trained_when_no_defense_needs_one(data):
     result = scan(data, defenses="raw-clustering")
     assert result.models == ()

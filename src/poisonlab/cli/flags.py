@@ -26,6 +26,7 @@ PARAMETERS = frozenset(
         "data",
         "executor",
         "holdout",
+        "lgm_model",
         "limit",
         "max_cells",
         "model",

@@ -2,9 +2,10 @@
 
 A thin shell over :func:`poisonlab.workflows.scan.scan` and
 :func:`poisonlab.workflows.scan_output.write_scan`: it parses options, loads the data, held-out
-set and checkpoint, refuses an output folder that exists or overlaps an input, prints skipped
-defenses as yellow lines and the results as a table. Names, paths, folders and thread counts are
-checked before torch is imported, so those errors are immediate.
+set and checkpoints (``--model``, ``--lgm-model``, or the ``lgm-model`` folder an earlier scan
+saved beside its ``model``), refuses an output folder that exists or overlaps an input, prints
+skipped defenses as yellow lines and the results as a table. Names, paths, folders and thread
+counts are checked before torch is imported, so those errors are immediate.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from poisonlab.cli.common import (
     check_output_apart,
     check_threads,
     data_path,
+    existing_file,
     input_paths,
     use_threads,
 )
@@ -36,7 +38,7 @@ from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
-from poisonlab.errors import ConfigError, DataError
+from poisonlab.errors import ConfigError, DataError, PoisonlabError
 from poisonlab.ranges import class_ranges
 
 if TYPE_CHECKING:
@@ -111,6 +113,23 @@ def save_trained_models(
             used = replace(used, path=str(folder if recorded is None else recorded / used.role))
         models.append(used)
     return replace(result, models=tuple(models))
+
+
+def lgm_model_beside(model: Path) -> Path | None:
+    """The ``lgm-model`` checkpoint folder beside the folder of ``model`` (as a scan saves its two
+    models: ``OUT/model``, ``OUT/lgm-model``), None when there is no such folder (torch-free)."""
+    folder = model.expanduser()
+    folder = folder if folder.is_dir() else folder.parent  # --model may name a file inside it
+    beside = folder.parent / "lgm-model"
+    return beside if beside.is_dir() and beside.resolve() != folder.resolve() else None
+
+
+def _noted(result: ScanResult, role: str, note: str) -> ScanResult:
+    """``result`` with ``note`` on the record of the model of ``role`` (summary.json's models)."""
+    from dataclasses import replace
+
+    models = tuple(replace(m, note=note) if m.role == role else m for m in result.models)
+    return replace(result, models=models)
 
 
 def _ground_truth(result: ScanResult, source: str) -> Any:
@@ -271,8 +290,15 @@ def scan_command(
         None,
         "--model",
         "-m",
-        help="Checkpoint folder (from `poisonlab train`) trained on DATA; "
-        "default: train cnn-small (and lgm-net for lgm-likelihood) on DATA.",
+        help="Checkpoint folder trained on DATA (an earlier scan's model/, or from `poisonlab "
+        "train`); default: train cnn-small (and lgm-net for lgm-likelihood) on DATA.",
+    ),
+    lgm_model: Path | None = typer.Option(
+        None,
+        "--lgm-model",
+        help="Checkpoint folder of an LGM model trained on DATA, read by lgm-likelihood only (an "
+        "earlier scan's lgm-model/, or from `poisonlab train --loss lgm`); default: the "
+        "lgm-model/ folder beside --model when there is one, else train lgm-net on DATA.",
     ),
     threshold: str = typer.Option(
         "verdict",
@@ -335,7 +361,7 @@ def scan_command(
 
     Writes --out/scores.csv (one row per sample: index, id, label, a score and a 0/1 flag column per defense, the combined score and the 0/1 removed decision), --out/summary.json (the verdict and the decision first, then per defense its verdicts, the cut-off used per class, parameters, flags per class, timings, the models used, the thread settings), --out/model/ (a model trained here, reusable with --model; --out/lgm-model/ too when one was trained), --out/clean.npz (DATA without the removed samples; load it like any .npz) and --out/report.html (figures). Input files are only read.
 
-    Without --model, cnn-small (resnet20 above 32×32 pixels or below 6×6) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line; --defense all runs every registered defense that can run.
+    Without --model, cnn-small (resnet20 above 32×32 pixels or below 6×6) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. To scan again without training, pass an earlier scan's model/ as --model: lgm-likelihood then reads the lgm-model/ beside it (or --lgm-model). A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line; --defense all runs every registered defense that can run.
 
     Examples:
 
@@ -343,6 +369,8 @@ def scan_command(
 
         poisonlab scan data.npz -D all --holdout clean.npz -m runs/model \\
             -o runs/all
+
+        poisonlab scan data.npz -D all -m runs/all/model -o runs/again
 
         poisonlab scan data.npz -D deep-features --holdout clean.npz \\
             -t fpr:0.01 -o runs/df
@@ -365,16 +393,25 @@ def scan_command(
             data_path(holdout)
         except DataError as exc:  # it named the file alone, as if DATA were the one missing
             raise DataError(f"--holdout {exc}") from None
-    check_output_apart(out_dir, input_paths([data, holdout], model))
+    inputs = input_paths([data, holdout], model)
+    if lgm_model is not None:
+        inputs.append(existing_file(lgm_model, "--lgm-model").resolve())
+    # an earlier scan's folder holds model/ and lgm-model/: rescanning with its model reads both
+    beside = None
+    if lgm_model is None and model is not None and "lgm-likelihood" in names:
+        beside = lgm_model_beside(model)
+        if beside is not None:
+            inputs.append(beside.resolve())
+    check_output_apart(out_dir, inputs)
     check_output_dir(out_dir, force=force, owned=SCAN_FILES)
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
     from rich.markup import escape
 
     from poisonlab.data import load_dataset
     from poisonlab.defenses import DETECTORS, parse_threshold
-    from poisonlab.models import load_checkpoint
+    from poisonlab.models import Checkpoint, load_checkpoint
     from poisonlab.workflows.scan import build_detectors, resolve_defenses, scan, unmet_need
-    from poisonlab.workflows.scan_inputs import model_fields
+    from poisonlab.workflows.scan_inputs import as_lgm_model, model_fields
     from poisonlab.workflows.scan_output import write_scan
 
     names = resolve_defenses(names)  # loads the detectors (and checks the catalog was right)
@@ -389,12 +426,30 @@ def scan_command(
     dataset = load_dataset(data)
     held = load_dataset(holdout) if holdout is not None else None
     use_threads(threads, image_shape=dataset.shape)
+    whole: dict[str, Any] = {"highlight": False, "soft_wrap": not err.is_terminal}  # a log: 1 line
     checkpoint = None
     if model is not None:
         checkpoint = load_checkpoint(model, expect=model_fields(dataset))
     given = checkpoint.model if checkpoint is not None else None
-    early = {n: unmet_need(DETECTORS.get(n), holdout=held, model=given) for n in names}
-    whole: dict[str, Any] = {"highlight": False, "soft_wrap": not err.is_terminal}  # a log: 1 line
+    if beside is not None and given is not None and given.is_lgm:
+        beside = None  # --model is an LGM model itself: it serves lgm-likelihood
+    lgm_checkpoint = None
+    if lgm_model is not None:
+        lgm_checkpoint = as_lgm_model(lgm_model, dataset)
+    elif beside is not None:
+        try:
+            lgm_checkpoint = as_lgm_model(beside, dataset, "the LGM model")
+        except PoisonlabError as exc:
+            hint = f" (found beside --model {model}; --lgm-model chooses another)"
+            raise type(exc)(f"{exc}{hint}") from None
+        if not quiet:
+            line = f"lgm-likelihood reads the LGM model found beside --model: {beside}"
+            err.print(escape(line), **whole)
+    lgm_given = lgm_checkpoint.model if isinstance(lgm_checkpoint, Checkpoint) else None
+    early = {
+        n: unmet_need(DETECTORS.get(n), holdout=held, model=given, lgm_model=lgm_given)
+        for n in names
+    }
     for name, reason in early.items():
         if reason:
             err.print(f"[yellow]skipping {name}: {escape(as_flags(reason))}[/]", **whole)
@@ -406,6 +461,7 @@ def scan_command(
             defenses=names,
             holdout=held,
             model=checkpoint,
+            lgm_model=lgm_checkpoint,
             threshold=cut,
             classes=chosen,
             params=params,
@@ -422,6 +478,8 @@ def scan_command(
             for note in outcome.notes:
                 err.print(f"[yellow]{outcome.name}: {escape(note)}[/]", **whole)
         result = save_trained_models(result, folder.work, recorded=out_dir)
+        if beside is not None:
+            result = _noted(result, "lgm-model", f"found beside --model {model}")
         known = _ground_truth(result, data)  # a data file that fails here leaves no output folder
         write_scan(result, folder.work, is_poison=known)
     # detection numbers need both kinds of sample

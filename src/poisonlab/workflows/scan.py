@@ -8,8 +8,9 @@ runs the detectors. Any detector registered with ``@register_detector`` takes pa
 change here; representations it needs beyond the standard ones live in the Evidence cache.
 
 Models. A given model (a :class:`Network` or a loaded :class:`Checkpoint`) serves every detector;
-``lgm-likelihood`` is skipped unless it has an LGM head. The model is borrowed: the Evidence
-neither moves it nor changes its train/eval modes. Without a model, the default one is trained
+``lgm-likelihood`` is skipped unless it has an LGM head or an LGM model is given beside it
+(``lgm_model``, e.g. the ``lgm-model`` folder an earlier scan saved), which only LGM detectors
+read. A given model is borrowed: the Evidence neither moves it nor changes its train/eval modes. Without a model, the default one is trained
 on the suspect data: ``cnn-small`` for images up to 32×32 and ``resnet20`` above (or ``arch``),
 with :func:`~poisonlab.train.recipes.scan_recipe` (the default recipe, but 2 epochs from 20,000
 images: a quarter of the time of 8; activation clustering and deep features separate the poisons
@@ -19,9 +20,9 @@ natively: bench/results/scan_scale.md). The trained model's Evidence carries tha
 the confirming retraining (exclusionary reclassification) repeats it, from 20,000 images for 1
 epoch over at most 20,000 of the kept images unless ``epochs`` is given
 (:func:`~poisonlab.train.recipes.scan_retrain_epochs` and ``scan_retrain_images``).
-When an LGM detector is selected, an LGM-head model is trained too, ``lgm-net`` (Yaseen et al.'s
-network, 2-d features; docs/methods.md, LGM loss) unless the images are smaller than 8×8, and
-only LGM detectors read it. On the CPU with a core to spare it trains in a child process
+When an LGM detector is selected and no ``lgm_model`` is given, an LGM-head model is trained too,
+``lgm-net`` (Yaseen et al.'s network, 2-d features; docs/methods.md, LGM loss) unless the images
+are smaller than 8×8, and only LGM detectors read it. On the CPU with a core to spare it trains in a child process
 (:mod:`poisonlab.train.background`, the same weights) while this process trains the softmax
 model and runs the other detectors; LGM detectors run last. Representations (activations,
 logits) come from one forward pass per part shared by every detector (:class:`Evidence`).
@@ -82,6 +83,7 @@ from poisonlab.train.recipes import (
 )
 from poisonlab.workflows.scan_inputs import (
     as_dataset,
+    as_lgm_model,
     as_model,
     as_threshold,
     check_inputs,
@@ -114,6 +116,7 @@ class ModelUsed:
     head: str
     path: str | None = None
     training: dict[str, Any] | None = None
+    note: str | None = None  # how it was chosen when not told (the CLI: "found beside --model")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -253,6 +256,7 @@ def scan(
     defenses: str | Sequence[str] = "all",
     holdout: ImageDataset | str | PathLike[str] | None = None,
     model: Network | Checkpoint | str | PathLike[str] | None = None,
+    lgm_model: Network | Checkpoint | str | PathLike[str] | None = None,
     threshold: Threshold | str | None = None,
     classes: Sequence[int] | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
@@ -275,6 +279,9 @@ def scan(
         check), as ``data``
     model : a model trained on ``data`` (Network, Checkpoint or a checkpoint folder), checked to fit
         its image shape and classes; None trains the default one
+    lgm_model : a model with an LGM head trained on ``data`` (as ``model``; e.g. the ``lgm-model``
+        folder of an earlier scan), read by the LGM detectors only; None trains one when an LGM
+        detector is selected and ``model`` has no LGM head
     threshold : one threshold for every defense and the combined decision (default: the per-class
         verdicts, each paper's rule for detectors without verdicts)
     classes : classes analysed by per-class defenses (others note that they score all classes)
@@ -300,6 +307,8 @@ def scan(
     holdout = None if holdout is None else as_dataset(holdout, "holdout")
     check_inputs(data, holdout, classes)
     model = as_model(model, data)
+    lgm = as_lgm_model(lgm_model, data)
+    lgm_net = lgm.model if isinstance(lgm, Checkpoint) else lgm
     names = resolve_defenses(defenses)
     cut = as_threshold(threshold)
     check_threshold(cut, holdout_given=holdout is not None)
@@ -308,21 +317,32 @@ def scan(
     outcomes: dict[str, DefenseOutcome] = {}
     detectors: list[Detector] = []
     for detector in built:
-        reason = unmet_need(type(detector), holdout=holdout, model=given)
+        reason = unmet_need(type(detector), holdout=holdout, model=given, lgm_model=lgm_net)
         if reason is not None:
             outcomes[detector.name] = DefenseOutcome(detector.name, skipped=reason)
         else:
             detectors.append(detector)
     check_reference_members(cut, decision, detectors)
 
-    def network_for(lgm: bool) -> Network:  # untrained, of the architecture to be trained
+    if lgm is not None and not any(d.needs_lgm for d in detectors):
+        logger.warning(
+            "`lgm_model` is read only by LGM detectors (lgm-likelihood), and none of the "
+            "selected defenses that can run is one: it is not used"
+        )
+        lgm = lgm_net = None
+
+    def network_for(needs_lgm: bool) -> Network:  # untrained, of the architecture to be trained
+        if needs_lgm and lgm_net is not None:
+            return lgm_net
         if given is not None:
             return given
-        config, _ = default_setup(data, head="lgm" if lgm else "softmax", arch=arch)
+        config, _ = default_setup(data, head="lgm" if needs_lgm else "softmax", arch=arch)
         return build_model(config, seed=seed)
 
     check_layers(detectors, network_for)
-    if model is None and any(d.needs_model for d in detectors):  # a model will be trained on it
+    # a model will be trained on it: none given for a detector that needs one
+    trains = any(d.needs_model and not (d.needs_lgm and lgm is not None) for d in detectors)
+    if model is None and trains:
         check_training_data(data)
     else:
         for message in data_warnings(data):
@@ -333,6 +353,7 @@ def scan(
         detectors,
         holdout,
         model,
+        lgm,
         arch=arch,
         epochs=epochs,
         seed=seed,
@@ -457,6 +478,7 @@ def _prepare_models(
     detectors: Sequence[Detector],
     holdout: ImageDataset | None,
     model: Network | Checkpoint | None,
+    lgm_model: Network | Checkpoint | None = None,
     *,
     arch: str | None,
     epochs: int | None,
@@ -465,7 +487,9 @@ def _prepare_models(
     batch_size: int,
     precision: str = "auto",
 ) -> _ScanModels:
-    """The model(s) the detectors need: the one given, or the default one(s) trained on ``data``.
+    """The model(s) the detectors need: the one(s) given, or the default one(s) trained on ``data``.
+
+    ``lgm_model`` (given only when an LGM detector runs) serves the LGM detectors as "lgm-model".
 
     When both a softmax and an LGM model are trained on the CPU and a core is free, the LGM model
     trains in a child process (:mod:`poisonlab.train.background`) while this one trains the
@@ -485,15 +509,23 @@ def _prepare_models(
         )
 
     models = _ScanModels(evidence_for)
-    if model is not None:  # borrowed: the Evidence neither moves it nor changes its modes
-        network = model.model if isinstance(model, Checkpoint) else model
-        path = str(model.path) if isinstance(model, Checkpoint) and model.path else None
+
+    def borrow(role: str, given: Network | Checkpoint) -> None:
+        # borrowed: the Evidence neither moves it nor changes its modes
+        network = given.model if isinstance(given, Checkpoint) else given
+        path = str(given.path) if isinstance(given, Checkpoint) and given.path else None
         head = "lgm" if network.is_lgm else "softmax"
         source = "checkpoint" if path else "given"
-        models.add("model", network, ModelUsed("model", source, network.config.arch, head, path))
+        models.add(role, network, ModelUsed(role, source, network.config.arch, head, path))
+
+    if model is not None:
+        borrow("model", model)
+        if lgm_model is not None:
+            borrow("lgm-model", lgm_model)
         return models
     softmax = any(d.needs_model and not d.needs_lgm for d in detectors)
-    if any(d.needs_lgm for d in detectors):
+    train_lgm = lgm_model is None and any(d.needs_lgm for d in detectors)
+    if train_lgm:
         config, recipe = default_setup(data, head="lgm", arch=arch, epochs=epochs, seed=seed)
         threads = torch.get_num_threads()
         others = any(not d.needs_lgm for d in detectors)  # work to overlap with
@@ -509,7 +541,9 @@ def _prepare_models(
             models.add("model", network, record)
         else:
             models.add("model", None)
-        if any(d.needs_lgm for d in detectors) and not models.has("lgm-model"):
+        if lgm_model is not None:
+            borrow("lgm-model", lgm_model)
+        elif train_lgm and not models.has("lgm-model"):
             network, record = train_default_model(
                 data, head="lgm", arch=arch, epochs=epochs, seed=seed, device=device
             )

@@ -20,7 +20,7 @@ from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, Detector, detector_names
 from poisonlab.defenses.fusion import NOT_MEMBERS
 from poisonlab.defenses.thresholds import Threshold, parse_threshold
-from poisonlab.errors import ConfigError, DataError
+from poisonlab.errors import CheckpointError, ConfigError, DataError
 from poisonlab.models import Checkpoint, Network
 from poisonlab.models.activations import resolve_layers
 
@@ -47,9 +47,12 @@ def as_dataset(value: object, what: str) -> ImageDataset:
     )
 
 
-def as_model(value: object, data: ImageDataset) -> Network | Checkpoint | None:
+def as_model(
+    value: object, data: ImageDataset, what: str = "the model"
+) -> Network | Checkpoint | None:
     """The model to borrow: a Network, a Checkpoint, or a checkpoint folder (loaded, and checked
-    to fit ``data``); a Network or Checkpoint that does not fit ``data`` is refused too."""
+    to fit ``data``); a Network or Checkpoint that does not fit ``data`` is refused too, naming
+    ``what`` and the checkpoint's folder."""
     if value is None:
         return None
     if isinstance(value, str | PathLike):
@@ -58,7 +61,7 @@ def as_model(value: object, data: ImageDataset) -> Network | Checkpoint | None:
         value = load_checkpoint(value if isinstance(value, str) else Path(value))
     if not isinstance(value, Network | Checkpoint):
         raise ConfigError(
-            f"model must be a Network, a Checkpoint or a checkpoint folder, got "
+            f"{what} must be a Network, a Checkpoint or a checkpoint folder, got "
             f"{type(value).__name__}"
         )
     config = (value.model if isinstance(value, Checkpoint) else value).config
@@ -68,8 +71,29 @@ def as_model(value: object, data: ImageDataset) -> Network | Checkpoint | None:
         if getattr(config, key) != expected
     ]
     if diffs:
-        raise ConfigError(f"the model does not fit data set {data.name!r}: " + ", ".join(diffs))
+        where = f" {value.path}" if isinstance(value, Checkpoint) and value.path else ""
+        raise ConfigError(f"{what}{where} does not fit data set {data.name!r}: " + ", ".join(diffs))
     return value
+
+
+def as_lgm_model(
+    value: object, data: ImageDataset, what: str = "`lgm_model`"
+) -> Network | Checkpoint | None:
+    """The LGM model to borrow (``lgm_model``): as :func:`as_model`, and refused when its head is
+    not an LGM head; every message names ``what`` and the checkpoint's folder."""
+    try:
+        found = as_model(value, data, what)
+    except CheckpointError as exc:  # a folder that is no checkpoint: say which input it was
+        raise CheckpointError(f"{what}: {exc}") from None
+    network = found.model if isinstance(found, Checkpoint) else found
+    if network is not None and not network.is_lgm:
+        where = f" {found.path}" if isinstance(found, Checkpoint) and found.path else ""
+        raise ConfigError(
+            f"{what}{where} is a {network.config.arch} with a {network.config.head} head; "
+            "expected a model trained with the LGM loss (the lgm-model folder a scan writes, or "
+            "poisonlab train --loss lgm)"
+        )
+    return found
 
 
 def check_inputs(

@@ -34,16 +34,24 @@ def resolve_defenses(defenses: str | Sequence[str]) -> list[str]:
 
 
 def unmet_need(
-    detector: type[Detector], *, holdout: ImageDataset | None, model: Network | None
+    detector: type[Detector],
+    *,
+    holdout: ImageDataset | None,
+    model: Network | None,
+    lgm_model: Network | None = None,
 ) -> str | None:
     """Why ``detector`` cannot run with what was given (None when it can).
 
-    Without a model one is trained, so only a given non-LGM model blocks LGM detectors.
+    Without a model one is trained, so only a given non-LGM model with no ``lgm_model`` beside it
+    blocks LGM detectors.
     """
     if detector.needs_holdout and holdout is None:
         return "needs a clean held-out set (`holdout`); none given"
-    if detector.needs_lgm and model is not None and not model.is_lgm:
-        return "needs a model trained with the LGM loss; the given model has a softmax head"
+    if detector.needs_lgm and lgm_model is None and model is not None and not model.is_lgm:
+        return (
+            "needs a model trained with the LGM loss; the given model has a softmax head and no "
+            "LGM model was given (`lgm_model`)"
+        )
     return None
 
 
