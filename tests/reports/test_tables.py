@@ -270,3 +270,20 @@ def test_paper_data_key_and_stand_ins_choose_the_papers_rows():
     console = Console(record=True, width=200)
     console.print(to_rich(table))
     assert '[paper] data = "..."' in console.export_text()  # notes are text, not rich markup
+
+
+def test_one_cell_with_an_undefined_metric_counts_one_not_zero_to_one():
+    """A one-cell experiment whose defense saw no poisons (AUROC undefined) showed ``n 0–1``."""
+    one = [record(backdoor_params(rate=0.1, seed=0), {"attack.asr": 1.0, "d.auroc": math.nan})]
+    table = generic_table(one, rows=[], values=["attack.asr", "d.auroc"])
+    assert table.rows == [["all", "1", "1.0000", "undef."]]
+    assert "1 undefined (NaN)" in " ".join(table.notes)
+    # a range still says when the means stand on different counts
+    three = [
+        record(backdoor_params(rate=0.1, seed=s), {"attack.asr": 1.0, "d.auroc": auroc})
+        for s, auroc in ((0, 0.5), (1, math.nan), (2, 0.7))
+    ]
+    table = generic_table(three, rows=[], values=["attack.asr", "d.auroc"])
+    assert table.rows[0][:2] == ["all", "2–3"]
+    undefined = [record(backdoor_params(rate=0.1, seed=0), {"d.auroc": math.nan})]
+    assert generic_table(undefined, rows=[], values=["d.auroc"]).rows == [["all", "0", "undef."]]

@@ -89,8 +89,14 @@ def number(value: float | None) -> float | str:
 
 
 def n_text(stats: Sequence[Stat]) -> str:
-    """The repeat counts of a row's non-empty cells: ``3``, or ``2–3`` when they differ."""
-    counts = sorted({s.n for s in stats if s.n or s.n_undefined})
+    """The repeat counts behind a row's means: ``3``, or ``2–3`` when they differ; ``0`` when
+    the row has no value.
+
+    A cell whose values are all undefined shows ``undef.`` and counts nothing here: one cell
+    with an undefined AUROC beside measured numbers is ``n 1``, not ``0–1`` (the undefined
+    values are counted in the notes and the CSV's ``n_undefined``).
+    """
+    counts = sorted({s.n for s in stats if s.n})
     if not counts:
         return "0"
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
