@@ -301,7 +301,7 @@ def test_missing_inputs_are_clear_errors(name: str) -> None:
     params = next(iter(CONTRACT_VARIANTS.get(name, {"default": {}}).values()))
     if cls.needs_model:
         case = make_case(with_model=False)
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=rf"^{name} needs a model trained on the suspect"):
             cls(**params).fit(case.evidence)
     else:
         case = make_case(with_model=False)
@@ -309,8 +309,25 @@ def test_missing_inputs_are_clear_errors(name: str) -> None:
     if cls.needs_holdout:
         case = build_case(name)
         case.evidence.holdout = None
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=rf"^{name} needs a clean held-out set"):
             cls(**params).fit(case.evidence)
+    if cls.needs_lgm:
+        case = make_case(lgm=False)
+        with pytest.raises(ConfigError, match=rf"^{name} needs a model trained with the LGM loss"):
+            cls(**params).fit(case.evidence)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_held_out_cut_without_a_held_out_set_is_refused_by_name(name: str) -> None:
+    """threshold fpr: cuts on clean held-out scores: without a held-out set fit refuses before
+    any work, naming the detector and the cut (it failed only after scoring, unnamed)."""
+    params = next(iter(CONTRACT_VARIANTS.get(name, {"default": {}}).values()))
+    case = build_case(name)
+    case.evidence.holdout = None
+    detector = build_detector(name, threshold="fpr:0.05", **params)
+    detector._score = None  # type: ignore[assignment,method-assign]  # no scoring may start
+    with pytest.raises(ConfigError, match=rf"^{name} threshold fpr:0.05 .*held-out samples"):
+        detector.fit(case.evidence)
 
 
 @pytest.mark.parametrize("name", NAMES)

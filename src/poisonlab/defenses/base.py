@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.data.dataset import DATASET, ImageDataset
-from poisonlab.defenses.evidence import Evidence, Part
+from poisonlab.defenses.evidence import Evidence, MissingInput, Part
 from poisonlab.defenses.holdout_check import check_held_out
 from poisonlab.defenses.thresholds import ScoreSet, Threshold, VerdictRule, parse_threshold
 from poisonlab.defenses.verdicts import BreakTest, ClassVerdict, class_verdicts, take_trailing
@@ -263,8 +264,22 @@ class Detector(Validated, ABC):
         return scores[keep]
 
     def fit(self, evidence: Evidence) -> Detector:
-        """Score ``evidence.data``, apply the threshold, and store ``result_``; returns self."""
+        """Score ``evidence.data``, apply the threshold, and store ``result_``; returns self.
+
+        Raises
+        ------
+        ConfigError
+            Naming this detector and the input the Evidence lacks (a model, an LGM head, a clean
+            held-out set, the held-out scores its threshold cuts on).
+        """
         check_param(self.name, "evidence", evidence, [_EVIDENCE])
+        self._check_needs(evidence)
+        with self._named():
+            self._fit(evidence)
+        return self
+
+    def _fit(self, evidence: Evidence) -> None:
+        """:meth:`fit`'s work: scores, verdicts and their confirmation, flags, ``result_``."""
         started = time.perf_counter()
         self._fit_context_ = (evidence.model, evidence.device, evidence.batch_size)
         scored = self._score(evidence)
@@ -310,7 +325,25 @@ class Detector(Validated, ABC):
                 None if scored.verdict_scores is None else scored.verdict_scores.double().cpu()
             ),
         )
-        return self
+
+    def _check_needs(self, evidence: Evidence) -> None:
+        """A ConfigError naming this detector when its threshold cuts on clean held-out scores
+        and the Evidence has no held-out set: before any work, as the missing held-out set of
+        :class:`TargetFPR` would otherwise fail only once the data is scored."""
+        if self.threshold.needs_reference and evidence.holdout is None:
+            raise MissingInput(
+                f"{self.name} threshold {self.threshold.describe()} cuts on the scores of clean "
+                "held-out samples: give them, Evidence(data, model, holdout=...)"
+            )
+
+    @contextmanager
+    def _named(self) -> Iterator[None]:
+        """Put this detector's name in a :class:`MissingInput` raised by the Evidence ("this
+        defense needs a model ..." → "deep-features needs a model ...")."""
+        try:
+            yield
+        except MissingInput as exc:
+            raise MissingInput(str(exc).replace("this defense", self.name, 1)) from None
 
     @property
     def result(self) -> DetectionResult:

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 Part = Literal["data", "holdout"]
 
 
+class MissingInput(ConfigError):
+    """The Evidence lacks what a defense reads (a model, an LGM head, a clean held-out set); the
+    message says "this defense needs ...", and :meth:`Detector.fit` puts the defense's name there."""
+
+
 class Evidence:
     """A suspect data set, the model trained on it, an optional clean held-out set, and a cache.
 
@@ -99,7 +104,7 @@ class Evidence:
         if part == "data":
             return self.data
         if self.holdout is None:
-            raise ConfigError("this defense needs a clean held-out set (`holdout`), none given")
+            raise MissingInput("this defense needs a clean held-out set (`holdout`), none given")
         return self.holdout
 
     def labels(self, part: Part = "data") -> Tensor:
@@ -113,7 +118,7 @@ class Evidence:
         moved there (made once): the caller's model is never moved. Detectors only read it.
         """
         if self.model is None:
-            raise ConfigError("this defense needs a model trained on the suspect data (`model`)")
+            raise MissingInput("this defense needs a model trained on the suspect data (`model`)")
         if self._working is None:
             here = all(
                 _same_device(t.device, self.device)
@@ -187,7 +192,7 @@ class Evidence:
         def compute() -> Tensor:
             model = self.require_model()
             if not model.is_lgm:
-                raise ConfigError(
+                raise MissingInput(
                     "this defense needs a model trained with the LGM loss (`head=lgm`)"
                 )
             head = model.head  # on self.device with the rest of the model
