@@ -23,6 +23,8 @@ from pathlib import Path
 
 from bench.common import markdown_table, write_result
 
+ROOT = Path(__file__).resolve().parents[1]
+
 #: Runs in the child: draws the report ``repeat`` times and prints one JSON line per draw.
 CHILD = """
 import json, sys, time
@@ -38,6 +40,18 @@ for _ in range(repeat):
     print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
                       "bytes": page.stat().st_size, "module": scan_report.__file__}))
 """
+
+
+def shown(module: Path, given: Path | None) -> str:
+    """The src a child imported, as the record shows it: relative to this repository when inside
+    it (``src``), so no machine's own folders end up in bench/results; else ``--src`` as the
+    user wrote it when that is what was imported, else the full path."""
+    module = module.resolve()
+    if module.is_relative_to(ROOT):
+        return str(module.relative_to(ROOT))
+    if given is not None and module == given.resolve():
+        return str(given)
+    return str(module)
 
 
 def draws(src: Path | None, folder: Path, case: str, repeat: int) -> list[dict[str, float]]:
@@ -74,7 +88,7 @@ def main(argv: list[str]) -> None:
             walls = ", ".join(f"{t['wall']:.2f}" for t in times)
             cpus = ", ".join(f"{t['cpu']:.2f}" for t in times)
             module = Path(times[0]["module"]).parents[2]
-            rows.append([label, str(module), walls, cpus, f"{times[-1]['bytes'] / 1e6:.2f}"])
+            rows.append([label, shown(module, src), walls, cpus, f"{times[-1]['bytes'] / 1e6:.2f}"])
             print(rows[-1], flush=True)
     body = (
         f"Scan folder: `poisonlab scan CASE --defense all` of the digits case (1,828 images, "

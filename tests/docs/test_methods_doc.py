@@ -110,3 +110,16 @@ def test_the_project_notebook_is_not_cited():
         for match in pattern.finditer(text):  # also across a line break ("seed\n000")
             cited.append(f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}")
     assert cited == []
+
+
+def test_no_folder_of_the_project_machine_is_recorded():
+    """Users never see the machine the results were measured on: a recorded command runs without
+    its CPU-lock wrapper, a clone names ``<repo>``, a bench prints paths relative to the repo."""
+    cited = []
+    for path in [*public_files(), ROOT / "RESULTS.md", ROOT / "Makefile"]:
+        if path == Path(__file__).resolve():  # this test spells out what it looks for
+            continue
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"/work/", text):
+            cited.append(f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}")
+    assert cited == []
