@@ -48,3 +48,25 @@ def test_metric_and_workflow_functions_are_named_with_their_modules() -> None:
     }.items():
         for name in names:
             assert callable(resolve(f"{module}.{name}"))
+
+
+def test_the_scan_result_attributes_it_names_exist() -> None:
+    """The scan bullet names what its result holds (``verdict``, ``decision.poisoned_classes``,
+    ``outcomes``, ``clean()``): each is an attribute of ScanResult or of its decision."""
+    import dataclasses
+
+    from poisonlab.defenses.fusion import CombinedDecision
+    from poisonlab.scan import ScanResult
+
+    section = " ".join(api_section().split())
+    bullet = section.split("`poisonlab.scan.scan(", 1)[1].split("`poisonlab.scan.write_scan", 1)[0]
+    said = re.search(r"the result's (.*?)\), and", bullet)
+    assert said is not None
+    named = re.findall(r"`([\w.]+)(?:\(\))?`", said.group(1))
+    assert "verdict" in named and "clean" in named
+    fields = {f.name for f in dataclasses.fields(ScanResult)}
+    decision = {f.name for f in dataclasses.fields(CombinedDecision)}
+    for name in named:
+        first, _, rest = name.partition(".")
+        assert first in fields or hasattr(ScanResult, first), name
+        assert not rest or (first == "decision" and rest in decision), name

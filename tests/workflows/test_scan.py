@@ -106,6 +106,11 @@ def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path)
         summary["verdict"]
         == "class 1 looks poisoned: 6 suspicious samples; classes 0, 2 look clean"
     )
+    assert result.verdict == summary["verdict"]  # the same line from Python, without the files
+    assert repr(result) == (
+        f"ScanResult({poisoned.dataset!r}; ran: dnn-uncertainty, raw-clustering, "
+        f"spectral-signatures; removed 6; verdict: {summary['verdict']!r})"
+    )
     assert summary["decision"]["poisoned_classes"] == [1]
     assert "raw-clustering" in summary["decision"]["per_class"]["1"]["named_by"]
     assert summary["defenses"]["dnn-uncertainty"]["role"].startswith("reported only")

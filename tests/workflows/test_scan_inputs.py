@@ -53,6 +53,11 @@ def test_wrong_types_and_unfit_models_are_refused_by_name(no_training: None) -> 
         scan(data, defenses="raw-clustering", threshold=0.1)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="data must be an ImageDataset or a data path"):
         scan(data.images, defenses="raw-clustering")  # type: ignore[arg-type]
+    from poisonlab.attacks import build_attack
+
+    poisoned = build_attack("badnets", count=3).poison(data, generator=torch.Generator())
+    with pytest.raises(ConfigError, match=r"got PoisonedDataset: pass its \.dataset$"):
+        scan(poisoned, defenses="raw-clustering")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="model must be a Network, a Checkpoint"):
         scan(data, defenses="spectral-signatures", model=object())  # type: ignore[arg-type]
     with pytest.raises(

@@ -67,6 +67,7 @@ from poisonlab.defenses.fusion import (
     CombinedDecision,
     combine,
     holdout_combined_score,
+    verdict_sentence,
 )
 from poisonlab.defenses.thresholds import Threshold
 from poisonlab.device import pick_device
@@ -134,7 +135,7 @@ class DefenseOutcome:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class ScanResult:
     """Every selected defense's outcome on one data set."""
 
@@ -169,6 +170,28 @@ class ScanResult:
     def clean(self) -> ImageDataset:
         """The data without the removed samples, in the original order and with the original ids."""
         return self.data.subset(~self.removed)
+
+    @property
+    def verdict(self) -> str | None:
+        """The verdict in one line, as ``poisonlab scan`` prints it and summary.json leads with:
+        "class 8 looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean" (None
+        without a combined decision)."""
+        if self.decision is None:
+            return None
+        return verdict_sentence(self.decision, self.data.class_names)
+
+    def __repr__(self) -> str:
+        """The data, the defenses that ran or were skipped, and the verdict, on one line: not
+        every tensor and network it holds."""
+        ran = ", ".join(o.name for o in self.ran) or "none"
+        skipped = [o.name for o in self.outcomes if o.result is None]
+        parts = [repr(self.data), f"ran: {ran}"]
+        if skipped:
+            parts.append(f"skipped: {', '.join(skipped)}")
+        parts.append(f"removed {int(self.removed.sum())}")
+        if self.verdict is not None:
+            parts.append(f"verdict: {self.verdict!r}")
+        return f"ScanResult({'; '.join(parts)})"
 
 
 def default_architecture(shape: tuple[int, int, int], *, lgm: bool = False) -> str:

@@ -42,8 +42,11 @@ def as_dataset(value: object, what: str) -> ImageDataset:
         from poisonlab.data.loaders import load_dataset
 
         return load_dataset(value if isinstance(value, str) else Path(value))
+    hint = ""
+    if isinstance(getattr(value, "dataset", None), ImageDataset):  # an attack's PoisonedDataset
+        hint = ": pass its .dataset"
     raise ConfigError(
-        f"{what} must be an ImageDataset or a data path/name, got {type(value).__name__}"
+        f"{what} must be an ImageDataset or a data path/name, got {type(value).__name__}{hint}"
     )
 
 

@@ -38,7 +38,6 @@ from torch import Tensor
 
 from poisonlab import __version__
 from poisonlab.data.dataset import save_npz
-from poisonlab.defenses.fusion import verdict_sentence
 from poisonlab.errors import ConfigError
 from poisonlab.validation import short_repr
 from poisonlab.versions import package_versions
@@ -106,7 +105,7 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
     rule = UNION_RULE if decision is None or decision.rule == "union" else decision.rule
     return jsonable(
         {
-            "verdict": verdict_sentence(decision, data.class_names) if decision else None,
+            "verdict": result.verdict,
             "decision": decision.to_dict() if decision else None,
             "poisonlab": __version__,
             "torch": torch.__version__,
