@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
 import termios
@@ -416,3 +417,24 @@ def test_cli_run_dry_run_and_errors(write_config, tmp_path):
     assert error.exit_code == 2 and "wrong.toml" in error.output and "badnets" in error.output
     help_text = cli.invoke(app, ["run", "--help"]).output
     assert "--executor" in help_text and "poisonlab run experiments/" in help_text
+
+
+def test_cli_run_records_threads_from_the_option_as_the_option(write_config, tmp_path, monkeypatch):
+    """run --threads reaches the cells, in worker processes too, and cell.json says the user typed
+    --threads; a user's POISONLAB_THREADS without the option is recorded as that variable."""
+    monkeypatch.setenv("POISONLAB_THREADS", "1")
+    config = write_config('name = "threads"\nkind = "test-sleep"\n[task]\nx = [1, 2]\n')
+    runs = tmp_path / "runs"
+
+    def sources(*options: str) -> list[tuple[int, str]]:
+        result = cli.invoke(app, ["run", str(config), "--runs", str(runs), "-q", *options])
+        assert result.exit_code == 0, result.output
+        cells = sorted((runs / "threads").glob("*/cell.json"))
+        assert len(cells) == 2
+        records = [json.loads(cell.read_text())["threads"] for cell in cells]
+        shutil.rmtree(runs)
+        return [(record["threads"], record["source"]) for record in records]
+
+    assert sources("--threads", "1", "--workers", "2") == [(1, "--threads")] * 2
+    assert sources("--threads", "1") == [(1, "--threads")] * 2
+    assert sources() == [(1, "POISONLAB_THREADS")] * 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from fnmatch import fnmatch
 from pathlib import Path
@@ -201,8 +200,6 @@ def run_command(
         raise ConfigError(f"config file {config_file} is a folder; expected a TOML file")
     if not config_file.is_file():
         raise ConfigError(f"config file {config_file} not found")
-    if threads is not None:  # per cell, wherever the cells run (inherited by worker processes)
-        os.environ[runtime.THREADS_ENV] = str(runtime.parse_threads(threads))
     from rich.table import Table
     from rich.text import Text
 
@@ -246,6 +243,9 @@ def run_command(
             only=only,
             device=device,
             cpus_per_task=cpus_per_task,
+            # each cell's job carries the count and its label, wherever the cell runs
+            threads=None if threads is None else runtime.parse_threads(threads),
+            threads_source="--threads",
         )
     except RunInterrupted as exc:
         done = exc.summary.count("done")

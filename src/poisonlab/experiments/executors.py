@@ -16,7 +16,8 @@ results store, as outcomes arrive, so a killed driver loses only cells still run
   file system), since cells write their artifacts and the cache there.
 
 Threads. Every cell applies :mod:`poisonlab.runtime`'s policy before its task runs: a count the
-user set (``poisonlab run --threads``, ``POISONLAB_THREADS``, ``OMP_NUM_THREADS``) wins, then the
+user set (``poisonlab run --threads``, carried by the job with its label as
+``CellJob.user_threads``, then ``POISONLAB_THREADS``, ``OMP_NUM_THREADS``) wins, then the
 executor's share of the cores (``CellJob.threads``), then the automatic choice for the cell's data
 (one thread for the built-in 8×8 digits). Worker processes import poisonlab before torch, so
 OpenMP's passive wait policy holds there too. What was applied is written to the cell's
@@ -64,7 +65,9 @@ class CellJob:
     cell_dir: str
     cache_dir: str
     device: str = "auto"
-    threads: int | None = None
+    threads: int | None = None  # the executor's share of the cores
+    user_threads: int | None = None  # a count the run was given (``run --threads``): wins
+    user_threads_source: str = ""  # where ``user_threads`` came from, as recorded ("--threads")
     description: str = ""
     sys_path: tuple[str, ...] = ()
 
@@ -154,6 +157,8 @@ def execute_cell(job: CellJob) -> CellOutcome:
 def apply_threads(job: CellJob) -> runtime.ThreadSettings:
     """The thread policy for one cell (module docstring): the user's count, the executor's share,
     or the automatic choice for the cell's data."""
+    if job.user_threads is not None:
+        return runtime.use_threads(job.user_threads, source=job.user_threads_source or None)
     explicit, _ = runtime.requested_threads(None)
     if explicit is None and job.threads:
         return runtime.use_threads(job.threads, source="executor share of the cores")

@@ -219,6 +219,8 @@ def run_experiment(
     only: str | None = None,
     device: str = "auto",
     cpus_per_task: float = 1,
+    threads: int | None = None,
+    threads_source: str | None = None,
 ) -> RunSummary:
     """Run every selected cell of ``config`` that is not done yet, recording results as they come.
 
@@ -243,6 +245,12 @@ def run_experiment(
         Passed to the tasks (``auto``, ``cpu``, ``cuda``).
     cpus_per_task : float
         Ray ``num_cpus`` per cell (also its torch threads).
+    threads : int or None
+        Threads for every cell, wherever it runs; None leaves each cell to POISONLAB_THREADS,
+        OMP_NUM_THREADS, the executor's share of the cores or the automatic choice.
+    threads_source : str or None
+        Where ``threads`` came from, as each cell records it (the CLI: "--threads"); by default
+        this call (``run_experiment(threads=2)``).
 
     Returns
     -------
@@ -293,7 +301,8 @@ def run_experiment(
         with make_executor(
             executor, workers=workers, address=address, cpus_per_task=cpus_per_task
         ) as pool:
-            jobs = [_job(cell, task_module, runs, device, pool) for cell in todo]
+            source = threads_source or f"run_experiment(threads={threads!r})"
+            jobs = [_job(cell, task_module, runs, device, pool, threads, source) for cell in todo]
             try:
                 _drive(store, config, jobs, pool, ran)
             except BaseException as exc:
@@ -306,7 +315,15 @@ def run_experiment(
         return _summary(store, config, selected, ran, executor, clock, False)
 
 
-def _job(cell: GridCell, task_module: str, runs: Path, device: str, pool: Executor) -> CellJob:
+def _job(
+    cell: GridCell,
+    task_module: str,
+    runs: Path,
+    device: str,
+    pool: Executor,
+    threads: int | None,
+    threads_source: str,
+) -> CellJob:
     return CellJob(
         spec=cell.spec,
         task_module=task_module,
@@ -314,6 +331,8 @@ def _job(cell: GridCell, task_module: str, runs: Path, device: str, pool: Execut
         cache_dir=str((runs / "cache").resolve()),
         device=device,
         threads=pool.threads,
+        user_threads=threads,
+        user_threads_source=threads_source,
         description=cell.description,
         sys_path=tuple(p for p in sys.path if p and Path(p).is_dir()),
     )
