@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -156,3 +158,35 @@ def test_an_output_folder_over_the_lgm_model_beside_model_is_refused(files):
     assert result.exit_code == 2
     assert f"--out {target} overlaps the input {target.resolve()}" in result.output
     assert (target / "model.safetensors").exists()
+
+
+def test_an_lgm_model_given_as_model_beside_a_softmax_model_gets_one_warning(files):
+    """--model OUT/lgm-model (every defense then reads the LGM network) is most likely a slip
+    for OUT/model: one WARNING names both folders; an LGM model with no softmax model beside
+    it, or beside another LGM model, gets none."""
+    tmp = files["tmp"]
+
+    def saved(where: str, *, head: str = "lgm") -> Path:
+        arch = "lgm-net" if head == "lgm" else "cnn-small"
+        config = ModelConfig(arch, 1, 8, 8, 3, head=head)
+        return save_checkpoint(build_model(config, seed=0), tmp / where)
+
+    def warnings(model: Path) -> list[str]:
+        out = tmp / "out"
+        result = run(files["data"], "-D", "spectral-signatures", "-m", model, "-o", out, "-q")
+        assert result.exit_code == 0, result.output
+        shutil.rmtree(out)
+        return [line for line in result.output.splitlines() if line.startswith("WARNING")]
+
+    lgm, softmax = saved("earlier/lgm-model"), saved("earlier/model", head="softmax")
+    assert warnings(lgm) == [
+        f"WARNING  --model {lgm} is an LGM model: every defense reads it, so scores differ from "
+        f"a scan with the softmax model {softmax} beside it. --model names the model the defenses "
+        "read (an earlier scan's model/); lgm-likelihood's LGM model is --lgm-model, or the "
+        "lgm-model/ found beside --model"
+    ]
+    assert warnings(lgm / "model.json") != []  # a file inside the folder names it too
+    assert warnings(saved("alone/lgm-model")) == []
+    saved("two/model")
+    assert warnings(saved("two/lgm-model")) == []
+    assert warnings(softmax) == []  # the softmax model itself, as meant

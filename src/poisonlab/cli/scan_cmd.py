@@ -11,6 +11,7 @@ counts are checked before torch is imported, so those errors are immediate.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ from poisonlab.ranges import class_ranges
 
 if TYPE_CHECKING:
     from poisonlab.workflows.scan import ScanResult
+
+log = logging.getLogger(__name__)
 
 SCAN_FILES = ("scores.csv", "summary.json", "clean.npz", "report.html", "model", "lgm-model")
 """What a scan writes into --out (poisonlab.workflows.scan_output, the report, trained models):
@@ -115,13 +118,26 @@ def save_trained_models(
     return replace(result, models=tuple(models))
 
 
-def lgm_model_beside(model: Path) -> Path | None:
-    """The ``lgm-model`` checkpoint folder beside the folder of ``model`` (as a scan saves its two
+def folder_beside(model: Path, name: str) -> Path | None:
+    """The folder ``name`` beside the checkpoint folder of ``model`` (as a scan saves its two
     models: ``OUT/model``, ``OUT/lgm-model``), None when there is no such folder (torch-free)."""
     folder = model.expanduser()
     folder = folder if folder.is_dir() else folder.parent  # --model may name a file inside it
-    beside = folder.parent / "lgm-model"
+    beside = folder.parent / name
     return beside if beside.is_dir() and beside.resolve() != folder.resolve() else None
+
+
+def softmax_model_beside(model: Path) -> Path | None:
+    """The ``model`` folder beside ``model``'s folder when it holds a softmax model, as beside the
+    ``OUT/lgm-model`` a scan saved; None otherwise. Reads its model.json only (torch-free)."""
+    beside = folder_beside(model, "model")
+    if beside is None:
+        return None
+    try:
+        head = json.loads((beside / "model.json").read_text())["model"]["head"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # no readable checkpoint there: nothing to point at
+    return beside if head == "softmax" else None
 
 
 def _noted(result: ScanResult, role: str, note: str) -> ScanResult:
@@ -399,7 +415,7 @@ def scan_command(
     # an earlier scan's folder holds model/ and lgm-model/: rescanning with its model reads both
     beside = None
     if lgm_model is None and model is not None and "lgm-likelihood" in names:
-        beside = lgm_model_beside(model)
+        beside = folder_beside(model, "lgm-model")
         if beside is not None:
             inputs.append(beside.resolve())
     check_output_apart(out_dir, inputs)
@@ -433,6 +449,18 @@ def scan_command(
     given = checkpoint.model if checkpoint is not None else None
     if beside is not None and given is not None and given.is_lgm:
         beside = None  # --model is an LGM model itself: it serves lgm-likelihood
+    softmax = None
+    if model is not None and given is not None and given.is_lgm:  # OUT/lgm-model for OUT/model?
+        softmax = softmax_model_beside(model)
+    if softmax is not None:
+        log.warning(
+            "--model %s is an LGM model: every defense reads it, so scores differ from a scan "
+            "with the softmax model %s beside it. --model names the model the defenses read (an "
+            "earlier scan's model/); lgm-likelihood's LGM model is --lgm-model, or the lgm-model/ "
+            "found beside --model",
+            model,
+            softmax,
+        )
     lgm_checkpoint = None
     if lgm_model is not None:
         lgm_checkpoint = as_lgm_model(lgm_model, dataset)
