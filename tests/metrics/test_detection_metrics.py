@@ -205,3 +205,27 @@ def test_single_class_guard_is_exact_and_silent(poisons: bool) -> None:
     else:
         assert np.isnan(pr.recall).all() and math.isnan(m.aupr)
     assert math.isnan(m.auroc)
+
+
+def test_curve_and_area_functions_take_tensors_and_name_bad_scores() -> None:
+    """A detector's result is tensors, NaN where a sample was not analysed: the functions take
+    tensors as arrays, and NaN scores get a message naming the function and the fix (it was
+    scikit-learn's "Input contains NaN")."""
+    truth, scores, _ = random_case(0)
+    as_tensors = torch.from_numpy(truth), torch.from_numpy(scores)
+    assert auroc(*as_tensors) == auroc(truth, scores)
+    assert average_precision(*as_tensors) == average_precision(truth, scores)
+    assert np.array_equal(roc_points(*as_tensors).tpr, roc_points(truth, scores).tpr)
+    assert np.array_equal(pr_points(*as_tensors).recall, pr_points(truth, scores).recall)
+    unanalysed = scores.copy()
+    unanalysed[:5] = np.nan
+    for function in (auroc, average_precision, roc_points, pr_points):
+        name = function.__name__
+        with pytest.raises(
+            ValueError, match=rf"^{name} scores must be finite, got 5 NaN .*analysed"
+        ):
+            function(truth, unanalysed)
+        with pytest.raises(ValueError, match=rf"^{name}: is_poison and scores differ in length"):
+            function(truth[:10], scores)
+        with pytest.raises(ValueError, match=rf"^{name} scores must be a 1-d array"):
+            function(truth, scores.reshape(20, 10))

@@ -13,9 +13,8 @@ Kinds (:class:`Trigger`):
   docs/methods.md#triggers.
 - ``square``: a solid s×s patch, by default the CIFAR-10 4×4 white square 1 px from the bottom
   and right edges (docs/methods.md#triggers, [choice]).
-- ``sticker``: a solid s×s patch, by default Schulth et al. 2022's 3×3 yellow-green RGB (245, 255,
-0) at a
-  random position inside a 10×15 (rows × columns) window centred in the image
+- ``sticker``: a solid s×s patch, by default Schulth et al. 2022's 3×3 yellow-green RGB
+  (245, 255, 0) at a random position inside a 10×15 (rows × columns) window centred in the image
   (docs/methods.md#triggers).
 - ``checkerboard``: Turner et al.'s 3×3 ± pattern (MadryLab ``poison_attack.py``), full amplitude
   (+ → 1, − → 0) or reduced amplitude amp/255 added (+) or subtracted (−) on all channels with

@@ -13,9 +13,8 @@ and fused into one suspicion score u(x) = −Σ_l z_l(x):
 * ``fusion="claimed"`` (default): m_l = LL_{l,y}, the likelihood under the claimed label y. A
   dirty-label backdoor sample keeps the features of its true class in the early layers while
   claiming another class, so its claimed-class likelihood is very low there.
-* ``fusion="max"``: m_l = max_c LL_lc, docs/methods.md#deep-features's label-free variant (an input
-unlike any
-  clean class is suspicious).
+* ``fusion="max"``: m_l = max_c LL_lc, docs/methods.md#deep-features's label-free variant (an
+  input unlike any clean class is suspicious).
 
 ``claimed`` is the default because it separated poisons better on Fashion-MNIST with BadNets at 10%
 all-to-all (cnn-small, 60,000 images: training-set AUROC 99.97% vs 98.08% for ``max``; every fusion

@@ -10,7 +10,7 @@ log|Σ_c| = 2 Σ log diag(L_c). Covariances are regularised because they are sin
 class has about as many samples as dimensions, or dead (always-zero) ReLU units:
 
 * ``full``: the unbiased sample covariance plus ε·I with ε = ``eps``·tr(Σ)/d
-(docs/methods.md#deep-features);
+  (docs/methods.md#deep-features);
 * ``ledoit-wolf``: scikit-learn's Ledoit–Wolf shrinkage towards a scaled identity, plus the same
   ε·I (it only matters when the shrinkage happens to be 0).
 

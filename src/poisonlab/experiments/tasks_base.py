@@ -12,8 +12,8 @@ Metric names are flat, dot-separated and stable, because tables and reports read
   ``attack.n_poison``, ``attack.n_train``, ``model.clean_accuracy`` (the model before the attack);
 - ``defense.<name>.<metric>`` with metric in ``acc``, ``tpr``, ``tnr``, ``precision``, ``auroc``,
   ``aupr``, ``aupr_in``, ``tpr_at_fpr``, ``n_flagged``, ``n_analysed``, ``seconds``;
-- ``accuracy.<model>.<set>`` for Subedar et al. 2019 Table 1 (model in dnn, df, bnn; set in clean,
-triggered);
+- ``accuracy.<model>.<set>`` for Subedar et al. 2019 Table 1 (model in dnn, df, bnn; set in
+  clean, triggered);
 - anything else a task documents. Values are floats (rates as fractions in [0, 1], not percent)
   or ints; NaN means "undefined" (e.g. AUROC without poisons).
 

@@ -4,13 +4,11 @@ Definitions (docs/methods.md#asr):
 
 - clean accuracy: fraction of clean test images predicted as their true label;
 - ASR: fraction of a triggered test set predicted as its attacker label (Subedar et al. 2019's
-"accuracy on
-  poisoned" for all-to-all; Schulth et al. 2022's triggered source-class images predicted as the
-  target);
+  "accuracy on poisoned" for all-to-all; Schulth et al. 2022's triggered source-class images
+  predicted as the target);
 - per-class ASR: the same restricted to the images whose true class is c;
-- MASR (Schulth et al. 2022 §5.1): the unweighted mean of the per-class ASR over every class except
-the
-  target, on full-amplitude triggered test images.
+- MASR (Schulth et al. 2022 §5.1): the unweighted mean of the per-class ASR over every class
+  except the target, on full-amplitude triggered test images.
 
 Every function takes the predicted labels, an int64 tensor of shape (N,) (a model's predictions:
 :func:`poisonlab.train.predict`, or :func:`poisonlab.workflows.backdoor_eval.measure_backdoor`

@@ -20,12 +20,12 @@ Definitions
   positive class and the scores negated (Subedar et al. 2019 does not state its positive class).
 - ROC and PR curves are ``sklearn.metrics.roc_curve`` (every threshold kept) and
   ``precision_recall_curve``.
+- TPR at a fixed FPR: the largest TPR among ROC points whose FPR does not exceed the target (no
+  interpolation between points, so it never promises more than a real cut achieves).
 
 scikit-learn computes the curves and areas. The only code of our own is the guard for a single
 class (no poisons, or only poisons, among the analysed samples), where scikit-learn warns, raises
 or returns a recall of 1 without positives: there the undefined quantity is NaN.
-- TPR at a fixed FPR: the largest TPR among ROC points whose FPR does not exceed the target (no
-  interpolation between points, so it never promises more than a real cut achieves).
 
 A quantity whose denominator is zero (AUROC with only one kind of sample, TPR without poisons,
 precision with nothing flagged...) is NaN, and ``notes`` says why; nothing raises for it.
@@ -131,14 +131,36 @@ def _json_list(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values.tolist()]
 
 
-def _as_numpy(values: Tensor | np.ndarray | Any, dtype: type) -> np.ndarray:
-    """A 1-d NumPy copy of a tensor or array-like."""
+def _as_numpy(values: Tensor | np.ndarray | Any, dtype: type, what: str = "input") -> np.ndarray:
+    """A 1-d NumPy copy of a tensor or array-like (``what`` names it in the error)."""
     if isinstance(values, Tensor):
         values = values.detach().cpu().numpy()
     array: np.ndarray = np.asarray(values, dtype=dtype)
     if array.ndim != 1:
-        raise ValueError(f"expected a 1-d array, got shape {array.shape}")
+        raise ValueError(f"{what} must be a 1-d array, got shape {array.shape}")
     return array
+
+
+def _truth_and_scores(
+    is_poison: Tensor | np.ndarray, scores: Tensor | np.ndarray, caller: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``is_poison`` (bool) and ``scores`` (float64) as 1-d arrays of one length, the scores
+    finite; a ValueError naming ``caller`` and the argument otherwise (scikit-learn's own says
+    only "Input contains NaN")."""
+    truth = _as_numpy(is_poison, bool, f"{caller} is_poison")
+    values = _as_numpy(scores, np.float64, f"{caller} scores")
+    if len(truth) != len(values):
+        raise ValueError(
+            f"{caller}: is_poison and scores differ in length: {len(truth)}, {len(values)}"
+        )
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise ValueError(
+            f"{caller} scores must be finite, got {bad} NaN or infinite of {len(values)} (a "
+            "detector's NaN marks a sample it did not analyse: keep result.analysed, or use "
+            "evaluate_detection(result, is_poison))"
+        )
+    return truth, values
 
 
 def _ratio(num: int, den: int) -> float:
@@ -164,13 +186,16 @@ def _both_classes(is_poison: np.ndarray) -> bool:
     return bool(is_poison.any()) and not bool(is_poison.all())
 
 
-def roc_points(is_poison: np.ndarray, scores: np.ndarray) -> RocCurve:
+def roc_points(is_poison: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> RocCurve:
     """ROC curve points (``sklearn.metrics.roc_curve``); rates are NaN for a class that is absent.
 
     With both classes present this is scikit-learn's curve with every threshold kept
     (``drop_intermediate=False``). With one class only, scikit-learn warns and, for an empty input,
     raises; the guard returns the same thresholds with the absent class's rate NaN instead.
+    ``is_poison`` (bool) and ``scores`` (finite, higher = more suspicious) are (n,) arrays or
+    tensors.
     """
+    is_poison, scores = _truth_and_scores(is_poison, scores, "roc_points")
     if _both_classes(is_poison):
         from sklearn.metrics import roc_curve
 
@@ -191,14 +216,16 @@ def roc_points(is_poison: np.ndarray, scores: np.ndarray) -> RocCurve:
     )
 
 
-def pr_points(is_poison: np.ndarray, scores: np.ndarray) -> PrCurve:
+def pr_points(is_poison: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> PrCurve:
     """Precision–recall points, one per distinct score from the highest down.
 
     With both classes present these are ``sklearn.metrics.precision_recall_curve``'s points in
     reverse (scikit-learn lists thresholds rising and appends the (precision 1, recall 0) end
     point, which has no threshold and is dropped). With one class only scikit-learn sets recall to
     1 without positives; the guard keeps precision exact (0 or 1) and recall NaN when undefined.
+    Inputs as :func:`roc_points`.
     """
+    is_poison, scores = _truth_and_scores(is_poison, scores, "pr_points")
     if _both_classes(is_poison):
         from sklearn.metrics import precision_recall_curve
 
@@ -214,8 +241,10 @@ def pr_points(is_poison: np.ndarray, scores: np.ndarray) -> PrCurve:
     return PrCurve(np.zeros_like(above), np.full_like(above, NAN), values)
 
 
-def auroc(is_poison: np.ndarray, scores: np.ndarray) -> float:
-    """``sklearn.metrics.roc_auc_score`` (ties count ½); NaN with a single class."""
+def auroc(is_poison: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> float:
+    """``sklearn.metrics.roc_auc_score`` (ties count ½); NaN with a single class. Inputs as
+    :func:`roc_points`."""
+    is_poison, scores = _truth_and_scores(is_poison, scores, "auroc")
     if not _both_classes(is_poison):
         return NAN
     from sklearn.metrics import roc_auc_score
@@ -223,8 +252,10 @@ def auroc(is_poison: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(is_poison, scores))
 
 
-def average_precision(is_poison: np.ndarray, scores: np.ndarray) -> float:
-    """``sklearn.metrics.average_precision_score``; NaN without positives, 1 with positives only."""
+def average_precision(is_poison: Tensor | np.ndarray, scores: Tensor | np.ndarray) -> float:
+    """``sklearn.metrics.average_precision_score``; NaN without positives, 1 with positives only.
+    Inputs as :func:`roc_points`."""
+    is_poison, scores = _truth_and_scores(is_poison, scores, "average_precision")
     if not is_poison.any():
         return NAN
     if is_poison.all():
