@@ -3,8 +3,11 @@ predict and measure_backdoor under packages that do not export them: an ImportEr
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
+
+import pytest
 
 from tests.dotted_names import resolve
 
@@ -70,3 +73,15 @@ def test_the_scan_result_attributes_it_names_exist() -> None:
         first, _, rest = name.partition(".")
         assert first in fields or hasattr(ScanResult, first), name
         assert not rest or (first == "decision" and rest in decision), name
+
+
+@pytest.mark.parametrize("package", ["poisonlab.data", "poisonlab.models"])
+def test_the_calls_a_package_bullet_shows_are_exported_there(package: str) -> None:
+    """``from poisonlab.data import prepare_splits`` works for every ``name(...)`` the bullet of
+    ``poisonlab.data`` (or models) shows: the natural import, no private module."""
+    section = api_section()
+    bullet = section.split(f"- `{package}`: ", 1)[1].split("\n- ", 1)[0]
+    calls = re.findall(r"`([A-Za-z_]\w*)\(", bullet)
+    assert calls
+    module = importlib.import_module(package)
+    assert [name for name in calls if name not in getattr(module, "__all__", [])] == []

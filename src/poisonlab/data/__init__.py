@@ -2,6 +2,8 @@
 
 ``load_dataset("digits")`` gives the embedded default; ``load_dataset(path)`` detects the format
 of an .npz, MNIST-style IDX files, CIFAR-10 batches, GTSRB or a folder of class subfolders.
+``prepare_splits(spec, limit=...)`` gives train / held-out / test parts as every command makes
+them (a source's official test part kept as the test part; ``limit`` a stratified subset).
 Importing this package stays light: scikit-learn and Pillow are imported only when used.
 """
 
@@ -16,6 +18,7 @@ from poisonlab.data.loaders import (
     load_dataset,
     source_help,
 )
+from poisonlab.data.prepare import prepare_splits
 from poisonlab.data.splits import Split, split_dataset, split_indices
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "detect_source",
     "has_test_part",
     "load_dataset",
+    "prepare_splits",
     "save_npz",
     "source_help",
     "split_dataset",
