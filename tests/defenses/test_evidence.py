@@ -143,3 +143,19 @@ def test_a_model_already_on_the_device_is_used_as_is():
     model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3), seed=0)
     evidence = Evidence(blobs_dataset(n_per_class=5), model, device="cpu")
     assert evidence.require_model() is model
+
+
+def test_evidence_and_results_print_as_one_line():
+    """A notebook shows what an Evidence holds and what a detector found, not every tensor."""
+    data = blobs_dataset(n_per_class=40, seed=0)
+    model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, feature_dim=8), seed=0)
+    evidence = Evidence(data, model, device="cpu")
+    assert repr(evidence) == (
+        f"Evidence({data!r}, model cnn-small (softmax), holdout=None, device cpu)"
+    )
+    for name in ("spectral-signatures", "dnn-uncertainty"):
+        result = build_detector(name).fit(evidence).result
+        text = repr(result)
+        assert text.startswith(f"DetectionResult({name!r}, {int(result.flagged.sum())} flagged ")
+        assert f"of {len(data)} analysed" in text and "tensor" not in text and "\n" not in text
+        assert ("classes named" in text) == bool(result.verdicts)

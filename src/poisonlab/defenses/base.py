@@ -37,7 +37,7 @@ from poisonlab.registry import Registry
 from poisonlab.validation import CLASSES, ConstraintList, InstanceOf, Validated, check_param
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class DetectionResult:
     """A detector's verdict on one data set.
 
@@ -67,6 +67,17 @@ class DetectionResult:
     def poisoned_classes(self) -> list[int]:
         """Classes the verdicts call poisoned (empty for detectors without verdicts)."""
         return [v.label for v in self.verdicts if v.poisoned]
+
+    def __repr__(self) -> str:
+        """The detector, its flags, the classes its verdicts name and its rule on one line, e.g.
+        ``DetectionResult('spectral-signatures', 140 flagged of 1398 analysed, classes named
+        [1, 2], rule verdict, 0.12 s)``: not every score, parameter and verdict it holds."""
+        named = f", classes named {self.poisoned_classes}" if self.verdicts else ""
+        return (
+            f"DetectionResult({self.detector!r}, {int(self.flagged.sum())} flagged of "
+            f"{int(self.analysed.sum())} analysed{named}, rule {self.threshold.get('rule')}, "
+            f"{self.seconds:.2f} s)"
+        )
 
     def flagged_per_class(self, labels: Tensor, num_classes: int) -> list[int]:
         """Number of flagged samples per claimed class."""

@@ -94,6 +94,19 @@ class Evidence:
         self._cache: dict[Hashable, Any] = {}
         self._working: Network | None = None  # the model on self.device (a copy if need be)
 
+    def __repr__(self) -> str:
+        """The data, the model's architecture and head, the held-out set and the device, e.g.
+        ``Evidence(ImageDataset('digits', ...), model cnn-small (softmax), holdout=None, device
+        cpu)``."""
+        model = "None"
+        if self.model is not None:
+            head = "lgm" if self.model.is_lgm else "softmax"
+            model = f"{self.model.config.arch} ({head})"
+        return (
+            f"Evidence({self.data!r}, model {model}, holdout={self.holdout!r}, "
+            f"device {self.device})"
+        )
+
     @property
     def num_classes(self) -> int:
         """Number of classes of the suspect data."""
