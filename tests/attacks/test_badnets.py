@@ -46,6 +46,21 @@ def test_poisoned_set_repr_is_one_short_line() -> None:
     assert "\n" not in repr(poisoned) and "tensor" not in repr(poisoned)
 
 
+def test_poisons_outnumbering_a_class_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """All-to-one at rate 0.25 of 120 images sends 39 poisons into a class of 30: the defenses
+    that look for a minority in a class would single out its clean images. Said once, by name."""
+    data = _data()
+    with caplog.at_level("WARNING", logger="poisonlab.attacks"):
+        _poison(BadNets(rate=0.2), data)  # all-to-all: 10 poisons beside 30 in every class
+        assert caplog.messages == []
+        _poison(BadNets(rate=0.25, label_map="all-to-one", target=0), data)
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].startswith(
+        "badnets: poisons outnumber the clean images of class 0: 39 poisons, 30 clean; "
+    )
+    assert "target_rate=" in caplog.messages[0]
+
+
 def test_default_budget_is_a_fifth_of_the_poisoned_set() -> None:
     """No budget given: poisons are 20% of the poisoned training set, as documented."""
     attack = BadNets()
