@@ -52,6 +52,25 @@ def test_one_class_backdoor_is_named_and_only_its_poisons_removed() -> None:
     )
 
 
+def test_the_decision_is_measured_like_a_detector() -> None:
+    """evaluate_detection(scan.decision, is_poison): the combined score ranked, the removed
+    samples counted, over the samples a member analysed (it refused the decision by type)."""
+    from poisonlab.metrics.detection import detection_metrics, evaluate_detection
+
+    case = make_case(poisoned_classes=(1,), n_per_class=120)
+    results = fitted(case, "spectral-signatures", "raw-clustering")
+    only_1 = build_detector("raw-clustering", classes=[1], n_init=2).fit(case.evidence).result
+    for decision in (combine(results, case.labels), combine([only_1], case.labels)):
+        measured = evaluate_detection(decision, case.is_poison)
+        known = ~torch.isnan(decision.score)
+        expected = detection_metrics(
+            case.is_poison[known], decision.score[known], decision.removed[known]
+        )
+        assert measured.to_dict() == expected.to_dict()
+        assert measured.tp == int((decision.removed & case.is_poison).sum()) > 0
+    assert measured.n == int((case.labels == 1).sum())  # one class analysed, one measured
+
+
 def test_clean_set_removes_nothing_and_names_no_class() -> None:
     case = make_case(poison_fraction=0.0, n_per_class=120)
     decision = combine(fitted(case, "activation-clustering", "spectral-signatures"), case.labels)

@@ -233,6 +233,11 @@ class CombinedDecision:
         that found that group, and the members whose held-out check cleared the class
         (``modes_found_by``)
     alpha : the family-wise level of the verdict rule
+
+    It reads as a detector's result to :func:`poisonlab.metrics.detection.evaluate_detection`:
+    ``scores`` is the combined score, ``flagged`` the removed samples and ``analysed`` the
+    samples some member analysed (the union rule can also remove samples no member analysed,
+    e.g. flags of a reported-only defense in classes the members skipped; they are left out).
     """
 
     score: Tensor
@@ -243,6 +248,21 @@ class CombinedDecision:
     excluded: dict[str, str] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     alpha: float = VerdictRule.alpha
+
+    @property
+    def scores(self) -> Tensor:
+        """The combined score, float64 (N,): what evaluate_detection ranks (AUROC, AUPR)."""
+        return self.score
+
+    @property
+    def flagged(self) -> Tensor:
+        """The removed samples, bool (N,): what evaluate_detection counts (TPR, TNR)."""
+        return self.removed
+
+    @property
+    def analysed(self) -> Tensor:
+        """bool (N,): the samples some member analysed (a finite combined score)."""
+        return ~torch.isnan(self.score)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the per-sample tensors)."""

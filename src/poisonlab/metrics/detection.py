@@ -47,8 +47,9 @@ NAN = float("nan")
 
 
 class Scored(Protocol):
-    """What :func:`evaluate_detection` reads from a detector's result (a ``DetectionResult``):
-    per-sample scores, flags, and which samples were analysed. A protocol, so metrics need not
+    """What :func:`evaluate_detection` reads from a detector's result (a ``DetectionResult``) or a
+    scan's decision (a ``CombinedDecision``): per-sample scores, flags, and which samples were
+    analysed. A protocol, so metrics need not
     import the defenses that produce it."""
 
     @property
@@ -339,13 +340,15 @@ def evaluate_detection(
 ) -> DetectionMetrics:
     """Metrics of a detector's result against the ground truth, over its analysed samples.
 
-    ``is_poison`` is the attack's bool (N,) mask over the same N samples the detector scored
+    ``result`` is a detector's result (``detector.fit(evidence).result``) or a scan's combined
+    decision (``scan(...).decision``: its combined score and removed samples). ``is_poison`` is
+    the attack's bool (N,) mask over the same N samples the detector scored
     (``PoisonedDataset.is_poison``).
     """
     if not all(hasattr(result, name) for name in ("scores", "flagged", "analysed")):
         raise ConfigError(
             "evaluate_detection result must be a detector's result (detector.fit(evidence)"
-            f".result), got {type(result).__name__} {short_repr(result)}"
+            f".result) or a scan's decision, got {type(result).__name__} {short_repr(result)}"
         )
     if hasattr(is_poison, "is_poison"):  # the PoisonedDataset itself, for its mask
         raise ConfigError(
