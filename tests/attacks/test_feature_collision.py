@@ -347,7 +347,9 @@ def test_explicit_pairs_and_their_checks(setup) -> None:
                       target_index=target, base_index=same[None])  # fmt: skip
     with pytest.raises(ConfigError, match="both"):
         attack.poison(data, generator=make_generator(0), model=model, target_index=target)
-    with pytest.raises(ConfigError, match="needs the victim model"):
+    with pytest.raises(
+        ConfigError, match=r"needs the victim model: poison\(train, model=.*got None"
+    ):
         attack.poison(data, generator=make_generator(0))
 
 

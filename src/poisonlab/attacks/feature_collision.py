@@ -42,6 +42,7 @@ from poisonlab.validation import (
     ConstraintList,
     Interval,
     Options,
+    short_repr,
     validate_params,
 )
 
@@ -293,7 +294,11 @@ class FeatureCollision(Attack):
             ``target_index`` (rows of the target pool) and a ``summary`` of means.
         """
         if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
-            raise ConfigError("feature-collision needs the victim model (a torch nn.Module)")
+            raise ConfigError(
+                "feature-collision needs the victim model: poison(train, model=..., "
+                "generator=...) with a trained network (a torch nn.Module with parameters), got "
+                f"{short_repr(model)}"
+            )
         pool = test if test is not None else train
         if pool.shape != train.shape:
             raise ConfigError(
