@@ -120,6 +120,19 @@ def test_predict_evaluate_and_measure_backdoor_name_what_they_take() -> None:
     assert predict(MODEL, DATA.images).shape == (len(DATA),)
 
 
+def test_predict_shows_the_keywords_it_takes() -> None:
+    """help(predict) and an editor show device and batch_size (it took ``**kwargs: object``),
+    and it gives predict_logits' argmax for any batch size."""
+    import inspect
+
+    from poisonlab.train import predict, predict_logits
+
+    keywords = inspect.signature(predict).parameters
+    assert [k for k, p in keywords.items() if p.kind is p.KEYWORD_ONLY] == ["device", "batch_size"]
+    expected = predict_logits(MODEL, DATA.images).argmax(1)
+    assert torch.equal(predict(MODEL, DATA.images, device="cpu", batch_size=7), expected)
+
+
 def test_score_samples_and_combine_name_what_they_take() -> None:
     """score_samples("x.npz") said "Evidence data must be ..." (a class the caller never named);
     combine(result, labels) with one result instead of a list, or the data set for the labels,

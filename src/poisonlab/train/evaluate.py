@@ -50,9 +50,15 @@ def predict_logits(
     return torch.cat(parts)
 
 
-def predict(model: Network, images: Tensor, **kwargs: object) -> Tensor:
-    """Predicted class per image, int64 (N,)."""
-    return predict_logits(model, images, **kwargs).argmax(1)  # type: ignore[arg-type]
+def predict(
+    model: Network,
+    images: Tensor,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 512,
+) -> Tensor:
+    """Predicted class per image, int64 (N,), on the CPU (:func:`predict_logits`'s argmax)."""
+    return predict_logits(model, images, device=device, batch_size=batch_size).argmax(1)
 
 
 def evaluate(
