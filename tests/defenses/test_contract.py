@@ -330,6 +330,17 @@ def test_a_held_out_cut_without_a_held_out_set_is_refused_by_name(name: str) -> 
         detector.fit(case.evidence)
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if DETECTORS.get(n).per_class])
+def test_a_class_the_data_lacks_is_refused_by_name_before_work(name: str) -> None:
+    """It read "class 12 does not exist (0..2)", naming neither the detector nor ``classes``,
+    once the representations were computed."""
+    params = next(iter(CONTRACT_VARIANTS.get(name, {"default": {}}).values()))
+    detector = build_detector(name, classes=[1, 12], **params)
+    detector._score = None  # type: ignore[assignment,method-assign]  # no scoring may start
+    with pytest.raises(ConfigError, match=rf"^{name} `classes`: class 12 does not exist in data"):
+        detector.fit(build_case(name).evidence)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_names_are_unique_classes(name: str) -> None:
     counts = Counter(DETECTORS.get(n) for n in NAMES)

@@ -156,10 +156,17 @@ class Detector(Validated, ABC):
         present = evidence.labels().unique().tolist()
         if self.classes is None:
             return present
-        bad = [c for c in self.classes if not 0 <= c < evidence.num_classes]
-        if bad:
-            raise ConfigError(f"class {bad[0]} does not exist (0..{evidence.num_classes - 1})")
+        self._check_classes(evidence)
         return [c for c in self.classes if c in present]
+
+    def _check_classes(self, evidence: Evidence) -> None:
+        """A ConfigError naming this detector and ``classes`` for a class the data lacks."""
+        bad = [c for c in self.classes or () if not 0 <= c < evidence.num_classes]
+        if bad:
+            raise ConfigError(
+                f"{self.name} `classes`: class {bad[0]} does not exist in data set "
+                f"{evidence.data.name!r} (0..{evidence.num_classes - 1})"
+            )
 
     def _confirm(
         self, evidence: Evidence, verdicts: tuple[ClassVerdict, ...], flags: Tensor
@@ -338,9 +345,10 @@ class Detector(Validated, ABC):
         )
 
     def _check_needs(self, evidence: Evidence) -> None:
-        """A ConfigError naming this detector when its threshold cuts on clean held-out scores
-        and the Evidence has no held-out set: before any work, as the missing held-out set of
-        :class:`TargetFPR` would otherwise fail only once the data is scored."""
+        """A ConfigError naming this detector, before any work, for a class in ``classes`` the
+        data lacks, or a threshold that cuts on clean held-out scores without a held-out set
+        (:class:`TargetFPR` would otherwise fail only once the data is scored)."""
+        self._check_classes(evidence)
         if self.threshold.needs_reference and evidence.holdout is None:
             raise MissingInput(
                 f"{self.name} threshold {self.threshold.describe()} cuts on the scores of clean "
