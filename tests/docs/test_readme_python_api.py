@@ -43,3 +43,25 @@ def test_the_example_runs_and_prints_one_line_per_defense(tmp_path: Path) -> Non
     assert [m.group(1) for m in parsed if m] == expected
     # each finds BadNets on digits well above chance (0.97 to 1.00 when the example was run)
     assert all(float(m.group(2)) > 0.9 for m in parsed if m)
+
+
+def test_progress_is_switched_on_as_it_says(capsys: pytest.CaptureFixture[str]) -> None:
+    """ "`poisonlab.progress.enable()` shows the command line's progress ... a plain line per
+    finished stage when stderr is not a terminal": training then tells its end on stderr."""
+    from poisonlab import progress
+    from poisonlab.models import ModelConfig, build_model
+    from poisonlab.train import TrainConfig, train_model
+    from tests.conftest import blobs_dataset
+
+    assert "`poisonlab.progress.enable()`" in README.read_text(encoding="utf-8")
+    data = blobs_dataset(n_per_class=10, seed=0)
+    model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, feature_dim=8), seed=0)
+    recipe = TrainConfig(epochs=1, val_fraction=0.0, seed=0)
+    train_model(model, data, recipe)
+    assert capsys.readouterr().err == ""  # silent by default
+    progress.enable()
+    try:
+        train_model(model, data, recipe)
+    finally:
+        progress.enable(False)
+    assert "training: " in capsys.readouterr().err
