@@ -75,10 +75,10 @@ def test_the_scan_result_attributes_it_names_exist() -> None:
         assert not rest or (first == "decision" and rest in decision), name
 
 
-@pytest.mark.parametrize("package", ["poisonlab.data", "poisonlab.models"])
+@pytest.mark.parametrize("package", ["poisonlab.data", "poisonlab.models", "poisonlab.train"])
 def test_the_calls_a_package_bullet_shows_are_exported_there(package: str) -> None:
     """``from poisonlab.data import prepare_splits`` works for every ``name(...)`` the bullet of
-    ``poisonlab.data`` (or models) shows: the natural import, no private module."""
+    ``poisonlab.data`` (models, train) shows: the natural import, no private module."""
     section = api_section()
     bullet = section.split(f"- `{package}`: ", 1)[1].split("\n- ", 1)[0]
     calls = re.findall(r"`([A-Za-z_]\w*)\(", bullet)
