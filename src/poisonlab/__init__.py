@@ -1,8 +1,8 @@
 """poisonlab: find poisoned training data, and attack and defend image classifiers reproducibly.
 
 The top-level import stays light: submodules (``poisonlab.data``, ``poisonlab.models``,
-``poisonlab.attacks``, ``poisonlab.defenses``...) are imported on demand, and nothing here pulls in
-torch, torchvision or matplotlib.
+``poisonlab.attacks``, ``poisonlab.defenses``, ``poisonlab.scan``...) are imported on demand, and
+nothing here pulls in torch, torchvision or matplotlib.
 
 Threads: importing poisonlab sets ``OMP_WAIT_POLICY=PASSIVE`` in the environment unless you chose
 a wait policy, so OpenMP's idle threads sleep instead of spinning; it takes effect when torch is
@@ -38,5 +38,6 @@ __all__ = [
     "models",
     "reports",
     "runtime",
+    "scan",
     "train",
 ]
