@@ -179,6 +179,11 @@ def test_batched_gradient_equals_pots_per_problem_gradient() -> None:
     shared = dict(work, C1=C1[0], c1=work["c1"][0].expand(3, -1))
     batched = dict(work, C1=C1[0].expand(3, -1, -1), c1=work["c1"][0].expand(3, -1))
     torch.testing.assert_close(_gradient(shared), _gradient(batched), rtol=1e-12, atol=1e-14)
+    # the rows of problems that finished stay in C1 until it is compacted: the product runs on
+    # every row and keeps the live ones, the same numbers as on the live rows alone
+    rows = dict(work, C1=torch.cat([C1[2:], C1[:2]]))  # rows 0, 1, 2 are problems 2, 0, 1...
+    live = torch.tensor([1, 2, 0])  # ...and the batch's problems 0, 1, 2 sit in rows 1, 2, 0
+    torch.testing.assert_close(_gradient(rows, live), ours, rtol=1e-12, atol=1e-14)
 
 
 def test_dtype_preserved_and_small_epsilon_finite() -> None:

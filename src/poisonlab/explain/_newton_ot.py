@@ -84,6 +84,7 @@ def newton_semidual(
     tol: float | Tensor = 1e-9,
     sinkhorn_max_iter: int = 1000,
     padded_cost: bool = False,
+    gauge: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batched entropic OT by damped Newton on the column potentials (module docstring).
 
@@ -105,6 +106,9 @@ def newton_semidual(
     padded_cost : bool
         ``M`` is at least :data:`~poisonlab.explain._sinkhorn.PAD_COST` on padded entries, so
         no mask is built (as for ``sinkhorn``).
+    gauge : Tensor of shape (B, m, m), optional
+        :func:`gauge_terms` of ``b`` (computed here when not given; a caller solving many
+        problems with the same ``b`` passes it once computed).
 
     Returns
     -------
@@ -121,7 +125,7 @@ def newton_semidual(
         f, g = initial_potentials(a, b, M)
     tols = torch.as_tensor(tol, dtype=M.dtype, device=M.device).expand(batch)
     pad = None if padded_cost else padding_mask(a, b)
-    st = _Newton(a, b, M, f, g, epsilon, pad)
+    st = _Newton(a, b, M, f, g, epsilon, pad, gauge)
     todo = torch.arange(batch, device=M.device)
     plan = torch.zeros_like(M)
     f_out, g_out = torch.zeros_like(a), torch.zeros_like(b)
@@ -199,24 +203,22 @@ class _Newton:
     t: Tensor | None
 
     def __init__(
-        self, a: Tensor, b: Tensor, M: Tensor, f: Tensor, g: Tensor, eps: float, pad: Tensor | None
+        self,
+        a: Tensor,
+        b: Tensor,
+        M: Tensor,
+        f: Tensor,
+        g: Tensor,
+        eps: float,
+        pad: Tensor | None,
+        fix: Tensor | None = None,
     ) -> None:
         batch = M.shape[0]
         self.eps, self.pad, self.M = eps, pad, M
         self.a, self.b = a.unsqueeze(1), b.unsqueeze(1)  # (B, 1, n) and (B, 1, m)
         self.pad_a = (self.a <= 0).to(a.dtype)
         self.log_a = _log0(self.a)
-        # Gauge, padding and round-off terms added to every Hessian: the rank-one term
-        # (mean column mass) · r rᵀ on the real columns r (the all-ones direction of the real
-        # columns, along which the Hessian vanishes), 1 on the diagonal of padded columns, and a
-        # ridge of a few ulps of that mass (columns that carry no mass at all stay solvable).
-        # Any positive mass fixes the gauge (the gradient has no component along r).  Built per
-        # problem, padded or not, so that no problem's arithmetic depends on its batch.
-        ulps = 16 * torch.finfo(M.dtype).eps
-        real = (b > 0).to(b.dtype)
-        mass = (b.sum(dim=1) / real.sum(dim=1).clamp(min=1)).view(-1, 1, 1)
-        outer = real.unsqueeze(2) * real.unsqueeze(1)
-        self.fix = mass * (outer + ulps * torch.diag_embed(real)) + torch.diag_embed(1.0 - real)
+        self.fix = gauge_terms(b) if fix is None else fix
         self.f0 = torch.where(a > 0, f, 0.0).unsqueeze(1)
         self.g0 = torch.where(b > 0, g, 0.0).unsqueeze(1)
         self.h = torch.zeros_like(self.b)
@@ -341,10 +343,12 @@ class _Newton:
         f = self.f0 + self.eps * (self.log_a - self.log_kv)
         g = self.g0 + self.h_try
         if sel is None:
-            plan = self.K * self.e * self.u.transpose(1, 2)
+            plan = torch.mul(self.K, self.e).mul_(self.u.transpose(1, 2))
             return f[:, 0], g[:, 0], plan
-        plan = self.K[sel] * self.e[sel] * self.u[sel].transpose(1, 2)
-        return f[sel, 0], g[sel, 0], plan
+        idx = sel.nonzero().squeeze(1)  # index_select gathers faster than a boolean mask
+        K, e, u = (x.index_select(0, idx) for x in (self.K, self.e, self.u))
+        plan = torch.mul(K, e).mul_(u.transpose(1, 2))
+        return f.index_select(0, idx)[:, 0], g.index_select(0, idx)[:, 0], plan
 
     def potentials(self) -> tuple[Tensor, Tensor]:
         """Potentials ``(f, g)`` of the accepted points (0 on padding)."""
@@ -365,6 +369,23 @@ class _Newton:
         self.Kt = self.K.transpose(1, 2)
         if self.pad is not None:
             self.pad = self.pad.index_select(0, sel)
+
+
+def gauge_terms(b: Tensor) -> Tensor:
+    """Gauge, padding and round-off terms (B, m, m) added to every Newton Hessian of problems
+    with column masses ``b`` (B, m).
+
+    The rank-one term (mean column mass) · r rᵀ on the real columns r (the all-ones direction
+    of the real columns, along which the Hessian vanishes), 1 on the diagonal of padded columns,
+    and a ridge of a few ulps of that mass (columns that carry no mass at all stay solvable).
+    Any positive mass fixes the gauge (the gradient has no component along r).  Built per
+    problem, padded or not, so that no problem's arithmetic depends on its batch.
+    """
+    ulps = 16 * torch.finfo(b.dtype).eps
+    real = (b > 0).to(b.dtype)
+    mass = (b.sum(dim=1) / real.sum(dim=1).clamp(min=1)).view(-1, 1, 1)
+    outer = real.unsqueeze(2) * real.unsqueeze(1)
+    return mass * (outer + ulps * torch.diag_embed(real)) + torch.diag_embed(1.0 - real)
 
 
 def _largest(h: Tensor) -> Tensor:

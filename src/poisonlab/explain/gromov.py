@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS, newton_semidual
+from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS, gauge_terms, newton_semidual
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 
 __all__ = ["INNER_SOLVERS", "GWResult", "GWState", "entropic_gw", "gw_loss"]
@@ -167,13 +167,20 @@ def gw_loss(C1: Tensor, p: Tensor, C2: Tensor, q: Tensor, plan: Tensor) -> Tenso
     Tensor of shape (B,)
         ``<c1 1ᵀ + 1 c2ᵀ - 2 C1 T C2, T>`` with POT's marginal terms ``c1 = C1² p``, ``c2 = C2² q``.
     """
-    c1 = ((C1 * C1) @ p.unsqueeze(-1)).squeeze(-1)
-    c2 = ((C2 * C2) @ q.unsqueeze(-1)).squeeze(-1)
+    c1, c2 = _squared_mass(C1, p), _squared_mass(C2, q)
     # C1 T C2 as (C2 Tᵀ C1)ᵀ (symmetric C1, C2): CPU GEMMs with n-wide outputs run 2-3x
     # faster than with m-wide ones when the second space is small (_gradient)
     product = (C2 @ (plan.transpose(-1, -2) @ C1)).transpose(-1, -2)
     tens = c1.unsqueeze(-1) + c2.unsqueeze(-2) - 2.0 * product
     return (tens * plan).sum(dim=(-2, -1))
+
+
+def _squared_mass(C: Tensor, p: Tensor) -> Tensor:
+    """POT's marginal term ``(C ⊙ C) p`` of symmetric ``C`` ((B, n, n) or (n, n); ``p`` (B, n)
+    or (n,)), computed as ``pᵀ (C ⊙ C)``:
+    on CPU a batched matrix-vector product runs several times faster with the vector on the
+    left (measured 9× on 438 spaces of 78 points, one thread; bench/results/gromov.md)."""
+    return torch.matmul(p.unsqueeze(-2), C * C).squeeze(-2)
 
 
 def _batched(x: Tensor, dims: int, batch: int) -> Tensor:
@@ -317,8 +324,7 @@ def entropic_gw(
     sk_tol = _default_tol(C1.dtype) if sinkhorn_tol is None else sinkhorn_tol
     tol = _default_outer_tol(C1.dtype) if tol is None else tol
     p, q = _batched(p, 1, batch), _batched(q, 1, batch)
-    c1 = ((C1 * C1) @ p.unsqueeze(-1)).squeeze(-1) if C1.dim() == 3 else (p @ (C1 * C1))
-    c2 = ((C2 * C2) @ q.unsqueeze(-1)).squeeze(-1) if C2.dim() == 3 else (q @ (C2 * C2))
+    c1, c2 = _squared_mass(C1, p), _squared_mass(C2, q)
     # Padded points get a prohibitive cost through c1 / c2 (the gradient's row and column
     # terms), so their kernel entries underflow to 0 without a mask (see _sinkhorn.PAD_COST).
     padded = bool((p <= 0).any() or (q <= 0).any())
@@ -333,6 +339,8 @@ def entropic_gw(
     # Working set: shared (2-D) structure matrices stay unbatched through compaction.
     todo = torch.arange(batch, device=T.device)
     work = {"C1": C1, "C2": C2, "p": p, "q": q, "c1": c1, "c2": c2, "T": T}
+    if newton:  # the Newton Hessians' constant terms, from q: once per solve
+        work["gauge"] = gauge_terms(q)
     shared = {name for name, x in (("C1", C1), ("C2", C2)) if x.dim() == 2}
     f, g = (None, None) if potentials is None else potentials
     capped = 0  # inner solves stopped by sinkhorn_max_iter
@@ -345,22 +353,41 @@ def entropic_gw(
         step, loss = resume.step.clone(), resume.loss.clone()
         offset = work["offset"] = resume.done_iter.clone()
 
+    # Rows of work["C1"] of the problems still iterating (None: all, in order).  C1 is the
+    # largest tensor (B, n, n) and copying its rows when a few problems finish costs about three
+    # gradient products on them: it is compacted only once a quarter of its rows are finished
+    # problems, whose rows the gradient product computes meanwhile and drops (_gradient).
+    live: Tensor | None = None
+    lazy = C1.dim() == 3 and C2.dim() == 3  # (the product with a shared C2 compacts at once)
+
     def finish(
         done: Tensor, it: int, plans: Tensor, losses: Tensor | None, conv: bool = True
     ) -> None:
-        nonlocal todo, f, g, step, loss, work, offset
-        idx = todo[done]
-        plan[idx], converged[idx] = plans[done], conv
-        n_iter[idx] = _own_iteration(it, offset, done)
-        pot_f[idx], pot_g[idx] = f[done], g[done]  # type: ignore[index]
-        if losses is not None:
-            value[idx] = losses[done]
+        nonlocal todo, f, g, step, loss, work, offset, live
         # one index for every tensor: index_select gathers 2-5x faster than a boolean mask
+        sel = done.nonzero().squeeze(1)
+        idx = todo.index_select(0, sel)
+        plan[idx], converged[idx] = plans.index_select(0, sel), conv
+        n_iter[idx] = _own_iteration(it, offset, sel)
+        pot_f[idx], pot_g[idx] = f.index_select(0, sel), g.index_select(0, sel)  # type: ignore[union-attr]
+        if losses is not None:
+            value[idx] = losses.index_select(0, sel)
         keep = (~done).nonzero().squeeze(1)
         todo, f, g = todo.index_select(0, keep), f.index_select(0, keep), g.index_select(0, keep)  # type: ignore[union-attr]
         step, loss = step.index_select(0, keep), loss.index_select(0, keep)
-        work = {k: v if k in shared else v.index_select(0, keep) for k, v in work.items()}
+        C1_rows = work["C1"]
+        work = {
+            k: v if k in shared or k in ("C1", "T_rows") else v.index_select(0, keep)
+            for k, v in work.items()
+        }
         offset = work.get("offset")
+        if not lazy and "C1" not in shared:
+            work["C1"] = C1_rows.index_select(0, keep)
+        elif lazy:
+            live = keep if live is None else live.index_select(0, keep)
+            if 4 * live.numel() <= 3 * C1_rows.shape[0]:
+                work["C1"], live = C1_rows.index_select(0, live), None
+                work.pop("T_rows", None)
 
     first = 0 if resume is None else int(resume.done_iter.min())
     for it in range(max_iter - first):
@@ -374,7 +401,7 @@ def entropic_gw(
             n_iter[todo] = done_iter
             return GWResult(value, plan, n_iter, converged, (pot_f, pot_g), state)
         w = work
-        grad = _gradient(w)
+        grad = _gradient(w, live)
         if value_rtol > 0 and (it > 0 or offset is not None):
             # L(T) = ½ <grad(T), T> (padded entries: T = 0 against a finite PAD_COST)
             new_loss = 0.5 * (grad * w["T"]).sum(dim=(1, 2))
@@ -398,6 +425,7 @@ def entropic_gw(
             tol=tol_in,
             padded_cost=padded,
             sweeps=sinkhorn_max_iter,
+            gauge=w.get("gauge"),
         )
         # Newton counts its steps before a fallback's sweeps (newton_semidual's n_iter)
         capped += int((sweeps >= sinkhorn_max_iter + (NEWTON_MAX_STEPS if newton else 0)).sum())
@@ -517,27 +545,46 @@ def _inner_ot(
     tol: float | Tensor,
     padded_cost: bool,
     sweeps: int,
+    gauge: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One batch of inner entropic OT problems, by Newton or by Sinkhorn (same criterion and
     outputs); ``sweeps`` is Sinkhorn's budget, also that of Newton's Sinkhorn fallback."""
     if newton:
         return newton_semidual(
-            a, b, M, epsilon, f=f, g=g, tol=tol, padded_cost=padded_cost, sinkhorn_max_iter=sweeps
+            a,
+            b,
+            M,
+            epsilon,
+            f=f,
+            g=g,
+            tol=tol,
+            padded_cost=padded_cost,
+            sinkhorn_max_iter=sweeps,
+            gauge=gauge,
         )
     return sinkhorn(a, b, M, epsilon, f=f, g=g, tol=tol, padded_cost=padded_cost, max_iter=sweeps)
 
 
-def _gradient(w: dict[str, Tensor]) -> Tensor:
+def _gradient(w: dict[str, Tensor], live: Tensor | None = None) -> Tensor:
     """POT's ``gwggrad``: ``2 (c1 1ᵀ + 1 c2ᵀ - 2 C1 T C2)``, shared (2-D) matrices as one GEMM.
 
     Batched, it is computed transposed, ``(C2 Tᵀ C1)ᵀ`` (C1 and C2 are symmetric): on CPU a
     batched GEMM whose output is n wide runs 2-3x faster than one whose output is m wide when m
     is small (Heatmap Clustering's 10-point barycenters; bench/results/gromov.md, session 15).
+    ``live``: the rows of a batched ``w["C1"]`` that belong to the problems of ``w["T"]``, in
+    order (the others are finished problems'): the product runs on all rows, each with the
+    plan last placed there (``w["T_rows"]``, kept), and only the live rows are kept.
     """
     C1, T, C2 = w["C1"], w["T"], w["C2"]
     if C1.dim() == 3 and C2.dim() == 3:
         base = torch.add(w["c1"].unsqueeze(1), w["c2"].unsqueeze(2)).mul_(2.0)
-        right = torch.bmm(T.transpose(1, 2), C1)
+        if live is None:
+            right = torch.bmm(T.transpose(1, 2), C1)
+        else:
+            if "T_rows" not in w:
+                w["T_rows"] = T.new_zeros(C1.shape[0], *T.shape[1:])
+            rows = w["T_rows"].index_copy_(0, live, T)
+            right = torch.bmm(rows.transpose(1, 2), C1).index_select(0, live)
         return torch.baddbmm(base, C2, right, alpha=-4.0).transpose(1, 2).contiguous()
     left = torch.bmm(C1, T) if C1.dim() == 3 else (T.transpose(1, 2) @ C1).transpose(1, 2)
     base = torch.add(w["c1"].unsqueeze(2), w["c2"].unsqueeze(1)).mul_(2.0)
