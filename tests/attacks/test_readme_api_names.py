@@ -88,23 +88,25 @@ def test_the_calls_a_package_bullet_shows_are_exported_there(package: str) -> No
 
 
 def test_a_saved_poisoned_set_reads_back_as_the_bullet_says(tmp_path: Path) -> None:
-    """``save(path)``, then ``load_dataset(path)`` for the data and ``numpy.load(path)
-    ["is_poison"]`` for the ground truth: what a Python user does with `poisonlab attack`'s file."""
-    import numpy as np
+    """``save(path)``, then ``PoisonedDataset.load(path)`` for the whole set and
+    ``load_dataset(path)`` for its data: what a Python user does with `poisonlab attack`'s file."""
     import torch
 
-    from poisonlab.attacks import build_attack
+    from poisonlab.attacks import PoisonedDataset, build_attack
     from poisonlab.data import load_dataset
     from tests.conftest import blobs_dataset
 
     bullet = " ".join(api_section().split()).split("- `poisonlab.attacks`: ", 1)[1]
     assert "its `save(path)` writes the `poisoned.npz`" in bullet
-    assert '`numpy.load(path)["is_poison"]` as its ground truth' in bullet
+    assert "`PoisonedDataset.load(path)` reads it back" in bullet
+    assert "`load_dataset(path)` reads its data alone" in bullet
     poisoned = build_attack("badnets", count=6).poison(
         blobs_dataset(n_per_class=20, seed=0), generator=torch.Generator().manual_seed(0)
     )
     path = poisoned.save(tmp_path / "poisoned.npz")
+    loaded = PoisonedDataset.load(path)
+    assert torch.equal(loaded.is_poison, poisoned.is_poison)
+    assert torch.equal(loaded.dataset.images, poisoned.dataset.images)
     data = load_dataset(path)
     assert torch.equal(data.labels, poisoned.dataset.labels)
     assert list(data.ids) == list(poisoned.dataset.ids)
-    assert np.array_equal(np.load(path)["is_poison"], poisoned.is_poison.numpy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.data.dataset import DATASET, ImageDataset, save_npz
+from poisonlab.data.npz import load_npz_with
 from poisonlab.errors import DataError
 from poisonlab.registry import Registry
 from poisonlab.validation import InstanceOf, Validated, check_param
@@ -93,7 +95,8 @@ class PoisonedDataset:
         return f"PoisonedDataset({', '.join(parts)})"
 
     def save(self, path: str | Path) -> Path:
-        """Write poisoned.npz: x, y, ids, class_names, is_poison, original_label, source_id."""
+        """Write poisoned.npz: x, y, ids, class_names, is_poison, original_label, source_index,
+        source_id, attack and params (JSON); :meth:`load` reads it back."""
         return save_npz(
             self.dataset,
             path,
@@ -101,7 +104,92 @@ class PoisonedDataset:
             original_label=self.original_labels.numpy(),
             source_index=self.source_index.numpy(),
             source_id=np.asarray(self.source_ids, dtype=str),
+            attack=np.asarray(self.attack, dtype=str),
+            params=np.asarray(json.dumps(self.params, default=str), dtype=str),
         )
+
+    @classmethod
+    def load(cls, path: str | Path) -> PoisonedDataset:
+        """The poisoned set :meth:`save` (or ``poisonlab attack``) wrote to ``path``.
+
+        The data goes through the .npz loader's checks (``load_dataset(path)`` gives the same
+        ``dataset``); ``is_poison``, ``original_label``, ``source_index`` and ``source_id`` must be
+        there, one per image. ``params`` come back as JSON gives them (a tuple as a list). The file
+        holds no triggered test set, targets or extras (``test_set``, ``targets`` and
+        ``target_labels`` are None; ``attack.json`` beside a ``poisonlab attack`` file has the
+        extras); a file written before ``attack`` and ``params`` were saved loads with attack
+        ``"unknown"`` and no params.
+
+        Raises
+        ------
+        DataError
+            Naming the file and the array that is missing or malformed.
+        """
+        path = Path(path)
+        dataset, arrays = load_npz_with(path, (*_COLUMNS, "attack", "params"))
+        missing = [key for key in _COLUMNS if key not in arrays]
+        if missing:
+            raise DataError(
+                f"{path}: not a poisoned set (as PoisonedDataset.save and poisonlab attack write "
+                f"it): no {', '.join(map(repr, missing))} array"
+            )
+        n, k = len(dataset), dataset.num_classes
+        for key, expected, valid in (
+            ("original_label", f"labels in [0, {k - 1}]", lambda v: (v >= 0) & (v < k)),
+            ("source_index", "row indices >= 0", lambda v: v >= 0),
+        ):
+            value = arrays[key]
+            if not (
+                value.shape == (n,)
+                and np.issubdtype(value.dtype, np.integer)
+                and bool(valid(value).all())
+            ):
+                raise DataError(
+                    f"{path}: {key!r} must be {n} integer {expected}, one per image; got "
+                    f"{value.dtype}{value.shape}"
+                )
+        source_id = arrays["source_id"]
+        if source_id.shape != (n,) or source_id.dtype.kind not in "US":
+            raise DataError(
+                f"{path}: 'source_id' must be {n} strings, one per image; got "
+                f"{source_id.dtype}{source_id.shape}"
+            )
+        return cls(
+            dataset=dataset,
+            is_poison=torch.from_numpy(arrays["is_poison"].astype(bool)),
+            original_labels=torch.from_numpy(arrays["original_label"].astype(np.int64)),
+            source_index=torch.from_numpy(arrays["source_index"].astype(np.int64)),
+            source_ids=source_id.astype(str),
+            attack=_text(arrays.get("attack"), "attack", path) or "unknown",
+            params=_params(arrays.get("params"), path),
+        )
+
+
+_COLUMNS = ("is_poison", "original_label", "source_index", "source_id")
+"""The per-image arrays of a poisoned.npz beside the data's x, y and ids."""
+
+
+def _text(value: np.ndarray | None, key: str, path: Path) -> str | None:
+    """A single string stored as a 0-d array, None when absent."""
+    if value is None:
+        return None
+    if value.shape != () or value.dtype.kind != "U":
+        raise DataError(f"{path}: {key!r} must be one string; got {value.dtype}{value.shape}")
+    return str(value[()])
+
+
+def _params(value: np.ndarray | None, path: Path) -> dict[str, Any]:
+    """The attack's parameters, stored as a JSON object in one string ({} when absent)."""
+    text = _text(value, "params", path)
+    if text is None:
+        return {}
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: 'params' is not JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise DataError(f"{path}: 'params' must be a JSON object; got {type(params).__name__}")
+    return params
 
 
 class Attack(Validated, ABC):

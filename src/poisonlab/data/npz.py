@@ -13,6 +13,7 @@ time rather than after a scan. Other arrays are ignored here.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,13 @@ def _check_mask(mask: np.ndarray | None, path: Path, length: int) -> None:
 def load_npz(path: Path, part: str = "train") -> ImageDataset:
     """Load an .npz data set (a single-part source), validating every array it uses."""
     check_part(part, f"{path} (an .npz file)", has_test=False)
+    return load_npz_with(path, ())[0]
+
+
+def load_npz_with(path: Path, extra: Sequence[str]) -> tuple[ImageDataset, dict[str, np.ndarray]]:
+    """:func:`load_npz`, plus the arrays named in ``extra`` that the file holds (read from the same
+    archive, object arrays refused; absent ones are left out of the dict, checking them is the
+    caller's). ``is_poison`` is checked as :func:`load_npz` checks it."""
     if path.is_dir():
         raise DataError(f"{path}: a folder, not an .npz file")
     try:
@@ -183,6 +191,7 @@ def load_npz(path: Path, part: str = "train") -> ImageDataset:
         ids = _strings(_read(archive, "ids", path), "ids", path, len(images))
         names = _strings(_read(archive, "class_names", path), "class_names", path, None)
         _check_mask(_read(archive, "is_poison", path), path, len(images))
+        arrays = {key: _read(archive, key, path) for key in extra if key in archive.files}
     if y.ndim != 1 or not (y.size == 0 or np.issubdtype(y.dtype, np.integer)):
         raise DataError(f"{path}: 'y' must be a 1-d integer array, got {y.dtype}{y.shape}")
     if len(y) != len(images):
@@ -197,14 +206,16 @@ def load_npz(path: Path, part: str = "train") -> ImageDataset:
     ids = ids if ids is not None else row_ids(path.name, len(y))
     class_names = tuple(names) if names is not None else tuple(map(str, range(num_classes)))
     if images.dtype == np.uint8:
-        return from_uint8(
+        dataset = from_uint8(
             images, y, num_classes=num_classes, class_names=class_names, name=path.stem, ids=ids
         )
-    return ImageDataset(
-        images=torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
-        labels=torch.from_numpy(y.astype(np.int64)),
-        num_classes=num_classes,
-        class_names=class_names,
-        name=path.stem,
-        ids=ids,
-    )
+    else:
+        dataset = ImageDataset(
+            images=torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+            labels=torch.from_numpy(y.astype(np.int64)),
+            num_classes=num_classes,
+            class_names=class_names,
+            name=path.stem,
+            ids=ids,
+        )
+    return dataset, {key: value for key, value in arrays.items() if value is not None}
