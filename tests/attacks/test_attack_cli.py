@@ -80,6 +80,21 @@ def test_an_existing_output_is_not_overwritten(tmp_path) -> None:
         (["badnets", "--trigger", "star"], "trigger must be one of 'pattern'"),
         (["badnets", "--color", "red-ish", "--trigger", "square"], "--color"),
         (["badnets", "--param", "nope"], "expected key=value"),
+        # trigger fit: the options as typed, the value, what fits (it said "trigger window 10×15")
+        (
+            ["badnets", "--trigger", "sticker"],
+            "--window 10x15 (rows, cols; the sticker trigger's default) does not fit 8×8 "
+            "images: expected at most (8, 8), or a corner --position",
+        ),
+        (
+            ["badnets", "--window", "4x4"],
+            "--window 4x4 applies to --position random only, not --position bottom-right "
+            "(the pattern trigger's default)",
+        ),
+        (
+            ["badnets", "--trigger", "square", "--offset", "6"],
+            "--offset 6 puts the 4×4 trigger outside 8×8 images at --position bottom-right",
+        ),
         (["nonesuch"], "unknown attack 'nonesuch'"),
     ],
 )

@@ -113,7 +113,7 @@ def test_random_positions_stay_in_the_centred_window_and_follow_the_generator() 
 def test_random_positions_need_a_generator_and_a_window_that_fits() -> None:
     with pytest.raises(ConfigError, match="generator"):
         Trigger("sticker").apply(_noise(c=3, h=32, w=32))
-    with pytest.raises(ConfigError, match="window 10×15 does not fit 8×8"):
+    with pytest.raises(ConfigError, match=r"`window=\(10, 15\)` .* does not fit 8×8"):
         Trigger("sticker").apply(_noise(h=8, w=8), generator=make_generator(0))
 
 
@@ -178,8 +178,25 @@ def test_dtype_is_preserved() -> None:
         ({"kind": "pattern", "color": (1, 2, 3)}, "color applies to square and sticker"),
         ({"kind": "square", "amplitude": 64}, "checkerboard trigger only"),
         ({"kind": "checkerboard", "amplitude": 0}, r"amplitude must be an integer in \[1, 255\]"),
-        ({"kind": "sticker", "offset": 2}, "offset applies to corner positions"),
-        ({"kind": "square", "window": (4, 4)}, "window applies to position 'random'"),
+        (
+            {"kind": "sticker", "offset": 2},
+            r"`offset=2` applies to a corner `position`, not `position='random'` \(the sticker "
+            r"trigger's default\): expected no offset, or a corner \(bottom-right, ",
+        ),
+        (
+            {"kind": "sticker", "position": "random", "offset": 0},
+            r"`offset=0` applies to a corner `position`, not `position='random'`: expected",
+        ),
+        (
+            {"kind": "square", "window": (4, 4)},
+            r"`window=\(4, 4\)` applies to `position='random'` only, not "
+            r"`position='bottom-right'` \(the square trigger's default\): expected no window, "
+            r"or `position='random'`",
+        ),
+        (
+            {"kind": "square", "position": "top-left", "window": [4, 4]},
+            r"`window=\(4, 4\)` applies to `position='random'` only, not `position='top-left'`:",
+        ),
         ({"kind": "square", "position": "middle"}, "position must be one of .*, got 'middle'"),
     ],
 )
@@ -188,9 +205,40 @@ def test_bad_trigger_parameters_name_the_parameter(kwargs: dict, message: str) -
         Trigger(**kwargs)
 
 
-def test_a_trigger_that_does_not_fit_is_refused() -> None:
-    with pytest.raises(ConfigError, match="does not fit"):
-        Trigger("checkerboard", offset=10).apply(_noise(h=8, w=8))
+@pytest.mark.parametrize(
+    ("trigger", "message"),
+    [
+        (
+            Trigger("checkerboard", offset=10),
+            r"^`offset=10` puts the 3×3 trigger outside 8×8 images at `position='bottom-right'` "
+            r"\(the checkerboard trigger's default\): expected an offset in \[0, 5\]$",
+        ),
+        (
+            Trigger("square", size=8, position="top-left"),
+            r"^`offset=1` \(the square trigger's default\) puts the 8×8 trigger outside 8×8 "
+            r"images at `position='top-left'`: expected an offset in \[0, 0\]$",
+        ),
+        (
+            Trigger("square", size=9),
+            r"^`size=9` makes a 9×9 trigger, larger than 8×8 images: expected a size in \[1, 8\]$",
+        ),
+        (
+            Trigger("sticker", window=(9, 6)),
+            r"^`window=\(9, 6\)` \(rows, cols\) does not fit 8×8 images: expected at most "
+            r"\(8, 8\), or a corner `position`$",
+        ),
+        (
+            Trigger("sticker", size=5, window=(4, 6)),
+            r"^`window=\(4, 6\)` \(rows, cols\) is smaller than the 5×5 trigger: expected at "
+            r"least \(5, 5\)$",
+        ),
+    ],
+)
+def test_a_trigger_that_does_not_fit_names_the_parameter_value_and_what_fits(
+    trigger: Trigger, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        trigger.apply(_noise(h=8, w=8), generator=make_generator(0))
 
 
 def test_defaults_are_resolved() -> None:

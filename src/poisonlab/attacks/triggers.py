@@ -29,6 +29,7 @@ stamped pixel stays a multiple of 1/255 and poisoned sets store losslessly as ui
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import Any
@@ -121,20 +122,41 @@ def paste(images: Tensor, stamp: Stamp, rows: Tensor, cols: Tensor) -> Tensor:
 
 
 def corner_origin(
-    image_hw: tuple[int, int], patch_hw: tuple[int, int], corner: str, offset: int
+    image_hw: tuple[int, int],
+    patch_hw: tuple[int, int],
+    corner: str,
+    offset: int,
+    *,
+    notes: Mapping[str, str] | None = None,
 ) -> tuple[int, int]:
-    """Top-left (row, col) of an h×w patch ``offset`` px from the edges of ``corner``."""
+    """Top-left (row, col) of an h×w patch ``offset`` px from the edges of ``corner``.
+
+    Raises ConfigError naming ``position=`` and ``offset=`` when the patch does not fit;
+    ``notes`` adds a remark after a parameter ("the square trigger's default").
+    """
+    notes = notes or {}
     (height, width), (h, w) = image_hw, patch_hw
     if corner not in CORNERS:
-        raise ConfigError(f"corner {corner!r} is not one of {', '.join(CORNERS)}")
+        raise ConfigError(
+            f"`position={corner!r}` is not a corner: expected one of {', '.join(CORNERS)}"
+        )
     row = height - h - offset if corner.startswith("bottom") else offset
     col = width - w - offset if corner.endswith("right") else offset
-    if offset < 0 or row < 0 or col < 0:
+    if h > height or w > width:
+        raise ConfigError(f"a {h}×{w} trigger does not fit {height}×{width} images")
+    most = min(height - h, width - w)  # the largest gap that keeps the patch inside, any corner
+    if not 0 <= offset <= most:
         raise ConfigError(
-            f"a {h}×{w} trigger {offset} px from the {corner} edges does not fit "
-            f"{height}×{width} images"
+            f"`offset={offset}`{_aside(notes, 'offset')} puts the {h}×{w} trigger outside "
+            f"{height}×{width} images at `position={corner!r}`{_aside(notes, 'position')}: "
+            f"expected an offset in [0, {most}]"
         )
     return row, col
+
+
+def _aside(notes: Mapping[str, str], name: str) -> str:
+    """`` (the square trigger's default)`` after a parameter the caller left out, else ""."""
+    return f" ({notes[name]})" if name in notes else ""
 
 
 def random_origins(
@@ -144,20 +166,26 @@ def random_origins(
     window: tuple[int, int],
     *,
     generator: torch.Generator,
+    notes: Mapping[str, str] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Top-left rows and cols (N,) of patches drawn uniformly so each lies inside ``window``.
 
     The window (rows × columns) is centred in the image (top = (H - wh) // 2). Raises
-    ConfigError when the window does not fit the image or the patch does not fit the window.
+    ConfigError naming ``window=`` when the window does not fit the image or the patch does not
+    fit the window; ``notes`` adds a remark after a parameter.
     """
+    note = (notes or {}).get("window")
+    said = f"`window={tuple(window)}` (rows, cols{f'; {note}' if note else ''})"
     (height, width), (h, w), (wh, ww) = image_hw, patch_hw, window
     if wh > height or ww > width:
         raise ConfigError(
-            f"trigger window {wh}×{ww} does not fit {height}×{width} images; pass a smaller "
-            "window or a corner position"
+            f"{said} does not fit {height}×{width} images: "
+            f"expected at most ({height}, {width}), or a corner `position`"
         )
     if h > wh or w > ww:
-        raise ConfigError(f"a {h}×{w} trigger does not fit the {wh}×{ww} window")
+        raise ConfigError(
+            f"{said} is smaller than the {h}×{w} trigger: expected at least ({h}, {w})"
+        )
     top, left = (height - wh) // 2, (width - ww) // 2
     rows = torch.randint(top, top + wh - h + 1, (n,), generator=generator)
     cols = torch.randint(left, left + ww - w + 1, (n,), generator=generator)
@@ -248,14 +276,26 @@ class Trigger:
             color = given["color"] or (YELLOW_GREEN if kind == "sticker" else WHITE)
         position = given["position"] or ("random" if kind == "sticker" else "bottom-right")
         offset, window = given["offset"], given["window"]
+        default = "" if given["position"] else f" (the {kind} trigger's default)"
         if position == "random":
             if offset is not None:
-                raise ConfigError("offset applies to corner positions, not position 'random'")
+                raise ConfigError(
+                    f"`offset={offset}` applies to a corner `position`, not "
+                    f"`position='random'`{default}: expected no offset, or a corner "
+                    f"({', '.join(CORNERS)})"
+                )
             window = window or SEED004_WINDOW
         else:
             if window is not None:
-                raise ConfigError("window applies to position 'random' only")
+                raise ConfigError(
+                    f"`window={tuple(window)}` applies to `position='random'` only, not "
+                    f"`position={position!r}`{default}: expected no window, or "
+                    "`position='random'`"
+                )
             offset = offset if offset is not None else (0 if kind == "checkerboard" else 1)
+        defaulted = {name for name in ("size", "position", "offset", "window") if not given[name]}
+        # not a field: equality, repr and to_params stay the resolved trigger's
+        object.__setattr__(self, "_notes", {n: f"the {kind} trigger's default" for n in defaulted})
         amplitude = None
         if kind == "checkerboard":
             amplitude = 255 if given["amplitude"] is None else given["amplitude"]
@@ -311,14 +351,28 @@ class Trigger:
     def check_fits(self, image_shape: tuple[int, int, int]) -> None:
         """Raise ConfigError when this trigger cannot be placed on (C, H, W) images."""
         _, height, width = image_shape
+        notes: dict[str, str] = getattr(self, "_notes", {})
+        h, w = self.patch_shape
+        if (h > height or w > width) and self.kind in ("square", "sticker"):
+            raise ConfigError(
+                f"`size={self.size}`{_aside(notes, 'size')} makes a {h}×{w} trigger, larger than "
+                f"{height}×{width} images: expected a size in [1, {min(height, width)}]"
+            )
         if self.position == "random":
             assert self.window is not None
             random_origins(
-                0, (height, width), self.patch_shape, self.window, generator=torch.Generator()
+                0,
+                (height, width),
+                self.patch_shape,
+                self.window,
+                generator=torch.Generator(),
+                notes=notes,
             )
         else:
-            assert self.offset is not None
-            corner_origin((height, width), self.patch_shape, self.position, self.offset)  # type: ignore[arg-type]
+            assert self.offset is not None and self.position is not None
+            corner_origin(
+                (height, width), self.patch_shape, self.position, self.offset, notes=notes
+            )
         if self.kind in ("square", "sticker") and image_shape[0] not in (1, 3):
             raise ConfigError(
                 f"coloured triggers need 1- or 3-channel images, got {image_shape[0]}"

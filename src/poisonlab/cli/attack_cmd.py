@@ -16,6 +16,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +45,7 @@ from poisonlab.cli.common import (
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, PoisonlabError
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,42 @@ def attack_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
         takes += f"; as --param key=value: {', '.join(rest)}" if rest else ""
         raise ConfigError(f"attack {name!r} does not take {flags} (it takes: {takes})")
     return dict(given)
+
+
+_SAID = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
+"""A parameter as the library names it: ```position``` or ```window=(10, 15)```."""
+
+
+def as_typed(message: str) -> str:
+    """``message`` with the attack keywords it names as the options a user types: ```window=(10,
+    15)``` → ``--window 10x15``, ```position='random'``` → ``--position random``, ```offset```
+    → ``--offset``; other backticked words stay."""
+
+    def typed(match: re.Match[str]) -> str:
+        key, value = match.group(1), match.group(2)
+        if key not in ATTACK_OPTIONS:
+            return match.group(0)
+        if value is None:
+            return _flag(key)
+        numbers = re.fullmatch(r"\((\d+(?:, \d+)*)\)", value)
+        if re.fullmatch(r"'[^']*'", value):
+            value = value[1:-1]
+        elif numbers and key in ("window", "color"):  # as parse_window and parse_color read them
+            value = numbers.group(1).replace(", ", "x" if key == "window" else ",")
+        return f"{_flag(key)} {value}"
+
+    return _SAID.sub(typed, message)
+
+
+@contextmanager
+def options_as_typed() -> Iterator[None]:
+    """Inside: a user error that names attack keywords names them as this command's options
+    (:func:`as_typed`); the error keeps its type."""
+    try:
+        yield
+    except PoisonlabError as exc:
+        exc.args = (as_typed(str(exc)), *exc.args[1:])
+        raise
 
 
 def _flag(key: str) -> str:
@@ -400,9 +439,10 @@ def attack_command(
     victim_arch = arch or (network.config.arch if network is not None else "cnn-small")
     if "surrogate_arch" in accepted:
         kwargs.setdefault("surrogate_arch", victim_arch)
-    attack = build_attack(name, **kwargs)
+    with options_as_typed():
+        attack = build_attack(name, **kwargs)
     use_threads(threads, image_shape=_image_shape(network, data))
-    with output_folder(out_dir, force=force, owned=ATTACK_FILES) as folder:
+    with options_as_typed(), output_folder(out_dir, force=force, owned=ATTACK_FILES) as folder:
         run = RunSettings(
             data,
             limit,
