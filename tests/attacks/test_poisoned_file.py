@@ -79,7 +79,13 @@ def rewritten(tmp_path: Path, **changes: object) -> Path:
         ({"source_index": np.arange(5)}, r"'source_index' must be 66 integer row indices"),
         (
             {"original_label": np.full(66, 7)},
-            r"'original_label' must be 66 integer labels in \[0, 2\]",
+            r"'original_label' must be 66 integer labels in \[0, 2\], one per image; got 7 at "
+            r"row 0 \(66 such rows\)",
+        ),
+        (
+            {"source_index": np.arange(66) - 3},
+            r"'source_index' must be 66 integer row indices >= 0, one per image; got -3 at row 0 "
+            r"\(3 such rows\)",
         ),
         ({"source_id": np.arange(66)}, r"'source_id' must be 66 strings"),
         ({"is_poison": np.ones(3, bool)}, r"'is_poison'.* must be 66 booleans"),

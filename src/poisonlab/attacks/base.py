@@ -139,14 +139,16 @@ class PoisonedDataset:
             ("source_index", "row indices >= 0", lambda v: v >= 0),
         ):
             value = arrays[key]
-            if not (
-                value.shape == (n,)
-                and np.issubdtype(value.dtype, np.integer)
-                and bool(valid(value).all())
-            ):
+            if not (value.shape == (n,) and np.issubdtype(value.dtype, np.integer)):
                 raise DataError(
                     f"{path}: {key!r} must be {n} integer {expected}, one per image; got "
                     f"{value.dtype}{value.shape}"
+                )
+            bad = np.flatnonzero(~valid(value))
+            if bad.size:  # the shape and dtype were right: name the value that is not
+                raise DataError(
+                    f"{path}: {key!r} must be {n} integer {expected}, one per image; got "
+                    f"{value[bad[0]]} at row {bad[0]} ({bad.size} such rows)"
                 )
         source_id = arrays["source_id"]
         if source_id.shape != (n,) or source_id.dtype.kind not in "US":
