@@ -438,3 +438,14 @@ def test_cli_run_records_threads_from_the_option_as_the_option(write_config, tmp
     assert sources("--threads", "1", "--workers", "2") == [(1, "--threads")] * 2
     assert sources("--threads", "1") == [(1, "--threads")] * 2
     assert sources() == [(1, "POISONLAB_THREADS")] * 2
+
+
+@pytest.mark.parametrize("threads", [0, -2, "two"])
+def test_a_bad_thread_count_is_refused_before_any_cell_runs(write_config, tmp_path, threads):
+    """run_experiment(threads=0) ran every cell, each failing on its own with the same error; it
+    is refused up front, before the runs folder is touched."""
+    config, record = sleep_config(write_config, tmp_path)
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=rf"`threads` {threads}: expected a whole number"):
+        run_experiment(config, runs, threads=threads)
+    assert not runs.exists() and starts(record) == []

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from poisonlab import progress
+from poisonlab import progress, runtime
 from poisonlab.errors import ConfigError
 from poisonlab.experiments.cache import DirectoryCache
 from poisonlab.experiments.config import ExperimentConfig, task_names
@@ -262,10 +262,13 @@ def run_experiment(
     RunInterrupted
         On Ctrl-C, after putting the running cells back to pending.
     ConfigError
-        Unknown executor, Ray missing, or another driver running the same experiment.
+        Unknown executor, Ray missing, a ``threads`` that is not a whole number >= 1, or another
+        driver running the same experiment.
     """
     clock = time.perf_counter()
     check_executor(executor, workers=workers, address=address)
+    if threads is not None:  # refused here, not in every cell (each would fail on its own)
+        threads = runtime.parse_threads(threads)
     runs = Path(runs_dir)
     folder = runs / config.name
     cells = expand_cells(config)
