@@ -190,3 +190,18 @@ def test_an_lgm_model_given_as_model_beside_a_softmax_model_gets_one_warning(fil
     saved("two/model")
     assert warnings(saved("two/lgm-model")) == []
     assert warnings(softmax) == []  # the softmax model itself, as meant
+
+
+def test_the_folder_beside_a_model_given_as_dot_is_the_one_above_it(tmp_path, monkeypatch):
+    """`--model .` from inside OUT/model: Path('.').parent is '.' itself, so the lgm-model
+    folder beside it was looked for inside the model folder, not found, and trained again."""
+    from poisonlab.cli.scan_cmd import folder_beside
+
+    (tmp_path / "out" / "model" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "lgm-model").mkdir()
+    monkeypatch.chdir(tmp_path / "out" / "model")
+    found = (tmp_path / "out" / "lgm-model").resolve()
+    assert folder_beside(Path("."), "lgm-model") == found
+    monkeypatch.chdir(tmp_path / "out" / "model" / "sub")
+    assert folder_beside(Path(".."), "lgm-model") == found
+    assert folder_beside(Path("../../model"), "lgm-model") == Path("../../lgm-model")

@@ -123,6 +123,8 @@ def folder_beside(model: Path, name: str) -> Path | None:
     models: ``OUT/model``, ``OUT/lgm-model``), None when there is no such folder (torch-free)."""
     folder = model.expanduser()
     folder = folder if folder.is_dir() else folder.parent  # --model may name a file inside it
+    if folder.name in ("", ".."):  # "." or "..": their parent is not the folder above them
+        folder = folder.resolve()
     beside = folder.parent / name
     return beside if beside.is_dir() and beside.resolve() != folder.resolve() else None
 
