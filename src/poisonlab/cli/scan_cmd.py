@@ -241,14 +241,11 @@ def _print_summary(result: ScanResult, target: Path, truth: Any) -> None:
     lines are not broken at 80 columns (logs keep one per line)."""
     from rich.markup import escape
 
-    from poisonlab.defenses.fusion import verdict_sentence
-
     data = result.data
     decision = result.decision
     wrap = not out.is_terminal  # a pipe or file: let the reader's viewer wrap
-    if decision is not None:
-        sentence = escape(verdict_sentence(decision, data.class_names))
-        out.print(f"[bold]{sentence}[/]", highlight=False, soft_wrap=wrap)
+    if result.verdict is not None:  # the line summary.json leads with, from one place
+        out.print(f"[bold]{escape(result.verdict)}[/]", highlight=False, soft_wrap=wrap)
     title = f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes"
     table = scan_table(title, summary_rows(result, truth))
     print_whole(out, table)
