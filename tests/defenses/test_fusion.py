@@ -78,6 +78,23 @@ def test_clean_set_removes_nothing_and_names_no_class() -> None:
     assert verdict_sentence(decision, ["a", "b", "c"]) == "classes 0–2 look clean"
 
 
+def test_a_decision_prints_as_one_line() -> None:
+    """A notebook or a log shows the rule, the removals and the classes named, not every score."""
+    removed = torch.zeros(1828, dtype=torch.bool)
+    removed[:31] = True
+    decision = CombinedDecision(
+        torch.linspace(0, 1, 1828, dtype=torch.float64),
+        removed,
+        [8],
+        "verdict",
+        ["activation-clustering", "spectral-signatures"],
+    )
+    assert repr(decision) == (
+        "CombinedDecision(rule verdict, 31 removed of 1828, classes named [8], members "
+        "['activation-clustering', 'spectral-signatures'])"
+    )
+
+
 def test_an_all_to_all_verdict_names_its_classes_once() -> None:
     """Nine classes named: their ranges once and the counts in brackets, not nine clauses (the
     sentence wraps readably at 80 columns); one class named keeps the one-clause form."""

@@ -293,7 +293,9 @@ class Trigger:
                     "`position='random'`"
                 )
             offset = offset if offset is not None else (0 if kind == "checkerboard" else 1)
-        defaulted = {name for name in ("size", "position", "offset", "window") if not given[name]}
+        defaulted = {
+            name for name in ("size", "position", "offset", "window") if given[name] is None
+        }
         # not a field: equality, repr and to_params stay the resolved trigger's
         object.__setattr__(self, "_notes", {n: f"the {kind} trigger's default" for n in defaulted})
         amplitude = None

@@ -216,7 +216,7 @@ def verdict_view(result: DetectionResult) -> DetectionResult:
     return replace(result, scores=result.verdict_scores)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class CombinedDecision:
     """The combined decision of a scan (module docstring).
 
@@ -248,6 +248,16 @@ class CombinedDecision:
     excluded: dict[str, str] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     alpha: float = VerdictRule.alpha
+
+    def __repr__(self) -> str:
+        """The rule, what it removes and the classes it names on one line, e.g.
+        ``CombinedDecision(rule verdict, 31 removed of 1828, classes named [8], members
+        ['activation-clustering', ...])``: not every score and per-class record it holds."""
+        return (
+            f"CombinedDecision(rule {self.rule}, {int(self.removed.sum())} removed of "
+            f"{self.removed.numel()}, classes named {self.poisoned_classes}, members "
+            f"{self.members})"
+        )
 
     @property
     def scores(self) -> Tensor:

@@ -157,8 +157,11 @@ def gw_loss(C1: Tensor, p: Tensor, C2: Tensor, q: Tensor, plan: Tensor) -> Tenso
     Parameters
     ----------
     C1 : Tensor of shape (B, n, n) or (n, n)
+        Symmetric structure matrices (the marginal term and the product below assume it, as
+        :func:`entropic_gw` does).
     p : Tensor of shape (B, n) or (n,)
     C2 : Tensor of shape (B, m, m) or (m, m)
+        Symmetric, likewise.
     q : Tensor of shape (B, m) or (m,)
     plan : Tensor of shape (B, n, m)
 
