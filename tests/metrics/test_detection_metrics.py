@@ -219,7 +219,12 @@ def test_curve_and_area_functions_take_tensors_and_name_bad_scores() -> None:
     assert np.array_equal(pr_points(*as_tensors).recall, pr_points(truth, scores).recall)
     unanalysed = scores.copy()
     unanalysed[:5] = np.nan
-    for function in (auroc, average_precision, roc_points, pr_points):
+
+    def metrics(truth, scores):  # type: ignore[no-untyped-def]
+        return detection_metrics(truth, scores, np.zeros(len(truth), dtype=bool))
+
+    metrics.__name__ = "detection_metrics"
+    for function in (auroc, average_precision, roc_points, pr_points, metrics):
         name = function.__name__
         with pytest.raises(
             ValueError, match=rf"^{name} scores must be finite, got 5 NaN .*analysed"
@@ -229,3 +234,5 @@ def test_curve_and_area_functions_take_tensors_and_name_bad_scores() -> None:
             function(truth[:10], scores)
         with pytest.raises(ValueError, match=rf"^{name} scores must be a 1-d array"):
             function(truth, scores.reshape(20, 10))
+    with pytest.raises(ValueError, match=r"^detection_metrics: flagged and is_poison differ"):
+        detection_metrics(truth, scores, np.zeros(3, dtype=bool))

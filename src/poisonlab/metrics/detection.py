@@ -285,15 +285,12 @@ def detection_metrics(
     suspicious) and the detector's ``flagged`` (bool (n,)) over the same n analysed samples."""
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must lie in [0, 1], got {target_fpr}")
-    truth = _as_numpy(is_poison, bool)
-    values = _as_numpy(scores, np.float64)
-    flags = _as_numpy(flagged, bool)
-    if not len(truth) == len(values) == len(flags):
+    truth, values = _truth_and_scores(is_poison, scores, "detection_metrics")
+    flags = _as_numpy(flagged, bool, "detection_metrics flagged")
+    if len(flags) != len(truth):
         raise ValueError(
-            f"is_poison, scores and flagged differ in length: {len(truth)}, {len(values)}, {len(flags)}"
+            f"detection_metrics: flagged and is_poison differ in length: {len(flags)}, {len(truth)}"
         )
-    if not np.isfinite(values).all():
-        raise ValueError("scores of analysed samples must be finite (NaN marks unanalysed ones)")
     n, n_poison = len(truth), int(truth.sum())
     n_clean = n - n_poison
     tp, fp, tn, fn = confusion_counts(truth, flags)
