@@ -74,8 +74,9 @@ def as_model(
         if getattr(config, key) != expected
     ]
     if diffs:
-        where = f" {value.path}" if isinstance(value, Checkpoint) and value.path else ""
-        raise ConfigError(f"{what}{where} does not fit data set {data.name!r}: " + ", ".join(diffs))
+        raise ConfigError(
+            f"{what}{_folder(value)} does not fit data set {data.name!r}: " + ", ".join(diffs)
+        )
     return value
 
 
@@ -90,9 +91,8 @@ def as_lgm_model(
         raise CheckpointError(f"{what}: {exc}") from None
     network = found.model if isinstance(found, Checkpoint) else found
     if network is not None and not network.is_lgm:
-        where = f" {found.path}" if isinstance(found, Checkpoint) and found.path else ""
         raise ConfigError(
-            f"{what}{where} is a {network.config.arch} with a {network.config.head} head; "
+            f"{what}{_folder(found)} is a {network.config.arch} with a {network.config.head} head; "
             "expected a model trained with the LGM loss (the lgm-model folder a scan writes, or "
             "poisonlab train --loss lgm)"
         )
@@ -212,3 +212,8 @@ def check_layers(detectors: Sequence[Detector], network_for: Callable[[bool], Ne
                 resolve_layers(network_for(detector.needs_lgm), [layer])
             except ConfigError as exc:
                 raise ConfigError(f"{detector.name} layer: {exc}") from None
+
+
+def _folder(model: object) -> str:
+    """`` <folder>`` of a checkpoint read from disk, for messages; empty for a model in memory."""
+    return f" {model.path}" if isinstance(model, Checkpoint) and model.path else ""
