@@ -43,6 +43,8 @@ from poisonlab.errors import ConfigError, DataError, PoisonlabError
 from poisonlab.ranges import class_ranges
 
 if TYPE_CHECKING:
+    from poisonlab.data.dataset import ImageDataset
+    from poisonlab.models import Checkpoint, Network
     from poisonlab.workflows.scan import ScanResult
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,33 @@ def softmax_model_beside(model: Path) -> Path | None:
     except (OSError, ValueError, TypeError, KeyError):
         return None  # no readable checkpoint there: nothing to point at
     return beside if head == "softmax" else None
+
+
+def _warn_lgm_as_model(model: Path) -> None:
+    """Warn when ``--model`` names an LGM model with a softmax ``model`` folder beside it (an
+    earlier scan's ``OUT/lgm-model`` given for its ``OUT/model``, most likely a slip)."""
+    softmax = softmax_model_beside(model)
+    if softmax is not None:
+        log.warning(
+            "--model %s is an LGM model: every defense reads it, so scores differ from a scan "
+            "with the softmax model %s beside it. --model names the model the defenses read (an "
+            "earlier scan's model/); lgm-likelihood's LGM model is --lgm-model, or the lgm-model/ "
+            "found beside --model",
+            model,
+            softmax,
+        )
+
+
+def _lgm_beside(model: Path, beside: Path, dataset: ImageDataset) -> Network | Checkpoint | None:
+    """The LGM model found in ``beside`` (next to ``--model``), checked against ``dataset``; its
+    errors say where it was found and how to choose another."""
+    from poisonlab.workflows.scan_inputs import as_lgm_model
+
+    try:
+        return as_lgm_model(beside, dataset, "the LGM model")
+    except PoisonlabError as exc:
+        hint = f" (found beside --model {model}; --lgm-model chooses another)"
+        raise type(exc)(f"{exc}{hint}") from None
 
 
 def _noted(result: ScanResult, role: str, note: str) -> ScanResult:
@@ -446,29 +475,14 @@ def scan_command(
     if model is not None:
         checkpoint = load_checkpoint(model, expect=model_fields(dataset))
     given = checkpoint.model if checkpoint is not None else None
-    if beside is not None and given is not None and given.is_lgm:
+    if model is not None and given is not None and given.is_lgm:
         beside = None  # --model is an LGM model itself: it serves lgm-likelihood
-    softmax = None
-    if model is not None and given is not None and given.is_lgm:  # OUT/lgm-model for OUT/model?
-        softmax = softmax_model_beside(model)
-    if softmax is not None:
-        log.warning(
-            "--model %s is an LGM model: every defense reads it, so scores differ from a scan "
-            "with the softmax model %s beside it. --model names the model the defenses read (an "
-            "earlier scan's model/); lgm-likelihood's LGM model is --lgm-model, or the lgm-model/ "
-            "found beside --model",
-            model,
-            softmax,
-        )
+        _warn_lgm_as_model(model)
     lgm_checkpoint = None
     if lgm_model is not None:
         lgm_checkpoint = as_lgm_model(lgm_model, dataset)
-    elif beside is not None:
-        try:
-            lgm_checkpoint = as_lgm_model(beside, dataset, "the LGM model")
-        except PoisonlabError as exc:
-            hint = f" (found beside --model {model}; --lgm-model chooses another)"
-            raise type(exc)(f"{exc}{hint}") from None
+    elif model is not None and beside is not None:
+        lgm_checkpoint = _lgm_beside(model, beside, dataset)
         if not quiet:
             line = f"lgm-likelihood reads the LGM model found beside --model: {beside}"
             err.print(escape(line), **whole)

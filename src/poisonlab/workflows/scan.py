@@ -189,8 +189,9 @@ class ScanResult:
         if skipped:
             parts.append(f"skipped: {', '.join(skipped)}")
         parts.append(f"removed {int(self.removed.sum())}")
-        if self.verdict is not None:
-            parts.append(f"verdict: {self.verdict!r}")
+        verdict = self.verdict  # a property that builds the sentence: once
+        if verdict is not None:
+            parts.append(f"verdict: {verdict!r}")
         return f"ScanResult({'; '.join(parts)})"
 
 
