@@ -3,7 +3,7 @@ refuses a file that is not a poisoned set with one line naming the file and the 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,11 @@ import torch
 
 from poisonlab.attacks import PoisonedDataset, build_attack
 from poisonlab.data import save_npz
-from poisonlab.errors import DataError
+from poisonlab.data.dataset import ImageDataset
+from poisonlab.errors import ConfigError, DataError
+from poisonlab.models import ModelConfig, build_model
+from poisonlab.workflows.collision_eval import evaluate_transfer
+from poisonlab.workflows.filtering import attack_success
 from tests.conftest import blobs_dataset
 
 
@@ -41,10 +45,93 @@ def test_save_then_load_gives_the_same_set(tmp_path: Path, params: dict) -> None
         assert getattr(loaded, name).dtype == getattr(poisoned, name).dtype, name
     assert list(loaded.source_ids) == list(poisoned.source_ids)
     assert loaded.attack == "badnets" and loaded.n_poison == poisoned.n_poison == 6
-    # params as JSON gives them (tuples as lists), and they rebuild the same attack
-    assert loaded.params == json.loads(json.dumps(poisoned.params))
+    # params as the attack gives them (a window and a colour are tuples, not JSON's lists)
+    assert loaded.params == poisoned.params
     assert build_attack(loaded.attack, **loaded.params).params() == poisoned.params
     assert loaded.test_set is None and loaded.targets is None and loaded.extras == {}
+
+
+def same_data(a: ImageDataset | None, b: ImageDataset | None) -> bool:
+    assert a is not None and b is not None
+    return (
+        torch.equal(a.images, b.images)
+        and torch.equal(a.labels, b.labels)
+        and list(a.ids) == list(b.ids)
+        and a.class_names == b.class_names
+    )
+
+
+def untrained(data: ImageDataset) -> torch.nn.Module:
+    c, h, w = data.shape
+    return build_model(ModelConfig("cnn-small", c, h, w, data.num_classes), seed=0)
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])  # float32 pixels, or saved as uint8
+def test_the_triggered_test_set_comes_back_and_measures_the_same_asr(
+    tmp_path: Path, as_bytes: bool
+) -> None:
+    data, test = blobs_dataset(n_per_class=20, seed=0), blobs_dataset(n_per_class=8, seed=1)
+    if as_bytes:
+        data, test = ((d.with_images((d.images * 255).round() / 255)) for d in (data, test))
+    poisoned = build_attack("badnets", count=6).poison(
+        data, test=test, generator=torch.Generator().manual_seed(0)
+    )
+    loaded = PoisonedDataset.load(poisoned.save(tmp_path / "poisoned.npz"))
+    assert same_data(loaded.test_set, poisoned.test_set)
+    assert loaded.targets is None and loaded.target_labels is None
+    model = untrained(data)
+    assert attack_success(model, loaded) == attack_success(model, poisoned)
+
+
+def collision_set() -> PoisonedDataset:
+    """A feature-collision result by hand: 2 targets, 2 poisons aimed at each."""
+    data = blobs_dataset(n_per_class=10, seed=0)
+    n = len(data)
+    is_poison = torch.zeros(n, dtype=torch.bool)
+    is_poison[[1, 11, 12, 21]] = True
+    return PoisonedDataset(
+        dataset=data,
+        is_poison=is_poison,
+        original_labels=data.labels.clone(),
+        source_index=torch.arange(n),
+        source_ids=data.ids.copy(),
+        attack="feature-collision",
+        params={"num_targets": 2},
+        targets=blobs_dataset(n_per_class=1, seed=2).subset([0, 2]),
+        target_labels=torch.tensor([1, 0]),
+        extras={"poison_target": [0, 1, 1, 0], "perturbation_l2": [0.1] * 4},
+    )
+
+
+def test_the_targets_and_which_poison_aims_at_which_come_back(tmp_path: Path) -> None:
+    poisoned = collision_set()
+    loaded = PoisonedDataset.load(poisoned.save(tmp_path / "poisoned.npz"))
+    assert same_data(loaded.targets, poisoned.targets) and loaded.test_set is None
+    assert loaded.target_labels is not None and poisoned.target_labels is not None
+    assert torch.equal(loaded.target_labels, poisoned.target_labels)
+    assert loaded.extras == {"poison_target": [0, 1, 1, 0]}  # the rest is in attack.json
+    model = untrained(poisoned.dataset)
+    assert attack_success(model, loaded) == attack_success(model, poisoned)
+
+
+def test_several_targets_without_poison_target_are_refused() -> None:
+    unknown = dataclasses.replace(collision_set(), extras={})
+    with pytest.raises(ConfigError, match="2 targets and no poison_target"):
+        evaluate_transfer(untrained(unknown.dataset), unknown)
+
+
+def test_an_older_file_loads_without_them_and_says_so_when_measured(tmp_path: Path) -> None:
+    data, test = blobs_dataset(n_per_class=20, seed=0), blobs_dataset(n_per_class=8, seed=1)
+    poisoned = build_attack("badnets", count=6).poison(
+        data, test=test, generator=torch.Generator().manual_seed(0)
+    )
+    path = tmp_path / "older.npz"
+    with np.load(poisoned.save(tmp_path / "poisoned.npz")) as archive:
+        np.savez(path, **{k: archive[k] for k in archive.files if not k.startswith("test_")})
+    loaded = PoisonedDataset.load(path)
+    assert loaded.test_set is None and torch.equal(loaded.is_poison, poisoned.is_poison)
+    with pytest.raises(DataError, match="written before poisonlab saved them"):
+        attack_success(untrained(data), loaded)
 
 
 def test_a_file_without_attack_and_params_loads_as_unknown(tmp_path: Path) -> None:
@@ -101,6 +188,54 @@ def test_a_file_that_is_not_a_poisoned_set_is_refused_naming_the_array(
     tmp_path: Path, changes: dict, message: str
 ) -> None:
     path = rewritten(tmp_path, **changes)
+    with pytest.raises(DataError, match=message) as caught:
+        PoisonedDataset.load(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+
+
+def rewritten_collision(tmp_path: Path, **changes: object) -> Path:
+    """A saved feature-collision poisoned.npz with arrays replaced (a value) or removed (None)."""
+    with np.load(collision_set().save(tmp_path / "poisoned.npz")) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"target_labels": None}, "'target_x' without 'target_labels'"),
+        ({"target_ids": None}, "'target_x' without 'target_ids'"),
+        ({"target_x": None}, r"'target_labels' without the targets \('target_x'\)"),
+        (
+            {"target_labels": np.array([1, 5])},
+            r"'target_labels' must be 2 integer labels in \[0, 2\], one per target; got 5 at row 1",
+        ),
+        (
+            {"poison_target": np.array([0, 1, 2, 0])},
+            r"'poison_target' must be 4 integer indices in \[0, 1\] of the targets, one per "
+            r"poison; got 2 at row 2",
+        ),
+        ({"poison_target": np.zeros(3, int)}, r"'poison_target' must be 4 integer"),
+        ({"target_y": np.array([0, 3])}, r"label 3 in 'target_y' but only 3 classes"),
+        ({"target_y": np.array([0])}, r"2 images in 'target_x' but 1 labels in 'target_y'"),
+        (
+            {"target_x": np.zeros((2, 4, 4, 1), np.uint8)},
+            r"'target_x' holds images of shape \(1, 4, 4\) \(C, H, W\); 'x' holds \(1, 8, 8\)",
+        ),
+        ({"target_x": np.full((2, 8, 8), 2.0)}, r"'target_x': float pixels must lie in \[0, 1\]"),
+    ],
+)
+def test_malformed_targets_are_refused_naming_the_array(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    path = rewritten_collision(tmp_path, **changes)
     with pytest.raises(DataError, match=message) as caught:
         PoisonedDataset.load(path)
     assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)

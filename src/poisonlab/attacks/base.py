@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from poisonlab.data.dataset import DATASET, ImageDataset, save_npz
-from poisonlab.data.npz import load_npz_with
+from poisonlab.data.dataset import DATASET, ImageDataset, npz_pixels, save_npz
+from poisonlab.data.npz import load_npz_with, npz_part
 from poisonlab.errors import DataError
 from poisonlab.registry import Registry
 from poisonlab.validation import InstanceOf, Validated, check_param
@@ -95,8 +96,8 @@ class PoisonedDataset:
         return f"PoisonedDataset({', '.join(parts)})"
 
     def save(self, path: str | Path) -> Path:
-        """Write poisoned.npz: x, y, ids, class_names, is_poison, original_label, source_index,
-        source_id, attack and params (JSON); :meth:`load` reads it back."""
+        """Write poisoned.npz: the data (x, y, ids, class_names), the ground truth, attack and
+        params (JSON), and what measures the attack later (see :meth:`load`)."""
         return save_npz(
             self.dataset,
             path,
@@ -106,7 +107,29 @@ class PoisonedDataset:
             source_id=np.asarray(self.source_ids, dtype=str),
             attack=np.asarray(self.attack, dtype=str),
             params=np.asarray(json.dumps(self.params, default=str), dtype=str),
+            **self._measuring_arrays(),
         )
+
+    def _measuring_arrays(self) -> dict[str, np.ndarray]:
+        """The triggered test set (``test_x``, ``test_y``, ``test_ids``), the targets
+        (``target_x``, ...), ``target_labels`` and ``poison_target``, those the set has."""
+        arrays: dict[str, np.ndarray] = {}
+        for prefix, part in (("test_", self.test_set), ("target_", self.targets)):
+            if part is None:
+                continue
+            if part.class_names != self.dataset.class_names:  # the file holds one class list
+                raise DataError(
+                    f"PoisonedDataset.save: {prefix.rstrip('_')} set classes {part.class_names} "
+                    f"differ from the data's {self.dataset.class_names}"
+                )
+            arrays[f"{prefix}x"] = npz_pixels(part.images)
+            arrays[f"{prefix}y"] = part.labels.numpy()
+            arrays[f"{prefix}ids"] = np.asarray(part.ids, dtype=str)
+        if self.target_labels is not None:
+            arrays["target_labels"] = self.target_labels.numpy()
+        if self.extras.get("poison_target") is not None:
+            arrays["poison_target"] = np.asarray(self.extras["poison_target"], dtype=np.int64)
+        return arrays
 
     @classmethod
     def load(cls, path: str | Path) -> PoisonedDataset:
@@ -114,11 +137,13 @@ class PoisonedDataset:
 
         The data goes through the .npz loader's checks (``load_dataset(path)`` gives the same
         ``dataset``); ``is_poison``, ``original_label``, ``source_index`` and ``source_id`` must be
-        there, one per image. ``params`` come back as JSON gives them (a tuple as a list). The file
-        holds no triggered test set, targets or extras (``test_set``, ``targets`` and
-        ``target_labels`` are None; ``attack.json`` beside a ``poisonlab attack`` file has the
-        extras); a file written before ``attack`` and ``params`` were saved loads with attack
-        ``"unknown"`` and no params.
+        there, one per image. ``test_set`` (backdoors), ``targets``, ``target_labels`` and
+        ``extras["poison_target"]`` (feature collision) come back as saved, checked as the data
+        is, so the attack can be measured again; they are None in a file written before they were
+        saved, or by an attack given no ``test``. Other extras are not saved (``attack.json``
+        beside a ``poisonlab attack`` file has them). ``params`` come back as JSON gives them,
+        lists as tuples; a file written before ``attack`` and ``params`` were saved loads with
+        attack ``"unknown"`` and no params.
 
         Raises
         ------
@@ -126,7 +151,7 @@ class PoisonedDataset:
             Naming the file and the array that is missing or malformed.
         """
         path = Path(path)
-        dataset, arrays = load_npz_with(path, (*_COLUMNS, "attack", "params"))
+        dataset, arrays = load_npz_with(path, (*_COLUMNS, "attack", "params", *_MEASURING))
         missing = [key for key in _COLUMNS if key not in arrays]
         if missing:
             raise DataError(
@@ -138,37 +163,94 @@ class PoisonedDataset:
             ("original_label", f"labels in [0, {k - 1}]", lambda v: (v >= 0) & (v < k)),
             ("source_index", "row indices >= 0", lambda v: v >= 0),
         ):
-            value = arrays[key]
-            if not (value.shape == (n,) and np.issubdtype(value.dtype, np.integer)):
-                raise DataError(
-                    f"{path}: {key!r} must be {n} integer {expected}, one per image; got "
-                    f"{value.dtype}{value.shape}"
-                )
-            bad = np.flatnonzero(~valid(value))
-            if bad.size:  # the shape and dtype were right: name the value that is not
-                raise DataError(
-                    f"{path}: {key!r} must be {n} integer {expected}, one per image; got "
-                    f"{value[bad[0]]} at row {bad[0]} ({bad.size} such rows)"
-                )
+            _check_integers(arrays[key], key, n, "image", expected, valid, path)
         source_id = arrays["source_id"]
         if source_id.shape != (n,) or source_id.dtype.kind not in "US":
             raise DataError(
                 f"{path}: 'source_id' must be {n} strings, one per image; got "
                 f"{source_id.dtype}{source_id.shape}"
             )
+        is_poison = torch.from_numpy(arrays["is_poison"].astype(bool))
+        targets = npz_part(path, arrays, "target_", dataset)
         return cls(
             dataset=dataset,
-            is_poison=torch.from_numpy(arrays["is_poison"].astype(bool)),
+            is_poison=is_poison,
             original_labels=torch.from_numpy(arrays["original_label"].astype(np.int64)),
             source_index=torch.from_numpy(arrays["source_index"].astype(np.int64)),
             source_ids=source_id.astype(str),
             attack=_text(arrays.get("attack"), "attack", path) or "unknown",
             params=_params(arrays.get("params"), path),
+            test_set=npz_part(path, arrays, "test_", dataset),
+            targets=targets,
+            target_labels=_target_labels(arrays, targets, k, path),
+            extras=_poison_target(arrays, targets, int(is_poison.sum()), path),
         )
 
 
 _COLUMNS = ("is_poison", "original_label", "source_index", "source_id")
 """The per-image arrays of a poisoned.npz beside the data's x, y and ids."""
+
+_MEASURING = (
+    *("test_x", "test_y", "test_ids", "target_x", "target_y", "target_ids"),
+    *("target_labels", "poison_target"),
+)
+"""The arrays that measure the attack later (:meth:`PoisonedDataset._measuring_arrays`)."""
+
+
+def _check_integers(
+    value: np.ndarray,
+    key: str,
+    n: int,
+    per: str,
+    expected: str,
+    valid: Callable[[np.ndarray], np.ndarray],
+    path: Path,
+) -> None:
+    """DataError naming ``key`` unless it holds ``n`` integers (one per ``per``), all ``valid``."""
+    if not (value.shape == (n,) and np.issubdtype(value.dtype, np.integer)):
+        raise DataError(
+            f"{path}: {key!r} must be {n} integer {expected}, one per {per}; got "
+            f"{value.dtype}{value.shape}"
+        )
+    bad = np.flatnonzero(~valid(value))
+    if bad.size:  # the shape and dtype were right: name the value that is not
+        raise DataError(
+            f"{path}: {key!r} must be {n} integer {expected}, one per {per}; got "
+            f"{value[bad[0]]} at row {bad[0]} ({bad.size} such rows)"
+        )
+
+
+def _target_labels(
+    arrays: dict[str, np.ndarray], targets: ImageDataset | None, k: int, path: Path
+) -> Tensor | None:
+    """The class each saved target should be predicted as (None without targets)."""
+    if targets is None:
+        if "target_labels" in arrays:
+            raise DataError(f"{path}: 'target_labels' without the targets ('target_x')")
+        return None
+    if "target_labels" not in arrays:
+        raise DataError(f"{path}: 'target_x' without 'target_labels'")
+    value = arrays["target_labels"]
+    expected = f"labels in [0, {k - 1}]"
+    _check_integers(
+        value, "target_labels", len(targets), "target", expected, lambda v: (v >= 0) & (v < k), path
+    )
+    return torch.from_numpy(value.astype(np.int64))
+
+
+def _poison_target(
+    arrays: dict[str, np.ndarray], targets: ImageDataset | None, n_poison: int, path: Path
+) -> dict[str, Any]:
+    """``{"poison_target": [...]}``, the target of each poison, when the file has it."""
+    value = arrays.get("poison_target")
+    if value is None:
+        return {}
+    t = 0 if targets is None else len(targets)
+    expected = f"indices in [0, {t - 1}] of the targets"
+    _check_integers(
+        value, "poison_target", n_poison, "poison", expected, lambda v: (v >= 0) & (v < t), path
+    )
+    return {"poison_target": value.astype(np.int64).tolist()}
 
 
 def _text(value: np.ndarray | None, key: str, path: Path) -> str | None:
@@ -181,7 +263,8 @@ def _text(value: np.ndarray | None, key: str, path: Path) -> str | None:
 
 
 def _params(value: np.ndarray | None, path: Path) -> dict[str, Any]:
-    """The attack's parameters, stored as a JSON object in one string ({} when absent)."""
+    """The attack's parameters, stored as a JSON object in one string ({} when absent), lists as
+    tuples."""
     text = _text(value, "params", path)
     if text is None:
         return {}
@@ -191,7 +274,9 @@ def _params(value: np.ndarray | None, path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: 'params' is not JSON ({exc})") from None
     if not isinstance(params, dict):
         raise DataError(f"{path}: 'params' must be a JSON object; got {type(params).__name__}")
-    return params
+    # JSON has no tuples: a (rows, cols) window or (R, G, B) colour comes back as Attack.params
+    # gives it (no attack takes a list)
+    return {key: tuple(v) if isinstance(v, list) else v for key, v in params.items()}
 
 
 class Attack(Validated, ABC):

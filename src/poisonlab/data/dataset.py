@@ -187,12 +187,8 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     """
     check_param("save_npz", "dataset", dataset, [DATASET])
     path = Path(path)
-    x = dataset.images.permute(0, 2, 3, 1).numpy()
-    as_bytes = np.round(x * 255.0)
-    if np.array_equal((as_bytes / 255.0).astype(np.float32), x):
-        x = as_bytes.astype(np.uint8)
     arrays: dict[str, Any] = {
-        "x": x,
+        "x": npz_pixels(dataset.images),
         "y": dataset.labels.numpy(),
         "ids": dataset.ids.astype(str),
         "class_names": np.array(dataset.class_names, dtype=str),
@@ -203,6 +199,15 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
     return path
+
+
+def npz_pixels(images: Tensor) -> np.ndarray:
+    """N×C×H×W images as .npz files store them: N×H×W×C uint8 when that is lossless, else float32."""
+    x = images.permute(0, 2, 3, 1).numpy()
+    as_bytes = np.round(x * 255.0)
+    if np.array_equal((as_bytes / 255.0).astype(np.float32), x):
+        return as_bytes.astype(np.uint8)
+    return x
 
 
 DATASET = InstanceOf(

@@ -86,16 +86,16 @@ def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray | N
         raise DataError(f"{path}: array {key!r} is corrupt ({exc})") from None
 
 
-def _images(x: np.ndarray, path: Path) -> np.ndarray:
-    """``x`` as (N, C, H, W), its dtype and range checked (uint8, or float in [0, 1])."""
+def _images(x: np.ndarray, path: Path, key: str = "x") -> np.ndarray:
+    """Array ``key`` as (N, C, H, W), its dtype and range checked (uint8, or float in [0, 1])."""
     given = x.shape
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
-        raise DataError(f"{path}: 'x' must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+        raise DataError(f"{path}: {key!r} must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
     if 0 in x.shape[1:3]:
         raise DataError(
-            f"{path}: 'x' holds images of {x.shape[1]}×{x.shape[2]} pixels (shape {given}); "
+            f"{path}: {key!r} holds images of {x.shape[1]}×{x.shape[2]} pixels (shape {given}); "
             "expected at least 1×1"
         )
     if x.shape[-1] not in (1, 3):
@@ -103,20 +103,21 @@ def _images(x: np.ndarray, path: Path) -> np.ndarray:
         if x.shape[1] in (1, 3):  # how PyTorch code usually holds images
             hint = "; it looks channels-first (N×C×H×W): save x.transpose(0, 2, 3, 1)"
         raise DataError(
-            f"{path}: 'x' has {x.shape[-1]} channels in its last axis; expected 1 or 3 "
+            f"{path}: {key!r} has {x.shape[-1]} channels in its last axis; expected 1 or 3 "
             f"(channels-last N×H×W×C), got shape {x.shape}{hint}"
         )
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
-        raise DataError(f"{path}: 'x' must be uint8 or float in [0, 1], got {x.dtype}")
+        raise DataError(f"{path}: {key!r} must be uint8 or float in [0, 1], got {x.dtype}")
     if x.dtype != np.uint8 and x.size:
         if not np.isfinite(x).all():
-            raise DataError(f"{path}: 'x' contains NaN or infinite pixels")
+            raise DataError(f"{path}: {key!r} contains NaN or infinite pixels")
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             outside = int(np.count_nonzero((x < 0.0) | (x > 1.0)))
             # repr, not :g, so 1.0000001 is not shown as 1 (rounding error is a common cause)
+            part = "" if key == "x" else f"{key!r}: "
             raise DataError(
-                f"{path}: float pixels must lie in [0, 1], found {lo!r}..{hi!r} ({outside} of "
+                f"{path}: {part}float pixels must lie in [0, 1], found {lo!r}..{hi!r} ({outside} of "
                 f"{x.size} values outside); store uint8 0..255 or float in [0, 1], not "
                 "normalised values (np.clip(x, 0, 1) if they only overshoot by rounding)"
             )
@@ -192,12 +193,7 @@ def load_npz_with(path: Path, extra: Sequence[str]) -> tuple[ImageDataset, dict[
         names = _strings(_read(archive, "class_names", path), "class_names", path, None)
         _check_mask(_read(archive, "is_poison", path), path, len(images))
         arrays = {key: _read(archive, key, path) for key in extra if key in archive.files}
-    if y.ndim != 1 or not (y.size == 0 or np.issubdtype(y.dtype, np.integer)):
-        raise DataError(f"{path}: 'y' must be a 1-d integer array, got {y.dtype}{y.shape}")
-    if len(y) != len(images):
-        raise DataError(f"{path}: {len(images)} images in 'x' but {len(y)} labels in 'y'")
-    if y.size and int(y.min()) < 0:
-        raise DataError(f"{path}: negative labels in 'y' (min {int(y.min())})")
+    y = _labels(y, images, path, "y")
     # without class_names the classes are 0..max(y): checked first, so one stray label of 10⁹
     # cannot make a table of 10⁹ class names
     num_classes = len(names) if names is not None else check_label_range(y, f"{path}: 'y'")
@@ -205,17 +201,63 @@ def load_npz_with(path: Path, extra: Sequence[str]) -> tuple[ImageDataset, dict[
         raise DataError(f"{path}: label {int(y.max())} but only {num_classes} class_names")
     ids = ids if ids is not None else row_ids(path.name, len(y))
     class_names = tuple(names) if names is not None else tuple(map(str, range(num_classes)))
-    if images.dtype == np.uint8:
-        dataset = from_uint8(
-            images, y, num_classes=num_classes, class_names=class_names, name=path.stem, ids=ids
-        )
-    else:
-        dataset = ImageDataset(
-            images=torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
-            labels=torch.from_numpy(y.astype(np.int64)),
-            num_classes=num_classes,
-            class_names=class_names,
-            name=path.stem,
-            ids=ids,
-        )
+    dataset = _dataset(images, y, class_names, path.stem, ids)
     return dataset, {key: value for key, value in arrays.items() if value is not None}
+
+
+def _labels(y: np.ndarray, images: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """``y`` checked: one integer label >= 0 per image."""
+    if y.ndim != 1 or not (y.size == 0 or np.issubdtype(y.dtype, np.integer)):
+        raise DataError(f"{path}: {key!r} must be a 1-d integer array, got {y.dtype}{y.shape}")
+    if len(y) != len(images):
+        x = "x" if key == "y" else key[: -len("y")] + "x"
+        raise DataError(f"{path}: {len(images)} images in {x!r} but {len(y)} labels in {key!r}")
+    if y.size and int(y.min()) < 0:
+        raise DataError(f"{path}: negative labels in {key!r} (min {int(y.min())})")
+    return y
+
+
+def _dataset(
+    images: np.ndarray, y: np.ndarray, class_names: tuple[str, ...], name: str, ids: np.ndarray
+) -> ImageDataset:
+    """An ImageDataset of checked N×C×H×W pixels (uint8 scaled by 1/255, or float as stored)."""
+    if images.dtype == np.uint8:
+        return from_uint8(
+            images, y, num_classes=len(class_names), class_names=class_names, name=name, ids=ids
+        )
+    return ImageDataset(
+        images=torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+        labels=torch.from_numpy(y.astype(np.int64)),
+        num_classes=len(class_names),
+        class_names=class_names,
+        name=name,
+        ids=ids,
+    )
+
+
+def npz_part(
+    path: Path, arrays: dict[str, np.ndarray], prefix: str, like: ImageDataset
+) -> ImageDataset | None:
+    """The data set stored beside the main one as ``{prefix}x``, ``{prefix}y`` and
+    ``{prefix}ids`` (read by :func:`load_npz_with`), checked as the main one is and with its
+    classes; None when the file holds no ``{prefix}x``."""
+    x_key, y_key, ids_key = f"{prefix}x", f"{prefix}y", f"{prefix}ids"
+    if x_key not in arrays:
+        return None
+    for key in (y_key, ids_key):
+        if key not in arrays:
+            raise DataError(f"{path}: {x_key!r} without {key!r}")
+    images = _images(arrays[x_key], path, x_key)
+    if images.shape[1:] != tuple(like.shape):
+        raise DataError(
+            f"{path}: {x_key!r} holds images of shape {tuple(images.shape[1:])} (C, H, W); "
+            f"'x' holds {tuple(like.shape)}"
+        )
+    y = _labels(arrays[y_key], images, path, y_key)
+    if y.size and int(y.max()) >= like.num_classes:
+        raise DataError(
+            f"{path}: label {int(y.max())} in {y_key!r} but only {like.num_classes} classes"
+        )
+    ids = _strings(arrays[ids_key], ids_key, path, len(images))
+    assert ids is not None
+    return _dataset(images, y, like.class_names, f"{path.stem}:{prefix.rstrip('_')}", ids)

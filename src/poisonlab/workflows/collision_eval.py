@@ -149,10 +149,18 @@ class CollisionEvaluation:
 def _check_poisoned(poisoned: PoisonedDataset) -> tuple[ImageDataset, Tensor, Tensor]:
     """(targets, target_labels, poison_target) of a feature-collision PoisonedDataset."""
     if poisoned.targets is None or poisoned.target_labels is None:
-        raise ConfigError("the poisoned set carries no targets: not a feature-collision result")
+        raise ConfigError(
+            f"the {poisoned.attack!r} poisoned set carries no targets: not a feature-collision "
+            "result, or a poisoned.npz written before poisonlab saved them (run the attack again)"
+        )
     if poisoned.n_poison == 0 or poisoned.n_poison == len(poisoned.dataset):
         raise ConfigError("evaluation needs both clean rows and poisons in the poisoned set")
     group = poisoned.extras.get("poison_target")
+    if group is None and len(poisoned.targets) > 1:  # which poison aims at which target
+        raise ConfigError(
+            f"extras['poison_target'] must give one target index per poison: "
+            f"{len(poisoned.targets)} targets and no poison_target"
+        )
     if group is None:
         group = torch.zeros(poisoned.n_poison, dtype=torch.long)
     group = torch.as_tensor(group, dtype=torch.long)

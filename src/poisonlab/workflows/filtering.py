@@ -141,7 +141,8 @@ def attack_success(
         return evaluate(model, poisoned.test_set, device=device).accuracy, "attack success rate"
     raise DataError(
         f"the {poisoned.attack!r} poisoned set has neither targets nor a triggered test set, "
-        "so its attack success cannot be measured"
+        "so its attack success cannot be measured (give the attack's poison() a test= set; a "
+        "poisoned.npz written before poisonlab saved them holds neither: run the attack again)"
     )
 
 
