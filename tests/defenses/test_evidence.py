@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from poisonlab.defenses import Evidence, build_detector
+from poisonlab.errors import ConfigError
 from poisonlab.models import ModelConfig, build_model
 from poisonlab.models.activations import capture_activations, capture_representations
 from poisonlab.train import predict_logits
@@ -159,3 +160,17 @@ def test_evidence_and_results_print_as_one_line():
         assert text.startswith(f"DetectionResult({name!r}, {int(result.flagged.sum())} flagged ")
         assert f"of {len(data)} analysed" in text and "tensor" not in text and "\n" not in text
         assert ("classes named" in text) == bool(result.verdicts)
+
+
+def test_evidence_used_directly_names_itself_in_what_it_lacks() -> None:
+    """Asked for a representation outside a detector, it said "this defense needs a model ..."
+    though no defense was involved; a detector still names itself (tests/defenses/test_contract)."""
+    data = blobs_dataset(n_per_class=5)
+    softmax = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, feature_dim=8), seed=0)
+    for ask, need in (
+        (lambda: Evidence(data).features(), "a model trained on the suspect data"),
+        (lambda: Evidence(data, softmax).dataset("holdout"), "a clean held-out set"),
+        (lambda: Evidence(data, softmax).lgm_log_likelihood(), "a model trained with the LGM"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^Evidence needs {need}"):
+            ask()

@@ -351,18 +351,19 @@ class Detector(Validated, ABC):
         self._check_classes(evidence)
         if self.threshold.needs_reference and evidence.holdout is None:
             raise MissingInput(
-                f"{self.name} threshold {self.threshold.describe()} cuts on the scores of clean "
-                "held-out samples: give them, Evidence(data, model, holdout=...)"
+                "clean held-out samples, whose scores it cuts on: give them, "
+                "Evidence(data, model, holdout=...)",
+                owner=f"{self.name} threshold {self.threshold.describe()}",
             )
 
     @contextmanager
     def _named(self) -> Iterator[None]:
-        """Put this detector's name in a :class:`MissingInput` raised by the Evidence ("this
-        defense needs a model ..." → "deep-features needs a model ...")."""
+        """Put this detector's name in a :class:`MissingInput` raised by the Evidence ("Evidence
+        needs a model ..." → "deep-features needs a model ...")."""
         try:
             yield
         except MissingInput as exc:
-            raise MissingInput(str(exc).replace("this defense", self.name, 1)) from None
+            raise exc.by(self.name) from None
 
     @property
     def result(self) -> DetectionResult:

@@ -29,8 +29,16 @@ Part = Literal["data", "holdout"]
 
 
 class MissingInput(ConfigError):
-    """The Evidence lacks what a defense reads (a model, an LGM head, a clean held-out set); the
-    message says "this defense needs ...", and :meth:`Detector.fit` puts the defense's name there."""
+    """The Evidence lacks what a defense reads (a model, an LGM head, a clean held-out set): "Evidence
+    needs ..." from the Evidence, "deep-features needs ..." once :meth:`Detector.fit` names itself."""
+
+    def __init__(self, need: str, *, owner: str = "Evidence") -> None:
+        super().__init__(f"{owner} needs {need}")
+        self.need = need
+
+    def by(self, owner: str) -> MissingInput:
+        """The same need, said by ``owner`` (a detector's name)."""
+        return MissingInput(self.need, owner=owner)
 
 
 class Evidence:
@@ -117,7 +125,7 @@ class Evidence:
         if part == "data":
             return self.data
         if self.holdout is None:
-            raise MissingInput("this defense needs a clean held-out set (`holdout`), none given")
+            raise MissingInput("a clean held-out set (`holdout`), none given")
         return self.holdout
 
     def labels(self, part: Part = "data") -> Tensor:
@@ -131,7 +139,7 @@ class Evidence:
         moved there (made once): the caller's model is never moved. Detectors only read it.
         """
         if self.model is None:
-            raise MissingInput("this defense needs a model trained on the suspect data (`model`)")
+            raise MissingInput("a model trained on the suspect data (`model`)")
         if self._working is None:
             here = all(
                 _same_device(t.device, self.device)
@@ -205,9 +213,7 @@ class Evidence:
         def compute() -> Tensor:
             model = self.require_model()
             if not model.is_lgm:
-                raise MissingInput(
-                    "this defense needs a model trained with the LGM loss (`head=lgm`)"
-                )
+                raise MissingInput("a model trained with the LGM loss (`head=lgm`)")
             head = model.head  # on self.device with the rest of the model
             with torch.no_grad():
                 features = self.features(part).to(self.device)
