@@ -305,6 +305,43 @@ def test_heatmap_artifact_holds_the_maps_a_defense_exposes(blobs):
 
 
 @pytest.mark.parametrize(
+    ("trigger", "message"),
+    [
+        (  # the sticker's default window, on 8×8 digits
+            {"trigger": "sticker"},
+            r"^\[attack\] badnets: window = \[\[10, 15\]\] \(rows, cols; the sticker trigger's "
+            r"default\) does not fit 8×8 images",
+        ),
+        (
+            {"position": "top-left", "offset": 9},
+            r"^\[attack\] badnets: offset = 9 puts the 3×3 trigger outside 8×8 images at "
+            r'position = "top-left": expected an offset in \[0, 5\]',
+        ),
+    ],
+)
+def test_a_trigger_that_does_not_fit_fails_before_training_as_the_config_writes_it(
+    tmp_path: Path, trigger: dict[str, Any], message: str
+) -> None:
+    """It said `window=(10, 15)`, as Python writes it, once a clean model had trained."""
+    cache = CountingCache(tmp_path / "cache")
+    params = backdoor_params(attack={"name": "badnets", "rate": 0.2, **trigger})
+    with pytest.raises(ConfigError, match=message):
+        run_cell("backdoor", params, tmp_path, cache, "misfit")
+    assert cache.created == []
+
+
+def test_a_trigger_keyword_the_plan_refuses_is_named_as_the_config_writes_it() -> None:
+    attack = {"name": "badnets", "rate": 0.2, "position": "top-left", "window": [4, 5]}
+    cell = CellSpec("test", "backdoor", {"seed": 0, "repeat": 0, **backdoor_params(attack=attack)})
+    with pytest.raises(ConfigError) as caught:
+        plan_backdoor(cell)
+    assert str(caught.value) == (
+        '[attack] badnets: window = [[4, 5]] applies to position = "random" only, not position '
+        '= "top-left": expected no window, or position = "random"'
+    )
+
+
+@pytest.mark.parametrize(
     ("kind", "params", "message"),
     [
         ("backdoor", backdoor_params(task={"tabel1": True}), "unknown key 'tabel1'"),

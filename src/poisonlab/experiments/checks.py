@@ -183,6 +183,7 @@ def _check_defenses(spec: CellSpec) -> None:
 def _plan_generic(spec: CellSpec) -> None:
     """For kinds without a planner: ``[attack]`` built as given (``name`` + keywords)."""
     from poisonlab.attacks import attack_names, build_attack
+    from poisonlab.experiments.tasks_common import attack_error
 
     params = spec.section("attack")
     if not params:
@@ -197,10 +198,7 @@ def _plan_generic(spec: CellSpec) -> None:
     except ParameterError:
         raise  # names the attack, the parameter and its range already
     except ConfigError as exc:
-        text = str(exc)
-        raise ConfigError(
-            f"[attack] {text if text.startswith(name) else f'{name}: {text}'}"
-        ) from None
+        raise attack_error(exc, name) from None
 
 
 def _section_of(exc: PoisonlabError) -> str | None:

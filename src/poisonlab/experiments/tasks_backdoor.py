@@ -74,6 +74,7 @@ from poisonlab.experiments.tasks_base import (
 from poisonlab.experiments.tasks_common import (
     DataSpec,
     as_array,
+    attack_error,
     build_detectors,
     cached_model,
     check_keys,
@@ -161,6 +162,10 @@ def run_backdoor(cell: CellSpec, context: TaskContext) -> dict[str, float | int]
     name, attack, spec = plan.attack_name, plan.attack, plan.data
     device = pick_device(context.device)
     split = load_split(spec)
+    try:  # before any model trains: the trigger's size and place against the images
+        attack.trigger_spec.check_fits(split.train.shape)
+    except ConfigError as exc:
+        raise attack_error(exc, name) from None
     config = model_config(cell.section("model"), split.train, default_arch="cnn-small")
     train_section = cell.section("train")
     surrogate_needed = name in SURROGATE_ATTACKS
@@ -263,9 +268,7 @@ def _attack(name: str, params: dict[str, Any]) -> BackdoorAttack:
     except ParameterError:
         raise  # names the attack, the parameter and its range already
     except ConfigError as exc:
-        raise ConfigError(
-            f"[attack] {exc}" if str(exc).startswith(name) else f"[attack] {name}: {exc}"
-        ) from None
+        raise attack_error(exc, name) from None
     if not isinstance(attack, BackdoorAttack):
         raise ConfigError(f"the backdoor task needs a trigger attack, not {name!r}")
     return attack

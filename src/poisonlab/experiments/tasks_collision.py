@@ -73,6 +73,7 @@ from poisonlab.errors import ConfigError
 from poisonlab.experiments.tasks_base import CellSpec, TaskContext, register_plan, register_task
 from poisonlab.experiments.tasks_common import (
     DataSpec,
+    attack_error,
     build_detectors,
     cached_model,
     check_keys,
@@ -167,7 +168,7 @@ def plan_collision(cell: CellSpec) -> CollisionPlan:
     except ParameterError:
         raise  # names the attack, the parameter and its range already
     except ConfigError as exc:
-        raise ConfigError(f"[attack] feature-collision: {exc}") from None
+        raise attack_error(exc, "feature-collision") from None
     if attack.base_selection != "random":
         raise ConfigError(
             "Yaseen et al. 2020 compares CE and LGM on the same random pairs: base_selection"

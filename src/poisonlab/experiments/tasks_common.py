@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -62,6 +63,35 @@ def check_keys(section: Mapping[str, Any], allowed: tuple[str, ...], where: str)
     unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise ConfigError(f"[{where}] unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+
+
+_SAID = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
+"""A keyword as the library names it in a message: ```position``` or ```window=(10, 15)```."""
+
+
+def as_written(message: str) -> str:
+    """``message`` with the keywords it names as a config file writes them: ```window=(10,
+    15)``` → ``window = [[10, 15]]`` (one list value is a list of lists, the grid rule),
+    ```position='random'``` → ``position = "random"``, ```offset``` → ``offset``."""
+
+    def written(match: re.Match[str]) -> str:
+        key, value = match.group(1), match.group(2)
+        if value is None:
+            return key
+        if re.fullmatch(r"'[^'\"]*'", value):
+            value = f'"{value[1:-1]}"'
+        elif re.fullmatch(r"\(-?\d+(?:, -?\d+)*,?\)", value):
+            value = f"[[{value[1:-1].rstrip(',')}]]"
+        return f"{key} = {value}"
+
+    return _SAID.sub(written, message)
+
+
+def attack_error(exc: ConfigError, name: str) -> ConfigError:
+    """``exc`` as a config's ``[attack]`` error: the section and attack first, keywords as
+    written (:func:`as_written`)."""
+    text = as_written(str(exc))
+    return ConfigError(f"[attack] {text}" if text.startswith(name) else f"[attack] {name}: {text}")
 
 
 DATA_CONSTRAINTS: dict[str, ConstraintList] = {
