@@ -1,9 +1,9 @@
 """Progress through one switch: on for CLI use, silent in the library and tests.
 
 When the CLI switches progress on, a terminal gets live bars; a log file, a pipe or CI (stderr
-not a terminal) gets plain lines instead: one line when a stage ends, with its count and elapsed
-time, and one every :data:`LINE_SECONDS` while a long stage runs, so redirected output never
-sits silent for minutes.
+not a terminal) gets plain lines instead: one line when a stage ends (done, or stopped early by
+its caller, as early stopping ends training), with its count and elapsed time, and one every
+:data:`LINE_SECONDS` while a long stage runs, so redirected output never sits silent for minutes.
 
 Every bar draws on one shared stderr console, so a stage that runs inside another (training
 inside "running defenses") is stacked under it instead of overwriting it. A step that repeats a
@@ -130,6 +130,13 @@ class _Lines:
     def finish(self) -> None:
         self._write(f"done in {elapsed(time.monotonic() - self.started)}")
 
+    def stop(self) -> None:
+        """The stage's consumer stopped it before its end (early stopping closes the epochs)."""
+        if self.total and self.done >= self.total:  # closed after its last step: it is done
+            self.finish()
+            return
+        self._write(f"stopped after {elapsed(time.monotonic() - self.started)}")
+
     def _write(self, when: str) -> None:
         if self.report is not None:
             state = {"description": self.description, "done": self.done, "total": self.total}
@@ -194,7 +201,11 @@ def track(
             for item in items:
                 if label is not None:
                     stage.advance(0, label(item))
-                yield item
+                try:
+                    yield item
+                except GeneratorExit:  # the loop over the stage ended early (a break)
+                    stage.stop()
+                    raise
                 stage.advance(1)
             stage.info = ""
             stage.finish()
@@ -247,7 +258,12 @@ def bar(description: str, total: float | None, *, started: float | None = None) 
     """
     if not is_enabled():
         stage = _Lines(description, total, started) if lines_enabled() else None
-        yield Bar(None, None, stage)
+        try:
+            yield Bar(None, None, stage)
+        except GeneratorExit:  # a generator holding the stage was closed (training stopped early)
+            if stage is not None:
+                stage.stop()
+            raise
         if stage is not None:
             stage.finish()
         return

@@ -53,6 +53,42 @@ def test_failed_stage_does_not_claim_done(lines, capsys):
     assert "done" not in capsys.readouterr().err
 
 
+def test_training_stopped_early_still_writes_its_line(lines, capsys):
+    """Early stopping closes the epoch loop inside its stage; the log kept no line of it."""
+    from poisonlab.models import ModelConfig, build_model
+    from poisonlab.train import TrainConfig, train_model
+    from tests.conftest import blobs_dataset
+
+    model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3), seed=0)
+    config = TrainConfig(epochs=40, batch_size=16, lr=0.05, patience=2)  # stops early (test_loop)
+    result = train_model(model, blobs_dataset(), config, description="training cnn-small")
+    assert result.stopped_early
+    err = capsys.readouterr().err.splitlines()
+    steps = 40 * 7  # 108 training images in batches of 16
+    assert len(err) == 1 and err[0].startswith("training cnn-small: ")
+    assert f"/{steps}, epoch {len(result.history)} loss " in err[0]
+    assert "stopped after " in err[0] and "done" not in err[0]
+
+
+def test_a_stage_left_by_a_break_says_it_stopped(lines, capsys):
+    for k in progress.track(range(5), "scoring"):
+        if k == 1:
+            break
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("scoring: 1/5, stopped after ")
+
+    def epochs():  # early stopping at the last epoch: closed after its last step
+        with progress.bar("training", total=2) as bar:
+            for _ in range(2):
+                bar.advance(1)
+                yield
+
+    loop = epochs()
+    next(loop), next(loop)
+    loop.close()
+    assert capsys.readouterr().err.startswith("training: 2/2, done in ")
+
+
 def test_elapsed_reads_well():
     assert progress.elapsed(4.25) == "4.2 s"
     assert progress.elapsed(185) == "3 min 05 s"
