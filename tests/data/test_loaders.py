@@ -137,3 +137,28 @@ def test_prefix_without_a_path(spec: str) -> None:
     """ "npz:" once read the current folder ("./: a folder, not an .npz file")."""
     with pytest.raises(DataError, match="names no path"):
         load_dataset(spec)
+
+
+def test_a_published_archive_says_how_to_unpack_it(tmp_path: Path) -> None:
+    """CIFAR-10 and GTSRB come as archives (cifar-10-python.tar.gz, GTSRB_*.zip): given as they
+    came, they were "unrecognised data file", as if the format were unknown."""
+    import tarfile
+    import zipfile
+
+    folder = cifar_folder(tmp_path / "src", n=2, batches=1)
+    tar_gz = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar_gz, "w:gz") as archive:
+        archive.add(folder, arcname=folder.name)
+    root = gtsrb_root(tmp_path / "g", classes=(0,), per_class=1)
+    zipped = tmp_path / "GTSRB_Final_Training_Images.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for file in sorted(root.rglob("*")):
+            archive.write(file, Path("GTSRB", file.relative_to(root)))
+    expected = {
+        tar_gz: r"a tar archive; .*\(tar xf cifar-10-python\.tar\.gz\) .*\(cifar-10-batches-py\)",
+        zipped: r"a zip archive; .*\(unzip GTSRB_Final_Training_Images\.zip\) .*\(GTSRB\)$",
+    }
+    for path, message in expected.items():
+        for spec in (path, f"cifar10:{path}", f"gtsrb:{path}", f"folder:{path}"):
+            with pytest.raises(DataError, match=message):
+                load_dataset(spec)

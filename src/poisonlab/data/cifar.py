@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from poisonlab.data.common import check_labels, check_part, from_uint8, row_ids
+from poisonlab.data.common import archive_message, check_labels, check_part, from_uint8, row_ids
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.safe_pickle import safe_load
 from poisonlab.errors import DataError
@@ -125,6 +125,8 @@ def load_cifar10(path: Path, part: str = "train") -> ImageDataset:
             f"{path} is one file of the CIFAR-10 folder {folder}: pass the folder (the training "
             "part is every data_batch_*, the test part test_batch with part='test', --part test)"
         )
+    if root is None and (archive := archive_message(path)) is not None:
+        raise DataError(archive)
     if root is None:
         raise DataError(f"{path}: not a CIFAR-10 python folder (no data_batch_1 or test_batch)")
     check_part(part, str(root), has_test=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import tarfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,38 @@ def existing_path(path: str | Path) -> Path:
     if not resolved.exists():
         raise DataError(f"{path}: no such file or directory")
     return resolved
+
+
+def archive_message(path: Path) -> str | None:
+    """For a tar or zip archive (how CIFAR-10 and GTSRB are published), a message saying how to
+    unpack it: poisonlab reads the unpacked files. None for any other path."""
+    if not path.is_file():
+        return None
+    try:
+        if zipfile.is_zipfile(path):
+            kind, command = "zip", "unzip"
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            if any(name.endswith(".npy") for name in names):
+                return None  # an .npz: its loader says what is wrong with it
+            first = next(iter(names), "")
+            folder = "/" in first
+        elif tarfile.is_tarfile(path):
+            kind, command = "tar", "tar xf"
+            with tarfile.open(path) as archive:  # reads the first header only
+                member = archive.next()
+            first = member.name if member is not None else ""
+            folder = member is not None and (member.isdir() or "/" in member.name)
+        else:
+            return None
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError):
+        return None
+    top = first.removeprefix("./").split("/")[0]
+    where = f"the folder it holds ({top})" if folder and top else "the folder you unpack it into"
+    return (
+        f"{path}: a {kind} archive; poisonlab reads data unpacked: unpack it "
+        f"({command} {path.name}) and pass {where}"
+    )
 
 
 def check_part(part: str, source: str, *, has_test: bool) -> None:

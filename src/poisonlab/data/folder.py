@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisonlab.data.common import check_part, from_uint8
+from poisonlab.data.common import archive_message, check_part, from_uint8
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.images import IMAGE_SUFFIXES, is_gray, parse_size, probe, read_image
 from poisonlab.errors import DataError
@@ -70,6 +70,8 @@ def load_image_folder(
 ) -> ImageDataset:
     """Load every image under ``path``'s class folders, resized to one size and one mode."""
     check_part(part, f"image folder {path}", has_test=False)
+    if not path.is_dir() and (archive := archive_message(path)) is not None:
+        raise DataError(archive)
     if not path.is_dir():
         raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
     files, labels, names = list_images(path)

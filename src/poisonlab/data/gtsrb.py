@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisonlab.data.common import check_part, from_uint8
+from poisonlab.data.common import archive_message, check_part, from_uint8
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.images import parse_size, probe, read_image
 from poisonlab.errors import ConfigError, DataError
@@ -191,6 +191,8 @@ def load_gtsrb(
             f"{path} is inside the GTSRB folder {outer}: pass {outer} itself (the training part "
             f"is read from {TRAIN_DIR.as_posix()}, the labelled test part with part='test', --part test)"
         )
+    if root is None and (archive := archive_message(path)) is not None:
+        raise DataError(archive)
     if root is None:
         raise DataError(
             f"{path}: not a GTSRB folder (no {TRAIN_DIR.as_posix()} or {TEST_DIR.as_posix()})"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from poisonlab.data import builtin, cifar, folder, gtsrb, idx, npz
-from poisonlab.data.common import existing_path
+from poisonlab.data.common import archive_message, existing_path
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.registry import Registry
@@ -133,6 +133,9 @@ def detect_source(path: Path) -> DataSource:
     for matches, source in _DETECTION:
         if matches(path):
             return source
+    archive = archive_message(path)  # CIFAR-10 and GTSRB are published as archives
+    if archive is not None:
+        raise DataError(archive)
     kind = "folder" if path.is_dir() else "file"
     raise DataError(
         f"{path}: unrecognised data {kind}; expected an .npz, MNIST-style IDX files, "
