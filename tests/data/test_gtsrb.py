@@ -65,7 +65,14 @@ def test_class_id_must_match_folder(tmp_path: Path) -> None:
     ("row", "message"),
     [
         ("00000_00000.ppm;40;36;5;5;99;30;0\n", "ROI outside the 40×36 image"),
-        ("00000_00000.ppm;40;36;5;5;x;30;0\n", "expected integers"),
+        (
+            "00000_00000.ppm;40;36;5;5;x;30;0\n",
+            r"GT-00000.csv:2: Roi.X2 must be an integer, got 'x'$",
+        ),
+        (
+            "00000_00000.ppm;40;36;5;5;30;30\n",
+            r"csv:2: ClassId must be an integer, got nothing \(the row",
+        ),
         ("missing.ppm;40;36;5;5;30;30;0\n", "missing.ppm: listed in the annotations but missing"),
         ("00000_00000.ppm;41;36;5;5;30;30;0\n", "image is 40×36, annotation says 41×36"),
     ],
@@ -82,6 +89,10 @@ def test_missing_column_and_missing_csv(tmp_path: Path) -> None:
     csv_path = root / "Final_Training/Images/00000/GT-00000.csv"
     csv_path.write_text("Filename;Width;Height\n00000_00000.ppm;40;36\n")
     with pytest.raises(DataError, match=r"GT-00000.csv: missing column\(s\) Roi.X1"):
+        load_dataset(root)
+    csv_path.write_text(GT_HEADER.replace(";", ",") + "00000_00000.ppm,40,36,5,5,30,30,0\n")
+    expected = "expected the semicolon-separated header Filename;Width;Height;Roi.X1;Roi.Y1;"
+    with pytest.raises(DataError, match=rf"{expected}.*found 'Filename,Width,Height,Roi.X1,"):
         load_dataset(root)
     csv_path.unlink()
     with pytest.raises(DataError, match=r"annotation file GT-00000.csv is missing"):

@@ -118,15 +118,16 @@ def read_annotations(csv_path: Path, image_dir: Path, *, labelled: bool = True) 
             wanted = (*_FIELDS, "ClassId") if labelled else _FIELDS
             missing = [f for f in wanted if f not in header]
             if missing:
-                raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}")
+                raise DataError(
+                    f"{csv_path}: missing column(s) {', '.join(missing)}: expected the "
+                    f"semicolon-separated header {';'.join(wanted)}, found {';'.join(header)!r}"
+                )
             reader.fieldnames = header
             rows = []
             for line, record in enumerate(reader, start=2):
-                try:
-                    width, height, x1, y1, x2, y2 = (int(record[f]) for f in _FIELDS[1:])
-                    label = int(record["ClassId"]) if labelled else -1
-                except (TypeError, ValueError):
-                    raise DataError(f"{csv_path}:{line}: expected integers in {record}") from None
+                numbers = _integers(record, wanted[1:], f"{csv_path}:{line}")
+                width, height, x1, y1, x2, y2 = numbers[:6]
+                label = numbers[6] if labelled else -1
                 file = image_dir / record["Filename"].strip()
                 if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
                     raise DataError(f"{csv_path}:{line}: ROI outside the {width}×{height} image")
@@ -135,6 +136,20 @@ def read_annotations(csv_path: Path, image_dir: Path, *, labelled: bool = True) 
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read annotations ({exc})") from None
     return rows
+
+
+def _integers(record: dict[str, str | None], fields: tuple[str, ...], where: str) -> list[int]:
+    """The integer value of each of ``fields`` in one csv row; a DataError names the field."""
+    values = []
+    for field in fields:
+        text = record.get(field)
+        if text is None:  # csv.DictReader's value for the fields a short row lacks
+            raise DataError(f"{where}: {field} must be an integer, got nothing (the row is short)")
+        try:
+            values.append(int(text))
+        except ValueError:
+            raise DataError(f"{where}: {field} must be an integer, got {text!r}") from None
+    return values
 
 
 def _train_rows(root: Path) -> list[_Row]:
