@@ -111,6 +111,23 @@ def test_a_list_parameter_written_flat_is_caught_with_the_grid_rule(write_config
     assert "as a list of lists: color = [[255, 0, 1]]" in message
 
 
+def test_wrong_defense_names_are_listed_with_every_other_problem(write_config):
+    """An unknown [[defenses]] name stopped the check at load time: the attack and training
+    problems behind it, and a second wrong name, showed only on the next try."""
+    text = (
+        BASE
+        + '[attack]\nname = "badnetz"\n[train]\nepochs = 0\n'
+        + '[[defenses]]\nname = "ac"\n[[defenses]]\nname = "bnn"\n[[defenses]]\nname = "heatmap"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(text))
+    message = str(info.value)
+    assert message.startswith("exp.toml: 4 problems:")
+    assert "[[defenses]] #1: unknown defense 'ac'; choose one of: activation-clustering" in message
+    assert "[[defenses]] #3: unknown defense 'heatmap'; choose one of: " in message
+    assert "'badnetz'" in message and "[train] epochs must be" in message
+
+
 def test_a_flat_list_with_a_repeated_value_gets_the_grid_rule_too(write_config):
     message = error(write_config, BASE + '[attack]\nname = "badnets"\ncolor = [255, 0, 0]\n')
     assert "repeats a value" in message and "[[255, 0, 0]]" in message

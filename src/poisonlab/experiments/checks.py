@@ -11,7 +11,8 @@ that will use it, so the checks cannot drift from what runs:
 - ``[model]``: :class:`~poisonlab.models.ModelConfig` with a placeholder geometry (the real one
   comes from the data) and ``arch`` among the registered architectures;
 - ``[train]``: :class:`~poisonlab.train.TrainConfig`;
-- ``[[defenses]]``: every detector built (:func:`~poisonlab.experiments.tasks_common.build_detectors`);
+- ``[[defenses]]``: every detector built (:func:`~poisonlab.experiments.tasks_common.build_detectors`),
+  entry by entry, so that each wrong entry is reported;
 - ``[attack]`` and ``[task]``: the kind's planner (:data:`~poisonlab.experiments.tasks_base.PLANS`),
   which builds the attack the way the task will (a zero budget is a clean cell, presets merged...);
   a kind without a planner gets its ``[attack]`` built as given.
@@ -25,6 +26,7 @@ cells are reported once, with the cells they occur in.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +115,11 @@ def _cell_problems(
     data_spec = attempt(lambda: DataSpec.from_section(spec.section("data")))
     attempt(lambda: _check_model(spec.section("model")))
     attempt(lambda: _check_train(spec.section("train")))
-    attempt(lambda: _check_defenses(spec))
+    defenses = list(spec.params.get("defenses") or [])
+    for number, entry in enumerate(defenses, start=1):
+        attempt(functools.partial(_check_defense, entry, number, spec.seed))
+    if "defenses" not in failed:
+        attempt(lambda: _check_defenses(spec))  # together: a name listed twice
     planner = PLANS.get(config.kind) if config.kind in PLANS else _plan_generic
     planned = dict(spec.params)
     for _ in range(_MAX_REPLANS):
@@ -172,6 +178,21 @@ def _check_train(section: dict[str, Any]) -> None:
 
     check_keys(section, tuple(f.name for f in dataclasses.fields(TrainConfig)), "train")
     TrainConfig(**section)
+
+
+def _check_defense(entry: dict[str, Any], number: int, seed: int) -> None:
+    """One ``[[defenses]]`` entry: a registered ``name`` and the keywords its detector takes."""
+    from poisonlab.defenses import detector_names
+    from poisonlab.experiments.tasks_common import build_detectors
+
+    name, names = entry.get("name"), ", ".join(detector_names())
+    if not isinstance(name, str):
+        raise ConfigError(f"[[defenses]] #{number} needs name = one of: {names}")
+    if name not in detector_names():
+        raise ConfigError(
+            f"[[defenses]] #{number}: unknown defense {name!r}; choose one of: {names}"
+        )
+    build_detectors([entry], seed=seed)
 
 
 def _check_defenses(spec: CellSpec) -> None:

@@ -289,26 +289,10 @@ def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
 
 
 def _defenses(value: Any, where: str) -> tuple[dict[str, Any], ...]:
-    """Each entry needs a registered ``name``; its parameters are checked when cells are planned."""
-    from poisonlab.defenses import detector_names
-
+    """A list of tables; each entry's name and parameters are checked when cells are planned
+    (:mod:`poisonlab.experiments.checks`), beside every other problem of the config."""
     if isinstance(value, dict):
         value = [value]
-    if not isinstance(value, list):
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
         raise ConfigError(f"{where}: defenses must be [[defenses]] tables, got {value!r}")
-    seen: set[str] = set()
-    for i, entry in enumerate(value):
-        label = f"[[defenses]] #{i + 1}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ConfigError(
-                f"{where}: {label} needs name = one of: {', '.join(detector_names())}"
-            )
-        name = entry["name"]
-        if name not in detector_names():
-            raise ConfigError(
-                f"{where}: {label}: unknown defense {name!r}; choose one of: {', '.join(detector_names())}"
-            )
-        if name in seen:
-            raise ConfigError(f"{where}: defense {name!r} is listed twice (metrics are per name)")
-        seen.add(name)
     return tuple(dict(entry) for entry in value)

@@ -256,7 +256,7 @@ def build_detectors(entries: list[dict[str, Any]], *, seed: int) -> list[Detecto
         if name not in names:
             raise ConfigError(f"[[defenses]] name {name!r} is not one of: {', '.join(names)}")
         if any(d.name == name for d in detectors):
-            raise ConfigError(f"defense {name!r} is listed twice (metrics are per name)")
+            raise ConfigError(f"[[defenses]] lists {name!r} twice (metrics are per name)")
         accepted = _keywords(DETECTORS.get(name))
         wrong = sorted(set(params) - accepted)
         if wrong:
