@@ -265,7 +265,7 @@ def test_force_starts_over_and_a_demo_folder_is_resumed(tmp_path):
     assert demo_cmd.demo_folder(folder, force=True) is False  # a new tour
     assert (folder / "runs" / "results.sqlite").exists()  # replaced only once it has finished
     (folder / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match=r"did not write here \(notes.txt\)"):
+    with pytest.raises(ConfigError, match=r"does not write \(notes.txt\)"):
         demo_cmd.demo_folder(folder, force=True)
 
 

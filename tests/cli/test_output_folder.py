@@ -93,8 +93,24 @@ def test_force_refuses_a_folder_with_the_users_files(scanned):
     result = scan(data, out, "--force")
     assert result.exit_code == 2
     text = " ".join(result.output.split())
-    assert "holds files poisonlab did not write here (my notes.txt)" in text
+    assert "holds files this command does not write (my notes.txt)" in text
     assert snapshot(out) == before
+
+
+def test_force_names_another_commands_result_as_not_its_own(tmp_path):
+    """A train folder given to attack --force was said to hold files "poisonlab did not write"."""
+    from poisonlab.cli.output import check_output_dir
+
+    out = tmp_path / "model"
+    out.mkdir()
+    for name in ("model.json", "model.safetensors", "train.json"):
+        assert name in TRAIN_FILES
+        (out / name).write_text("{}")
+    with pytest.raises(ConfigError) as info:
+        check_output_dir(out, force=True, owned=ATTACK_FILES)
+    message = str(info.value)
+    assert "holds files this command does not write (model.json, model.safetensors" in message
+    assert "--force replaces only an earlier result of this command" in message
 
 
 def test_force_replaces_every_earlier_result(scanned):

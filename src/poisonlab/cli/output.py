@@ -7,8 +7,9 @@ With ``--force`` the earlier folder is moved aside at that moment and deleted af
 * a command that fails or is interrupted leaves ``--out`` exactly as it was: an earlier result
   survives a failed ``--force``, and a failed first run leaves no (empty) folder behind, nor the
   parent folders it had to create;
-* ``--force`` replaces only what poisonlab wrote: a folder holding any other file is refused
-  before any work, naming the files (each command lists the names it writes).
+* ``--force`` replaces only an earlier result of the same command: a folder holding any other
+  file (another command's too) is refused before any work, naming the files (each command lists
+  the names it writes).
 
 Nothing here imports torch.
 """
@@ -54,9 +55,9 @@ def check_output_dir(path: Path, *, force: bool, owned: Collection[str]) -> None
     foreign = [name for name in entries if name not in owned]
     if foreign:
         raise ConfigError(
-            f"output folder {path} holds files poisonlab did not write here "
-            f"({_listing(foreign)}); --force replaces only poisonlab's own results: move "
-            "those files or choose another --out"
+            f"output folder {path} holds files this command does not write "
+            f"({_listing(foreign)}); --force replaces only an earlier result of this command: "
+            "move those files or choose another --out"
         )
 
 
