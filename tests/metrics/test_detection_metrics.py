@@ -236,3 +236,14 @@ def test_curve_and_area_functions_take_tensors_and_name_bad_scores() -> None:
             function(truth, scores.reshape(20, 10))
     with pytest.raises(ValueError, match=r"^detection_metrics: flagged and is_poison differ"):
         detection_metrics(truth, scores, np.zeros(3, dtype=bool))
+
+
+def test_metrics_print_as_one_line_with_the_curves_by_size() -> None:
+    """They printed every ROC and PR point (hundreds of lines for a scan's decision)."""
+    truth, scores, flagged = random_case(0, n=1500)
+    m = detection_metrics(truth, scores, flagged)
+    text = repr(m)
+    assert "\n" not in text and len(text) < 500
+    assert f"auroc={m.auroc:.4g}" in text and f"tp={m.tp}," in text
+    assert f"roc=RocCurve({len(m.roc.fpr)} points)" in text
+    assert f"pr=PrCurve({len(m.pr.precision)} points)" in text and "notes=()" in text

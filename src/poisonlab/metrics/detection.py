@@ -60,7 +60,7 @@ class Scored(Protocol):
     def analysed(self) -> Tensor: ...  # noqa: D102
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RocCurve:
     """ROC points from the strictest cut down: ``fpr[0] = tpr[0] = 0`` at threshold +inf.
 
@@ -72,8 +72,12 @@ class RocCurve:
     tpr: np.ndarray
     thresholds: np.ndarray
 
+    def __repr__(self) -> str:
+        """``RocCurve(1390 points)``: not every point (read ``fpr``, ``tpr``, ``thresholds``)."""
+        return f"RocCurve({len(self.fpr)} points)"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class PrCurve:
     """Precision and recall for ``score >= thresholds[i]``, thresholds decreasing (recall
     rising)."""
@@ -82,8 +86,12 @@ class PrCurve:
     recall: np.ndarray
     thresholds: np.ndarray
 
+    def __repr__(self) -> str:
+        """``PrCurve(1389 points)``: not every point."""
+        return f"PrCurve({len(self.precision)} points)"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class DetectionMetrics:
     """Every detection metric for one detector on one data set (see the module docstring)."""
 
@@ -109,6 +117,16 @@ class DetectionMetrics:
     roc: RocCurve
     pr: PrCurve
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __repr__(self) -> str:
+        """Every count and rate (4 significant digits) on one line, the curves by their size,
+        e.g. ``DetectionMetrics(n=1398, ..., auroc=0.9716, ..., roc=RocCurve(1390 points), ...)``:
+        it printed every curve point, hundreds of lines."""
+        parts = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            parts.append(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value!r}")
+        return f"DetectionMetrics({', '.join(parts)})"
 
     def to_dict(self, *, curves: bool = True) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes None); ``curves=False`` leaves the curve points out."""
