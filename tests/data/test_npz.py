@@ -175,3 +175,24 @@ def test_corrupt_member_is_not_blamed_on_pickle(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"short\.npz: array 'x' is corrupt") as error:
         load_dataset(path)
     assert "pickle" not in str(error.value)
+
+
+def test_save_npz_to_a_folder_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    """It raised IsADirectoryError from a rename and left FOLDER.partial.npz beside the folder."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    data = dataset(torch.zeros(4, 1, 3, 3))
+    with pytest.raises(DataError, match=rf"^{folder}: a folder; name the .npz file to write in it"):
+        save_npz(data, folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any(folder.iterdir())
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    def half_written(path: Path, **arrays: np.ndarray) -> None:
+        Path(path).write_bytes(b"PK\x03\x04")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        save_npz(dataset(torch.zeros(4, 1, 3, 3)), tmp_path / "data.npz")
+    assert list(tmp_path.iterdir()) == []

@@ -183,10 +183,15 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     """Write ``dataset`` to ``path`` as .npz (x uint8 N×H×W×C, y, ids, class_names, plus ``extra``).
 
     Pixels are stored as uint8 when every value is an exact multiple of 1/255 (lossless), and as
-    float32 otherwise (e.g. crafted poisons), so a round trip never changes a pixel.
+    float32 otherwise (e.g. crafted poisons), so a round trip never changes a pixel. The file is
+    written beside ``path`` and renamed into place, so a failed write leaves nothing behind.
     """
     check_param("save_npz", "dataset", dataset, [DATASET])
     path = Path(path)
+    if path.is_dir():
+        raise DataError(
+            f"{path}: a folder; name the .npz file to write in it (e.g. {path / 'data.npz'})"
+        )
     arrays: dict[str, Any] = {
         "x": npz_pixels(dataset.images),
         "y": dataset.labels.numpy(),
@@ -196,8 +201,11 @@ def save_npz(dataset: ImageDataset, path: str | Path, **extra: np.ndarray) -> Pa
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
