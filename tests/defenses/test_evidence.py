@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from poisonlab.defenses import Evidence, build_detector
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DataError
 from poisonlab.models import ModelConfig, build_model
 from poisonlab.models.activations import capture_activations, capture_representations
 from poisonlab.train import predict_logits
@@ -174,3 +174,21 @@ def test_evidence_used_directly_names_itself_in_what_it_lacks() -> None:
     ):
         with pytest.raises(ConfigError, match=rf"^Evidence needs {need}"):
             ask()
+
+
+def test_a_holdout_or_model_for_other_images_is_refused_when_the_evidence_is_made() -> None:
+    """A 12×12 held-out set or data passed, and torch failed once a detector ran, naming
+    neither ("mat1 and mat2 shapes cannot be multiplied")."""
+    data, bigger = blobs_dataset(n_per_class=5), blobs_dataset(n_per_class=5, size=12)
+    model = build_model(ModelConfig("cnn-small", 1, 8, 8, 3, feature_dim=8), seed=0)
+    with pytest.raises(DataError, match=r"^Evidence holdout 'blobs' \(images \(1, 12, 12\)\)"):
+        Evidence(data, model, holdout=bigger)
+    with pytest.raises(ConfigError, match=r"^Evidence model \(cnn-small\) does not fit data "):
+        Evidence(bigger, model)
+    more = blobs_dataset(n_per_class=2, num_classes=4)
+    with pytest.raises(DataError, match="has 4 classes, data 'blobs' only 3"):
+        Evidence(data, model, holdout=more)
+    with pytest.raises(ConfigError, match=r"num_classes 3 \(data: 4\)"):
+        Evidence(more, model)
+    fewer = blobs_dataset(n_per_class=2, num_classes=2)  # e.g. an .npz without class_names
+    assert Evidence(fewer, model, holdout=fewer).num_classes == 2

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from poisonlab.data.dataset import DATASET, ImageDataset
 from poisonlab.device import pick_device
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DataError
 from poisonlab.models.activations import capture_representations
 from poisonlab.models.network import NETWORK, Network
 from poisonlab.validation import POSITIVE_INT, check_param
@@ -91,6 +91,7 @@ class Evidence:
         check_param("Evidence", "holdout", holdout, [DATASET, None])
         check_param("Evidence", "retrain_epochs", retrain_epochs, [POSITIVE_INT, None])
         check_param("Evidence", "retrain_images", retrain_images, [POSITIVE_INT, None])
+        _check_fits(data, model, holdout)
         self.data = data
         self.model = model
         self.recipe = recipe
@@ -224,6 +225,35 @@ class Evidence:
     def pixels(self, part: Part = "data") -> Tensor:
         """Raw images flattened to (N, C·H·W), float32."""
         return self.cached(("pixels", part), lambda: self.dataset(part).images.flatten(1))
+
+
+def _check_fits(data: ImageDataset, model: Network | None, holdout: ImageDataset | None) -> None:
+    """Refuse a held-out set or a model for other images than ``data``, or for fewer classes
+    (torch failed later, naming neither: "mat1 and mat2 shapes cannot be multiplied")."""
+    if holdout is not None and holdout.shape != data.shape:
+        raise DataError(
+            f"Evidence holdout {holdout.name!r} (images {holdout.shape}) does not match data "
+            f"{data.name!r} (images {data.shape})"
+        )
+    if holdout is not None and holdout.num_classes > data.num_classes:
+        raise DataError(
+            f"Evidence holdout {holdout.name!r} has {holdout.num_classes} classes, data "
+            f"{data.name!r} only {data.num_classes}"
+        )
+    if model is None:
+        return
+    config, (c, h, w) = model.config, data.shape
+    diffs = [
+        f"{key} {getattr(config, key)} (data: {value})"
+        for key, value in {"in_channels": c, "height": h, "width": w}.items()
+        if getattr(config, key) != value
+    ]
+    if config.num_classes < data.num_classes:
+        diffs.append(f"num_classes {config.num_classes} (data: {data.num_classes})")
+    if diffs:
+        raise ConfigError(
+            f"Evidence model ({config.arch}) does not fit data {data.name!r}: " + ", ".join(diffs)
+        )
 
 
 def _same_device(actual: torch.device, wanted: torch.device) -> bool:
