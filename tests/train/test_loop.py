@@ -9,7 +9,7 @@ import torch
 
 from poisonlab.errors import ConfigError
 from poisonlab.models import ModelConfig, build_model
-from poisonlab.train import TrainConfig, evaluate, train_model
+from poisonlab.train import EpochRecord, TrainConfig, TrainResult, evaluate, train_model
 from tests.conftest import blobs_dataset
 
 
@@ -112,3 +112,17 @@ def test_bfloat16_precision_trains_in_mixed_precision() -> None:
     assert evaluate(model, blobs_dataset(seed=1)).accuracy >= 0.95
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig(precision="float16")
+
+
+def test_a_training_result_prints_as_one_line() -> None:
+    """It printed every epoch's record (20 by default), each float in full."""
+    records = [EpochRecord(e, 1.0 / e, 0.5, 2.0 / e, 0.9 + e / 1000, 0.08) for e in range(1, 21)]
+    text = repr(TrainResult(records, best_epoch=12, stopped_early=True))
+    assert text == (
+        "TrainResult(20 epochs, stopped early; kept epoch 12: val_loss 0.1667, val_accuracy "
+        "0.912; 0.08 s per epoch)"
+    )
+    no_val = [EpochRecord(1, 0.25, 0.75, None, None, 1.5)]
+    assert repr(TrainResult(no_val, best_epoch=1)) == (
+        "TrainResult(1 epoch; kept epoch 1: train_loss 0.25, train_accuracy 0.75; 1.5 s per epoch)"
+    )

@@ -44,13 +44,34 @@ class EpochRecord:
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TrainResult:
     """What a training run did: per-epoch history, the epoch whose weights were kept, timing."""
 
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+
+    def __repr__(self) -> str:
+        """One line, e.g. ``TrainResult(9 epochs, stopped early; kept epoch 4: val_loss 0.0812,
+        val_accuracy 0.9777; 0.08 s per epoch)``; it printed every epoch's record (``history``)."""
+        kept = next((r for r in self.history if r.epoch == self.best_epoch), None)
+        stopped = ", stopped early" if self.stopped_early else ""
+        measured = ""
+        if kept is not None:
+            loss, accuracy = (
+                ("val_loss", "val_accuracy")
+                if kept.val_loss is not None
+                else ("train_loss", "train_accuracy")
+            )
+            measured = (
+                f": {loss} {getattr(kept, loss):.4g}, {accuracy} {getattr(kept, accuracy):.4g}"
+            )
+        return (
+            f"TrainResult({len(self.history)} epoch{'' if len(self.history) == 1 else 's'}"
+            f"{stopped}; kept epoch {self.best_epoch}"
+            f"{measured}; {self.seconds_per_epoch:.3g} s per epoch)"
+        )
 
     @property
     def seconds_per_epoch(self) -> float:
