@@ -147,6 +147,45 @@ def test_a_failed_first_run_leaves_no_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz", "data.npz"]
 
 
+TERMINATED_SCAN = """
+import os, signal, sys, time
+import poisonlab.workflows.scan
+from poisonlab.cli.main import main
+
+def terminated(*args, **kwargs):  # the scan is stopped by kill or a CI timeout while it runs
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # (the signal arrives first)
+
+poisonlab.workflows.scan.scan = terminated
+sys.argv = ["poisonlab", "scan", sys.argv[1], "-D", "raw-clustering", "-o", sys.argv[2]]
+main()
+"""
+
+
+def test_sigterm_leaves_no_folder_as_ctrl_c_does(tmp_path):
+    """SIGTERM killed a command mid-way: its hidden .partial folder and the parent folders made
+    for --out stayed behind."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = save_npz(blobs_dataset(n_per_class=20, seed=0), tmp_path / "data.npz")
+    out = tmp_path / "a" / "out"
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-c", TERMINATED_SCAN, str(data), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert "interrupted: nothing was written to" in " ".join(done.stderr.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz"]
+
+
 def test_attack_and_train_write_only_what_force_may_replace(tmp_path):
     attack = tmp_path / "attack"
     args = ["attack", "badnets", "--limit", "200", "--victim-epochs", "1", "-o", str(attack)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -136,10 +137,19 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (kill, a CI timeout, a scheduler) ends a command as Ctrl-C does: its output
+    folder is left as it was, it says so, exit 130. A second SIGTERM kills at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
 def main(prog_name: str | None = None) -> None:
     """Run the app; user errors become one red line and exit status 2, never a traceback."""
     from poisonlab.cli.console import fail
 
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # without it: killed mid-write,
+        signal.signal(signal.SIGTERM, _interrupt)  # its temporary folder left behind
     try:
         app(standalone_mode=True, prog_name=prog_name)
     except PoisonlabError as exc:
