@@ -245,3 +245,13 @@ def test_plain_data_is_not_a_poisoned_set(tmp_path: Path) -> None:
     path = save_npz(blobs_dataset(n_per_class=5), tmp_path / "clean.npz")
     with pytest.raises(DataError, match=r"not a poisoned set .*no 'is_poison', 'original_label'"):
         PoisonedDataset.load(path)
+
+
+def test_a_mask_of_the_wrong_type_is_named_with_what_was_given() -> None:
+    """A NumPy mask of the right length read "must have shape (66,)", the shape it had."""
+    poisoned = poisoned_set()
+    n = len(poisoned.dataset)
+    with pytest.raises(DataError, match=rf"must be a tensor of shape \({n},\), .*got ndarray of "):
+        dataclasses.replace(poisoned, is_poison=poisoned.is_poison.numpy())
+    with pytest.raises(DataError, match=r"must be a bool tensor, got torch.int64 \(mask.bool\(\)"):
+        dataclasses.replace(poisoned, is_poison=poisoned.is_poison.long())

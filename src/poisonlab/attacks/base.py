@@ -73,11 +73,21 @@ class PoisonedDataset:
         for name in ("is_poison", "original_labels", "source_index"):
             value = getattr(self, name)
             if not isinstance(value, Tensor) or value.shape != (n,):
-                raise DataError(f"PoisonedDataset.{name} must have shape ({n},)")
+                got = f"{type(value).__name__} of shape {tuple(np.shape(value))}"
+                raise DataError(
+                    f"PoisonedDataset.{name} must be a tensor of shape ({n},), one per image of "
+                    f"the dataset; got {got}"
+                )
         if np.asarray(self.source_ids).shape != (n,):
-            raise DataError(f"PoisonedDataset.source_ids must have shape ({n},)")
+            raise DataError(
+                f"PoisonedDataset.source_ids must have shape ({n},); got "
+                f"{np.asarray(self.source_ids).shape}"
+            )
         if self.is_poison.dtype != torch.bool:
-            raise DataError("PoisonedDataset.is_poison must be a bool tensor")
+            raise DataError(
+                f"PoisonedDataset.is_poison must be a bool tensor, got {self.is_poison.dtype} "
+                "(mask.bool() makes one)"
+            )
 
     @property
     def n_poison(self) -> int:
