@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from poisonlab.attacks import PoisonedDataset
 from poisonlab.cli.attack_cmd import parse_color, parse_params, parse_window
 from poisonlab.cli.main import app
 from poisonlab.data import load_dataset
 from poisonlab.errors import ConfigError
-from poisonlab.models import ModelConfig, build_model, save_checkpoint
+from poisonlab.models import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from poisonlab.workflows.filtering import attack_success
 
 runner = CliRunner()
 LC_FAST = ["--position", "bottom-right", "--offset", "0", "--limit", "200", "-q"]
@@ -48,6 +50,11 @@ def test_badnets_end_to_end(tmp_path) -> None:
             for i, s in zip(poisoned_ids, archive["source_id"][archive["is_poison"]], strict=True)
         )
         assert np.all(archive["y"][archive["is_poison"]] == 0)
+    # the file measures the attack again: its triggered test set, scored by the saved victim
+    again = PoisonedDataset.load(out / "poisoned.npz")
+    assert again.test_set is not None and len(again.test_set) == counts["triggered_test"]
+    rate, _ = attack_success(load_checkpoint(out / "victim").model, again)
+    assert rate == pytest.approx(victim["asr"], abs=1e-9)  # the same images, model and labels
 
 
 def test_an_existing_output_is_not_overwritten(tmp_path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from poisonlab.attacks import PoisonedDataset
 from poisonlab.cli.main import app
 from poisonlab.models import ModelConfig, build_model, save_checkpoint
 
@@ -40,6 +41,11 @@ def test_poisons_and_transfer_success_are_written(tmp_path) -> None:
         assert int(is_poison.sum()) == 6
         assert np.array_equal(archive["y"], archive["original_label"])  # clean label
         assert all(i.endswith("+feature-collision") for i in archive["ids"][is_poison])
+    # the file holds what measures the attack again: the targets and which poison aims at which
+    again = PoisonedDataset.load(out / "poisoned.npz")
+    assert again.targets is not None and again.target_labels is not None
+    assert again.target_labels.tolist() == victim["target_labels"]
+    assert again.extras["poison_target"] == report["extras"]["poison_target"]
 
 
 def test_without_a_model_one_is_trained_and_saved(tmp_path) -> None:
