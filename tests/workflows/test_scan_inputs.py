@@ -113,3 +113,18 @@ def test_a_holdout_that_is_the_data_itself_warns(
     assert "shares" not in caplog.text
     scan(data, defenses="spectral-signatures", holdout=data.subset(torch.arange(6)), model=model)
     assert f"held-out set {data.name!r} shares 6 of its 6 samples with data set" in caplog.text
+
+
+def test_a_holdout_from_a_file_of_the_same_name_is_not_the_data(
+    no_training: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """train/data.npz scanned with holdout/data.npz: both have the ids data.npz#0..., and the
+    held-out set was said to share every sample with the data."""
+    data = blobs_dataset(n_per_class=10)
+    ids = np.array([f"data.npz#{i}" for i in range(30)])
+    other = replace(blobs_dataset(n_per_class=4, seed=1), ids=ids[:12])
+    scan(replace(data, ids=ids), defenses="spectral-signatures", holdout=other, model=tiny_model())
+    assert "shares" not in caplog.text
+    half = replace(other, images=torch.cat([data.images[:6], other.images[6:]]))
+    scan(replace(data, ids=ids), defenses="spectral-signatures", holdout=half, model=tiny_model())
+    assert "shares 6 of its 12 samples with data set" in caplog.text

@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 
-import numpy as np
-
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, Detector, detector_names
 from poisonlab.defenses.fusion import NOT_MEMBERS
@@ -124,11 +122,11 @@ def check_inputs(
             f"held-out set {holdout.name!r} ({holdout.num_classes} classes) does not match data "
             f"set {data.name!r} ({data.num_classes} classes){hint}"
         )
-    shared = 0 if holdout is None else int(np.isin(holdout.ids, data.ids).sum())
+    shared = 0 if holdout is None else shared_samples(data, holdout)
     if holdout is not None and shared:  # e.g. --holdout given the scanned file again
         logger.warning(
-            "held-out set %r shares %d of its %d samples with data set %r (the same ids): the "
-            "clean reference should be samples kept apart from the data scanned",
+            "held-out set %r shares %d of its %d samples with data set %r (the same ids and "
+            "pixels): the clean reference should be samples kept apart from the data scanned",
             holdout.name,
             shared,
             len(holdout),
@@ -154,6 +152,22 @@ def check_inputs(
                 data.name,
                 ", ".join(map(str, empty)),
             )
+
+
+def shared_samples(data: ImageDataset, holdout: ImageDataset, chunk: int = 4096) -> int:
+    """How many samples of ``holdout`` are samples of ``data``: the same id and the same pixels.
+
+    Ids alone repeat across files of one name (``data.npz#0`` of two folders, the IDX file names
+    of two MNIST-style folders), so a shared id counts only when its image is the same too.
+    """
+    index = {sample_id: k for k, sample_id in enumerate(data.ids.tolist())}
+    pairs = [(k, index[i]) for k, i in enumerate(holdout.ids.tolist()) if i in index]
+    same = 0
+    for start in range(0, len(pairs), chunk):
+        mine, theirs = (list(rows) for rows in zip(*pairs[start : start + chunk], strict=True))
+        equal = holdout.images[mine] == data.images[theirs]
+        same += int(equal.flatten(1).all(1).sum())
+    return same
 
 
 def as_threshold(threshold: object) -> Threshold | None:
