@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -113,6 +115,20 @@ def test_load_config_leaves_the_data_check_to_runs(write_config, tmp_path):
     assert load_config(path).data["source"].endswith("later.npz")
     with pytest.raises(ConfigError, match=r"later\.npz: no such file"):
         load_config(path, check_data=True)
+
+
+def test_a_missing_relative_source_says_where_it_was_looked_for(write_config, tmp_path):
+    """A source written relative to the config file was 'no such file', with nothing saying that
+    relative paths are read from the current folder."""
+    path = write_config(GOOD.replace('"digits"', '"../data/train.npz"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, check_data=True)
+    assert "../data/train.npz: no such file or directory" in str(info.value)
+    assert f"(a relative path is read from the current folder, {Path.cwd()})" in str(info.value)
+    absolute = write_config(GOOD.replace('"digits"', f'"{tmp_path / "later.npz"}"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(absolute, check_data=True)
+    assert "relative path" not in str(info.value)
 
 
 def test_a_defense_threshold_is_checked_with_its_range(write_config):

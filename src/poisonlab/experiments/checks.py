@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from poisonlab.errors import ConfigError, PoisonlabError
@@ -147,12 +148,18 @@ def _cell_problems(
 
 
 def _source_problem(source: str) -> str | None:
-    from poisonlab.data.loaders import check_source
+    from poisonlab.data.loaders import DATA_SOURCES, check_source
 
     try:
         check_source(source)
     except PoisonlabError as exc:
-        return f"[data] source: {exc}"  # the message names the spec or path
+        hint = ""
+        prefix, sep, rest = source.partition(":")
+        path = Path(rest if sep and prefix in DATA_SOURCES else source).expanduser()
+        relative = source not in DATA_SOURCES and not path.is_absolute()
+        if relative and not path.exists():  # written relative to the config file?
+            hint = f" (a relative path is read from the current folder, {Path.cwd()})"
+        return f"[data] source: {exc}{hint}"  # the message names the spec or path
     return None
 
 
