@@ -330,3 +330,35 @@ def test_write_scan_refuses_a_ground_truth_of_another_length(tmp_path):
     ):
         write_scan(result, tmp_path / "out", is_poison=np.zeros(3, dtype=bool))
     assert not (tmp_path / "out").exists()  # refused before the folder is made
+
+
+def test_the_official_test_part_is_a_held_out_set(tmp_path):
+    """A CIFAR-10 (MNIST, GTSRB) user's clean held-out data is the official test part, which
+    --holdout could not name: the same folder read its training part, the data scanned."""
+    from tests.data.conftest import cifar_folder
+
+    folder = cifar_folder(tmp_path, n=60, batches=1)
+    out = tmp_path / "out"
+    given = ["-D", "deep-features", "--holdout", folder, "--holdout-part", "test", "-o", out]
+    result = run(folder, *given, "--epochs", "1", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["holdout"] == {"name": "cifar10", "size": 60}
+    assert summary["defenses"]["deep-features"]["status"] == "ran"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--holdout-part", "test"], "--holdout-part test needs --holdout"),
+        (["--holdout-part", "dev"], "--holdout-part must be train or test, got 'dev'"),
+        (["--holdout", "{data}", "--holdout-part", "test"], "has no official test part"),
+    ],
+)
+def test_holdout_part_refusals(files, args, message):
+    data = files["data"]
+    given = [a.replace("{data}", str(data)) for a in args]
+    result = run(
+        data, "-D", "deep-features", *given, "-m", files["model"], "-o", files["tmp"] / "o"
+    )
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output

@@ -328,7 +328,15 @@ def scan_command(
         help="Clean held-out data (same format rules as DATA), never a split of DATA itself "
         "(its poisons would look clean); needed by deep-features and by fpr: thresholds; lets "
         "the verdicts clear a named class whose suspects the clean data hold too (a genuine "
-        "mode, not poisons).",
+        "mode, not poisons). With --holdout-part test: the official test part of a CIFAR-10, "
+        "MNIST or GTSRB folder (DATA itself, for one).",
+    ),
+    holdout_part: str = typer.Option(
+        "train",
+        "--holdout-part",
+        metavar="<str>",
+        help="The part of --holdout to read: train, or test for a source with an official "
+        "test part.",
     ),
     model: Path | None = typer.Option(
         None,
@@ -368,8 +376,8 @@ def scan_command(
         None,
         "--param",
         metavar="<key=value>",
-        help="Defense setting DEFENSE.key=value (repeatable), e.g. "
-        "deep-features.covariance=ledoit-wolf.",
+        help="Defense setting DEFENSE.key=value, such as "
+        "deep-features.covariance=ledoit-wolf (repeatable).",
     ),
     arch: str | None = typer.Option(
         None,
@@ -418,6 +426,9 @@ def scan_command(
 
         poisonlab scan data.npz -D deep-features --holdout clean.npz \\
             -t fpr:0.01 -o runs/df
+
+        poisonlab scan cifar-10-batches-py -D all \\
+            --holdout cifar-10-batches-py --holdout-part test -o runs/c10
     """
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
@@ -432,6 +443,13 @@ def scan_command(
     chosen = parse_classes(classes)
     names = defense_names(defense)
     params = parse_params(param, names)
+    if holdout_part not in ("train", "test"):
+        raise ConfigError(f"--holdout-part must be train or test, got {holdout_part!r}")
+    if holdout is None and holdout_part != "train":
+        raise ConfigError(
+            "--holdout-part test needs --holdout: the data whose test part to read (DATA itself "
+            "for a CIFAR-10, MNIST or GTSRB folder)"
+        )
     if holdout is not None:
         try:
             data_path(holdout)
@@ -451,7 +469,7 @@ def scan_command(
     # every cheap check passed: now the libraries (torch loads here, with the thread policy set)
     from rich.markup import escape
 
-    from poisonlab.data import load_dataset
+    from poisonlab.data import has_test_part, load_dataset
     from poisonlab.defenses import DETECTORS, parse_threshold
     from poisonlab.models import Checkpoint, load_checkpoint
     from poisonlab.workflows.scan import build_detectors, resolve_defenses, scan, unmet_need
@@ -468,7 +486,15 @@ def scan_command(
     # every selected defense is built now, so a bad --param fails before any file is read
     build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
     dataset = load_dataset(data)
-    held = load_dataset(holdout) if holdout is not None else None
+    held = None
+    if holdout is not None:
+        if holdout_part == "test" and not has_test_part(holdout):
+            raise DataError(
+                f"--holdout-part test: {holdout} has no official test part (a CIFAR-10 folder "
+                "with test_batch, an IDX folder with the t10k files, GTSRB with "
+                "GT-final_test.csv have one); give clean held-out data of its own instead"
+            )
+        held = load_dataset(holdout, part=holdout_part)
     use_threads(threads, image_shape=dataset.shape)
     whole: dict[str, Any] = {"highlight": False, "soft_wrap": not err.is_terminal}  # a log: 1 line
     checkpoint = None
