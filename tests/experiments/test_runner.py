@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import fcntl
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -169,6 +170,17 @@ def test_task_errors_never_stop_the_run(write_config, tmp_path):
     assert good.status == "done"
     fail = run_experiment(load_config(write_config('kind = "test-fail"\n', "f.toml")), tmp_path)
     assert fail.cells[0].error_line.startswith("RuntimeError: boom in cell")
+
+
+def test_a_failed_cell_is_named_once_in_the_log(write_config, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="poisonlab.experiments.runner"):
+        run_experiment(load_config(write_config('kind = "test-fail"\n', "f.toml")), tmp_path)
+        text = 'kind = "test-sleep"\n[task]\nfail = [true, false]\n'
+        run_experiment(load_config(write_config(text, "two.toml")), tmp_path)
+    failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert failures[0].startswith("the cell failed: RuntimeError: boom in cell"), failures
+    assert failures[1].startswith("cell fail=true failed: ValueError: asked to fail"), failures
+    assert len(failures) == 2
 
 
 def test_cells_share_cached_models(write_config, tmp_path):

@@ -361,8 +361,15 @@ def _drive(
             _commit(store, config.name, outcome)
             if outcome.status == "failed":
                 first = (outcome.error or "").split("\n", 1)[0]
-                logger.warning("cell %s failed: %s", job.description or job.key, first)
+                logger.warning("%s failed: %s", _cell_name(job, len(jobs)), first)
             bar.advance(1, info=f"{job.description} {outcome.status}")
+
+
+def _cell_name(job: CellJob, count: int) -> str:
+    """``the cell`` when it runs alone with no varying axis, else ``cell x=1 seed=0``."""
+    if count == 1 and job.description in ("", "cell"):
+        return "the cell"
+    return f"cell {job.description or job.key}"
 
 
 def _commit(store: Store, experiment: str, outcome: CellOutcome) -> None:
