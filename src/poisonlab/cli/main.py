@@ -137,11 +137,24 @@ def _register_commands() -> None:
 _register_commands()
 
 
+_INTERRUPTED = 130  # 128 + SIGINT, the shell's status for Ctrl-C
+_TERMINATED = 128 + signal.SIGTERM  # 143, the shell's status for a process ended by SIGTERM
+_terminated = False
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM (kill, a CI timeout, a scheduler) ends a command as Ctrl-C does: its output
-    folder is left as it was, it says so, exit 130. A second SIGTERM kills at once."""
+    folder is left as it was and it says so, but the exit status is 143, not Ctrl-C's 130.
+    A second SIGTERM kills at once."""
+    global _terminated
+    _terminated = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise KeyboardInterrupt
+
+
+def _status(code: str | int | None) -> str | int | None:
+    """Ctrl-C's 130 becomes 143 when SIGTERM, not Ctrl-C, interrupted the command."""
+    return _TERMINATED if _terminated and code == _INTERRUPTED else code
 
 
 def main(prog_name: str | None = None) -> None:
@@ -152,10 +165,12 @@ def main(prog_name: str | None = None) -> None:
         signal.signal(signal.SIGTERM, _interrupt)  # its temporary folder left behind
     try:
         app(standalone_mode=True, prog_name=prog_name)
+    except SystemExit as exc:  # the commands exit 130 after an interrupt, whatever its signal
+        raise SystemExit(_status(exc.code)) from None
     except PoisonlabError as exc:
         raise SystemExit(fail(str(exc)).exit_code) from None
     except KeyboardInterrupt:
         from poisonlab.cli.console import err
 
         err.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        sys.exit(_status(_INTERRUPTED))
