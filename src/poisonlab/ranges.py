@@ -1,4 +1,5 @@
-"""Class numbers as runs ("0–3, 5–9"): one form for the verdict sentence and the scan table.
+"""Words for messages: class numbers as runs ("0–3, 5–9"), one form for the verdict sentence
+and the scan table, and counts with their noun ("1 sample", "2 samples").
 
 Torch-free, so the command line can import it before any work.
 """
@@ -23,3 +24,15 @@ def class_ranges(classes: Iterable[int]) -> str:
         if v is not None:
             start = prev = v
     return ", ".join(runs)
+
+
+def counted(n: int, noun: str, nouns: str | None = None) -> str:
+    """``n`` and its noun, singular for one: ``1 sample``, ``0 samples``, ``2 classes``.
+
+    ``nouns`` is the plural when adding -s (-es after s, x, ch, sh) is wrong.
+    """
+    if n == 1:
+        return f"{n} {noun}"
+    if nouns is None:
+        nouns = noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{n} {nouns}"

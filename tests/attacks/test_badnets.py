@@ -44,6 +44,8 @@ def test_poisoned_set_repr_is_one_short_line() -> None:
         f"{poisoned.dataset!r}, test_set={poisoned.test_set!r})"
     )
     assert "\n" not in repr(poisoned) and "tensor" not in repr(poisoned)
+    one = _poison(BadNets(count=1), data)
+    assert repr(one).startswith(f"PoisonedDataset('badnets', 1 poison of {len(one.dataset)}, ")
 
 
 def test_poisons_outnumbering_a_class_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:

@@ -21,7 +21,7 @@ from poisonlab.cli.scan_table import (
     print_whole,
     scan_table,
 )
-from poisonlab.ranges import class_ranges
+from poisonlab.ranges import class_ranges, counted
 
 TITLE = "scan of digits_case: 1828 samples, 10 classes"
 ROWS = [
@@ -126,6 +126,13 @@ def test_class_ranges_read_like_the_verdict():
     assert class_ranges([0, 1, 2, 3, 5, 6, 7, 8, 9]) == "0–3, 5–9"
     assert class_ranges([8, 1]) == "1, 8"
     assert class_ranges([]) == "none"
+
+
+def test_counts_take_the_singular_for_one():
+    assert counted(1, "sample") == "1 sample" and counted(0, "sample") == "0 samples"
+    assert counted(2, "class") == "2 classes" and counted(1, "class") == "1 class"
+    assert counted(3, "suspicious sample") == "3 suspicious samples"
+    assert counted(2, "child", "children") == "2 children"
 
 
 def test_per_class_text_lists_every_nonzero_class():

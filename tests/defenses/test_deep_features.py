@@ -260,6 +260,16 @@ def test_holdout_missing_a_class_is_refused():
         DeepFeatures(layers=LAYERS).fit(evidence)
 
 
+def test_holdout_with_one_sample_of_a_class_is_refused_in_the_singular():
+    gen = torch.Generator().manual_seed(8)
+    labels = torch.arange(100) % K
+    holdout = torch.arange(100) % 3
+    holdout[0] = 3
+    evidence = make_evidence(class_parameters(8), labels, labels, holdout, gen)
+    with pytest.raises(ConfigError, match="the held-out set has 1 sample of class 3;"):
+        DeepFeatures(layers=LAYERS).fit(evidence)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -128,6 +128,11 @@ def test_an_all_to_all_verdict_names_its_classes_once() -> None:
     )
     one = verdict_sentence(decision({8: 31}), names)
     assert one == "class 8 (Bag) looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean"
+    single = verdict_sentence(decision({8: 1}), names)
+    assert single.startswith("class 8 (Bag) looks poisoned: 1 suspicious sample;"), single
+    assert verdict_sentence(decision({3: 1, 8: 0}), names).startswith(
+        "classes 3, 8 look poisoned (1 suspicious sample: 3: 1, 8: 0)"
+    )
 
 
 def test_min_p_is_bonferroni_corrected_over_members() -> None:

@@ -183,6 +183,17 @@ def test_a_failed_cell_is_named_once_in_the_log(write_config, tmp_path, caplog):
     assert len(failures) == 2
 
 
+def test_a_one_cell_experiment_is_counted_in_the_singular(write_config, tmp_path):
+    config = write_config('name = "one"\nkind = "test-sleep"\n')
+    runs = tmp_path / "runs"
+    dry = cli.invoke(app, ["run", str(config), "--runs", str(runs), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert re.search(r"one \(test-sleep\): 1 cell\s*\n", dry.output), dry.output
+    assert "1 of 1 cell would run" in dry.output
+    done = cli.invoke(app, ["run", str(config), "--runs", str(runs), "-q"])
+    assert done.exit_code == 0 and re.search(r"one: 1 cell\s*\n", done.output), done.output
+
+
 def test_cells_share_cached_models(write_config, tmp_path):
     record = tmp_path / "record"
     text = f'kind = "test-cache"\nseeds = [0, 1]\n[task]\nmodel = [1, 2]\nrecord = "{record}"\n'

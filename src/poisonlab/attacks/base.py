@@ -18,6 +18,7 @@ from torch import Tensor
 from poisonlab.data.dataset import DATASET, ImageDataset, npz_pixels, save_npz
 from poisonlab.data.npz import load_npz_with, npz_part
 from poisonlab.errors import DataError
+from poisonlab.ranges import counted
 from poisonlab.registry import Registry
 from poisonlab.validation import InstanceOf, Validated, check_param
 
@@ -97,7 +98,7 @@ class PoisonedDataset:
     def __repr__(self) -> str:
         """The attack, its poisons and the data, e.g. ``PoisonedDataset('badnets', 140 poisons of
         1398, ImageDataset(...), test_set=ImageDataset(...))``, not every tensor."""
-        parts = [f"{self.attack!r}", f"{self.n_poison} poisons of {len(self.dataset)}"]
+        parts = [f"{self.attack!r}", f"{counted(self.n_poison, 'poison')} of {len(self.dataset)}"]
         parts.append(repr(self.dataset))
         for name in ("test_set", "targets"):
             value = getattr(self, name)
@@ -354,7 +355,7 @@ def majority_warning(owner: str, poisoned: PoisonedDataset) -> str | None:
         return None
     names = poisoned.dataset.class_names
     listed = ", ".join(
-        f"{c}{'' if names[c] == str(c) else f' ({names[c]})'}: {int(poisons[c])} poisons, "
+        f"{c}{'' if names[c] == str(c) else f' ({names[c]})'}: {counted(int(poisons[c]), 'poison')}, "
         f"{int(clean[c])} clean"
         for c in over[:3]
     )

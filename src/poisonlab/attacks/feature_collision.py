@@ -35,6 +35,7 @@ from poisonlab.attacks.collision_craft import (
 )
 from poisonlab.data.dataset import ImageDataset, concatenate
 from poisonlab.errors import BudgetError, ConfigError
+from poisonlab.ranges import counted
 from poisonlab.validation import (
     CLASS_INDEX,
     POSITIVE_INT,
@@ -87,7 +88,7 @@ def choose_pairs(
         pool = pool[target_labels == target_class]
     if len(pool) < num_targets:
         raise BudgetError(
-            f"{num_targets} targets requested but the target pool holds only {len(pool)}"
+            f"{counted(num_targets, 'target')} requested but the target pool holds only {len(pool)}"
             + (f" images of class {target_class}" if target_class is not None else " images")
         )
     targets = pool[torch.randperm(len(pool), generator=generator)[:num_targets]]

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from poisonlab.errors import BudgetError, ConfigError
+from poisonlab.ranges import counted
 from poisonlab.validation import FRACTION, POSITIVE_INT, Options, check_param
 
 BUDGET_KINDS = ("rate", "target_rate", "count")
@@ -182,7 +183,7 @@ def choose_indices(
         if wanted > len(members):
             what = f"budget {budget} " if budget != "" else ""
             raise BudgetError(
-                f"{what}needs {wanted} images of class {s} but the training set has only "
+                f"{what}needs {counted(wanted, 'image')} of class {s} but the training set has only "
                 f"{len(members)} (budgets are never shrunk: lower it or choose other classes)"
             )
         order = torch.randperm(len(members), generator=generator)[:wanted]

@@ -46,6 +46,7 @@ from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError, PoisonlabError
+from poisonlab.ranges import counted
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,9 @@ def _summary_table(name: str, poisoned: PoisonedDataset, metrics: dict[str, Any]
     the success rate with its 95% Wilson interval instead (MASR does not apply to it)."""
     from rich.table import Table
 
-    table = Table(title=f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
+    table = Table(
+        title=f"{name}: {counted(poisoned.n_poison, 'poison')} in {len(poisoned.dataset)} images"
+    )
     collision = any(isinstance(v, dict) and "success_rate" in v for v in metrics.values())
     last = ("success", "95% interval") if collision else ("ASR", "MASR")
     for column in ("model", "clean accuracy", *last):
@@ -468,7 +471,9 @@ def attack_command(
         elif name == "feature-collision":
             warn_no_collision(metrics, dict(poisoned.params))
     else:
-        out.print(f"{name}: {poisoned.n_poison} poisons in {len(poisoned.dataset)} images")
+        out.print(
+            f"{name}: {counted(poisoned.n_poison, 'poison')} in {len(poisoned.dataset)} images"
+        )
     out.print(f"saved to {out_dir}")
 
 

@@ -12,6 +12,7 @@ from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_pa
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import Typer, app
 from poisonlab.errors import DataError
+from poisonlab.ranges import counted
 
 data_app = Typer(no_args_is_help=True, rich_markup_mode="rich")
 
@@ -82,7 +83,7 @@ def info_command(
     summary.add_row("classes", str(dataset.num_classes))
     poisons = _known_poisons(source, dataset) if part is Part.train else None
     if poisons is not None:  # an attack's poisoned.npz: `poisonlab scan` scores against it
-        summary.add_row("ground truth", f"is_poison: {poisons} poisons")
+        summary.add_row("ground truth", f"is_poison: {counted(poisons, 'poison')}")
     out.print(summary)
     counts = Table(title="samples per class")
     counts.add_column("class", justify="right")

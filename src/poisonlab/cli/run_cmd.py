@@ -15,6 +15,7 @@ from poisonlab.cli.common import DEVICE, QUIET, THREADS, VERBOSE, check_device, 
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
+from poisonlab.ranges import counted
 
 if TYPE_CHECKING:
     from poisonlab.experiments.runner import RunSummary
@@ -79,7 +80,9 @@ def print_summary(summary: RunSummary) -> None:
     wrap = not out.is_terminal  # a pipe or file: one line per message, the viewer wraps
 
     columns = main_metrics([cell.metrics for cell in summary.cells])
-    table = Table(title=f"{summary.experiment}: {len(summary.cells)} cells", title_justify="left")
+    table = Table(
+        title=f"{summary.experiment}: {counted(len(summary.cells), 'cell')}", title_justify="left"
+    )
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("cell", overflow="fold", ratio=1)
     for name in ("key", "status", "seconds"):
@@ -217,7 +220,8 @@ def run_command(
     if dry_run:
         planned = plan(config, runs, retry_failed=retry_failed, only=only)
         table = Table(
-            title=f"{config.name} ({config.kind}): {len(planned)} cells", title_justify="left"
+            title=f"{config.name} ({config.kind}): {counted(len(planned), 'cell')}",
+            title_justify="left",
         )
         for name in ("#", "cell", "key", "status", "run"):
             table.add_column(name)
@@ -230,7 +234,7 @@ def run_command(
                 "yes" if item.run else "no",
             )
         print_whole(out, table)
-        out.print(f"{sum(p.run for p in planned)} of {len(planned)} cells would run")
+        out.print(f"{sum(p.run for p in planned)} of {counted(len(planned), 'cell')} would run")
         return
     try:
         summary = run_experiment(
@@ -250,7 +254,7 @@ def run_command(
     except RunInterrupted as exc:
         done = exc.summary.count("done")
         err.print(
-            f"[yellow]interrupted[/]: {done} of {len(exc.summary.cells)} cells done and saved; "
+            f"[yellow]interrupted[/]: {done} of {counted(len(exc.summary.cells), 'cell')} done and saved; "
             "running cells set back to pending. Run the same command again to resume.",
             highlight=False,
             soft_wrap=True,

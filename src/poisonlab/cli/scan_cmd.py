@@ -40,7 +40,7 @@ from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
 from poisonlab.errors import ConfigError, DataError, PoisonlabError
-from poisonlab.ranges import class_ranges
+from poisonlab.ranges import class_ranges, counted
 
 if TYPE_CHECKING:
     from poisonlab.data.dataset import ImageDataset
@@ -200,8 +200,10 @@ def _truth_line(result: ScanResult, truth: Any) -> str:
     removed = result.removed.numpy()
     tpr = float(removed[truth].mean())
     tnr = float((~removed[~truth]).mean())
-    text = f"against the data's is_poison: removed {tpr:.1%} of {int(truth.sum())} poisons"
-    text += f" and {1 - tnr:.1%} of {int((~truth).sum())} clean samples"
+    text = (
+        f"against the data's is_poison: removed {tpr:.1%} of {counted(int(truth.sum()), 'poison')}"
+    )
+    text += f" and {1 - tnr:.1%} of {counted(int((~truth).sum()), 'clean sample')}"
     if result.decision is not None and not bool(result.decision.score.isnan().all()):
         text += f"; combined score AUROC {_auroc(truth, result.decision.score)}"
     return text

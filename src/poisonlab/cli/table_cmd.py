@@ -17,6 +17,7 @@ from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, use_thr
 from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.main import app
 from poisonlab.errors import ConfigError
+from poisonlab.ranges import counted
 from poisonlab.reports.paper_tables import PAPER_TABLES, paper_table
 from poisonlab.reports.records import available_metrics, load_records, store_path, varying_paths
 
@@ -145,4 +146,4 @@ def table_command(
                 highlight=False,
             )
     written = write_tables(tables, target)
-    err.print(f"wrote {len(written)} files to {target}", highlight=False)
+    err.print(f"wrote {counted(len(written), 'file')} to {target}", highlight=False)

@@ -29,6 +29,7 @@ import numpy as np
 
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.errors import DataError
+from poisonlab.ranges import counted
 
 log = logging.getLogger("poisonlab.data")
 
@@ -81,7 +82,7 @@ def data_warnings(data: ImageDataset, *, what: str | None = None) -> list[str]:
     few = [f"{c} ({n})" for c, n in enumerate(counts) if 0 < n < MIN_PER_CLASS]
     if few and len(data):
         found.append(
-            f"{where}: {len(few)} class(es) with fewer than {MIN_PER_CLASS} images, class "
+            f"{where}: {counted(len(few), 'class')} with fewer than {MIN_PER_CLASS} images, class "
             f"(count): {_listed(few)}; too few to learn a class or to split off held-out and "
             "test images reliably"
         )

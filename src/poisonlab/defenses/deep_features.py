@@ -58,6 +58,7 @@ from poisonlab.defenses.gaussian import (
 )
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
 from poisonlab.errors import ConfigError
+from poisonlab.ranges import counted
 from poisonlab.validation import (
     FRACTION,
     LAYER,
@@ -262,7 +263,7 @@ class DeepFeatures(Detector):
         for c in evidence.labels("data").unique().tolist():
             if int(fit_counts[c]) < 2:
                 raise ConfigError(
-                    f"deep-features: the held-out set has {int((labels == c).sum())} samples of "
+                    f"deep-features: the held-out set has {counted(int((labels == c).sum()), 'sample')} of "
                     f"class {c}; it needs at least 2 in its fit part ({self.fit_fraction:g} of them)"
                 )
         return fit_idx, ref_idx

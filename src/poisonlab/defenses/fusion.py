@@ -73,7 +73,7 @@ from poisonlab.defenses.thresholds import (
 )
 from poisonlab.defenses.verdicts import ClassVerdict, holm, top_in_class
 from poisonlab.errors import ConfigError
-from poisonlab.ranges import class_ranges
+from poisonlab.ranges import class_ranges, counted
 from poisonlab.validation import InstanceOf, Items, check_param
 
 RULES = ("verdict", "union")
@@ -447,7 +447,7 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     tested = sorted(int(c) for c in decision.per_class)
     if decision.rule != "verdict":
         return (
-            f"{int(decision.removed.sum())} samples removed by the {decision.rule} rule "
+            f"{counted(int(decision.removed.sum()), 'sample')} removed by the {decision.rule} rule "
             "(no class verdict)"
         )
     if not tested:
@@ -458,11 +458,11 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     removed = {c: int(decision.per_class[str(c)]["removed"]) for c in named}
     if len(named) == 1:
         (c,) = named
-        parts.append(f"class {name(c)} looks poisoned: {removed[c]} suspicious samples")
+        parts.append(f"class {name(c)} looks poisoned: {counted(removed[c], 'suspicious sample')}")
     elif named:
         counts = ", ".join(f"{c}: {n}" for c, n in removed.items())
         parts.append(
-            f"{_classes(named)} look poisoned ({sum(removed.values())} suspicious samples: "
+            f"{_classes(named)} look poisoned ({counted(sum(removed.values()), 'suspicious sample')}: "
             f"{counts})"
         )
     members = len(decision.members)

@@ -118,6 +118,7 @@ from poisonlab.defenses.verdicts import BreakTest
 from poisonlab.errors import ConfigError
 from poisonlab.explain.gw_kmeans import INITS
 from poisonlab.explain.lrp import COMPOSITES, EXPLAIN
+from poisonlab.ranges import counted
 from poisonlab.seeding import derive_seed, make_generator
 from poisonlab.validation import (
     NON_NEGATIVE_INT,
@@ -395,11 +396,11 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
                 with progress.muted():
                     split[c] = self.clouds(evidence, "data", c)
                 bar.advance(sizes[c])
-            bar.advance(0, info=f"{len(explained)} classes")
+            bar.advance(0, info=counted(len(explained), "class"))
         with progress.bar("heatmap clustering", total=len(split)) as bar:
             # GW k-means of every class (and restart) in one lockstep solve: small clouds make
             # each solver step cost its dispatch, not its arithmetic
-            bar.advance(0, info=f"GW k-means of {len(split)} classes")
+            bar.advance(0, info=f"GW k-means of {counted(len(split), 'class')}")
             results = gw_kmeans_many(
                 list(split.values()),
                 generators=[make_generator(derive_seed(self.seed, self.name, c)) for c in split],

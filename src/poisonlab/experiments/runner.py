@@ -42,6 +42,7 @@ from poisonlab.experiments.executors import (
 from poisonlab.experiments.grid import GridCell, expand_cells
 from poisonlab.experiments.store import FILENAME, NewCell, Store
 from poisonlab.experiments.tasks_base import TASKS
+from poisonlab.ranges import counted
 from poisonlab.versions import package_versions
 
 try:
@@ -111,7 +112,9 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; ``summary`` tells what finished (running cells are pending again)."""
 
     def __init__(self, summary: RunSummary) -> None:
-        super().__init__(f"interrupted: {summary.count('done')} of {len(summary.cells)} cells done")
+        super().__init__(
+            f"interrupted: {summary.count('done')} of {counted(len(summary.cells), 'cell')} done"
+        )
         self.summary = summary
 
 
@@ -134,7 +137,7 @@ def _check_only(config: ExperimentConfig, cells: list[GridCell], only: str | Non
     if only is not None and not any(_selected(cell, only) for cell in cells):
         example = f", e.g. {cells[0].description!r}" if cells else ""
         raise ConfigError(
-            f"--only {only!r} matches none of the {len(cells)} cells of {config.name} (their "
+            f"--only {only!r} matches none of the {counted(len(cells), 'cell')} of {config.name} (their "
             f"descriptions{example}, or keys)"
         )
 

@@ -32,6 +32,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from poisonlab.ranges import counted
+
 Metrics = Mapping[str, float | int]
 
 GU = 'Gu et al. 2017, "BadNets" (arXiv:1708.06733)'
@@ -251,7 +253,7 @@ def collision_block(metrics: Metrics) -> Block:
     n = _get(metrics, "attack.n_poison")
     ce, lgm = (_get(metrics, f"collision.{m}.success_rate") for m in ("ce", "lgm"))
     l2_ce, l2_lgm = (_get(metrics, f"collision.{m}.l2_mean") for m in ("ce", "lgm"))
-    targets = f" of {int(n)} targets" if n is not None else ""
+    targets = f" of {counted(int(n), 'target')}" if n is not None else ""
     relative = _get(metrics, "collision.ce.l2_relative_mean")
     visible = (
         f"; but these poisons are not imperceptible: ‖p − b‖₂ is {percent(relative)}% of ‖b‖₂ "
