@@ -28,3 +28,16 @@ def test_importing_poisonlab_imports_no_subpackage_and_no_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_help_of_the_public_packages_is_for_users_not_for_tests() -> None:
+    """help(poisonlab.scan) told users how to patch the pipeline in a test; it says what scan
+    does, what it returns and raises."""
+    scan = importlib.import_module("poisonlab.scan")
+    doc = scan.__doc__ or ""
+    assert "returns a :class:`ScanResult`" in doc and "raises" in doc and "write_scan" in doc
+    for name in poisonlab.__all__:
+        if name != "__version__":
+            text = importlib.import_module(f"poisonlab.{name}").__doc__ or ""
+            assert "patch" not in text and "monkeypatch" not in text, name
+    assert "Returns" in (scan.scan.__doc__ or "") and "module docstring" not in scan.scan.__doc__

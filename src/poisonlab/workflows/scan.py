@@ -292,7 +292,7 @@ def scan(
     decision: str = "verdict",
     precision: str = "auto",
 ) -> ScanResult:
-    """Run the selected defenses on ``data`` and return every outcome (see the module docstring).
+    """Score ``data`` with the selected defenses, judge its classes and decide what to remove.
 
     Parameters
     ----------
@@ -317,6 +317,12 @@ def scan(
     precision : training precision of a trained default softmax model: "auto" (bfloat16 mixed
         precision from 20,000 images on a device that computes it natively, else float32),
         "float32" or "bfloat16"; the LGM model always trains in float32
+
+    Returns
+    -------
+    ScanResult
+        ``verdict`` (one line), ``decision`` (classes named, samples removed), ``outcomes`` (per
+        defense its result, or the reason it was skipped), ``models`` and ``clean()``.
 
     Raises
     ------
