@@ -120,6 +120,20 @@ def test_experiment_without_store(tmp_path):
     assert "ROC and precision–recall per defense" in " ".join(sections(page))
 
 
+def test_an_attack_folder_says_to_scan_its_poisoned_set(tmp_path):
+    """`poisonlab report runs/bn` after `poisonlab attack ... --out runs/bn` said only that the
+    folder was not a scan, an experiment or a cell."""
+    folder = tmp_path / "bn"
+    folder.mkdir()
+    (folder / "attack.json").write_text("{}")
+    (folder / "poisoned.npz").write_bytes(b"")
+    with pytest.raises(ConfigError) as info:
+        folder_kind(folder)
+    expected = f"{folder} is an attack's output, which has no report of its own: scan its "
+    assert str(info.value).startswith(expected)
+    assert f"poisonlab scan {folder / 'poisoned.npz'} -D all -o SCAN" in str(info.value)
+
+
 def test_unknown_folder_and_misplaced_data(tmp_path, runs):
     with pytest.raises(ConfigError, match="not a scan output"):
         folder_kind(tmp_path)

@@ -205,6 +205,12 @@ def folder_kind(folder: Path) -> str:
             f"{folder} is a runs folder; give one experiment folder in it "
             f"({', '.join(str(folder / n) for n in names) or 'none yet'})"
         )
+    if (folder / "attack.json").is_file() and (folder / "poisoned.npz").is_file():
+        raise ConfigError(
+            f"{folder} is an attack's output, which has no report of its own: scan its "
+            f"poisoned.npz (poisonlab scan {folder / 'poisoned.npz'} -D all -o SCAN; the "
+            "scan's report.html measures every defense against the planted poisons)"
+        )
     raise ConfigError(
         f"{folder} is not a scan output (summary.json + scores.csv), an experiment folder "
         "(RUNS/<experiment>) or a cell folder (cell.json, scores.npz...)"
