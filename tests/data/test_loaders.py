@@ -162,3 +162,25 @@ def test_a_published_archive_says_how_to_unpack_it(tmp_path: Path) -> None:
         for spec in (path, f"cifar10:{path}", f"gtsrb:{path}", f"folder:{path}"):
             with pytest.raises(DataError, match=message):
                 load_dataset(spec)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (
+            ("attack.json", "poisoned.npz", "victim/model.json"),
+            r"output of poisonlab attack: pass ",
+        ),
+        (("summary.json", "scores.csv", "clean.npz", "model/model.json"), r"/clean\.npz for the"),
+        (("model.json", "model.safetensors", "train.json"), r"not data: give it as --model"),
+    ],
+)
+def test_a_folder_poisonlab_wrote_names_the_data_to_pass(tmp_path: Path, names, message) -> None:
+    """`scan runs/bn` (the attack's folder, not its poisoned.npz) was read as an image folder:
+    'runs/bn/victim/model.json: not an image file'."""
+    folder = tmp_path / "out"
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}")
+    with pytest.raises(DataError, match=rf"^{folder} is .*{message}"):
+        load_dataset(folder)

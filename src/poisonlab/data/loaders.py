@@ -128,8 +128,27 @@ _DETECTION: tuple[tuple[Callable[[Path], bool], DataSource], ...] = (
 )
 
 
+# Folders poisonlab itself writes, which hold data files (or none) but are not data: the files
+# that mark each, and what to pass instead (read as an image folder, their model/ and victim/
+# subfolders looked like classes and model.json like an image that is not one).
+_OUTPUT_FOLDERS = (
+    (("attack.json", "poisoned.npz"), "the output of poisonlab attack: pass {path}/poisoned.npz"),
+    (
+        ("summary.json", "scores.csv", "clean.npz"),
+        "the output of poisonlab scan: pass {path}/clean.npz for the data it kept",
+    ),
+    (
+        ("model.json", "model.safetensors"),
+        "a model checkpoint (poisonlab train, a scan's model/), not data: give it as --model",
+    ),
+)
+
+
 def detect_source(path: Path) -> DataSource:
     """The format of ``path``, detected from its contents; a DataError when none fits."""
+    for marks, instead in _OUTPUT_FOLDERS:
+        if path.is_dir() and all((path / name).is_file() for name in marks):
+            raise DataError(f"{path} is {instead.format(path=path.as_posix())}")
     for matches, source in _DETECTION:
         if matches(path):
             return source
