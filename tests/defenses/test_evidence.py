@@ -3,10 +3,14 @@ the model it is given is only borrowed (its device and every module's train/eval
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 
 from poisonlab.defenses import Evidence, build_detector
+from poisonlab.defenses.evidence import MissingInput
 from poisonlab.errors import ConfigError, DataError
 from poisonlab.models import ModelConfig, build_model
 from poisonlab.models.activations import capture_activations, capture_representations
@@ -192,3 +196,13 @@ def test_a_holdout_or_model_for_other_images_is_refused_when_the_evidence_is_mad
         Evidence(more, model)
     fewer = blobs_dataset(n_per_class=2, num_classes=2)  # e.g. an .npz without class_names
     assert Evidence(fewer, model, holdout=fewer).num_classes == 2
+
+
+def test_what_a_detector_lacks_reads_the_same_once_pickled_or_copied() -> None:
+    """Sent back from a worker process (pickled) or copied, "deep-features needs a model" read
+    "Evidence needs deep-features needs a model": the message was taken for the need."""
+    error = MissingInput("a model trained on the suspect data", owner="deep-features")
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(again) is MissingInput
+        assert str(again) == "deep-features needs a model trained on the suspect data"
+        assert str(again.by("spectral-signatures")).startswith("spectral-signatures needs a model")

@@ -9,6 +9,7 @@ once no matter how many detectors read it. Tests can fill the cache with synthet
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,7 +35,12 @@ class MissingInput(ConfigError):
 
     def __init__(self, need: str, *, owner: str = "Evidence") -> None:
         super().__init__(f"{owner} needs {need}")
-        self.need = need
+        self.need, self.owner = need, owner
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a worker process) and copied as its need and owner: an exception's default,
+        its message as the one argument, read "Evidence needs deep-features needs ..."."""
+        return functools.partial(MissingInput, owner=self.owner), (self.need,)
 
     def by(self, owner: str) -> MissingInput:
         """The same need, said by ``owner`` (a detector's name)."""
