@@ -214,6 +214,10 @@ def rewritten_collision(tmp_path: Path, **changes: object) -> Path:
         ({"target_ids": None}, "'target_x' without 'target_ids'"),
         ({"target_x": None}, r"'target_labels' without the targets \('target_x'\)"),
         (
+            {"target_x": None, "target_labels": None},
+            r"'poison_target' without the targets \('target_x'\)$",
+        ),
+        (
             {"target_labels": np.array([1, 5])},
             r"'target_labels' must be 2 integer labels in \[0, 2\], one per target; got 5 at row 1",
         ),

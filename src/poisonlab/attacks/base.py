@@ -256,7 +256,9 @@ def _poison_target(
     value = arrays.get("poison_target")
     if value is None:
         return {}
-    t = 0 if targets is None else len(targets)
+    if targets is None:
+        raise DataError(f"{path}: 'poison_target' without the targets ('target_x')")
+    t = len(targets)
     expected = f"indices in [0, {t - 1}] of the targets"
     _check_integers(
         value, "poison_target", n_poison, "poison", expected, lambda v: (v >= 0) & (v < t), path
