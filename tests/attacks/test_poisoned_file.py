@@ -144,9 +144,10 @@ def test_a_file_without_attack_and_params_loads_as_unknown(tmp_path: Path) -> No
     assert torch.equal(loaded.is_poison, poisoned.is_poison)
 
 
-def rewritten(tmp_path: Path, **changes: object) -> Path:
-    """A saved poisoned.npz with arrays replaced (a value) or removed (None)."""
-    with np.load(poisoned_set().save(tmp_path / "poisoned.npz")) as archive:
+def rewritten(tmp_path: Path, saved: PoisonedDataset | None = None, **changes: object) -> Path:
+    """``saved`` (a BadNets set by default) as poisoned.npz, with arrays replaced (a value) or
+    removed (None)."""
+    with np.load((saved or poisoned_set()).save(tmp_path / "poisoned.npz")) as archive:
         arrays = {k: archive[k] for k in archive.files}
     for key, value in changes.items():
         if value is None:
@@ -193,20 +194,6 @@ def test_a_file_that_is_not_a_poisoned_set_is_refused_naming_the_array(
     assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
 
 
-def rewritten_collision(tmp_path: Path, **changes: object) -> Path:
-    """A saved feature-collision poisoned.npz with arrays replaced (a value) or removed (None)."""
-    with np.load(collision_set().save(tmp_path / "poisoned.npz")) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    for key, value in changes.items():
-        if value is None:
-            arrays.pop(key)
-        else:
-            arrays[key] = value
-    path = tmp_path / "bad.npz"
-    np.savez(path, **arrays)  # type: ignore[arg-type]
-    return path
-
-
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -239,7 +226,7 @@ def rewritten_collision(tmp_path: Path, **changes: object) -> Path:
 def test_malformed_targets_are_refused_naming_the_array(
     tmp_path: Path, changes: dict, message: str
 ) -> None:
-    path = rewritten_collision(tmp_path, **changes)
+    path = rewritten(tmp_path, collision_set(), **changes)
     with pytest.raises(DataError, match=message) as caught:
         PoisonedDataset.load(path)
     assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
