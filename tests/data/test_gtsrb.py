@@ -64,7 +64,11 @@ def test_class_id_must_match_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("00000_00000.ppm;40;36;5;5;99;30;0\n", "ROI outside the 40×36 image"),
+        (
+            "00000_00000.ppm;40;36;5;5;99;30;0\n",
+            r"csv:2: ROI x 5\.\.99, y 5\.\.30 does not fit the 40×36 image \(expected "
+            r"0 <= Roi\.X1 < Roi\.X2 <= 40 and 0 <= Roi\.Y1 < Roi\.Y2 <= 36\)$",
+        ),
         (
             "00000_00000.ppm;40;36;5;5;x;30;0\n",
             r"GT-00000.csv:2: Roi.X2 must be an integer, got 'x'$",

@@ -130,7 +130,11 @@ def read_annotations(csv_path: Path, image_dir: Path, *, labelled: bool = True) 
                 label = numbers[6] if labelled else -1
                 file = image_dir / record["Filename"].strip()
                 if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-                    raise DataError(f"{csv_path}:{line}: ROI outside the {width}×{height} image")
+                    raise DataError(
+                        f"{csv_path}:{line}: ROI x {x1}..{x2}, y {y1}..{y2} does not fit the "
+                        f"{width}×{height} image (expected 0 <= Roi.X1 < Roi.X2 <= {width} and "
+                        f"0 <= Roi.Y1 < Roi.Y2 <= {height})"
+                    )
                 box = (x1, y1, min(x2 + 1, width), min(y2 + 1, height))
                 rows.append((file, width, height, box, label))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
