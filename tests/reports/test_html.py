@@ -5,7 +5,9 @@ writes, end to end."""
 from __future__ import annotations
 
 import base64
+import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,13 +184,37 @@ def test_scan_writes_a_report_with_ground_truth(scan_files):
     ):
         assert title in titles, title
     out = scan_files["tmp"] / "a"
-    result = runner.invoke(app, ["report", str(out)])  # no data given: no truth, no images
+    result = runner.invoke(app, ["report", str(out)])  # the data is read again from summary.json
     assert result.exit_code == 0, result.output
-    again = (out / "report.html").read_text()
-    assert "ROC and precision–recall per defense" not in sections(again)
-    result = runner.invoke(app, ["report", str(out), "--data", str(scan_files["poisoned"])])
+    again = sections((out / "report.html").read_text())
+    assert "ROC and precision–recall per defense" in again
+    assert "Most suspicious images: raw-clustering" in again
+    moved = scan_files["poisoned"].rename(scan_files["tmp"] / "moved.npz")
+    result = runner.invoke(app, ["report", str(out)])  # gone: a warning, the page without images
+    assert result.exit_code == 0, result.output
+    assert "cannot read the scanned data" in result.output and "--data" in result.output
+    assert "ROC and precision–recall per defense" not in sections((out / "report.html").read_text())
+    result = runner.invoke(app, ["report", str(out), "--data", str(moved)])
     assert result.exit_code == 0, result.output
     assert "ROC and precision–recall per defense" in sections((out / "report.html").read_text())
+
+
+def test_report_of_a_scan_folder_finds_its_data_from_anywhere(scan_files, monkeypatch):
+    """`poisonlab report SCAN` rewrote the scan's page without its ground-truth curves and
+    images unless --data named the data again; summary.json now records where it was read
+    (absolute), so a scan of a relative path reports in full from another folder."""
+    monkeypatch.chdir(scan_files["tmp"])
+    scan("poisoned.npz", Path("a"))
+    summary = json.loads(Path("a/summary.json").read_text())
+    assert summary["dataset"]["source"] == str(scan_files["poisoned"].resolve())
+    elsewhere = scan_files["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["report", str(scan_files["tmp"] / "a")])
+    assert result.exit_code == 0, result.output
+    page = (scan_files["tmp"] / "a" / "report.html").read_text()
+    assert "Detection against the ground truth" in sections(page)
+    assert "Most suspicious images: raw-clustering" in sections(page)
 
 
 def test_scan_report_tables_show_no_raw_markup_and_no_nan(scan_files):
@@ -219,6 +245,10 @@ def test_scan_of_unlabelled_data_and_report_command(scan_files):
     (out / "report.html").unlink()
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output
+    assert "Most suspicious images: raw-clustering" in sections((out / "report.html").read_text())
+    save_npz(blobs_dataset(n_per_class=21, seed=5), scan_files["plain"])  # other samples now
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0 and "is no longer the scanned data" in result.output
     again = (out / "report.html").read_text()
     assert "Most suspicious images: raw-clustering" not in sections(again)
     assert "--data" in missing(again)

@@ -116,6 +116,17 @@ def data_path(spec: str) -> Path | None:
     return path
 
 
+def absolute_spec(spec: str) -> str:
+    """``spec`` with its path made absolute (``NAME:PATH`` keeps its name), a built-in name as is:
+    what summary.json records, so that ``poisonlab report`` finds the data from any folder."""
+    path = data_path(spec)
+    if path is None:
+        return spec
+    prefix, sep, _ = spec.partition(":")
+    absolute = str(path.resolve())
+    return f"{prefix}:{absolute}" if sep and prefix in catalog.DATA_SOURCES else absolute
+
+
 def existing_file(path: Path, what: str) -> Path:
     """``path`` if something is there, else a DataError naming the option (torch-free)."""
     if not path.expanduser().exists():

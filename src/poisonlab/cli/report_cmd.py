@@ -31,7 +31,8 @@ def report_command(
         "--data",
         "-d",
         help="Scan folders only: the scanned data again, for the most suspicious images (and "
-        "ROC curves when it is an .npz with is_poison, as `poisonlab attack` writes).",
+        "ROC curves when it is an .npz with is_poison, as `poisonlab attack` writes). "
+        "Default: where the scan read it (summary.json's dataset.source).",
     ),
     max_cells: int = typer.Option(
         8, "--max-cells", help="Experiment folders: how many cells get their own figures."

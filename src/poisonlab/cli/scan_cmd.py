@@ -25,6 +25,7 @@ from poisonlab.cli.common import (
     SEED,
     THREADS,
     VERBOSE,
+    absolute_spec,
     check_device,
     check_epochs,
     check_output_apart,
@@ -550,7 +551,7 @@ def scan_command(
         if beside is not None:
             result = _noted(result, "lgm-model", f"found beside --model {model}")
         known = _ground_truth(result, data)  # a data file that fails here leaves no output folder
-        write_scan(result, folder.work, is_poison=known)
+        write_scan(result, folder.work, is_poison=known, source=absolute_spec(data))
     # detection numbers need both kinds of sample
     truth = None if known is None or not known.any() or known.all() else known
     from poisonlab.reports.scan_report import write_scan_report  # matplotlib: load only here

@@ -230,7 +230,8 @@ def write_report(folder: str | Path, *, data: str | None = None, max_cells: int 
     """Write ``folder/report.html`` for a scan, experiment or cell folder and return its path.
 
     ``data`` (scan folders only) names the scanned data again, for the image sections and, when it
-    is an .npz with an ``is_poison`` array (``poisonlab attack`` output), the ground truth.
+    is an .npz with an ``is_poison`` array (``poisonlab attack`` output), the ground truth;
+    without it a scan folder's data is read from where summary.json says the scan read it.
     ``max_cells`` bounds how many cells of an experiment get their own figures.
     """
     folder = Path(folder)
@@ -238,13 +239,14 @@ def write_report(folder: str | Path, *, data: str | None = None, max_cells: int 
     if data is not None and kind != "scan":
         raise ConfigError("`data` applies to scan output folders only")
     if kind == "scan":
-        from poisonlab.reports.scan_report import scan_page
+        from poisonlab.reports.scan_report import recorded_data, scan_page
 
-        dataset = None
+        dataset, recorded = recorded_data(folder) if data is None else (None, None)
         if data is not None:
             from poisonlab.data import load_dataset
 
             dataset = load_dataset(data)
+        data = data or recorded
         page = scan_page(folder, dataset=dataset, source=data)
     else:
         from poisonlab.reports.run_report import cell_page, experiment_page

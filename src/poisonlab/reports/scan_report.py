@@ -8,13 +8,15 @@ writes), checked against ``scores.csv`` sample by sample (same length, same ids)
 
 Images are not stored in the scan folder; they come from the data set given to
 :func:`write_scan_report` (``poisonlab scan`` passes the set it scanned; ``poisonlab report
-DIR --data SPEC`` loads it again).
+DIR`` loads it again from where summary.json's ``dataset.source`` says it was read, or from
+``--data SPEC``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import numpy as np
 from poisonlab import progress
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses.thresholds import overrides_verdicts
-from poisonlab.errors import DataError
+from poisonlab.errors import DataError, PoisonlabError
 from poisonlab.ranges import class_ranges
 from poisonlab.reports import plots
 from poisonlab.reports.html import (
@@ -38,6 +40,8 @@ from poisonlab.reports.html import (
     write_page,
 )
 from poisonlab.reports.run_report import detection_table
+
+logger = logging.getLogger(__name__)
 
 TOP_IMAGES = 16
 
@@ -227,6 +231,34 @@ def _suspicious(
         bar.advance(1, f"images: {name}")
 
 
+def recorded_data(folder: Path) -> tuple[ImageDataset | None, str | None]:
+    """The scanned data read again from summary.json's ``dataset.source`` (where ``poisonlab
+    scan`` read it), and that spec; ``(None, None)`` when none is recorded, or with a warning
+    when it cannot be read or is no longer the data scanned (scores.csv's ids)."""
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    source = (summary.get("dataset") or {}).get("source")
+    if not isinstance(source, str):
+        return None, None
+    from poisonlab.data import load_dataset
+
+    advice = "the page has no images; pass the scanned data with --data"
+    try:
+        dataset = load_dataset(source)
+    except (PoisonlabError, OSError) as exc:
+        logger.warning("cannot read the scanned data %s again (%s): %s", source, exc, advice)
+        return None, None
+    ids = read_scores(folder / "scores.csv")[0]
+    if len(dataset) != len(ids) or not np.array_equal(dataset.ids, ids):
+        logger.warning(
+            "%s is no longer the scanned data (its samples differ from %s): %s",
+            source,
+            folder / "scores.csv",
+            advice,
+        )
+        return None, None
+    return dataset, source
+
+
 def scan_page(
     folder: Path, *, dataset: ImageDataset | None = None, source: str | None = None
 ) -> Page:
@@ -322,8 +354,13 @@ def _scan_page(
         )
     else:
         page.lack(
-            "ROC/PR curves and clean-vs-poison histograms: the scanned data carries no "
-            "ground truth (an .npz with is_poison, as `poisonlab attack` writes)"
+            "ROC/PR curves and clean-vs-poison histograms: "
+            + (
+                "the scanned data carries no ground truth (an .npz with is_poison, as "
+                "`poisonlab attack` writes)"
+                if source is not None
+                else "the scanned data was not found (run `poisonlab report DIR --data DATA`)"
+            )
         )
     if scores:
         class_names = summary.get("dataset", {}).get("class_names") or [

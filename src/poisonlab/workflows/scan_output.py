@@ -136,11 +136,17 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
 
 
 def write_scan(
-    result: ScanResult, directory: str | Path, *, is_poison: np.ndarray | None = None
+    result: ScanResult,
+    directory: str | Path,
+    *,
+    is_poison: np.ndarray | None = None,
+    source: str | None = None,
 ) -> dict[str, Path]:
     """Write scores.csv, summary.json and clean.npz (module docstring) into ``directory``;
     ``is_poison`` (bool, one per scanned sample: the data's ground truth, when it has one) goes
-    into clean.npz for the kept samples.
+    into clean.npz for the kept samples. ``source`` (a path or data name that
+    :func:`poisonlab.data.load_dataset` loads) is recorded as summary.json's
+    ``dataset.source``, where ``poisonlab report`` finds the scanned images again.
 
     ``directory`` is created when missing (with its parents); files of these three names in it
     are replaced (the CLI writes into a temporary folder from
@@ -186,7 +192,10 @@ def write_scan(
                 row += ["" if math.isnan(scores[i]) else f"{scores[i]:.10g}", int(flags[i])]
             row += ["" if math.isnan(combined[i]) else f"{combined[i]:.6g}", int(removed[i])]
             writer.writerow(row)
-    paths["summary"].write_text(json.dumps(scan_summary(result), indent=2) + "\n")
+    summary = scan_summary(result)
+    if source is not None:
+        summary["dataset"]["source"] = str(source)
+    paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
     kept = (~result.removed).nonzero().flatten()
     extra = {"kept_index": kept.numpy()}
     if is_poison is not None:
