@@ -145,3 +145,13 @@ def test_every_command_help_shows_examples(args):
     lines = description(help_text(args))
     assert any(line.strip() in ("Example:", "Examples:") for line in lines)
     assert any(is_example(line) and line.strip().startswith("poisonlab ") for line in lines)
+
+
+def test_run_help_names_the_status_of_a_run_ended_by_sigterm():
+    """run --help gave 1 (a cell failed) and 130 (Ctrl-C) but not the 143 a run ended by kill or
+    a CI timeout exits with, which a script resuming it tests for."""
+    from poisonlab.cli.main import _INTERRUPTED, _TERMINATED
+
+    text = " ".join(help_text(["run"]).replace("│", " ").split())
+    assert f"{_INTERRUPTED} on Ctrl-C" in text
+    assert f"{_TERMINATED} when ended by SIGTERM" in text

@@ -184,7 +184,7 @@ def run_command(
 
     Any list in \\[data], \\[model], \\[train], \\[attack] or \\[task] is a grid axis (write a
     list-valued parameter as a list of lists: color = \\[\\[255, 0, 0]]). Exit status 1 if a cell
-    failed, 130 on Ctrl-C.
+    failed, 130 on Ctrl-C, 143 when ended by SIGTERM (kill, a CI timeout).
 
     Examples:
 
