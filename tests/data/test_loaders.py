@@ -184,3 +184,21 @@ def test_a_folder_poisonlab_wrote_names_the_data_to_pass(tmp_path: Path, names, 
         (folder / name).write_text("{}")
     with pytest.raises(DataError, match=rf"^{folder} is .*{message}"):
         load_dataset(folder)
+
+
+def test_a_file_of_zeros_is_not_called_a_tar_archive(tmp_path: Path) -> None:
+    """Python's tarfile takes zero blocks for an empty archive: a zero-filled file (a copy or
+    download cut short) was to be unpacked with tar xf, which unpacks nothing."""
+    import tarfile
+    import zipfile
+
+    zeros = tmp_path / "train.dat"
+    zeros.write_bytes(bytes(4096))
+    empty_tar, empty_zip = tmp_path / "empty.tar", tmp_path / "empty.zip"
+    tarfile.open(empty_tar, "w").close()
+    zipfile.ZipFile(empty_zip, "w").close()
+    for path in (zeros, empty_tar, empty_zip):
+        with pytest.raises(DataError) as caught:
+            load_dataset(path)
+        assert "archive" not in str(caught.value)
+        assert str(caught.value).startswith(f"{path}: unrecognised data file")

@@ -28,7 +28,8 @@ def existing_path(path: str | Path) -> Path:
 
 def archive_message(path: Path) -> str | None:
     """For a tar or zip archive (how CIFAR-10 and GTSRB are published), a message saying how to
-    unpack it: poisonlab reads the unpacked files. None for any other path."""
+    unpack it: poisonlab reads the unpacked files. None for any other path, and for an archive
+    with nothing in it (tarfile takes a zero-filled file, a copy cut short, for an empty tar)."""
     if not path.is_file():
         return None
     try:
@@ -36,16 +37,18 @@ def archive_message(path: Path) -> str | None:
             kind, command = "zip", "unzip"
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-            if any(name.endswith(".npy") for name in names):
-                return None  # an .npz: its loader says what is wrong with it
-            first = next(iter(names), "")
+            if not names or any(name.endswith(".npy") for name in names):
+                return None  # empty, or an .npz: its loader says what is wrong with it
+            first = names[0]
             folder = "/" in first
         elif tarfile.is_tarfile(path):
             kind, command = "tar", "tar xf"
             with tarfile.open(path) as archive:  # reads the first header only
                 member = archive.next()
-            first = member.name if member is not None else ""
-            folder = member is not None and (member.isdir() or "/" in member.name)
+            if member is None:
+                return None
+            first = member.name
+            folder = member.isdir() or "/" in member.name
         else:
             return None
     except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError):
