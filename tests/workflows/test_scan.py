@@ -107,6 +107,8 @@ def test_decision_names_the_planted_class_and_removes_only_its_poisons(tmp_path)
         == "class 1 looks poisoned: 6 suspicious samples; classes 0, 2 look clean"
     )
     assert result.verdict == summary["verdict"]  # the same line from Python, without the files
+    # issue 11: the verdict and the decision lead, then per defense; provenance comes last
+    assert list(summary)[:4] == ["verdict", "decision", "clean", "defenses"]
     assert repr(result) == (
         f"ScanResult({poisoned.dataset!r}; ran: dnn-uncertainty, raw-clustering, "
         f"spectral-signatures; removed 6; verdict: {summary['verdict']!r})"

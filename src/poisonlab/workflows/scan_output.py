@@ -11,11 +11,12 @@ Kept apart from :mod:`poisonlab.workflows.scan` so the pipeline stays free of fi
 * ``summary.json``: leads with ``verdict`` (one sentence: which classes look poisoned, how many
   suspicious samples, which look clean) and ``decision`` (the rule, its members and the
   defenses left out with the reason, the classes named, per class the combined p-value, who named
-  it, the samples removed and the cut-off), then versions (``poisonlab``, ``torch`` as torch
-  reports it, ``versions`` of every package that can change the numbers), the dataset and
-  held-out set, the models used, the threshold, per defense its status (ran / skipped with the
-  reason), role in the decision, per-class verdicts, threshold with the cut-off used per class, parameters, flags per
-  class, run time and small extras, and the clean set's kept/removed counts.
+  it, the samples removed and the cut-off) and ``clean`` (the clean set's kept/removed counts),
+  then per defense its status (ran / skipped with the reason), role in the decision, per-class
+  verdicts, threshold with the cut-off used per class, parameters, flags per class, run time and
+  small extras; then the threshold, the dataset (and ``source``, where it was read) and held-out
+  set, the models used, the thread settings and the versions (``poisonlab``, ``torch`` as torch
+  reports it, ``versions`` of every package that can change the numbers).
 * ``clean.npz``: :meth:`ScanResult.clean` (the decision's kept samples) written by
   :func:`poisonlab.data.save_npz`, so
   ``load_dataset`` reads it back; ``kept_index`` (each kept sample's row in the input) is stored
@@ -104,13 +105,17 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
     holdout = result.holdout
     rule = UNION_RULE if decision is None or decision.rule == "union" else decision.rule
     return jsonable(
-        {
+        {  # what a reader looks for first: the verdict, the decision, then per defense
             "verdict": result.verdict,
             "decision": decision.to_dict() if decision else None,
-            "poisonlab": __version__,
-            "torch": torch.__version__,
-            # every package that can change the numbers, as experiment cells record them
-            "versions": package_versions(),
+            "clean": {
+                "rule": rule,
+                "kept": len(data) - removed,
+                "removed": removed,
+                "union_would_remove": int(result.flagged_any.sum()),
+            },
+            "defenses": defenses,
+            "threshold": result.threshold,
             "dataset": {
                 "name": data.name,
                 "size": len(data),
@@ -121,15 +126,11 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
             },
             "holdout": None if holdout is None else {"name": holdout.name, "size": len(holdout)},
             "models": [m.to_dict() for m in result.models],
-            "threshold": result.threshold,
             "settings": result.settings,
-            "defenses": defenses,
-            "clean": {
-                "rule": rule,
-                "kept": len(data) - removed,
-                "removed": removed,
-                "union_would_remove": int(result.flagged_any.sum()),
-            },
+            "poisonlab": __version__,
+            "torch": torch.__version__,
+            # every package that can change the numbers, as experiment cells record them
+            "versions": package_versions(),
             "seconds": round(result.seconds, 3),
         }
     )
