@@ -175,6 +175,10 @@ def rewritten(tmp_path: Path, saved: PoisonedDataset | None = None, **changes: o
             r"'source_index' must be 66 integer row indices >= 0, one per image; got -3 at row 0 "
             r"\(3 such rows\)",
         ),
+        (
+            {"source_index": np.arange(66) - 1},
+            r"got -1 at row 0 \(1 such row\)",
+        ),
         ({"source_id": np.arange(66)}, r"'source_id' must be 66 strings"),
         ({"is_poison": np.ones(3, bool)}, r"'is_poison'.* must be 66 booleans"),
         (

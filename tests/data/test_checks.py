@@ -145,7 +145,7 @@ def test_doubtful_data_is_trained_on_with_warnings(caplog) -> None:
         found = check_training_data(data)
     assert len(found) == 2 and caplog.messages == found
     assert f"fewer than {MIN_PER_CLASS} images, class (count): 1 (4)" in found[0]
-    assert "1 of 3 declared classes have no images: 2 ('2')" in found[1]
+    assert "1 of 3 declared classes has no images: 2 ('2'); the model still predicts it" in found[1]
 
 
 def test_prepare_splits_checks_the_training_part(tmp_path, caplog) -> None:

@@ -266,3 +266,6 @@ def test_report_command_user_errors(tmp_path, runs):
     page = (runs / "s002" / "report.html").read_text()
     assert not any(t.startswith("Cell ") for t in sections(page))  # no cell section at all...
     assert "6 more cells" in missing(page)  # ...and the six listed as left out
+    result = runner.invoke(app, ["report", str(runs / "s002"), "--max-cells", "5"])
+    assert result.exit_code == 0, result.output
+    assert "figures of 1 more cell (" in missing((runs / "s002" / "report.html").read_text())

@@ -227,7 +227,7 @@ def _check_integers(
     if bad.size:  # the shape and dtype were right: name the value that is not
         raise DataError(
             f"{path}: {key!r} must be {n} integer {expected}, one per {per}; got "
-            f"{value[bad[0]]} at row {bad[0]} ({bad.size} such rows)"
+            f"{value[bad[0]]} at row {bad[0]} ({counted(bad.size, 'such row')})"
         )
 
 

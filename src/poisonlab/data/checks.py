@@ -87,9 +87,10 @@ def data_warnings(data: ImageDataset, *, what: str | None = None) -> list[str]:
             "test images reliably"
         )
     if empty and len(data):
+        have, them = ("has", "it") if len(empty) == 1 else ("have", "them")
         found.append(
-            f"{where}: {len(empty)} of {len(counts)} declared classes have no images: "
-            f"{_listed(empty)}; the model still predicts them, per-class defenses skip them"
+            f"{where}: {len(empty)} of {len(counts)} declared classes {have} no images: "
+            f"{_listed(empty)}; the model still predicts {them}, per-class defenses skip {them}"
         )
     return found
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from poisonlab.errors import PoisonlabError
 from poisonlab.metrics.detection import detection_metrics
+from poisonlab.ranges import counted
 from poisonlab.reports import plots
 from poisonlab.reports.compare import paper_style_table
 from poisonlab.reports.html import Page, Tip, figure, note, pre_json, table, versions_table
@@ -291,7 +292,8 @@ def experiment_page(folder: Path, max_cells: int = 8) -> Page:
         artifact_sections(page, cell, where=f"{label}: ", level=3)
     if len(cells) > max_cells:
         page.lack(
-            f"figures of {len(cells) - max_cells} more cells (raise --max-cells to include them)"
+            f"figures of {counted(len(cells) - max_cells, 'more cell')} "
+            "(raise --max-cells to include them)"
         )
     if not cells:
         page.lack("per-cell figures: no cell folders (cell.json) in this experiment folder")
