@@ -83,6 +83,34 @@ def test_the_triggered_test_set_comes_back_and_measures_the_same_asr(
     assert attack_success(model, loaded) == attack_success(model, poisoned)
 
 
+def test_a_test_set_named_otherwise_is_saved_under_the_datas_class_names(tmp_path: Path) -> None:
+    """A test .npz without class_names ('0', '1', '2') beside named training data: poison()
+    took it, and save() then refused the whole poisoned set."""
+    named = dataclasses.replace(blobs_dataset(n_per_class=20), class_names=("cat", "dog", "eel"))
+    poisoned = build_attack("badnets", count=6).poison(
+        named, test=blobs_dataset(n_per_class=8, seed=1), generator=torch.Generator().manual_seed(0)
+    )
+    loaded = PoisonedDataset.load(poisoned.save(tmp_path / "poisoned.npz"))
+    assert loaded.test_set is not None and poisoned.test_set is not None
+    assert loaded.test_set.class_names == ("cat", "dog", "eel")
+    assert torch.equal(loaded.test_set.labels, poisoned.test_set.labels)
+    model = untrained(named)
+    assert attack_success(model, loaded) == attack_success(model, poisoned)
+
+
+def test_a_set_whose_file_could_not_be_read_back_is_not_written(tmp_path: Path) -> None:
+    """A 12×12 test set beside 8×8 data was saved, and load() refused the file it wrote."""
+    poisoned = build_attack("badnets", count=6).poison(
+        blobs_dataset(n_per_class=20),
+        test=blobs_dataset(n_per_class=8, seed=1, size=12),
+        generator=torch.Generator().manual_seed(0),
+    )
+    path = tmp_path / "poisoned.npz"
+    with pytest.raises(DataError, match=r"^PoisonedDataset.save: .*'test_x' holds images of shape"):
+        poisoned.save(path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def collision_set() -> PoisonedDataset:
     """A feature-collision result by hand: 2 targets, 2 poisons aimed at each."""
     data = blobs_dataset(n_per_class=10, seed=0)

@@ -108,7 +108,25 @@ class PoisonedDataset:
 
     def save(self, path: str | Path) -> Path:
         """Write poisoned.npz: the data (x, y, ids, class_names), the ground truth, attack and
-        params (JSON), and what measures the attack later (see :meth:`load`)."""
+        params (JSON), and what measures the attack later (see :meth:`load`).
+
+        Raises
+        ------
+        DataError
+            Before writing, when :meth:`load` could not read the file back (a test set or targets
+            of another image shape, labels outside the data's classes).
+        """
+        path = Path(path)
+        measuring = self._measuring_arrays()
+        try:  # the loader's own checks: a file load() would refuse is never written
+            targets = npz_part(path, measuring, "target_", self.dataset)
+            npz_part(path, measuring, "test_", self.dataset)
+            _target_labels(measuring, targets, self.dataset.num_classes, path)
+            _poison_target(measuring, targets, self.n_poison, path)
+        except DataError as exc:
+            raise DataError(
+                f"PoisonedDataset.save: {exc} (test_* holds test_set, target_* the targets)"
+            ) from None
         return save_npz(
             self.dataset,
             path,
@@ -118,21 +136,17 @@ class PoisonedDataset:
             source_id=np.asarray(self.source_ids, dtype=str),
             attack=np.asarray(self.attack, dtype=str),
             params=np.asarray(json.dumps(self.params, default=str), dtype=str),
-            **self._measuring_arrays(),
+            **measuring,
         )
 
     def _measuring_arrays(self) -> dict[str, np.ndarray]:
         """The triggered test set (``test_x``, ``test_y``, ``test_ids``), the targets
-        (``target_x``, ...), ``target_labels`` and ``poison_target``, those the set has."""
+        (``target_x``, ...), ``target_labels`` and ``poison_target``, those the set has. The file
+        holds one class list, the data's: a part's labels are read back as the data's classes."""
         arrays: dict[str, np.ndarray] = {}
         for prefix, part in (("test_", self.test_set), ("target_", self.targets)):
             if part is None:
                 continue
-            if part.class_names != self.dataset.class_names:  # the file holds one class list
-                raise DataError(
-                    f"PoisonedDataset.save: {prefix.rstrip('_')} set classes {part.class_names} "
-                    f"differ from the data's {self.dataset.class_names}"
-                )
             arrays[f"{prefix}x"] = npz_pixels(part.images)
             arrays[f"{prefix}y"] = part.labels.numpy()
             arrays[f"{prefix}ids"] = np.asarray(part.ids, dtype=str)
@@ -149,8 +163,8 @@ class PoisonedDataset:
         The data goes through the .npz loader's checks (``load_dataset(path)`` gives the same
         ``dataset``); ``is_poison``, ``original_label``, ``source_index`` and ``source_id`` must be
         there, one per image. ``test_set`` (backdoors), ``targets``, ``target_labels`` and
-        ``extras["poison_target"]`` (feature collision) come back as saved, checked as the data
-        is, so the attack can be measured again; they are None in a file written before they were
+        ``extras["poison_target"]`` (feature collision) come back as saved (with the data's class
+        names), checked as the data is, so the attack can be measured again; they are None in a file written before they were
         saved, or by an attack given no ``test``. Other extras are not saved (``attack.json``
         beside a ``poisonlab attack`` file has them). ``params`` come back as JSON gives them,
         lists as tuples; a file written before ``attack`` and ``params`` were saved loads with
