@@ -362,3 +362,18 @@ def test_holdout_part_refusals(files, args, message):
         data, "-D", "deep-features", *given, "-m", files["model"], "-o", files["tmp"] / "o"
     )
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+
+
+def test_a_holdout_without_a_test_part_is_refused_before_the_data_is_read(files, monkeypatch):
+    """Reading DATA can take minutes (GTSRB decodes every image): a --holdout with no test part
+    for --holdout-part test was refused only once DATA had been read."""
+    import poisonlab.data
+
+    def read(*args, **kwargs):
+        raise AssertionError(f"data read before the refusal: {args}")
+
+    monkeypatch.setattr(poisonlab.data, "load_dataset", read)
+    given = ["--holdout", files["held"], "--holdout-part", "test", "-o", files["tmp"] / "o"]
+    result = run(files["data"], "-D", "deep-features", "-m", files["model"], *given)
+    assert result.exit_code == 2, result.output
+    assert "has no official test part" in " ".join(result.output.split())

@@ -488,16 +488,14 @@ def scan_command(
         )
     # every selected defense is built now, so a bad --param fails before any file is read
     build_detectors(names, params=params, threshold=cut, classes=chosen, seed=seed)
+    if holdout is not None and holdout_part == "test" and not has_test_part(holdout):
+        raise DataError(  # before DATA is read, which takes minutes for GTSRB
+            f"--holdout-part test: {holdout} has no official test part (a CIFAR-10 folder "
+            "with test_batch, an IDX folder with the t10k files, GTSRB with "
+            "GT-final_test.csv have one); give clean held-out data of its own instead"
+        )
     dataset = load_dataset(data)
-    held = None
-    if holdout is not None:
-        if holdout_part == "test" and not has_test_part(holdout):
-            raise DataError(
-                f"--holdout-part test: {holdout} has no official test part (a CIFAR-10 folder "
-                "with test_batch, an IDX folder with the t10k files, GTSRB with "
-                "GT-final_test.csv have one); give clean held-out data of its own instead"
-            )
-        held = load_dataset(holdout, part=holdout_part)
+    held = None if holdout is None else load_dataset(holdout, part=holdout_part)
     use_threads(threads, image_shape=dataset.shape)
     whole: dict[str, Any] = {"highlight": False, "soft_wrap": not err.is_terminal}  # a log: 1 line
     checkpoint = None
