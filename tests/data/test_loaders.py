@@ -202,3 +202,30 @@ def test_a_file_of_zeros_is_not_called_a_tar_archive(tmp_path: Path) -> None:
             load_dataset(path)
         assert "archive" not in str(caught.value)
         assert str(caught.value).startswith(f"{path}: unrecognised data file")
+
+
+@pytest.mark.parametrize("arcname", ["", "."])  # tar czf pets.tgz cat dog, or run in the folder
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_an_archive_of_class_folders_names_no_class_as_the_folder_to_pass(
+    tmp_path: Path, kind: str, arcname: str
+) -> None:
+    """An image folder archived from inside (cat/, dog/ at the top) was to be passed as its first
+    member's folder, 'cat', one class of it."""
+    import tarfile
+    import zipfile
+
+    files = []
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        files.append(tmp_path / "pets" / name / "1.txt")
+        files[-1].write_text("x")
+    archive_path = tmp_path / f"pets.{kind}"
+    if kind == "tar":
+        with tarfile.open(archive_path, "w") as archive:
+            archive.add(tmp_path / "pets", arcname=arcname)
+    else:
+        with zipfile.ZipFile(archive_path, "w") as archive:
+            for file in files:
+                archive.write(file, Path(arcname, file.relative_to(tmp_path / "pets")))
+    with pytest.raises(DataError, match=r"and pass the folder you unpack it into$"):
+        load_dataset(archive_path)

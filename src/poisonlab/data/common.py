@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import tarfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,26 +40,43 @@ def archive_message(path: Path) -> str | None:
                 names = archive.namelist()
             if not names or any(name.endswith(".npy") for name in names):
                 return None  # empty, or an .npz: its loader says what is wrong with it
-            first = names[0]
-            folder = "/" in first
+            top = _top_folder((name, name.endswith("/")) for name in names)
         elif tarfile.is_tarfile(path):
             kind, command = "tar", "tar xf"
-            with tarfile.open(path) as archive:  # reads the first header only
-                member = archive.next()
-            if member is None:
+            with tarfile.open(path) as archive:
+                members = list(itertools.islice(iter(archive.next, None), _MEMBERS_READ))
+            if not members:
                 return None
-            first = member.name
-            folder = member.isdir() or "/" in member.name
+            top = _top_folder((m.name, m.isdir()) for m in members)
         else:
             return None
     except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError):
         return None
-    top = first.removeprefix("./").split("/")[0]
-    where = f"the folder it holds ({top})" if folder and top else "the folder you unpack it into"
+    where = f"the folder it holds ({top})" if top else "the folder you unpack it into"
     return (
         f"{path}: a {kind} archive; poisonlab reads data unpacked: unpack it "
         f"({command} {path.name}) and pass {where}"
     )
+
+
+_MEMBERS_READ = 64
+"""How many members of a tar are read to find its top folder (a tar is read from the start:
+CIFAR-10's holds 8 files of 30 MB)."""
+
+
+def _top_folder(members: Iterable[tuple[str, bool]]) -> str | None:
+    """The one folder every member (name, is a folder) lies in, such as cifar-10-batches-py;
+    None when a file lies at the top or the members lie in several (class folders archived from
+    inside their parent)."""
+    top = None
+    for name, is_dir in members:
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if not parts or parts[0] == "__MACOSX":
+            continue  # the archive's own root ("./"), or what macOS adds to a zip it makes
+        if (len(parts) == 1 and not is_dir) or parts[0] != (top or parts[0]):
+            return None
+        top = parts[0]
+    return top
 
 
 def check_part(part: str, source: str, *, has_test: bool) -> None:
