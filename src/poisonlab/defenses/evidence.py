@@ -78,6 +78,13 @@ class Evidence:
     The model is borrowed, never changed: it stays on its device and every module keeps its
     train/eval mode. When it is on another device than ``device``, detectors work on a private
     copy there (:meth:`require_model`).
+
+    Raises
+    ------
+    DataError
+        When ``holdout`` holds images of another shape than ``data``, or more classes.
+    ConfigError
+        When ``model`` was built for another image shape, or for fewer classes than ``data``.
     """
 
     def __init__(
