@@ -229,3 +229,15 @@ def test_an_archive_of_class_folders_names_no_class_as_the_folder_to_pass(
                 archive.write(file, Path(arcname, file.relative_to(tmp_path / "pets")))
     with pytest.raises(DataError, match=r"and pass the folder you unpack it into$"):
         load_dataset(archive_path)
+
+
+def test_the_unpack_command_can_be_pasted_for_a_name_with_spaces(tmp_path: Path) -> None:
+    """'(tar xf cifar 10.tar.gz)' named two files to tar."""
+    import tarfile
+
+    folder = cifar_folder(tmp_path / "src", n=2, batches=1)
+    path = tmp_path / "cifar 10.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(folder, arcname=folder.name)
+    with pytest.raises(DataError, match=r"\(tar xf 'cifar 10\.tar\.gz'\) and pass"):
+        load_dataset(path)

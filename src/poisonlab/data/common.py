@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import shlex
 import tarfile
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -55,7 +56,7 @@ def archive_message(path: Path) -> str | None:
     where = f"the folder it holds ({top})" if top else "the folder you unpack it into"
     return (
         f"{path}: a {kind} archive; poisonlab reads data unpacked: unpack it "
-        f"({command} {path.name}) and pass {where}"
+        f"({command} {shlex.quote(path.name)}) and pass {where}"
     )
 
 
