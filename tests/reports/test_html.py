@@ -134,6 +134,10 @@ def test_an_attack_folder_says_to_scan_its_poisoned_set(tmp_path):
     expected = f"{folder} is an attack's output, which has no report of its own: scan its "
     assert str(info.value).startswith(expected)
     assert f"poisonlab scan {folder / 'poisoned.npz'} -D all -o SCAN" in str(info.value)
+    spaced = tmp_path / "my runs"  # the command it gives can be pasted into a shell
+    folder.rename(spaced)
+    with pytest.raises(ConfigError, match=rf"\(poisonlab scan '{spaced}/poisoned.npz' -D all"):
+        folder_kind(spaced)
 
 
 def test_unknown_folder_and_misplaced_data(tmp_path, runs):

@@ -20,6 +20,7 @@ import base64
 import html
 import json
 import re
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -208,8 +209,8 @@ def folder_kind(folder: Path) -> str:
     if (folder / "attack.json").is_file() and (folder / "poisoned.npz").is_file():
         raise ConfigError(
             f"{folder} is an attack's output, which has no report of its own: scan its "
-            f"poisoned.npz (poisonlab scan {folder / 'poisoned.npz'} -D all -o SCAN; the "
-            "scan's report.html measures every defense against the planted poisons)"
+            f"poisoned.npz (poisonlab scan {shlex.quote(str(folder / 'poisoned.npz'))} -D all -o "
+            "SCAN; the scan's report.html measures every defense against the planted poisons)"
         )
     raise ConfigError(
         f"{folder} is not a scan output (summary.json + scores.csv), an experiment folder "
