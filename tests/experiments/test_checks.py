@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,15 @@ def test_the_same_problem_in_several_cells_is_reported_once(write_config):
     assert len(problems) == 1, problems
     assert problems[0].startswith("[attack] badnets mode must be one of 'append', 'replace'")
     assert problems[0].endswith("(all 2 cells)")
+
+
+def test_config_problems_survive_pickling_and_copying():
+    """A worker process sends it pickled; the default (message as the one argument) failed."""
+    problems = ConfigProblems("run.toml", ["[attack] rate must be in [0, 1]", "seeds: empty"])
+    for copied in (pickle.loads(pickle.dumps(problems)), copy.copy(problems)):
+        assert type(copied) is ConfigProblems
+        assert (copied.where, copied.problems) == (problems.where, problems.problems)
+        assert str(copied) == str(problems)
 
 
 def test_a_cross_parameter_attack_error_names_the_section(write_config):

@@ -62,6 +62,11 @@ class ConfigProblems(ConfigError):
             text = f"{where}: {len(self.problems)} problems:\n{listed}"
         super().__init__(text)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a worker process) and copied as its file and problems: an exception's default,
+        its message as the one argument, fails with a TypeError on load."""
+        return type(self), (self.where, self.problems)
+
 
 def check_cells(
     config: ExperimentConfig, cells: Sequence[GridCell], *, data: bool = False
