@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import pickle
 from numbers import Integral, Real
 from typing import Any
 
@@ -87,6 +89,15 @@ def test_message_names_owner_parameter_value_and_every_alternative() -> None:
     assert isinstance(error, ConfigError)
     assert (error.owner, error.param, error.value) == ("bnn", "lr", "fast")
     assert describe_constraints([None, Boolean()]) == "true or false or None"
+
+
+def test_a_parameter_error_survives_pickling_and_copying() -> None:
+    """A user's worker process sends it pickled; the default (message as one argument) failed."""
+    error = ParameterError("badnets", "window", (10, 15), "at most 8×8", wants_list=True)
+    for copied in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(copied) is ParameterError and str(copied) == str(error)
+        fields = (copied.owner, copied.param, copied.value, copied.expected, copied.wants_list)
+        assert fields == ("badnets", "window", (10, 15), "at most 8×8", True)
 
 
 def test_long_values_are_cut_to_one_line() -> None:

@@ -30,6 +30,7 @@ constructors after :func:`validate_params`; they are relations, not constraints 
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -102,6 +103,12 @@ class ParameterError(ConfigError):
         self.value = value
         self.expected = expected
         self.wants_list = wants_list
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a worker process of the user's) and copied as its fields: an exception's
+        default, its message as the one argument, fails with a TypeError on load."""
+        rebuild = functools.partial(ParameterError, wants_list=self.wants_list)
+        return rebuild, (self.owner, self.param, self.value, self.expected)
 
 
 class Constraint(ABC):
