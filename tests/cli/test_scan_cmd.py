@@ -343,7 +343,7 @@ def test_the_official_test_part_is_a_held_out_set(tmp_path):
     result = run(folder, *given, "--epochs", "1", "-q")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["holdout"] == {"name": "cifar10", "size": 60}
+    assert summary["holdout"] == {"name": "cifar10 (test part)", "size": 60}  # not the train part
     assert summary["defenses"]["deep-features"]["status"] == "ran"
 
 

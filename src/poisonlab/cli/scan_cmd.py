@@ -496,6 +496,8 @@ def scan_command(
         )
     dataset = load_dataset(data)
     held = None if holdout is None else load_dataset(holdout, part=holdout_part)
+    if held is not None and holdout_part == "test":  # summary.json tells the two parts apart
+        held = held.renamed(f"{held.name} (test part)")
     use_threads(threads, image_shape=dataset.shape)
     whole: dict[str, Any] = {"highlight": False, "soft_wrap": not err.is_terminal}  # a log: 1 line
     checkpoint = None
