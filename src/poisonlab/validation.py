@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -67,6 +68,22 @@ __all__ = [
 
 Closed = Literal["both", "left", "right", "neither"]
 _MAX_REPR = 80
+
+
+_KEYWORD = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
+"""A keyword as library messages name it: ```offset```, or ```window=(10, 15)``` with its value
+as Python writes it."""
+
+
+def reword_keywords(message: str, spell: Callable[[str, str | None], str | None]) -> str:
+    """``message`` with each keyword it names in backticks replaced by ``spell(key, value)``,
+    how a front end (the command line, a config file) writes it; None keeps the original."""
+
+    def one(match: re.Match[str]) -> str:
+        spelled = spell(match.group(1), match.group(2))
+        return match.group(0) if spelled is None else spelled
+
+    return _KEYWORD.sub(one, message)
 
 
 def short_repr(value: Any) -> str:

@@ -47,6 +47,7 @@ from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
 from poisonlab.errors import ConfigError, PoisonlabError
 from poisonlab.ranges import counted
+from poisonlab.validation import reword_keywords
 
 log = logging.getLogger(__name__)
 
@@ -144,19 +145,14 @@ def attack_kwargs(name: str, given: dict[str, Any]) -> dict[str, Any]:
     return dict(given)
 
 
-_SAID = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
-"""A parameter as the library names it: ```position``` or ```window=(10, 15)```."""
-
-
 def as_typed(message: str) -> str:
     """``message`` with the attack keywords it names as the options a user types: ```window=(10,
     15)``` → ``--window 10x15``, ```position='random'``` → ``--position random``, ```offset```
     → ``--offset``; other backticked words stay."""
 
-    def typed(match: re.Match[str]) -> str:
-        key, value = match.group(1), match.group(2)
+    def typed(key: str, value: str | None) -> str | None:
         if key not in ATTACK_OPTIONS:
-            return match.group(0)
+            return None
         if value is None:
             return _flag(key)
         numbers = re.fullmatch(r"\((\d+(?:, \d+)*)\)", value)
@@ -166,7 +162,7 @@ def as_typed(message: str) -> str:
             value = numbers.group(1).replace(", ", "x" if key == "window" else ",")
         return f"{_flag(key)} {value}"
 
-    return _SAID.sub(typed, message)
+    return reword_keywords(message, typed)
 
 
 @contextmanager

@@ -51,6 +51,7 @@ from poisonlab.validation import (
     Interval,
     Text,
     check_param,
+    reword_keywords,
     validate_params,
 )
 
@@ -65,17 +66,12 @@ def check_keys(section: Mapping[str, Any], allowed: tuple[str, ...], where: str)
         raise ConfigError(f"[{where}] unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
 
 
-_SAID = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
-"""A keyword as the library names it in a message: ```position``` or ```window=(10, 15)```."""
-
-
 def as_written(message: str) -> str:
     """``message`` with the keywords it names as a config file writes them: ```window=(10,
     15)``` → ``window = [[10, 15]]`` (one list value is a list of lists, the grid rule),
     ```position='random'``` → ``position = "random"``, ```offset``` → ``offset``."""
 
-    def written(match: re.Match[str]) -> str:
-        key, value = match.group(1), match.group(2)
+    def written(key: str, value: str | None) -> str:
         if value is None:
             return key
         if re.fullmatch(r"'[^'\"]*'", value):
@@ -84,7 +80,7 @@ def as_written(message: str) -> str:
             value = f"[[{value[1:-1].rstrip(',')}]]"
         return f"{key} = {value}"
 
-    return _SAID.sub(written, message)
+    return reword_keywords(message, written)
 
 
 def attack_error(exc: ConfigError, name: str) -> ConfigError:

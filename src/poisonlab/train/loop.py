@@ -24,6 +24,7 @@ from poisonlab.data.splits import split_indices
 from poisonlab.device import pick_device
 from poisonlab.errors import ConfigError
 from poisonlab.models.network import NETWORK, Network
+from poisonlab.ranges import counted
 from poisonlab.seeding import make_generator, seeded_global_rng
 from poisonlab.train.config import TrainConfig
 from poisonlab.train.evaluate import evaluate
@@ -68,7 +69,7 @@ class TrainResult:
                 f": {loss} {getattr(kept, loss):.4g}, {accuracy} {getattr(kept, accuracy):.4g}"
             )
         return (
-            f"TrainResult({len(self.history)} epoch{'' if len(self.history) == 1 else 's'}"
+            f"TrainResult({counted(len(self.history), 'epoch', 'epochs')}"
             f"{stopped}; kept epoch {self.best_epoch}"
             f"{measured}; {self.seconds_per_epoch:.3g} s per epoch)"
         )
