@@ -34,7 +34,7 @@ for args in json.loads(sys.argv[1]):
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     results.append({"args": args, "code": code, "out": out.getvalue(), "err": err.getvalue()})
-heavy = sorted(m for m in ("torch", "torchvision", "matplotlib", "sklearn") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "torchvision", "matplotlib", "sklearn", "numba") if m in sys.modules)
 print(json.dumps({"results": results, "heavy": heavy}))
 """
 

@@ -46,8 +46,9 @@ def _spy_resumed(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     return resumed
 
 
-PLAN_TESTS = {"check_every": 3, "max_iter": 31, "tol": 1e-6}  # plan tests only; some hit max_iter
-VALUE_TEST = {"check_every": 1, "value_rtol": 1e-5}  # the clustering path (inexact inner solves)
+# parking is the tensor path's (fused=False: the fused path finishes every problem)
+PLAN_TESTS = {"check_every": 3, "max_iter": 31, "tol": 1e-6, "fused": False}  # some hit max_iter
+VALUE_TEST = {"check_every": 1, "value_rtol": 1e-5, "fused": False}  # the clustering path
 
 
 @pytest.mark.parametrize("solver", [VALUE_TEST, PLAN_TESTS])
@@ -85,7 +86,7 @@ def test_resume_rejects_a_state_that_does_not_fit() -> None:
     is refused with a ValueError naming the problem."""
     clouds = _clouds(0, (9, 14, 6, 17, 11, 13, 8, 16, 12, 10))
     C, p = _space(1, 6)
-    st = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, park=4).parked
+    st = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, park=4, fused=False).parked
     assert st is not None and len(st.index) >= 2
     C1, p1 = clouds.C[st.index], clouds.p[st.index]
     with pytest.raises(ValueError, match="pass neither T0 nor potentials"):

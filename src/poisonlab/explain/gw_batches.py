@@ -7,7 +7,9 @@ results back in the callers' order.  Values are those of ``entropic_gw`` on each
 :data:`TAIL_PARK` unfinished problems of every chunk are set aside and finished together after
 the last chunk (:class:`~poisonlab.explain.gromov.GWState`), cut into size chunks of the same
 memory budget: same iterations, one tail per solve instead of one per chunk (a warm Heatmap
-Clustering update 5% faster, bench/results/gromov.md).
+Clustering update 5% faster, bench/results/gromov.md).  Where ``entropic_gw`` takes its fused
+path (CPU, Newton inner solves: :mod:`~poisonlab.explain._gw_fused`) each chunk is solved to
+its end one problem at a time, a tail costs no dispatch, and nothing is parked.
 """
 
 from __future__ import annotations

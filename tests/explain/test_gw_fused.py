@@ -1,0 +1,165 @@
+"""The fused (compiled, one problem at a time) entropic GW path against the tensor path and POT."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from poisonlab.explain.gromov import entropic_gw, gw_loss
+from poisonlab.explain.point_cloud import PointClouds, pad_clouds
+
+CLUSTERING = {"check_every": 1, "value_rtol": 1e-5}  # gw_kmeans' distances (inexact inner solves)
+WARM_CAPPED = {"check_every": 1, "value_rtol": 1e-5, "max_iter": 50}  # its barycenter couplings
+POT_RULES = {"check_every": 10}  # POT's plan criterion only
+
+
+def _clouds(seed: int, sizes: list[int], dtype: torch.dtype = torch.float64) -> PointClouds:
+    rng = np.random.default_rng(seed)
+    Cs, ps = [], []
+    for n in sizes:
+        x = torch.as_tensor(rng.normal(size=(n, 2)))
+        C = torch.cdist(x, x)
+        Cs.append((C / C.max()).to(dtype))
+        p = torch.as_tensor(rng.random(n) + 0.2)
+        ps.append((p / p.sum()).to(dtype))
+    return pad_clouds(Cs, ps)
+
+
+def _mixed(dtype: torch.dtype) -> tuple[PointClouds, torch.Tensor, torch.Tensor]:
+    """Three dozen clouds of 5-40 points in one padded batch, against one 8-point space."""
+    sizes = np.random.default_rng(1).integers(5, 41, size=36).tolist()
+    space = _clouds(2, [8], dtype)
+    return _clouds(1, sizes, dtype), space.C[0], space.p[0]
+
+
+@pytest.mark.parametrize("solver", [CLUSTERING, POT_RULES])
+def test_float64_runs_the_iterations_of_the_tensor_path(solver: dict[str, float]) -> None:
+    """Same algorithm and stopping rules: in float64 the same iteration count for every
+    problem, and values, plans and potentials equal to round-off."""
+    clouds, C, p = _mixed(torch.float64)
+    ref = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, fused=False, **solver)  # type: ignore[arg-type]
+    res = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, fused=True, **solver)  # type: ignore[arg-type]
+    assert torch.equal(res.n_iter, ref.n_iter) and torch.equal(res.converged, ref.converged)
+    torch.testing.assert_close(res.value, ref.value, rtol=1e-11, atol=0)
+    assert res.plan is not None and ref.plan is not None
+    torch.testing.assert_close(res.plan, ref.plan, rtol=0, atol=1e-12)
+    for ours, theirs in zip(res.potentials, ref.potentials, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+
+
+def test_float32_agrees_with_the_tensor_path_to_round_off() -> None:
+    """float32 (the clustering dtype): other summation orders and a polynomial exp change the
+    last bits, which a stopping rule can turn into one iteration more or less."""
+    clouds, C, p = _mixed(torch.float32)
+    ref = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, fused=False, **CLUSTERING)  # type: ignore[arg-type]
+    res = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, fused=True, **CLUSTERING)  # type: ignore[arg-type]
+    assert res.value.dtype == torch.float32 and res.plan is not None and ref.plan is not None
+    rel = (res.value - ref.value).abs() / ref.value
+    assert float(rel.median()) < 1e-5 and float(rel.max()) < 1e-4
+    assert int((res.n_iter == ref.n_iter).sum()) >= 0.8 * len(rel)
+    assert float((res.plan - ref.plan).abs().max()) < 1e-4
+    torch.testing.assert_close(res.plan.sum(dim=2), clouds.p)  # rows exact, padding empty
+
+
+def test_values_equal_pot() -> None:
+    rng = np.random.default_rng(5)
+    firsts = [
+        _clouds(int(s), [int(n)])
+        for s, n in zip(rng.integers(0, 99, 4), (6, 19, 12, 27), strict=True)
+    ]
+    second = _clouds(9, [10])
+    batch = pad_clouds([c.C[0] for c in firsts], [c.p[0] for c in firsts])
+    res = entropic_gw(batch.C, batch.p, second.C[0], second.p[0], epsilon=0.05, fused=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = [
+            ot.gromov.entropic_gromov_wasserstein2(
+                c.C[0].numpy(), second.C[0].numpy(), c.p[0].numpy(), second.p[0].numpy(),
+                "square_loss", 0.05,
+            )
+            for c in firsts
+        ]  # fmt: skip
+    torch.testing.assert_close(res.value, torch.tensor(ref, dtype=torch.float64), rtol=1e-7, atol=0)
+
+
+def test_padding_inside_and_around_a_cloud_changes_nothing() -> None:
+    """Zero-mass points (trailing, as clouds are padded, or between real ones) and padded
+    columns of the second space leave the value and the real part of the plan unchanged."""
+    one = _clouds(3, [15])
+    C, p = one.C[0], one.p[0]
+    space = _clouds(4, [6])
+    C2, q = space.C[0], space.p[0]
+    alone = entropic_gw(C[None], p[None], C2, q, epsilon=0.05, fused=True)
+    inner = torch.tensor([0, 1, 2, 3, 4, 5, 6, 15, 7, 8, 9, 10, 11, 12, 13, 14, 16])  # 15, 16: pad
+    wide_C = torch.zeros(17, 17, dtype=C.dtype)
+    wide_C[:15, :15] = C
+    wide_C = wide_C[inner][:, inner]
+    wide_p = torch.cat([p, p.new_zeros(2)])[inner]
+    wide_C2 = torch.zeros(8, 8, dtype=C.dtype)
+    wide_C2[:6, :6] = C2
+    wide_q = torch.cat([q, q.new_zeros(2)])
+    padded = entropic_gw(wide_C[None], wide_p[None], wide_C2, wide_q, epsilon=0.05, fused=True)
+    torch.testing.assert_close(padded.value, alone.value, rtol=1e-10, atol=0)
+    assert torch.equal(padded.n_iter, alone.n_iter)
+    assert padded.plan is not None and alone.plan is not None
+    real = inner.argsort()[:15]
+    torch.testing.assert_close(padded.plan[0, real, :6], alone.plan[0], rtol=0, atol=1e-12)
+    assert (
+        float(padded.plan[0, inner.argsort()[15:]].abs().sum() + padded.plan[0, :, 6:].abs().sum())
+        == 0
+    )
+    assert float(padded.potentials[0][0, inner.argsort()[15:]].abs().sum()) == 0
+
+
+def test_warm_start_and_max_iter_cap_as_the_tensor_path() -> None:
+    """A warm start (plans and potentials of a nearby space, as k-means' barycenter updates)
+    and problems stopped unconverged at max_iter, with their values: as the tensor path."""
+    clouds, C, p = _mixed(torch.float64)
+    first = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, fused=False, **CLUSTERING)  # type: ignore[arg-type]
+    moved = C + 0.05 * _clouds(7, [8]).C[0]
+    warm = {"T0": first.plan, "potentials": first.potentials}
+    for solver in (WARM_CAPPED, {"check_every": 1, "max_iter": 4, "tol": 1e-12}):
+        ref = entropic_gw(clouds.C, clouds.p, moved, p, epsilon=0.02, fused=False, **warm, **solver)  # type: ignore[arg-type]
+        res = entropic_gw(clouds.C, clouds.p, moved, p, epsilon=0.02, fused=True, **warm, **solver)  # type: ignore[arg-type]
+        assert torch.equal(res.n_iter, ref.n_iter) and torch.equal(res.converged, ref.converged)
+        torch.testing.assert_close(res.value, ref.value, rtol=1e-11, atol=0)
+    assert bool((res.n_iter == 4).all()) and not bool(res.converged.any())
+    assert res.plan is not None
+    torch.testing.assert_close(res.value, gw_loss(clouds.C, clouds.p, moved, p, res.plan))
+
+
+def test_parks_nothing_and_refuses_what_it_cannot_solve() -> None:
+    clouds, C, p = _mixed(torch.float64)
+    res = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.05, park=4, fused=True)
+    assert res.parked is None and not bool(res.value.isnan().any())
+    with pytest.raises(ValueError, match="Newton inner solves"):
+        entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.05, inner="sinkhorn", fused=True)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        entropic_gw(clouds.C.half(), clouds.p.half(), C.half(), p.half(), epsilon=0.05, fused=True)
+
+
+def test_newton_left_unfinished_goes_on_by_sinkhorn(caplog: pytest.LogCaptureFixture) -> None:
+    """Masses of unequal totals: no plan meets the marginal tolerance, so every inner solve
+    ends in the Sinkhorn fallback at its sweep budget (logged, as the tensor path does), and
+    the result stays finite with rows exact."""
+    clouds, C, p = _mixed(torch.float64)
+    q = p * 1.001
+    with caplog.at_level(logging.INFO, logger="poisonlab.explain.gromov"):
+        res = entropic_gw(
+            clouds.C[:3],
+            clouds.p[:3],
+            C,
+            q,
+            epsilon=0.05,
+            max_iter=2,
+            sinkhorn_max_iter=20,
+            fused=True,
+        )
+    assert "stopped at sinkhorn_max_iter=20" in caplog.text
+    assert res.plan is not None and bool(res.value.isfinite().all())
+    torch.testing.assert_close(res.plan.sum(dim=2), clouds.p[:3])
