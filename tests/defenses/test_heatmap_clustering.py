@@ -274,6 +274,27 @@ def test_gw_settings_reach_the_k_means(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen["generators"][0].initial_seed() != first
 
 
+def test_the_fused_gw_loops_are_compiled_for_float32_only(
+    planted: Planted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clustering computes in float32; no solve asks for the float64 compiled loops, whose
+    first compilation would add ~17 s to a machine's first scan (the one-problem GW between the
+    two barycenters, in the clouds' float64, takes the tensor path)."""
+    pytest.importorskip("numba")
+    from poisonlab.explain import _gw_fused
+
+    dtypes: list[torch.dtype] = []
+    solve = _gw_fused.solve
+
+    def spy(C1: Tensor, *args: Any, **kwargs: Any) -> Any:
+        dtypes.append(C1.dtype)
+        return solve(C1, *args, **kwargs)
+
+    monkeypatch.setattr(_gw_fused, "solve", spy)
+    HeatmapClustering(classes=[POISONED], **FAST).fit(planted.evidence())
+    assert dtypes and set(dtypes) == {torch.float32}
+
+
 def test_paper_rule_and_score_agree(planted: Planted, fitted: HeatmapClustering) -> None:
     """Under the paper's rule the flagged samples are exactly those with a positive score
     (nearer the small barycenter)."""

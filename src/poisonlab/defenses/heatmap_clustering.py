@@ -424,8 +424,16 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
                 centers = (result.centers[1 - small_id], result.centers[small_id])
                 fitted[c] = centers
                 (C_large, p_large), (C_small, p_small) = centers
+                # one small problem, in the clouds' dtype (float64): the tensor path takes
+                # milliseconds where the compiled loops would first be compiled for that dtype
+                # (~17 s on a machine's first scan; the clustering itself runs in float32)
                 between = entropic_gw(
-                    C_large[None], p_large[None], C_small[None], p_small[None], epsilon=self.epsilon
+                    C_large[None],
+                    p_large[None],
+                    C_small[None],
+                    p_small[None],
+                    epsilon=self.epsilon,
+                    fused=False,
                 )
                 own = distances.gather(1, result.labels.cpu()[:, None])[:, 0]
                 report[str(c)] = {
