@@ -284,13 +284,13 @@ def test_the_fused_gw_loops_are_compiled_for_float32_only(
     from poisonlab.explain import _gw_fused
 
     dtypes: list[torch.dtype] = []
-    solve = _gw_fused.solve
+    solve = _gw_fused.solve_rows  # every fused solve goes through it
 
     def spy(C1: Tensor, *args: Any, **kwargs: Any) -> Any:
         dtypes.append(C1.dtype)
         return solve(C1, *args, **kwargs)
 
-    monkeypatch.setattr(_gw_fused, "solve", spy)
+    monkeypatch.setattr(_gw_fused, "solve_rows", spy)
     HeatmapClustering(classes=[POISONED], **FAST).fit(planted.evidence())
     assert dtypes and set(dtypes) == {torch.float32}
 

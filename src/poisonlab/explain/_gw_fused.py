@@ -68,7 +68,7 @@ from poisonlab.explain._gw_fused_newton import (
 )
 from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS
 
-__all__ = ["solve"]
+__all__ = ["solve", "solve_rows"]
 
 
 def solve(
@@ -99,33 +99,94 @@ def solve(
     capped : int
         Inner solves whose Sinkhorn fallback stopped at ``sinkhorn_max_iter`` sweeps.
     """
-    n, m = C1.shape[-1], C2.shape[-1]
-    p = p.expand(batch, n).contiguous()
-    q = q.expand(batch, m).contiguous()
-    if T0 is None:
-        plan = p.unsqueeze(2) * q.unsqueeze(1)
-    else:
-        plan = T0.expand(batch, n, m).clone(memory_format=torch.contiguous_format)
+    rows = torch.zeros(batch, 5, dtype=torch.int64)
+    every = torch.arange(batch)
+    for col, (x, dims) in enumerate(((C1, 3), (p, 2), (C2, 3), (q, 2))):
+        if x.dim() == dims:
+            rows[:, col] = every
+    value, plan, n_iter, converged, f, g, capped, _ = solve_rows(
+        C1 if C1.dim() == 3 else C1.unsqueeze(0),
+        p if p.dim() == 2 else p.unsqueeze(0),
+        C2 if C2.dim() == 3 else C2.unsqueeze(0),
+        q if q.dim() == 2 else q.unsqueeze(0),
+        rows,
+        epsilon=epsilon,
+        max_iter=max_iter,
+        tol=tol,
+        T0=None if T0 is None else T0.expand(batch, *T0.shape[-2:]),
+        potentials=None
+        if potentials is None
+        else (potentials[0].expand(batch, -1), potentials[1].expand(batch, -1)),
+        sinkhorn_max_iter=sinkhorn_max_iter,
+        sinkhorn_tol=sinkhorn_tol,
+        inexact=inexact,
+        check_every=check_every,
+        value_rtol=value_rtol,
+    )
+    return value, plan, n_iter, converged, f, g, capped
+
+
+def solve_rows(
+    C1: Tensor,
+    p: Tensor,
+    C2: Tensor,
+    q: Tensor,
+    rows: Tensor,
+    *,
+    epsilon: float,
+    max_iter: int,
+    tol: float,
+    T0: Tensor | None,
+    potentials: tuple[Tensor, Tensor] | None,
+    sinkhorn_max_iter: int,
+    sinkhorn_tol: float,
+    inexact: float,
+    check_every: int,
+    value_rtol: float,
+    weights: Tensor | None = None,
+    groups: int = 0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, Tensor | None]:
+    """:func:`solve` for problems given as rows of stores, read in place (no copies).
+
+    Problem ``b`` pairs ``C1[rows[b, 0]]`` (stores of shapes (S, n, n), zero-padded clouds)
+    with masses ``p[rows[b, 1]]`` and ``C2[rows[b, 2]]`` (R, m, m) with ``q[rows[b, 3]]``.
+    ``T0`` (B, ≥ n, m) and ``potentials`` (B, ≥ n) and (B, m) are the warm starts in problem
+    order.  With ``weights`` (B,): also the barycenter update's sums
+    ``Σ_b λ_b T_bᵀ C1_b T_b`` of the final plans per group ``rows[b, 4]`` in ``range(groups)``.
+
+    Returns
+    -------
+    value, plan, n_iter, converged, f, g, capped
+        As :func:`solve`, plans (B, n, m) and ``f`` (B, n).
+    total : Tensor of shape (groups, m, m) or None
+        The barycenter sums (with ``weights``).
+    """
+    batch, n, m = rows.shape[0], C1.shape[-1], C2.shape[-1]
+    dt = C1.dtype
+    plan = torch.empty(batch, n, m, dtype=dt) if T0 is None else _fit(T0, n)
     if potentials is None:
-        f, g = p.new_zeros(batch, n), q.new_zeros(batch, m)
+        f, g = torch.empty(batch, n, dtype=dt), torch.empty(batch, m, dtype=dt)
     else:
-        f = potentials[0].expand(batch, n).clone(memory_format=torch.contiguous_format)
-        g = potentials[1].expand(batch, m).clone(memory_format=torch.contiguous_format)
-    C1n = (C1 if C1.dim() == 3 else C1.unsqueeze(0)).contiguous().numpy()
-    C2n = (C2 if C2.dim() == 3 else C2.unsqueeze(0)).contiguous().numpy()
+        f = _fit(potentials[0], n)
+        g = potentials[1].clone(memory_format=torch.contiguous_format)
+    C1n, C2n = C1.contiguous().numpy(), C2.contiguous().numpy()
     dtype = C1n.dtype
     value = np.empty(batch, dtype=dtype)
     n_iter = np.empty(batch, dtype=np.int64)
     converged = np.empty(batch, dtype=np.bool_)
     capped = np.zeros(1, dtype=np.int64)
+    total = torch.zeros(groups, m, m, dtype=dt)
+    lam = torch.empty(0, dtype=dt) if weights is None else weights.contiguous()
     _solve_batch(
         C1n,
-        p.numpy(),
+        p.contiguous().numpy(),
         C2n,
-        q.numpy(),
+        q.contiguous().numpy(),
+        rows.contiguous().numpy(),
         plan.numpy(),
         f.numpy(),
         g.numpy(),
+        T0 is not None,
         potentials is not None,
         _constants(dtype, epsilon),
         int(max_iter),
@@ -139,14 +200,36 @@ def solve(
         n_iter,
         converged,
         capped,
+        lam.numpy(),
+        total.numpy(),
     )
     as_torch = torch.from_numpy
-    return as_torch(value), plan, as_torch(n_iter), as_torch(converged), f, g, int(capped[0])
+    return (
+        as_torch(value),
+        plan,
+        as_torch(n_iter),
+        as_torch(converged),
+        f,
+        g,
+        int(capped[0]),
+        None if weights is None else total,
+    )
+
+
+def _fit(x: Tensor, n: int) -> Tensor:
+    """A contiguous copy of ``x`` (B, w, ...) cut or zero-padded to ``n`` along dimension 1."""
+    out = x.new_zeros(x.shape[0], n, *x.shape[2:])
+    w = min(n, x.shape[1])
+    out[:, :w] = x[:, :w]
+    return out
 
 
 # --- compiled loops -----------------------------------------------------------------------
 # Layout: per problem, plans, costs and kernels are stored transposed, (m, n): every inner loop
-# then runs over the n points of the cloud, contiguous, which vectorises.
+# then runs over the n points of the cloud, contiguous, which vectorises.  Each problem gets its
+# own compact arrays (rows of a multiple of 16 entries) and a copy of its cloud: read in place
+# from a wide store (the clouds padded to the largest), a problem's working set spilled out of
+# the L1 cache and a warm Heatmap Clustering update took 0.306 CPU-s of solves instead of 0.28.
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
@@ -224,38 +307,47 @@ def _gw_loss(C, C2, T, c1, c2, R, n, m, cst):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def _solve_batch(  # type: ignore[no-untyped-def]
-    C1, p, C2, q, plan, f, g, warm, cst, max_iter, check_every, value_rtol, inexact, tol,
-    sk_tol, sk_max, value, n_iter, converged, capped,
+    C1, p, C2, q, rows, plan, f, g, start, warm, cst, max_iter, check_every, value_rtol,
+    inexact, tol, sk_tol, sk_max, value, n_iter, converged, capped, lam, total,
 ):  # fmt: skip
-    """``entropic_gw``'s outer loop, problem by problem.  ``C1`` (B or 1, N, N), ``C2``
-    (B or 1, M, M); ``plan`` (B, N, M) holds the starting plans and receives the final ones,
-    ``f`` and ``g`` likewise the potentials.  Each problem runs on its real points only (the
+    """``entropic_gw``'s outer loop, problem by problem.  Problem ``b`` pairs ``C1[rows[b, 0]]``
+    (stores of shapes (S, N, N) and ``p`` (S', N)) with masses ``p[rows[b, 1]]`` and
+    ``C2[rows[b, 2]]`` (R, M, M) with masses ``q[rows[b, 3]]``; ``plan`` (B, N, M) holds the
+    starting plans (if ``start``; else ``p qᵀ``) and receives the final ones, ``f`` and ``g``
+    (B, N) and (B, M) likewise the potentials.  Each problem runs on its real points only (the
     last row and column with mass bound them; zero-mass points inside are padded as in
-    ``entropic_gw``, by PAD_COST)."""
+    ``entropic_gw``, by PAD_COST).  With ``lam`` (B,), the barycenter update's sum
+    ``λ_b T_bᵀ C1_b T_b`` of the final plans goes to ``total[rows[b, 4]]`` (G, M, M)."""
     B, N, Mw = plan.shape
     dt = plan.dtype
     zero = cst[_ZERO]
-    T, T_new = np.empty((Mw, N), dt), np.empty((Mw, N), dt)
-    R, M, base, K = (
-        np.empty((Mw, N), dt),
-        np.empty((Mw, N), dt),
-        np.empty((Mw, N), dt),
-        np.empty((Mw, N), dt),
-    )
     H = np.empty((Mw, Mw), dt)
     c1, c1_raw, c2, c2_raw = np.empty(N, dt), np.empty(N, dt), np.empty(Mw, dt), np.empty(Mw, dt)
     vec = np.empty((17, max(N, Mw)), dt)
     bits = np.empty(max(N, Mw), np.int32)
     f_b, g_b = np.empty(N, dt), np.empty(Mw, dt)
     for b in range(B):
-        Cb = C1[b if C1.shape[0] > 1 else 0]
-        C2b = C2[b if C2.shape[0] > 1 else 0]
-        pb, qb = p[b], q[b]
+        C_in, pb, C2b, qb = C1[rows[b, 0]], p[rows[b, 1]], C2[rows[b, 2]], q[rows[b, 3]]
         n, m = 0 * N, 0 * Mw  # (not the literal 0: callees would compile twice)
         for i in range(N):
             n = i + 1 if pb[i] > 0 else n
         for j in range(Mw):
             m = j + 1 if qb[j] > 0 else m
+        # the problem's arrays, rows of a multiple of 16 entries (64-byte lines), compact: with
+        # its cloud copied in, it stays in the L1 cache whatever the width of the store
+        w = (n + 15) // 16 * 16
+        Cb = np.empty((n, w), dt)
+        for k in range(n):
+            for i in range(n):
+                Cb[k, i] = C_in[k, i]
+        T, T_new, R, M, base, K = (
+            np.empty((Mw, w), dt),
+            np.empty((Mw, w), dt),
+            np.empty((Mw, w), dt),
+            np.empty((Mw, w), dt),
+            np.empty((Mw, w), dt),
+            np.empty((Mw, w), dt),
+        )
         # POT's marginal terms pᵀ (C1 ⊙ C1) and qᵀ (C2 ⊙ C2); PAD_COST on padded points
         for i in range(n):
             s = zero
@@ -272,7 +364,7 @@ def _solve_batch(  # type: ignore[no-untyped-def]
         for j in range(m):
             for i in range(n):
                 base[j, i] = (c1[i] + c2[j]) * cst[_TWO]
-                T[j, i] = plan[b, i, j]
+                T[j, i] = plan[b, i, j] if start else pb[i] * qb[j]
         for i in range(n):
             f_b[i] = f[b, i]
         for j in range(m):
@@ -321,6 +413,16 @@ def _solve_batch(  # type: ignore[no-untyped-def]
         if not by_value:  # stopped by the plan test or max_iter: the loss of the last plan
             val = _gw_loss(Cb, C2b, T, c1_raw, c2_raw, R, n, m, cst)
         value[b], n_iter[b], converged[b] = val, iters, conv
+        if lam.shape[0] > 0:  # the barycenter update's share of this member: λ Tᵀ C1 T, where
+            # R = T C1 of the final plan is left by the loss (or by the gradient the value test
+            # stopped on)
+            out = total[rows[b, 4]]
+            for j in range(m):
+                for l in range(m):  # noqa: E741
+                    s = zero
+                    for i in range(n):
+                        s += R[j, i] * T[l, i]
+                    out[j, l] += lam[b] * s
         plan[b] = zero
         f[b] = zero
         g[b] = zero

@@ -8,7 +8,9 @@ with ``loss_fun="square_loss"`` and ``stop_criterion="barycenter"``:
 1. start from ``init_C``, or from the distance matrix of N standard-normal points in the plane,
    divided by its maximum;
 2. solve all couplings ``T_s`` between ``(C, p̄)`` and the members (entropic GW, ``ε``, inner
-   tolerance 1e-4 as in POT) — here as one batch per size chunk;
+   tolerance 1e-4 as in POT) — here as one batch per size chunk, or where the fused solver
+   applies (CPU, Newton inner solves) one by one from the clouds in place, each coupling's
+   share of step 3 summed as it finishes (:mod:`~poisonlab.explain._gw_rows`);
 3. ``C ← Σ_s λ_s T_s C_s T_sᵀ / (p̄ p̄ᵀ)``;
 4. repeat until ``‖C - C_prev‖_F ≤ max(tol, rtol·‖C‖_F)`` (POT: 1e-9, rtol 0) or ``max_iter``
    (1000) updates.
@@ -43,6 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from poisonlab.explain._gw_rows import fused_settings, solve_sources, stack_sources
+from poisonlab.explain.gromov import GWResult
 from poisonlab.explain.gw_batches import CHUNK_ELEMENTS, gather_chunks, solve_pairs
 from poisonlab.explain.point_cloud import PointClouds
 
@@ -251,6 +255,7 @@ def gw_barycenters(
     gw_value_rtol: float = 0.0,
     objective_rtol: float = 0.0,
     inner: str = "auto",
+    members_of: tuple[PointClouds, list[Tensor]] | None = None,
 ) -> list[GWBarycenter]:
     """The barycenters of several groups of clouds, all updated in lockstep.
 
@@ -276,6 +281,9 @@ def gw_barycenters(
     n_support, epsilon, max_iter, tol, gw_tol, gw_max_iter, rtol, inexact, warm_start, \
 chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
         As for :func:`gw_barycenter`.
+    members_of : (PointClouds, list of Tensor), optional
+        The groups as rows of one set of clouds (``groups[g]`` is ``clouds.subset(rows[g])``):
+        where the fused solver applies it reads them there instead of a copy.
 
     Returns
     -------
@@ -316,26 +324,64 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
     out: list[GWBarycenter | None] = [None] * n_groups
     live = torch.arange(len(which), device=dev)  # members of groups still iterating
     chunks = None
+    solver = {
+        "tol": gw_tol,
+        "max_iter": gw_max_iter,
+        "inexact": inexact,
+        "check_every": check_every,
+        "value_rtol": gw_value_rtol,
+        "inner": inner,
+    }
+    fused = fused_settings((*(g.C for g in groups), C, plans), n_support, epsilon, solver)
+    if fused is not None:  # the clouds as rows of one store, read in place
+        if members_of is not None:
+            store, at = (members_of[0].C, members_of[0].p), torch.cat(members_of[1]).to(dev)
+        else:
+            *store, at = stack_sources(groups, which, index)  # type: ignore[assignment]
     for it in range(1, max_iter + 1):
-        if chunks is None:
-            chunks = gather_chunks(groups, which[live], index[live], n_support, chunk_elements)
         member_group = which[live]
-        res = solve_pairs(
-            chunks,
-            C[member_group],
-            p_bar.expand(len(live), n_support),
-            epsilon=epsilon,
-            T0=None if plans is None else plans[live],
-            potentials=None if plans is None or pots is None else (pots[0][live], pots[1][live]),
-            tol=gw_tol,
-            max_iter=gw_max_iter,
-            inexact=inexact,
-            check_every=check_every,
-            value_rtol=gw_value_rtol,
-            inner=inner,
-            chunk_elements=chunk_elements,
-        )
+        T0 = None if plans is None else plans[live]
+        warm = None if plans is None or pots is None else (pots[0][live], pots[1][live])
+        if fused is not None:  # no size chunks; the sums Σ λ Tᵀ C T come with the plans
+            res, total = solve_sources(
+                (store[0], store[1]),
+                at[live],
+                C,
+                p_bar.unsqueeze(0),
+                member_group,
+                mass_rows=torch.zeros_like(member_group),
+                epsilon=epsilon,
+                settings=fused,
+                T0=T0,
+                potentials=warm,
+                weights=lam[live],
+                groups=member_group,
+                n_groups=n_groups,
+            )
+            assert res.plan is not None
+            cut = (res.potentials[0][:, :width], res.potentials[1])  # zero beyond the clouds
+            res = GWResult(res.value, res.plan[:, :width], res.n_iter, res.converged, cut)
+        else:
+            if chunks is None:
+                chunks = gather_chunks(groups, member_group, index[live], n_support, chunk_elements)
+            res = solve_pairs(
+                chunks,
+                C[member_group],
+                p_bar.expand(len(live), n_support),
+                epsilon=epsilon,
+                T0=T0,
+                potentials=warm,
+                chunk_elements=chunk_elements,
+                **solver,  # type: ignore[arg-type]
+            )
+            # C ← Σ_s λ_s T_sᵀ C_s T_s / (p̄ p̄ᵀ) per group, summed over the chunks
+            total = C.new_zeros(n_groups, n_support, n_support)
+            for idx, sub in chunks:
+                T = res.plan[idx, : sub.n_max]  # type: ignore[index]
+                left = torch.bmm((T * lam[live[idx], None, None]).transpose(1, 2), sub.C)
+                total.index_add_(0, member_group[idx], torch.bmm(left, T))
         plan = res.plan
+        assert total is not None  # solve_sources sums with weights
         assert plan is not None  # solve_pairs keeps plans by default
         if warm_start:
             if plans is None or pots is None:
@@ -344,13 +390,7 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
             plans[live, : plan.shape[1]] = plan
             pots[0][live, : plan.shape[1]] = res.potentials[0]
             pots[1][live] = res.potentials[1]
-        # C ← Σ_s λ_s T_sᵀ C_s T_s / (p̄ p̄ᵀ) per group, summed over the chunks
         active = torch.unique(member_group)
-        total = C.new_zeros(n_groups, n_support, n_support)
-        for idx, sub in chunks:
-            T = res.plan[idx, : sub.n_max]  # type: ignore[index]
-            left = torch.bmm((T * lam[live[idx], None, None]).transpose(1, 2), sub.C)
-            total.index_add_(0, member_group[idx], torch.bmm(left, T))
         C_new = C.clone()
         C_new[active] = total[active] / torch.outer(p_bar, p_bar)
         norms = torch.linalg.matrix_norm(torch.stack([C_new[active] - C[active], C_new[active]]))

@@ -9,7 +9,9 @@ the last chunk (:class:`~poisonlab.explain.gromov.GWState`), cut into size chunk
 memory budget: same iterations, one tail per solve instead of one per chunk (a warm Heatmap
 Clustering update 5% faster, bench/results/gromov.md).  Where ``entropic_gw`` takes its fused
 path (CPU, Newton inner solves: :mod:`~poisonlab.explain._gw_fused`) each chunk is solved to
-its end one problem at a time, a tail costs no dispatch, and nothing is parked.
+its end one problem at a time, a tail costs no dispatch, and nothing is parked; there
+:func:`gw_to_spaces` cuts no chunks at all and the solver reads the clouds in place
+(:mod:`~poisonlab.explain._gw_rows`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from poisonlab.explain._gw_rows import fused_settings, solve_sources, stack_sources
 from poisonlab.explain.gromov import GWResult, GWState, entropic_gw
 from poisonlab.explain.point_cloud import PointClouds
 
@@ -362,25 +365,40 @@ def gw_to_spaces(
         [torch.full((len(c),), j, dtype=torch.int64) for j, c in enumerate(sources)]
     ).to(sources[0].C.device)
     index = torch.cat([torch.arange(len(c), device=which.device) for c in sources])
-    C2 = torch.stack([C for _, C, _ in pairs])[which]
-    q = torch.stack([p for _, _, p in pairs])[which]
+    spaces = torch.stack([C for _, C, _ in pairs])
+    masses = torch.stack([p for _, _, p in pairs])
     warm_T0 = _stack_padded(T0, sources, m) if T0 is not None and T0[0] is not None else None
     pots = None
     if potentials is not None and potentials[0] is not None:
         f = _stack_padded([fg[0] for fg in potentials], sources, None)  # type: ignore[index]
         pots = (f, torch.cat([fg[1] for fg in potentials]))  # type: ignore[index]
-    chunks = gather_chunks(sources, which, index, m, chunk_elements)
-    res = solve_pairs(
-        chunks,
-        C2,
-        q,
-        epsilon=epsilon,
-        T0=warm_T0,
-        potentials=pots,
-        chunk_elements=chunk_elements,
-        tail_park=tail_park,
-        **solver,  # type: ignore[arg-type]
-    )
+    tensors = (*(c.C for c in sources), spaces, masses, warm_T0, *(pots or ()))
+    settings = fused_settings(tensors, m, epsilon, solver)  # type: ignore[arg-type]
+    if settings is not None:  # one problem at a time: no size chunks, clouds read in place
+        C1, p1, rows = stack_sources(sources, which, index)
+        res, _ = solve_sources(
+            (C1, p1),
+            rows,
+            spaces,
+            masses,
+            which,
+            epsilon=epsilon,
+            settings=settings,
+            T0=warm_T0,
+            potentials=pots,
+        )
+    else:
+        res = solve_pairs(
+            gather_chunks(sources, which, index, m, chunk_elements),
+            spaces[which],
+            masses[which],
+            epsilon=epsilon,
+            T0=warm_T0,
+            potentials=pots,
+            chunk_elements=chunk_elements,
+            tail_park=tail_park,
+            **solver,  # type: ignore[arg-type]
+        )
     out, start = [], 0
     for clouds in sources:
         part, n = slice(start, start + len(clouds)), clouds.n_max

@@ -103,6 +103,8 @@ class _Barycenter:
     init_C: Tensor
     init_plans: Tensor | None = None
     init_potentials: tuple[Tensor, Tensor] | None = None
+    source: PointClouds | None = None  # members = source.subset(rows)
+    rows: Tensor | None = None
 
 
 _Request = _Distances | _Barycenter
@@ -176,6 +178,9 @@ def _solve(key: tuple[Any, ...], reqs: list[_Request], run: LloydRun) -> list[An
             start += len(r.centers)
         return out
     barys: list[_Barycenter] = reqs  # type: ignore[assignment]
+    source, rows = barys[0].source, [r.rows for r in barys if r.rows is not None]
+    of_one = source is not None and len(rows) == len(barys)
+    of_one = of_one and all(r.source is source for r in barys)
     return gw_barycenters(
         [r.members for r in barys],
         torch.stack([r.init_C for r in barys]),
@@ -185,6 +190,7 @@ def _solve(key: tuple[Any, ...], reqs: list[_Request], run: LloydRun) -> list[An
         init_potentials=[r.init_potentials for r in barys] if key[2] else None,  # type: ignore[misc]
         warm_start=True,
         chunk_elements=run.chunk_elements,
+        members_of=(source, rows) if source is not None and of_one else None,
         **run.bary,  # type: ignore[arg-type]
     )
 
@@ -335,12 +341,14 @@ class LloydRun:
                 dtype=center.C.dtype,
                 device=center.C.device,
             )
-            return _Barycenter(members, init)
+            return _Barycenter(members, init, source=self.clouds, rows=idx)
         return _Barycenter(
             members,
             center.C,
             center.plans[idx, :width],
             (center.potentials[0][idx, :width], center.potentials[1][idx]),
+            source=self.clouds,
+            rows=idx,
         )
 
     def _moved(self, center: _Center, idx: Tensor, bary: GWBarycenter) -> None:
