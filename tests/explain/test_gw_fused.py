@@ -163,3 +163,29 @@ def test_newton_left_unfinished_goes_on_by_sinkhorn(caplog: pytest.LogCaptureFix
     assert "stopped at sinkhorn_max_iter=20" in caplog.text
     assert res.plan is not None and bool(res.value.isfinite().all())
     torch.testing.assert_close(res.plan.sum(dim=2), clouds.p[:3])
+
+
+def test_mass_totals_no_inner_solve_can_match_take_the_tensor_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Totals 1 and 1.001: every Newton solve would end in the fused path's slow Sinkhorn
+    fallback, so by default (fused=None) entropic_gw solves them as the tensor path does;
+    totals equal to round-off still go the fused way."""
+    from poisonlab.explain import _gw_fused
+
+    calls: list[int] = []
+    solve = _gw_fused.solve_rows
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return solve(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_gw_fused, "solve_rows", spy)
+    clouds, C, p = _mixed(torch.float64)
+    kw = {"epsilon": 0.05, "max_iter": 2, "sinkhorn_max_iter": 20}
+    res = entropic_gw(clouds.C[:3], clouds.p[:3], C, p * 1.001, **kw)  # type: ignore[arg-type]
+    ref = entropic_gw(clouds.C[:3], clouds.p[:3], C, p * 1.001, fused=False, **kw)  # type: ignore[arg-type]
+    assert not calls
+    assert torch.equal(res.value, ref.value) and torch.equal(res.n_iter, ref.n_iter)
+    entropic_gw(clouds.C[:3], clouds.p[:3], C, p * (1 + 1e-15), **kw)  # type: ignore[arg-type]
+    assert calls

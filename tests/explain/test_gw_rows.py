@@ -54,7 +54,7 @@ def test_barycenter_sums_are_the_structure_update_of_the_plans() -> None:
     C, p = _spaces()
     group = torch.tensor([0, 1, 1, 0, 1, 0])
     weights = torch.tensor([0.2, 0.3, 0.3, 0.5, 0.4, 0.3], dtype=torch.float64)
-    settings = fused_settings((clouds.C, C), 8, 0.02, CLUSTERING)  # type: ignore[arg-type]
+    settings = fused_settings((clouds.C, C), ((clouds.p,), p), 0.02, CLUSTERING)  # type: ignore[arg-type]
     assert settings is not None
     res, total = solve_sources(
         (clouds.C, clouds.p),
@@ -104,11 +104,14 @@ def test_one_source_is_read_in_place_several_are_stacked() -> None:
 
 def test_settings_it_cannot_take_leave_the_chunked_path() -> None:
     clouds = _clouds(8, [6, 7])
-    C, _ = _spaces()
-    assert fused_settings((clouds.C, C), 8, 0.02, {"fused": False}) is None
-    assert fused_settings((clouds.C, C), 8, 0.02, {"inner": "sinkhorn"}) is None
-    assert fused_settings((clouds.C, C), 8, 0.02, {"park": 3}) is None
-    assert fused_settings((clouds.C.half(), C.half()), 8, 0.02, {}) is None
-    assert fused_settings((clouds.C, C), 8, -1.0, {}) is None
-    settings = fused_settings((clouds.C, C), 8, 0.02, {"max_iter": 7})
+    C, q = _spaces()
+    both, masses = (clouds.C, C), ((clouds.p,), q)
+    assert fused_settings(both, masses, 0.02, {"fused": False}) is None
+    assert fused_settings(both, masses, 0.02, {"inner": "sinkhorn"}) is None
+    assert fused_settings(both, masses, 0.02, {"park": 3}) is None
+    assert fused_settings((clouds.C.half(), C.half()), masses, 0.02, {}) is None
+    assert fused_settings(both, masses, -1.0, {}) is None
+    # totals 1 and 1.001: no inner solve can meet its tolerance (see gromov.totals_match)
+    assert fused_settings(both, ((clouds.p,), q * 1.001), 0.02, {}) is None
+    settings = fused_settings(both, masses, 0.02, {"max_iter": 7})
     assert settings is not None and settings["max_iter"] == 7 and settings["tol"] is not None

@@ -27,6 +27,7 @@ from poisonlab.explain.gromov import (
     _fused_unavailable,
     entropic_gw,
     logger,
+    totals_match,
 )
 from poisonlab.explain.point_cloud import PointClouds
 
@@ -52,16 +53,19 @@ def _defaults() -> dict[str, object]:
 
 
 def fused_settings(
-    tensors: tuple[Tensor | None, ...], m: int, epsilon: float, solver: dict[str, object]
+    tensors: tuple[Tensor | None, ...],
+    masses: tuple[tuple[Tensor, ...], Tensor],
+    epsilon: float,
+    solver: dict[str, object],
 ) -> dict[str, object] | None:
     """``entropic_gw``'s settings for :func:`solve_sources` when ``entropic_gw`` would solve
-    problems of these ``tensors`` (clouds, second spaces of ``m`` points, warm starts) by its
-    fused path, else None (also for settings it does not take or would reject: the chunked
-    path decides)."""
+    problems of these ``tensors`` (clouds, second spaces, warm starts) with these ``masses``
+    (the clouds' masses, the second spaces' masses (R, m)) by its fused path, else None (also
+    for settings it does not take or would reject: the chunked path decides)."""
     given = _defaults() | solver
     if set(solver) - {*_SETTINGS, "inner", "fused"} or given["fused"] is False:
         return None
-    inner = given["inner"]
+    inner, m = given["inner"], masses[1].shape[-1]
     if inner not in INNER_SOLVERS or not epsilon > 0:
         return None
     counts = (given["max_iter"], given["sinkhorn_max_iter"], given["check_every"])
@@ -71,6 +75,9 @@ def fused_settings(
     if _fused_unavailable(newton, None, tensors):
         return None
     dtype = next(x for x in tensors if x is not None).dtype
+    sk_tol = _default_tol(dtype) if given["sinkhorn_tol"] is None else given["sinkhorn_tol"]
+    if not totals_match(masses[0], masses[1], sk_tol):  # type: ignore[arg-type]
+        return None
     out = {name: given[name] for name in _SETTINGS}
     if out["tol"] is None:
         out["tol"] = _default_outer_tol(dtype)

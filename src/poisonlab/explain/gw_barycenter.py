@@ -332,7 +332,8 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
         "value_rtol": gw_value_rtol,
         "inner": inner,
     }
-    fused = fused_settings((*(g.C for g in groups), C, plans), n_support, epsilon, solver)
+    tensors = (*(g.C for g in groups), C, plans)
+    fused = fused_settings(tensors, (tuple(g.p for g in groups), p_bar), epsilon, solver)
     if fused is not None:  # the clouds as rows of one store, read in place
         if members_of is not None:
             store, at = (members_of[0].C, members_of[0].p), torch.cat(members_of[1]).to(dev)

@@ -373,7 +373,8 @@ def gw_to_spaces(
         f = _stack_padded([fg[0] for fg in potentials], sources, None)  # type: ignore[index]
         pots = (f, torch.cat([fg[1] for fg in potentials]))  # type: ignore[index]
     tensors = (*(c.C for c in sources), spaces, masses, warm_T0, *(pots or ()))
-    settings = fused_settings(tensors, m, epsilon, solver)  # type: ignore[arg-type]
+    firsts = tuple(c.p for c in sources)
+    settings = fused_settings(tensors, (firsts, masses), epsilon, solver)  # type: ignore[arg-type]
     if settings is not None:  # one problem at a time: no size chunks, clouds read in place
         C1, p1, rows = stack_sources(sources, which, index)
         res, _ = solve_sources(
