@@ -111,7 +111,7 @@ def test_settings_it_cannot_take_leave_the_chunked_path() -> None:
     assert fused_settings(both, masses, 0.02, {"park": 3}) is None
     assert fused_settings((clouds.C.half(), C.half()), masses, 0.02, {}) is None
     assert fused_settings(both, masses, -1.0, {}) is None
-    # totals 1 and 1.001: no inner solve can meet its tolerance (see gromov.totals_match)
+    # totals 1 and 1.001: no inner solve can meet its tolerance (see _gw_dispatch.totals_match)
     assert fused_settings(both, ((clouds.p,), q * 1.001), 0.02, {}) is None
     settings = fused_settings(both, masses, 0.02, {"max_iter": 7})
     assert settings is not None and settings["max_iter"] == 7 and settings["tol"] is not None

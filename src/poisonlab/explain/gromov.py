@@ -31,8 +31,10 @@ problem at a time in compiled loops (:mod:`poisonlab.explain._gw_fused`, numba):
 problem stays in the L1 cache and no iteration pays tensor-call dispatch, so an outer iteration
 costs 2-4× less than as batched tensor calls, and a warm k-means update of Heatmap Clustering
 2.7× less (bench/results/gromov.md).  In float64 it reproduces this module's iterations exactly
-(same iteration counts, values within 1e-13); in float32 up to round-off.  ``fused=False`` runs
-the batched tensor path below, the reference, which also runs on GPU.  Measured agreement with
+(same iteration counts, values within 1e-13); in float32 up to round-off.  Which batches go
+there is decided in :mod:`poisonlab.explain._gw_dispatch`.  ``fused=False`` runs the batched
+tensor path below, the reference, which also runs on GPU.  The result types (:class:`GWResult`,
+:class:`GWState`) are defined in :mod:`poisonlab.explain._gw_state` and re-exported here.  Measured agreement with
 POT: relative differences of 1e-9 to 1e-7 in the value (tests/explain/test_gromov.py,
 tests/explain/test_newton_ot.py, bench/bench_gromov.py).
 
@@ -56,13 +58,14 @@ SIAM J. Sci. Comput. 41(3), 2019.
 
 from __future__ import annotations
 
-import functools
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+# GWResult, GWState, totals_match and _fused_unavailable are imported from here (re-exported)
+from poisonlab.explain._gw_dispatch import _fused_unavailable, _solve_fused, totals_match
+from poisonlab.explain._gw_state import GWResult, GWState, _check_resume
 from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS, gauge_terms, newton_semidual
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 
@@ -79,72 +82,6 @@ INNER_SOLVERS = ("auto", "newton", "sinkhorn")
 #: criteria, one thread): Newton 1.7× faster than Sinkhorn at m = 10, 1.5× at 20, 1.3× at 32,
 #: 1.2× at 48, even at 64.
 NEWTON_MAX_POINTS = 32
-
-
-@dataclass(frozen=True, eq=False)
-class GWResult:
-    """The outcome of a batch of entropic GW problems.
-
-    Attributes
-    ----------
-    value : Tensor of shape (B,)
-        Square-loss GW objective of the final plan, without the entropy term.
-    plan : Tensor of shape (B, n, m), or None
-        Final couplings, zero on padded rows and columns (None when not kept, see
-        :func:`gw_to_one`).
-    n_iter : Tensor of shape (B,), int64
-        Outer (projected-gradient) iterations run for each problem.
-    converged : Tensor of shape (B,), bool
-        True where ``‖T - T_prev‖_F ≤ tol`` was reached before ``max_iter``.
-    potentials : tuple of Tensor of shapes (B, n) and (B, m)
-        Dual potentials of the last Sinkhorn solve, to warm-start a related problem.
-    parked : GWState, optional
-        With ``park``: the problems set aside unfinished.  Their entries in the other fields are
-        not final: NaN values, plans and potentials, ``n_iter`` the iterations run so far,
-        ``converged`` False.
-    """
-
-    value: Tensor
-    plan: Tensor | None
-    n_iter: Tensor
-    converged: Tensor
-    potentials: tuple[Tensor, Tensor]
-    parked: GWState | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class GWState:
-    """Unfinished problems of :func:`entropic_gw` at the start of an outer iteration, to resume.
-
-    ``entropic_gw(C1, p, C2, q, resume=state)`` on these problems (in the order of ``index``,
-    alone or with others, ``plan`` and ``f`` zero-padded or cut to the batch's width) runs the
-    very iterations they would have run where they were: the plans, potentials, iteration
-    counts, last plan change (inexact tolerances) and last loss (the value test) carry over.
-    :mod:`~poisonlab.explain.gw_batches` parks the last few problems of each size chunk and
-    finishes them together, so that the chunks' long tails of slow problems (each iteration
-    then costs its tensor calls' dispatch, not arithmetic) run once.
-
-    Attributes
-    ----------
-    index : Tensor of shape (P,), int64
-        The problems' positions in the batch they were parked from.
-    plan : Tensor of shape (P, n, m)
-        Current plans (the next gradient's point).
-    f, g : Tensor of shapes (P, n) and (P, m)
-        Potentials of their last inner solve.
-    step, loss : Tensor of shape (P,)
-        Last ``‖T - T_prev‖_F`` and last GW loss (inf if none yet).
-    done_iter : Tensor of shape (P,), int64
-        Outer iterations already run.
-    """
-
-    index: Tensor
-    plan: Tensor
-    f: Tensor
-    g: Tensor
-    step: Tensor
-    loss: Tensor
-    done_iter: Tensor
 
 
 def _default_tol(dtype: torch.dtype) -> float:
@@ -289,7 +226,8 @@ def entropic_gw(
         per outer iteration) instead of as batched tensor calls.  None (default): whenever it
         applies, i.e. on CPU, in float32 or float64, with Newton inner solves, without
         ``resume``, and with numba installed, unless the two spaces' mass totals differ by
-        more than the inner tolerance allows (:func:`totals_match`); False: the tensor path;
+        more than the inner tolerance allows
+        (:func:`~poisonlab.explain._gw_dispatch.totals_match`); False: the tensor path;
         True: the fused path (a ValueError where it does not apply).
 
     Returns
@@ -500,67 +438,6 @@ def entropic_gw(
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
 
 
-@functools.cache
-def _numba_available() -> bool:
-    """numba imports (the fused solver's compiler; imported only when a solve needs it)."""
-    try:
-        import poisonlab.explain._gw_fused  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def totals_match(firsts: tuple[Tensor, ...], q: Tensor, tol: float) -> bool:
-    """Whether every mass total of ``firsts`` (tensors of masses, last dimension the points)
-    agrees with every total of ``q`` closely enough for an inner solve to meet ``tol``.
-
-    With the rows of a plan exact its column errors sum to ``Σp - Σq``, so their L2 norm is at
-    least ``|Σp - Σq| / √m``: beyond that no Newton step meets the tolerance, and the fused
-    path (:mod:`~poisonlab.explain._gw_fused`) would finish every inner solve by its plain
-    log-domain Sinkhorn, slower than the tensor path's stabilised one where the gap is a
-    round-off (float64 masses normalised in float32, totals ~1e-7 apart: 200 clouds at the
-    clustering settings 1.2 CPU-s fused, 0.54 on the tensor path), so ``entropic_gw`` gives
-    such problems to the tensor path.  (Totals 1.001 apart, every inner solve running its whole
-    sweep budget: the fused fallback was the faster there, 7.0 against 11.2 CPU-s.)
-    """
-    sums = torch.cat([x.reshape(-1, x.shape[-1]).sum(-1) for x in firsts])
-    other = q.reshape(-1, q.shape[-1]).sum(-1)
-    gap = torch.maximum(sums.max() - other.min(), other.max() - sums.min())
-    return bool(gap < tol * q.shape[-1] ** 0.5)
-
-
-def _fused_unavailable(newton: bool, resume: GWState | None, tensors: tuple) -> str:
-    """Why :mod:`~poisonlab.explain._gw_fused` cannot solve these problems ("" if it can)."""
-    if not newton:
-        return "Newton inner solves (inner='newton', or 'auto' with a small second space)"
-    if resume is not None:
-        return "no resume state (it finishes every problem, so nothing is ever parked)"
-    kinds = {(x.device.type, x.dtype) for x in tensors if x is not None}
-    if len(kinds) != 1 or next(iter(kinds)) not in {
-        ("cpu", torch.float32),
-        ("cpu", torch.float64),
-    }:
-        return "CPU tensors of one dtype, float32 or float64"
-    if not _numba_available():
-        return "numba installed"
-    return ""
-
-
-def _solve_fused(C1: Tensor, p: Tensor, C2: Tensor, q: Tensor, **kw: object) -> GWResult:
-    """:func:`entropic_gw` by :func:`poisonlab.explain._gw_fused.solve`."""
-    from poisonlab.explain import _gw_fused
-
-    value, plan, n_iter, converged, f, g, capped = _gw_fused.solve(C1, p, C2, q, **kw)  # type: ignore[arg-type]
-    if capped:
-        logger.info(
-            "%d inner Sinkhorn solves stopped at sinkhorn_max_iter=%d (POT warns 'Sinkhorn did "
-            "not converge' there too); a larger epsilon converges faster",
-            capped,
-            kw["sinkhorn_max_iter"],
-        )
-    return GWResult(value, plan, n_iter, converged, (f, g))
-
-
 def _own_iteration(it: int, offset: Tensor | None, sel: Tensor | None = None) -> int | Tensor:
     """Each problem's own outer iteration at the loop's iteration ``it``: ``it`` itself, or for
     resumed problems ``it`` plus their offsets (those of ``sel`` if given), per problem."""
@@ -594,30 +471,6 @@ def _plan_test(step: Tensor, tol: float, own: int | Tensor, check_every: int) ->
     if tested is False:
         return None
     return step <= tol if tested is True else (step <= tol) & tested
-
-
-def _check_resume(state: GWState, batch: int, n: int, m: int) -> None:
-    """A ValueError naming every field of ``state`` whose shape is not that of ``batch``
-    problems of ``n`` × ``m`` points."""
-    want = {
-        "index": (batch,),
-        "plan": (batch, n, m),
-        "f": (batch, n),
-        "g": (batch, m),
-        "step": (batch,),
-        "loss": (batch,),
-        "done_iter": (batch,),
-    }
-    bad = [
-        f"{name} {tuple(getattr(state, name).shape)} (expected {shape})"
-        for name, shape in want.items()
-        if tuple(getattr(state, name).shape) != shape
-    ]
-    if bad:
-        raise ValueError(
-            f"resume state does not match the batch of {batch} problems of {n} x {m} points: "
-            + ", ".join(bad)
-        )
 
 
 def _fill_values(
