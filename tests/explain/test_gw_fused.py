@@ -189,3 +189,35 @@ def test_mass_totals_no_inner_solve_can_match_take_the_tensor_path(
     assert torch.equal(res.value, ref.value) and torch.equal(res.n_iter, ref.n_iter)
     entropic_gw(clouds.C[:3], clouds.p[:3], C, p * (1 + 1e-15), **kw)  # type: ignore[arg-type]
     assert calls
+
+
+def test_the_cache_key_covers_the_inlined_inner_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba checks a cached entry against this module's file and the entry function's own
+    bytecode and closure values only: the digest of what is compiled in from elsewhere (the
+    inner solve's source, the constants it freezes) is a closure value of the entry point, so
+    editing _gw_fused_newton.py alone compiles anew instead of loading stale loops."""
+    from poisonlab.explain import _gw_fused
+
+    cells = [c.cell_contents for c in _gw_fused._solve_batch.py_func.__closure__ or ()]
+    digest = _gw_fused._foreign_digest()
+    assert cells == [digest]
+    monkeypatch.setattr(_gw_fused, "NEWTON_MAX_STEPS", _gw_fused.NEWTON_MAX_STEPS + 1)
+    assert _gw_fused._foreign_digest() != digest
+
+
+def test_compiling_shows_as_a_stage_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first solve of a dtype in a process compiles the loops (or loads them from the
+    cache) in a progress stage that names it; a second solve goes straight to work."""
+    from poisonlab import progress
+    from poisonlab.explain import _gw_fused
+
+    clouds, C, p = _mixed(torch.float32)
+    monkeypatch.setattr(progress, "lines_enabled", lambda: True)
+    monkeypatch.setattr(_gw_fused._solve_batch, "overloads", {})  # as in a fresh process
+    entropic_gw(clouds.C[:3], clouds.p[:3], C, p, epsilon=0.02, fused=True)
+    entropic_gw(clouds.C[:3], clouds.p[:3], C, p, epsilon=0.02, fused=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["GW solver"]
+    assert "loops for float32" in lines[0] and "done in" in lines[0]

@@ -34,8 +34,10 @@ numba is importable; the tensor path stays the reference (and the GPU path).  Ev
 runs to its own end, so nothing is ever parked.  The loops are compiled as one function per
 dtype (the helpers inlined, among them the inner solve of
 :mod:`~poisonlab.explain._gw_fused_newton`: compiled separately, the copy numba loaded from its
-cache computed other round-off than the freshly compiled one), to numba's on-disk cache: about
-17 s the first time on a machine, then ~0.5 s per process.
+cache computed other round-off than the freshly compiled one), to numba's on-disk cache: 20-24 s
+per dtype the first time on a machine (measured on the project machine), then ~0.5 s per
+process.  Its cache key covers the inlined code of other files through a closure value
+(:func:`_compiled_loops`).
 
 References
 ----------
@@ -48,13 +50,16 @@ SIAM J. Sci. Comput. 41(3), 2019.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import numba
 import numpy as np
 import torch
 from torch import Tensor
 
+from poisonlab import progress
 from poisonlab.explain._gw_fused_newton import (
     _FASTMATH,
     _FOUR,
@@ -66,7 +71,8 @@ from poisonlab.explain._gw_fused_newton import (
     _constants,
     _newton,
 )
-from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS
+from poisonlab.explain._newton_ot import ABSORB, ARMIJO, NEWTON_MAX_STEPS
+from poisonlab.explain._sinkhorn import PAD_COST
 
 __all__ = ["solve", "solve_rows"]
 
@@ -177,7 +183,7 @@ def solve_rows(
     capped = np.zeros(1, dtype=np.int64)
     total = torch.zeros(groups, m, m, dtype=dt)
     lam = torch.empty(0, dtype=dt) if weights is None else weights.contiguous()
-    _solve_batch(
+    args = (
         C1n,
         p.contiguous().numpy(),
         C2n,
@@ -203,6 +209,8 @@ def solve_rows(
         lam.numpy(),
         total.numpy(),
     )
+    _ensure_compiled(args)
+    _solve_batch(*args)
     as_torch = torch.from_numpy
     return (
         as_torch(value),
@@ -214,6 +222,20 @@ def solve_rows(
         int(capped[0]),
         None if weights is None else total,
     )
+
+
+def _ensure_compiled(args: tuple[object, ...]) -> None:
+    """Compile the loops for these argument types, or load them from numba's cache, before the
+    solve, in a progress stage of its own: a machine's first use compiles for ~20 s, which
+    would otherwise show as a silent pause of the stage that solves."""
+    signature = tuple(numba.typeof(a) for a in args)
+    if signature in _solve_batch.overloads:
+        return
+    dtype = args[0].dtype  # type: ignore[attr-defined]
+    stage = f"GW solver: loops for {dtype} (compiled on a machine's first use, then cached)"
+    with progress.bar(stage, 1) as step:
+        _solve_batch.compile(signature)
+        step.advance()
 
 
 def _fit(x: Tensor, n: int) -> Tensor:
@@ -305,130 +327,160 @@ def _gw_loss(C, C2, T, c1, c2, R, n, m, cst):  # type: ignore[no-untyped-def]
     return value
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _solve_batch(  # type: ignore[no-untyped-def]
-    C1, p, C2, q, rows, plan, f, g, start, warm, cst, max_iter, check_every, value_rtol,
-    inexact, tol, sk_tol, sk_max, value, n_iter, converged, capped, lam, total,
-):  # fmt: skip
-    """``entropic_gw``'s outer loop, problem by problem.  Problem ``b`` pairs ``C1[rows[b, 0]]``
-    (stores of shapes (S, N, N) and ``p`` (S', N)) with masses ``p[rows[b, 1]]`` and
-    ``C2[rows[b, 2]]`` (R, M, M) with masses ``q[rows[b, 3]]``; ``plan`` (B, N, M) holds the
-    starting plans (if ``start``; else ``p qᵀ``) and receives the final ones, ``f`` and ``g``
-    (B, N) and (B, M) likewise the potentials.  Each problem runs on its real points only (the
-    last row and column with mass bound them; zero-mass points inside are padded as in
-    ``entropic_gw``, by PAD_COST).  With ``lam`` (B,), the barycenter update's sum
-    ``λ_b T_bᵀ C1_b T_b`` of the final plans goes to ``total[rows[b, 4]]`` (G, M, M)."""
-    B, N, Mw = plan.shape
-    dt = plan.dtype
-    zero = cst[_ZERO]
-    H = np.empty((Mw, Mw), dt)
-    c1, c1_raw, c2, c2_raw = np.empty(N, dt), np.empty(N, dt), np.empty(Mw, dt), np.empty(Mw, dt)
-    vec = np.empty((17, max(N, Mw)), dt)
-    bits = np.empty(max(N, Mw), np.int32)
-    f_b, g_b = np.empty(N, dt), np.empty(Mw, dt)
-    for b in range(B):
-        C_in, pb, C2b, qb = C1[rows[b, 0]], p[rows[b, 1]], C2[rows[b, 2]], q[rows[b, 3]]
-        n, m = 0 * N, 0 * Mw  # (not the literal 0: callees would compile twice)
-        for i in range(N):
-            n = i + 1 if pb[i] > 0 else n
-        for j in range(Mw):
-            m = j + 1 if qb[j] > 0 else m
-        # the problem's arrays, rows of a multiple of 16 entries (64-byte lines), compact: with
-        # its cloud copied in, it stays in the L1 cache whatever the width of the store
-        w = (n + 15) // 16 * 16
-        Cb = np.empty((n, w), dt)
-        for k in range(n):
-            for i in range(n):
-                Cb[k, i] = C_in[k, i]
-        T, T_new, R, M, base, K = (
-            np.empty((Mw, w), dt),
-            np.empty((Mw, w), dt),
-            np.empty((Mw, w), dt),
-            np.empty((Mw, w), dt),
-            np.empty((Mw, w), dt),
-            np.empty((Mw, w), dt),
+def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
+    """``_solve_batch`` as a closure over ``digest``, the source digest of what it compiles in
+    from other files (:func:`_foreign_digest`).
+
+    numba's disk cache tells a stale entry only by this file's time stamp and the function's own
+    bytecode (and closure values): an edit of the inlined inner solve in
+    :mod:`~poisonlab.explain._gw_fused_newton` alone would otherwise load loops compiled from
+    the old code.  The digest, a closure value, is part of every cache key."""
+
+    @numba.njit(cache=True, fastmath=_FASTMATH)
+    def _solve_batch(  # type: ignore[no-untyped-def]
+        C1, p, C2, q, rows, plan, f, g, start, warm, cst, max_iter, check_every, value_rtol,
+        inexact, tol, sk_tol, sk_max, value, n_iter, converged, capped, lam, total,
+    ):  # fmt: skip
+        """``entropic_gw``'s outer loop, problem by problem.  Problem ``b`` pairs ``C1[rows[b, 0]]``
+        (stores of shapes (S, N, N) and ``p`` (S', N)) with masses ``p[rows[b, 1]]`` and
+        ``C2[rows[b, 2]]`` (R, M, M) with masses ``q[rows[b, 3]]``; ``plan`` (B, N, M) holds the
+        starting plans (if ``start``; else ``p qᵀ``) and receives the final ones, ``f`` and ``g``
+        (B, N) and (B, M) likewise the potentials.  Each problem runs on its real points only (the
+        last row and column with mass bound them; zero-mass points inside are padded as in
+        ``entropic_gw``, by PAD_COST).  With ``lam`` (B,), the barycenter update's sum
+        ``λ_b T_bᵀ C1_b T_b`` of the final plans goes to ``total[rows[b, 4]]`` (G, M, M)."""
+        digest  # noqa: B018  (the cache key: see _compiled_loops)
+        B, N, Mw = plan.shape
+        dt = plan.dtype
+        zero = cst[_ZERO]
+        H = np.empty((Mw, Mw), dt)
+        c1, c1_raw, c2, c2_raw = (
+            np.empty(N, dt),
+            np.empty(N, dt),
+            np.empty(Mw, dt),
+            np.empty(Mw, dt),
         )
-        # POT's marginal terms pᵀ (C1 ⊙ C1) and qᵀ (C2 ⊙ C2); PAD_COST on padded points
-        for i in range(n):
-            s = zero
+        vec = np.empty((17, max(N, Mw)), dt)
+        bits = np.empty(max(N, Mw), np.int32)
+        f_b, g_b = np.empty(N, dt), np.empty(Mw, dt)
+        for b in range(B):
+            C_in, pb, C2b, qb = C1[rows[b, 0]], p[rows[b, 1]], C2[rows[b, 2]], q[rows[b, 3]]
+            n, m = 0 * N, 0 * Mw  # (not the literal 0: callees would compile twice)
+            for i in range(N):
+                n = i + 1 if pb[i] > 0 else n
+            for j in range(Mw):
+                m = j + 1 if qb[j] > 0 else m
+            # the problem's arrays, rows of a multiple of 16 entries (64-byte lines), compact: with
+            # its cloud copied in, it stays in the L1 cache whatever the width of the store
+            w = (n + 15) // 16 * 16
+            Cb = np.empty((n, w), dt)
             for k in range(n):
-                s += pb[k] * (Cb[k, i] * Cb[k, i])
-            c1_raw[i] = s
-            c1[i] = s if pb[i] > 0 else cst[_PAD]
-        for j in range(m):
-            s = zero
-            for k in range(m):
-                s += qb[k] * (C2b[k, j] * C2b[k, j])
-            c2_raw[j] = s
-            c2[j] = s if qb[j] > 0 else cst[_PAD]
-        for j in range(m):
+                for i in range(n):
+                    Cb[k, i] = C_in[k, i]
+            T, T_new, R, M, base, K = (
+                np.empty((Mw, w), dt),
+                np.empty((Mw, w), dt),
+                np.empty((Mw, w), dt),
+                np.empty((Mw, w), dt),
+                np.empty((Mw, w), dt),
+                np.empty((Mw, w), dt),
+            )
+            # POT's marginal terms pᵀ (C1 ⊙ C1) and qᵀ (C2 ⊙ C2); PAD_COST on padded points
             for i in range(n):
-                base[j, i] = (c1[i] + c2[j]) * cst[_TWO]
-                T[j, i] = plan[b, i, j] if start else pb[i] * qb[j]
-        for i in range(n):
-            f_b[i] = f[b, i]
-        for j in range(m):
-            g_b[j] = g[b, j]
-        have_potentials = warm
-        step, loss = cst[_INF], cst[_INF]
-        val, iters, conv, by_value = zero, max_iter, False, False
-        for it in range(max_iter):
-            _gradient(Cb, T, C2b, base, R, M, n, m, cst)
-            if value_rtol > 0 and it > 0:  # the loss of T falls out of its gradient
+                s = zero
+                for k in range(n):
+                    s += pb[k] * (Cb[k, i] * Cb[k, i])
+                c1_raw[i] = s
+                c1[i] = s if pb[i] > 0 else cst[_PAD]
+            for j in range(m):
+                s = zero
+                for k in range(m):
+                    s += qb[k] * (C2b[k, j] * C2b[k, j])
+                c2_raw[j] = s
+                c2[j] = s if qb[j] > 0 else cst[_PAD]
+            for j in range(m):
+                for i in range(n):
+                    base[j, i] = (c1[i] + c2[j]) * cst[_TWO]
+                    T[j, i] = plan[b, i, j] if start else pb[i] * qb[j]
+            for i in range(n):
+                f_b[i] = f[b, i]
+            for j in range(m):
+                g_b[j] = g[b, j]
+            have_potentials = warm
+            step, loss = cst[_INF], cst[_INF]
+            val, iters, conv, by_value = zero, max_iter, False, False
+            for it in range(max_iter):
+                _gradient(Cb, T, C2b, base, R, M, n, m, cst)
+                if value_rtol > 0 and it > 0:  # the loss of T falls out of its gradient
+                    s = zero
+                    for j in range(m):
+                        for i in range(n):
+                            s += M[j, i] * T[j, i]
+                    new_loss = cst[_HALF] * s
+                    done = abs(new_loss - loss) <= value_rtol * abs(new_loss)
+                    loss = new_loss
+                    if done:
+                        val, iters, conv, by_value = new_loss, it, True, True
+                        break
+                if check_every > 1:
+                    exact = it % check_every == 0 or it % check_every == check_every - 1
+                else:
+                    exact = it == 0
+                if inexact <= 0 or exact or it == max_iter - 1:
+                    tol_in = sk_tol
+                else:
+                    tol_in = max(inexact * step, sk_tol)
+                steps = _newton(
+                    M, pb, qb, f_b, g_b, have_potentials, tol_in, sk_max, n, m, cst, K, H, vec, bits,
+                    T_new,
+                )  # fmt: skip
+                have_potentials = True
+                if steps >= NEWTON_MAX_STEPS + sk_max:
+                    capped[0] += 1
                 s = zero
                 for j in range(m):
                     for i in range(n):
-                        s += M[j, i] * T[j, i]
-                new_loss = cst[_HALF] * s
-                done = abs(new_loss - loss) <= value_rtol * abs(new_loss)
-                loss = new_loss
-                if done:
-                    val, iters, conv, by_value = new_loss, it, True, True
+                        diff = T_new[j, i] - T[j, i]
+                        s += diff * diff
+                step = math.sqrt(s)
+                T, T_new = T_new, T
+                if it % check_every == 0 and step <= tol:
+                    iters, conv = it + 1, True
                     break
-            if check_every > 1:
-                exact = it % check_every == 0 or it % check_every == check_every - 1
-            else:
-                exact = it == 0
-            if inexact <= 0 or exact or it == max_iter - 1:
-                tol_in = sk_tol
-            else:
-                tol_in = max(inexact * step, sk_tol)
-            steps = _newton(
-                M, pb, qb, f_b, g_b, have_potentials, tol_in, sk_max, n, m, cst, K, H, vec, bits,
-                T_new,
-            )  # fmt: skip
-            have_potentials = True
-            if steps >= NEWTON_MAX_STEPS + sk_max:
-                capped[0] += 1
-            s = zero
+            if not by_value:  # stopped by the plan test or max_iter: the loss of the last plan
+                val = _gw_loss(Cb, C2b, T, c1_raw, c2_raw, R, n, m, cst)
+            value[b], n_iter[b], converged[b] = val, iters, conv
+            if lam.shape[0] > 0:  # the barycenter update's share of this member: λ Tᵀ C1 T, where
+                # R = T C1 of the final plan is left by the loss (or by the gradient the value test
+                # stopped on)
+                out = total[rows[b, 4]]
+                for j in range(m):
+                    for l in range(m):  # noqa: E741
+                        s = zero
+                        for i in range(n):
+                            s += R[j, i] * T[l, i]
+                        out[j, l] += lam[b] * s
+            plan[b] = zero
+            f[b] = zero
+            g[b] = zero
+            for i in range(n):
+                for j in range(m):
+                    plan[b, i, j] = T[j, i]
+                f[b, i] = f_b[i] if pb[i] > 0 else zero
             for j in range(m):
-                for i in range(n):
-                    diff = T_new[j, i] - T[j, i]
-                    s += diff * diff
-            step = math.sqrt(s)
-            T, T_new = T_new, T
-            if it % check_every == 0 and step <= tol:
-                iters, conv = it + 1, True
-                break
-        if not by_value:  # stopped by the plan test or max_iter: the loss of the last plan
-            val = _gw_loss(Cb, C2b, T, c1_raw, c2_raw, R, n, m, cst)
-        value[b], n_iter[b], converged[b] = val, iters, conv
-        if lam.shape[0] > 0:  # the barycenter update's share of this member: λ Tᵀ C1 T, where
-            # R = T C1 of the final plan is left by the loss (or by the gradient the value test
-            # stopped on)
-            out = total[rows[b, 4]]
-            for j in range(m):
-                for l in range(m):  # noqa: E741
-                    s = zero
-                    for i in range(n):
-                        s += R[j, i] * T[l, i]
-                    out[j, l] += lam[b] * s
-        plan[b] = zero
-        f[b] = zero
-        g[b] = zero
-        for i in range(n):
-            for j in range(m):
-                plan[b, i, j] = T[j, i]
-            f[b, i] = f_b[i] if pb[i] > 0 else zero
-        for j in range(m):
-            g[b, j] = g_b[j] if qb[j] > 0 else zero
+                g[b, j] = g_b[j] if qb[j] > 0 else zero
+
+    return _solve_batch
+
+
+def _foreign_digest() -> str:
+    """SHA-256 of the source of :mod:`~poisonlab.explain._gw_fused_newton` and of the values
+    the compiled code freezes from other modules (everything it reads outside this file)."""
+    from poisonlab.explain import _gw_fused_newton
+
+    digest = hashlib.sha256(Path(_gw_fused_newton.__file__).read_bytes())
+    digest.update(repr((NEWTON_MAX_STEPS, ABSORB, ARMIJO, PAD_COST)).encode())
+    return digest.hexdigest()
+
+
+_solve_batch = _compiled_loops(_foreign_digest())
