@@ -8,21 +8,9 @@ import torch
 from poisonlab.explain._gw_rows import fused_settings, solve_sources, stack_sources
 from poisonlab.explain.gw_barycenter import gw_barycenters, update_structure
 from poisonlab.explain.gw_batches import gw_to_spaces
-from poisonlab.explain.point_cloud import PointClouds, pad_clouds
+from tests.explain.test_gw_fused import _clouds
 
 CLUSTERING = {"check_every": 1, "value_rtol": 1e-5, "max_iter": 50}
-
-
-def _clouds(seed: int, sizes: list[int], dtype: torch.dtype = torch.float64) -> PointClouds:
-    rng = np.random.default_rng(seed)
-    Cs, ps = [], []
-    for n in sizes:
-        x = torch.as_tensor(rng.normal(size=(n, 2)))
-        C = torch.cdist(x, x)
-        Cs.append((C / C.max()).to(dtype))
-        p = torch.as_tensor(rng.random(n) + 0.2)
-        ps.append((p / p.sum()).to(dtype))
-    return pad_clouds(Cs, ps)
 
 
 def _spaces(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
