@@ -221,3 +221,31 @@ def test_compiling_shows_as_a_stage_of_its_own(
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0] for line in lines] == ["GW solver"]
     assert "loops for float32" in lines[0] and "done in" in lines[0]
+
+
+def test_no_writable_numba_cache_falls_back_to_the_tensor_path(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where numba finds no folder to write its cache to (a read-only install and home), it
+    refuses the module's cache=True functions with a RuntimeError at import: the solve takes
+    the tensor path with one warning saying how to fix it, instead of failing."""
+    from poisonlab.explain import _gw_dispatch
+
+    def refuse(name: str) -> None:
+        raise RuntimeError(f"cannot cache function '_kernel_exp': no locator available for {name}")
+
+    clouds, C, p = _mixed(torch.float32)
+    monkeypatch.setattr(_gw_dispatch.importlib, "import_module", refuse)
+    _gw_dispatch._numba_missing.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="poisonlab.explain.gromov"):
+            auto = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, **CLUSTERING)  # type: ignore[arg-type]
+            entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, **CLUSTERING)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="NUMBA_CACHE_DIR"):
+            entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, fused=True)
+    finally:
+        _gw_dispatch._numba_missing.cache_clear()
+    tensor = entropic_gw(clouds.C, clouds.p, C, p, epsilon=0.02, fused=False, **CLUSTERING)  # type: ignore[arg-type]
+    assert torch.equal(auto.value, tensor.value)
+    warned = [r.getMessage() for r in caplog.records if "NUMBA_CACHE_DIR" in r.getMessage()]
+    assert len(warned) == 1 and "tensor path" in warned[0]

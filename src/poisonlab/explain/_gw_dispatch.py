@@ -9,6 +9,7 @@ applies the same ones.
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 
 import torch
@@ -21,13 +22,23 @@ logger = logging.getLogger("poisonlab.explain.gromov")
 
 
 @functools.cache
-def _numba_available() -> bool:
-    """numba imports (the fused solver's compiler; imported only when a solve needs it)."""
+def _numba_missing() -> str:
+    """What the fused solver's compiled loops lack here ("" if nothing): numba itself, or a
+    folder numba can write its cache to (the module's ``__pycache__`` or the user's cache
+    folder; without one numba refuses ``cache=True`` functions when the module is imported).
+    Imported only when a solve needs it; the tensor path solves otherwise."""
     try:
-        import poisonlab.explain._gw_fused  # noqa: F401
+        importlib.import_module("poisonlab.explain._gw_fused")
     except ImportError:
-        return False
-    return True
+        return "numba installed"
+    except RuntimeError as error:  # numba's "cannot cache function ...: no locator available"
+        logger.warning(
+            "the GW solver runs on its tensor path, about 3x slower: numba found no writable "
+            "folder for its compiled loops (%s); set NUMBA_CACHE_DIR to a writable folder",
+            error,
+        )
+        return "a folder numba can write its cache to (NUMBA_CACHE_DIR)"
+    return ""
 
 
 def totals_match(firsts: tuple[Tensor, ...], q: Tensor, tol: float) -> bool:
@@ -61,9 +72,7 @@ def _fused_unavailable(newton: bool, resume: GWState | None, tensors: tuple) -> 
         ("cpu", torch.float64),
     }:
         return "CPU tensors of one dtype, float32 or float64"
-    if not _numba_available():
-        return "numba installed"
-    return ""
+    return _numba_missing()
 
 
 def _solve_fused(C1: Tensor, p: Tensor, C2: Tensor, q: Tensor, **kw: object) -> GWResult:

@@ -225,7 +225,7 @@ def entropic_gw(
         (:mod:`~poisonlab.explain._gw_fused`: same iterations and stopping rules, 2-4× faster
         per outer iteration) instead of as batched tensor calls.  None (default): whenever it
         applies, i.e. on CPU, in float32 or float64, with Newton inner solves, without
-        ``resume``, and with numba installed, unless the two spaces' mass totals differ by
+        ``resume``, and with numba installed and a folder it can write its cache to, unless the two spaces' mass totals differ by
         more than the inner tolerance allows
         (:func:`~poisonlab.explain._gw_dispatch.totals_match`); False: the tensor path;
         True: the fused path (a ValueError where it does not apply).
