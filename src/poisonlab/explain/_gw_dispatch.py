@@ -80,11 +80,16 @@ def _solve_fused(C1: Tensor, p: Tensor, C2: Tensor, q: Tensor, **kw: object) -> 
     from poisonlab.explain import _gw_fused
 
     value, plan, n_iter, converged, f, g, capped = _gw_fused.solve(C1, p, C2, q, **kw)  # type: ignore[arg-type]
+    log_capped(capped, kw["sinkhorn_max_iter"])  # type: ignore[arg-type]
+    return GWResult(value, plan, n_iter, converged, (f, g))
+
+
+def log_capped(capped: int, sinkhorn_max_iter: int) -> None:
+    """Log how many inner solves stopped at the Sinkhorn budget (none: nothing)."""
     if capped:
         logger.info(
             "%d inner Sinkhorn solves stopped at sinkhorn_max_iter=%d (POT warns 'Sinkhorn did "
             "not converge' there too); a larger epsilon converges faster",
             capped,
-            kw["sinkhorn_max_iter"],
+            sinkhorn_max_iter,
         )
-    return GWResult(value, plan, n_iter, converged, (f, g))

@@ -26,10 +26,10 @@ from poisonlab.explain.gromov import (
     _default_tol,
     _fused_unavailable,
     entropic_gw,
-    logger,
+    log_capped,
     totals_match,
 )
-from poisonlab.explain.point_cloud import PointClouds
+from poisonlab.explain.point_cloud import PointClouds, fit_width
 
 __all__ = ["fused_settings", "solve_sources", "stack_sources"]
 
@@ -101,8 +101,8 @@ def stack_sources(
     if len(kept) == 1:
         return sources[0].C, sources[0].p, index
     width = max(s.n_max for s in kept)
-    C = torch.cat([_padded(s.C, width, 2) for s in kept])
-    p = torch.cat([_padded(s.p, width, 1) for s in kept])
+    C = torch.cat([fit_width(s.C, width, 2) for s in kept])
+    p = torch.cat([fit_width(s.p, width) for s in kept])
     starts = torch.tensor([0] + [len(s) for s in kept[:-1]]).cumsum(0)
     slot = torch.tensor([distinct[id(s)] for s in sources])
     return C, p, starts[slot][which] + index
@@ -158,20 +158,5 @@ def solve_sources(
         groups=n_groups,
         **settings,  # type: ignore[arg-type]
     )
-    if capped:
-        logger.info(
-            "%d inner Sinkhorn solves stopped at sinkhorn_max_iter=%d (POT warns 'Sinkhorn did "
-            "not converge' there too); a larger epsilon converges faster",
-            capped,
-            settings["sinkhorn_max_iter"],
-        )
+    log_capped(capped, settings["sinkhorn_max_iter"])  # type: ignore[arg-type]
     return GWResult(value, plan, n_iter, converged, (f, g)), total
-
-
-def _padded(x: Tensor, n: int, dims: int) -> Tensor:
-    """``x`` (B, w, ...) zero-padded to ``n`` along dimensions 1 to ``dims``."""
-    if x.shape[1] == n:
-        return x
-    out = x.new_zeros(x.shape[0], *([n] * dims), *x.shape[dims + 1 :])
-    out[(slice(None),) + (slice(0, x.shape[1]),) * dims] = x
-    return out

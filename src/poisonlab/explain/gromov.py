@@ -58,20 +58,22 @@ SIAM J. Sci. Comput. 41(3), 2019.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import Tensor
 
 # GWResult, GWState, totals_match and _fused_unavailable are imported from here (re-exported)
-from poisonlab.explain._gw_dispatch import _fused_unavailable, _solve_fused, totals_match
+from poisonlab.explain._gw_dispatch import (
+    _fused_unavailable,
+    _solve_fused,
+    log_capped,
+    totals_match,
+)
 from poisonlab.explain._gw_state import GWResult, GWState, _check_resume
 from poisonlab.explain._newton_ot import NEWTON_MAX_STEPS, gauge_terms, newton_semidual
 from poisonlab.explain._sinkhorn import PAD_COST, sinkhorn
 
 __all__ = ["INNER_SOLVERS", "GWResult", "GWState", "entropic_gw", "gw_loss"]
 
-logger = logging.getLogger(__name__)
 
 #: Inner OT solvers of :func:`entropic_gw`: ``"auto"`` picks Newton for few columns.
 INNER_SOLVERS = ("auto", "newton", "sinkhorn")
@@ -427,13 +429,7 @@ def entropic_gw(
     plan[todo] = work["T"]
     if f is not None and g is not None:
         pot_f[todo], pot_g[todo] = f, g
-    if capped:
-        logger.info(
-            "%d inner Sinkhorn solves stopped at sinkhorn_max_iter=%d (POT warns 'Sinkhorn did "
-            "not converge' there too); a larger epsilon converges faster",
-            capped,
-            sinkhorn_max_iter,
-        )
+    log_capped(capped, sinkhorn_max_iter)
     _fill_values(value, C1, p, C2, q, plan)
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
 

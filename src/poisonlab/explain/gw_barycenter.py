@@ -48,7 +48,7 @@ from torch import Tensor
 from poisonlab.explain._gw_rows import fused_settings, solve_sources, stack_sources
 from poisonlab.explain.gromov import GWResult
 from poisonlab.explain.gw_batches import CHUNK_ELEMENTS, gather_chunks, solve_pairs
-from poisonlab.explain.point_cloud import PointClouds
+from poisonlab.explain.point_cloud import PointClouds, fit_width
 
 __all__ = [
     "GWBarycenter",
@@ -315,9 +315,9 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
     p_bar = torch.full((n_support,), 1.0 / n_support, dtype=dt, device=dev)
     plans = pots = None
     if warm_start and init_plans is not None:
-        plans = torch.cat([_pad(T, width) for T in init_plans])
+        plans = torch.cat([fit_width(T, width) for T in init_plans])
         if init_potentials is not None:
-            f = torch.cat([_pad(fg[0], width) for fg in init_potentials])
+            f = torch.cat([fit_width(fg[0], width) for fg in init_potentials])
             pots = (f, torch.cat([fg[1] for fg in init_potentials]))
     C = init_C.to(dev, dt).clone()
     objective = [torch.inf] * n_groups
@@ -425,8 +425,8 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
             out[g] = GWBarycenter(
                 C[g],
                 p_bar,
-                _pad(res.plan[sel], n_g),  # type: ignore[index]
-                (_pad(res.potentials[0][sel], n_g), res.potentials[1][sel]),
+                fit_width(res.plan[sel], n_g),  # type: ignore[index]
+                (fit_width(res.potentials[0][sel], n_g), res.potentials[1][sel]),
                 res.value[sel],
                 it,
                 converged,
@@ -438,13 +438,6 @@ chunk_elements, check_every, gw_value_rtol, objective_rtol, inner
             if live.numel() == 0:
                 break
     return out  # type: ignore[return-value]
-
-
-def _pad(x: Tensor, n: int) -> Tensor:
-    """``x`` (S, w, ...) cut or zero-padded to width ``n`` along dimension 1."""
-    if x.shape[1] >= n:
-        return x[:, :n]
-    return torch.cat([x, x.new_zeros(x.shape[0], n - x.shape[1], *x.shape[2:])], dim=1)
 
 
 def update_structure(Cs: Tensor, plans: Tensor, weights: Tensor, p_bar: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from poisonlab.explain._gw_rows import fused_settings, solve_sources, stack_sources
 from poisonlab.explain.gromov import GWResult, GWState, entropic_gw
-from poisonlab.explain.point_cloud import PointClouds
+from poisonlab.explain.point_cloud import PointClouds, fit_width
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -152,9 +152,9 @@ def _solve_chunks(
     def store(idx: Tensor, res: GWResult) -> None:
         # full width: a resumed problem overwrites its parked entries, maybe wider
         value[idx], n_iter[idx], converged[idx] = res.value, res.n_iter, res.converged
-        pot_f[idx], pot_g[idx] = _fit(res.potentials[0], width), res.potentials[1]
+        pot_f[idx], pot_g[idx] = fit_width(res.potentials[0], width), res.potentials[1]
         if plan is not None and res.plan is not None:
-            plan[idx] = _fit(res.plan, width)
+            plan[idx] = fit_width(res.plan, width)
 
     park = tail_park if len(chunks) > 1 else 0
     parked: list[_Parked] = []
@@ -216,15 +216,15 @@ def _resume_parked(
             k = local_ids[src_ids == j]  # positions in st
             i = st.index[k]  # positions in the chunk
             rows.append(idx[i])
-            C1.append(_fit(sub.C[i], n, dims=2))
-            p.append(_fit(sub.p[i], n))
+            C1.append(fit_width(sub.C[i], n, dims=2))
+            p.append(fit_width(sub.p[i], n))
             if not shared:
                 C2.append(C2_chunk.expand(len(k), m, m) if C2_chunk.dim() == 2 else C2_chunk[i])
                 q.append(q_chunk.expand(len(k), m) if q_chunk.dim() == 1 else q_chunk[i])
             kept.append(
                 (
-                    _fit(st.plan[k], n),
-                    _fit(st.f[k], n),
+                    fit_width(st.plan[k], n),
+                    fit_width(st.f[k], n),
                     st.g[k],
                     st.step[k],
                     st.loss[k],
@@ -246,18 +246,6 @@ def _resume_parked(
         )
         out.append((torch.cat(rows), res))
     return out
-
-
-def _fit(x: Tensor, n: int, dims: int = 1) -> Tensor:
-    """``x`` (B, w, ...) cut or zero-padded to ``n`` along dimensions 1 to ``dims`` (cut only
-    padding: entries beyond a cloud's size are zero)."""
-    for d in range(1, dims + 1):
-        w = x.shape[d]
-        if w > n:
-            x = x.narrow(d, 0, n)
-        elif w < n:
-            x = torch.cat([x, x.new_zeros(*x.shape[:d], n - w, *x.shape[d + 1 :])], dim=d)
-    return x
 
 
 def gw_to_centers(
@@ -407,10 +395,10 @@ def gw_to_spaces(
         out.append(
             GWResult(
                 res.value[part],
-                None if res.plan is None else _fit(res.plan[part], n),
+                None if res.plan is None else fit_width(res.plan[part], n),
                 res.n_iter[part],
                 res.converged[part],
-                (_fit(res.potentials[0][part], n), res.potentials[1][part]),
+                (fit_width(res.potentials[0][part], n), res.potentials[1][part]),
             )
         )
     return out
@@ -423,7 +411,7 @@ def _stack_padded(
     width = max(c.n_max for c in sources)
     if any(x is None for x in parts):
         raise ValueError("warm starts must be given for all batches or none")
-    return torch.cat([_fit(x, width) for x in parts])  # type: ignore[arg-type]
+    return torch.cat([fit_width(x, width) for x in parts])  # type: ignore[arg-type]
 
 
 def gather_chunks(

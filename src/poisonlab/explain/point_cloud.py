@@ -211,3 +211,15 @@ def heatmaps_to_clouds(
     cmax = C.amax(dim=(1, 2), keepdim=True)
     C = torch.where(cmax > 0, C / torch.where(cmax > 0, cmax, 1.0), 0.0)
     return PointClouds(C, p, k.to(torch.int64), coords)
+
+
+def fit_width(x: Tensor, n: int, dims: int = 1) -> Tensor:
+    """``x`` (B, w, ...) cut or zero-padded to ``n`` along dimensions 1 to ``dims`` (cut only
+    padding: entries beyond a cloud's size are zero)."""
+    for d in range(1, dims + 1):
+        w = x.shape[d]
+        if w > n:
+            x = x.narrow(d, 0, n)
+        elif w < n:
+            x = torch.cat([x, x.new_zeros(*x.shape[:d], n - w, *x.shape[d + 1 :])], dim=d)
+    return x
