@@ -27,6 +27,11 @@ update as measured, the others at the mean of the later measured ones).  Agreeme
 ``entropic_gromov_wasserstein2`` from the subset clouds to OUR float64 barycenters vs our
 float64 values, and vs our float32 solver on the same pairs.
 
+Part 1 ends with the ratio the target is stated in, ours per warm Lloyd update of a real run
+against POT's exact loop per iteration, read from ``--repeats`` (5) pairs timed in turn (ours,
+POT, ours, POT, ...: a host that drifts moves both sides of a pair) after the rest of Part 1,
+whose first real run is the warm-up: the median of the per-pair ratios, with min and max.
+
 Part 2, a full Heatmap Clustering run with our defaults (pooling 2 → ~60 points per cloud,
 k-means++ seeding included, float32) on the same 1,000 maps, and the same with tight criteria
 (float64, barycenters to 1e-6 relative with fully solved couplings): wall and CPU seconds,
@@ -40,12 +45,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -54,7 +60,7 @@ if __package__ in (None, ""):  # run as `python bench/bench_gromov.py`: make `be
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import poisonlab.explain.gw_lloyd as gw_lloyd_module
-from bench.common import markdown_table, write_result
+from bench.common import load_average, markdown_table, write_result
 from poisonlab.explain.gw_barycenter import gw_barycenters, random_structure
 from poisonlab.explain.gw_batches import gw_to_centers, gw_to_one
 from poisonlab.explain.gw_kmeans import gw_kmeans
@@ -201,6 +207,73 @@ def _pot_batch_barycenter(
     return times
 
 
+def _extrapolated(seconds: tuple[float, ...], updates: int) -> float:
+    """Seconds of ``updates`` barycenter updates from those of the first few measured: the first
+    as measured, the others at the mean of updates 2..k (coupling solves get cheaper once the
+    barycenter has left its random start)."""
+    later = sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0]
+    return seconds[0] + (updates - 1) * later
+
+
+def _pot_iteration(
+    solver: str,
+    clouds: PointClouds,
+    labels: torch.Tensor,
+    subset: torch.Tensor,
+    starts: list[torch.Tensor],
+    barys: list[Any],
+    args: argparse.Namespace,
+) -> tuple[float, float, float, list[float]]:
+    """POT's per-pair loop ("entropic" or "exact") for one k-means iteration, timed on ``subset``.
+
+    Each barycenter's loop (:func:`_pot_barycenter`) runs on the subset's members of its cluster
+    from ``starts[j]``, is timed over its first ``--pot-updates`` updates and extrapolated to
+    ``barys[j].n_iter`` updates and to all the cluster's members; then the GW distance of every
+    subset cloud to each of ``barys`` (ours), extrapolated to all clouds.  Returns wall and CPU
+    seconds of the iteration, the CPU seconds of its distances alone, and the subset's distances
+    (to barycenter 0, then to barycenter 1).
+    """
+    import ot
+
+    n, p_bar = len(clouds), ot.unif(barys[0].C.shape[0])
+    wall = cpu = dist_cpu = 0.0
+    values: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for j in (0, 1):
+            sub = subset[labels[subset] == j].tolist()
+            Cs, ps = zip(*(_np(clouds, i) for i in sub), strict=True)
+            scale, updates = int((labels == j).sum()) / len(sub), barys[j].n_iter
+            k = min(updates, args.pot_updates)
+            both = _pot_barycenter(solver, list(Cs), list(ps), starts[j].numpy(), k, args)
+            wall_j, cpu_j = (_extrapolated(t, updates) for t in zip(*both, strict=True))
+            wall, cpu = wall + scale * wall_j, cpu + scale * cpu_j
+            _progress(f"POT {solver} barycenter {j}: {both} s (wall, CPU) per update")
+        for j in (0, 1):
+            Cb = barys[j].C.numpy()
+
+            def distances(Cb: np.ndarray = Cb) -> list[float]:
+                found = []
+                for i in subset.tolist():
+                    C, p = _np(clouds, i)
+                    if solver == "entropic":
+                        found.append(
+                            ot.gromov.entropic_gromov_wasserstein2(
+                                C, Cb, p, p_bar, "square_loss", args.epsilon
+                            )
+                        )
+                    else:
+                        found.append(ot.gromov.gromov_wasserstein2(C, Cb, p, p_bar, "square_loss"))
+                return [float(v) for v in found]
+
+            found, wall_j, cpu_j = _timed(distances)
+            values += found
+            wall, cpu = wall + wall_j * n / len(subset), cpu + cpu_j * n / len(subset)
+            dist_cpu += cpu_j * n / len(subset)
+            _progress(f"POT {solver} distances {j} done")
+    return wall, cpu, dist_cpu, values
+
+
 #: Barycenter settings of the clustering path (gw_kmeans' defaults).
 FAST_BARY = {
     "tol": 0.0,
@@ -265,6 +338,86 @@ def real_iteration(
     return text, per_update, res.labels
 
 
+class RatioSummary(NamedTuple):
+    """Repeated pairs of timings, ours and POT's: each pair's ratio and the medians."""
+
+    ratios: list[float]  #: POT / ours, pair by pair
+    ours: float  #: median of ours
+    pot: float  #: median of POT's
+    ratio: float  #: median of the per-pair ratios (the reading)
+    low: float  #: smallest per-pair ratio
+    high: float  #: largest per-pair ratio
+
+
+def ratio_summary(ours: list[float], pot: list[float]) -> RatioSummary:
+    """Per-pair ratios ``pot[i] / ours[i]``, their median, min and max, and each side's median."""
+    if not ours or len(ours) != len(pot):
+        raise ValueError(f"need as many timings of POT as of ours, got {len(pot)} and {len(ours)}")
+    ratios = [b / a for a, b in zip(ours, pot, strict=True)]
+    return RatioSummary(
+        ratios,
+        statistics.median(ours),
+        statistics.median(pot),
+        statistics.median(ratios),
+        min(ratios),
+        max(ratios),
+    )
+
+
+def repeated_ratio(
+    args: argparse.Namespace, maps: torch.Tensor, pot_exact: Callable[[], tuple[float, float]]
+) -> str:
+    """Ours per warm update against POT's exact loop per iteration, ``--repeats`` pairs in turn.
+
+    Each pair is a fresh :func:`real_iteration` (one ``gw_kmeans`` run, CPU seconds per warm
+    Lloyd update), then ``pot_exact()`` (CPU seconds of POT's exact loop per iteration and of its
+    distances alone), so both sides of a ratio are timed seconds apart and a drift of the host
+    moves both.  The caller's own first real run (it compiles or loads the compiled loops) is
+    the warm-up and is not among them.
+    """
+    ours, pot, dist, loads = [], [], [], []
+    for r in range(args.repeats):
+        loads.append(load_average())
+        ours.append(real_iteration(args, maps)[1])
+        pot_r, dist_r = pot_exact()
+        pot.append(pot_r)
+        dist.append(dist_r)
+        _progress(f"repeat {r + 1}/{args.repeats}: ours {ours[-1]:.3f}, POT exact {pot_r:.2f} s")
+    s = ratio_summary(ours, pot)
+    rows = [
+        [r + 1, f"{loads[r]:.2f}", f"{ours[r]:.3f}", f"{pot[r]:.2f}", f"{dist[r]:.2f}",
+         f"{s.ratios[r]:.1f}×"]
+        for r in range(args.repeats)
+    ]  # fmt: skip
+    rows.append(
+        ["median", "-", f"{s.ours:.3f}", f"{s.pot:.2f}", f"{statistics.median(dist):.2f}",
+         f"**{s.ratio:.1f}×** (min {s.low:.1f}×, max {s.high:.1f}×)"]
+    )  # fmt: skip
+    return (
+        f"\n### Ours per warm update vs POT's exact loop, {args.repeats} interleaved pairs\n\n"
+        f"Timed in turn after everything above, in one process: ours, POT, ours, POT, ... "
+        f'({args.repeats} pairs).  Ours: a fresh real run of `gw_kmeans` (as the row "one warm '
+        f'Lloyd update of a real run"), CPU-s per warm Lloyd update.  POT: its exact loop per '
+        f'iteration, the same computation as the row "POT exact loop" (the same '
+        f"{args.pot_subset}-cloud subset, barycenter loops from the same starts, distances to "
+        f"our float64 barycenters, the same extrapolation).  The process's first real run (the "
+        f'row "one warm Lloyd update of a real run"; it compiles or loads the compiled loops) '
+        f"is the warm-up and is not among the pairs.  Each pair's ratio is POT's time over "
+        f"ours; the reading is the median of the per-pair ratios.\n\n"
+        + markdown_table(
+            [
+                "pair",
+                "load (1 min)",
+                "ours, CPU-s per warm update",
+                "POT exact, CPU-s per iteration",
+                "of which its distances",
+                "POT / ours",
+            ],
+            rows,
+        )
+    )
+
+
 def one_iteration(
     args: argparse.Namespace,
     maps: torch.Tensor,
@@ -272,8 +425,6 @@ def one_iteration(
     real: tuple[str, float, torch.Tensor],
     real_sk: tuple[str, float, torch.Tensor],
 ) -> str:
-    import ot  # POT only for the reference loops
-
     N = args.n_support
     cpu = torch.device("cpu")
     gen = torch.Generator().manual_seed(args.seed)
@@ -326,13 +477,8 @@ def one_iteration(
     for j in (0, 1):
         k = min(updates[j], args.pot_updates)
         times = _pot_batch_barycenter(clouds.subset(members[j]), starts[j], k, args)
-        for col, series in enumerate(zip(*times, strict=True)):
-            later = sum(series[1:]) / (len(series) - 1) if len(series) > 1 else series[0]
-            total = series[0] + (updates[j] - 1) * later
-            if col == 0:
-                batch_wall += total
-            else:
-                batch_cpu += total
+        wall_j, cpu_j = (_extrapolated(series, updates[j]) for series in zip(*times, strict=True))
+        batch_wall, batch_cpu = batch_wall + wall_j, batch_cpu + cpu_j
         _progress(f"POT batch barycenter {j}: {times} s (wall, CPU) per update")
         (value, _), wall_j, cpu_j = _timed(
             lambda j=j: _pot_batch_to_one(clouds, barys[j].C, barys[j].p, args)
@@ -344,48 +490,17 @@ def one_iteration(
 
     sub_gen = torch.Generator().manual_seed(args.seed + 1)
     subset = torch.randperm(n, generator=sub_gen)[: args.pot_subset]
-    sub_members = [subset[labels[subset] == j].tolist() for j in (0, 1)]
-    p_bar = ot.unif(N)
-    pot: dict[str, float] = {"entropic": 0.0, "exact": 0.0}
-    pot_cpu: dict[str, float] = {"entropic": 0.0, "exact": 0.0}
-    ref, ours_sub, exact_sub, batch_sub = [], [], [], []
-    exact_dist_cpu = 0.0  # POT exact, the 2n distances alone
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for j in (0, 1):
-            Cs, ps = zip(*(_np(clouds, i) for i in sub_members[j]), strict=True)
-            scale = len(members[j]) / len(sub_members[j])
-            k = min(updates[j], args.pot_updates)
-            for name in ("entropic", "exact"):
-                both = _pot_barycenter(name, list(Cs), list(ps), starts[j].numpy(), k, args)
-                for col, times in enumerate(zip(*both, strict=True)):
-                    # first update measured; the others at the mean of updates 2..k (coupling
-                    # solves get cheaper once the barycenter has left its random start)
-                    later = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
-                    (pot, pot_cpu)[col][name] += scale * (times[0] + (updates[j] - 1) * later)
-                _progress(f"POT {name} barycenter {j}: {both} s (wall, CPU) per update")
-        for j in (0, 1):
-            Cb = barys[j].C.numpy()
-            t0, c0 = time.perf_counter(), time.process_time()
-            for i in subset.tolist():
-                C, p = _np(clouds, i)
-                ref.append(
-                    ot.gromov.entropic_gromov_wasserstein2(
-                        C, Cb, p, p_bar, "square_loss", args.epsilon
-                    )
-                )
-                ours_sub.append(float(dist[i, j]))
-            pot["entropic"] += (time.perf_counter() - t0) * n / len(subset)
-            pot_cpu["entropic"] += (time.process_time() - c0) * n / len(subset)
-            _progress(f"POT entropic distances {j} done")
-            t0, c0 = time.perf_counter(), time.process_time()
-            for i in subset.tolist():
-                C, p = _np(clouds, i)
-                exact_sub.append(ot.gromov.gromov_wasserstein2(C, Cb, p, p_bar, "square_loss"))
-                batch_sub.append(float(batch_dist[i, j]))
-            pot["exact"] += (time.perf_counter() - t0) * n / len(subset)
-            pot_cpu["exact"] += (time.process_time() - c0) * n / len(subset)
-            exact_dist_cpu += (time.process_time() - c0) * n / len(subset)
+    pot: dict[str, float] = {}
+    pot_cpu: dict[str, float] = {}
+    pot["entropic"], pot_cpu["entropic"], _, ref = _pot_iteration(
+        "entropic", clouds, labels, subset, starts, barys, args
+    )
+    pot["exact"], pot_cpu["exact"], exact_dist_cpu, exact_sub = _pot_iteration(
+        "exact", clouds, labels, subset, starts, barys, args
+    )
+    pairs = [(i, j) for j in (0, 1) for i in subset.tolist()]  # the order of POT's values
+    ours_sub = [float(dist[i, j]) for i, j in pairs]
+    batch_sub = [float(batch_dist[i, j]) for i, j in pairs]
     # float32 distance solver on the same pairs (float64 barycenters, rounded to float32)
     sub32 = clouds.subset(subset)
     sub32 = type(sub32)(sub32.C.float(), sub32.p.float(), sub32.sizes)
@@ -433,6 +548,12 @@ def one_iteration(
     ]  # fmt: skip
     sizes = clouds.sizes.double()
     upd32 = [b.n_iter for b in runs[torch.float32][0]]
+
+    def pot_exact() -> tuple[float, float]:
+        timed = _pot_iteration("exact", clouds, labels, subset, starts, barys, args)
+        return timed[1], timed[2]
+
+    repeats = repeated_ratio(args, maps, pot_exact) if args.repeats else ""
     return (
         f"## One k-means iteration, {n} clouds of {sizes.mean():.0f} points "
         f"(min {sizes.min():.0f}, max {sizes.max():.0f}; pool {args.iteration_pool}, no cap)\n\n"
@@ -475,7 +596,7 @@ def one_iteration(
         f"agrees for {same_batch} of {half} subset clouds; {batch_nan} of {n} clouds got NaN. "
         f"It has no barycenter (its couplings + the same structure update here) and needs one "
         f"size per batch: clouds sorted by size in batches of {args.pot_batch_chunk}, padded "
-        f"with points of mass 1e-12 (zero-mass padding gives NaN).\n"
+        f"with points of mass 1e-12 (zero-mass padding gives NaN).\n" + repeats
     )
 
 
@@ -554,9 +675,17 @@ def main(argv: list[str]) -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="pairs (ours, POT exact) timed in turn for the ratio's median; 0: none",
+    )
     parser.add_argument("--skip", choices=["iteration", "kmeans"], default=None)
     parser.add_argument("--name", default="gromov", help="results file name")
     args = parser.parse_args(argv)
+    if args.repeats < 0:
+        parser.error(f"--repeats: expected 0 or more pairs, got {args.repeats}")
     if args.quick:
         args.n, args.pot_subset = 200, 20
     if args.threads:
