@@ -196,6 +196,50 @@ def test_user_errors_are_one_red_line(files):
         assert message in result.output and "Traceback" not in result.output
 
 
+def test_without_a_defense_the_members_of_the_combined_decision_run(files):
+    """--defense was required; without it the scan now runs the combined decision's members, and
+    summary.json says the defenses came from the default."""
+    out = files["tmp"] / "default"
+    result = run(files["data"], "--model", files["model"], "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    members = ["activation-clustering", "raw-clustering", "spectral-signatures"]
+    assert list(summary["defenses"]) == members
+    assert all(summary["defenses"][n]["role"] == "member of the decision" for n in members)
+    assert summary["decision"]["rule"] == "verdict" and summary["decision"]["members"] == members
+    assert summary["selection"]["from"] == "default"
+    assert summary["selection"]["defenses"] == members
+    assert "combined decision" in summary["selection"]["why"]
+    with (out / "scores.csv").open() as handle:
+        header = next(csv.reader(handle))
+    assert header[-2:] == ["combined_score", "removed"]
+    assert not any(c.startswith(("deep-features", "lgm-likelihood", "heatmap")) for c in header)
+
+
+def test_a_given_defense_overrides_the_default(files):
+    out = files["tmp"] / "named"
+    result = run(files["data"], "-D", "spectral-signatures", "--model", files["model"], "-o", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["defenses"]) == ["spectral-signatures"]
+    assert summary["selection"]["from"] == "named"
+
+
+def test_the_help_names_the_default_defenses_the_decision_reads():
+    """--help writes the default out (torch-free); it must stay the decision's members."""
+    import typer
+
+    from poisonlab.defenses.fusion import decision_members
+    from poisonlab.workflows.scan_selection import selection_record
+
+    command = typer.main.get_command(app).commands["scan"]  # type: ignore[attr-defined]
+    text = next(p.help for p in command.params if "--defense" in p.opts)
+    named = text.split("default: ")[1].split(", the members")[0]
+    assert named.replace(" and ", ", ").split(", ") == decision_members()
+    assert selection_record("all", ["x"])["from"] == "all"  # -D all says so too
+    assert selection_record(["raw-clustering,all"], ["x"])["from"] == "all"
+
+
 def test_help_teaches_with_examples():
     result = runner.invoke(app, ["scan", "--help"])
     assert result.exit_code == 0

@@ -94,6 +94,7 @@ def test_argument_and_file_errors_load_no_torch(tmp_path):
         ["run", "missing.toml"],
         ["data", "info", "nowhere"],
         ["demo", "--threads", "zero"],
+        ["scan", "missing.npz", "-o", "out"],  # no --defense: the default, so the file is checked
     ]
     results, heavy = run_cli(cases, tmp_path)
     assert heavy == []
@@ -114,6 +115,7 @@ def test_argument_and_file_errors_load_no_torch(tmp_path):
     assert "config file missing.toml not found" in messages[11]
     assert "nowhere: no such file or directory" in messages[12]
     assert "Invalid value for '--threads'" in messages[13]
+    assert "missing.npz: no such file or directory" in messages[14]
     assert (tmp_path / "taken" / "old.txt").read_text() == "keep me"  # refused, not replaced
     assert not (tmp_path / "out").exists()
 

@@ -317,12 +317,15 @@ def scan_command(
     out_dir: Path = typer.Option(
         ..., "--out", "-o", help="A new folder for the results (--force replaces an earlier scan)."
     ),
-    defense: list[str] = typer.Option(
-        ...,
+    defense: list[str] | None = typer.Option(
+        None,
         "--defense",
         "-D",
         metavar="<name,...>",
-        help="A defense, a comma-separated list, or all (repeatable). "
+        help="A defense, a comma-separated list, or all (repeatable); default: "
+        "activation-clustering, raw-clustering and spectral-signatures, the members of the "
+        "combined decision, which decides what clean.npz drops (the other defenses are only "
+        'reported beside it: docs/methods.md, "Combined decision"). '
         f"Registered: {', '.join(catalog.DEFENSES)}.",
     ),
     holdout: str | None = typer.Option(
@@ -416,9 +419,11 @@ def scan_command(
 
     Writes --out/scores.csv (one row per sample: index, id, label, a score and a 0/1 flag column per defense, the combined score and the 0/1 removed decision), --out/summary.json (the verdict and the decision first, then per defense its verdicts, the cut-off used per class, parameters, flags per class, timings, the models used, the thread settings), --out/model/ (a model trained here, reusable with --model; --out/lgm-model/ too when one was trained), --out/clean.npz (DATA without the removed samples; load it like any .npz) and --out/report.html (figures). Input files are only read.
 
-    Without --model, cnn-small (resnet20 above 32×32 pixels or below 6×6) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. To scan again without training, pass an earlier scan's model/ as --model: lgm-likelihood then reads the lgm-model/ beside it (or --lgm-model). A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line; --defense all runs every registered defense that can run.
+    Without --model, cnn-small (resnet20 above 32×32 pixels or below 6×6) is trained on DATA, plus lgm-net with the LGM loss when lgm-likelihood is selected. To scan again without training, pass an earlier scan's model/ as --model: lgm-likelihood then reads the lgm-model/ beside it (or --lgm-model). A defense whose needs are not met (a clean --holdout, an LGM model) is skipped with a yellow line. Without --defense, the three defenses that rank within classes run: they are the combined decision's members, and it reads no other. --defense all runs every registered defense that can run, the others reported beside the decision.
 
     Examples:
+
+        poisonlab scan data.npz --out runs/scan
 
         poisonlab scan data.npz --defense spectral-signatures --out runs/ss
 
@@ -444,8 +449,8 @@ def scan_command(
     if precision not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"--precision must be auto, float32 or bfloat16, got {precision!r}")
     chosen = parse_classes(classes)
-    names = defense_names(defense)
-    params = parse_params(param, names)
+    names = defense_names(defense) if defense else None  # None: the decision's members
+    params = parse_params(param, names or [])
     if holdout_part not in ("train", "test"):
         raise ConfigError(f"--holdout-part must be train or test, got {holdout_part!r}")
     if holdout is None and holdout_part != "train":
@@ -463,7 +468,7 @@ def scan_command(
         inputs.append(existing_file(lgm_model, "--lgm-model").resolve())
     # an earlier scan's folder holds model/ and lgm-model/: rescanning with its model reads both
     beside = None
-    if lgm_model is None and model is not None and "lgm-likelihood" in names:
+    if lgm_model is None and model is not None and "lgm-likelihood" in (names or ()):
         beside = folder_beside(model, "lgm-model")
         if beside is not None:
             inputs.append(beside.resolve())
@@ -479,7 +484,8 @@ def scan_command(
     from poisonlab.workflows.scan_inputs import as_lgm_model, model_fields
     from poisonlab.workflows.scan_output import write_scan
 
-    names = resolve_defenses(names)  # loads the detectors (and checks the catalog was right)
+    # loads the detectors (and checks the catalog was right); None: the decision's members
+    names = resolve_defenses(names)
     cut = parse_threshold(threshold)
     if cut.needs_reference and holdout is None:
         raise ConfigError(
@@ -528,7 +534,7 @@ def scan_command(
     with output_folder(out_dir, force=force, owned=SCAN_FILES) as folder:
         result = scan(
             dataset,
-            defenses=names,
+            defenses=defense or None,  # as given, so summary.json says where the names came from
             holdout=held,
             model=checkpoint,
             lgm_model=lgm_checkpoint,

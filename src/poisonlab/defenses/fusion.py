@@ -96,6 +96,15 @@ NOT_MEMBERS = {
 }
 
 
+def decision_members() -> list[str]:
+    """The registered defenses that are members of the combined decision, in registry order: those
+    that give per-class verdicts, less :data:`NOT_MEMBERS`. What a scan runs when no defense is
+    named (``poisonlab scan`` without ``--defense``)."""
+    from poisonlab.defenses import DETECTORS, detector_names
+
+    return [n for n in detector_names() if DETECTORS.get(n).gives_verdicts and n not in NOT_MEMBERS]
+
+
 def within_class_percentiles(scores: Tensor, labels: Tensor) -> Tensor:
     """Rank percentile of every score among the analysed scores of its class, float64 (N,).
 

@@ -92,7 +92,12 @@ from poisonlab.workflows.scan_inputs import (
     check_reference_members,
     check_threshold,
 )
-from poisonlab.workflows.scan_selection import build_detectors, resolve_defenses, unmet_need
+from poisonlab.workflows.scan_selection import (
+    build_detectors,
+    resolve_defenses,
+    selection_record,
+    unmet_need,
+)
 
 logger = logging.getLogger(__name__)
 # How a scan's own softmax model trains: "auto" picks bfloat16 on large data where it is native.
@@ -148,6 +153,8 @@ class ScanResult:
     settings: dict[str, Any] = field(default_factory=dict)
     networks: dict[str, Network] = field(default_factory=dict)  # role → the model it read
     decision: CombinedDecision | None = None
+    # how the defenses were chosen (scan_selection.selection_record): summary.json's "selection"
+    selection: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ran(self) -> tuple[DefenseOutcome, ...]:
@@ -277,7 +284,7 @@ def train_default_model(
 def scan(
     data: ImageDataset | str | PathLike[str],
     *,
-    defenses: str | Sequence[str] = "all",
+    defenses: str | Sequence[str] | None = "all",
     holdout: ImageDataset | str | PathLike[str] | None = None,
     model: Network | Checkpoint | str | PathLike[str] | None = None,
     lgm_model: Network | Checkpoint | str | PathLike[str] | None = None,
@@ -298,7 +305,9 @@ def scan(
     ----------
     data : the suspect training set, with its claimed labels (an ImageDataset, or a path or data
         name that :func:`poisonlab.data.load_dataset` loads)
-    defenses : "all", a registry name, a comma-separated list or a sequence of names
+    defenses : "all", a registry name, a comma-separated list or a sequence of names; None: the
+        members of the combined decision (:func:`~poisonlab.defenses.fusion.decision_members`,
+        what ``poisonlab scan`` runs without ``--defense``)
     holdout : clean held-out data (DeepFeatures, target-FPR thresholds, the verdicts' held-out
         check), as ``data``
     model : a model trained on ``data`` (Network, Checkpoint or a checkpoint folder), checked to fit
@@ -433,6 +442,7 @@ def scan(
         },
         networks={role: e.model for role, e in models.evidence.items() if e.model is not None},
         decision=combined,
+        selection=selection_record(defenses, names),
     )
 
 

@@ -15,8 +15,8 @@ from os import PathLike
 from pathlib import Path
 
 from poisonlab.data.dataset import ImageDataset
-from poisonlab.defenses import DETECTORS, Detector, detector_names
-from poisonlab.defenses.fusion import NOT_MEMBERS
+from poisonlab.defenses import DETECTORS, Detector
+from poisonlab.defenses.fusion import decision_members
 from poisonlab.defenses.thresholds import Threshold, parse_threshold
 from poisonlab.errors import CheckpointError, ConfigError, DataError
 from poisonlab.models import Checkpoint, Network
@@ -199,13 +199,10 @@ def check_reference_members(
     class verdicts and score new samples (the held-out set is scored through them)."""
     if threshold is None or not threshold.needs_reference or decision != "verdict":
         return
-    if any(d.gives_verdicts and d.inductive and d.name not in NOT_MEMBERS for d in detectors):
+    members = decision_members()
+    if any(d.inductive and d.name in members for d in detectors):
         return
-    able = [
-        n
-        for n in detector_names()
-        if (cls := DETECTORS.get(n)).gives_verdicts and cls.inductive and n not in NOT_MEMBERS
-    ]
+    able = [n for n in members if DETECTORS.get(n).inductive]
     selected = ", ".join(d.name for d in detectors) or "none that can run"
     raise ConfigError(
         f"threshold {threshold.describe()} cuts the combined score of the defenses that give "

@@ -14,9 +14,11 @@ Kept apart from :mod:`poisonlab.workflows.scan` so the pipeline stays free of fi
   it, the samples removed and the cut-off) and ``clean`` (the clean set's kept/removed counts),
   then per defense its status (ran / skipped with the reason), role in the decision, per-class
   verdicts, threshold with the cut-off used per class, parameters, flags per class, run time and
-  small extras; then the threshold, the dataset (and ``source``, where it was read) and held-out
-  set, the models used, the thread settings and the versions (``poisonlab``, ``torch`` as torch
-  reports it, ``versions`` of every package that can change the numbers).
+  small extras, and ``selection`` (the defenses selected, ``from`` "default" when none was
+  named, "all" or "named", and why); then the threshold, the dataset (and ``source``, where it
+  was read) and held-out set, the models used, the thread settings and the versions
+  (``poisonlab``, ``torch`` as torch reports it, ``versions`` of every package that can change
+  the numbers).
 * ``clean.npz``: :meth:`ScanResult.clean` (the decision's kept samples) written by
   :func:`poisonlab.data.save_npz`, so
   ``load_dataset`` reads it back; ``kept_index`` (each kept sample's row in the input) is stored
@@ -115,6 +117,7 @@ def scan_summary(result: ScanResult) -> dict[str, Any]:
                 "union_would_remove": int(result.flagged_any.sum()),
             },
             "defenses": defenses,
+            "selection": result.selection,
             "threshold": result.threshold,
             "dataset": {
                 "name": data.name,

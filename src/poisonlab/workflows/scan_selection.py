@@ -8,14 +8,25 @@ from typing import Any
 
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import DETECTORS, Detector, detector_names
+from poisonlab.defenses.fusion import decision_members
 from poisonlab.defenses.thresholds import Threshold
 from poisonlab.errors import ConfigError
 from poisonlab.models import Network
 from poisonlab.validation import short_repr
 
+DEFAULT_WHY = (
+    "none named: the members of the combined decision, the defenses that give per-class verdicts "
+    "and whose verdicts decide what is removed; the others are reported beside it, not part of it "
+    '(docs/methods.md, "Combined decision")'
+)
+"""Why a scan that names no defense runs :func:`~poisonlab.defenses.fusion.decision_members`."""
 
-def resolve_defenses(defenses: str | Sequence[str]) -> list[str]:
-    """Registry names from ``"all"``, one name, a comma-separated list or a sequence of them."""
+
+def resolve_defenses(defenses: str | Sequence[str] | None) -> list[str]:
+    """Registry names from ``"all"``, one name, a comma-separated list or a sequence of them; None
+    gives the members of the combined decision (:data:`DEFAULT_WHY`)."""
+    if defenses is None:
+        return decision_members()
     items = [defenses] if isinstance(defenses, str) else defenses
     if not isinstance(items, Sequence) or not all(isinstance(item, str) for item in items):
         raise ConfigError(
@@ -31,6 +42,17 @@ def resolve_defenses(defenses: str | Sequence[str]) -> list[str]:
     for name in names:
         DETECTORS.get(name)  # a ConfigError listing the choices for an unknown name
     return [n for n in known if n in names]
+
+
+def selection_record(defenses: str | Sequence[str] | None, names: Sequence[str]) -> dict[str, Any]:
+    """Which defenses a scan selected and why, for summary.json: ``from`` is "default" (none
+    named), "all" or "named", ``defenses`` the resolved ``names``."""
+    if defenses is None:
+        return {"from": "default", "defenses": list(names), "why": DEFAULT_WHY}
+    items = [defenses] if isinstance(defenses, str) else defenses
+    if any(n.strip() == "all" for item in items for n in item.split(",")):
+        return {"from": "all", "defenses": list(names), "why": "all: every registered defense"}
+    return {"from": "named", "defenses": list(names), "why": "named by the caller"}
 
 
 def unmet_need(
