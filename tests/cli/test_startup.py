@@ -145,6 +145,25 @@ def test_device_architecture_and_epoch_errors_load_no_torch(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_image_sizes_load_no_torch(tmp_path):
+    """--image-size's value is checked with the other arguments (its format, not the data's:
+    whether DATA is an image folder is read once the loaders are imported)."""
+    cases = [
+        ["scan", "digits", "-o", "out", "--image-size", "0x5"],
+        ["train", "-o", "out", "--image-size", "abc"],
+        ["data", "info", "digits", "--image-size", "-3"],
+        ["attack", "badnets", "-o", "out", "--image-size", "8x"],
+    ]
+    results, heavy = run_cli(cases, tmp_path)
+    assert heavy == []
+    messages = [r["err"].strip() for r in results]
+    assert all(r["code"] == 2 for r in results), results
+    assert all(m.startswith("error:") and "\n" not in m for m in messages), messages
+    for case, message in zip(cases, messages, strict=True):
+        assert f"--image-size {case[-1]!r}: expected HEIGHTxWIDTH in whole pixels >= 1" in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_too_many_threads_is_clamped_with_a_warning(tmp_path):
     cores = runtime.cpu_count()
     cases = [["scan", "missing.npz", "-D", "all", "-o", "out", "--threads", str(cores + 3)]]

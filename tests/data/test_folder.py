@@ -44,7 +44,8 @@ def test_the_resize_warning_says_how_to_choose_the_size(tmp_path: Path, caplog) 
     `scan` users read a hint they could not follow."""
     load_dataset(make_folder(tmp_path))
     assert "2 of 4 images are not 6×10 (the size of cat/a.png)" in caplog.text
-    assert "resize the files or, in Python, pass load_dataset(path, size=(" in caplog.text
+    assert "resize the files, pass --image-size HxW to the command (scan, train" in caplog.text
+    assert "or, in Python, load_dataset(path, size=(" in caplog.text
 
 
 def test_all_grayscale_gives_one_channel_mixed_gives_rgb(tmp_path: Path) -> None:

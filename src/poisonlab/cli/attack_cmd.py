@@ -29,6 +29,7 @@ from poisonlab.cli.common import (
     DATA,
     DEVICE,
     FORCE,
+    IMAGE_SIZE,
     LIMIT,
     QUIET,
     SEED,
@@ -40,6 +41,8 @@ from poisonlab.cli.common import (
     check_output_apart,
     check_threads,
     input_paths,
+    loader_options,
+    parse_image_size,
     use_threads,
 )
 from poisonlab.cli.console import configure, out, user_errors
@@ -374,6 +377,7 @@ def attack_command(
         rich_help_panel=EVAL,
     ),
     limit: int | None = LIMIT,
+    image_size: str | None = IMAGE_SIZE,
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,
@@ -406,6 +410,7 @@ def attack_command(
     check_threads(threads)
     check_device(device)
     check_limit(limit)
+    resize = parse_image_size(image_size)  # not `size`: that is the trigger's (ATTACK_OPTIONS)
     # 0 once meant the protocol's default for feature-collision (epochs or 100): refused here
     check_epochs("--victim-epochs", victim_epochs)
     catalog.check_names("attack", [name], catalog.ATTACKS)
@@ -425,6 +430,7 @@ def attack_command(
     from poisonlab.workflows.attack_run import RunSettings, run_attack
 
     kwargs = attack_kwargs(name, given)
+    resize_option = loader_options(data, resize, what="--data")  # before any model is loaded
 
     dev = pick_device(device)
     accepted = inspect.signature(ATTACKS.get(name).__init__).parameters
@@ -455,6 +461,7 @@ def attack_command(
             dev,
             folder.work,
             protocol,
+            resize_option.get("size"),
         )
         poisoned, metrics = run_attack(attack, run)
     if metrics:

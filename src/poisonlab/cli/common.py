@@ -1,7 +1,9 @@
 """Pieces shared by commands: common options, and the light checks every command makes before it
 imports torch (missing files, names, thread counts). Output folders: :mod:`poisonlab.cli.output`.
 
-Nothing here imports torch: ``--help`` and argument errors answer in well under a second.
+Nothing here imports torch at import or in its checks: ``--help`` and argument errors answer in
+well under a second (:func:`loader_options`, called once those checks passed, reads the data's
+format through the loaders).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -47,9 +50,18 @@ THREADS = typer.Option(
     help="CPU threads for torch and the numeric libraries, 1 to the machine's cores (default: "
     "POISONLAB_THREADS, else one thread for small images and every core for larger ones).",
 )
+IMAGE_SIZE = typer.Option(
+    None,
+    "--image-size",
+    metavar="<HxW>",
+    help="Resize the images of an image folder or GTSRB to HEIGHTxWIDTH pixels (e.g. 32x32; one "
+    "number: a square); default: the first image's size for an image folder (others are resized "
+    "to it, with a warning), 32x32 for GTSRB.",
+)
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_IMAGE_SIZE = re.compile(r"\s*(\d+)\s*(?:[xX×]\s*(\d+)\s*)?")
 
 
 def check_device(device: str) -> None:
@@ -69,6 +81,45 @@ def check_limit(limit: int | None) -> None:
     """Refuse a --limit below 1 now (torch-free)."""
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: expected a whole number of training images >= 1")
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """``--image-size`` as (height, width): ``"32x24"`` or ``"32"`` (a square); None stays None.
+    Refused now, before any work, unless both are whole numbers of pixels >= 1 (torch-free)."""
+    if text is None:
+        return None
+    match = _IMAGE_SIZE.fullmatch(text)
+    height, width = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+    if height < 1 or width < 1:
+        raise ConfigError(
+            f"--image-size {text!r}: expected HEIGHTxWIDTH in whole pixels >= 1 (e.g. 32x32), "
+            "or one number for a square"
+        )
+    return height, width
+
+
+def loader_options(
+    spec: str, size: tuple[int, int] | None, *, what: str = "", strict: bool = True
+) -> dict[str, Any]:
+    """The loader options for data ``spec`` (``load_dataset(spec, **options)``): ``size`` from
+    ``--image-size`` where its format is resized (an image folder, GTSRB). A source of another
+    format is refused when ``strict`` (the command's main data), else left at its own size (a
+    held-out set in another format). ``what`` names the option that gave ``spec`` in the message.
+    Reads only the format's headers, but imports the loaders (and so torch)."""
+    if size is None:
+        return {}
+    from poisonlab.data.loaders import resolve
+
+    source = resolve(spec)[0]
+    if "size" in source.options:
+        return {"size": size}
+    if strict:
+        named = f"{what} {spec}" if what else spec
+        raise ConfigError(
+            f"--image-size {size[0]}x{size[1]}: only image folders and GTSRB are resized, not "
+            f"{source.name} data ({named}, whose images keep their size)"
+        )
+    return {}
 
 
 def check_threads(threads: int | None) -> None:

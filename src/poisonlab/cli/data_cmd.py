@@ -8,7 +8,17 @@ from typing import Any
 import typer
 
 from poisonlab.cli.catalog import source_help
-from poisonlab.cli.common import QUIET, THREADS, VERBOSE, check_threads, data_path, use_threads
+from poisonlab.cli.common import (
+    IMAGE_SIZE,
+    QUIET,
+    THREADS,
+    VERBOSE,
+    check_threads,
+    data_path,
+    loader_options,
+    parse_image_size,
+    use_threads,
+)
 from poisonlab.cli.console import configure, out, user_errors
 from poisonlab.cli.main import Typer, app
 from poisonlab.errors import DataError
@@ -38,6 +48,7 @@ def info_command(
     part: Part = typer.Option(
         Part.train, "--part", help="train, or test for sources with an official test part."
     ),
+    image_size: str | None = IMAGE_SIZE,
     threads: int | None = THREADS,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -60,6 +71,7 @@ def info_command(
     configure(quiet=quiet, verbose=verbose)
     check_threads(threads)
     data_path(source)
+    size = parse_image_size(image_size)
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
@@ -67,7 +79,8 @@ def info_command(
     from poisonlab.data.checks import data_errors, data_warnings, log
     from poisonlab.data.loaders import load_dataset
 
-    dataset = load_dataset(source, part=part.value)  # logs what it resized, as train and scan do
+    # logs what it resized, as train and scan do
+    dataset = load_dataset(source, part=part.value, **loader_options(source, size))
     if len(dataset) == 0:  # nothing to show (it read "classes 1"); train and scan refuse it too
         raise DataError(data_errors(dataset, what=source)[0])
     use_threads(threads, image_shape=dataset.shape)

@@ -21,6 +21,7 @@ from poisonlab.cli import catalog
 from poisonlab.cli.common import (
     DEVICE,
     FORCE,
+    IMAGE_SIZE,
     QUIET,
     SEED,
     THREADS,
@@ -33,6 +34,8 @@ from poisonlab.cli.common import (
     data_path,
     existing_file,
     input_paths,
+    loader_options,
+    parse_image_size,
     use_threads,
 )
 from poisonlab.cli.console import configure, err, out, user_errors
@@ -406,6 +409,7 @@ def scan_command(
         "a few AUROC points worse; float32 otherwise), float32 or bfloat16. The LGM model "
         "always trains in float32; summary.json records the recipe used.",
     ),
+    image_size: str | None = IMAGE_SIZE,
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,
@@ -449,6 +453,7 @@ def scan_command(
     if precision not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"--precision must be auto, float32 or bfloat16, got {precision!r}")
     chosen = parse_classes(classes)
+    resize = parse_image_size(image_size)
     names = defense_names(defense) if defense else None  # None: the decision's members
     params = parse_params(param, names or [])
     if holdout_part not in ("train", "test"):
@@ -486,6 +491,8 @@ def scan_command(
 
     # loads the detectors (and checks the catalog was right); None: the decision's members
     names = resolve_defenses(names)
+    data_options = loader_options(data, resize)  # a format --image-size does not resize: refused
+    held_options = {} if holdout is None else loader_options(holdout, resize, strict=False)
     cut = parse_threshold(threshold)
     if cut.needs_reference and holdout is None:
         raise ConfigError(
@@ -500,8 +507,8 @@ def scan_command(
             "with test_batch, an IDX folder with the t10k files, GTSRB with "
             "GT-final_test.csv have one); give clean held-out data of its own instead"
         )
-    dataset = load_dataset(data)
-    held = None if holdout is None else load_dataset(holdout, part=holdout_part)
+    dataset = load_dataset(data, **data_options)
+    held = None if holdout is None else load_dataset(holdout, part=holdout_part, **held_options)
     if held is not None and holdout_part == "test":  # summary.json tells the two parts apart
         held = held.renamed(f"{held.name} (test part)")
     use_threads(threads, image_shape=dataset.shape)

@@ -13,6 +13,7 @@ from poisonlab.cli.common import (
     DATA,
     DEVICE,
     FORCE,
+    IMAGE_SIZE,
     LIMIT,
     QUIET,
     SEED,
@@ -23,6 +24,8 @@ from poisonlab.cli.common import (
     check_limit,
     check_threads,
     data_path,
+    loader_options,
+    parse_image_size,
     use_threads,
 )
 from poisonlab.cli.console import configure, out, user_errors
@@ -51,6 +54,7 @@ def train_command(
         None, help="Early-stopping patience in epochs (default: recipe)."
     ),
     limit: int | None = LIMIT,
+    image_size: str | None = IMAGE_SIZE,
     seed: int = SEED,
     device: str = DEVICE,
     threads: int | None = THREADS,
@@ -75,6 +79,7 @@ def train_command(
     check_limit(limit)
     catalog.check_names("model", [model], catalog.MODELS)
     data_path(data)
+    size = parse_image_size(image_size)
     check_output_dir(out_dir, force=force, owned=TRAIN_FILES)
     from rich.table import Table
 
@@ -84,7 +89,9 @@ def train_command(
     from poisonlab.train import evaluate, train_model
     from poisonlab.train.recipes import default_recipe
 
-    split = prepare_splits(data, seed=seed, limit=limit)
+    split = prepare_splits(
+        data, seed=seed, limit=limit, **loader_options(data, size, what="--data")
+    )
     threads_used = use_threads(threads, image_shape=split.train.shape)
     with output_folder(out_dir, force=force, owned=TRAIN_FILES) as folder:
         c, h, w = split.train.shape

@@ -8,8 +8,9 @@ Channels: when every image is 8-bit grayscale the data set has 1 channel; as soo
 has colour (or a palette), every image is converted to RGB, so mixed folders lose nothing.
 Alpha is dropped. Size: every image is resized (bilinear) to ``size`` as (height, width), or by
 default to the size of the first image (first class folder, first file in sorted order); images
-resized without a ``size`` being given are reported as a warning (naming how many and one of
-them), since mixed sizes usually mean mixed sources.
+resized without a ``size`` being given are reported as a warning (naming how many, one of them
+and how to choose the size: the commands' ``--image-size``), since mixed sizes usually mean mixed
+sources.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def load_image_folder(
     if resized and size is None:  # a chosen size is the user's decision; a silent one is not
         log.warning(
             "%s: %d of %d images are not %d×%d (the size of %s) and are resized to it "
-            "(bilinear), e.g. %s; to choose the size, resize the files or, in Python, pass "
+            "(bilinear), e.g. %s; to choose the size, resize the files, pass --image-size HxW "
+            "to the command (scan, train, attack, data info) or, in Python, "
             "load_dataset(path, size=(height, width))",
             path,
             len(resized),

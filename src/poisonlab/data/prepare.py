@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from numbers import Integral
 from pathlib import Path
+from typing import Any
 
 from poisonlab.data.checks import check_training_data, data_errors
 from poisonlab.data.dataset import ImageDataset
@@ -19,6 +20,7 @@ def prepare_splits(
     test: float = 0.2,
     seed: int = 0,
     limit: int | None = None,
+    size: int | tuple[int, int] | None = None,
 ) -> Split:
     """Load ``spec`` and return deterministic train / held-out / test parts.
 
@@ -27,7 +29,8 @@ def prepare_splits(
     Single-part sources (digits, npz, image folders) are split ``1-holdout-test / holdout / test``.
     ``limit`` keeps a stratified random subset of about that many training images (and
     proportionally fewer held-out and test images), for quick runs on large data: each class keeps
-    its share, rounded, so ``limit=9`` over 10 classes keeps 10.
+    its share, rounded, so ``limit=9`` over 10 classes keeps 10. ``size`` (an int for a square, or
+    (height, width)) resizes the images of an image folder or GTSRB, as ``load_dataset``'s.
 
     Everything here precedes training, so the data is checked here (:mod:`poisonlab.data.checks`):
     no images or a single class raise a DataError; classes with few or no training images are logged
@@ -36,14 +39,15 @@ def prepare_splits(
     from poisonlab.data.loaders import has_test_part, load_dataset
 
     check_param("prepare_splits", "limit", limit, [None, Interval(Integral, 1, None)])
+    options: dict[str, Any] = {} if size is None else {"size": size}
     if has_test_part(spec):
-        train_all = load_dataset(spec, part="train")
+        train_all = load_dataset(spec, part="train", **options)
         raise_for(data_errors(train_all))
-        test_part = load_dataset(spec, part="test")
+        test_part = load_dataset(spec, part="test", **options)
         train_idx, holdout_idx = split_indices(train_all.labels, (1.0 - holdout, holdout), seed)
         split = Split(train_all.subset(train_idx), train_all.subset(holdout_idx), test_part)
     else:
-        everything = load_dataset(spec)
+        everything = load_dataset(spec, **options)
         raise_for(data_errors(everything))
         split = split_dataset(everything, holdout=holdout, test=test, seed=seed)
     what = f"the training part of {split.train.name!r}"

@@ -231,6 +231,19 @@ def _suspicious(
         bar.advance(1, f"images: {name}")
 
 
+def load_scanned(folder: Path, spec: str) -> ImageDataset:
+    """``spec`` loaded as the scan in ``folder`` read it: an image folder or GTSRB resized to the
+    scanned image size (summary.json's ``dataset.image_shape``, which ``--image-size`` may have
+    chosen); other formats as they are."""
+    from poisonlab.data.loaders import load_dataset, resolve
+
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    shape = (summary.get("dataset") or {}).get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3) or "size" not in resolve(spec)[0].options:
+        return load_dataset(spec)
+    return load_dataset(spec, size=(int(shape[1]), int(shape[2])))
+
+
 def recorded_data(folder: Path) -> tuple[ImageDataset | None, str | None]:
     """The scanned data read again from summary.json's ``dataset.source`` (where ``poisonlab
     scan`` read it), and that spec; ``(None, None)`` when none is recorded, or with a warning
@@ -239,11 +252,9 @@ def recorded_data(folder: Path) -> tuple[ImageDataset | None, str | None]:
     source = (summary.get("dataset") or {}).get("source")
     if not isinstance(source, str):
         return None, None
-    from poisonlab.data import load_dataset
-
     advice = "the page has no images; pass the scanned data with --data"
     try:
-        dataset = load_dataset(source)
+        dataset = load_scanned(folder, source)
     except (PoisonlabError, OSError) as exc:
         logger.warning("cannot read the scanned data %s again (%s): %s", source, exc, advice)
         return None, None

@@ -47,6 +47,7 @@ class RunSettings:
     device: torch.device
     out_dir: Path
     protocol: str = "transfer"  # feature-collision evaluation: transfer or end-to-end
+    image_size: tuple[int, int] | None = None  # image folders and GTSRB: resized to it
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def run_attack(attack: Attack, run: RunSettings) -> tuple[PoisonedDataset, dict[
     """Split, poison, save poisoned.npz, evaluate, write attack.json; returns (poisoned, metrics)."""
     from poisonlab.data.prepare import prepare_splits
 
-    split = prepare_splits(run.data, seed=run.seed, limit=run.limit)
+    split = prepare_splits(run.data, seed=run.seed, limit=run.limit, size=run.image_size)
     if run.evaluate and not len(split.test):  # refused before any training, not after it
         shrunk = f" (`limit` {run.limit}: each class keeps its share, rounded)" if run.limit else ""
         raise DataError(
