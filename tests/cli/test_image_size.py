@@ -74,7 +74,9 @@ def test_scan_resizes_data_and_holdout_to_the_image_size(tmp_path):
     assert again is not None and again.shape == (1, 8, 8)
 
 
-@pytest.mark.parametrize("value", ["0x5", "abc", "-3", "8x", "8x8x8", "0", "x8", "8.5"])
+@pytest.mark.parametrize(
+    "value", ["0x5", "abc", "-3", "8x", "8x8x8", "0", "x8", "8.5", "3232", "32x1025"]
+)
 def test_bad_image_sizes_are_one_line_naming_the_option(tmp_path, value):
     folder = mixed_folder(tmp_path / "pets", per_class=2)
     for command in (["data", "info", str(folder)], ["scan", str(folder), "-o", "out"]):

@@ -55,13 +55,16 @@ IMAGE_SIZE = typer.Option(
     "--image-size",
     metavar="<HxW>",
     help="Resize the images of an image folder or GTSRB to HEIGHTxWIDTH pixels (e.g. 32x32; one "
-    "number: a square); default: the first image's size for an image folder (others are resized "
+    "number: a square; at most 1024 per side); default: the first image's size for an image folder (others are resized "
     "to it, with a warning), 32x32 for GTSRB.",
 )
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _IMAGE_SIZE = re.compile(r"\s*(\d+)\s*(?:[xX×]\s*(\d+)\s*)?")
+#: Largest side ``--image-size`` accepts: a typo such as 3232 for 32x32 would otherwise allocate
+#: every image at ten million pixels before anything could fail.
+MAX_IMAGE_SIDE = 1024
 
 
 def check_device(device: str) -> None:
@@ -85,15 +88,16 @@ def check_limit(limit: int | None) -> None:
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
     """``--image-size`` as (height, width): ``"32x24"`` or ``"32"`` (a square); None stays None.
-    Refused now, before any work, unless both are whole numbers of pixels >= 1 (torch-free)."""
+    Refused now, before any work, unless both are whole numbers of pixels from 1 to
+    :data:`MAX_IMAGE_SIDE` (torch-free)."""
     if text is None:
         return None
     match = _IMAGE_SIZE.fullmatch(text)
     height, width = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
-    if height < 1 or width < 1:
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
         raise ConfigError(
             f"--image-size {text!r}: expected HEIGHTxWIDTH in whole pixels >= 1 (e.g. 32x32), "
-            "or one number for a square"
+            f"or one number for a square; each side at most {MAX_IMAGE_SIDE}"
         )
     return height, width
 
