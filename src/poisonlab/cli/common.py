@@ -55,8 +55,8 @@ IMAGE_SIZE = typer.Option(
     "--image-size",
     metavar="<HxW>",
     help="Resize the images of an image folder or GTSRB to HEIGHTxWIDTH pixels (e.g. 32x32; one "
-    "number: a square; at most 1024 per side); default: the first image's size for an image folder (others are resized "
-    "to it, with a warning), 32x32 for GTSRB.",
+    "number: a square; at most 1024 per side); default: the first image's size for an image "
+    "folder (others are resized to it, with a warning), 32x32 for GTSRB.",
 )
 
 
