@@ -319,25 +319,15 @@ def _gradient(C, T, C2, base, R, M, n, m, cst):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model=_ERRORS, inline="always")
-def _gw_loss(C, C2, T, c1, c2, R, n, m, cst):  # type: ignore[no-untyped-def]
-    """``<c1 1ᵀ + 1 c2ᵀ - 2 C1 T C2, T>`` (``gromov.gw_loss``) of a transposed plan."""
-    zero = cst[_ZERO]
+def _loss(M, T, m, cst):  # type: ignore[no-untyped-def]
+    """``gromov.gw_loss`` of a transposed plan ``T`` from its gradient ``M`` (:func:`_gradient`):
+    ``<M, T> / 2``.  ``M`` holds PAD_COST on padded points where ``gw_loss`` has their plain
+    marginal terms: the plans of the solves are 0 there."""
+    s = cst[_ZERO]
     for j in range(m):
-        for i in range(n):
-            R[j, i] = zero
-    for j in range(m):
-        for k in range(n):
-            t = T[j, k]
-            for i in range(n):
-                R[j, i] += t * C[k, i]
-    value = zero
-    for j in range(m):
-        for i in range(n):
-            s = zero
-            for l in range(m):  # noqa: E741
-                s += C2[j, l] * R[l, i]
-            value += (c1[i] + c2[j] - cst[_TWO] * s) * T[j, i]
-    return value
+        for i in range(T.shape[1]):
+            s += M[j, i] * T[j, i]
+    return cst[_HALF] * s
 
 
 def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
@@ -368,12 +358,7 @@ def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
         zero = cst[_ZERO]
         H = np.empty((Mw, Mw), dt)
         wide = (max(N, Mw) + 15) // 16 * 16  # the widest row of a problem
-        c1, c1_raw, c2, c2_raw = (
-            np.empty(wide, dt),
-            np.empty(N, dt),
-            np.empty(Mw, dt),
-            np.empty(Mw, dt),
-        )
+        c1, c2 = np.empty(wide, dt), np.empty(Mw, dt)
         vec = np.empty((18, wide), dt)
         bits = np.empty(wide, np.int32)
         f_b, g_b = np.empty(N, dt), np.empty(Mw, dt)
@@ -405,9 +390,8 @@ def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
             # POT's marginal terms pᵀ (C1 ⊙ C1) and qᵀ (C2 ⊙ C2); PAD_COST on padded points
             for i in range(n):
                 s = zero
-                for k in range(n):
-                    s += pb[k] * (Cb[k, i] * Cb[k, i])
-                c1_raw[i] = s
+                for k in range(n):  # (C1 symmetric: along a row, not a strided column)
+                    s += pb[k] * (Cb[i, k] * Cb[i, k])
                 c1[i] = s if pb[i] > 0 else cst[_PAD]
             for i in range(n, w):
                 c1[i] = cst[_PAD]
@@ -415,7 +399,6 @@ def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
                 s = zero
                 for k in range(m):
                     s += qb[k] * (C2b[k, j] * C2b[k, j])
-                c2_raw[j] = s
                 c2[j] = s if qb[j] > 0 else cst[_PAD]
             for j in range(m):
                 for i in range(w):
@@ -436,11 +419,7 @@ def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
             for it in range(max_iter):
                 _gradient(Cb, T, C2b, base, R, M, n, m, cst)
                 if value_rtol > 0 and it > 0:  # the loss of T falls out of its gradient
-                    s = zero
-                    for j in range(m):
-                        for i in range(w):
-                            s += M[j, i] * T[j, i]
-                    new_loss = cst[_HALF] * s
+                    new_loss = _loss(M, T, m, cst)
                     done = abs(new_loss - loss) <= value_rtol * abs(new_loss)
                     loss = new_loss
                     if done:
@@ -472,16 +451,16 @@ def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
                     iters, conv = it + 1, True
                     break
             if not by_value:  # stopped by the plan test or max_iter: the loss of the last plan
-                val = _gw_loss(Cb, C2b, T, c1_raw, c2_raw, R, n, m, cst)
+                _gradient(Cb, T, C2b, base, R, M, n, m, cst)
+                val = _loss(M, T, m, cst)
             value[b], n_iter[b], converged[b] = val, iters, conv
             if lam.shape[0] > 0:  # the barycenter update's share of this member: λ Tᵀ C1 T, where
-                # R = T C1 of the final plan is left by the loss (or by the gradient the value test
-                # stopped on)
+                # R = T C1 of the final plan is left by its gradient (the value test's or the loss's)
                 out = total[rows[b, 4]]
                 for j in range(m):
                     for l in range(m):  # noqa: E741
                         s = zero
-                        for i in range(n):
+                        for i in range(w):
                             s += R[j, i] * T[l, i]
                         out[j, l] += lam[b] * s
             plan[b] = zero

@@ -98,9 +98,11 @@ def _exp_into_impl(src, dst, tmp, bits, n, cst):  # type: ignore[no-untyped-def]
         def exp32(src, dst, tmp, bits, n, cst):  # type: ignore[no-untyped-def]
             scale = bits.view(np.float32)
             lo, hi = cst[_LOG_TINY1], np.float32(88.0)
+            zero, tiny3, inf = cst[_ZERO], cst[_TINY3], cst[_INF]  # (read in a loop, they
+            # would be read again after every store to dst: no vector loop)
             for i in range(n):
-                x = src[i]
-                x = lo if x < lo else x
+                x_in = src[i]
+                x = lo if x_in < lo else x_in
                 x = hi if x > hi else x
                 k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
                 r = x - k * np.float32(0.693145751953125)
@@ -113,16 +115,14 @@ def _exp_into_impl(src, dst, tmp, bits, n, cst):  # type: ignore[no-untyped-def]
                 e = e * r + np.float32(0.5)
                 e = e * r + np.float32(1.0)
                 e = e * r + np.float32(1.0)
-                tmp[i] = e
+                e = inf if x_in > np.float32(88.72) else e  # (inf · 2^k = inf)
+                tmp[i] = x_in if x_in != x_in else e  # NaN kept (NaN · 2^k = NaN)
                 bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)
-            zero, tiny3, inf = cst[_ZERO], cst[_TINY3], cst[_INF]  # (read in the loop, they
-            # would be read again after every store to dst: no vector loop)
+            # (src is not read here: in place, the compiler's overlap check of src and dst
+            # failed and this loop ran scalar)
             for i in range(n):
-                x = src[i]
                 y = tmp[i] * scale[i]
-                y = zero if y <= tiny3 else y
-                y = inf if x > np.float32(88.72) else y
-                dst[i] = x if x != x else y
+                dst[i] = zero if y <= tiny3 else y
 
         return exp32
 
