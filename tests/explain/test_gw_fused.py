@@ -275,3 +275,25 @@ def test_float32_log_of_the_newton_trials_is_exact_to_its_last_bit() -> None:
     ulps = np.abs(out[finite] - exact[finite]) / np.spacing(np.abs(out[finite])).astype(np.float64)
     assert float(ulps.max()) < 0.6
     np.testing.assert_array_equal(out[~finite], exact[~finite].astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_row_products_are_the_matrix_products(dtype: type) -> None:
+    """The vector code of the gradient's products (rows 5, 2 and 1 at a time, rows of a
+    multiple of 16 entries): ``A[:m, :p] @ B[:p]`` in its rows of ``out`` and nothing else."""
+    import numba
+
+    from poisonlab.explain._gw_fused import _times
+
+    @numba.njit
+    def times(A, B, out, m, p):  # type: ignore[no-untyped-def]
+        _times(A, B, out, m, p)
+
+    rng = np.random.default_rng(3)
+    for m, p, w in [(10, 58, 64), (8, 10, 16), (3, 31, 32), (1, 93, 96)]:
+        A, B = rng.normal(size=(m + 2, p + 5)).astype(dtype), rng.normal(size=(p, w)).astype(dtype)
+        out = np.full((m + 1, w), 7.0, dtype)
+        times(A, B, out, m, p)
+        exact = A[:m, :p].astype(np.float64) @ B.astype(np.float64)
+        np.testing.assert_allclose(out[:m], exact, rtol=0, atol=p * float(np.finfo(dtype).eps) * 8)
+        assert np.all(out[m] == 7.0)
