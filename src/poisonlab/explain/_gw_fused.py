@@ -344,6 +344,28 @@ def _rows_product(rows: int):  # type: ignore[no-untyped-def]
 _product5, _product2, _product1 = _rows_product(5), _rows_product(2), _rows_product(1)
 
 
+@intrinsic
+def _prefetch(typingctx, X, r, c):  # type: ignore[no-untyped-def]
+    """Ask the CPU to fetch the cache line of ``X[r, c]`` (a C-contiguous matrix) ahead of its
+    use (``llvm.prefetch``, for reading, into every cache level); no effect on results."""
+    if not (isinstance(X, types.Array) and X.ndim == 2 and X.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, args[1:])
+        i32 = ir.IntType(32)
+        byte = ir.IntType(8).as_pointer()
+        fetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]), "llvm.prefetch"
+        )
+        flags = [ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+        builder.call(fetch, [builder.bitcast(ptr, byte), *flags])
+        return context.get_dummy_value()
+
+    return types.void(X, types.intp, types.intp), codegen
+
+
 @numba.njit(cache=True, fastmath=_FASTMATH, error_model=_ERRORS, inline="always")
 def _times(A, B, out, m, p):  # type: ignore[no-untyped-def]
     """``out[:m] = A[:m, :p] @ B[:p]`` over ``out``'s whole rows (:func:`_rows_product`), rows
@@ -425,6 +447,15 @@ def _compiled_loops(digest: str):  # type: ignore[no-untyped-def]
                 n = i + 1 if pb[i] > 0 else n
             for j in range(Mw):
                 m = j + 1 if qb[j] > 0 else m
+            if b + 1 < B:  # the next problem's cloud (read from memory), while this one solves
+                p_next, n_next = p[rows[b + 1, 1]], 0 * N
+                for i in range(N):
+                    n_next = i + 1 if p_next[i] > 0 else n_next
+                C_next = C1[rows[b + 1, 0]]
+                for k in range(n_next):
+                    for i in range(0, n_next, 64 // C1.itemsize):
+                        _prefetch(C_next, k, i)
+                    _prefetch(C_next, k, n_next - 1)  # (rows need not start a line)
             # the problem's arrays, rows of a multiple of 16 entries (64-byte lines), compact: with
             # its cloud copied in, it stays in the L1 cache whatever the width of the store.  The
             # loops run over whole rows, past n on padding (zero distances, zero plan, PAD_COST)
