@@ -9,8 +9,8 @@ steps is finished by Sinkhorn in the log domain from Newton's potentials (:func:
 Every function here is compiled with ``inline="always"``: numba inlines them into
 ``_gw_fused._solve_batch``, which is compiled as one function per dtype (compiled separately,
 the copy numba loaded from its cache computed other round-off than the freshly compiled one).
-numba's on-disk cache of ``_solve_batch`` is keyed on ``_gw_fused.py`` only: after editing this
-module alone, delete ``__pycache__/_gw_fused.*.nbi`` (or touch ``_gw_fused.py``).
+numba's on-disk cache key of ``_solve_batch`` covers this module through a digest of its source
+(``_gw_fused._compiled_loops``): an edit here compiles the loops afresh.
 
 Also the constants both modules share: the fast-math flags and the constants array (one array in
 the problems' dtype, so that the compiled arithmetic stays in that dtype).
