@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from poisonlab.data import load_dataset
@@ -102,12 +103,77 @@ def test_nested_folder_and_no_class_folders(tmp_path: Path) -> None:
         load_dataset(f"folder:{flat}")
 
 
-def test_sixteen_bit_images_are_refused(tmp_path: Path) -> None:
+def write_gray16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit grayscale PNG (Pillow writes a uint16 array as one) of (height, width) values."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+    return path
+
+
+# float32(v) / float32(65535) is the nearest float32 to v / 65535 within one rounding: half an ulp
+SCALED = {"rtol": 2.0**-24, "atol": 0.0}
+
+
+def test_sixteen_bit_grayscale_png_loads_scaled_by_65535(tmp_path: Path) -> None:
+    """Issue: 16-bit PNGs (scientific and medical folders) were refused as "unsupported pixel
+    mode I;16"; converting them through 8 bits would have clipped every value above 255."""
+    values = np.array([[0, 1, 255, 256], [1000, 32768, 65534, 65535]])
+    write_gray16(tmp_path / "a" / "deep.png", values)
+    write_gray16(tmp_path / "b" / "flat.png", np.full((2, 4), 40000))
+    data = load_dataset(tmp_path)
+    assert data.shape == (1, 2, 4)
+    np.testing.assert_allclose(data.images[0, 0].numpy(), values / 65535, **SCALED)
+    resized = load_dataset(tmp_path, size=(5, 7))  # bilinear in float: no 8-bit step
+    assert resized.shape == (1, 5, 7)
+    np.testing.assert_allclose(resized.images[1].numpy(), 40000 / 65535, **SCALED)
+    assert float(resized.images.min()) >= 0.0 and float(resized.images.max()) <= 1.0
+
+
+def test_sixteen_bit_pgm_loads_scaled_to_its_maximum(tmp_path: Path) -> None:
+    """A binary PGM (P5) with a maximum value above 255, saved as .ppm: Pillow opens it as mode I
+    scaled to 0..65535, so a 12-bit file's 4095 reads as 1."""
+    values = np.array([[0, 1, 2048, 4095]], dtype=">u2")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.ppm").write_bytes(b"P5\n4 1\n4095\n" + values.tobytes())
+    loaded = load_dataset(tmp_path).images[0, 0, 0].numpy()
+    # Pillow's rescale to 0..65535 lands on integers: within one step of 65535
+    np.testing.assert_allclose(loaded, values[0].astype(np.float64) / 4095, rtol=0, atol=1 / 65535)
+    assert loaded[0] == 0.0 and loaded[-1] == 1.0
+
+
+def test_mixed_8_and_16_bit_grayscale_share_the_range(tmp_path: Path) -> None:
+    """8-bit over 255 and 16-bit over 65535 in one grayscale data set; one colour file makes it
+    RGB, the 16-bit values repeated in every channel, 8-bit ones as an all-8-bit folder has them."""
+    write_image(tmp_path / "a" / "8.png", (4, 2), mode="L", value=51)
+    write_gray16(tmp_path / "b" / "16.png", np.full((2, 4), 1000))
+    gray = load_dataset(tmp_path)
+    assert gray.shape == (1, 2, 4)
+    assert gray.images[0].unique().tolist() == [np.float32(51) / np.float32(255)]
+    np.testing.assert_allclose(gray.images[1].numpy(), 1000 / 65535, **SCALED)
+    write_image(tmp_path / "c" / "rgb.png", (4, 2), mode="RGB", value=200)
+    mixed = load_dataset(tmp_path)
+    assert mixed.shape == (3, 2, 4)
+    assert mixed.images[0].unique().tolist() == [np.float32(51) / np.float32(255)]
+    np.testing.assert_allclose(mixed.images[1].numpy(), 1000 / 65535, **SCALED)
+    assert mixed.images[2, :, 0, 0].tolist() == pytest.approx([200 / 255, 55 / 255, 100 / 255])
+
+
+def test_unsupported_modes_name_the_file_mode_and_what_is_supported(tmp_path: Path) -> None:
+    """A float PFM saved as .ppm (mode F), and a 32-bit TIFF named .png (Pillow reads the
+    content, not the suffix) whose values do not fit 16 bits."""
     from PIL import Image
 
     (tmp_path / "a").mkdir()
-    Image.new("I;16", (4, 4), 1000).save(tmp_path / "a" / "deep.png")
-    with pytest.raises(DataError, match=r"deep.png: unsupported pixel mode I;16"):
+    pfm = b"Pf\n2 1\n-1.0\n" + np.array([0.5, 2.0], dtype="<f4").tobytes()
+    (tmp_path / "a" / "float.ppm").write_bytes(pfm)
+    supported = r"\(use 8-bit grayscale or colour, or 16-bit grayscale\)$"
+    with pytest.raises(DataError, match=r"float.ppm: unsupported pixel mode F " + supported):
+        load_dataset(tmp_path)
+    (tmp_path / "a" / "float.ppm").unlink()
+    Image.new("I", (2, 2), 70000).save(tmp_path / "a" / "wide.png", format="TIFF")
+    with pytest.raises(DataError, match=r"wide.png: pixel mode I holds values 70000..70000, "):
         load_dataset(tmp_path)
 
 

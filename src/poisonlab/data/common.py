@@ -117,8 +117,23 @@ def from_uint8(
     """Build an ImageDataset from uint8 N×C×H×W pixels (scaled by 1/255) and integer labels."""
     images = np.ascontiguousarray(pixels).astype(np.float32)
     images /= np.float32(255.0)  # the same arithmetic as save_npz, so round trips are exact
+    return from_unit(
+        images, labels, num_classes=num_classes, class_names=class_names, name=name, ids=ids
+    )
+
+
+def from_unit(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    class_names: Sequence[str],
+    name: str,
+    ids: Sequence[str] | np.ndarray,
+) -> ImageDataset:
+    """Build an ImageDataset from float32 N×C×H×W pixels in [0, 1] and integer labels."""
     return ImageDataset(
-        images=torch.from_numpy(images),
+        images=torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
         labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)),
         num_classes=num_classes,
         class_names=tuple(class_names),

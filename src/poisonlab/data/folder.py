@@ -4,9 +4,14 @@ Accepted files are .png, .jpg, .jpeg and .ppm (any letter case); hidden entries 
 ``.ipynb_checkpoints``) are skipped, and so are plain files next to the class folders (a README).
 Anything else inside a class folder is an error naming the file, and so is an empty class folder.
 
-Channels: when every image is 8-bit grayscale the data set has 1 channel; as soon as one image
-has colour (or a palette), every image is converted to RGB, so mixed folders lose nothing.
-Alpha is dropped. Size: every image is resized (bilinear) to ``size`` as (height, width), or by
+Pixel depth: 8-bit images (grayscale, colour, palettes) and 16-bit grayscale (PNG, or PGM saved
+as .ppm) load to the same [0, 1] range: 8-bit values divided by 255, 16-bit ones by 65535, so a
+folder may mix them. Pillow reads 16-bit colour as 8-bit RGB, so it loads at 8-bit precision.
+Any other mode is an error naming the file, its mode and what is supported.
+
+Channels: when every image is grayscale (8- or 16-bit) the data set has 1 channel; as soon as one
+image has colour (or a palette), every image is converted to RGB (grayscale repeated in the three
+channels), so mixed folders lose nothing. Alpha is dropped. Size: every image is resized (bilinear) to ``size`` as (height, width), or by
 default to the size of the first image (first class folder, first file in sorted order); images
 resized without a ``size`` being given are reported as a warning (naming how many, one of them
 and how to choose the size: the commands' ``--image-size``), since mixed sizes usually mean mixed
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisonlab.data.common import archive_message, check_part, from_uint8
+from poisonlab.data.common import archive_message, check_part, from_unit
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.images import IMAGE_SUFFIXES, is_gray, parse_size, probe, read_image
 from poisonlab.errors import DataError
@@ -94,10 +99,10 @@ def load_image_folder(
             files[0].relative_to(path).as_posix(),
             resized[0].relative_to(path).as_posix(),
         )
-    pixels = np.empty((len(files), channels, *shape), dtype=np.uint8)
+    pixels = np.empty((len(files), channels, *shape), dtype=np.float32)
     for k, file in enumerate(files):
         pixels[k] = read_image(file, channels=channels, size=shape)
-    return from_uint8(
+    return from_unit(
         pixels,
         np.asarray(labels, dtype=np.int64),
         num_classes=len(names),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisonlab.data.common import archive_message, check_part, from_uint8
+from poisonlab.data.common import archive_message, check_part, from_unit
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.images import parse_size, probe, read_image
 from poisonlab.errors import ConfigError, DataError
@@ -221,12 +221,12 @@ def load_gtsrb(
         raise ConfigError(f"roi must be True or False, got {roi!r}")
     shape = parse_size(size) or (32, 32)
     rows = _train_rows(root) if part == "train" else _test_rows(root)
-    pixels = np.empty((len(rows), 3, *shape), dtype=np.uint8)
+    pixels = np.empty((len(rows), 3, *shape), dtype=np.float32)
     for k, (file, width, height, box, _) in enumerate(rows):
         if not file.is_file():
             raise DataError(f"{file}: listed in the annotations but missing")
         pixels[k] = _read_checked(file, width, height, box if roi else None, shape)
-    return from_uint8(
+    return from_unit(
         pixels,
         np.array([r[4] for r in rows], dtype=np.int64),
         num_classes=NUM_CLASSES,
@@ -243,7 +243,7 @@ def _read_checked(
     box: tuple[int, int, int, int] | None,
     shape: tuple[int, int],
 ) -> np.ndarray:
-    """One image as (3, H, W) uint8, after checking its size against the annotation."""
+    """One image as (3, H, W) float32 in [0, 1], after checking its size against the annotation."""
     _, (actual_h, actual_w) = probe(file)
     if (actual_w, actual_h) != (width, height):
         raise DataError(f"{file}: image is {actual_w}×{actual_h}, annotation says {width}×{height}")

@@ -1,4 +1,12 @@
-"""Reading single image files with Pillow: one mode, one size, and errors that name the file."""
+"""Reading single image files with Pillow: one mode, one size, and errors that name the file.
+
+Supported pixel modes: 8-bit grayscale and colour (alpha and palettes included) and 16-bit
+grayscale (a 16-bit PNG, or a PGM whose maximum value is above 255), which Pillow opens as
+``I;16`` or, from a PGM and in older Pillow versions, ``I`` (0..65535). Pixels come back as
+float32 in [0, 1]: 8-bit values divided by 255, 16-bit values by 65535 (never clipped to 8 bits
+first). Pillow opens 16-bit colour PNGs and PPMs as 8-bit RGB (the high byte of each value), so
+those load at 8-bit precision.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,11 @@ from poisonlab.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".ppm"})
 GRAY_MODES = frozenset({"1", "L", "LA"})
+GRAY16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 COLOR_MODES = frozenset({"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX"})
+SUPPORTED_MODES = "8-bit grayscale or colour, or 16-bit grayscale"
+_MAX8 = np.float32(255.0)
+_MAX16 = np.float32(65535.0)
 
 
 def parse_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
@@ -34,14 +46,14 @@ def probe(path: Path) -> tuple[str, tuple[int, int]]:
         raise DataError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read image ({exc})") from None
-    if mode not in GRAY_MODES and mode not in COLOR_MODES:
-        raise DataError(f"{path}: unsupported pixel mode {mode} (use 8-bit grayscale or RGB)")
+    if mode not in GRAY_MODES and mode not in GRAY16_MODES and mode not in COLOR_MODES:
+        raise DataError(f"{path}: unsupported pixel mode {mode} (use {SUPPORTED_MODES})")
     return mode, (height, width)
 
 
 def is_gray(mode: str) -> bool:
-    """True for 8-bit grayscale modes (with or without alpha)."""
-    return mode in GRAY_MODES
+    """True for grayscale modes: 8-bit (with or without alpha) and 16-bit."""
+    return mode in GRAY_MODES or mode in GRAY16_MODES
 
 
 def read_image(
@@ -51,22 +63,39 @@ def read_image(
     size: tuple[int, int],
     box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
-    """Pixels of ``path`` as uint8 (channels, height, width), optionally cropped to ``box`` first.
+    """Pixels of ``path`` as float32 (channels, height, width) in [0, 1], cropped to ``box`` first.
 
-    ``channels`` is 1 (converted to grayscale) or 3 (RGB; alpha is dropped). ``box`` is
-    (left, upper, right, lower) in pixels, right and lower exclusive. Resizing is bilinear.
+    ``channels`` is 1 (converted to grayscale) or 3 (RGB; alpha is dropped; 16-bit grayscale is
+    repeated in all three). ``box`` is (left, upper, right, lower) in pixels, right and lower
+    exclusive. Resizing is bilinear, in 8 bits for 8-bit images and in float for 16-bit ones.
     """
     from PIL import Image
 
     try:
         with Image.open(path) as opened:
-            image = opened.convert("L" if channels == 1 else "RGB")
+            mode = opened.mode
+            deep = mode in GRAY16_MODES
+            # Pillow's "L" and "RGB" clip 16-bit values at 255; "F" keeps them
+            image = opened.convert("F" if deep else "L" if channels == 1 else "RGB")
+            if deep:
+                low, high = image.getextrema()
+                if low < 0 or high > _MAX16:
+                    raise DataError(
+                        f"{path}: pixel mode {mode} holds values {low:g}..{high:g}, "
+                        f"not 0..65535 (use {SUPPORTED_MODES})"
+                    )
             if box is not None:
                 image = image.crop(box)
             height, width = size
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+            pixels = np.asarray(image, dtype=np.float32 if deep else np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: corrupt or unreadable image ({exc})") from None
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    if deep:
+        scaled = pixels / _MAX16
+        np.minimum(scaled, 1, out=scaled)  # only a float resize's rounding can pass 65535
+        return np.repeat(scaled[None], channels, axis=0)
+    scaled = pixels.astype(np.float32)
+    scaled /= _MAX8  # the arithmetic of from_uint8, so an image folder and an .npz agree exactly
+    return scaled[None] if scaled.ndim == 2 else scaled.transpose(2, 0, 1)
