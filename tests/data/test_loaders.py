@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from poisonlab.data import DATA_SOURCES, detect_source, has_test_part, load_dataset
+from poisonlab.data import DATA_SOURCES, detect_source, has_test_part, image_shape, load_dataset
 from poisonlab.data.builtin import FASHION_MNIST_DIR
 from poisonlab.errors import ConfigError, DataError
 from tests.data.conftest import cifar_folder, gtsrb_root, mnist_folder, write_image
@@ -241,3 +241,31 @@ def test_the_unpack_command_can_be_pasted_for_a_name_with_spaces(tmp_path: Path)
         archive.add(folder, arcname=folder.name)
     with pytest.raises(DataError, match=r"\(tar xf 'cifar 10\.tar\.gz'\) and pass"):
         load_dataset(path)
+
+
+def test_image_shape_reads_headers_and_agrees_with_loading(tmp_path: Path) -> None:
+    """What a dry run checks a trigger against: the (C, H, W) loading would give, for every
+    source, from metadata or headers; None (loading explains) when a header does not read."""
+    import numpy as np
+
+    gray = tmp_path / "gray.npz"
+    np.savez(gray, x=np.zeros((4, 7, 9), np.uint8), y=np.arange(4) % 2)
+    color = tmp_path / "color.npz"
+    np.savez(color, x=np.zeros((4, 5, 6, 3), np.float32), y=np.arange(4) % 2)
+    write_image(tmp_path / "pets" / "cat" / "a.png", (10, 6), mode="L")
+    write_image(tmp_path / "pets" / "dog" / "b.png", (4, 4), mode="RGB")
+    specs = [
+        "digits",
+        str(mnist_folder(tmp_path / "mnist")),
+        str(tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"),
+        str(cifar_folder(tmp_path / "cifar", batches=1)),
+        str(gtsrb_root(tmp_path / "gtsrb")),
+        str(gray),
+        f"npz:{color}",
+        str(tmp_path / "pets"),
+    ]
+    for spec in specs:
+        assert image_shape(spec) == load_dataset(spec).shape, spec
+    assert image_shape(gray) == (1, 7, 9) and image_shape(tmp_path / "pets") == (3, 6, 10)
+    np.savez(tmp_path / "no_x.npz", y=np.arange(3))
+    assert image_shape(tmp_path / "no_x.npz") is None

@@ -159,3 +159,60 @@ def test_data_on_a_remote_ray_cluster_is_not_looked_up_here(write_config, tmp_pa
     assert result.exit_code == 0, result.output
     local = dry_run(path, tmp_path / "runs")
     assert local.exit_code == 2 and "/cluster/only/train.npz" in local.output
+
+
+STICKER = GOOD.replace(
+    "rate = [0.0, 0.1]", 'rate = [0.0, 0.1]\ntrigger = "sticker"\nsize = {size}\n{position}'
+)
+
+
+def test_a_trigger_that_does_not_fit_the_images_fails_the_dry_run_as_the_run_would(
+    write_config, tmp_path
+):
+    """Issue: a sticker larger than the data's 8×8 images passed --dry-run; the run failed once it
+    reached the attack. The dry run now reads the images' size (digits: built in) and gives the
+    run's own message, naming the config file and the field."""
+    from poisonlab.experiments.tasks_backdoor import plan_backdoor
+    from poisonlab.experiments.tasks_base import CellSpec
+
+    corner = 'position = "bottom-right"'
+    path = write_config(STICKER.format(size=9, position=corner))
+    result = dry_run(path, tmp_path / "runs")
+    assert result.exit_code == 2 and not (tmp_path / "runs").exists()
+    message = (
+        "[attack] badnets: size = 9 makes a 9×9 trigger, larger than 8×8 images: "
+        "expected a size in [1, 8] (all 2 cells)"
+    )
+    assert " ".join(result.output.split()) == f"error: exp.toml: {message}"
+    attack = {"name": "badnets", "rate": 0.1, "trigger": "sticker", "size": 9}
+    plan = plan_backdoor(CellSpec("x", "backdoor", {"attack": {**attack, "position": "top-left"}}))
+    with pytest.raises(ConfigError) as run:  # what run_backdoor raises once the data is loaded
+        plan.check_image_shape((1, 8, 8))
+    assert f"{run.value} (all 2 cells)" == message
+    fitting = dry_run(write_config(STICKER.format(size=3, position=corner)), tmp_path / "runs")
+    assert fitting.exit_code == 0, fitting.output
+    assert "2 of 2 cells would run" in fitting.output
+    # the sticker's default: random inside a 10×15 window, wider than the images
+    window = dry_run(write_config(STICKER.format(size=3, position="")), tmp_path / "runs")
+    assert window.exit_code == 2
+    assert "exp.toml: [attack] badnets: window = [[10, 15]] (rows, cols; the sticker trigger's" in (
+        " ".join(window.output.split())
+    )
+
+
+def test_the_trigger_is_checked_per_cell_against_an_image_folder(write_config, tmp_path):
+    """An image folder's size comes from its images' headers; only the cell that does not fit
+    is named."""
+    from tests.data.conftest import write_image
+
+    for label in ("a", "b"):
+        for k in range(6):
+            write_image(tmp_path / "pets" / label / f"{k}.png", (12, 6), value=40 * k)
+    text = STICKER.format(size="[5, 7]", position='position = "top-left"')
+    text = text.replace('source = "digits"\nlimit = 300', f'source = "{tmp_path / "pets"}"')
+    with pytest.raises(ConfigProblems) as info:
+        load_config(write_config(text), check_data=True)
+    assert info.value.problems == (
+        "[attack] badnets: size = 7 makes a 7×7 trigger, larger than 6×12 images: "
+        "expected a size in [1, 6] (cells #1 rate=0.0 size=7; #3 rate=0.1 size=7)",
+    )

@@ -15,6 +15,7 @@ from poisonlab.data.loaders import (
     DataSource,
     detect_source,
     has_test_part,
+    image_shape,
     load_dataset,
     source_help,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "concatenate",
     "detect_source",
     "has_test_part",
+    "image_shape",
     "load_dataset",
     "prepare_splits",
     "save_npz",

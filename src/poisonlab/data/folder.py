@@ -71,6 +71,19 @@ def list_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, [f.name for f in folders]
 
 
+def _channels(headers: list[tuple[str, tuple[int, int]]]) -> int:
+    """1 when every image (mode, size) is grayscale, else 3."""
+    return 1 if all(is_gray(mode) for mode, _ in headers) else 3
+
+
+def folder_image_shape(path: Path) -> tuple[int, int, int]:
+    """(C, H, W) that :func:`load_image_folder` gives without ``size``, from the files' headers."""
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
+    headers = [probe(f) for f in list_images(path)[0]]
+    return _channels(headers), *headers[0][1]
+
+
 def load_image_folder(
     path: Path, part: str = "train", *, size: int | tuple[int, int] | None = None
 ) -> ImageDataset:
@@ -82,7 +95,7 @@ def load_image_folder(
         raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
     files, labels, names = list_images(path)
     headers = [probe(f) for f in files]
-    channels = 1 if all(is_gray(mode) for mode, _ in headers) else 3
+    channels = _channels(headers)
     shape = parse_size(size) or headers[0][1]
     resized = [f for f, (_, hw) in zip(files, headers, strict=True) if hw != shape]
     if resized and size is None:  # a chosen size is the user's decision; a silent one is not

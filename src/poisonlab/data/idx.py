@@ -90,6 +90,28 @@ def idx_magic(path: Path) -> int | None:
     return magic if magic in (IMAGES_MAGIC, LABELS_MAGIC) else None
 
 
+def idx_image_shape(path: Path) -> tuple[int, int, int]:
+    """(1, H, W) of the training images at ``path`` (an IDX folder, or either file of a pair),
+    from the images file's header; a DataError when it does not read as one."""
+    if path.is_dir():
+        images = _find(path, "train", "images")
+        if images is None:
+            raise DataError(f"{path}: no train images file")
+    else:
+        images = path if idx_magic(path) == IMAGES_MAGIC else partner(path)
+    try:
+        with images.open("rb") as raw:
+            head = raw.read(16)
+        if head[:2] == GZIP_MAGIC:
+            with gzip.open(images, "rb") as unzipped:
+                head = unzipped.read(16)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{images}: cannot read the IDX header ({exc})") from None
+    if len(head) < 16 or int.from_bytes(head[:4], "big") != IMAGES_MAGIC:
+        raise DataError(f"{images}: not an IDX image file")
+    return 1, int.from_bytes(head[8:12], "big"), int.from_bytes(head[12:16], "big")
+
+
 def _find(folder: Path, part: str, kind: str) -> Path | None:
     """The first existing standard name for ``part``'s ``kind`` file in ``folder``."""
     for sep in ("-", "."):

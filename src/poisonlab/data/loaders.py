@@ -31,6 +31,8 @@ class DataSource:
     has_test: Callable[[Path | None], bool]
     path: str = "required"  # "required", "optional" or "none"
     options: tuple[str, ...] = ()
+    shape: Callable[[Path | None], tuple[int, int, int]] | None = None
+    """(C, H, W) of the images ``load`` gives without options, from metadata or headers."""
 
 
 DATA_SOURCES: Registry[DataSource] = Registry("data source")
@@ -39,6 +41,12 @@ DATA_SOURCES: Registry[DataSource] = Registry("data source")
 def _add(source: DataSource) -> DataSource:
     """Register ``source`` under its name."""
     return DATA_SOURCES.register(source.name)(source)
+
+
+def _given(path: Path | None) -> Path:
+    """``path`` of a source whose path is required (resolve refuses it missing)."""
+    assert path is not None
+    return path
 
 
 def _never(path: Path | None) -> bool:
@@ -69,6 +77,7 @@ DIGITS = _add(
         lambda path, part: builtin.load_digits(part),
         _never,
         path="none",
+        shape=lambda path: (1, 8, 8),
     )
 )
 FASHION_MNIST = _add(
@@ -78,6 +87,7 @@ FASHION_MNIST = _add(
         lambda path, part: builtin.load_fashion_mnist(path, part),
         _idx_has_test,
         path="optional",
+        shape=lambda path: idx.idx_image_shape(path or builtin.fashion_mnist_dir()),
     )
 )
 MNIST = _add(
@@ -86,6 +96,7 @@ MNIST = _add(
         "MNIST IDX files: a folder with train-/t10k- images and labels, or one file",
         lambda path, part: idx.load_idx(path, part, kind="mnist"),
         _idx_has_test,
+        shape=lambda path: idx.idx_image_shape(_given(path)),
     )
 )
 CIFAR10 = _add(
@@ -94,6 +105,7 @@ CIFAR10 = _add(
         "CIFAR-10 python batches (cifar-10-batches-py/)",
         cifar.load_cifar10,
         _cifar_has_test,
+        shape=lambda path: (3, 32, 32),
     )
 )
 GTSRB = _add(
@@ -103,9 +115,18 @@ GTSRB = _add(
         gtsrb.load_gtsrb,
         _gtsrb_has_test,
         options=("size", "roi"),
+        shape=lambda path: (3, 32, 32),  # load_gtsrb's default size
     )
 )
-NPZ = _add(DataSource("npz", ".npz with x and y (as written by save_npz)", npz.load_npz, _never))
+NPZ = _add(
+    DataSource(
+        "npz",
+        ".npz with x and y (as written by save_npz)",
+        npz.load_npz,
+        _never,
+        shape=lambda path: npz.npz_image_shape(_given(path)),
+    )
+)
 FOLDER = _add(
     DataSource(
         "folder",
@@ -113,11 +134,16 @@ FOLDER = _add(
         folder.load_image_folder,
         _never,
         options=("size",),
+        shape=lambda path: folder.folder_image_shape(_given(path)),
     )
 )
 # A detected IDX path: the class names follow the path (Fashion-MNIST if it says "fashion").
 _IDX_DETECTED = DataSource(
-    "mnist", MNIST.summary, lambda path, part: idx.load_idx(path, part), _idx_has_test
+    "mnist",
+    MNIST.summary,
+    lambda path, part: idx.load_idx(path, part),
+    _idx_has_test,
+    shape=MNIST.shape,
 )
 _DETECTION: tuple[tuple[Callable[[Path], bool], DataSource], ...] = (
     (npz.looks_like_npz, NPZ),
@@ -230,6 +256,20 @@ def check_source(spec: str | Path) -> DataSource:
     if source.name == FASHION_MNIST.name and path is None:
         builtin.fashion_mnist_dir()  # a DataError saying how to install it
     return source
+
+
+def image_shape(spec: str | Path) -> tuple[int, int, int] | None:
+    """The (C, H, W) of the images ``load_dataset(spec)`` gives, without loading them: from the
+    source's metadata (digits, CIFAR-10, GTSRB at its default size) or its files' headers (IDX,
+    .npz, an image folder's images). None when a header does not read: loading reports why.
+    """
+    source, path = resolve(spec)
+    if source.shape is None:
+        return None
+    try:
+        return source.shape(path)
+    except DataError:
+        return None
 
 
 def has_test_part(spec: str | Path) -> bool:

@@ -72,6 +72,25 @@ def _single_npy(path: Path) -> str:
     )
 
 
+def npz_image_shape(path: Path) -> tuple[int, int, int]:
+    """(C, H, W) of the images in ``x``, from its .npy header (the pixels are not read); a
+    DataError when ``x`` is missing or its header does not read."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("x.npy") as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape = np.lib.format.read_array_header_1_0(member)[0]
+            else:
+                shape = np.lib.format.read_array_header_2_0(member)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read the header of 'x' ({exc})") from None
+    if len(shape) == 3:
+        return 1, int(shape[1]), int(shape[2])
+    if len(shape) == 4:
+        return int(shape[3]), int(shape[1]), int(shape[2])
+    raise DataError(f"{path}: 'x' must have shape (N, H, W) or (N, H, W, C), got {shape}")
+
+
 def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray | None:
     """Array ``key`` of the archive or None when absent; object arrays are refused."""
     if key not in archive.files:

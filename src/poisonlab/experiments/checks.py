@@ -15,7 +15,10 @@ that will use it, so the checks cannot drift from what runs:
   entry by entry, so that each wrong entry is reported;
 - ``[attack]`` and ``[task]``: the kind's planner (:data:`~poisonlab.experiments.tasks_base.PLANS`),
   which builds the attack the way the task will (a zero budget is a clean cell, presets merged...);
-  a kind without a planner gets its ``[attack]`` built as given.
+  a kind without a planner gets its ``[attack]`` built as given;
+- with ``data=True``, the plan against the images: a plan's ``check_image_shape`` (a backdoor
+  trigger's size and place) gets the (C, H, W) that :func:`~poisonlab.data.loaders.image_shape`
+  reads from the source's metadata or headers, once per distinct source.
 
 **Every error, not the first.** A planner stops at its first error, so when that error belongs to
 a section that was already reported (``[data]``, ``[task]``, ``[[defenses]]``), the cell is planned
@@ -84,8 +87,9 @@ def check_cells(
     """
     found: dict[str, list[GridCell]] = {}
     sources: dict[str, str | None] = {}
+    shapes: dict[str, tuple[int, int, int] | None] = {}
     for cell in cells:
-        for message in _cell_problems(config, cell, data=data, sources=sources):
+        for message in _cell_problems(config, cell, data=data, sources=sources, shapes=shapes):
             found.setdefault(message, []).append(cell)
     return [message + _which(hit, len(cells)) for message, hit in found.items()]
 
@@ -100,7 +104,12 @@ def _which(hit: Sequence[GridCell], total: int) -> str:
 
 
 def _cell_problems(
-    config: ExperimentConfig, cell: GridCell, *, data: bool, sources: dict[str, str | None]
+    config: ExperimentConfig,
+    cell: GridCell,
+    *,
+    data: bool,
+    sources: dict[str, str | None],
+    shapes: dict[str, tuple[int, int, int] | None],
 ) -> list[str]:
     from poisonlab.experiments.tasks_common import DataSpec
 
@@ -128,12 +137,14 @@ def _cell_problems(
         attempt(lambda: _check_defenses(spec))  # together: a name listed twice
     planner = PLANS.get(config.kind) if config.kind in PLANS else _plan_generic
     planned = dict(spec.params)
+    plan = None  # the cell's plan, when it plans with no section emptied
     for _ in range(_MAX_REPLANS):
         before = set(failed)
         for section in failed:  # plan past the sections already reported
             planned[section] = [] if section == "defenses" else {}
         try:
-            planner(CellSpec(spec.experiment, spec.kind, planned))
+            whole = planner(CellSpec(spec.experiment, spec.kind, planned))
+            plan = None if failed else whole
             break
         except PoisonlabError as exc:
             culprit = _section_of(exc)
@@ -149,7 +160,22 @@ def _cell_problems(
             sources[source] = _source_problem(source)
         if sources[source]:
             problems.append(sources[source])  # type: ignore[arg-type]
+        elif callable(check_shape := getattr(plan, "check_image_shape", None)):
+            if source not in shapes:
+                shapes[source] = _image_shape(source)
+            shape = shapes[source]
+            if shape is not None:
+                attempt(lambda: check_shape(shape))
     return problems
+
+
+def _image_shape(source: str) -> tuple[int, int, int] | None:
+    from poisonlab.data.loaders import image_shape
+
+    try:
+        return image_shape(source)
+    except PoisonlabError:
+        return None  # check_source reported it
 
 
 def _source_problem(source: str) -> str | None:

@@ -121,6 +121,14 @@ class BackdoorPlan:
     examples: int
     batch_size: int
 
+    def check_image_shape(self, shape: tuple[int, int, int]) -> None:
+        """Raise the ``[attack]`` ConfigError a run gives when the trigger (its size, position,
+        offset or window) cannot be placed on (C, H, W) images."""
+        try:
+            self.attack.trigger_spec.check_fits(shape)
+        except ConfigError as exc:
+            raise attack_error(exc, self.attack_name) from None
+
 
 @register_plan("backdoor")
 def plan_backdoor(cell: CellSpec) -> BackdoorPlan:
@@ -162,10 +170,7 @@ def run_backdoor(cell: CellSpec, context: TaskContext) -> dict[str, float | int]
     name, attack, spec = plan.attack_name, plan.attack, plan.data
     device = pick_device(context.device)
     split = load_split(spec)
-    try:  # before any model trains: the trigger's size and place against the images
-        attack.trigger_spec.check_fits(split.train.shape)
-    except ConfigError as exc:
-        raise attack_error(exc, name) from None
+    plan.check_image_shape(split.train.shape)  # before any model trains (a dry run checks it too)
     config = model_config(cell.section("model"), split.train, default_arch="cnn-small")
     train_section = cell.section("train")
     surrogate_needed = name in SURROGATE_ATTACKS

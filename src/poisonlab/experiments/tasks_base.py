@@ -108,6 +108,9 @@ PLANS: Registry[Plan] = Registry("experiment plan")
 """Per kind, a function that validates one cell without loading data or training: it builds the
 cell's attack and detectors and parses ``[data]`` and ``[task]`` (raising ConfigError naming the key
 and value), and returns a plan whose ``data`` attribute, when present, is the cell's
-:class:`~poisonlab.experiments.tasks_common.DataSpec`. Configs are checked by planning every cell
-before anything runs (:mod:`poisonlab.experiments.checks`)."""
+:class:`~poisonlab.experiments.tasks_common.DataSpec`. A plan may also have a
+``check_image_shape((C, H, W))`` method, raising the ConfigError the task would raise on images of
+that shape; a check with the data sources calls it with the shape read from the source's headers.
+Configs are checked by planning every cell before anything runs
+(:mod:`poisonlab.experiments.checks`)."""
 register_plan = PLANS.register
