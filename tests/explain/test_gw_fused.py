@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import pathlib
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -297,3 +301,57 @@ def test_compiled_row_products_are_the_matrix_products(dtype: type) -> None:
         exact = A[:m, :p].astype(np.float64) @ B.astype(np.float64)
         np.testing.assert_allclose(out[:m], exact, rtol=0, atol=p * float(np.finfo(dtype).eps) * 8)
         assert np.all(out[m] == 7.0)
+
+
+_PRODUCTS_WITHOUT_FMA = """
+import numba, numpy as np
+from poisonlab.explain._gw_fused import _times
+
+@numba.njit
+def times(A, B, out, m, p):
+    _times(A, B, out, m, p)
+
+@numba.njit(fastmath={"contract", "reassoc", "arcp", "nsz"}, error_model="numpy")
+def loops(A, B, out, m, p):
+    for j in range(m):
+        for i in range(out.shape[1]):
+            out[j, i] = 0.0
+        for k in range(p):
+            a = A[j, k]
+            for i in range(out.shape[1]):
+                out[j, i] += a * B[k, i]
+
+rng = np.random.default_rng(4)
+for dtype in (np.float32, np.float64):
+    A, B = rng.normal(size=(10, 58)).astype(dtype), rng.normal(size=(58, 64)).astype(dtype)
+    ours, theirs = np.empty((10, 64), dtype), np.empty((10, 64), dtype)
+    times(A, B, ours, 10, 58)
+    loops(A, B, theirs, 10, 58)
+    print(dtype.__name__, int((ours != theirs).sum()))
+"""
+
+
+def test_compiled_row_products_on_a_cpu_without_fma_are_those_of_the_loops(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Compiled for an x86-64 without FMA (NUMBA_CPU_NAME=generic, a cache of its own): the
+    vector products are bitwise those of numba's loops, a multiply and an add per entry (an
+    FMA asked of such a CPU became a C library call per entry, 10x slower than the loops)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the generic x86-64 target")
+    env = {
+        **os.environ,
+        "NUMBA_CPU_NAME": "generic",
+        "NUMBA_CACHE_DIR": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _PRODUCTS_WITHOUT_FMA],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert out.split() == ["float32", "0", "float64", "0"]
