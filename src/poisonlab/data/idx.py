@@ -76,14 +76,21 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def _head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of ``path``'s content, gunzipped when it is gzip data (fewer
+    when the file is shorter); OSError or EOFError when it does not read."""
+    with path.open("rb") as raw:
+        head = raw.read(size)
+    if head[:2] == GZIP_MAGIC:
+        with gzip.open(path, "rb") as unzipped:
+            head = unzipped.read(size)
+    return head
+
+
 def idx_magic(path: Path) -> int | None:
     """The magic number of ``path`` if it looks like an unsigned-byte IDX file, else None."""
     try:
-        with path.open("rb") as raw:
-            head = raw.read(4)
-        if head[:2] == GZIP_MAGIC:
-            with gzip.open(path, "rb") as unzipped:
-                head = unzipped.read(4)
+        head = _head(path, 4)
     except (OSError, EOFError):
         return None
     magic = int.from_bytes(head, "big") if len(head) == 4 else None
@@ -100,11 +107,7 @@ def idx_image_shape(path: Path) -> tuple[int, int, int]:
     else:
         images = path if idx_magic(path) == IMAGES_MAGIC else partner(path)
     try:
-        with images.open("rb") as raw:
-            head = raw.read(16)
-        if head[:2] == GZIP_MAGIC:
-            with gzip.open(images, "rb") as unzipped:
-                head = unzipped.read(16)
+        head = _head(images, 16)
     except (OSError, EOFError) as exc:
         raise DataError(f"{images}: cannot read the IDX header ({exc})") from None
     if len(head) < 16 or int.from_bytes(head[:4], "big") != IMAGES_MAGIC:
