@@ -48,7 +48,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -61,10 +60,18 @@ if __package__ in (None, ""):  # run as `python bench/bench_gromov.py`: make `be
 
 import poisonlab.explain.gw_lloyd as gw_lloyd_module
 from bench.common import load_average, markdown_table, write_result
+from bench.gromov_pot import (
+    extrapolated,
+    pot_batch_barycenter,
+    pot_batch_to_one,
+    pot_iteration,
+    progress,
+    timed_call,
+)
 from poisonlab.explain.gw_barycenter import gw_barycenters, random_structure
 from poisonlab.explain.gw_batches import gw_to_centers, gw_to_one
 from poisonlab.explain.gw_kmeans import gw_kmeans
-from poisonlab.explain.point_cloud import PointClouds, heatmaps_to_clouds
+from poisonlab.explain.point_cloud import heatmaps_to_clouds
 
 
 def synthetic_heatmaps(n: int, *, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,188 +97,8 @@ def synthetic_heatmaps(n: int, *, generator: torch.Generator) -> tuple[torch.Ten
     return maps, poisoned
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _np(clouds: PointClouds, i: int) -> tuple[np.ndarray, np.ndarray]:
-    C, p = clouds.cloud(i)
-    return C.numpy(), p.numpy()
-
-
-def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
-
-
-def _pot_barycenter(
-    solver: str, Cs: list[Any], ps: list[Any], C0: Any, updates: int, args: argparse.Namespace
-) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of each of the first ``updates`` updates of POT's barycenter loop.
-
-    The loop of ``ot.gromov.entropic_gromov_barycenters`` / ``gromov_barycenters`` (default
-    ``warmstartT=False``), written out: POT passes its ``max_iter`` to the coupling solves too,
-    so calling it with ``max_iter=updates`` would cap every coupling at ``updates`` iterations.
-    Here each coupling gets POT's defaults (1,000 iterations; tol 1e-4 entropic, tol_rel 1e-5
-    exact).
-    """
-    import ot
-
-    n_support = C0.shape[0]
-    p_bar, lambdas, C, times = ot.unif(n_support), [1.0 / len(Cs)] * len(Cs), C0, []
-    for _ in range(updates):
-        t0, c0 = time.perf_counter(), time.process_time()
-        if solver == "entropic":
-            T = [
-                ot.gromov.entropic_gromov_wasserstein(
-                    C, Cs_s, p_bar, p_s, "square_loss", args.bary_epsilon, max_iter=1000, tol=1e-4
-                )
-                for Cs_s, p_s in zip(Cs, ps, strict=True)
-            ]
-        else:
-            T = [
-                ot.gromov.gromov_wasserstein(
-                    C, Cs_s, p_bar, p_s, "square_loss", max_iter=1000, tol_rel=1e-5, tol_abs=0.0
-                )
-                for Cs_s, p_s in zip(Cs, ps, strict=True)
-            ]
-        C = ot.gromov.update_barycenter_structure(
-            T, Cs, lambdas, p_bar, "square_loss", target=False
-        )
-        times.append((time.perf_counter() - t0, time.process_time() - c0))
-    return times
-
-
-def _size_chunks(clouds: PointClouds, chunk: int) -> list[tuple[torch.Tensor, int]]:
-    """``(indices, n)``: clouds sorted by size in runs of ``chunk``, each padded to its largest n.
-
-    ``ot.batch.solve_gromov_batch`` needs every problem of a batch at one size, and zero-mass
-    padding (how our solver mixes sizes) makes its log-domain projections return NaN (measured:
-    NaN for every padded cloud). So padded points get a mass of 1e-12 (renormalised), which
-    moves the values by far less than the solver's own error (checked below against POT's exact
-    solver on the unpadded clouds); sorting by size keeps the padding small, as ours does.
-    """
-    order = torch.argsort(clouds.sizes, stable=True)
-    return [
-        (idx, int(clouds.sizes[idx].max()))
-        for idx in (order[i : i + chunk] for i in range(0, len(order), chunk))
-    ]
-
-
-def _pot_batch_to_one(
-    clouds: PointClouds, C: torch.Tensor, p: torch.Tensor, args: argparse.Namespace
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GW values and plans (B, n_max, m) of every cloud to ``(C, p)`` with POT's batch solver."""
-    import ot.batch
-
-    value = torch.empty(len(clouds), dtype=C.dtype)
-    plans = torch.zeros(len(clouds), clouds.n_max, C.shape[0], dtype=C.dtype)
-    for idx, n in _size_chunks(clouds, args.pot_batch_chunk):
-        batch = len(idx)
-        a = clouds.p[idx, :n]
-        a = torch.where(a > 0, a, 1e-12)
-        res = ot.batch.solve_gromov_batch(
-            clouds.C[idx, :n, :n],
-            C.expand(batch, -1, -1).contiguous(),
-            reg=args.pot_batch_reg,
-            a=a / a.sum(dim=1, keepdim=True),
-            b=p.expand(batch, -1).contiguous(),
-            symmetric=True,
-        )
-        value[idx] = res.value
-        plans[idx, :n] = res.plan
-    return value, plans
-
-
-def _pot_batch_barycenter(
-    clouds: PointClouds, C0: torch.Tensor, updates: int, args: argparse.Namespace
-) -> list[tuple[float, float]]:
-    """(wall, CPU) seconds of each of the first ``updates`` barycenter updates whose couplings
-    come from ``ot.batch.solve_gromov_batch`` (POT has no batched barycenter): the couplings of
-    all members in one batch per size, then the square-loss structure update
-    ``C = Σ_s λ_s T_sᵀ C_s T_s / (p pᵀ)`` (POT's ``update_barycenter_structure``) in torch."""
-    n_support = C0.shape[0]
-    p_bar = torch.full((n_support,), 1.0 / n_support, dtype=C0.dtype)
-    C, times = C0, []
-    for _ in range(updates):
-        t0, c0 = time.perf_counter(), time.process_time()
-        _, plans = _pot_batch_to_one(clouds, C, p_bar, args)  # (S, n_max, N), cloud first
-        C = torch.einsum("sia,sij,sjb->ab", plans, clouds.C, plans) / len(clouds)
-        C = C / torch.outer(p_bar, p_bar)
-        times.append((time.perf_counter() - t0, time.process_time() - c0))
-    return times
-
-
-def _extrapolated(seconds: tuple[float, ...], updates: int) -> float:
-    """Seconds of ``updates`` barycenter updates from those of the first few measured: the first
-    as measured, the others at the mean of updates 2..k (coupling solves get cheaper once the
-    barycenter has left its random start)."""
-    later = sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0]
-    return seconds[0] + (updates - 1) * later
-
-
-def _pot_iteration(
-    solver: str,
-    clouds: PointClouds,
-    labels: torch.Tensor,
-    subset: torch.Tensor,
-    starts: list[torch.Tensor],
-    barys: list[Any],
-    args: argparse.Namespace,
-) -> tuple[float, float, float, list[float]]:
-    """POT's per-pair loop ("entropic" or "exact") for one k-means iteration, timed on ``subset``.
-
-    Each barycenter's loop (:func:`_pot_barycenter`) runs on the subset's members of its cluster
-    from ``starts[j]``, is timed over its first ``--pot-updates`` updates and extrapolated to
-    ``barys[j].n_iter`` updates and to all the cluster's members; then the GW distance of every
-    subset cloud to each of ``barys`` (ours), extrapolated to all clouds.  Returns wall and CPU
-    seconds of the iteration, the CPU seconds of its distances alone, and the subset's distances
-    (to barycenter 0, then to barycenter 1).
-    """
-    import ot
-
-    n, p_bar = len(clouds), ot.unif(barys[0].C.shape[0])
-    wall = cpu = dist_cpu = 0.0
-    values: list[float] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for j in (0, 1):
-            sub = subset[labels[subset] == j].tolist()
-            Cs, ps = zip(*(_np(clouds, i) for i in sub), strict=True)
-            scale, updates = int((labels == j).sum()) / len(sub), barys[j].n_iter
-            k = min(updates, args.pot_updates)
-            both = _pot_barycenter(solver, list(Cs), list(ps), starts[j].numpy(), k, args)
-            wall_j, cpu_j = (_extrapolated(t, updates) for t in zip(*both, strict=True))
-            wall, cpu = wall + scale * wall_j, cpu + scale * cpu_j
-            _progress(f"POT {solver} barycenter {j}: {both} s (wall, CPU) per update")
-        for j in (0, 1):
-            Cb = barys[j].C.numpy()
-
-            def distances(Cb: np.ndarray = Cb) -> list[float]:
-                found = []
-                for i in subset.tolist():
-                    C, p = _np(clouds, i)
-                    if solver == "entropic":
-                        found.append(
-                            ot.gromov.entropic_gromov_wasserstein2(
-                                C, Cb, p, p_bar, "square_loss", args.epsilon
-                            )
-                        )
-                    else:
-                        found.append(ot.gromov.gromov_wasserstein2(C, Cb, p, p_bar, "square_loss"))
-                return [float(v) for v in found]
-
-            found, wall_j, cpu_j = _timed(distances)
-            values += found
-            wall, cpu = wall + wall_j * n / len(subset), cpu + cpu_j * n / len(subset)
-            dist_cpu += cpu_j * n / len(subset)
-            _progress(f"POT {solver} distances {j} done")
-    return wall, cpu, dist_cpu, values
 
 
 #: Barycenter settings of the clustering path (gw_kmeans' defaults).
@@ -313,7 +140,7 @@ def real_iteration(
 
     gw_lloyd_module._solve = timed_solve
     try:
-        res, wall, cpu = _timed(
+        res, wall, cpu = timed_call(
             lambda: gw_kmeans(
                 clouds,
                 epsilon=args.epsilon,
@@ -326,7 +153,7 @@ def real_iteration(
     finally:
         gw_lloyd_module._solve = solve
     per_update = spent["updates"] / max(res.n_iter, 1)
-    _progress(f"real run ({inner}): {cpu:.1f} s CPU, {spent}, {res.n_iter} updates")
+    progress(f"real run ({inner}): {cpu:.1f} s CPU, {spent}, {res.n_iter} updates")
     how = "Newton inner solves" if inner == "auto" else f"{inner} inner solves"
     text = (
         f"A real run of `gw_kmeans` on the same {len(clouds)} clouds (defaults: float32, one "
@@ -382,7 +209,7 @@ def repeated_ratio(
         pot_r, dist_r = pot_exact()
         pot.append(pot_r)
         dist.append(dist_r)
-        _progress(f"repeat {r + 1}/{args.repeats}: ours {ours[-1]:.3f}, POT exact {pot_r:.2f} s")
+        progress(f"repeat {r + 1}/{args.repeats}: ours {ours[-1]:.3f}, POT exact {pot_r:.2f} s")
     s = ratio_summary(ours, pot)
     rows = [
         [r + 1, f"{loads[r]:.2f}", f"{ours[r]:.3f}", f"{pot[r]:.2f}", f"{dist[r]:.2f}",
@@ -459,10 +286,10 @@ def one_iteration(
     }
     runs = {}
     for key, (dt, inner) in variants.items():
-        (barys_d, dist_d), wall, cpu_s = _timed(lambda dt=dt, inner=inner: ours(dt, inner))
+        (barys_d, dist_d), wall, cpu_s = timed_call(lambda dt=dt, inner=inner: ours(dt, inner))
         runs[key] = (barys_d, dist_d, wall, cpu_s)
         upd = [b.n_iter for b in barys_d]
-        _progress(f"ours {key}: {wall:.0f} s wall, {cpu_s:.0f} s CPU, barycenter updates {upd}")
+        progress(f"ours {key}: {wall:.0f} s wall, {cpu_s:.0f} s CPU, barycenter updates {upd}")
     barys, dist, wall, cpu_s = runs[torch.float64]
     wall32 = runs[torch.float32][2]
     updates = [b.n_iter for b in barys]
@@ -476,26 +303,26 @@ def one_iteration(
     batch_dist = torch.empty(n, 2, dtype=torch.float64)
     for j in (0, 1):
         k = min(updates[j], args.pot_updates)
-        times = _pot_batch_barycenter(clouds.subset(members[j]), starts[j], k, args)
-        wall_j, cpu_j = (_extrapolated(series, updates[j]) for series in zip(*times, strict=True))
+        times = pot_batch_barycenter(clouds.subset(members[j]), starts[j], k, args)
+        wall_j, cpu_j = (extrapolated(series, updates[j]) for series in zip(*times, strict=True))
         batch_wall, batch_cpu = batch_wall + wall_j, batch_cpu + cpu_j
-        _progress(f"POT batch barycenter {j}: {times} s (wall, CPU) per update")
-        (value, _), wall_j, cpu_j = _timed(
-            lambda j=j: _pot_batch_to_one(clouds, barys[j].C, barys[j].p, args)
+        progress(f"POT batch barycenter {j}: {times} s (wall, CPU) per update")
+        (value, _), wall_j, cpu_j = timed_call(
+            lambda j=j: pot_batch_to_one(clouds, barys[j].C, barys[j].p, args)
         )
         batch_dist[:, j] = value
         batch_wall, batch_cpu = batch_wall + wall_j, batch_cpu + cpu_j
-        _progress(f"POT batch distances {j}: {wall_j:.0f} s wall")
+        progress(f"POT batch distances {j}: {wall_j:.0f} s wall")
     batch_nan = int(torch.isnan(batch_dist).any(dim=1).sum())
 
     sub_gen = torch.Generator().manual_seed(args.seed + 1)
     subset = torch.randperm(n, generator=sub_gen)[: args.pot_subset]
     pot: dict[str, float] = {}
     pot_cpu: dict[str, float] = {}
-    pot["entropic"], pot_cpu["entropic"], _, ref = _pot_iteration(
+    pot["entropic"], pot_cpu["entropic"], _, ref = pot_iteration(
         "entropic", clouds, labels, subset, starts, barys, args
     )
-    pot["exact"], pot_cpu["exact"], exact_dist_cpu, exact_sub = _pot_iteration(
+    pot["exact"], pot_cpu["exact"], exact_dist_cpu, exact_sub = pot_iteration(
         "exact", clouds, labels, subset, starts, barys, args
     )
     pairs = [(i, j) for j in (0, 1) for i in subset.tolist()]  # the order of POT's values
@@ -550,7 +377,7 @@ def one_iteration(
     upd32 = [b.n_iter for b in runs[torch.float32][0]]
 
     def pot_exact() -> tuple[float, float]:
-        timed = _pot_iteration("exact", clouds, labels, subset, starts, barys, args)
+        timed = pot_iteration("exact", clouds, labels, subset, starts, barys, args)
         return timed[1], timed[2]
 
     repeats = repeated_ratio(args, maps, pot_exact) if args.repeats else ""
@@ -612,7 +439,7 @@ def full_kmeans(args: argparse.Namespace, maps: torch.Tensor, poisoned: torch.Te
     }
     settings = [("defaults (float32, fast)", {}), ("tight (float64, POT-like criteria)", tight)]
     for name, kwargs in settings:
-        res, wall, cpu = _timed(
+        res, wall, cpu = timed_call(
             lambda kwargs=kwargs: gw_kmeans(
                 clouds,
                 epsilon=args.epsilon,
@@ -622,7 +449,7 @@ def full_kmeans(args: argparse.Namespace, maps: torch.Tensor, poisoned: torch.Te
                 **kwargs,  # type: ignore[arg-type]
             )
         )
-        _progress(f"k-means ({name}): {wall:.0f} s wall, {cpu:.0f} s CPU")
+        progress(f"k-means ({name}): {wall:.0f} s wall, {cpu:.0f} s CPU")
         flag = res.in_minority
         labels[name] = flag
         tp, tn = int((flag & poisoned).sum()), int((~flag & ~poisoned).sum())
