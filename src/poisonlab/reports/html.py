@@ -240,11 +240,16 @@ def write_report(folder: str | Path, *, data: str | None = None, max_cells: int 
     if data is not None and kind != "scan":
         raise ConfigError("`data` applies to scan output folders only")
     if kind == "scan":
-        from poisonlab.reports.scan_report import load_scanned, recorded_data, scan_page
+        from poisonlab.reports.scan_report import (
+            load_scanned,
+            read_summary,
+            recorded_data,
+            scan_page,
+        )
 
         dataset, recorded = recorded_data(folder) if data is None else (None, None)
         if data is not None:
-            dataset = load_scanned(folder, data)  # at the size scanned (--image-size)
+            dataset = load_scanned(data, read_summary(folder))  # at the size scanned
         data = data or recorded
         page = scan_page(folder, dataset=dataset, source=data)
     else:

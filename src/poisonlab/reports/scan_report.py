@@ -231,13 +231,17 @@ def _suspicious(
         bar.advance(1, f"images: {name}")
 
 
-def load_scanned(folder: Path, spec: str) -> ImageDataset:
-    """``spec`` loaded as the scan in ``folder`` read it: an image folder or GTSRB resized to the
-    scanned image size (summary.json's ``dataset.image_shape``, which ``--image-size`` may have
-    chosen); other formats as they are."""
+def read_summary(folder: Path) -> dict[str, Any]:
+    """The scan folder's summary.json."""
+    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+
+
+def load_scanned(spec: str, summary: dict[str, Any]) -> ImageDataset:
+    """``spec`` loaded as the scan of ``summary`` (its summary.json) read it: an image folder or
+    GTSRB resized to the scanned image size (``dataset.image_shape``, which ``--image-size`` may
+    have chosen); other formats as they are."""
     from poisonlab.data.loaders import load_dataset, resolve
 
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     shape = (summary.get("dataset") or {}).get("image_shape")
     if not (isinstance(shape, list) and len(shape) == 3) or "size" not in resolve(spec)[0].options:
         return load_dataset(spec)
@@ -248,13 +252,13 @@ def recorded_data(folder: Path) -> tuple[ImageDataset | None, str | None]:
     """The scanned data read again from summary.json's ``dataset.source`` (where ``poisonlab
     scan`` read it), and that spec; ``(None, None)`` when none is recorded, or with a warning
     when it cannot be read or is no longer the data scanned (scores.csv's ids)."""
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    summary = read_summary(folder)
     source = (summary.get("dataset") or {}).get("source")
     if not isinstance(source, str):
         return None, None
     advice = "the page has no images; pass the scanned data with --data"
     try:
-        dataset = load_scanned(folder, source)
+        dataset = load_scanned(source, summary)
     except (PoisonlabError, OSError) as exc:
         logger.warning("cannot read the scanned data %s again (%s): %s", source, exc, advice)
         return None, None
@@ -281,7 +285,7 @@ def scan_page(
 def _scan_page(
     folder: Path, dataset: ImageDataset | None, source: str | None, bar: progress.Bar
 ) -> Page:
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    summary = read_summary(folder)
     ids, labels, scores, flags = read_scores(folder / "scores.csv")
     if dataset is not None and (len(dataset) != len(ids) or not np.array_equal(dataset.ids, ids)):
         raise DataError(

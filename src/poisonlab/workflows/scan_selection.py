@@ -22,18 +22,23 @@ DEFAULT_WHY = (
 """Why a scan that names no defense runs :func:`~poisonlab.defenses.fusion.decision_members`."""
 
 
-def resolve_defenses(defenses: str | Sequence[str] | None) -> list[str]:
-    """Registry names from ``"all"``, one name, a comma-separated list or a sequence of them; None
-    gives the members of the combined decision (:data:`DEFAULT_WHY`)."""
-    if defenses is None:
-        return decision_members()
+def _listed(defenses: str | Sequence[str]) -> list[str]:
+    """The names as given: ``defenses`` split at commas, stripped, empty ones dropped."""
     items = [defenses] if isinstance(defenses, str) else defenses
     if not isinstance(items, Sequence) or not all(isinstance(item, str) for item in items):
         raise ConfigError(
             "defenses must be 'all', a name, a comma-separated list or a list of names, got "
             f"{short_repr(defenses)}"
         )
-    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    return [n.strip() for item in items for n in item.split(",") if n.strip()]
+
+
+def resolve_defenses(defenses: str | Sequence[str] | None) -> list[str]:
+    """Registry names from ``"all"``, one name, a comma-separated list or a sequence of them; None
+    gives the members of the combined decision (:data:`DEFAULT_WHY`)."""
+    if defenses is None:
+        return decision_members()
+    names = _listed(defenses)
     if not names:
         raise ConfigError("no defense selected; name one or use all")
     if "all" in names:
@@ -49,8 +54,7 @@ def selection_record(defenses: str | Sequence[str] | None, names: Sequence[str])
     named), "all" or "named", ``defenses`` the resolved ``names``."""
     if defenses is None:
         return {"from": "default", "defenses": list(names), "why": DEFAULT_WHY}
-    items = [defenses] if isinstance(defenses, str) else defenses
-    if any(n.strip() == "all" for item in items for n in item.split(",")):
+    if "all" in _listed(defenses):
         return {"from": "all", "defenses": list(names), "why": "all: every registered defense"}
     return {"from": "named", "defenses": list(names), "why": "named by the caller"}
 
