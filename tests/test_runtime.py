@@ -80,6 +80,18 @@ def test_automatic_choice_follows_the_image_size():
     assert runtime.auto_threads(None) == cores
 
 
+def test_an_image_size_without_channels_decides_only_when_gray_and_colour_agree():
+    """1 or 3 channels: (H, W) when both get the same count from auto_threads, else unknown."""
+    cores = runtime.cpu_count()
+    for height, width, threads in ((8, 8, 1), (9, 9, 1), (17, 16, cores), (32, 32, cores)):
+        shape = runtime.sized_image_shape(height, width)
+        assert shape == (height, width) and runtime.auto_threads(shape) == threads
+        for channels in (1, 3):  # the choice is the one for either kind of image
+            assert runtime.auto_threads((channels, height, width)) == threads
+    for height, width in ((10, 9), (12, 12), (16, 16)):  # small in gray, large in colour
+        assert runtime.sized_image_shape(height, width) is None
+
+
 def test_use_threads_applies_and_records_the_choice(monkeypatch):
     monkeypatch.delenv(runtime.THREADS_ENV, raising=False)
     monkeypatch.setattr(runtime, "_user_counts", {})

@@ -224,6 +224,16 @@ def auto_threads(image_shape: Sequence[int] | None = None) -> int:
     return cpu_count()
 
 
+def sized_image_shape(height: int, width: int) -> tuple[int, int] | None:
+    """What :func:`auto_threads` decides from for images of ``height`` × ``width`` whose channels
+    are not known before loading (an image folder or GTSRB at ``--image-size``: 1 or 3): (H, W)
+    when gray and colour images get the same count (small even in colour, or large even in
+    gray), else None, the unknown work."""
+    small_gray = height * width <= SMALL_IMAGE_VALUES
+    small_colour = 3 * height * width <= SMALL_IMAGE_VALUES
+    return (height, width) if small_gray == small_colour else None
+
+
 def builtin_image_shape(source: str) -> tuple[int, int, int] | None:
     """(C, H, W) of a built-in data source by name (``digits``), None for anything else."""
     return BUILTIN_SHAPES.get(source)

@@ -117,3 +117,31 @@ def test_train_and_attack_read_the_folder_at_the_image_size(tmp_path):
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "bn" / "poisoned.npz") as archive:
         assert archive["x"].shape[1:3] == (8, 8)
+
+
+def test_attack_threads_follow_the_image_size_and_builtin_shapes(tmp_path, monkeypatch):
+    """The automatic thread count of `attack` knew only a --model's input and digits: an image
+    folder at --image-size 8x8 ran on every core, fashion-mnist's 28×28 was 'unknown work'."""
+    from poisonlab import runtime
+    from poisonlab.cli import attack_cmd
+
+    shapes = []
+    real = attack_cmd.use_threads
+
+    def recording(threads, image_shape=None):
+        shapes.append(image_shape)
+        return real(threads, image_shape=image_shape)
+
+    monkeypatch.setattr(attack_cmd, "use_threads", recording)
+    folder = mixed_folder(tmp_path / "pets", per_class=4)
+    for size in ("8x8", "32", "12x12"):
+        args = ["attack", "badnets", "--data", str(folder), "--image-size", size, "--no-eval"]
+        result = runner.invoke(app, [*args, "--count", "2", "-o", str(tmp_path / size), "-q"])
+        assert result.exit_code == 0, result.output
+    # 12x12 is small in gray (144 values) but not in colour (432): unknown until loaded
+    assert shapes == [(8, 8), (32, 32), None]
+    cores = runtime.cpu_count()
+    assert [runtime.auto_threads(shape) for shape in shapes] == [1, cores, cores]
+    assert attack_cmd._image_shape(None, "fashion-mnist", None) == (1, 28, 28)
+    assert attack_cmd._image_shape(None, "digits", None) == (1, 8, 8)
+    assert attack_cmd._image_shape(None, str(folder), None) is None  # known once loaded

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from poisonlab import runtime
 from poisonlab.cli import catalog
 from poisonlab.cli.common import (
     DATA,
@@ -446,7 +447,7 @@ def attack_command(
         kwargs.setdefault("surrogate_arch", victim_arch)
     with options_as_typed():
         attack = build_attack(name, **kwargs)
-    use_threads(threads, image_shape=_image_shape(network, data))
+    use_threads(threads, image_shape=_image_shape(network, data, resize))
     with options_as_typed(), output_folder(out_dir, force=force, owned=ATTACK_FILES) as folder:
         run = RunSettings(
             data,
@@ -526,10 +527,12 @@ def warn_no_collision(metrics: dict[str, Any], params: dict[str, Any]) -> None:
     log.warning("no victim misclassified any of the %d targets: %s.", rates[0]["n"], hint)
 
 
-def _image_shape(network: Any, data: str) -> tuple[int, int, int] | None:
-    """The image shape the attack works on, for the automatic thread count (None: unknown)."""
+def _image_shape(network: Any, data: str, resize: tuple[int, int] | None) -> tuple[int, ...] | None:
+    """The image shape the attack works on, for the automatic thread count (None: unknown): the
+    --model's input, else the --image-size (channels unknown until the data loads:
+    :func:`poisonlab.runtime.sized_image_shape`), else a built-in source's shape."""
     if network is not None:
-        return tuple(network.config.input_shape)  # type: ignore[return-value]
-    if data == "digits":
-        return (1, 8, 8)
-    return None
+        return tuple(network.config.input_shape)
+    if resize is not None:
+        return runtime.sized_image_shape(*resize)
+    return runtime.builtin_image_shape(data)
