@@ -106,8 +106,8 @@ class ParameterError(ConfigError):
     expected : str
         What would have been accepted (``a number in (0, 1) or None``).
     wants_list : bool
-        Whether one of the alternatives is a list (:class:`Items`): a config can then hint that
-        a flat list was read as a grid axis.
+        Whether one of the alternatives is a list (:attr:`Constraint.takes_list`): a config can
+        then hint that a flat list was read as a grid axis.
     """
 
     def __init__(
@@ -130,6 +130,10 @@ class ParameterError(ConfigError):
 
 class Constraint(ABC):
     """One kind of value a parameter accepts."""
+
+    takes_list: ClassVar[bool] = False
+    """Whether a list is one of the values accepted: a config can then hint that a flat list
+    was read as a grid axis (:attr:`ParameterError.wants_list`)."""
 
     @abstractmethod
     def accepts(self, value: Any) -> bool:
@@ -315,6 +319,8 @@ class Items(Constraint):
         A description for messages instead of the generated one.
     """
 
+    takes_list = True
+
     def __init__(
         self,
         item: Constraint,
@@ -358,6 +364,53 @@ class Items(Constraint):
         return f"a list of{distinct} {count}, each {self.item.describe()}"
 
 
+MAX_IMAGE_SIDE = 1024
+"""Largest side of an image size a user asks for (``--image-size``, ``[data] image_size``): a
+typo such as 3232 for 32x32 would otherwise allocate every image at ten million pixels before
+anything could fail."""
+
+
+class ImageSize(Constraint):
+    """An image size, converted to (height, width): ``"32x24"`` or ``"32"`` text (the command
+    line's ``--image-size``), one integer (a square) or [height, width]; each side a whole number
+    of pixels from 1 to :data:`MAX_IMAGE_SIDE`. The command line and experiment configs read sizes
+    through this one constraint, so they accept the same ones."""
+
+    takes_list = True
+    _TEXT = re.compile(r"\s*(\d+)\s*(?:[xX×]\s*(\d+)\s*)?")
+
+    def _sides(self, value: Any) -> tuple[int, int] | None:
+        sides: tuple[Any, ...] = ()
+        if isinstance(value, str):
+            match = self._TEXT.fullmatch(value)
+            sides = (int(match[1]), int(match[2] or match[1])) if match else ()
+        elif _is_integer(value):
+            sides = (value, value)
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            sides = tuple(value)
+        side = Interval(Integral, 1, MAX_IMAGE_SIDE)
+        if len(sides) != 2 or not all(side.accepts(v) for v in sides):
+            return None
+        return int(sides[0]), int(sides[1])
+
+    def accepts(self, value: Any) -> bool:
+        """Text, an integer or a pair whose sides are whole numbers in [1, MAX_IMAGE_SIDE]."""
+        return self._sides(value) is not None
+
+    def convert(self, value: Any) -> tuple[int, int]:
+        """(height, width)."""
+        sides = self._sides(value)
+        assert sides is not None, "convert() follows accepts()"
+        return sides
+
+    def describe(self) -> str:
+        """What is accepted, in a config's terms."""
+        return (
+            f"[HEIGHT, WIDTH], HEIGHTxWIDTH text or one integer (a square), each side in whole "
+            f"pixels from 1 to {MAX_IMAGE_SIDE}"
+        )
+
+
 ConstraintList = Sequence[Constraint | None]
 
 # Constraints many classes share.
@@ -379,6 +432,8 @@ CLASSES = Items(CLASS_INDEX, unique=True, what="a list of distinct class indices
 """A non-empty list of distinct class indices."""
 LAYER = Text("a layer name")
 """A module name of the model (``dict(model.named_modules())``)."""
+IMAGE_SIZE = ImageSize()
+"""An image size (:class:`ImageSize`) as (height, width)."""
 
 
 def describe_constraints(constraints: ConstraintList) -> str:
@@ -407,7 +462,7 @@ def check_param(owner: str, name: str, value: Any, constraints: ConstraintList) 
                 return None
         elif constraint.accepts(value):
             return constraint.convert(value)
-    wants_list = any(isinstance(c, Items) for c in constraints)
+    wants_list = any(c is not None and c.takes_list for c in constraints)
     raise ParameterError(
         owner, name, value, describe_constraints(constraints), wants_list=wants_list
     )

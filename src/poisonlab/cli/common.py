@@ -18,6 +18,7 @@ import typer
 from poisonlab import runtime
 from poisonlab.cli import catalog
 from poisonlab.errors import ConfigError, DataError
+from poisonlab.validation import MAX_IMAGE_SIDE, ImageSize
 
 SEED = typer.Option(0, "--seed", help="Seed for splits, initialisation and training order.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -61,10 +62,7 @@ IMAGE_SIZE = typer.Option(
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-_IMAGE_SIZE = re.compile(r"\s*(\d+)\s*(?:[xX×]\s*(\d+)\s*)?")
-#: Largest side ``--image-size`` accepts: a typo such as 3232 for 32x32 would otherwise allocate
-#: every image at ten million pixels before anything could fail.
-MAX_IMAGE_SIDE = 1024
+_SIZE = ImageSize()
 
 
 def check_device(device: str) -> None:
@@ -89,17 +87,16 @@ def check_limit(limit: int | None) -> None:
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
     """``--image-size`` as (height, width): ``"32x24"`` or ``"32"`` (a square); None stays None.
     Refused now, before any work, unless both are whole numbers of pixels from 1 to
-    :data:`MAX_IMAGE_SIDE` (torch-free)."""
+    :data:`~poisonlab.validation.MAX_IMAGE_SIDE` (torch-free; read by
+    :class:`~poisonlab.validation.ImageSize`, as ``[data] image_size`` is)."""
     if text is None:
         return None
-    match = _IMAGE_SIZE.fullmatch(text)
-    height, width = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
-    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
+    if not _SIZE.accepts(text):  # as [data] image_size is read
         raise ConfigError(
             f"--image-size {text!r}: expected HEIGHTxWIDTH in whole pixels >= 1 (e.g. 32x32), "
             f"or one number for a square; each side at most {MAX_IMAGE_SIDE}"
         )
-    return height, width
+    return _SIZE.convert(text)
 
 
 def loader_options(
@@ -112,18 +109,11 @@ def loader_options(
     Reads only the format's headers, but imports the loaders (and so torch)."""
     if size is None:
         return {}
-    from poisonlab.data.loaders import resolve
+    from poisonlab.data.loaders import resize_options
 
-    source = resolve(spec)[0]
-    if "size" in source.options:
-        return {"size": size}
-    if strict:
-        named = f"{what} {spec}" if what else spec
-        raise ConfigError(
-            f"--image-size {size[0]}x{size[1]}: only image folders and GTSRB are resized, not "
-            f"{source.name} data ({named}, whose images keep their size)"
-        )
-    return {}
+    given = f"--image-size {size[0]}x{size[1]}"
+    named = f"{what} {spec}" if what else spec
+    return resize_options(spec, size, given=given, named=named, strict=strict)
 
 
 def check_threads(threads: int | None) -> None:

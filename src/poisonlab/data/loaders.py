@@ -240,6 +240,27 @@ def load_dataset(spec: str | Path, *, part: str = "train", **options: Any) -> Im
     return source.load(path, part, **options)
 
 
+def resize_options(
+    spec: str | Path, size: tuple[int, int] | None, *, given: str, named: str, strict: bool = True
+) -> dict[str, Any]:
+    """The loader options that resize ``spec``'s images to ``size`` (height, width): ``{"size":
+    size}`` for a format that is resized (an image folder, GTSRB), ``{}`` for no size. Another
+    format is refused when ``strict`` (a ConfigError naming ``given``, how the user asked for the
+    size, and ``named``, where the data was named), else left at its own size. Reads headers only.
+    """
+    if size is None:
+        return {}
+    source = resolve(spec)[0]
+    if "size" in source.options:
+        return {"size": size}
+    if strict:
+        raise ConfigError(
+            f"{given}: only image folders and GTSRB are resized, not {source.name} data "
+            f"({named}, whose images keep their size)"
+        )
+    return {}
+
+
 def check_source(spec: str | Path) -> DataSource:
     """Check, without loading it, that ``spec`` names data that is there; return its source.
 
@@ -258,18 +279,24 @@ def check_source(spec: str | Path) -> DataSource:
     return source
 
 
-def image_shape(spec: str | Path) -> tuple[int, int, int] | None:
+def image_shape(
+    spec: str | Path, size: tuple[int, int] | None = None
+) -> tuple[int, int, int] | None:
     """The (C, H, W) of the images ``load_dataset(spec)`` gives, without loading them: from the
     source's metadata (digits, CIFAR-10, GTSRB at its default size) or its files' headers (IDX,
-    .npz, an image folder's images). None when a header does not read: loading reports why.
+    .npz, an image folder's images); with ``size`` (height, width), as ``load_dataset(spec,
+    size=size)`` gives them. None when a header does not read: loading reports why.
     """
     source, path = resolve(spec)
     if source.shape is None:
         return None
     try:
-        return source.shape(path)
+        channels, height, width = source.shape(path)
     except DataError:
         return None
+    if size is not None and "size" in source.options:
+        height, width = size
+    return channels, height, width
 
 
 def has_test_part(spec: str | Path) -> bool:

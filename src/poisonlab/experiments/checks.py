@@ -7,7 +7,9 @@ that will use it, so the checks cannot drift from what runs:
 
 - ``[data]``: :meth:`~poisonlab.experiments.tasks_common.DataSpec.from_section`; with
   ``data=True`` also :func:`~poisonlab.data.loaders.check_source` (the file exists and its format
-  is recognised; once per distinct source);
+  is recognised; once per distinct source) and that a source given an ``image_size`` is one that
+  is resized (:meth:`~poisonlab.experiments.tasks_common.DataSpec.loader_options`); a flat pair of
+  integers as ``image_size`` is refused (an axis of two squares that reads like one [H, W]);
 - ``[model]``: :class:`~poisonlab.models.ModelConfig` with a placeholder geometry (the real one
   comes from the data) and ``arch`` among the registered architectures;
 - ``[train]``: :class:`~poisonlab.train.TrainConfig`;
@@ -18,7 +20,8 @@ that will use it, so the checks cannot drift from what runs:
   a kind without a planner gets its ``[attack]`` built as given;
 - with ``data=True``, the plan against the images: a plan's ``check_image_shape`` (a backdoor
   trigger's size and place) gets the (C, H, W) that :func:`~poisonlab.data.loaders.image_shape`
-  reads from the source's metadata or headers, once per distinct source.
+  reads from the source's metadata or headers (at the ``image_size`` when given), once per
+  distinct source and size.
 
 **Every error, not the first.** A planner stops at its first error, so when that error belongs to
 a section that was already reported (``[data]``, ``[task]``, ``[[defenses]]``), the cell is planned
@@ -87,11 +90,27 @@ def check_cells(
     """
     found: dict[str, list[GridCell]] = {}
     sources: dict[str, str | None] = {}
-    shapes: dict[str, tuple[int, int, int] | None] = {}
+    shapes: dict[tuple[str, tuple[int, int] | None], tuple[int, int, int] | None] = {}
     for cell in cells:
         for message in _cell_problems(config, cell, data=data, sources=sources, shapes=shapes):
             found.setdefault(message, []).append(cell)
-    return [message + _which(hit, len(cells)) for message, hit in found.items()]
+    merged = [message + _which(hit, len(cells)) for message, hit in found.items()]
+    return [*_ambiguous_axes(config), *merged]
+
+
+def _ambiguous_axes(config: ExperimentConfig) -> list[str]:
+    """A flat pair of integers as ``[data] image_size``: by the grid rule an axis of two squares,
+    and read as one [HEIGHT, WIDTH] it would run other sizes without a word; refused, with both
+    spellings."""
+    values = config.data.get("image_size")
+    if not isinstance(values, list) or len(values) != 2 or any(type(v) is not int for v in values):
+        return []
+    squares = ", ".join(f"[{v}, {v}]" for v in values)
+    return [
+        f"[data] image_size = {short_repr(values)} is a grid axis of squares, as every list is; "
+        f"one size is written as a list of lists, image_size = [{short_repr(values)}] (or "
+        f'"HEIGHTxWIDTH"), an axis of squares as image_size = [{squares}]'
+    ]
 
 
 def _which(hit: Sequence[GridCell], total: int) -> str:
@@ -109,7 +128,7 @@ def _cell_problems(
     *,
     data: bool,
     sources: dict[str, str | None],
-    shapes: dict[str, tuple[int, int, int] | None],
+    shapes: dict[tuple[str, tuple[int, int] | None], tuple[int, int, int] | None],
 ) -> list[str]:
     from poisonlab.experiments.tasks_common import DataSpec
 
@@ -158,22 +177,25 @@ def _cell_problems(
     if data and isinstance(source, str) and source:  # also when another [data] key is wrong
         if source not in sources:
             sources[source] = _source_problem(source)
+        size = data_spec.image_size if data_spec is not None else None
         if sources[source]:
             problems.append(sources[source])  # type: ignore[arg-type]
+        elif data_spec is not None and attempt(data_spec.loader_options) is None:
+            pass  # an image size for a format that is not resized: reported
         elif callable(check_shape := getattr(plan, "check_image_shape", None)):
-            if source not in shapes:
-                shapes[source] = _image_shape(source)
-            shape = shapes[source]
+            if (source, size) not in shapes:
+                shapes[source, size] = _image_shape(source, size)
+            shape = shapes[source, size]
             if shape is not None:
                 attempt(lambda: check_shape(shape))
     return problems
 
 
-def _image_shape(source: str) -> tuple[int, int, int] | None:
+def _image_shape(source: str, size: tuple[int, int] | None) -> tuple[int, int, int] | None:
     from poisonlab.data.loaders import image_shape
 
     try:
-        return image_shape(source)
+        return image_shape(source, size)
     except PoisonlabError:
         return None  # check_source reported it
 

@@ -8,8 +8,9 @@ A config file looks like this::
     seeds = [0, 1]                    # base seeds (default [0])
     repeats = 3                       # runs per seed; repeat r > 0 gets derive_seed(seed, "repeat", r)
 
-    [data]                            # read by the task (source, limit, holdout, test, seed)
-    source = "digits"
+    [data]                            # read by the task (source, limit, holdout, test, seed,
+    source = "digits"                 # image_size: an image folder or GTSRB resized, as by the
+                                      # commands' --image-size: [[32, 24]], "32x24" or 32)
     [model]                           # arch (poisonlab.models) + ModelConfig fields (head, ...)
     arch = ["cnn-small", "lgm-net"]   # a list: a grid axis
     [train]                           # TrainConfig fields (epochs, lr, optimizer, ...)

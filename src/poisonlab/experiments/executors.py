@@ -51,6 +51,7 @@ from poisonlab.errors import ConfigError
 from poisonlab.experiments.cache import DirectoryCache
 from poisonlab.experiments.store import package_versions
 from poisonlab.experiments.tasks_base import TASKS, CellSpec, TaskContext
+from poisonlab.validation import IMAGE_SIZE
 
 EXECUTORS = ("local", "ray")
 logger = logging.getLogger(__name__)
@@ -163,8 +164,13 @@ def apply_threads(job: CellJob) -> runtime.ThreadSettings:
     if explicit is None and job.threads:
         return runtime.use_threads(job.threads, source="executor share of the cores")
     data = job.spec.params.get("data")
-    source = data.get("source") if isinstance(data, dict) else None
-    shape = runtime.builtin_image_shape(source) if isinstance(source, str) else None
+    data = data if isinstance(data, dict) else {}
+    source, size = data.get("source"), data.get("image_size")
+    shape: tuple[int, ...] | None = None
+    if isinstance(source, str):
+        shape = runtime.builtin_image_shape(source)
+    if size is not None and IMAGE_SIZE.accepts(size):  # channels known once loaded
+        shape = runtime.sized_image_shape(*IMAGE_SIZE.convert(size))
     return runtime.use_threads(None, image_shape=shape)
 
 

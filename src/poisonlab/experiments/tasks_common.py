@@ -5,8 +5,11 @@ Every task reads the same ``[data]``, ``[model]`` and ``[train]`` sections:
 - ``[data]``: ``source`` (a data spec: ``digits``, ``fashion-mnist``, ``mnist:PATH``,
   ``cifar10:PATH``, ``gtsrb:PATH``...), optional ``limit`` (a stratified subset of about that many
   training images, with proportionally smaller held-out and test parts), ``holdout`` and ``test``
-  fractions for single-part sources, and ``seed`` (the split seed, default 0, so repeats of a cell
-  keep their data and vary only what the task seeds). See :func:`poisonlab.data.prepare_splits`.
+  fractions for single-part sources, ``seed`` (the split seed, default 0, so repeats of a cell
+  keep their data and vary only what the task seeds), and optional ``image_size`` (an image folder
+  or GTSRB resized to it, as by the commands' ``--image-size``: ``[[HEIGHT, WIDTH]]``, as a list
+  value is written, ``"HEIGHTxWIDTH"`` or one integer for a square). See
+  :func:`poisonlab.data.prepare_splits`.
 - ``[model]``: ``arch`` plus :class:`~poisonlab.models.ModelConfig` fields; the geometry comes
   from the data.
 - ``[train]``: :class:`~poisonlab.train.TrainConfig` fields applied over the architecture's
@@ -46,6 +49,7 @@ from poisonlab.train import TrainConfig, train_model
 from poisonlab.train.recipes import default_recipe
 from poisonlab.validation import (
     FRACTION,
+    IMAGE_SIZE,
     SEED,
     ConstraintList,
     Interval,
@@ -96,6 +100,7 @@ DATA_CONSTRAINTS: dict[str, ConstraintList] = {
     "holdout": [FRACTION],
     "test": [FRACTION],
     "seed": [SEED],
+    "image_size": [IMAGE_SIZE],
 }
 """Constraints of the ``[data]`` keys."""
 
@@ -109,6 +114,7 @@ class DataSpec:
     holdout: float = 0.1
     test: float = 0.2
     seed: int = 0
+    image_size: tuple[int, int] | None = None
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> DataSpec:
@@ -126,8 +132,28 @@ class DataSpec:
         return spec
 
     def key(self) -> dict[str, Any]:
-        """JSON-ready identity of the data (part of every model key)."""
-        return asdict(self)
+        """JSON-ready identity of the data (part of every model key). Without an image size it
+        is the key of the sections that had no such key, so their cached models stay valid."""
+        key = asdict(self)
+        if self.image_size is None:
+            del key["image_size"]
+        else:
+            key["image_size"] = list(self.image_size)
+        return key
+
+    def loader_options(self) -> dict[str, Any]:
+        """The options ``load_dataset`` gets for this data (the ``image_size``, as the commands'
+        ``--image-size``: :func:`poisonlab.data.loaders.resize_options`); a source whose format
+        is not resized refuses an image size in one line naming the key. Reads headers only."""
+        from poisonlab.data.loaders import resize_options
+
+        if self.image_size is None:
+            return {}
+        height, width = self.image_size
+        given = f"[data] image_size {height}x{width}"
+        return resize_options(
+            self.source, self.image_size, given=given, named=f"source {self.source}"
+        )
 
 
 @functools.lru_cache(maxsize=2)
@@ -136,7 +162,12 @@ def load_split(spec: DataSpec) -> Split:
     from poisonlab.data.prepare import prepare_splits
 
     return prepare_splits(
-        spec.source, holdout=spec.holdout, test=spec.test, seed=spec.seed, limit=spec.limit
+        spec.source,
+        holdout=spec.holdout,
+        test=spec.test,
+        seed=spec.seed,
+        limit=spec.limit,
+        **spec.loader_options(),
     )
 
 
