@@ -35,3 +35,12 @@ def test_bad_path_is_one_red_line_and_exit_2(tmp_path: Path) -> None:
 def test_single_part_source_refuses_test() -> None:
     result = runner.invoke(app, ["data", "info", "digits", "--part", "test"])
     assert result.exit_code == 2 and "no separate test part" in result.stderr
+
+
+def test_the_refusal_says_what_to_do_on_the_command_line() -> None:
+    """It named a Python function (split it with poisonlab.data.split_dataset) to a user of the
+    command line, whose commands split held-out and test images themselves."""
+    result = runner.invoke(app, ["data", "info", "digits", "--part", "test"])
+    error = " ".join(result.stderr.split())
+    assert "--part test: digits has no separate test part" in error
+    assert "use --part train" in error and "split_dataset" not in error

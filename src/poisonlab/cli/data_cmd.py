@@ -77,8 +77,15 @@ def info_command(
     from rich.text import Text
 
     from poisonlab.data.checks import data_errors, data_warnings, log
-    from poisonlab.data.loaders import load_dataset
+    from poisonlab.data.loaders import has_test_part, load_dataset
 
+    if part is Part.test and not has_test_part(source):  # the library's message names Python
+        raise DataError(
+            f"--part test: {source} has no separate test part (a CIFAR-10 folder with "
+            "test_batch, an IDX folder with the t10k files, GTSRB with GT-final_test.csv have "
+            "one); use --part train: train, attack and scan split held-out and test images "
+            "from it themselves"
+        )
     # logs what it resized, as train and scan do
     dataset = load_dataset(source, part=part.value, **loader_options(source, size))
     if len(dataset) == 0:  # nothing to show (it read "classes 1"); train and scan refuse it too
