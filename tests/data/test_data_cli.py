@@ -44,3 +44,15 @@ def test_the_refusal_says_what_to_do_on_the_command_line() -> None:
     error = " ".join(result.stderr.split())
     assert "--part test: digits has no separate test part" in error
     assert "use --part train" in error and "split_dataset" not in error
+
+
+def test_a_source_without_parts_is_not_called_a_train_part(tmp_path: Path) -> None:
+    """The title named --part's default: "mnist (train)" for the single file
+    t10k-images-idx3-ubyte, which holds MNIST's test images; a folder keeps its part."""
+    one_file = mnist_folder(tmp_path) / "t10k-images-idx3-ubyte.gz"
+    result = runner.invoke(app, ["data", "info", str(one_file)], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    assert "(train)" not in result.stdout and "5" in result.stdout
+    result = runner.invoke(app, ["data", "info", str(tmp_path)], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    assert "(train)" in result.stdout

@@ -79,7 +79,8 @@ def info_command(
     from poisonlab.data.checks import data_errors, data_warnings, log
     from poisonlab.data.loaders import has_test_part, load_dataset
 
-    if part is Part.test and not has_test_part(source):  # the library's message names Python
+    two_parts = has_test_part(source)
+    if part is Part.test and not two_parts:  # the library's message names Python
         raise DataError(
             f"--part test: {source} has no separate test part (a CIFAR-10 folder with "
             "test_batch, an IDX folder with the t10k files, GTSRB with GT-final_test.csv have "
@@ -94,7 +95,9 @@ def info_command(
     for message in data_errors(dataset) + data_warnings(dataset):  # what training would meet
         log.warning(message)  # the log path train and scan warn through (WARNING ...)
     c, h, w = dataset.shape
-    summary = Table(title=f"{escape(dataset.name)} ({part.value})", show_header=False)
+    # a source without an official test part (an .npz, one IDX file, digits) is not a "train" part
+    title = f"{dataset.name} ({part.value})" if two_parts else dataset.name
+    summary = Table(title=escape(title), show_header=False)
     summary.add_column("field", style="bold")
     summary.add_column("value")
     summary.add_row("name", Text(dataset.name))
