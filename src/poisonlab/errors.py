@@ -25,6 +25,11 @@ class BudgetError(PoisonlabError, ValueError):
     """An attack budget cannot be met with the data available (never silently shrunk)."""
 
 
+class NumericalError(PoisonlabError, FloatingPointError):
+    """A computation gave NaN or infinite values at the scale, dtype or parameters it was given
+    (e.g. an overflow in float32 that float64 or a larger regularisation avoids)."""
+
+
 def did_you_mean(name: str, choices: Sequence[str], *, suffix: str = "") -> str:
     """`` (did you mean X?)`` naming the choice closest to a mistyped ``name`` (e.g.
     ``spectral-signature``, ``contamnation``), or "" when none is close or ``name`` is one of them.

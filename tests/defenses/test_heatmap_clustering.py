@@ -22,7 +22,7 @@ from torch import Tensor
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses import Evidence, build_detector
 from poisonlab.defenses.heatmap_clustering import HeatmapClustering, auto_pool, silhouette
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DataError
 from poisonlab.explain.lrp import lrp_heatmaps
 from poisonlab.metrics.detection import auroc
 from poisonlab.models import ModelConfig, Network, build_model
@@ -272,6 +272,47 @@ def test_gw_settings_reach_the_k_means(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(Stop):
         HeatmapClustering(classes=[0], max_points=16, seed=1).fit(make_case().evidence)
     assert seen["generators"][0].initial_seed() != first
+
+
+def _altered_heatmaps(monkeypatch: pytest.MonkeyPatch, rows: list[int], value: float) -> None:
+    """Heatmaps of class 0 whose ``rows`` (positions among its members) are set to ``value``."""
+    computed = HeatmapClustering.heatmaps
+
+    def altered(self: HeatmapClustering, evidence: Evidence, part: Any, c: int) -> Tensor:
+        maps = computed(self, evidence, part, c).clone()
+        if c == 0:
+            maps[rows] = value
+        return maps
+
+    monkeypatch.setattr(HeatmapClustering, "heatmaps", altered)
+
+
+def test_a_non_finite_heatmap_is_refused_naming_its_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN in a heatmap (a model or LRP pass that overflowed) stops the detector with the
+    sample's row in the data set and its class (a scan then reports the defense as skipped)."""
+    case = make_case()
+    _altered_heatmaps(monkeypatch, [3], float("nan"))
+    row = int((case.labels == 0).nonzero()[3, 0])
+    message = rf"^heatmap-clustering: the LRP heatmap of data sample {row} \(class 0\) holds NaN"
+    with pytest.raises(DataError, match=message):
+        HeatmapClustering(classes=[0], max_points=16).fit(case.evidence)
+
+
+def test_all_zero_heatmaps_get_uniform_clouds_and_finite_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A heatmap without positive relevance (clamped to all zeros) cannot be normalised to mass
+    1: its cloud spreads the mass uniformly over the grid (point_cloud's constant-map rule), and
+    its distances and score are finite like every other sample's."""
+    case = make_case()
+    _altered_heatmaps(monkeypatch, [0, 5, 6], 0.0)
+    detector = HeatmapClustering(classes=[0], threshold="paper", **FAST)
+    result = detector.fit(case.evidence).result
+    assert torch.isfinite(result.scores[case.labels == 0]).all()
+    clouds = detector.clouds(case.evidence, "data", 0)
+    size = int(clouds.sizes[0])
+    assert size == FAST["max_points"]  # the whole grid, cut to the first points in raster order
+    torch.testing.assert_close(clouds.p[0, :size], torch.full((size,), 1 / size).double())
 
 
 def test_the_fused_gw_loops_are_compiled_for_float32_only(

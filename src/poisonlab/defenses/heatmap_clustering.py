@@ -115,7 +115,7 @@ from poisonlab.defenses.evidence import Evidence, Part
 from poisonlab.defenses.reclassification import CONFIRM, ConfirmedByReclassification
 from poisonlab.defenses.thresholds import ScoreSet, Threshold
 from poisonlab.defenses.verdicts import BreakTest
-from poisonlab.errors import ConfigError
+from poisonlab.errors import ConfigError, DataError
 from poisonlab.explain.gw_kmeans import INITS
 from poisonlab.explain.lrp import COMPOSITES, EXPLAIN
 from poisonlab.ranges import counted
@@ -345,9 +345,18 @@ class HeatmapClustering(ConfirmedByReclassification, Detector):
         float64 on the evidence's device (cached)."""
 
         def compute() -> Any:
+            from poisonlab.explain._gw_checks import non_finite
             from poisonlab.explain.point_cloud import heatmaps_to_clouds
 
             maps = self.heatmaps(evidence, part, c).to(evidence.device)
+            bad = non_finite(maps)
+            if bad is not None:
+                row = int((evidence.labels(part) == c).nonzero()[bad[0], 0])
+                raise DataError(
+                    f"{self.name}: the LRP heatmap of {part} sample {row} (class {c}) holds "
+                    f"{bad[1]}; expected finite relevance (the model's outputs or its LRP "
+                    "pass overflowed there)"
+                )
             if self.relevance == "positive":
                 maps = maps.clamp(min=0.0)
             return heatmaps_to_clouds(

@@ -15,6 +15,7 @@ import logging
 import torch
 from torch import Tensor
 
+from poisonlab.explain._gw_checks import check_values
 from poisonlab.explain._gw_state import GWResult, GWState
 
 # entropic_gw's messages, under the name of the module its users import
@@ -81,6 +82,7 @@ def _solve_fused(C1: Tensor, p: Tensor, C2: Tensor, q: Tensor, **kw: object) -> 
 
     value, plan, n_iter, converged, f, g, capped = _gw_fused.solve(C1, p, C2, q, **kw)  # type: ignore[arg-type]
     log_capped(capped, kw["sinkhorn_max_iter"])  # type: ignore[arg-type]
+    check_values(value, n_iter, epsilon=kw["epsilon"], spaces=(C1, p, C2, q))  # type: ignore[arg-type]
     return GWResult(value, plan, n_iter, converged, (f, g))
 
 

@@ -18,6 +18,7 @@ import inspect
 import torch
 from torch import Tensor
 
+from poisonlab.explain._gw_checks import check_values
 from poisonlab.explain.gromov import (
     INNER_SOLVERS,
     NEWTON_MAX_POINTS,
@@ -159,4 +160,11 @@ def solve_sources(
         **settings,  # type: ignore[arg-type]
     )
     log_capped(capped, settings["sinkhorn_max_iter"])  # type: ignore[arg-type]
+    check_values(
+        value,
+        n_iter,
+        epsilon=epsilon,
+        spaces=(store[0], store[1], spaces, masses),
+        name=lambda b: f"problem {b} (cloud row {int(rows[b])}, space {int(space_rows[b])})",
+    )
     return GWResult(value, plan, n_iter, converged, (f, g)), total

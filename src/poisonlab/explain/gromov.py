@@ -61,6 +61,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from poisonlab.explain._gw_checks import check_values
+
 # GWResult, GWState, totals_match and _fused_unavailable are imported from here (re-exported)
 from poisonlab.explain._gw_dispatch import (
     _fused_unavailable,
@@ -244,6 +246,9 @@ def entropic_gw(
         On inconsistent shapes, ``epsilon <= 0``, ``max_iter < 1`` or an unknown ``inner``; on
         a ``resume`` state that is empty, does not match the batch, or comes with ``T0`` or
         ``potentials``; on ``fused=True`` where the fused path does not apply.
+    NumericalError
+        If a (non-parked) value is NaN or inf, on either path: the message names the problem,
+        the dtype and the ratio of the costs to ``epsilon`` (or the non-finite input).
     """
     if inner not in INNER_SOLVERS:
         raise ValueError(f"inner must be one of {INNER_SOLVERS}, got {inner!r}")
@@ -381,6 +386,7 @@ def entropic_gw(
             parked = torch.zeros_like(converged)
             parked[todo] = True
             _fill_values(value, C1, p, C2, q, plan, skip=parked)
+            check_values(value, n_iter, epsilon=epsilon, spaces=(C1, p, C2, q), skip=parked)
             plan[todo], pot_f[todo], pot_g[todo] = torch.nan, torch.nan, torch.nan
             n_iter[todo] = done_iter
             return GWResult(value, plan, n_iter, converged, (pot_f, pot_g), state)
@@ -431,6 +437,7 @@ def entropic_gw(
         pot_f[todo], pot_g[todo] = f, g
     log_capped(capped, sinkhorn_max_iter)
     _fill_values(value, C1, p, C2, q, plan)
+    check_values(value, n_iter, epsilon=epsilon, spaces=(C1, p, C2, q))
     return GWResult(value, plan, n_iter, converged, (pot_f, pot_g))
 
 

@@ -76,11 +76,12 @@ distance of a cloud to itself is small but not 0.  The seeding's cloud-to-cloud 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 
+from poisonlab.explain._gw_checks import check_spaces
 from poisonlab.explain.gw_batches import CHUNK_ELEMENTS, gw_to_centers
 from poisonlab.explain.gw_lloyd import GWKMeansResult, LloydRun, drive_lockstep, farthest_points
 from poisonlab.explain.point_cloud import PointClouds
@@ -191,6 +192,12 @@ def gw_kmeans(
     ValueError
         If there are fewer clouds than clusters, ``init`` is unknown or parameters are out of
         range.
+    DataError
+        If a cloud's structure matrix or masses hold NaN or inf (or exceed ``dtype``), or its
+        masses are negative or do not sum to 1; the message names the cloud.
+    NumericalError
+        If a GW solve gave NaN or inf (an overflow: the message names the dtype and the ratio
+        of the costs to ε, and suggests float64 or a larger ε).
     """
     return gw_kmeans_many(
         [clouds],
@@ -282,6 +289,8 @@ warm_start, chunk_elements, dtype, init, inner
     ValueError
         As :func:`gw_kmeans`, naming the batch; or if the numbers of batches and generators
         differ.
+    DataError, NumericalError
+        As :func:`gw_kmeans`, naming the batch.
     """
     if len(clouds) != len(generators):
         raise ValueError(f"need one generator per batch, got {len(generators)} for {len(clouds)}")
@@ -299,7 +308,14 @@ warm_start, chunk_elements, dtype, init, inner
             raise ValueError(
                 f"need 1 <= k <= number of clouds, got k={k} for {len(batch)} clouds{where}"
             )
-        batch = _in_dtype(batch, dtype)
+        work = _in_dtype(batch, dtype)
+        check_spaces(
+            work.C,
+            work.p,
+            name=_cloud_name(len(batch), i if len(clouds) > 1 else None),
+            source=None if work is batch else (batch.C, batch.p),
+        )
+        batch = work
         runs.append(
             LloydRun(
                 batch,
@@ -371,10 +387,20 @@ def gw_distances_to_centers(
     """GW distances (B, k) of new clouds to fitted centers ``(C, p)`` of one size, solved as
     :func:`gw_kmeans` solves its distances (same dtype and stopping rules, from the product
     coupling), so that they compare with the distances of the clustered clouds (e.g. Heatmap
-    Clustering's held-out reference).  Returned in the dtype of ``clouds``."""
+    Clustering's held-out reference).  Returned in the dtype of ``clouds``.  Clouds and centers
+    are checked as :func:`gw_kmeans` checks its clouds (DataError, NumericalError)."""
     out_dtype = clouds.C.dtype
-    clouds = _in_dtype(clouds, dtype)
+    given, clouds = clouds, _in_dtype(clouds, dtype)
+    source = None if clouds is given else (given.C, given.p)
+    check_spaces(clouds.C, clouds.p, name=_cloud_name(len(clouds)), source=source)
     work = clouds.C.dtype
+    given_C, given_p = torch.stack([C for C, _ in centers]), torch.stack([p for _, p in centers])
+    check_spaces(
+        given_C.to(work),
+        given_p.to(work),
+        name=lambda j: f"center {j} of {len(centers)}",
+        source=(given_C, given_p),
+    )
     with _one_thread(clouds.C.device):
         results = gw_to_centers(
             clouds,
@@ -384,6 +410,12 @@ def gw_distances_to_centers(
             **_distance_solver(gw_max_iter, gw_tol, value_rtol, inner),  # type: ignore[arg-type]
         )
     return torch.stack([r.value for r in results], dim=1).to(out_dtype)
+
+
+def _cloud_name(count: int, batch: int | None = None) -> Callable[[int], str]:
+    """How the input checks name cloud ``b`` of ``count`` (of batch ``batch`` if given)."""
+    where = "" if batch is None else f"batch {batch}, "
+    return lambda b: f"{where}cloud {b} of {count}"
 
 
 def _in_dtype(clouds: PointClouds, dtype: torch.dtype | None) -> PointClouds:

@@ -18,9 +18,12 @@ Construction, for a heatmap ``r`` of shape (H, W) already summed over colour cha
    ``C_ij = ‖x_i - x_j‖₂ / max C`` and ``p`` = the kept masses renormalised to sum 1.
 
 Degenerate maps: a constant map has no preferred pixels and gets uniform mass on all pixels
-(then the cut and ``max_points`` apply as usual, keeping the first pixels in raster order); a
+(then the cut and ``max_points`` apply as usual, keeping the first pixels in raster order);
+among them an all-zero map (Heatmap Clustering's positive relevance of an image with none for
+its label), whose relevance cannot be normalised to mass 1 (0 / 0): it is spread over the grid
+rather than refused, so such a sample still gets finite distances and a score; a
 cloud of a single point has ``C = [[0]]`` (no division by ``max C = 0``) and ``p = [1]``.
-Non-finite relevance raises ``ValueError``.
+Non-finite relevance raises :class:`~poisonlab.errors.DataError` naming the heatmap.
 
 Size bound (defaults ``pool=2``, ``max_points=256``).  GW costs grow as ``n²m + nm²`` per
 iteration, the k-means++ seeding solves B cloud-to-cloud problems per seed, and on
@@ -47,6 +50,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from poisonlab.errors import DataError
+from poisonlab.explain._gw_checks import non_finite
 
 __all__ = ["DEFAULT_MAX_POINTS", "PointClouds", "heatmaps_to_clouds", "pad_clouds"]
 
@@ -170,7 +176,8 @@ def heatmaps_to_clouds(
     Raises
     ------
     ValueError
-        On a wrong shape, non-finite values or out-of-range parameters.
+        On a wrong shape or out-of-range parameters; DataError (a ValueError) naming the first
+        heatmap that holds NaN or inf.
     """
     if heatmaps.dim() != 3 or heatmaps.shape[0] == 0:
         raise ValueError(f"heatmaps must have shape (B, H, W) with B > 0, got {heatmaps.shape}")
@@ -180,9 +187,12 @@ def heatmaps_to_clouds(
         raise ValueError(f"pool must be a positive divisor of H and W, got {pool}")
     if max_points is not None and max_points < 1:
         raise ValueError(f"max_points must be >= 1 or None, got {max_points}")
+    bad = non_finite(heatmaps)
+    if bad is not None:
+        raise DataError(
+            f"heatmap {bad[0]} of {heatmaps.shape[0]} holds {bad[1]}; expected finite relevance"
+        )
     r = heatmaps.to(dtype)
-    if not torch.isfinite(r).all():
-        raise ValueError("heatmaps contain NaN or infinite values")
     if pool > 1:
         r = F.avg_pool2d(r.unsqueeze(1), pool).squeeze(1)
     width = r.shape[2]
