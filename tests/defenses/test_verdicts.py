@@ -356,20 +356,23 @@ def planted_classes(kinds: dict[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_the_second_stage_names_the_weak_class_of_an_all_to_all_attack() -> None:
     """Nine classes the default test names and one whose poisons sit across a valley: the first
-    stage names nine (at least half of ten), so the tenth is tested again in the valley form,
-    Holm's procedure over the one class left (level alpha), and named with stage 2; the nine
-    first-stage verdicts and flags are those of the default test alone."""
+    stage names nine (at least half of ten), so every class is tested again in the valley form,
+    Holm's procedure over all ten, and the tenth is named with stage 2; each class keeps the
+    verdict, and the flags, of its stage with the smaller p-value."""
     scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
     alone, alone_flags = class_verdicts(scores, labels)
     assert [v.label for v in alone if v.poisoned] == list(range(9))
+    second, second_flags = class_verdicts(scores, labels, BreakTest.valley())
     verdicts, flags = class_verdicts(scores, labels, escalation=BreakTest.valley())
     assert [v.label for v in verdicts if v.poisoned] == list(range(10))
-    assert verdicts[:9] == alone[:9] and all(v.stage == 1 for v in verdicts[:9])
+    for first, again, kept in zip(alone, second, verdicts, strict=True):
+        better = again if again.p_value < first.p_value else first
+        assert kept == replace(better, stage=2 if better is again else 1)
+        chosen = second_flags if better is again else alone_flags
+        assert torch.equal(flags[labels == kept.label], chosen[labels == kept.label])
     weak = verdicts[9]
     assert weak.stage == 2 and weak.level == pytest.approx(0.05) and weak.p_value <= 1e-4
     assert 170 <= weak.suspects <= 210
-    assert torch.equal(flags & (labels < 9), alone_flags)
-    assert int((flags & (labels == 9)).sum()) == weak.suspects
     # the same test twice is no second stage (a detector whose first test is the valley form)
     again, _ = class_verdicts(scores, labels, BreakTest.valley(), escalation=BreakTest.valley())
     assert all(v.stage == 1 for v in again)
@@ -388,6 +391,25 @@ def test_the_second_stage_leaves_a_one_to_one_attack_alone() -> None:
     assert [v.label for v in verdicts if v.poisoned] == [0]
     assert verdicts == alone and torch.equal(flags, alone_flags)
     assert all(v.stage == 1 for v in verdicts)
+
+
+def test_the_second_stage_retests_a_class_the_first_named_only_weakly() -> None:
+    """A class the first stage names at Holm's last step (p near alpha) is tested again too and
+    keeps the valley test's far smaller p-value, which a combination of detectors can use; a
+    class the first stage names and the second does not keeps the first stage's verdict."""
+    from poisonlab.defenses.verdicts import _better
+
+    scores, labels = planted_classes({c: "strong" for c in range(9)} | {9: "weak"})
+    first = BreakTest().verdict(9, scores[labels == 9], 1)
+    weak_first = replace(first, poisoned=True, p_value=0.02, level=0.05)
+    again = replace(BreakTest.valley().verdict(9, scores[labels == 9], 10), stage=2)
+    assert again.poisoned and again.p_value < 1e-4
+    assert _better(weak_first, again) is again
+    unnamed_again = replace(again, poisoned=False)
+    assert _better(weak_first, unnamed_again) is weak_first
+    assert _better(replace(weak_first, poisoned=False), unnamed_again) is unnamed_again
+    tie = replace(again, p_value=weak_first.p_value)
+    assert _better(weak_first, tie) is weak_first
 
 
 def test_escalation_quorum_is_half_the_classes_and_at_least_two() -> None:
@@ -419,7 +441,7 @@ def test_detectors_run_the_second_stage_in_fit() -> None:
     scores, _, evidence = _all_to_all_with_a_weak_tenth()
     result = Planted(scores).fit(evidence).result
     assert result.poisoned_classes == list(range(10))
-    assert [v.stage for v in result.verdicts] == [1] * 9 + [2]
+    assert result.verdicts[9].stage == 2
     assert Planted._escalation_test(0.01) == BreakTest.valley(0.01)
     hc = build_detector("heatmap-clustering")
     assert hc._escalation_test(0.05) is None

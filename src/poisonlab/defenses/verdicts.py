@@ -75,20 +75,26 @@ bench/results/verdicts.md: 87 instead of 60 of 687 clean classes named before th
 **The second stage, for all-to-all attacks** (``escalation`` of :func:`class_verdicts`; every
 detector's :meth:`~poisonlab.defenses.base.Detector.fit` passes the valley test). When the
 first stage names at least half of the K classes (:func:`escalation_quorum`, and at least 2),
-the attack is evidently not one-to-one, and the classes it left are tested again with the valley
-test, Holm's procedure over those classes alone; the detector's confirmation then runs once over
-the classes of both stages. In Fashion-MNIST all-to-all attacks Activation Clustering's split
-held one class's poisons with clean samples of the class that trail into the gap below them
-(the trousers of seeds 0 and 1) or mixed among them (the coats of seed 2), default p 0.65–1,
-which the wider windows read as one break (p ≤ 1.6·10⁻⁶ to 6·10⁻⁴; the tenth class named in
-every model: bench/results/verdicts.md).
+the attack is evidently not one-to-one, and every class is tested again with the valley test,
+Holm's procedure over all K; a class keeps the verdict of the stage that names it, or, when both
+or neither do, the one with the smaller p-value (which is what a combination of detectors then
+reads); the detector's confirmation runs once over the classes of both stages. In Fashion-MNIST
+all-to-all attacks Activation Clustering's split held one class's poisons with clean samples of
+the class that trail into the gap below them (the trousers of seeds 0 and 1) or mixed among them
+(the coats of seed 2), default p 0.65–1, which the wider windows read as one break (p ≤
+1.6·10⁻⁶ to 6·10⁻⁴; the tenth class named in every model: bench/results/verdicts.md). A class
+the first stage names only at Holm's last steps is tested again too: in one such model the
+coats were named at p 0.022, too weak for a combination of three detectors at Holm's last level,
+while the valley test gives 4·10⁻¹⁹ (until 7 Dec 2026 only the classes the first stage left were
+tested again, and the coats went unnamed: 90.0% of the poisons removed).
 False alarms: with fewer poisoned classes than the quorum, the second stage runs only after the
 first has named at least one clean class, so the procedure's family-wise rate is the first
 stage's (at most ``alpha``), and the verdicts on clean data and one-to-one attacks are those of
 the first stage (every saved bench run: at most 3 of 10 classes named by any detector's first
-stage outside all-to-all attacks, against a quorum of 5). Otherwise a false alarm needs one in
-the first stage or, if there was none, one among the clean classes the second stage tests at
-``alpha`` (Holm), so the rate is at most 2·``alpha``.
+stage outside all-to-all attacks, against a quorum of 5). Otherwise a clean class is named only
+if one of the two procedures, each of family-wise rate at most ``alpha`` over all K classes,
+names it, so the rate is at most 2·``alpha``; a combination that reads the smaller of a class's
+two p-values is bounded the same way (Holm's argument applied to each stage's p-values).
 
 **Calibration.** The classes are tested together with Holm's step-down procedure (Holm 1979,
 "A simple sequentially rejective multiple test procedure", Scand. J. Statist. 6:65–70): with the
@@ -444,9 +450,10 @@ def class_verdicts(
     The classes are judged together by Holm's step-down procedure at ``test.alpha``
     (:func:`holm`). With ``escalation`` (a test other than ``test``, e.g.
     :meth:`BreakTest.valley`), when this first stage names at least :func:`escalation_quorum`
-    of the K classes, the classes it left are judged again by ``escalation``, Holm's procedure
-    over them at ``escalation.alpha`` (module docstring, "The second stage"); their verdicts
-    then carry ``stage`` 2. Returns the verdicts in class order and bool (N,) flags: the k̂
+    of the K classes, every class is judged again by ``escalation``, Holm's procedure over all K
+    at ``escalation.alpha``, and keeps the verdict of the stage that names it, or of the two
+    the one with the smaller p-value (module docstring, "The second stage"); a verdict of the
+    second stage carries ``stage`` 2. Returns the verdicts in class order and bool (N,) flags: the k̂
     highest scores of each class judged poisoned (the group above the break; its trailing members
     are added by :func:`take_trailing` after the class's tests), nothing elsewhere.
     """
@@ -457,13 +464,26 @@ def class_verdicts(
     flags = torch.zeros(len(scores), dtype=torch.bool)
     verdicts = _holm_stage(scores, tested_scores, labels, classes, test, flags, stage=1)
     if escalation is not None and escalation != test:
-        named = {v.label for v in verdicts if v.poisoned}
-        if len(named) >= escalation_quorum(len(classes)):
-            rest = [c for c in classes if c not in named]
-            second = _holm_stage(scores, tested_scores, labels, rest, escalation, flags, stage=2)
-            again = {v.label: v for v in second}
-            verdicts = [again.get(v.label, v) for v in verdicts]
+        named = sum(v.poisoned for v in verdicts)
+        if named >= escalation_quorum(len(classes)):
+            second_flags = torch.zeros_like(flags)
+            second = _holm_stage(
+                scores, tested_scores, labels, classes, escalation, second_flags, stage=2
+            )
+            for i, (first, again) in enumerate(zip(verdicts, second, strict=True)):
+                if _better(first, again) is again:
+                    members = analysed & (labels == again.label)
+                    flags[members] = second_flags[members]
+                    verdicts[i] = again
     return tuple(verdicts), flags
+
+
+def _better(first: ClassVerdict, again: ClassVerdict) -> ClassVerdict:
+    """Of a class's two verdicts (module docstring, "The second stage"): the one that names it,
+    and of two that agree, the one with the smaller p-value (the first on a tie)."""
+    if first.poisoned != again.poisoned:
+        return first if first.poisoned else again
+    return again if again.p_value < first.p_value else first
 
 
 def _holm_stage(
