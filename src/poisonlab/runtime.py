@@ -234,6 +234,15 @@ def sized_image_shape(height: int, width: int) -> tuple[int, int] | None:
     return (height, width) if small_gray == small_colour else None
 
 
+def expected_image_shape(source: object, size: tuple[int, int] | None) -> tuple[int, ...] | None:
+    """The image shape :func:`auto_threads` decides from before the data loads: the requested
+    ``size`` (height, width; :func:`sized_image_shape`) when one is given, else the shape of a
+    built-in ``source`` by name, else None (unknown work)."""
+    if size is not None:
+        return sized_image_shape(*size)
+    return builtin_image_shape(source) if isinstance(source, str) else None
+
+
 def builtin_image_shape(source: str) -> tuple[int, int, int] | None:
     """(C, H, W) of a built-in data source by name (``digits``), None for anything else."""
     return BUILTIN_SHAPES.get(source)

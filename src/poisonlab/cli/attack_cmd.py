@@ -530,9 +530,7 @@ def warn_no_collision(metrics: dict[str, Any], params: dict[str, Any]) -> None:
 def _image_shape(network: Any, data: str, resize: tuple[int, int] | None) -> tuple[int, ...] | None:
     """The image shape the attack works on, for the automatic thread count (None: unknown): the
     --model's input, else the --image-size (channels unknown until the data loads:
-    :func:`poisonlab.runtime.sized_image_shape`), else a built-in source's shape."""
+    :func:`poisonlab.runtime.expected_image_shape`), else a built-in source's shape."""
     if network is not None:
         return tuple(network.config.input_shape)
-    if resize is not None:
-        return runtime.sized_image_shape(*resize)
-    return runtime.builtin_image_shape(data)
+    return runtime.expected_image_shape(data, resize)

@@ -165,12 +165,9 @@ def apply_threads(job: CellJob) -> runtime.ThreadSettings:
         return runtime.use_threads(job.threads, source="executor share of the cores")
     data = job.spec.params.get("data")
     data = data if isinstance(data, dict) else {}
-    source, size = data.get("source"), data.get("image_size")
-    shape: tuple[int, ...] | None = None
-    if isinstance(source, str):
-        shape = runtime.builtin_image_shape(source)
-    if size is not None and IMAGE_SIZE.accepts(size):  # channels known once loaded
-        shape = runtime.sized_image_shape(*IMAGE_SIZE.convert(size))
+    size = data.get("image_size")
+    size = IMAGE_SIZE.convert(size) if size is not None and IMAGE_SIZE.accepts(size) else None
+    shape = runtime.expected_image_shape(data.get("source"), size)
     return runtime.use_threads(None, image_shape=shape)
 
 
