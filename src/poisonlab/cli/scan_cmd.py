@@ -368,7 +368,9 @@ def scan_command(
         help="verdict (per-class verdicts: a class judged clean loses nothing; verdict:A sets "
         "the family-wise level, default 0.05), paper (each method's own rule), contamination:F, "
         "fpr:F (needs --holdout) or value:V. Applies to every defense and to the combined "
-        "decision.",
+        "decision, except paper, which leaves the decision on the verdicts at 0.05; "
+        "contamination:F, fpr:F and value:V cut the combined score, a rank percentile in "
+        "[0, 1].",
     ),
     decision: str = typer.Option(
         "verdict",
@@ -419,7 +421,7 @@ def scan_command(
 ) -> None:
     """Score every sample of DATA with the chosen defenses; write scores, a summary and a clean set.
 
-    Prints the verdict first ("class 8 looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean"): the defenses that rank within classes (activation-clustering, raw-clustering, spectral-signatures) each test every class for a break in its highest scores, and a class is named when the most significant of them passes the family-wise 5% level; a class judged clean loses nothing. heatmap-clustering judges its classes the same way (in the test's valley form) and flags nothing in a class it judges clean; its verdict is reported, not combined. Then one row per defense (threshold, classes named, flagged/analysed, seconds; AUROC and TPR when DATA carries is_poison; * marks a defense reported only) and its flags per class.
+    Prints the verdict first ("class 8 looks poisoned: 31 suspicious samples; classes 0–7, 9 look clean"): the defenses that rank within classes (activation-clustering, raw-clustering, spectral-signatures) each test every class for a break in its highest scores, and a class is named when one of them names it with a p-value that, times their number (Bonferroni), passes Holm's step-down procedure over the classes at the family-wise 5% level; a class judged clean loses nothing. heatmap-clustering judges its classes the same way (in the test's valley form) and flags nothing in a class it judges clean; its verdict is reported, not combined. Then one row per defense (threshold, classes named, flagged/analysed, seconds; AUROC and TPR when DATA carries is_poison; * marks a defense reported only) and its flags per class.
 
     Writes --out/scores.csv (one row per sample: index, id, label, a score and a 0/1 flag column per defense, the combined score and the 0/1 removed decision), --out/summary.json (the verdict and the decision first, then per defense its verdicts, the cut-off used per class, parameters, flags per class, timings, the models used, the thread settings), --out/model/ (a model trained here, reusable with --model; --out/lgm-model/ too when one was trained), --out/clean.npz (DATA without the removed samples; load it like any .npz) and --out/report.html (figures). Input files are only read.
 

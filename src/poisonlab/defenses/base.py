@@ -191,8 +191,9 @@ class Detector(Validated, ABC):
     @classmethod
     def _escalation_test(cls, alpha: float) -> BreakTest | None:
         """The second stage of :meth:`fit`'s verdicts at level ``alpha``: when the first names
-        at least half of the classes (evidence of an all-to-all attack), the classes it left are
-        tested again in the valley form (:meth:`~poisonlab.defenses.verdicts.BreakTest.valley`;
+        at least half of the classes (evidence of an all-to-all attack), every class is tested
+        again in the valley form, Holm's procedure over all of them
+        (:meth:`~poisonlab.defenses.verdicts.BreakTest.valley`;
         :func:`~poisonlab.defenses.verdicts.class_verdicts`), with the same smallest class. None
         runs no second stage; a detector whose first test already is the valley form gets none."""
         return BreakTest.valley(alpha, min_samples=cls.verdict_min_class)

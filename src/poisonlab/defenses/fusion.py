@@ -9,32 +9,34 @@ decision").
 1. **Which classes look poisoned.** Each member gives class c a p-value p_{c,m} (taken as 1
    when the member's own confirmation, exclusionary reclassification for the clustering
    detectors and Spectral Signatures, found the group legitimate, or when the held-out check
-   found it a genuine mode of the clean data, :mod:`poisonlab.defenses.holdout_check`; from
-   the member's second stage, the valley form, when its first named at least half of the
-   classes: :mod:`poisonlab.defenses.verdicts`). The
-   combined p-value is Bonferroni's min-p,
-   p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence between members (they read
-   the same features, so Fisher's or Stouffer's independence assumption would not hold). The K
-   classes tested are judged by Holm's step-down procedure on the p_c (Holm 1979; see
-   :func:`poisonlab.defenses.verdicts.holm`): the smallest is compared with α / K, the next with
-   α / (K − 1), and so on until one fails. Class c is named when it passes and a member that
-   named c itself (after its own confirmation) has M · p_{c,m} within c's level: on a clean
-   data set the chance that the scan names any class stays at most α (default 0.05) when each
-   member's null holds, as with Bonferroni's α / K (with the members' second stage, plus the
-   chance that a member's first stage names half of the classes, which no clean or one-to-one
-   run of bench/results/verdicts.md came near), while in an all-to-all attack the last
-   poisoned classes are not held to the level of K tests.
+   found it a genuine mode of the clean data, :mod:`poisonlab.defenses.holdout_check`; when
+   the member's first stage named at least half of the classes, every class was tested again
+   in the valley form, and p_{c,m} is that of the stage that named c, else the smaller of the
+   two: :mod:`poisonlab.defenses.verdicts`, "The second stage"). The combined p-value is
+   Bonferroni's min-p, p_c = min(1, M · min_m p_{c,m}), valid whatever the dependence between
+   members (they read the same features, so Fisher's or Stouffer's independence assumption
+   would not hold). The K classes tested are judged by Holm's step-down procedure on the p_c
+   (Holm 1979; see :func:`poisonlab.defenses.verdicts.holm`): the smallest is compared with
+   α / K, the next with α / (K − 1), and so on until one fails. Class c is named when it
+   passes and a member that named c itself (after its own confirmation) has M · p_{c,m} within
+   c's level: on a clean data set the chance that the scan names any class stays at most α
+   (default 0.05) when each member's null holds, as with Bonferroni's α / K (with the members'
+   second stage, plus the chance that a member's first stage names half of the classes, which
+   no clean or one-to-one run of bench/results/verdicts.md came near), while in an all-to-all
+   attack the last poisoned classes are not held to the level of K tests.
 2. **Which samples of a named class go.** Among the members that named the class on their own
    (M · p_{c,m} within its level), the group most of them found is the one removed (two namers
    found the same group when they share at least half of the smaller of their groups; ties to
    the most significant namer, :func:`agreeing_namers`): a member whose group is another set of
    samples (a genuine mode its confirmation let through, beside the poison group the others
    found) named the class for that group. What goes is the group of the most significant of
-   those namers: its k̂ samples above its break, in the order its verdict read (its
-   ``verdict_scores`` when it has them), so the cut and the order come from the same test. (Averaging
-   the namers' rankings instead, as earlier versions did, let a less significant namer whose
-   ranking spread the poisons move clean samples into the cut: docs/methods.md, "Combined
-   decision".) Which classes are named does not depend on it. A class named by nobody loses nothing.
+   those namers: its k̂ samples above its break and their trailing members (its verdict's
+   ``suspects``, :func:`~poisonlab.defenses.verdicts.take_trailing`), in the order its verdict
+   read (its ``verdict_scores`` when it has them), so the cut and the order come from the same
+   test. (Averaging the namers' rankings instead, as earlier versions did, let a less
+   significant namer whose ranking spread the poisons move clean samples into the cut:
+   docs/methods.md, "Combined decision".) Which classes are named does not depend on it. A
+   class named by nobody loses nothing.
 
    The **combined score** of a sample (scores.csv, and what user thresholds cut) is the mean,
    over the members, of its within-class rank percentile (0 = least, 1 = most suspicious among
@@ -187,7 +189,8 @@ def effective_p(verdict: ClassVerdict) -> float:
 
 def suspect_group(result: DetectionResult, verdict: ClassVerdict, labels: Tensor) -> Tensor:
     """The member's group in the verdict's class: the indices of its ``verdict.suspects``
-    highest verdict scores there (the samples above its break, in the order its verdicts use)."""
+    highest verdict scores there (the samples above its break and, in a detector's result, their
+    trailing members; in the order its verdicts use)."""
     return top_in_class(verdict_view(result).scores, labels, verdict.label, verdict.suspects)
 
 

@@ -34,7 +34,8 @@ had h = 9-10 of 36 held-out samples above their cut, the 158 named groups holdin
 
 Limits: the held-out set must be clean and drawn like the suspect data (another writer population
 or camera would change the modes' rates). A part split off the suspect data itself is not clean:
-it holds the poisons at their rate, so every poison group would pass as a mode and be cleared. Detectors that cannot score new samples with their verdict's statistic (Heatmap Clustering's
+it holds the poisons at their rate, so every poison group would pass as a mode and be cleared.
+Detectors that cannot score new samples with their verdict's statistic (Heatmap Clustering's
 silhouettes) get no check.
 """
 

@@ -7,7 +7,8 @@ without every suspect; each suspect group is then classified by it. With l of it
 predicted as their claimed label and q as the most frequent other class C, the group is
 legitimate when q = 0 or l/q > T; a poison group, whose label only its trigger explained, goes to
 its source class C. Activation Clustering's ``ex_re_threshold`` rule, and the confirmation of the
-per-class verdicts of every clustering detector (:class:`ConfirmedByReclassification`), use it.
+per-class verdicts of every verdict-giving detector (the clustering detectors and Spectral
+Signatures; :class:`ConfirmedByReclassification`), use it.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def confirm_by_reclassification(
     as a poisoned one, so the split alone cannot tell them apart. A fresh copy of the model is
     trained once without every suspect (``flags``); each named class's suspects are then
     classified by it. With l of them predicted as their claimed label and q as the most frequent
-    other class C, the group is legitimate when l/q > ``confirm`` (T) and the verdict is
+    other class C, the group is legitimate when q = 0 or l/q > ``confirm`` (T) and the verdict is
     cleared (its flags dropped); a poison group, whose label only its trigger explained, goes
     to its source class C. Runs only when a class is named and the evidence has a model;
     detectors naming the same suspects share one retraining (its progress names ``defense``, the

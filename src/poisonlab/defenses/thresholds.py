@@ -2,10 +2,10 @@
 
 A detector's scores never depend on the threshold; the threshold decides which samples are
 flagged: the per-class verdict (the default, :class:`VerdictRule`: nothing in a class judged clean,
-the samples above the break in a class judged poisoned, :mod:`poisonlab.defenses.verdicts`; the
-paper's rule for detectors that give no verdicts), the paper's own rule, a contamination quantile,
-a target false-positive rate on clean held-out data, or a fixed value. The last three are the
-user's and override the verdicts.
+the samples above the break and their trailing members in a class judged poisoned,
+:mod:`poisonlab.defenses.verdicts`; the paper's rule for detectors that give no verdicts), the
+paper's own rule, a contamination quantile, a target false-positive rate on clean held-out data,
+or a fixed value. The last three are the user's and override the verdicts.
 
 Thresholds are checked when they are built, before any model is trained: a fraction must lie in
 (0, 1) and a fixed value must be a finite number (``value:nan`` would flag nothing and ``value:inf``
@@ -100,8 +100,8 @@ class VerdictRule(Threshold):
     """The default: flags from the per-class verdicts at family-wise level ``alpha``.
 
     A class judged clean flags nothing; a class judged poisoned flags its samples above the break
-    (:mod:`poisonlab.defenses.verdicts`). Detectors that give no verdicts (they do not rank
-    within classes) keep their paper's rule, and say so.
+    and their trailing members (:mod:`poisonlab.defenses.verdicts`, "The cut"). Detectors that
+    give no verdicts (they do not rank within classes) keep their paper's rule, and say so.
     """
 
     alpha: float = 0.05

@@ -52,10 +52,11 @@ factor far more often than an exponential tail would. The share keeps a lone cle
 above the bulk (a spacing of 9 times the mean there, a sixth of the break above it) with its class.
 The tests judge the group above the break alone, as they were calibrated: when the trailing
 members also went into the confirming retraining, the retrained model changed with them, and in
-one all-to-all run a class whose confirmation was close to its threshold (34 against 63 read as
-its own label, T = 0.5) flipped to legitimate. The valley test has no trailing members: its
-windows run tens of samples into the valley, where the deepest large spacing can lie among the
-clean samples.
+one all-to-all run a class whose confirmation was close to its threshold flipped to legitimate
+(35 of its group read as its own label against 53 as pullovers, where the group above the break
+alone gave 26 against 59; T = 0.5). The valley test has no trailing members: its windows run
+tens of samples into the valley, where the deepest large spacing can lie among the clean
+samples.
 
 **The valley test** (:meth:`BreakTest.valley`). Between the two clusters of a split, read as
 silhouettes (Heatmap Clustering's scores), the scores fall through a valley tens of samples wide
@@ -73,12 +74,14 @@ wider windows also find the genuine modes of clean classes (digits and Fashion-M
 bench/results/verdicts.md: 87 instead of 60 of 687 clean classes named before the confirmation).
 
 **The second stage, for all-to-all attacks** (``escalation`` of :func:`class_verdicts`; every
-detector's :meth:`~poisonlab.defenses.base.Detector.fit` passes the valley test). When the
-first stage names at least half of the K classes (:func:`escalation_quorum`, and at least 2),
-the attack is evidently not one-to-one, and every class is tested again with the valley test,
-Holm's procedure over all K; a class keeps the verdict of the stage that names it, or, when both
-or neither do, the one with the smaller p-value (which is what a combination of detectors then
-reads); the detector's confirmation runs once over the classes of both stages. In Fashion-MNIST
+detector's :meth:`~poisonlab.defenses.base.Detector.fit` passes the valley test, but Heatmap
+Clustering's, whose first test already is the valley test). When the first stage names at least
+half of the K classes (:func:`escalation_quorum`, and at least 2), the attack is evidently not
+one-to-one, and every class is tested again with the valley test, Holm's procedure over all K; a
+class keeps the verdict of the stage that names it, or, when both or neither do, the one with the
+smaller p-value (which is what a combination of detectors then reads); the detector's
+confirmation runs once over the classes of both stages. A class whose second-stage verdict is
+kept is cut at that test's largest spacing, without trailing members. In Fashion-MNIST
 all-to-all attacks Activation Clustering's split held one class's poisons with clean samples of
 the class that trail into the gap below them (the trousers of seeds 0 and 1) or mixed among them
 (the coats of seed 2), default p 0.65–1, which the wider windows read as one break (p ≤
@@ -193,13 +196,16 @@ class ClassVerdict:
 
     label : the claimed class
     poisoned : True when Holm's procedure reaches and rejects the class (its p-value within
-        ``level``, and every smaller one within its own) and no confirmation cleared it
+        ``level``, and every smaller one within its own) and neither the confirmation nor the
+        held-out check cleared it
     statistic : t of the most significant window of spacings (module docstring)
     p_value : the class's p-value under the exponential-tail null (Bonferroni over windows)
     level : the cut the p-value was compared with: Holm's ``alpha`` / (K − i + 1) for the class
         ranked i-th smallest p-value among the K tested (module docstring)
-    suspects : k̂, the number of highest scores above the break (flagged only when poisoned)
-    cutoff : the lowest score above the break (the cut-off in effect when poisoned)
+    suspects : k̂, the number of highest scores above the break (flagged only when poisoned);
+        in a detector's result, a named class's trailing members too (``trailing``)
+    cutoff : the lowest score above the break (the cut-off in effect when poisoned); in a
+        detector's result, the last trailing member's when there are some
     n : samples of the class that were scored
     check : the confirmation a detector ran on a class the test named (e.g. exclusionary
         reclassification), None when none ran; a class it cleared has ``poisoned`` False
@@ -453,9 +459,9 @@ def class_verdicts(
     of the K classes, every class is judged again by ``escalation``, Holm's procedure over all K
     at ``escalation.alpha``, and keeps the verdict of the stage that names it, or of the two
     the one with the smaller p-value (module docstring, "The second stage"); a verdict of the
-    second stage carries ``stage`` 2. Returns the verdicts in class order and bool (N,) flags: the k̂
-    highest scores of each class judged poisoned (the group above the break; its trailing members
-    are added by :func:`take_trailing` after the class's tests), nothing elsewhere.
+    second stage carries ``stage`` 2. Returns the verdicts in class order and bool (N,) flags:
+    the k̂ highest scores of each class judged poisoned (the group above the break; its trailing
+    members are added by :func:`take_trailing` after the class's tests), nothing elsewhere.
     """
     test = test or BreakTest()
     tested_scores = scale(scores) if scale is not None else scores

@@ -29,15 +29,17 @@ logits) come from one forward pass per part shared by every detector (:class:`Ev
 
 Decision and clean set. The detectors that rank within classes give per-class verdicts
 (:mod:`poisonlab.defenses.verdicts`; when a detector's test names at least half of the classes,
-an all-to-all attack, it tests the classes left again in the valley form, Holm's procedure over
-them); :func:`poisonlab.defenses.fusion.combine` turns them into one
-decision: the classes that look poisoned (Bonferroni min-p over the members, Holm's step-down over
-the classes at family-wise level α = 0.05) and, in them only, the samples above the break by the fused within-class rank. That
-decision is ``ScanResult.decision`` and ``ScanResult.clean()`` drops its removed samples. A user
-threshold (``contamination:``, ``value:``) cuts the combined score instead, and
-``decision="union"`` keeps the former rule: drop every sample any detector that ran flagged.
-Detectors without verdicts (uncertainty, DeepFeatures, the LGM likelihood filter) are reported
-beside the decision with the reason they are not part of it.
+an all-to-all attack, it tests every class again in the valley form, Holm's procedure over all
+of them); :func:`poisonlab.defenses.fusion.combine` turns them into one decision: the classes
+that look poisoned (Bonferroni min-p over the members, Holm's step-down over the classes at
+family-wise level α = 0.05) and, in them only, the group most of a class's namers found, as its
+most significant namer cut it (the samples above its break and their trailing members, in its
+own order). That decision is ``ScanResult.decision`` and ``ScanResult.clean()`` drops its
+removed samples. A user threshold (``contamination:``, ``fpr:``, ``value:``) cuts the combined
+score instead, and ``decision="union"`` keeps the former rule: drop every sample any detector
+that ran flagged. Detectors without verdicts (uncertainty, DeepFeatures, the LGM likelihood
+filter) and Heatmap Clustering (its verdict is measured on Schulth et al.'s setting only, not on
+the verdict bench) are reported beside the decision with the reason they are not part of it.
 
 Which defenses run, each built with its validated parameters, is
 :mod:`poisonlab.workflows.scan_selection`' job; inputs (objects or paths, each checked before any
@@ -316,7 +318,9 @@ def scan(
         folder of an earlier scan), read by the LGM detectors only; None trains one when an LGM
         detector is selected and ``model`` has no LGM head
     threshold : one threshold for every defense and the combined decision (default: the per-class
-        verdicts, each paper's rule for detectors without verdicts)
+        verdicts, each paper's rule for detectors without verdicts; ``paper`` leaves the combined
+        decision on the verdicts at α = 0.05, and ``contamination:``, ``fpr:`` and ``value:``
+        cut the combined score, a rank percentile in [0, 1])
     classes : classes analysed by per-class defenses (others note that they score all classes)
     params : extra constructor keywords per defense name
     arch, epochs : architecture and epochs of the trained default model(s)
