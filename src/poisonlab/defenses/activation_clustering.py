@@ -22,10 +22,12 @@ ART, we train **one** model without all suspect clusters at once rather than one
 paper's wording), which would cost one training per class. The user's model is never touched: the
 copy is built from its config with fresh weights, and the global RNG state is restored afterwards.
 
-Scores are the separation score of :mod:`poisonlab.defenses.clustering`; flags are the rule's
-(after exclusionary reclassification when enabled). Limits: the method assumes poisons of one
-class form one cluster that k-means can isolate; it needs a model trained on the suspect data; with
-the smaller-cluster rule a clean class loses its smaller half.
+Scores are the separation score of :mod:`poisonlab.defenses.clustering`; flags are, by default,
+the per-class verdict's (:mod:`poisonlab.defenses.verdicts`: nothing in a class judged clean),
+and with ``threshold="paper"`` the rule's (after exclusionary reclassification when enabled).
+Limits: the method assumes poisons of one class form one cluster that k-means can isolate; it
+needs a model trained on the suspect data; with the paper's smaller-cluster rule a clean class
+loses its smaller half.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ along the line joining them. Why this form:
 - it is invariant to the scale of the representation.
 
 Limits: k-means assumes the poisons form one compact cluster; with no poison it still splits every
-class in two, so the smaller-cluster rule then flags clean samples (use ``relative-size`` or
+class in two, so the smaller-cluster rule (``threshold="paper"``) then flags clean samples (the
+default per-class verdict flags nothing in a class it judges clean; else use ``relative-size`` or
 ``silhouette``, or a contamination threshold on the score). Classes with fewer than 3 samples, or
 whose points are all identical, cannot be split: their samples score 0 and are never flagged.
 Silhouettes are computed on at most 2,000 samples per class (sklearn's ``sample_size``, a fixed

@@ -201,7 +201,8 @@ class ClassVerdict:
     statistic : t of the most significant window of spacings (module docstring)
     p_value : the class's p-value under the exponential-tail null (Bonferroni over windows)
     level : the cut the p-value was compared with: Holm's ``alpha`` / (K − i + 1) for the class
-        ranked i-th smallest p-value among the K tested (module docstring)
+        ranked i-th smallest p-value among the K analysed (a class not tested counts, with
+        p-value 1; module docstring)
     suspects : k̂, the number of highest scores above the break (flagged only when poisoned);
         in a detector's result, a named class's trailing members too (``trailing``)
     cutoff : the lowest score above the break (the cut-off in effect when poisoned); in a
