@@ -97,3 +97,35 @@ def test_a_detector_names_itself_in_a_threshold_error() -> None:
         ConfigError, match=r"^bnn threshold 'fpr:2': fpr must be a number in \(0, 1\)"
     ):
         build_detector("bnn", threshold="fpr:2")
+
+
+def test_per_class_cutoff_is_on_the_ranking_the_verdict_cut() -> None:
+    """Activation Clustering's verdicts cut its Fisher projections, not its separation scores:
+    the reported cut-off is the lowest flagged projection, and no kept sample reaches it (on
+    the separation scores, 41 kept samples of class 2 scored above the old cut-off)."""
+    from tests.defenses.conftest import make_case
+
+    case = make_case(n_per_class=200, poison_fraction=0.1, shift=6.0, seed=1)
+    result = build_detector("activation-clustering", confirm=None).fit(case.evidence).result
+    assert result.threshold["cutoff_scores"] == "verdict_scores"
+    assert result.verdict_scores is not None
+    named = [c for c, v in result.threshold["per_class"].items() if v["flagged"]]
+    assert named
+    for c in named:
+        members = case.labels == int(c)
+        cutoff = result.threshold["per_class"][c]["cutoff"]
+        flagged = result.verdict_scores[members & result.flagged]
+        kept = result.verdict_scores[members & ~result.flagged]
+        assert cutoff == pytest.approx(float(flagged.min()))
+        assert bool((kept < cutoff).all())
+
+
+def test_per_class_cutoff_is_none_when_the_flags_are_not_a_cut() -> None:
+    from poisonlab.defenses.base import class_cutoffs
+
+    scores = torch.tensor([5.0, 4.0, 3.0, 2.0, 9.0, 1.0], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+    flags = torch.tensor([True, False, True, False, True, False])  # 4.0 kept above 3.0
+    out = class_cutoffs(scores, flags, labels, torch.ones(6, dtype=torch.bool))
+    assert out["0"] == {"analysed": 4, "flagged": 2, "cutoff": None}
+    assert out["1"] == {"analysed": 2, "flagged": 1, "cutoff": 9.0}

@@ -329,7 +329,11 @@ class Detector(Validated, ABC):
         seconds = time.perf_counter() - started  # scoring, verdicts and their confirmation
         flags, description = self.threshold.flag(scored, labels)
         flags = flags.bool() & analysed
-        description = {**description, "per_class": class_cutoffs(scores, flags, labels, analysed)}
+        ranking = scores  # what the flags cut: the verdict scores when the verdicts decided
+        if description.get("rule") == "verdict" and scored.verdict_scores is not None:
+            ranking = scored.verdict_scores.double().cpu()
+            description = {**description, "cutoff_scores": "verdict_scores"}
+        description = {**description, "per_class": class_cutoffs(ranking, flags, labels, analysed)}
         self.result_ = DetectionResult(
             detector=self.name,
             params=self.params(),
@@ -384,18 +388,20 @@ def class_cutoffs(
 ) -> dict[str, dict[str, Any]]:
     """Per analysed class: samples analysed and flagged, and the cut-off in effect.
 
-    Every rule flags the highest scores of a class, so the lowest flagged score is the cut-off
-    actually used there (None when the class has no flag), whatever the rule's own form.
+    ``scores`` is the ranking the flags were cut from (a detector's verdict scores when its
+    verdicts decided, e.g. Activation Clustering's Fisher projections, else its scores). When a
+    class's flags are its highest scores there, the lowest flagged score is the cut-off actually
+    used, whatever the rule's own form; it is None when the class has no flag, or when an
+    unflagged sample scores as high (the flags are then not a cut of that ranking).
     """
     out: dict[str, dict[str, Any]] = {}
     for c in labels[analysed].unique().tolist():
         members = analysed & (labels == c)
         chosen = scores[members & flags]
-        out[str(c)] = {
-            "analysed": int(members.sum()),
-            "flagged": len(chosen),
-            "cutoff": float(chosen.min()) if len(chosen) else None,
-        }
+        cutoff = float(chosen.min()) if len(chosen) else None
+        if cutoff is not None and bool((scores[members & ~flags] >= cutoff).any()):
+            cutoff = None
+        out[str(c)] = {"analysed": int(members.sum()), "flagged": len(chosen), "cutoff": cutoff}
     return out
 
 

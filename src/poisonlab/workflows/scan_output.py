@@ -13,8 +13,10 @@ Kept apart from :mod:`poisonlab.workflows.scan` so the pipeline stays free of fi
   defenses left out with the reason, the classes named, per class the combined p-value, who named
   it, the samples removed and the cut-off) and ``clean`` (the clean set's kept/removed counts),
   then per defense its status (ran / skipped with the reason), role in the decision, per-class
-  verdicts, threshold with the cut-off used per class, parameters, flags per class, run time and
-  small extras, and ``selection`` (the defenses selected, ``from`` "default" when none was
+  verdicts, threshold with the cut-off used per class (on the scores the flags were cut from:
+  ``cutoff_scores`` says "verdict_scores" when the verdicts decided on their own ranking, as
+  Activation Clustering's Fisher projections), parameters, flags per class, run time and small
+  extras, and ``selection`` (the defenses selected, ``from`` "default" when none was
   named, "all" or "named", and why); then the threshold, the dataset (and ``source``, where it
   was read) and held-out set, the models used, the thread settings and the versions
   (``poisonlab``, ``torch`` as torch reports it, ``versions`` of every package that can change
