@@ -281,3 +281,53 @@ def test_a_limit_that_leaves_no_test_image_is_refused_before_training(tmp_path, 
     assert line.startswith("error: the test part of 'digits' has no images (--limit 15: each")
     assert "give a larger --limit, or --no-eval to only poison" in line
     assert not out.exists()
+
+
+def class_folder(root: Path, names: tuple[str, ...], size: int = 8, mode: str = "L") -> Path:
+    """An image folder: three noisy png images per class, one subfolder per name."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    channels = (size, size) if mode == "L" else (size, size, 3)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for k in range(3):
+            pixels = rng.integers(0, 256, size=channels, dtype=np.uint8)
+            Image.fromarray(pixels, mode=mode).save(root / name / f"{k}.png")
+    return root
+
+
+def test_a_holdout_folder_with_other_class_names_is_refused(tmp_path, no_training):
+    """Issue: a held-out folder with one class folder named differently (hors for horse) ran: the
+    classes are matched by number, and its sorted folders gave each number another class."""
+    data = class_folder(tmp_path / "data", ("cat", "dog", "horse"))
+    held = class_folder(tmp_path / "held", ("cat", "dog", "hors"))
+    args = ["scan", str(data), "--holdout", str(held), "-o", str(tmp_path / "out")]
+    line = one_red_line(runner.invoke(app, args))
+    assert "held-out set 'held' names its classes differently from data set 'data'" in line
+    assert "class 2 is 'hors' there and 'horse' here" in line and "same class names" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_holdout_folder_missing_a_class_names_it(tmp_path, no_training):
+    """It said "(2 classes) does not match data set 'data' (3 classes)" without saying which."""
+    data = class_folder(tmp_path / "data", ("cat", "dog", "horse"))
+    held = class_folder(tmp_path / "held", ("cat", "horse"))
+    args = ["scan", str(data), "--holdout", str(held), "-o", str(tmp_path / "out")]
+    line = one_red_line(runner.invoke(app, args))
+    assert "(2 classes) does not match data set 'data' (3 classes) (it has no class 'dog')" in line
+
+
+@pytest.mark.parametrize(
+    ("size", "mode", "hint"),
+    [(10, "L", "load both at one size: --image-size HxW"), (8, "RGB", "the data is grayscale")],
+)
+def test_a_holdout_of_another_shape_says_what_to_do(tmp_path, no_training, size, mode, hint):
+    """A held-out folder whose images are another size (each folder takes its first image's) or
+    in colour: the message gave the two shapes only."""
+    data = class_folder(tmp_path / "data", ("cat", "dog"))
+    held = class_folder(tmp_path / "held", ("cat", "dog"), size=size, mode=mode)
+    args = ["scan", str(data), "--holdout", str(held), "-o", str(tmp_path / "out")]
+    line = one_red_line(runner.invoke(app, args))
+    assert "does not match data set 'data'" in line and hint in line

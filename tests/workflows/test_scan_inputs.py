@@ -128,3 +128,16 @@ def test_a_holdout_from_a_file_of_the_same_name_is_not_the_data(
     half = replace(other, images=torch.cat([data.images[:6], other.images[6:]]))
     scan(replace(data, ids=ids), defenses="spectral-signatures", holdout=half, model=tiny_model())
     assert "shares 6 of its 12 samples with data set" in caplog.text
+
+
+def test_holdout_class_names_are_compared_only_when_both_have_names() -> None:
+    """Numbers 0..K-1 are what data without class_names gets: they cannot contradict names."""
+    from poisonlab.workflows.scan_inputs import check_inputs
+
+    named = replace(blobs_dataset(n_per_class=4), class_names=("cat", "dog", "horse"))
+    numbered = blobs_dataset(n_per_class=4, seed=1)
+    check_inputs(named, numbered, None)
+    check_inputs(numbered, named, None)
+    renamed = replace(numbered, class_names=("cat", "horse", "dog"))
+    with pytest.raises(DataError, match=r"class 1 is 'horse' there and 'dog' here, class 2 is"):
+        check_inputs(named, renamed, None)

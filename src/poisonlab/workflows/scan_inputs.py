@@ -100,15 +100,15 @@ def as_lgm_model(
 def check_inputs(
     data: ImageDataset, holdout: ImageDataset | None, classes: Sequence[int] | None
 ) -> None:
-    """Refuse data with no images, a held-out set of another image shape or class count, and
-    ``classes`` that do not exist or (all of them) hold no image; warn of the empty ones, and of a
-    held-out set that shares samples with the data."""
+    """Refuse data with no images, a held-out set of another image shape, class count or class
+    names (saying which, and what to do), and ``classes`` that do not exist or (all of them) hold
+    no image; warn of the empty ones, and of a held-out set that shares samples with the data."""
     if len(data) == 0:
         raise DataError(f"data set {data.name!r} has no images")
     if holdout is not None and holdout.shape != data.shape:
         raise DataError(
             f"held-out set {holdout.name!r} (images {holdout.shape}) does not match data set "
-            f"{data.name!r} (images {data.shape})"
+            f"{data.name!r} (images {data.shape}){_shape_hint(holdout.shape, data.shape)}"
         )
     if holdout is not None and holdout.num_classes != data.num_classes:
         hint = ""
@@ -118,10 +118,14 @@ def check_inputs(
                 "class_names takes its classes from its labels; save it with class_names, as "
                 "poisonlab.data.save_npz does, or include every class)"
             )
+        else:
+            hint = f" ({_missing(holdout, data)})"
         raise DataError(
             f"held-out set {holdout.name!r} ({holdout.num_classes} classes) does not match data "
             f"set {data.name!r} ({data.num_classes} classes){hint}"
         )
+    if holdout is not None and _named(data) and _named(holdout):
+        _check_class_names(data, holdout)
     shared = 0 if holdout is None else shared_samples(data, holdout)
     if holdout is not None and shared:  # e.g. --holdout given the scanned file again
         logger.warning(
@@ -152,6 +156,62 @@ def check_inputs(
                 data.name,
                 ", ".join(map(str, empty)),
             )
+
+
+def _shape_hint(held: tuple[int, ...], ours: tuple[int, ...]) -> str:
+    """What to do about a held-out set of another image shape: another size, or gray vs colour."""
+    hints = []
+    if held[1:] != ours[1:]:
+        hints.append(
+            "load both at one size: --image-size HxW, or load_dataset(path, size=(height, "
+            "width)) in Python, for image folders and GTSRB"
+        )
+    if held[0] != ours[0]:
+        gray = "the held-out set" if held[0] == 1 else "the data"
+        hints.append(
+            f"{gray} is grayscale and the other in colour: convert one so that both have "
+            "the same channels (an image folder loads as colour when any of its images is)"
+        )
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def _named(data: ImageDataset) -> bool:
+    """True when ``data``'s class names are its own, not the numbers 0..K-1 given to data
+    without names (an .npz without class_names), which say nothing about which class is which."""
+    return data.class_names != tuple(map(str, range(data.num_classes)))
+
+
+def _missing(holdout: ImageDataset, data: ImageDataset) -> str:
+    """The class names one of two data sets has and the other lacks, quoted."""
+    lacks = [n for n in data.class_names if n not in holdout.class_names]
+    extra = [n for n in holdout.class_names if n not in data.class_names]
+    parts = []
+    if lacks:
+        parts.append(f"it has no class {', '.join(map(repr, lacks))}")
+    if extra:
+        parts.append(f"the data has no class {', '.join(map(repr, extra))}")
+    return "; ".join(parts) or "the class names differ"
+
+
+def _check_class_names(data: ImageDataset, holdout: ImageDataset, shown: int = 3) -> None:
+    """Refuse a held-out set whose classes have other names than the data's: classes are matched
+    by number (an image folder numbers its class folders in sorted order), so one renamed or
+    missing folder would compare each held-out class with another class of the data."""
+    differ = [
+        (c, theirs, ours)
+        for c, (theirs, ours) in enumerate(zip(holdout.class_names, data.class_names, strict=True))
+        if theirs != ours
+    ]
+    if not differ:
+        return
+    pairs = ", ".join(f"class {c} is {t!r} there and {o!r} here" for c, t, o in differ[:shown])
+    more = f" and {len(differ) - shown} more" if len(differ) > shown else ""
+    raise DataError(
+        f"held-out set {holdout.name!r} names its classes differently from data set "
+        f"{data.name!r}: {pairs}{more}; classes are matched by number (an image folder's in the "
+        "sorted order of its class folders), so its images would stand for other classes; give "
+        "both the same class names"
+    )
 
 
 def shared_samples(data: ImageDataset, holdout: ImageDataset, chunk: int = 4096) -> int:
