@@ -90,6 +90,24 @@ def test_truncated_image_names_the_file(tmp_path: Path) -> None:
         load_dataset(tmp_path)
 
 
+def test_a_first_image_above_the_size_limit_is_refused_by_name(tmp_path: Path) -> None:
+    """Issue: a folder whose first image (sorted) was a 6000×6000 photo loaded every image at that
+    size, 144 MB each, before anything could fail; a chosen size has a limit of 1024 a side."""
+    from poisonlab.data.folder import folder_image_shape
+    from poisonlab.validation import MAX_IMAGE_SIDE
+
+    make_folder(tmp_path)
+    write_image(tmp_path / "cat" / "0.png", (MAX_IMAGE_SIDE + 1, 3))
+    message = r"cat/0.png: 3×1025 pixels, the size every image of .* would be loaded at"
+    for load in (load_dataset, folder_image_shape):
+        with pytest.raises(DataError, match=message) as error:
+            load(tmp_path)
+        assert "above 1024 per side; choose the size: pass --image-size HxW" in str(error.value)
+    assert load_dataset(tmp_path, size=8).shape == (3, 8, 8)  # a chosen size loads it
+    write_image(tmp_path / "cat" / "0.png", (MAX_IMAGE_SIDE, 3))  # at the limit: loaded
+    assert folder_image_shape(tmp_path) == (3, 3, MAX_IMAGE_SIDE)
+
+
 def test_nested_folder_and_no_class_folders(tmp_path: Path) -> None:
     make_folder(tmp_path / "ok")
     write_image(tmp_path / "ok" / "cat" / "deeper" / "x.png", (4, 4))

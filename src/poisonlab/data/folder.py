@@ -12,7 +12,8 @@ Any other mode is an error naming the file, its mode and what is supported.
 Channels: when every image is grayscale (8- or 16-bit) the data set has 1 channel; as soon as one
 image has colour (or a palette), every image is converted to RGB (grayscale repeated in the three
 channels), so mixed folders lose nothing. Alpha is dropped. Size: every image is resized (bilinear) to ``size`` as (height, width), or by
-default to the size of the first image (first class folder, first file in sorted order); images
+default to the size of the first image (first class folder, first file in sorted order; refused
+above 1024 pixels a side, the largest size a user may choose, naming the file); images
 resized without a ``size`` being given are reported as a warning (naming how many, one of them
 and how to choose the size: the commands' ``--image-size``), since mixed sizes usually mean mixed
 sources.
@@ -29,6 +30,7 @@ from poisonlab.data.common import archive_message, check_part, from_unit
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.data.images import IMAGE_SUFFIXES, is_gray, parse_size, probe, read_image
 from poisonlab.errors import DataError
+from poisonlab.validation import MAX_IMAGE_SIDE
 
 log = logging.getLogger("poisonlab.data")
 
@@ -80,8 +82,23 @@ def folder_image_shape(path: Path) -> tuple[int, int, int]:
     """(C, H, W) that :func:`load_image_folder` gives without ``size``, from the files' headers."""
     if not path.is_dir():
         raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
-    headers = [probe(f) for f in list_images(path)[0]]
-    return _channels(headers), *headers[0][1]
+    files = list_images(path)[0]
+    headers = [probe(f) for f in files]
+    return _channels(headers), *_default_size(path, files[0], headers[0][1])
+
+
+def _default_size(root: Path, first: Path, size: tuple[int, int]) -> tuple[int, int]:
+    """``size``, the first image's, as every image's when none is chosen; refused above
+    MAX_IMAGE_SIDE per side, the limit of a chosen size: one large photo sorted first would
+    otherwise have every image loaded at its size (a 6000×6000 one: 144 MB per image)."""
+    if max(size) > MAX_IMAGE_SIDE:
+        raise DataError(
+            f"{first}: {size[0]}×{size[1]} pixels, the size every image of {root} would be "
+            f"loaded at (the first image's), above {MAX_IMAGE_SIDE} per side; choose the size: "
+            "pass --image-size HxW (e.g. 64x64) to the command or, in Python, "
+            "load_dataset(path, size=(height, width))"
+        )
+    return size
 
 
 def load_image_folder(
@@ -96,7 +113,7 @@ def load_image_folder(
     files, labels, names = list_images(path)
     headers = [probe(f) for f in files]
     channels = _channels(headers)
-    shape = parse_size(size) or headers[0][1]
+    shape = parse_size(size) or _default_size(path, files[0], headers[0][1])
     resized = [f for f, (_, hw) in zip(files, headers, strict=True) if hw != shape]
     if resized and size is None:  # a chosen size is the user's decision; a silent one is not
         log.warning(
