@@ -98,3 +98,16 @@ def test_thresholds_read_as_the_user_gave_them():
     assert threshold_text({"rule": "verdict", "alpha": 0.05}) == "verdict"
     assert threshold_text({"rule": "paper", "why": "gives no class verdicts"}) == "paper"
     assert threshold_text(None) == ""
+
+
+def test_the_verdict_table_names_the_classes_that_have_names() -> None:
+    """An image folder's classes are its folder names, numbered in sorted order: the table gave
+    the numbers alone, and a user had to count folders to find the class it named."""
+    verdict = {"p_value": 1e-6, "level": 0.005, "poisoned": True, "named_by": [], "removed": 3}
+    summary = {
+        "dataset": {"class_names": ["bag", "boot", "coat"]},
+        "decision": {"per_class": {"1": verdict, "0": {**verdict, "poisoned": False}}},
+    }
+    assert [row[0] for row in _verdict_rows(summary)] == ["1 (boot)", "0 (bag)"]
+    summary["dataset"]["class_names"] = ["0", "1", "2"]  # numbers: not repeated
+    assert [row[0] for row in _verdict_rows(summary)] == ["1", "0"]

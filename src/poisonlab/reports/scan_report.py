@@ -124,10 +124,12 @@ def _overview(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Per class tested: the verdict (and the members whose held-out check found a genuine mode
-    there), combined p-value, its level, who named it and how many samples were removed."""
+    """Per class tested: the class (with its name when that is not its number: an image
+    folder's class folder), the verdict (and the members whose held-out check found a genuine
+    mode there), combined p-value, its level, who named it and how many samples were removed."""
     rows = []
     per_class = (summary.get("decision") or {}).get("per_class") or {}
+    names = (summary.get("dataset") or {}).get("class_names") or []
     named_first = sorted(per_class.items(), key=lambda kv: (not kv[1].get("poisoned"), int(kv[0])))
     for c, info in named_first:
         p = info.get("p_value")
@@ -136,9 +138,10 @@ def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
             verdict += (
                 " (a genuine mode: held-out check of " + ", ".join(info["modes_found_by"]) + ")"
             )
+        name = names[int(c)] if int(c) < len(names) else c
         rows.append(
             [
-                c,
+                c if str(name) == c else f"{c} ({name})",
                 verdict,
                 "-" if p is None else f"{p:.2g}",
                 "-" if info.get("level") is None else f"{info['level']:.2g}",
