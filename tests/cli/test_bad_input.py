@@ -331,3 +331,13 @@ def test_a_holdout_of_another_shape_says_what_to_do(tmp_path, no_training, size,
     args = ["scan", str(data), "--holdout", str(held), "-o", str(tmp_path / "out")]
     line = one_red_line(runner.invoke(app, args))
     assert "does not match data set 'data'" in line and hint in line
+
+
+def test_a_class_name_for_classes_says_where_the_numbers_are(tmp_path, no_training):
+    """--classes horse on a folder of named classes read "expected comma-separated class
+    numbers", without saying which number a folder has."""
+    data = class_folder(tmp_path / "data", ("cat", "dog", "horse"))
+    args = ["scan", str(data), "--classes", "horse", "-o", str(tmp_path / "out")]
+    line = one_red_line(runner.invoke(app, args))
+    assert "--classes 'horse': expected comma-separated class numbers, the class column of" in line
+    assert "`poisonlab data info DATA` (an image folder numbers its class folders 0, 1" in line

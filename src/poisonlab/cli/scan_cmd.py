@@ -82,7 +82,11 @@ def parse_classes(text: str | None) -> list[int] | None:
     except ValueError:
         chosen = []
     if not chosen:  # "" too: the defenses would have said "classes must be ..., got []"
-        raise ConfigError(f"--classes {text!r}: expected comma-separated class numbers")
+        raise ConfigError(
+            f"--classes {text!r}: expected comma-separated class numbers, the class column of "
+            "`poisonlab data info DATA` (an image folder numbers its class folders 0, 1, ... "
+            "in sorted order of their names)"
+        )
     return chosen
 
 
