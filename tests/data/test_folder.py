@@ -49,6 +49,20 @@ def test_the_resize_warning_says_how_to_choose_the_size(tmp_path: Path, caplog) 
     assert "or, in Python, load_dataset(path, size=(" in caplog.text
 
 
+def test_images_next_to_the_class_folders_are_skipped_with_a_warning(tmp_path, caplog) -> None:
+    """An image one folder too high has no class: it was skipped without a word, as a README is."""
+    root = make_folder(tmp_path / "pets")
+    (root / "README.txt").write_text("not an image: skipped silently")
+    load_dataset(root, size=4)
+    assert caplog.text == ""
+    write_image(root / "stray.PNG", (4, 4))
+    write_image(root / "z.jpg", (4, 4))
+    assert len(load_dataset(root, size=4)) == 4
+    assert "pets: 2 image(s) next to the class folders are not read (stray.PNG, z.jpg)" in (
+        caplog.text
+    )
+
+
 def test_all_grayscale_gives_one_channel_mixed_gives_rgb(tmp_path: Path) -> None:
     write_image(tmp_path / "a" / "1.png", (4, 4), mode="L", value=51)
     write_image(tmp_path / "b" / "2.png", (4, 4), mode="L", value=102)

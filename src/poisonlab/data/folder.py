@@ -1,7 +1,8 @@
 """An image folder: one subfolder per class, class names are the sorted subfolder names.
 
 Accepted files are .png, .jpg, .jpeg and .ppm (any letter case); hidden entries (``.DS_Store``,
-``.ipynb_checkpoints``) are skipped, and so are plain files next to the class folders (a README).
+``.ipynb_checkpoints``) are skipped, and so are plain files next to the class folders (a README;
+images there have no class and are skipped with a warning naming them).
 Anything else inside a class folder is an error naming the file, and so is an empty class folder.
 
 Pixel depth: 8-bit images (grayscale, colour, palettes) and 16-bit grayscale (PNG, or PGM saved
@@ -73,6 +74,20 @@ def list_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, [f.name for f in folders]
 
 
+def _warn_of_loose_images(root: Path) -> None:
+    """Warn of images next to the class folders: they have no class, so they are not read, but
+    unlike a README they were probably meant to be (an image dropped one folder too high)."""
+    loose = [p for p in _visible(root) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        log.warning(
+            "%s: %d image(s) next to the class folders are not read (%s): an image's class is "
+            "the folder it is in; move them into their class folder",
+            root,
+            len(loose),
+            ", ".join(p.name for p in loose[:3]) + (", ..." if len(loose) > 3 else ""),
+        )
+
+
 def _channels(headers: list[tuple[str, tuple[int, int]]]) -> int:
     """1 when every image (mode, size) is grayscale, else 3."""
     return 1 if all(is_gray(mode) for mode, _ in headers) else 3
@@ -111,6 +126,7 @@ def load_image_folder(
     if not path.is_dir():
         raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
     files, labels, names = list_images(path)
+    _warn_of_loose_images(path)
     headers = [probe(f) for f in files]
     channels = _channels(headers)
     shape = parse_size(size) or _default_size(path, files[0], headers[0][1])
