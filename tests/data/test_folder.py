@@ -122,6 +122,22 @@ def test_a_first_image_above_the_size_limit_is_refused_by_name(tmp_path: Path) -
     assert folder_image_shape(tmp_path) == (3, 3, MAX_IMAGE_SIDE)
 
 
+def test_images_too_large_to_allocate_say_how_large(tmp_path: Path, monkeypatch) -> None:
+    """2,000 photos of 3×600×800 need 11.5 GB as float32: numpy's MemoryError was a traceback."""
+    real_empty = np.empty
+
+    def small_memory(shape, *args, **kwargs):
+        if int(np.prod(shape)) > 1000:
+            raise MemoryError("Unable to allocate")
+        return real_empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", small_memory)
+    make_folder(tmp_path / "pets")
+    assert load_dataset(tmp_path / "pets", size=8).shape == (3, 8, 8)  # 4 × 192 values
+    with pytest.raises(DataError, match=r"pets: 4 images of 3×20×20 take 0\.0 GB as float32, more"):
+        load_dataset(tmp_path / "pets", size=20)
+
+
 def test_nested_folder_and_no_class_folders(tmp_path: Path) -> None:
     make_folder(tmp_path / "ok")
     write_image(tmp_path / "ok" / "cat" / "deeper" / "x.png", (4, 4))

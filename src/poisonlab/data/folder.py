@@ -88,6 +88,20 @@ def _warn_of_loose_images(root: Path) -> None:
         )
 
 
+def _allocate(root: Path, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """An empty float32 array for every image; one too large to allocate is a DataError saying
+    how large and how to choose a smaller size (it was a MemoryError traceback)."""
+    try:
+        return np.empty(shape, dtype=np.float32)
+    except MemoryError:
+        n, c, h, w = shape
+        raise DataError(
+            f"{root}: {n} images of {c}×{h}×{w} take {n * c * h * w * 4 / 1e9:.1f} GB as float32, "
+            "more than this machine can allocate; choose a smaller size: pass --image-size HxW "
+            "(e.g. 64x64) to the command or, in Python, load_dataset(path, size=(height, width))"
+        ) from None
+
+
 def _channels(headers: list[tuple[str, tuple[int, int]]]) -> int:
     """1 when every image (mode, size) is grayscale, else 3."""
     return 1 if all(is_gray(mode) for mode, _ in headers) else 3
@@ -145,7 +159,7 @@ def load_image_folder(
             files[0].relative_to(path).as_posix(),
             resized[0].relative_to(path).as_posix(),
         )
-    pixels = np.empty((len(files), channels, *shape), dtype=np.float32)
+    pixels = _allocate(path, (len(files), channels, *shape))
     for k, file in enumerate(files):
         pixels[k] = read_image(file, channels=channels, size=shape)
     return from_unit(
