@@ -285,3 +285,17 @@ def test_a_verdict_without_a_held_out_set_hints_at_one():
     assert holdout_hint(scan([8], holdout=object())) is None  # type: ignore[arg-type]
     assert holdout_hint(scan([])) is None  # type: ignore[arg-type]
     assert holdout_hint(scan([8], rule="fpr:0.05")) is None  # type: ignore[arg-type]
+
+
+def test_several_named_classes_are_given_their_names():
+    """The verdict gives several named classes by number only ("classes 7–8 look poisoned"): with
+    an image folder's class folders, a user had to count folders in sorted order to find them,
+    and folders 1..10 number folder 10 as class 1."""
+    from poisonlab.cli.scan_table import named_classes_line
+
+    names = ("bag", "boot", "coat", "dress", "pullover", "sandal", "shirt", "sneaker", "trouser")
+    assert named_classes_line([7, 8], names) == "the classes named: 7 (sneaker), 8 (trouser)"
+    folders = tuple(sorted(str(k) for k in range(1, 11)))  # 1, 10, 2, ...
+    assert named_classes_line([1, 3], folders) == "the classes named: 1 (10), 3"
+    assert named_classes_line([1, 3], [str(k) for k in range(10)]) is None  # numbers: no line
+    assert named_classes_line([8], names) is None  # the verdict names one class itself

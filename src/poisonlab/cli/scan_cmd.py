@@ -42,7 +42,7 @@ from poisonlab.cli.console import configure, err, out, user_errors
 from poisonlab.cli.flags import as_flags
 from poisonlab.cli.main import app
 from poisonlab.cli.output import check_output_dir, output_folder
-from poisonlab.cli.scan_table import DefenseRow, print_whole, scan_table
+from poisonlab.cli.scan_table import DefenseRow, named_classes_line, print_whole, scan_table
 from poisonlab.errors import ConfigError, DataError, PoisonlabError
 from poisonlab.ranges import class_ranges, counted
 
@@ -285,6 +285,13 @@ def _print_summary(result: ScanResult, target: Path, truth: Any) -> None:
     wrap = not out.is_terminal  # a pipe or file: let the reader's viewer wrap
     if result.verdict is not None:  # the line summary.json leads with, from one place
         out.print(f"[bold]{escape(result.verdict)}[/]", highlight=False, soft_wrap=wrap)
+    named = (
+        None
+        if decision is None
+        else named_classes_line(decision.poisoned_classes, data.class_names)
+    )
+    if named is not None:
+        out.print(escape(named), highlight=False, soft_wrap=wrap)
     title = f"scan of {data.name}: {len(data)} samples, {data.num_classes} classes"
     table = scan_table(title, summary_rows(result, truth))
     print_whole(out, table)

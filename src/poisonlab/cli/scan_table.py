@@ -57,6 +57,24 @@ class DefenseRow:
     (:mod:`poisonlab.defenses.holdout_check`), or empty."""
 
 
+def named_classes_line(named: Sequence[int], class_names: Sequence[str]) -> str | None:
+    """``the classes named: 7 (sneaker), 8 (trouser)`` when two or more classes are named and one
+    has a name other than its number, else None. The verdict gives several named classes by
+    number only, and an image folder numbers its class folders in sorted order (folders 1..10:
+    class 1 is folder 10); one named class the verdict names itself."""
+    if len(named) < 2:
+        return None
+
+    def text(c: int) -> str:
+        name = str(class_names[c]) if c < len(class_names) else str(c)
+        return str(c) if name == str(c) else f"{c} ({name})"
+
+    shown = [text(int(c)) for c in named]
+    if all(s.isdigit() for s in shown):
+        return None
+    return "the classes named: " + ", ".join(shown)
+
+
 def per_class_text(counts: Sequence[int]) -> str:
     """Non-zero counts as ``class:count``, e.g. ``1:34 8:31``; ``-`` when nothing is flagged."""
     return " ".join(f"{c}:{n}" for c, n in enumerate(counts) if n) or "-"
