@@ -72,6 +72,12 @@ def test_union_rule_and_outputs(tmp_path, data, holdout):
     assert summary["dataset"]["size"] == len(data)
     assert summary["models"][0]["source"] == "given"
     assert summary["clean"]["removed"] == int(union.sum())
+    # lines end in \n, as the project's other CSVs: with csv's \r\n, `grep ',1$' scores.csv`
+    # (the removed files of an image folder) found nothing, nor awk's last field == 1
+    text = paths["scores"].read_bytes().decode()
+    assert "\r" not in text
+    removed = [line.split(",")[1] for line in text.splitlines() if line.endswith(",1")]
+    assert removed == list(data.ids[union.numpy()])
 
 
 def planted(data, count: int = 6):

@@ -188,7 +188,7 @@ def write_scan(
     combined = decision.score.tolist() if decision is not None else [math.nan] * len(result.data)
     removed = result.removed.tolist()
     with paths["scores"].open("w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")  # not csv's \r\n: grep ',1$' finds rows
         writer.writerow(header)
         for i, (sample_id, label) in enumerate(
             zip(result.data.ids.tolist(), result.data.labels.tolist(), strict=True)
