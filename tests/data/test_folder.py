@@ -138,6 +138,34 @@ def test_images_too_large_to_allocate_say_how_large(tmp_path: Path, monkeypatch)
         load_dataset(tmp_path / "pets", size=20)
 
 
+def test_every_bad_entry_and_unreadable_image_is_named_at_once(tmp_path: Path) -> None:
+    """Issue: only the first problem was named, so a folder with a Thumbs.db in each class folder,
+    or several corrupt downloads, took one run per file to clean."""
+    make_folder(tmp_path)
+    (tmp_path / "cat" / "Thumbs.db").write_bytes(b"\0")
+    (tmp_path / "dog" / "Thumbs.db").write_bytes(b"\0")
+    (tmp_path / "emu").mkdir()
+    with pytest.raises(
+        DataError, match=r"^3 problems in the class folders: .*cat/Thumbs.db: not an"
+    ):
+        load_dataset(tmp_path)
+    for name in ("cat", "dog"):
+        (tmp_path / name / "Thumbs.db").unlink()
+    (tmp_path / "emu").rmdir()
+    for k in range(7):  # corrupt headers: named from the headers, before any pixel is read
+        (tmp_path / "dog" / f"x{k}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    with pytest.raises(DataError, match=r"^7 of 11 images cannot be read: .*dog/x0.png: ") as error:
+        load_dataset(tmp_path)
+    assert "dog/x4.png" in str(error.value) and str(error.value).endswith("; and 2 more")
+    for k in range(7):
+        (tmp_path / "dog" / f"x{k}.png").unlink()
+    for name in ("cat", "dog"):  # truncated: the header reads, the pixels do not
+        path = write_image(tmp_path / name / "t.png", (64, 64))
+        path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(DataError, match=r"^2 of 6 images cannot be read: .*cat/t.png: .*dog/t.png"):
+        load_dataset(tmp_path, size=4)
+
+
 def test_nested_folder_and_no_class_folders(tmp_path: Path) -> None:
     make_folder(tmp_path / "ok")
     write_image(tmp_path / "ok" / "cat" / "deeper" / "x.png", (4, 4))

@@ -3,7 +3,8 @@
 Accepted files are .png, .jpg, .jpeg and .ppm (any letter case); hidden entries (``.DS_Store``,
 ``.ipynb_checkpoints``) are skipped, and so are plain files next to the class folders (a README;
 images there have no class and are skipped with a warning naming them).
-Anything else inside a class folder is an error naming the file, and so is an empty class folder.
+Anything else inside a class folder is an error naming the file, and so is an empty class folder;
+one error names every such entry, and every unreadable image, not the first alone.
 
 Pixel depth: 8-bit images (grayscale, colour, palettes) and 16-bit grayscale (PNG, or PGM saved
 as .ppm) load to the same [0, 1] range: 8-bit values divided by 255, 16-bit ones by 65535, so a
@@ -58,20 +59,51 @@ def list_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
         raise DataError(f"{root}: no class subfolders (expected one folder of images per class)")
     files: list[Path] = []
     labels: list[int] = []
+    problems: list[str] = []
     for label, folder in enumerate(folders):
         entries = _visible(folder)
         if not entries:
-            raise DataError(f"{folder}: empty class folder")
+            problems.append(f"{folder}: empty class folder")
         for entry in entries:
             if entry.is_dir():
-                raise DataError(f"{entry}: nested folder inside class folder {folder.name!r}")
-            if entry.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(
+                problems.append(f"{entry}: nested folder inside class folder {folder.name!r}")
+            elif entry.suffix.lower() not in IMAGE_SUFFIXES:
+                problems.append(
                     f"{entry}: not an image file (expected {', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
-            files.append(entry)
-            labels.append(label)
+            else:
+                files.append(entry)
+                labels.append(label)
+    if problems:
+        raise DataError(_all_problems(problems, f"{len(problems)} problems in the class folders"))
     return files, labels, [f.name for f in folders]
+
+
+def _all_problems(problems: list[str], lead: str, shown: int = 5) -> str:
+    """One message for every problem found (each names its file), not the first alone: a folder
+    with a Thumbs.db in each of its class folders took one run per file to find them."""
+    if len(problems) == 1:
+        return problems[0]
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return f"{lead}: " + "; ".join(problems[:shown]) + more
+
+
+def _unreadable(problems: list[str], total: int) -> str:
+    """The message for images that cannot be read, every one named (up to five)."""
+    return _all_problems(problems, f"{len(problems)} of {total} images cannot be read")
+
+
+def _probe_all(files: list[Path]) -> list[tuple[str, tuple[int, int]]]:
+    """:func:`probe` of every file; the files that fail are named together."""
+    headers, problems = [], []
+    for file in files:
+        try:
+            headers.append(probe(file))
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise DataError(_unreadable(problems, len(files)))
+    return headers
 
 
 def _warn_of_loose_images(root: Path) -> None:
@@ -112,7 +144,7 @@ def folder_image_shape(path: Path) -> tuple[int, int, int]:
     if not path.is_dir():
         raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
     files = list_images(path)[0]
-    headers = [probe(f) for f in files]
+    headers = _probe_all(files)
     return _channels(headers), *_default_size(path, files[0], headers[0][1])
 
 
@@ -141,7 +173,7 @@ def load_image_folder(
         raise DataError(f"{path}: not a folder (expected a folder with one subfolder per class)")
     files, labels, names = list_images(path)
     _warn_of_loose_images(path)
-    headers = [probe(f) for f in files]
+    headers = _probe_all(files)
     channels = _channels(headers)
     shape = parse_size(size) or _default_size(path, files[0], headers[0][1])
     resized = [f for f, (_, hw) in zip(files, headers, strict=True) if hw != shape]
@@ -160,8 +192,14 @@ def load_image_folder(
             resized[0].relative_to(path).as_posix(),
         )
     pixels = _allocate(path, (len(files), channels, *shape))
+    problems = []
     for k, file in enumerate(files):
-        pixels[k] = read_image(file, channels=channels, size=shape)
+        try:
+            pixels[k] = read_image(file, channels=channels, size=shape)
+        except DataError as exc:  # a truncated file: its header read, its pixels do not
+            problems.append(str(exc))
+    if problems:
+        raise DataError(_unreadable(problems, len(files)))
     return from_unit(
         pixels,
         np.asarray(labels, dtype=np.int64),
