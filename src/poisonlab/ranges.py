@@ -1,12 +1,19 @@
 """Words for messages: class numbers as runs ("0–3, 5–9"), one form for the verdict sentence
-and the scan table, and counts with their noun ("1 sample", "2 samples").
+and the scan table, a class with its name ("7 (sneaker)"), and counts with their noun ("1 sample", "2 samples").
 
 Torch-free, so the command line can import it before any work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+
+def class_label(c: int, class_names: Sequence[object]) -> str:
+    """Class ``c`` with its name when that is not its number: ``7 (sneaker)``, ``3``. An image
+    folder's classes are its sorted folder names, so the number alone does not say which."""
+    name = str(class_names[c]) if 0 <= c < len(class_names) else str(c)
+    return str(c) if name == str(c) else f"{c} ({name})"
 
 
 def class_ranges(classes: Iterable[int]) -> str:

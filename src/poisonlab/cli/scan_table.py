@@ -26,6 +26,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from poisonlab.ranges import class_label
+
 REPORTED_ONLY = "*"
 """Marks a defense whose flags are reported but not part of the combined decision."""
 
@@ -64,12 +66,7 @@ def named_classes_line(named: Sequence[int], class_names: Sequence[str]) -> str 
     class 1 is folder 10); one named class the verdict names itself."""
     if len(named) < 2:
         return None
-
-    def text(c: int) -> str:
-        name = str(class_names[c]) if c < len(class_names) else str(c)
-        return str(c) if name == str(c) else f"{c} ({name})"
-
-    shown = [text(int(c)) for c in named]
+    shown = [class_label(int(c), class_names) for c in named]
     if all(s.isdigit() for s in shown):
         return None
     return "the classes named: " + ", ".join(shown)

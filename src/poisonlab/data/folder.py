@@ -36,6 +36,12 @@ from poisonlab.validation import MAX_IMAGE_SIDE
 
 log = logging.getLogger("poisonlab.data")
 
+CHOOSE_SIZE = (
+    "pass --image-size HxW (e.g. 64x64) to the command or, in Python, "
+    "load_dataset(path, size=(height, width))"
+)
+"""How to choose the size images load at, for the messages that ask for a smaller one."""
+
 
 def _visible(folder: Path) -> list[Path]:
     """Entries of ``folder`` not starting with a dot, sorted by name."""
@@ -129,8 +135,7 @@ def _allocate(root: Path, shape: tuple[int, int, int, int]) -> np.ndarray:
         n, c, h, w = shape
         raise DataError(
             f"{root}: {n} images of {c}×{h}×{w} take {n * c * h * w * 4 / 1e9:.1f} GB as float32, "
-            "more than this machine can allocate; choose a smaller size: pass --image-size HxW "
-            "(e.g. 64x64) to the command or, in Python, load_dataset(path, size=(height, width))"
+            f"more than this machine can allocate; choose a smaller size: {CHOOSE_SIZE}"
         ) from None
 
 
@@ -156,8 +161,7 @@ def _default_size(root: Path, first: Path, size: tuple[int, int]) -> tuple[int, 
         raise DataError(
             f"{first}: {size[0]}×{size[1]} pixels, the size every image of {root} would be "
             f"loaded at (the first image's), above {MAX_IMAGE_SIDE} per side; choose the size: "
-            "pass --image-size HxW (e.g. 64x64) to the command or, in Python, "
-            "load_dataset(path, size=(height, width))"
+            f"{CHOOSE_SIZE}"
         )
     return size
 

@@ -75,7 +75,7 @@ from poisonlab.defenses.thresholds import (
 )
 from poisonlab.defenses.verdicts import ClassVerdict, holm, top_in_class
 from poisonlab.errors import ConfigError
-from poisonlab.ranges import class_ranges, counted
+from poisonlab.ranges import class_label, class_ranges, counted
 from poisonlab.validation import InstanceOf, Items, check_param
 
 RULES = ("verdict", "union")
@@ -451,11 +451,6 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     are named in brackets, "classes 0–9 look clean (too few samples for activation-clustering to
     judge classes 2, 5)"; classes no member judged are "not judged (too few samples)".
     """
-
-    def name(c: int) -> str:
-        label = class_names[c] if c < len(class_names) else str(c)
-        return str(c) if label == str(c) else f"{c} ({label})"
-
     tested = sorted(int(c) for c in decision.per_class)
     if decision.rule != "verdict":
         return (
@@ -470,7 +465,9 @@ def verdict_sentence(decision: CombinedDecision, class_names: Sequence[str]) -> 
     removed = {c: int(decision.per_class[str(c)]["removed"]) for c in named}
     if len(named) == 1:
         (c,) = named
-        parts.append(f"class {name(c)} looks poisoned: {counted(removed[c], 'suspicious sample')}")
+        parts.append(
+            f"class {class_label(c, class_names)} looks poisoned: {counted(removed[c], 'suspicious sample')}"
+        )
     elif named:
         counts = ", ".join(f"{c}: {n}" for c, n in removed.items())
         parts.append(

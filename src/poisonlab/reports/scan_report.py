@@ -27,7 +27,7 @@ from poisonlab import progress
 from poisonlab.data.dataset import ImageDataset
 from poisonlab.defenses.thresholds import overrides_verdicts
 from poisonlab.errors import DataError, PoisonlabError
-from poisonlab.ranges import class_ranges
+from poisonlab.ranges import class_label, class_ranges
 from poisonlab.reports import plots
 from poisonlab.reports.html import (
     Page,
@@ -138,10 +138,9 @@ def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
             verdict += (
                 " (a genuine mode: held-out check of " + ", ".join(info["modes_found_by"]) + ")"
             )
-        name = names[int(c)] if int(c) < len(names) else c
         rows.append(
             [
-                c if str(name) == c else f"{c} ({name})",
+                class_label(int(c), names),
                 verdict,
                 "-" if p is None else f"{p:.2g}",
                 "-" if info.get("level") is None else f"{info['level']:.2g}",
